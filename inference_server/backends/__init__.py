@@ -1,0 +1,66 @@
+"""Backend registry. Backends import their heavy dependencies (torch, diffusers) lazily, inside the backend."""
+
+from __future__ import annotations
+
+import os
+
+from ..errors import InvalidInput
+from .base import Backend, CancelToken, ProgressCallback, no_progress
+
+DEFAULT_QWEN_MODEL = "Qwen/Qwen-Image-Layered"
+
+
+def qwen_model_id() -> str:
+    """Hub id or local folder of the Qwen-Image-Layered weights (env ``STRATA_QWEN_MODEL``)."""
+    return os.environ.get("STRATA_QWEN_MODEL", DEFAULT_QWEN_MODEL)
+
+
+def qwen_available(model_id: str | None = None) -> bool:
+    """True when CUDA is usable and the weights are on disk (a local folder or the Hugging Face cache)."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    if not torch.cuda.is_available():
+        return False
+    model_id = model_id or qwen_model_id()
+    if os.path.isdir(model_id):
+        return os.path.isfile(os.path.join(model_id, "model_index.json"))
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return False
+    return isinstance(try_to_load_from_cache(model_id, "model_index.json"), str)
+
+
+def resolve_backend_name(name: str, model_id: str | None = None) -> str:
+    if name == "auto":
+        return "qwen" if qwen_available(model_id) else "cpu"
+    if name not in ("cpu", "qwen"):
+        raise InvalidInput(f"backend must be auto, cpu or qwen, got {name!r}")
+    return name
+
+
+def create_backend(name: str, **options) -> Backend:
+    """Instantiate a backend by name ("auto" resolves first). Options go to the backend's constructor."""
+    name = resolve_backend_name(name, options.get("model_id"))
+    if name == "qwen":
+        from .qwen import QwenLayeredBackend
+
+        return QwenLayeredBackend(**options)
+    from .cpu import CpuDecomposer
+
+    return CpuDecomposer()
+
+
+__all__ = [
+    "Backend",
+    "CancelToken",
+    "ProgressCallback",
+    "no_progress",
+    "create_backend",
+    "resolve_backend_name",
+    "qwen_available",
+    "qwen_model_id",
+    "DEFAULT_QWEN_MODEL",
+]

@@ -1,0 +1,230 @@
+"""The layer stack: ordered straight-alpha RGBA layers, their composite, and the job folder on disk.
+
+A job folder holds ``layer_00.png`` (back) … ``layer_NN.png`` (front), ``preview.png`` (the composite) and
+``manifest.json``. Every file is written atomically (temporary file in the same folder, then ``os.replace``),
+so a crash never leaves a half-written layer behind.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+MANIFEST_FORMAT = "strata.layers/1"
+MANIFEST_NAME = "manifest.json"
+PREVIEW_NAME = "preview.png"
+
+
+def layer_file_name(index: int) -> str:
+    return f"layer_{index:02d}.png"
+
+
+@dataclass
+class Layer:
+    """One straight-alpha RGBA layer, the full size of the image (H×W×4 uint8)."""
+
+    rgba: np.ndarray
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.rgba.dtype != np.uint8 or self.rgba.ndim != 3 or self.rgba.shape[2] != 4:
+            raise ValueError(f"a layer is H×W×4 uint8, got {self.rgba.shape} {self.rgba.dtype}")
+
+    @property
+    def bbox_px(self) -> tuple[int, int, int, int] | None:
+        """(x, y, width, height) of the pixels with alpha > 0, or None for an empty layer."""
+        return alpha_bbox_px(self.rgba[..., 3])
+
+    @property
+    def coverage(self) -> float:
+        """Mean alpha in [0, 1]: how much of the image this layer covers."""
+        return float(self.rgba[..., 3].mean() / 255.0)
+
+    def to_image(self) -> Image.Image:
+        return Image.fromarray(self.rgba, "RGBA")
+
+    @classmethod
+    def from_image(cls, image: Image.Image, name: str = "") -> "Layer":
+        return cls(np.asarray(image.convert("RGBA"), dtype=np.uint8).copy(), name)
+
+
+def alpha_bbox_px(alpha: np.ndarray) -> tuple[int, int, int, int] | None:
+    rows = np.flatnonzero(alpha.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(alpha.any(axis=0))
+    return int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)
+
+
+def composite_over(layers_rgba: list[np.ndarray]) -> np.ndarray:
+    """Straight-alpha "over" of back-to-front layers, in the image's own (sRGB) space, as PIL and PowerPoint do.
+
+    Returns H×W×4 uint8 with straight alpha. Works in float64 so rounding happens once, at the end.
+    """
+    if not layers_rgba:
+        raise ValueError("cannot composite an empty list of layers")
+    height, width = layers_rgba[0].shape[:2]
+    out_premul = np.zeros((height, width, 3), np.float64)
+    out_alpha = np.zeros((height, width), np.float64)
+    for rgba in layers_rgba:
+        if rgba.shape[:2] != (height, width):
+            raise ValueError(f"layer size {rgba.shape[1]}×{rgba.shape[0]} differs from {width}×{height}")
+        alpha = rgba[..., 3].astype(np.float64) / 255.0
+        color = rgba[..., :3].astype(np.float64) / 255.0
+        out_premul = color * alpha[..., None] + out_premul * (1.0 - alpha[..., None])
+        out_alpha = alpha + out_alpha * (1.0 - alpha)
+    safe_alpha = np.where(out_alpha > 0, out_alpha, 1.0)
+    color = out_premul / safe_alpha[..., None]
+    result = np.concatenate([color, out_alpha[..., None]], axis=2)
+    return np.clip(np.rint(result * 255.0), 0, 255).astype(np.uint8)
+
+
+@dataclass
+class LayerStack:
+    """Layers back to front, plus what produced them (the manifest's fields)."""
+
+    layers: list[Layer]
+    backend: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = None
+    timings_s: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    parent: dict[str, Any] | None = None  # {"job": id, "layer": k} for a recursive decomposition
+
+    def __post_init__(self) -> None:
+        if not self.layers:
+            raise ValueError("a layer stack needs at least one layer")
+        shapes = {layer.rgba.shape for layer in self.layers}
+        if len(shapes) != 1:
+            raise ValueError(f"all layers must have the same size, got {sorted(shapes)}")
+        for index, layer in enumerate(self.layers):
+            if not layer.name:
+                layer.name = "Background" if index == 0 else f"Layer {index}"
+
+    @property
+    def width_px(self) -> int:
+        return int(self.layers[0].rgba.shape[1])
+
+    @property
+    def height_px(self) -> int:
+        return int(self.layers[0].rgba.shape[0])
+
+    def composite(self) -> np.ndarray:
+        return composite_over([layer.rgba for layer in self.layers])
+
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "format": MANIFEST_FORMAT,
+            "width_px": self.width_px,
+            "height_px": self.height_px,
+            "backend": self.backend,
+            "params": self.params,
+            "seed": self.seed,
+            "timings_s": {k: round(v, 4) for k, v in self.timings_s.items()},
+            "notes": list(self.notes),
+            "parent": self.parent,
+            "preview": PREVIEW_NAME,
+            "layers": [
+                {
+                    "index": index,
+                    "name": layer.name,
+                    "file": layer_file_name(index),
+                    "bbox_px": list(layer.bbox_px) if layer.bbox_px else None,
+                    "coverage": round(layer.coverage, 5),
+                }
+                for index, layer in enumerate(self.layers)
+            ],
+        }
+
+    def save(self, folder: str | os.PathLike, extra_manifest: dict[str, Any] | None = None) -> Path:
+        """Write layers, preview and manifest (last, so a manifest on disk means a complete job)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for index, layer in enumerate(self.layers):
+            write_png_atomic(folder / layer_file_name(index), layer.rgba)
+        write_png_atomic(folder / PREVIEW_NAME, self.composite())
+        manifest = self.manifest()
+        if extra_manifest:
+            manifest.update(extra_manifest)
+        write_bytes_atomic(folder / MANIFEST_NAME, json.dumps(manifest, indent=2).encode("utf-8"))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> "LayerStack":
+        folder = Path(folder)
+        manifest_path = folder / MANIFEST_NAME
+        if not manifest_path.is_file():
+            raise FileNotFoundError(f"{folder} has no {MANIFEST_NAME}: not a finished decomposition folder")
+        manifest = json.loads(manifest_path.read_text("utf-8"))
+        if manifest.get("format") != MANIFEST_FORMAT:
+            raise ValueError(f"{manifest_path}: expected format {MANIFEST_FORMAT!r}, got {manifest.get('format')!r}")
+        layers = []
+        for entry in manifest["layers"]:
+            with Image.open(folder / entry["file"]) as image:
+                layers.append(Layer.from_image(image, entry.get("name", "")))
+        return cls(
+            layers=layers,
+            backend=manifest.get("backend", ""),
+            params=manifest.get("params", {}),
+            seed=manifest.get("seed"),
+            timings_s=manifest.get("timings_s", {}),
+            notes=manifest.get("notes", []),
+            parent=manifest.get("parent"),
+        )
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write to a temporary file beside ``path``, fsync, then rename over it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def png_bytes(rgba: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    # compress_level 1: layers are large and rewritten often; size matters less than time here.
+    Image.fromarray(rgba, "RGBA").save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def write_png_atomic(path: str | os.PathLike, rgba: np.ndarray) -> None:
+    write_bytes_atomic(path, png_bytes(rgba))
+
+
+class Stopwatch:
+    """Collects per-stage seconds for the manifest's ``timings_s``."""
+
+    def __init__(self) -> None:
+        self.timings_s: dict[str, float] = {}
+        self._stage: str | None = None
+        self._start = 0.0
+
+    def start(self, stage: str) -> None:
+        self.stop()
+        self._stage, self._start = stage, time.perf_counter()
+
+    def stop(self) -> None:
+        if self._stage is not None:
+            self.timings_s[self._stage] = self.timings_s.get(self._stage, 0.0) + time.perf_counter() - self._start
+            self._stage = None

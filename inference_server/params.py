@@ -1,0 +1,89 @@
+"""Decomposition parameters: one validated dataclass shared by the CLI, the HTTP API and the backends."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import InvalidInput
+
+MIN_LAYERS = 1
+MAX_LAYERS = 16
+RESOLUTIONS = (640, 1024)
+BACKENDS = ("auto", "cpu", "qwen")
+PRESETS = ("stock", "exact", "fast", "lowvram")
+OFFLOAD_MODES = ("none", "model", "sequential", "group")
+
+
+@dataclass
+class DecomposeParams:
+    """What a user can ask of a decomposition. Defaults follow the Qwen-Image-Layered model card."""
+
+    layers: int = 4
+    backend: str = "auto"
+    num_inference_steps: int = 50
+    resolution: int = 640
+    true_cfg_scale: float = 4.0
+    # The model card passes a single space: true CFG only runs when a negative prompt is given.
+    negative_prompt: str = " "
+    # Empty prompt: the pipeline captions the image with its VL text encoder.
+    prompt: str = ""
+    cfg_normalize: bool = True
+    use_en_prompt: bool = True
+    seed: int | None = None
+    preset: str = "exact"
+    offload: str = "none"
+    # Recursive decomposition: where the input came from (filled by the server, kept in the manifest).
+    parent_job: str | None = None
+    parent_layer: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> "DecomposeParams":
+        if isinstance(self.layers, bool) or not isinstance(self.layers, int):
+            raise InvalidInput(f"layers must be an integer, got {self.layers!r}")
+        if not MIN_LAYERS <= self.layers <= MAX_LAYERS:
+            raise InvalidInput(f"layers must be between {MIN_LAYERS} and {MAX_LAYERS}, got {self.layers}")
+        if self.backend not in BACKENDS:
+            raise InvalidInput(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if isinstance(self.num_inference_steps, bool) or not isinstance(self.num_inference_steps, int):
+            raise InvalidInput(f"num_inference_steps must be an integer, got {self.num_inference_steps!r}")
+        if not 1 <= self.num_inference_steps <= 200:
+            raise InvalidInput(f"num_inference_steps must be between 1 and 200, got {self.num_inference_steps}")
+        if self.resolution not in RESOLUTIONS:
+            raise InvalidInput(f"resolution must be 640 or 1024 (the model's two buckets), got {self.resolution!r}")
+        if not isinstance(self.true_cfg_scale, (int, float)) or isinstance(self.true_cfg_scale, bool):
+            raise InvalidInput(f"true_cfg_scale must be a number, got {self.true_cfg_scale!r}")
+        if not 0.0 <= float(self.true_cfg_scale) <= 20.0:
+            raise InvalidInput(f"true_cfg_scale must be between 0 and 20, got {self.true_cfg_scale}")
+        for name in ("prompt", "negative_prompt"):
+            value = getattr(self, name)
+            if not isinstance(value, str):
+                raise InvalidInput(f"{name} must be a string, got {type(value).__name__}")
+            if len(value) > 2000:
+                raise InvalidInput(f"{name} is {len(value)} characters; keep it under 2000")
+        if self.seed is not None:
+            if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+                raise InvalidInput(f"seed must be an integer in [0, 2^63), got {self.seed!r}")
+        if self.preset not in PRESETS:
+            raise InvalidInput(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        if self.offload not in OFFLOAD_MODES:
+            raise InvalidInput(f"offload must be one of {', '.join(OFFLOAD_MODES)}, got {self.offload!r}")
+        return self
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "DecomposeParams":
+        """Build from user input (JSON or form fields), rejecting names we do not know."""
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InvalidInput(
+                f"unknown parameter(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        return cls(**values).validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        if not data["extra"]:
+            data.pop("extra")
+        return data

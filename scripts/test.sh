@@ -16,5 +16,6 @@ run_pytest() {
 
 status=0
 run_pytest .venv/bin/python -m pytest tests --ignore=tests/blender -q -p no:cacheprovider "$@" || status=1
-run_pytest .venv-blender/bin/python -m pytest tests/blender -q -p no:cacheprovider "$@" || status=1
+# --confcutdir keeps tests/conftest.py (server env imports) out of the bpy env.
+run_pytest .venv-blender/bin/python -m pytest tests/blender --confcutdir=tests/blender -q -p no:cacheprovider "$@" || status=1
 exit $status

@@ -73,19 +73,46 @@ def composite_over(layers_rgba: list[np.ndarray]) -> np.ndarray:
     if not layers_rgba:
         raise ValueError("cannot composite an empty list of layers")
     height, width = layers_rgba[0].shape[:2]
-    out_premul = np.zeros((height, width, 3), np.float64)
-    out_alpha = np.zeros((height, width), np.float64)
+    compositor = OverCompositor(width, height)
     for rgba in layers_rgba:
         if rgba.shape[:2] != (height, width):
             raise ValueError(f"layer size {rgba.shape[1]}×{rgba.shape[0]} differs from {width}×{height}")
-        alpha = rgba[..., 3].astype(np.float64) / 255.0
-        color = rgba[..., :3].astype(np.float64) / 255.0
-        out_premul = color * alpha[..., None] + out_premul * (1.0 - alpha[..., None])
-        out_alpha = alpha + out_alpha * (1.0 - alpha)
-    safe_alpha = np.where(out_alpha > 0, out_alpha, 1.0)
-    color = out_premul / safe_alpha[..., None]
-    result = np.concatenate([color, out_alpha[..., None]], axis=2)
-    return np.clip(np.rint(result * 255.0), 0, 255).astype(np.uint8)
+        compositor.add(rgba)
+    return compositor.result()
+
+
+class OverCompositor:
+    """Accumulates straight-alpha "over" one layer at a time, each at an offset and clipped to the frame.
+
+    The one implementation of "over": ``composite_over`` uses it for full-frame layers, the exporters' layout
+    render for placed (offset, scaled, partly transparent) ones, so only the covered region is touched.
+    """
+
+    def __init__(self, width_px: int, height_px: int) -> None:
+        self.width_px, self.height_px = int(width_px), int(height_px)
+        self._premul = np.zeros((self.height_px, self.width_px, 3), np.float64)
+        self._alpha = np.zeros((self.height_px, self.width_px), np.float64)
+
+    def add(self, rgba: np.ndarray, left_px: int = 0, top_px: int = 0, opacity: float = 1.0) -> None:
+        """Put ``rgba`` (h×w×4 uint8, straight alpha) over the result with its top-left at (left_px, top_px)."""
+        height, width = rgba.shape[:2]
+        x0, y0 = max(left_px, 0), max(top_px, 0)
+        x1, y1 = min(left_px + width, self.width_px), min(top_px + height, self.height_px)
+        if x1 <= x0 or y1 <= y0:
+            return  # entirely outside the frame
+        patch = rgba[y0 - top_px:y1 - top_px, x0 - left_px:x1 - left_px]
+        alpha = patch[..., 3].astype(np.float64) / 255.0 * float(opacity)
+        color = patch[..., :3].astype(np.float64) / 255.0
+        premul = self._premul[y0:y1, x0:x1]
+        out_alpha = self._alpha[y0:y1, x0:x1]
+        self._premul[y0:y1, x0:x1] = color * alpha[..., None] + premul * (1.0 - alpha[..., None])
+        self._alpha[y0:y1, x0:x1] = alpha + out_alpha * (1.0 - alpha)
+
+    def result(self) -> np.ndarray:
+        safe_alpha = np.where(self._alpha > 0, self._alpha, 1.0)
+        color = self._premul / safe_alpha[..., None]
+        result = np.concatenate([color, self._alpha[..., None]], axis=2)
+        return np.clip(np.rint(result * 255.0), 0, 255).astype(np.uint8)
 
 
 @dataclass
@@ -201,10 +228,11 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
-def png_bytes(rgba: np.ndarray) -> bytes:
+def png_bytes(rgba: np.ndarray, compress_level: int = 1) -> bytes:
     buffer = io.BytesIO()
-    # compress_level 1: layers are large and rewritten often; size matters less than time here.
-    Image.fromarray(rgba, "RGBA").save(buffer, format="PNG", compress_level=1)
+    # compress_level 1 by default: layers are large and rewritten often; size matters less than time here.
+    # Files handed to people (exports) pass a higher level.
+    Image.fromarray(rgba, "RGBA").save(buffer, format="PNG", compress_level=compress_level)
     return buffer.getvalue()
 
 

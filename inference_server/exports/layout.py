@@ -1,0 +1,319 @@
+"""A bpy-free description of layers placed in a frame: what every exporter writes and what tests compare against.
+
+A ``Layout`` is a W×H frame and its layers, back to front. Each ``PlacedLayer`` is an RGBA image put at
+(``x_px``, ``y_px``) — the top-left of the placed image in the frame — and stretched to ``width_px``×``height_px``
+(so a layer can be moved, scaled, partly transparent or hidden, and can reach outside the frame). It comes from a
+decomposition folder (``Layout.from_stack`` / ``load_job_layout``) or from Blender's recomposed camera view over
+HTTP (``Layout.from_json``).
+
+``Layout.render()`` is the reference picture: straight-alpha "over" in sRGB, as PowerPoint and Photoshop blend.
+Pixel-grid exporters (PSD) and the render share ``PlacedLayer.raster()``, so they place and resample identically;
+PPTX keeps the exact fractional placement and lets the viewer scale.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ..errors import ImageTooLarge, InvalidInput
+from ..layers import MANIFEST_NAME, PREVIEW_NAME, LayerStack, OverCompositor, alpha_bbox_px
+
+MAX_LAYOUT_LAYERS = 64
+# Frame side limit: PSD allows 30000 px, a PowerPoint slide 56 in; 8192 keeps the float render under ~2 GiB.
+MAX_FRAME_SIDE_PX = 8192
+MAX_LAYER_IMAGE_PIXELS = 8192 * 8192
+# A placed layer may reach this many frame sizes outside the frame (Blender planes can be far off-camera).
+MAX_PLACEMENT_FACTOR = 8
+LAYOUT_KEYS = {"width_px", "height_px", "name", "layers"}
+LAYER_KEYS = {"name", "x_px", "y_px", "width_px", "height_px", "opacity", "visible"}
+# Where a job folder may keep the image the user submitted (first match wins); else the preview stands in.
+ORIGINAL_NAMES = ("input.png", "original.png", "source.png")
+JOB_STATE_NAME = "job.json"
+
+
+@dataclass
+class PlacedLayer:
+    """An RGBA image placed in the frame; the image is stretched to ``width_px``×``height_px``."""
+
+    name: str
+    rgba: np.ndarray
+    x_px: float
+    y_px: float
+    width_px: float
+    height_px: float
+    opacity: float = 1.0
+    visible: bool = True
+
+    def __post_init__(self) -> None:
+        if self.rgba.dtype != np.uint8 or self.rgba.ndim != 3 or self.rgba.shape[2] != 4:
+            raise ValueError(f"a placed layer's image is h×w×4 uint8, got {self.rgba.shape} {self.rgba.dtype}")
+        if self.rgba.shape[0] == 0 or self.rgba.shape[1] == 0:
+            raise ValueError(f"layer {self.name!r} has an empty image ({self.rgba.shape[1]}×{self.rgba.shape[0]})")
+        if not (self.width_px > 0 and self.height_px > 0):
+            raise ValueError(f"layer {self.name!r} needs a positive placed size, got {self.width_px}×{self.height_px}")
+        if not 0.0 <= self.opacity <= 1.0:
+            raise ValueError(f"layer {self.name!r} opacity must be in [0, 1], got {self.opacity}")
+
+    @property
+    def image_width_px(self) -> int:
+        return int(self.rgba.shape[1])
+
+    @property
+    def image_height_px(self) -> int:
+        return int(self.rgba.shape[0])
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.rgba[..., 3].any()
+
+    def cropped_to_alpha(self) -> "PlacedLayer | None":
+        """The same layer with its image cut to the pixels with alpha > 0 (placement adjusted), or None if empty."""
+        bbox = alpha_bbox_px(self.rgba[..., 3])
+        if bbox is None:
+            return None
+        left, top, width, height = bbox
+        if (width, height) == (self.image_width_px, self.image_height_px):
+            return self
+        scale_x = self.width_px / self.image_width_px
+        scale_y = self.height_px / self.image_height_px
+        return replace(
+            self,
+            rgba=self.rgba[top:top + height, left:left + width].copy(),
+            x_px=self.x_px + left * scale_x,
+            y_px=self.y_px + top * scale_y,
+            width_px=width * scale_x,
+            height_px=height * scale_y,
+        )
+
+    def pixel_rect(self) -> tuple[int, int, int, int]:
+        """(left, top, width, height) on the pixel grid: edges rounded, so abutting layers stay abutting."""
+        left, top = round(self.x_px), round(self.y_px)
+        right, bottom = round(self.x_px + self.width_px), round(self.y_px + self.height_px)
+        return left, top, max(1, right - left), max(1, bottom - top)
+
+    def raster(self) -> tuple[np.ndarray, int, int]:
+        """The image resampled to its pixel rect, and that rect's (left, top). Opacity is not applied."""
+        left, top, width, height = self.pixel_rect()
+        if (width, height) == (self.image_width_px, self.image_height_px):
+            return self.rgba, left, top
+        # Pillow resizes RGBA premultiplied, so transparent pixels' colour does not bleed into edges.
+        image = Image.fromarray(self.rgba, "RGBA").resize((width, height), Image.Resampling.LANCZOS)
+        return np.asarray(image, dtype=np.uint8), left, top
+
+
+@dataclass
+class Layout:
+    """A W×H frame and its placed layers, back to front. ``original`` is the flat source image, if known."""
+
+    width_px: int
+    height_px: int
+    layers: list[PlacedLayer]
+    name: str = "Strata layers"
+    original: np.ndarray | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if not (1 <= self.width_px <= MAX_FRAME_SIDE_PX and 1 <= self.height_px <= MAX_FRAME_SIDE_PX):
+            raise ValueError(
+                f"frame must be 1..{MAX_FRAME_SIDE_PX} px per side, got {self.width_px}×{self.height_px}")
+
+    @classmethod
+    def from_stack(cls, stack: LayerStack, crop_to_bbox: bool = True, name: str = "Strata layers",
+                   original: np.ndarray | None = None) -> "Layout":
+        """Each non-empty layer at its true position; cropped to its alpha bounding box unless told otherwise."""
+        placed = []
+        for layer in stack.layers:
+            full = PlacedLayer(layer.name, layer.rgba, 0, 0, stack.width_px, stack.height_px)
+            if full.is_empty:
+                continue
+            placed.append(full.cropped_to_alpha() if crop_to_bbox else full)
+        return cls(stack.width_px, stack.height_px, placed, name, original)
+
+    @classmethod
+    def from_json(cls, data: Any, images: dict[int, bytes]) -> "Layout":
+        """Build from the HTTP layout JSON and one encoded image (PNG) per layer index. Raises ``InvalidInput``."""
+        # 1. Check the frame
+        if not isinstance(data, dict):
+            raise InvalidInput(f"layout must be a JSON object, got {type(data).__name__}")
+        unknown = sorted(set(data) - LAYOUT_KEYS)
+        if unknown:
+            raise InvalidInput(f"unknown layout key(s) {unknown}; expected {sorted(LAYOUT_KEYS)}")
+        width_px = _frame_side(data, "width_px")
+        height_px = _frame_side(data, "height_px")
+        name = data.get("name", "Strata layers")
+        if not isinstance(name, str) or len(name) > 255:
+            raise InvalidInput("layout name must be a string of at most 255 characters")
+        entries = data.get("layers")
+        if not isinstance(entries, list) or not entries:
+            raise InvalidInput("layout needs a non-empty 'layers' list (back to front)")
+        if len(entries) > MAX_LAYOUT_LAYERS:
+            raise InvalidInput(f"layout has {len(entries)} layers; at most {MAX_LAYOUT_LAYERS} are accepted")
+        # 2. Check the image parts match the layers one to one
+        extra = sorted(index for index in images if not 0 <= index < len(entries))
+        if extra:
+            raise InvalidInput(
+                f"image part(s) {['layer_%d' % i for i in extra]} have no layout entry "
+                f"(the layout has {len(entries)} layers, layer_0..layer_{len(entries) - 1})")
+        missing = [index for index in range(len(entries)) if index not in images]
+        if missing:
+            raise InvalidInput(
+                f"missing image part(s) {['layer_%d' % i for i in missing]}: send one PNG file part "
+                f"named layer_<i> per layout layer")
+        # 3. Check each layer and decode its image
+        layers = []
+        for index, entry in enumerate(entries):
+            where = f"layers[{index}]"
+            if not isinstance(entry, dict):
+                raise InvalidInput(f"{where} must be an object, got {type(entry).__name__}")
+            unknown = sorted(set(entry) - LAYER_KEYS)
+            if unknown:
+                raise InvalidInput(f"{where}: unknown key(s) {unknown}; expected {sorted(LAYER_KEYS)}")
+            layer_name = entry.get("name", f"Layer {index}")
+            if not isinstance(layer_name, str) or len(layer_name) > 255:
+                raise InvalidInput(f"{where}.name must be a string of at most 255 characters")
+            reach_x, reach_y = MAX_PLACEMENT_FACTOR * width_px, MAX_PLACEMENT_FACTOR * height_px
+            x_px = _number(entry, "x_px", where, -reach_x, reach_x)
+            y_px = _number(entry, "y_px", where, -reach_y, reach_y)
+            placed_w = _number(entry, "width_px", where, 0, reach_x, positive=True)
+            placed_h = _number(entry, "height_px", where, 0, reach_y, positive=True)
+            opacity = _number(entry, "opacity", where, 0.0, 1.0, default=1.0)
+            visible = entry.get("visible", True)
+            if not isinstance(visible, bool):
+                raise InvalidInput(f"{where}.visible must be true or false, got {visible!r}")
+            rgba = decode_layer_image(images[index], f"layer_{index}")
+            layers.append(PlacedLayer(layer_name, rgba, x_px, y_px, placed_w, placed_h, opacity, visible))
+        return cls(width_px, height_px, layers, name)
+
+    def cropped(self) -> "Layout":
+        """Every layer cut to its alpha bounding box; fully transparent layers dropped."""
+        layers = [cropped for layer in self.layers if (cropped := layer.cropped_to_alpha()) is not None]
+        return replace(self, layers=layers)
+
+    def render(self) -> np.ndarray:
+        """The flattened frame, H×W×4 uint8 straight alpha (transparent where no visible layer covers it)."""
+        compositor = OverCompositor(self.width_px, self.height_px)
+        for layer in self.layers:
+            if not layer.visible or layer.opacity <= 0.0:
+                continue
+            rgba, left, top = layer.raster()
+            compositor.add(rgba, left, top, layer.opacity)
+        return compositor.result()
+
+    def original_or_render(self) -> np.ndarray:
+        return self.original if self.original is not None else self.render()
+
+
+def _frame_side(data: dict, key: str) -> int:
+    value = data.get(key)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"layout {key} must be an integer number of pixels, got {value!r}")
+    if not 1 <= value <= MAX_FRAME_SIDE_PX:
+        raise InvalidInput(f"layout {key} must be between 1 and {MAX_FRAME_SIDE_PX}, got {value}")
+    return value
+
+
+def _number(entry: dict, key: str, where: str, low: float, high: float, default: float | None = None,
+            positive: bool = False) -> float:
+    if key not in entry and default is not None:
+        return default
+    value = entry.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidInput(f"{where}.{key} must be a finite number, got {value!r}")
+    if positive and value <= 0:
+        raise InvalidInput(f"{where}.{key} must be greater than 0, got {value}")
+    if not low <= value <= high:
+        raise InvalidInput(f"{where}.{key} must be between {low:g} and {high:g}, got {value}")
+    return float(value)
+
+
+def decode_layer_image(data: bytes, label: str) -> np.ndarray:
+    """Decode one uploaded layer image to h×w×4 uint8; RGB/L/LA are widened, anything else is refused."""
+    try:
+        image = Image.open(io.BytesIO(data))
+    except Exception as error:  # Pillow raises several types for undecodable data
+        raise InvalidInput(f"{label} is not a readable image ({error}); send a PNG") from None
+    with image:
+        if image.format != "PNG":
+            raise InvalidInput(f"{label} must be a PNG, got {image.format}")
+        width, height = image.size
+        if width * height > MAX_LAYER_IMAGE_PIXELS:
+            raise ImageTooLarge(f"{label} is {width}×{height}; at most {MAX_LAYER_IMAGE_PIXELS} pixels per layer")
+        if image.mode not in ("RGBA", "RGB", "LA", "L"):
+            raise InvalidInput(f"{label}: expected an RGBA, RGB, LA or L PNG, got mode {image.mode!r}")
+        try:
+            return np.asarray(image.convert("RGBA"), dtype=np.uint8).copy()
+        except Exception as error:
+            raise InvalidInput(f"{label} could not be decoded ({error})") from None
+
+
+def check_job_folder(folder: str | os.PathLike) -> dict:
+    """The manifest of a finished decomposition folder (a server job folder or ``strata decompose -o``'s output).
+
+    Raises ``InvalidInput`` that says what the folder is missing, e.g. a job still running or a deleted layer file.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InvalidInput(f"{folder} is not a folder; pass a decomposition folder (job folder or decompose -o output)")
+    if not (folder / MANIFEST_NAME).is_file():
+        state = _job_state(folder)
+        if state is not None and state.get("status") not in (None, "succeeded"):
+            raise InvalidInput(f"{folder}: job status is {state.get('status')!r}; only a succeeded job can be exported")
+        raise InvalidInput(
+            f"{folder} has no {MANIFEST_NAME}: not a finished decomposition folder "
+            f"(expected layer_00.png…, {PREVIEW_NAME} and {MANIFEST_NAME})")
+    try:
+        manifest = json.loads((folder / MANIFEST_NAME).read_text("utf-8"))
+        files = [entry["file"] for entry in manifest["layers"]]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise InvalidInput(f"{folder / MANIFEST_NAME} is not a readable layer manifest ({error})") from None
+    missing = [name for name in files if not (folder / name).is_file()]
+    if missing:
+        raise InvalidInput(f"{folder}: the manifest lists {missing} but the file(s) are missing")
+    return manifest
+
+
+def load_job_layout(folder: str | os.PathLike, crop_to_bbox: bool = True) -> Layout:
+    """The layout of a finished decomposition folder, with its original image (or preview) for "with original"."""
+    folder = Path(folder)
+    check_job_folder(folder)
+    try:
+        stack = LayerStack.load(folder)
+    except (OSError, ValueError, KeyError) as error:
+        raise InvalidInput(f"{folder}: cannot read the decomposition ({error})") from None
+    original = None
+    for file_name in (*ORIGINAL_NAMES, PREVIEW_NAME):
+        if (folder / file_name).is_file():
+            with Image.open(folder / file_name) as image:
+                original = np.asarray(image.convert("RGBA"), dtype=np.uint8).copy()
+            break
+    return Layout.from_stack(stack, crop_to_bbox=crop_to_bbox, name=_job_name(folder, stack), original=original)
+
+
+def _job_state(folder: Path) -> dict | None:
+    try:
+        state = json.loads((folder / JOB_STATE_NAME).read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def _job_name(folder: Path, stack: LayerStack) -> str:
+    if stack.parent:
+        return f"{folder.name} (layer {stack.parent.get('layer')} of {stack.parent.get('job')})"
+    return folder.name
+
+
+def safe_file_stem(name: str, fallback: str = "strata") -> str:
+    """A file name stem without path separators or control characters, for Content-Disposition and the CLI."""
+    stem = "".join(c if c.isalnum() or c in "-_. " else "_" for c in name).strip(" ._")
+    return stem[:80] or fallback

@@ -1,0 +1,51 @@
+"""Layout → Photoshop PSD: one named pixel layer per layer, offsets, opacity, hidden layers, and the merged image.
+
+Built with psd-tools (``PSDImage.new`` + ``PixelLayer.frompil``). Choices:
+- An RGBA document, so the merged image keeps the frame's transparency (psd-tools writes it on save from its own
+  composite of the layers, with a transparent backdrop).
+- Pixel layers have no transform in PSD, so a scaled layer is resampled to its placed pixel size by
+  ``PlacedLayer.raster()`` — the same call ``Layout.render()`` uses, so the PSD matches the reference render.
+- Each layer is cut to its alpha bounding box and keeps its true offset, even where it reaches outside the canvas:
+  Photoshop keeps off-canvas pixels, so moving a layer back in loses nothing.
+- Opacity is the layer's opacity (0–255), not baked into its pixels; hidden layers are stored hidden.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+
+from PIL import Image
+from psd_tools import PSDImage
+from psd_tools.api.layers import PixelLayer
+
+from ..layers import write_bytes_atomic
+from .layout import Layout
+
+MAX_PSD_SIDE_PX = 30000  # the PSD (not PSB) format's limit; Layout already caps frames far below it
+
+
+def build_psd(layout: Layout) -> PSDImage:
+    psd = PSDImage.new("RGBA", (layout.width_px, layout.height_px), color=0)
+    psd.background_color = None  # transparent backdrop for the merged image
+    # Photoshop marks "the merged image's first extra channel is its transparency" with a negative layer count;
+    # psd-tools keeps that sign in this flag but has no public setter for a new document. Without it readers take
+    # the 4th channel for a spare alpha channel and show the merged image opaque.
+    psd._merged_alpha = True
+    # frompil appends above the previous layer: back-to-front order is the stacking order.
+    for layer in layout.cropped().layers:
+        rgba, left, top = layer.raster()
+        pixel_layer = PixelLayer.frompil(Image.fromarray(rgba, "RGBA"), psd, layer.name, top=top, left=left)
+        pixel_layer.opacity = round(layer.opacity * 255)
+        pixel_layer.visible = layer.visible
+    return psd
+
+
+def psd_bytes(layout: Layout) -> bytes:
+    buffer = io.BytesIO()
+    build_psd(layout).save(buffer)
+    return buffer.getvalue()
+
+
+def write_psd(layout: Layout, path: str | os.PathLike) -> None:
+    write_bytes_atomic(path, psd_bytes(layout))

@@ -1,0 +1,189 @@
+"""Run one decomposition job off the main thread: (start the server,) submit, poll, download the layers.
+
+Blender's main thread must never wait on the network, so ``JobRunner`` does all HTTP on a daemon thread and
+exposes ``snapshot()``, a copy of its state taken under a lock. The Blender side (``job_watch.tick``) reads the
+snapshot from a timer and builds the stack once the layers are on disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .client import ServerClient, ServerError
+
+TERMINAL = ("succeeded", "failed", "canceled")
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write beside ``path``, fsync, then rename: a crash never leaves a half-written layer behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def layer_file_name(index: int) -> str:
+    return f"layer_{index:02d}.png"
+
+
+@dataclass
+class JobResult:
+    job_id: str
+    layer_paths: list[str]
+    names: list[str]
+    width_px: int
+    height_px: int
+    manifest: dict[str, Any]
+
+
+@dataclass
+class JobSnapshot:
+    """What the UI shows. ``status`` follows the server (queued|running|succeeded|failed|canceled) plus 'starting'."""
+
+    status: str = "starting"
+    stage: str = ""
+    step: int = 0
+    total: int = 0
+    error: str = ""
+    job_id: str = ""
+    result: JobResult | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL
+
+    @property
+    def progress(self) -> float:
+        if self.status == "succeeded":
+            return 1.0
+        return min(1.0, self.step / self.total) if self.total > 0 else 0.0
+
+
+class JobRunner:
+    """``JobRunner(connect, image_bytes, params, output_dir).start()``; poll ``snapshot()``; ``cancel()``.
+
+    ``connect()`` returns a ``ServerClient`` and may take seconds (it may start the server): it runs on the thread.
+    ``job_id`` skips the submit when the caller already submitted (to report submit errors immediately).
+    Layers land in ``output_dir/<job_id>/layer_XX.png``.
+    """
+
+    def __init__(self, connect: Callable[[], ServerClient], image_bytes: bytes | None, params: dict,
+                 output_dir: str | os.PathLike, job_id: str = "", poll_interval_s: float = 0.25,
+                 file_name: str = "image.png") -> None:
+        self._connect = connect
+        self._image_bytes = image_bytes
+        self._params = dict(params)
+        self._output_dir = Path(output_dir)
+        self._file_name = file_name
+        self._poll_interval_s = poll_interval_s
+        self._lock = threading.Lock()
+        self._cancel = threading.Event()
+        self._state = JobSnapshot(job_id=job_id, status="queued" if job_id else "starting")
+        self._thread = threading.Thread(target=self._run, daemon=True, name="strata-job")
+
+    def start(self) -> "JobRunner":
+        self._thread.start()
+        return self
+
+    def snapshot(self) -> JobSnapshot:
+        with self._lock:
+            return dataclasses.replace(self._state)
+
+    def cancel(self) -> None:
+        """Ask for cancellation: the thread forwards it to the server and reports 'canceled'."""
+        self._cancel.set()
+
+    def join(self, timeout_s: float | None = None) -> bool:
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
+    def _update(self, **changes: Any) -> None:
+        with self._lock:
+            self._state = dataclasses.replace(self._state, **changes)
+
+    def _run(self) -> None:
+        try:
+            self._run_steps()
+        except ServerError as e:
+            self._update(status="failed", error=str(e))
+        except Exception as e:  # anything else must still end the job, or the UI waits forever
+            self._update(status="failed", error=f"{type(e).__name__}: {e}")
+
+    def _run_steps(self) -> None:
+        # 1. Connect (may start the server)
+        self._update(stage="connecting to the server")
+        client = self._connect()
+        job_id = self._state.job_id
+        if self._cancel.is_set() and not job_id:
+            self._update(status="canceled", stage="canceled")
+            return
+
+        # 2. Submit
+        if not job_id:
+            self._update(stage="uploading")
+            job_id = client.submit(self._image_bytes, self._params, self._file_name)
+            self._update(job_id=job_id, status="queued", stage="queued")
+
+        # 3. Poll until the job ends, forwarding a cancel request once
+        cancel_sent = False
+        while True:
+            if self._cancel.is_set() and not cancel_sent:
+                cancel_sent = True
+                try:
+                    client.cancel(job_id)
+                except ServerError as e:
+                    if e.status != 409:  # 409: the job already ended; its status tells how
+                        raise
+            status = client.status(job_id)
+            state = str(status.get("status", ""))
+            self._update(status=state if state != "succeeded" else "running",
+                         stage=str(status.get("stage") or state), step=int(status.get("step") or 0),
+                         total=int(status.get("total") or 0))
+            if state == "failed":
+                self._update(status="failed", error=str(status.get("error") or "the job failed on the server"))
+                return
+            if state == "canceled":
+                self._update(status="canceled", stage="canceled")
+                return
+            if state == "succeeded":
+                break
+            time.sleep(self._poll_interval_s)
+
+        # 4. Download the layers, each written atomically
+        manifest = client.manifest(job_id)
+        layers = manifest.get("layers") or []
+        count = int(status.get("layers") or len(layers))
+        folder = self._output_dir / job_id
+        paths, names = [], []
+        for index in range(count):
+            if self._cancel.is_set():
+                self._update(status="canceled", stage="canceled")
+                return
+            self._update(stage="downloading layers", step=index, total=count)
+            path = folder / layer_file_name(index)
+            write_bytes_atomic(path, client.layer_png(job_id, index))
+            paths.append(str(path))
+            entry = layers[index] if index < len(layers) and isinstance(layers[index], dict) else {}
+            names.append(str(entry.get("name") or ("Background" if index == 0 else f"Layer {index}")))
+        result = JobResult(job_id=job_id, layer_paths=paths, names=names,
+                           width_px=int(manifest.get("width_px") or 0), height_px=int(manifest.get("height_px") or 0),
+                           manifest=manifest)
+        self._update(status="succeeded", stage="done", step=count, total=count, result=result)

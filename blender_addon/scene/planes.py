@@ -1,0 +1,299 @@
+"""Build and re-lay-out a camera-exact stack of image planes.
+
+A stack is a ROOT empty placed at the rest camera pose (the camera's world matrix when the stack was built) with
+one LAYER plane per image as children at local (0, 0, -depth_m), facing the camera. Each plane is a unit square
+scaled by ``core.layout.plane_size_m`` so that it exactly covers the camera frame seen from the rest pose: the
+camera view reproduces the original image whatever the depths, while moving the camera gives parallax. The
+camera itself is never a parent, so it stays free to be animated.
+"""
+
+import os
+
+import bpy
+import numpy as np
+from mathutils import Matrix
+
+from ..core import layout
+from ..core.images import dilate_transparent, encode_png_rgba
+from ..core.jobs import write_bytes_atomic
+
+HSV_NODE = "Strata HSV"
+OPACITY_NODE = "Strata Opacity"
+IMAGE_NODE = "Strata Image"
+DEFAULT_CAMERA_NAME = "Strata Camera"
+
+
+def find_root(obj):
+    """The ROOT empty of the stack ``obj`` belongs to (obj itself, or a parent), or None."""
+    while obj is not None:
+        if obj.strata.role == 'ROOT':
+            return obj
+        obj = obj.parent
+    return None
+
+
+def stack_layers(root):
+    """The LAYER planes of a stack, back → front."""
+    return sorted((child for child in root.children if child.strata.role == 'LAYER'),
+                  key=lambda obj: obj.strata.layer_index)
+
+
+def stack_camera(root, scene=None):
+    camera = root.strata.camera
+    if camera is None and scene is not None:
+        camera = scene.camera
+    return camera
+
+
+def plane_size_for(root, depth_m):
+    """(width_m, height_m, centre_x_m, centre_y_m) of a plane at ``depth_m`` that fills the root's camera frame."""
+    settings = root.strata
+    camera = stack_camera(root, bpy.context.scene)
+    width_px, height_px = settings.image_width_px, settings.image_height_px
+    if camera is None:  # no camera: assume Blender's default 50 mm lens on a 36 mm sensor
+        width_m, height_m = layout.plane_size_m(depth_m, 36.0, 50.0, width_px, height_px)
+        return width_m, height_m, 0.0, 0.0
+    data = camera.data
+    if data.type == 'ORTHO':
+        width_m, height_m = layout.ortho_plane_size_m(data.ortho_scale, width_px, height_px, data.sensor_fit)
+    else:
+        width_m, height_m = layout.plane_size_m(depth_m, data.sensor_width, data.lens, width_px, height_px,
+                                                data.sensor_fit, data.sensor_height)
+    centre_x_m, centre_y_m = layout.shift_offset_m(width_m, height_m, data.shift_x, data.shift_y)
+    return width_m, height_m, centre_x_m, centre_y_m
+
+
+def place_plane(obj):
+    """Move a LAYER plane to its depth and rescale it so it still projects exactly onto the camera frame."""
+    root = obj.parent
+    if root is None or root.strata.role != 'ROOT':
+        return
+    depth_m = obj.strata.depth_m
+    width_m, height_m, centre_x_m, centre_y_m = plane_size_for(root, depth_m)
+    obj.matrix_parent_inverse = Matrix.Identity(4)
+    obj.location = (centre_x_m, centre_y_m, -depth_m)
+    obj.rotation_euler = (0.0, 0.0, 0.0)
+    obj.scale = (width_m, height_m, 1.0)
+
+
+def relayout(root):
+    """Recompute every plane of a stack from the root's base distance and depth spacing."""
+    layers = stack_layers(root)
+    distances_m = layout.layer_distances_m(len(layers), root.strata.base_distance_m, root.strata.depth_spacing_m)
+    for obj, distance_m in zip(layers, distances_m):
+        obj.strata.depth_m = distance_m  # its update callback moves and rescales the plane
+        place_plane(obj)
+    camera = stack_camera(root)
+    if camera is not None and distances_m:
+        camera.data.clip_start, camera.data.clip_end = layout.clip_range_m(
+            distances_m, camera.data.clip_start, camera.data.clip_end)
+
+
+def apply_layer_look(obj):
+    """Write the layer's opacity and hue/saturation/value into its material's named nodes."""
+    settings = obj.strata
+    for slot in obj.material_slots:
+        material = slot.material
+        if material is None or material.node_tree is None:
+            continue
+        nodes = material.node_tree.nodes
+        hsv = nodes.get(HSV_NODE)
+        if hsv is not None:
+            hsv.inputs["Hue"].default_value = settings.hue
+            hsv.inputs["Saturation"].default_value = settings.saturation
+            hsv.inputs["Value"].default_value = settings.value
+        opacity = nodes.get(OPACITY_NODE)
+        if opacity is not None:
+            opacity.inputs[1].default_value = settings.opacity
+
+
+def _unit_plane_mesh(name):
+    mesh = bpy.data.meshes.new(name)
+    mesh.from_pydata([(-0.5, -0.5, 0.0), (0.5, -0.5, 0.0), (0.5, 0.5, 0.0), (-0.5, 0.5, 0.0)], [], [(0, 1, 2, 3)])
+    uv_layer = mesh.uv_layers.new(name="UVMap")
+    for loop in mesh.loops:
+        x, y, _ = mesh.vertices[loop.vertex_index].co
+        uv_layer.data[loop.index].uv = (x + 0.5, y + 0.5)
+    mesh.update()
+    return mesh
+
+
+def _dilate_image_file(image, abs_path):
+    """Give transparent texels their neighbours' colour, rewriting the PNG atomically (see core.images)."""
+    width_px, height_px = image.size
+    if width_px == 0 or height_px == 0:
+        raise RuntimeError(f"Blender cannot read the layer image {abs_path}")
+    pixels = np.empty(width_px * height_px * 4, np.float32)
+    image.pixels.foreach_get(pixels)
+    rgba = np.clip(np.rint(pixels.reshape(height_px, width_px, 4) * 255.0), 0, 255).astype(np.uint8)
+    dilated, changed = dilate_transparent(rgba)
+    if changed:
+        # bpy pixels start at the bottom row; PNG rows start at the top.
+        write_bytes_atomic(abs_path, encode_png_rgba(dilated[::-1]))
+        image.reload()
+
+
+def load_layer_image(abs_path, name, blend_like_editors=True, pack=False):
+    image = bpy.data.images.load(abs_path, check_existing=False)
+    image.name = name
+    image.alpha_mode = 'STRAIGHT'
+    # Non-Color keeps the sRGB-encoded values as they are, so blending happens on them like in image editors;
+    # the view transform 'Raw' then writes them out unchanged.
+    image.colorspace_settings.name = 'Non-Color' if blend_like_editors else 'sRGB'
+    _dilate_image_file(image, abs_path)
+    if bpy.data.filepath:
+        try:
+            image.filepath = bpy.path.relpath(abs_path)
+        except ValueError:  # another drive on Windows: keep it absolute
+            pass
+    if pack:
+        image.pack()
+    return image
+
+
+def create_layer_material(name, image, interpolation='Closest'):
+    """TexImage → "Strata HSV" → Emission, mixed with Transparent by alpha × opacity ("Strata Opacity")."""
+    material = bpy.data.materials.new(name)
+    if not material.node_tree:  # Blender < 5.0 creates materials without nodes
+        material.use_nodes = True
+    # BLENDED gives exact soft alpha in EEVEE; parallel planes sort correctly by origin distance.
+    material.surface_render_method = 'BLENDED'
+    tree = material.node_tree
+    nodes, links = tree.nodes, tree.links
+    nodes.clear()
+    texture = nodes.new("ShaderNodeTexImage")
+    texture.name = texture.label = IMAGE_NODE
+    texture.image = image
+    texture.extension = 'CLIP'
+    texture.interpolation = interpolation
+    texture.location = (-700, 0)
+    hsv = nodes.new("ShaderNodeHueSaturation")
+    hsv.name = hsv.label = HSV_NODE
+    hsv.location = (-400, 100)
+    emission = nodes.new("ShaderNodeEmission")
+    emission.inputs["Strength"].default_value = 1.0
+    emission.location = (-150, 100)
+    transparent = nodes.new("ShaderNodeBsdfTransparent")
+    transparent.location = (-150, -100)
+    opacity = nodes.new("ShaderNodeMath")
+    opacity.name = opacity.label = OPACITY_NODE
+    opacity.operation = 'MULTIPLY'
+    opacity.use_clamp = True
+    opacity.inputs[1].default_value = 1.0
+    opacity.location = (-400, -150)
+    mix = nodes.new("ShaderNodeMixShader")
+    mix.location = (100, 0)
+    output = nodes.new("ShaderNodeOutputMaterial")
+    output.location = (300, 0)
+    links.new(texture.outputs["Color"], hsv.inputs["Color"])
+    links.new(hsv.outputs["Color"], emission.inputs["Color"])
+    links.new(texture.outputs["Alpha"], opacity.inputs[0])
+    links.new(opacity.outputs["Value"], mix.inputs["Fac"])
+    links.new(transparent.outputs["BSDF"], mix.inputs[1])
+    links.new(emission.outputs["Emission"], mix.inputs[2])
+    links.new(mix.outputs["Shader"], output.inputs["Surface"])
+    return material
+
+
+def create_layer_plane(root, image_path, name, layer_index, depth_m, blend_like_editors=True, pack=False,
+                       interpolation='Closest'):
+    """One LAYER plane of ``root``'s stack, showing ``image_path`` (absolute or //relative)."""
+    abs_path = bpy.path.abspath(image_path)
+    image = load_layer_image(abs_path, f"{root.name} {layer_index:02d}", blend_like_editors, pack)
+    material = create_layer_material(f"Strata {name}", image, interpolation)
+    mesh = _unit_plane_mesh(f"Strata {name}")
+    mesh.materials.append(material)
+    obj = bpy.data.objects.new(name, mesh)
+    for collection in root.users_collection:
+        collection.objects.link(obj)
+    obj.parent = root
+    # Shadeless emitters: they must not light or shadow anything else in the scene.
+    obj.visible_shadow = False
+    obj.visible_diffuse = False
+    obj.visible_glossy = False
+    settings = obj.strata
+    settings.role = 'LAYER'
+    settings.layer_index = layer_index
+    settings.job_id = root.strata.job_id
+    settings.source_path = image.filepath
+    settings.depth_m = depth_m
+    place_plane(obj)
+    return obj
+
+
+def ensure_camera(context, root_name):
+    """The scene camera, or a new one looking along +Y from the origin if the scene has none."""
+    scene = context.scene
+    if scene.camera is not None:
+        return scene.camera
+    data = bpy.data.cameras.new(DEFAULT_CAMERA_NAME)
+    camera = bpy.data.objects.new(DEFAULT_CAMERA_NAME, data)
+    scene.collection.objects.link(camera)
+    camera.location = (0.0, 0.0, 0.0)
+    camera.rotation_euler = (np.pi / 2, 0.0, 0.0)
+    scene.camera = camera
+    return camera
+
+
+def configure_render(scene, width_px, height_px, layer_count, blend_like_editors=True):
+    """Render size = image size; enough Cycles transparent bounces; a view transform that keeps flat colours."""
+    render = scene.render
+    render.resolution_x, render.resolution_y = width_px, height_px
+    render.resolution_percentage = 100
+    render.pixel_aspect_x = render.pixel_aspect_y = 1.0
+    # Cycles needs transparent_max_bounces >= layer count, or the stack turns black behind the first few layers.
+    needed = layout.transparent_bounces_needed(layer_count)
+    if scene.cycles.transparent_max_bounces < needed:
+        scene.cycles.transparent_max_bounces = needed
+    # AgX (the factory default) changes flat colours; Standard keeps sRGB images as they are. With "blend like
+    # image editors" the textures are Non-Color (sRGB values taken as is), so the view must not encode again: Raw.
+    view = scene.view_settings
+    view.view_transform = 'Raw' if blend_like_editors else 'Standard'
+    view.look = 'None'
+    view.exposure = 0.0
+    view.gamma = 1.0
+
+
+def build_stack(context, layer_paths, names, job_id, server_url, name, image_size_px=None, base_distance_m=5.0,
+                depth_spacing_m=0.5, blend_like_editors=True, pack=False, interpolation='Closest'):
+    """Create collection, root empty, one plane per layer (back → front) and fit camera and render → root."""
+    if not layer_paths:
+        raise ValueError("a stack needs at least one layer image")
+    if len(names) != len(layer_paths):
+        raise ValueError(f"{len(names)} names for {len(layer_paths)} layer images")
+    for path in layer_paths:
+        if not os.path.isfile(bpy.path.abspath(path)):
+            raise FileNotFoundError(f"layer image not found: {path}")
+    scene = context.scene
+    camera = ensure_camera(context, name)
+
+    collection = bpy.data.collections.new(f"Strata {name}")
+    scene.collection.children.link(collection)
+    root = bpy.data.objects.new(f"{name} Root", None)
+    root.empty_display_type = 'PLAIN_AXES'
+    collection.objects.link(root)
+    # The rest camera pose without scale: planes sit in camera space, the camera stays free to move afterwards.
+    location, rotation, _ = camera.matrix_world.decompose()
+    root.matrix_world = Matrix.LocRotScale(location, rotation, None)
+
+    if image_size_px is None:
+        probe = bpy.data.images.load(bpy.path.abspath(layer_paths[0]), check_existing=False)
+        image_size_px = tuple(probe.size)
+        bpy.data.images.remove(probe)
+    width_px, height_px = int(image_size_px[0]), int(image_size_px[1])
+    settings = root.strata
+    settings.role = 'ROOT'
+    settings.job_id = job_id
+    settings.server_url = server_url
+    settings.camera = camera
+    settings.image_width_px, settings.image_height_px = width_px, height_px
+    settings.base_distance_m = base_distance_m
+    settings.depth_spacing_m = depth_spacing_m
+
+    # The camera fits the frame by the render size, so set it before sizing planes.
+    configure_render(scene, width_px, height_px, len(layer_paths), blend_like_editors)
+    distances_m = layout.layer_distances_m(len(layer_paths), base_distance_m, depth_spacing_m)
+    for index, (path, layer_name, distance_m) in enumerate(zip(layer_paths, names, distances_m)):
+        create_layer_plane(root, path, layer_name, index, distance_m, blend_like_editors, pack, interpolation)
+    relayout(root)
+    return root

@@ -22,7 +22,7 @@ from psd_tools.api.layers import PixelLayer
 from ..layers import write_bytes_atomic
 from .layout import Layout
 
-MAX_PSD_SIDE_PX = 30000  # the PSD (not PSB) format's limit; Layout already caps frames far below it
+MAX_PSD_LAYER_NAME_CHARS = 255
 
 
 def build_psd(layout: Layout) -> PSDImage:
@@ -35,7 +35,10 @@ def build_psd(layout: Layout) -> PSDImage:
     # frompil appends above the previous layer: back-to-front order is the stacking order.
     for layer in layout.cropped().layers:
         rgba, left, top = layer.raster()
-        pixel_layer = PixelLayer.frompil(Image.fromarray(rgba, "RGBA"), psd, layer.name, top=top, left=left)
+        pixel_layer = PixelLayer.frompil(Image.fromarray(rgba, "RGBA"), psd, "Layer", top=top, left=left)
+        # The name setter writes the Unicode name block Photoshop reads (frompil only writes the legacy
+        # Mac Roman name, which cannot hold e.g. "№" and then fails on save).
+        pixel_layer.name = layer.name[:MAX_PSD_LAYER_NAME_CHARS]
         pixel_layer.opacity = round(layer.opacity * 255)
         pixel_layer.visible = layer.visible
     return psd

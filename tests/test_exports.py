@@ -1,0 +1,376 @@
+"""Exports: the files a user opens in PowerPoint/Photoshop show the layers where they were, named, in order.
+
+Every exporter is checked against ``Layout.render()``; the PowerPoint file is also rendered by LibreOffice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import shutil
+import subprocess
+import zipfile
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from pptx import Presentation
+from pptx.oxml.ns import qn
+from psd_tools import PSDImage
+
+from inference_server.errors import ImageTooLarge, InvalidInput
+from inference_server.exports import cli as export_cli
+from inference_server.exports.archive import archive_bytes, write_archive
+from inference_server.exports.layout import Layout, PlacedLayer, load_job_layout
+from inference_server.exports.pptx import build_presentation, emu_per_px, pptx_bytes, write_pptx
+from inference_server.exports.psd import psd_bytes, write_psd
+from inference_server.layers import Layer, LayerStack, png_bytes
+from inference_server.samples import make_flat_poster
+
+WIDTH_PX, HEIGHT_PX = 320, 240
+NAMES = ["Paper", "Shape A", "Shape B", "Title"]
+# LibreOffice vs Layout.render() on the edited poster measured 48.3 dB PSNR, 0.08 mean abs error (0..255) with
+# LibreOffice 7.4. Its own resampling of the scaled picture and the alpha-modulated blend account for the rest.
+MIN_LIBREOFFICE_PSNR_DB = 40.0
+
+
+def over_white(rgba: np.ndarray) -> np.ndarray:
+    alpha = rgba[..., 3:].astype(np.float64) / 255.0
+    return rgba[..., :3].astype(np.float64) * alpha + 255.0 * (1.0 - alpha)
+
+
+def premultiplied(rgba: np.ndarray) -> np.ndarray:
+    return rgba[..., :3].astype(np.float64) * rgba[..., 3:].astype(np.float64) / 255.0
+
+
+def psnr_db(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
+    return float("inf") if mse == 0 else 10.0 * np.log10(255.0**2 / mse)
+
+
+@pytest.fixture(scope="module")
+def poster_stack() -> LayerStack:
+    _, layers = make_flat_poster(WIDTH_PX, HEIGHT_PX, seed=3)
+    assert len(layers) == len(NAMES)
+    return LayerStack([Layer(rgba, name) for rgba, name in zip(layers, NAMES)], backend="test")
+
+
+@pytest.fixture(scope="module")
+def edited_layout(poster_stack) -> Layout:
+    """The poster as a user might leave it in Blender: moved, scaled, half transparent, one layer hidden."""
+    layout = Layout.from_stack(poster_stack)
+    paper, shape_a, shape_b, title = layout.layers
+    return replace(layout, layers=[
+        paper,
+        replace(shape_a, x_px=shape_a.x_px + 30.4, y_px=shape_a.y_px - 12.0,
+                width_px=shape_a.width_px * 1.5, height_px=shape_a.height_px * 1.25),
+        replace(shape_b, opacity=0.5, x_px=-20.0),  # half transparent and partly off the left edge
+        replace(title, visible=False),
+    ])
+
+
+def test_from_stack_crops_each_layer_and_renders_the_original(poster_stack):
+    layout = Layout.from_stack(poster_stack)
+    assert [layer.name for layer in layout.layers] == NAMES
+    for placed, layer in zip(layout.layers, poster_stack.layers):
+        x, y, w, h = layer.bbox_px
+        assert (placed.x_px, placed.y_px, placed.width_px, placed.height_px) == (x, y, w, h)
+        assert placed.rgba.shape[:2] == (h, w)
+    np.testing.assert_array_equal(layout.render(), poster_stack.composite())
+
+
+def test_from_stack_skips_empty_layers(poster_stack):
+    empty = Layer(np.zeros((HEIGHT_PX, WIDTH_PX, 4), np.uint8), "Nothing")
+    stack = LayerStack([*poster_stack.layers[:2], empty, *poster_stack.layers[2:]])
+    assert "Nothing" not in [layer.name for layer in Layout.from_stack(stack).layers]
+
+
+def test_render_honours_position_scale_opacity_and_visibility():
+    white = np.full((10, 10, 4), 255, np.uint8)
+    red = np.zeros((2, 2, 4), np.uint8)
+    red[..., 0], red[..., 3] = 255, 255
+    layout = Layout(10, 10, [
+        PlacedLayer("bg", white, 0, 0, 10, 10),
+        PlacedLayer("red", red, 4, 2, 4, 6),  # 2×2 stretched to 4×6 at (4, 2)
+        PlacedLayer("hidden", red, 0, 0, 10, 10, visible=False),
+    ])
+    out = layout.render()
+    inside = out[2:8, 4:8]
+    assert (inside == [255, 0, 0, 255]).all()
+    outside = np.ones((10, 10), bool)
+    outside[2:8, 4:8] = False
+    assert (out[outside] == [255, 255, 255, 255]).all()
+    half = replace(layout, layers=[layout.layers[0], replace(layout.layers[1], opacity=0.5)]).render()
+    np.testing.assert_array_equal(half[4, 5], [255, 128, 128, 255])
+
+
+def layout_json(layout: Layout) -> tuple[dict, dict[int, bytes]]:
+    data = {"width_px": layout.width_px, "height_px": layout.height_px, "name": layout.name, "layers": [
+        {"name": layer.name, "x_px": layer.x_px, "y_px": layer.y_px, "width_px": layer.width_px,
+         "height_px": layer.height_px, "opacity": layer.opacity, "visible": layer.visible}
+        for layer in layout.layers]}
+    return data, {index: png_bytes(layer.rgba) for index, layer in enumerate(layout.layers)}
+
+
+def test_from_json_round_trips(edited_layout):
+    data, images = layout_json(edited_layout)
+    parsed = Layout.from_json(data, images)
+    np.testing.assert_array_equal(parsed.render(), edited_layout.render())
+    assert [layer.visible for layer in parsed.layers] == [True, True, True, False]
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d, i: i.pop(2), "missing image part(s) ['layer_2']"),
+    (lambda d, i: i.update({7: i[0]}), "image part(s) ['layer_7'] have no layout entry"),
+    (lambda d, i: d["layers"][1].update(opacity=1.5), "layers[1].opacity must be between 0 and 1, got 1.5"),
+    (lambda d, i: d["layers"][0].update(width_px=0), "layers[0].width_px must be greater than 0"),
+    (lambda d, i: d["layers"][0].update(x_px="left"), "layers[0].x_px must be a finite number"),
+    (lambda d, i: d["layers"][0].update(visible="yes"), "layers[0].visible must be true or false"),
+    (lambda d, i: d["layers"][0].update(colour=1), "layers[0]: unknown key(s) ['colour']"),
+    (lambda d, i: d.update(width_px=0), "layout width_px must be between 1 and 8192, got 0"),
+    (lambda d, i: d.update(height_px=2.5), "layout height_px must be an integer number of pixels"),
+    (lambda d, i: d.update(layers=[]), "non-empty 'layers' list"),
+    (lambda d, i: d.update(layers=[d["layers"][0]] * 65), "layout has 65 layers; at most 64"),
+    (lambda d, i: i.update({0: b"GIF89a not really"}), "layer_0 is not a readable image"),
+    (lambda d, i: i.update({0: _encode(Image.new("P", (4, 4)))}), "expected an RGBA, RGB, LA or L PNG, got mode 'P'"),
+    (lambda d, i: i.update({0: _encode(Image.new("RGB", (4, 4)), "JPEG")}), "layer_0 must be a PNG, got JPEG"),
+])
+def test_from_json_rejects_bad_input_with_a_teaching_error(edited_layout, mutate, message):
+    data, images = layout_json(edited_layout)
+    data = json.loads(json.dumps(data))
+    mutate(data, images)
+    with pytest.raises(InvalidInput) as caught:
+        Layout.from_json(data, images)
+    assert message in str(caught.value)
+
+
+def _encode(image: Image.Image, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def test_from_json_refuses_an_oversized_layer_image():
+    # A PNG header claiming 9000×9000 is refused before its pixels are decoded.
+    data = {"width_px": 10, "height_px": 10, "layers": [{"x_px": 0, "y_px": 0, "width_px": 10, "height_px": 10}]}
+    with pytest.raises(ImageTooLarge, match="9000×9000"):
+        Layout.from_json(data, {0: _encode(Image.new("L", (9000, 9000)))})
+
+
+# ------------------------------------------------------------------------------------------------ PowerPoint
+
+
+def test_pptx_places_named_pictures_back_to_front_at_their_pixels(edited_layout, tmp_path):
+    path = tmp_path / "poster.pptx"
+    write_pptx(edited_layout, path)
+    presentation = Presentation(str(path))
+    assert len(presentation.slides) == 1
+    scale = emu_per_px(WIDTH_PX, HEIGHT_PX)
+    assert scale == 9525  # 96 dpi
+    assert (presentation.slide_width, presentation.slide_height) == (WIDTH_PX * 9525, HEIGHT_PX * 9525)
+    shapes = list(presentation.slides[0].shapes)
+    assert [shape.name for shape in shapes] == NAMES  # the shape tree's order is the z-order, back first
+    for shape, layer in zip(shapes, edited_layout.cropped().layers):
+        assert shape.shape_type == 13  # MSO_SHAPE_TYPE.PICTURE
+        assert abs(shape.left / scale - layer.x_px) <= 1 and abs(shape.top / scale - layer.y_px) <= 1
+        assert abs(shape.width / scale - layer.width_px) <= 1 and abs(shape.height / scale - layer.height_px) <= 1
+        with Image.open(io.BytesIO(shape.image.blob)) as image:
+            np.testing.assert_array_equal(np.asarray(image.convert("RGBA")), layer.rgba)  # pixels untouched
+        c_nv_pr = shape._element.nvPicPr.cNvPr
+        assert (c_nv_pr.get("hidden") == "1") == (not layer.visible)
+        alpha = shape._element.blipFill.find(qn("a:blip")).find(qn("a:alphaModFix"))
+        if layer.opacity < 1:
+            assert int(alpha.get("amt")) == round(layer.opacity * 100000)
+        else:
+            assert alpha is None
+
+
+def test_pptx_with_original_adds_a_first_slide(poster_stack):
+    layout = Layout.from_stack(poster_stack, original=poster_stack.composite())
+    presentation = Presentation(io.BytesIO(pptx_bytes(layout, with_original=True)))
+    assert len(presentation.slides) == 2
+    (original,) = presentation.slides[0].shapes
+    assert original.name == "Original"
+    assert (original.width, original.height) == (presentation.slide_width, presentation.slide_height)
+    with Image.open(io.BytesIO(original.image.blob)) as image:
+        np.testing.assert_array_equal(np.asarray(image.convert("RGBA")), poster_stack.composite())
+    assert [shape.name for shape in presentation.slides[1].shapes] == NAMES
+
+
+@pytest.mark.parametrize("size_px, inches", [((8000, 4000), (56.0, 28.0)), ((48, 24), (2.0, 1.0))])
+def test_pptx_slide_stays_within_powerpoint_limits(size_px, inches):
+    width_px, height_px = size_px
+    layer = PlacedLayer("dot", np.full((4, 4, 4), 255, np.uint8), 0, 0, 4, 4)
+    presentation = build_presentation(Layout(width_px, height_px, [layer]))
+    assert presentation.slide_width / 914400 == pytest.approx(inches[0], abs=1e-3)
+    assert presentation.slide_height / 914400 == pytest.approx(inches[1], abs=1e-3)
+
+
+def test_pptx_refuses_a_frame_too_elongated_for_a_slide():
+    layer = PlacedLayer("line", np.full((1, 4, 4), 255, np.uint8), 0, 0, 4, 1)
+    with pytest.raises(InvalidInput, match="too elongated"):
+        pptx_bytes(Layout(8000, 100, [layer]))
+
+
+@pytest.fixture(scope="module")
+def soffice() -> str:
+    path = shutil.which("soffice") or shutil.which("libreoffice")
+    if path is None:
+        pytest.skip("LibreOffice (soffice) is not installed: apt-get install -y libreoffice-impress")
+    return path
+
+
+def libreoffice_png(soffice: str, pptx_path: Path, work: Path) -> np.ndarray:
+    """Render the first slide with LibreOffice headless (its own profile folder, so parallel runs don't clash)."""
+    subprocess.run(
+        [soffice, f"-env:UserInstallation=file://{work / 'lo-profile'}", "--headless", "--convert-to", "png",
+         "--outdir", str(work), str(pptx_path)],
+        check=True, capture_output=True, timeout=120)
+    with Image.open(work / (pptx_path.stem + ".png")) as image:
+        return np.asarray(image.convert("RGBA"))
+
+
+def test_pptx_rendered_by_libreoffice_matches_the_layout_render(edited_layout, soffice, tmp_path):
+    write_pptx(edited_layout, tmp_path / "edited.pptx")
+    rendered = libreoffice_png(soffice, tmp_path / "edited.pptx", tmp_path)
+    if rendered.shape[:2] != (HEIGHT_PX, WIDTH_PX):
+        rendered = np.asarray(Image.fromarray(rendered).resize((WIDTH_PX, HEIGHT_PX), Image.Resampling.LANCZOS))
+    got = over_white(rendered)
+    expected = over_white(edited_layout.render())
+    assert psnr_db(got, expected) >= MIN_LIBREOFFICE_PSNR_DB
+    # The hidden title stays hidden and the half-transparent shape is blended, not dropped or opaque.
+    title = edited_layout.layers[3]
+    title_box = (slice(int(title.y_px), int(title.y_px + title.height_px)),
+                 slice(int(title.x_px), int(title.x_px + title.width_px)))
+    with_title = over_white(replace(edited_layout, layers=[*edited_layout.layers[:3], replace(title, visible=True)])
+                            .render())
+    assert np.abs(got[title_box] - expected[title_box]).mean() < 0.25 * np.abs(got[title_box] - with_title[title_box]).mean()
+    shape_b = edited_layout.cropped().layers[2]
+    inside = shape_b.rgba[..., 3] == 255
+    ys, xs = np.nonzero(inside)
+    ys, xs = ys + round(shape_b.y_px), xs + round(shape_b.x_px)
+    keep = (xs >= 0) & (xs < WIDTH_PX)
+    opaque = over_white(replace(edited_layout, layers=[
+        *edited_layout.layers[:2], replace(edited_layout.layers[2], opacity=1.0), edited_layout.layers[3]]).render())
+    assert np.abs(got[ys[keep], xs[keep]] - expected[ys[keep], xs[keep]]).mean() < 3
+    assert np.abs(got[ys[keep], xs[keep]] - opaque[ys[keep], xs[keep]]).mean() > 15
+
+
+# ------------------------------------------------------------------------------------------------ Photoshop
+
+
+def test_psd_has_named_offset_layers_and_a_matching_composite(edited_layout, tmp_path):
+    path = tmp_path / "poster.psd"
+    write_psd(edited_layout, path)
+    psd = PSDImage.open(path)
+    assert psd.size == (WIDTH_PX, HEIGHT_PX)
+    layers = list(psd)  # psd-tools lists the bottom layer first
+    assert [layer.name for layer in layers] == NAMES
+    for psd_layer, placed in zip(layers, edited_layout.cropped().layers):
+        left, top, width, height = placed.pixel_rect()
+        assert (psd_layer.left, psd_layer.top, psd_layer.width, psd_layer.height) == (left, top, width, height)
+        assert psd_layer.opacity == round(placed.opacity * 255)
+        assert psd_layer.visible == placed.visible
+    assert layers[2].left < 0  # the part outside the canvas is kept, as Photoshop keeps it
+    expected = premultiplied(edited_layout.render())
+    stored = np.asarray(psd.composite())  # the merged image written into the file
+    assert stored.shape == (HEIGHT_PX, WIDTH_PX, 4)
+    assert np.abs(premultiplied(stored) - expected).max() <= 2.0
+    recomposited = np.asarray(psd.composite(ignore_preview=True))  # from the layers, as an editor would
+    assert np.abs(premultiplied(recomposited) - expected).max() <= 2.0
+
+
+def test_psd_keeps_unicode_layer_names():
+    layer = PlacedLayer("Tête — couche № 1, a name longer than thirty-one characters", np.full((4, 4, 4), 200, np.uint8),
+                        1, 1, 4, 4)
+    psd = PSDImage.open(io.BytesIO(psd_bytes(Layout(8, 8, [layer]))))
+    assert psd[0].name == layer.name
+
+
+# ------------------------------------------------------------------------------------------------ job folders
+
+
+def save_job(stack: LayerStack, folder: Path, job_state: dict | None = None) -> Path:
+    stack.save(folder)
+    Image.fromarray(stack.composite()).save(folder / "input.png")
+    if job_state is not None:
+        (folder / "job.json").write_text(json.dumps(job_state))
+    return folder
+
+
+def test_zip_holds_layers_manifest_and_preview(poster_stack, tmp_path):
+    folder = save_job(poster_stack, tmp_path / "job")
+    write_archive(folder, tmp_path / "job.zip")
+    with zipfile.ZipFile(tmp_path / "job.zip") as archive:
+        names = archive.namelist()
+        manifest = json.loads(archive.read("job/manifest.json"))
+        for entry, layer in zip(manifest["layers"], poster_stack.layers):
+            with Image.open(io.BytesIO(archive.read(f"job/{entry['file']}"))) as image:
+                np.testing.assert_array_equal(np.asarray(image), layer.rgba)
+        with Image.open(io.BytesIO(archive.read("job/preview.png"))) as image:
+            np.testing.assert_array_equal(np.asarray(image), poster_stack.composite())
+    assert "job/input.png" in names and len(names) == len(NAMES) + 3
+
+
+def test_a_recursive_child_folder_exports_like_any_job(poster_stack, tmp_path):
+    # A child job decomposes layer 1 of its parent; its layers are full-frame like any job's.
+    shape_a = poster_stack.layers[1].rgba
+    halves = [shape_a.copy(), shape_a.copy()]
+    halves[0][:, WIDTH_PX // 2 + 60:, 3] = 0
+    halves[1][:, :WIDTH_PX // 2 + 60, 3] = 0
+    child = LayerStack([Layer(h) for h in halves], parent={"job": "0" * 32, "layer": 1})
+    folder = save_job(child, tmp_path / ("1" * 32), {"id": "1" * 32, "status": "succeeded"})
+    layout = load_job_layout(folder)
+    assert "layer 1 of " + "0" * 32 in layout.name
+    np.testing.assert_array_equal(layout.render(), child.composite())
+    assert [shape.name for shape in Presentation(io.BytesIO(pptx_bytes(layout))).slides[0].shapes] == \
+        ["Background", "Layer 1"]
+    assert len(list(PSDImage.open(io.BytesIO(psd_bytes(layout))))) == 2
+    assert len(zipfile.ZipFile(io.BytesIO(archive_bytes(folder))).namelist()) == 2 + 3
+
+
+def test_unfinished_or_broken_job_folders_get_a_clear_error(poster_stack, tmp_path):
+    running = tmp_path / "running"
+    running.mkdir()
+    (running / "job.json").write_text(json.dumps({"status": "running"}))
+    with pytest.raises(InvalidInput, match="job status is 'running'; only a succeeded job can be exported"):
+        load_job_layout(running)
+    with pytest.raises(InvalidInput, match="has no manifest.json: not a finished decomposition folder"):
+        archive_bytes(tmp_path)
+    broken = save_job(poster_stack, tmp_path / "broken")
+    (broken / "layer_02.png").unlink()
+    with pytest.raises(InvalidInput, match=r"lists \['layer_02.png'\] but the file\(s\) are missing"):
+        load_job_layout(broken)
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+
+def run_export_cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="strata")
+    export_cli.add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["export", *argv])
+    return args.func(args)
+
+
+def test_cli_writes_all_three_files(poster_stack, tmp_path, capsys):
+    folder = save_job(poster_stack, tmp_path / "job")
+    out = tmp_path / "out"
+    status = run_export_cli([str(folder), "--pptx", str(out / "a.pptx"), "--psd", str(out / "a.psd"),
+                             "--zip", str(out / "a.zip"), "--with-original"])
+    assert status == 0
+    assert len(Presentation(str(out / "a.pptx")).slides) == 2
+    assert [layer.name for layer in PSDImage.open(out / "a.psd")] == NAMES
+    assert zipfile.is_zipfile(out / "a.zip")
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_cli_explains_what_is_wrong(tmp_path, capsys):
+    assert run_export_cli([str(tmp_path), "--zip", str(tmp_path / "x.zip")]) == 2
+    assert "has no manifest.json" in capsys.readouterr().err
+    assert run_export_cli([str(tmp_path)]) == 2
+    assert "pass at least one of --pptx" in capsys.readouterr().err
+    assert not (tmp_path / "x.zip").exists()

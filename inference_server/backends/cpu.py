@@ -1,33 +1,681 @@
-"""PLACEHOLDER (being replaced by the real peel-and-fill CPU decomposer): one opaque background layer
-plus empty layers, so the rest of the system has something that honours the interface."""
+"""The embedded CPU decomposer: LayerD-style "peel and fill" with classical parts, no network weights to download.
+
+How it works, in the order of ``CpuDecomposer.decompose``:
+
+1. Check inputs. RGBA inputs are analysed over a "key" colour far from the image's colours, so the transparent
+   part becomes one flat region (the eventual bottom layer) and soft edges against it get their alpha back.
+2. Regions. Pixels whose colour steps to a neighbour are small form connected regions, so a flat fill *and*
+   a smooth gradient each stay one region; the anti-aliased seams between them are "edge" pixels. Each region
+   gets a quadratic colour model; regions it explains well are "flat" (graphics), the rest are texture (photos).
+3. Text. rapidocr's PP-OCR detector (weights ship inside the wheel) finds words; regions inside a word box form
+   a text element named after what it reads.
+4. Elements. The background is the biggest flat region touching the border (plus regions its colour model
+   explains: a gradient cut in two by a shape), or the texture when there is no such region (a photo). Other
+   flat regions are grouped by colour (per text box); textured blobs on a flat background are "Image" elements.
+5. Order. Element B is above A when B sits inside A's convex hulls more than A sits inside B's: an occluded
+   shape has a bite taken out of it. Elements are peeled in levels (unoccluded first), text preferred on top.
+6. Layer count. Adjacent elements in depth order are merged (exactly, by compositing) until the requested
+   count is met, cheapest first; an image with fewer elements returns fewer layers and says so in ``notes``.
+7. Peel. Per element, front to back: alpha 1 on its regions, alpha from the colour line between its colour (F,
+   nearest own pixel) and what lies under it (B, nearest pixel outside) in a thin edge band, completion under
+   the elements above it (inside its own convex hulls); colour = nearest own colour, also under zero alpha.
+8. Fill. The background's hole is filled from its colour model (flat or gradient) or by Telea inpainting
+   (texture, at reduced size for big holes); where the layers above leave it visible, the background colour is
+   solved from the input, so the composite matches.
+9. Residual. Whatever error is left (clipping, overlapping soft edges) goes into the colour of the layer that
+   contributes most at that pixel. The "over" composite of the result equals the input (mean error ≤ 1/255).
+"""
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 from PIL import Image
 
-from ..layers import Layer, LayerStack, Stopwatch
+from ..errors import InvalidInput
+from ..layers import Layer, LayerStack, Stopwatch, composite_over
 from ..params import DecomposeParams
 from .base import CancelToken, ProgressCallback, no_progress
 
+EDGE_STEP = 10.0  # colour step (0–255, max over channels) between neighbours that separates two regions
+FLAT_RESIDUAL = 6.0  # RMS error (0–255) of the quadratic colour model below which a region counts as flat
+SAME_COLOR = 28.0  # Euclidean RGB distance under which two flat regions are one element's colour
+BAND_PX = 3  # width of the soft-edge band around an element's regions
+MIN_REGION_FRACTION = 0.0002  # regions smaller than this part of the image are edge/noise pixels
+MIN_ELEMENT_FRACTION = 0.001  # elements smaller than this stay in the background
+MIN_IMAGE_FRACTION = 0.005  # textured blobs on a flat background at least this big become "Image" elements
+MAX_ELEMENTS = 48
+OCR_MAX_SIDE_PX = 768  # the text detector runs on a copy at most this big (time grows with pixels)
+INPAINT_MAX_SIDE_PX = 384  # Telea inpainting of big holes runs at this size, then is upsampled
+
+COLOR_NAMES = {
+    "Red": (220, 50, 50), "Orange": (245, 150, 60), "Yellow": (235, 205, 80), "Green": (60, 170, 80),
+    "Teal": (40, 160, 150), "Mint": (140, 200, 190), "Blue": (50, 110, 200), "Navy": (30, 50, 90),
+    "Purple": (110, 75, 150), "Pink": (235, 130, 170), "Brown": (130, 85, 50), "White": (250, 250, 250),
+    "Grey": (128, 128, 128), "Black": (15, 15, 15),
+}
+
+
+def color_name(rgb) -> str:
+    rgb = np.asarray(rgb, np.float64)
+    return min(COLOR_NAMES, key=lambda name: float(np.sum((np.asarray(COLOR_NAMES[name]) - rgb) ** 2)))
+
+
+class _Element:
+    """One thing on the canvas: a set of regions (or a texture mask), its kind and name."""
+
+    def __init__(self, kind: str, mask: np.ndarray, color_rgb, text: str = "") -> None:
+        self.kind = kind  # "background" | "shape" | "text" | "image"
+        self.mask = mask  # bool H×W, the pixels that certainly belong to it (its core)
+        self.color_rgb = np.asarray(color_rgb, np.float64)
+        self.text = text
+        self.hull = mask  # bool H×W, union of its regions' convex hulls (for occlusion and completion)
+        self.area = int(mask.sum())
+        self.level = 0
+
+    @property
+    def name(self) -> str:
+        if self.kind == "background":
+            return "Background"
+        if self.kind == "text":
+            return f"Text '{self.text}'" if self.text else "Text"
+        if self.kind == "image":
+            return "Image"
+        return f"{color_name(self.color_rgb)} shape"
+
 
 class CpuDecomposer:
+    """Embedded classical decomposer (backend ``cpu``). Thread-safe; the OCR engine loads on first use."""
+
     name = "cpu"
 
+    def __init__(self, use_ocr: bool = True) -> None:
+        self.use_ocr = use_ocr
+        self._ocr = None
+        self._ocr_failed = ""
+        self._ocr_lock = threading.Lock()
+
     def describe(self) -> dict:
-        return {"backend": self.name, "device": "cpu", "model_loaded": True}
+        return {"backend": self.name, "device": "cpu", "model_loaded": True,
+                "text_detector": "rapidocr" if self.use_ocr and not self._ocr_failed else None}
 
     def decompose(self, image: Image.Image, params: DecomposeParams,
                   progress: ProgressCallback = no_progress, cancel: CancelToken | None = None) -> LayerStack:
+        cancel = cancel or CancelToken()
         watch = Stopwatch()
-        watch.start("decompose")
-        rgba = np.asarray(image.convert("RGBA"), dtype=np.uint8).copy()
-        layers = [Layer(rgba)]
-        for step in range(1, params.layers):
-            if cancel is not None:
-                cancel.raise_if_canceled()
-            layers.append(Layer(np.zeros_like(rgba)))
-            progress("peel", step, params.layers - 1)
+        notes: list[str] = []
+
+        # 1. Check inputs
+        watch.start("check")
+        cancel.raise_if_canceled()
+        if not isinstance(image, Image.Image):
+            raise InvalidInput(f"expected a PIL image, got {type(image).__name__}")
+        if image.mode not in ("RGB", "RGBA"):
+            raise InvalidInput(f"expected an RGB or RGBA image, got mode {image.mode!r}; convert it first")
+        if image.width < 1 or image.height < 1:
+            raise InvalidInput(f"the image is empty ({image.width}×{image.height})")
+        requested = int(params.layers)
+        target = np.asarray(image.convert("RGBA"), dtype=np.uint8)
+        height_px, width_px = target.shape[:2]
+        alpha_in = target[..., 3].astype(np.float32) / 255.0
+        opaque = bool((target[..., 3] == 255).all())
+        key_rgb = np.zeros(3, np.float32)
+        if not opaque:
+            # Transparent pixels are analysed as one flat "key" colour, the complement of the visible mean.
+            visible = target[..., 3] > 0
+            mean = target[..., :3][visible].mean(axis=0) if visible.any() else np.full(3, 128.0)
+            key_rgb = np.where(mean > 127, 0.0, 255.0).astype(np.float32)
+        rgb = (target[..., :3].astype(np.float32) * alpha_in[..., None]
+               + key_rgb * (1.0 - alpha_in[..., None]))
+        progress("check", 1, 1)
+        if requested == 1:
+            watch.stop()
+            return self._stack([Layer(target.copy(), "Background")], params, watch, notes)
+
+        # 2. Regions
+        watch.start("regions")
+        cancel.raise_if_canceled()
+        regions = _find_regions(rgb)
+        progress("regions", 1, 1)
+
+        # 3. Text
+        watch.start("text")
+        cancel.raise_if_canceled()
+        words = self._detect_text(np.clip(rgb, 0, 255).astype(np.uint8), notes)
+        progress("text", 1, 1)
+
+        # 4. Elements
+        watch.start("elements")
+        cancel.raise_if_canceled()
+        background, elements = _build_elements(rgb, regions, words)
+        progress("elements", 1, 1)
+
+        # 5. Order
+        watch.start("order")
+        cancel.raise_if_canceled()
+        elements = _order_elements(elements)
+        progress("order", 1, 1)
+
+        # 6. Layer count
+        watch.start("count")
+        cancel.raise_if_canceled()
+        groups = _fit_count(elements, requested - 1)
+        if len(groups) + 1 < requested:
+            notes.append(
+                f"found {len(groups) + 1} distinct layer(s) in the image, fewer than the {requested} requested; "
+                f"returned {len(groups) + 1}"
+            )
+        progress("count", 1, 1)
+
+        # 7. Peel (front to back, so each element knows what covers it)
+        watch.start("peel")
+        element_layers: dict[int, np.ndarray] = {}
+        covering = np.zeros((height_px, width_px), bool)
+        for step, element in enumerate(reversed(elements), start=1):
+            cancel.raise_if_canceled()
+            element_layers[id(element)] = _peel(rgb, element, covering, alpha_in)
+            covering |= element_layers[id(element)][..., 3] > 127
+            progress("peel", step, len(elements))
+        upper = []
+        for group in groups:
+            rgba_list = [element_layers[id(e)] for e in group]
+            rgba = composite_over(rgba_list) if len(rgba_list) > 1 else rgba_list[0]
+            if len(rgba_list) > 1:
+                # composite_over leaves colour 0 where all alphas are 0: keep the front element's colour there.
+                empty = rgba[..., 3] == 0
+                rgba[empty, :3] = rgba_list[-1][empty, :3]
+            upper.append(Layer(rgba, _group_name(group)))
+
+        # 8. Fill the background
+        watch.start("fill")
+        cancel.raise_if_canceled()
+        above = composite_over([layer.rgba for layer in upper]) if upper else None
+        fill_rgb = _fill_background(rgb, background, above)
+        progress("fill", 1, 1)
+        bottom = _solve_bottom(target, above, fill_rgb, opaque)
+        layers = [Layer(bottom, "Background")] + upper
+
+        # 9. Residual correction
+        watch.start("residual")
+        cancel.raise_if_canceled()
+        _correct_residual(layers, target)
+        if not opaque and len(layers) > 1 and layers[0].coverage < 0.001:
+            layers = layers[1:]  # the transparent surround was the "background": nothing left in it
+            _correct_residual(layers, target)
+        progress("residual", 1, 1)
         watch.stop()
+        return self._stack(layers, params, watch, notes)
+
+    def _stack(self, layers, params, watch, notes) -> LayerStack:
         return LayerStack(layers, backend=self.name, params=params.to_dict(), seed=params.seed,
-                          timings_s=watch.timings_s)
+                          timings_s=watch.timings_s, notes=notes)
+
+    def _detect_text(self, rgb_u8: np.ndarray, notes: list[str]) -> list[tuple[np.ndarray, str]]:
+        """Word boxes (4×2 corner points in image pixels) and what they read; [] without the OCR engine."""
+        if not self.use_ocr:
+            return []
+        engine = self._ocr_engine(notes)
+        if engine is None:
+            return []
+        height_px, width_px = rgb_u8.shape[:2]
+        if min(height_px, width_px) < 16:
+            return []
+        scale = min(1.0, OCR_MAX_SIDE_PX / max(height_px, width_px))
+        small = rgb_u8
+        if scale < 1.0:
+            small = np.asarray(Image.fromarray(rgb_u8).resize(
+                (max(1, round(width_px * scale)), max(1, round(height_px * scale))), Image.Resampling.BILINEAR))
+        import cv2
+
+        result, _ = engine(np.ascontiguousarray(cv2.cvtColor(small, cv2.COLOR_RGB2BGR)), use_cls=False)
+        words = []
+        for box, text, score in result or []:
+            if float(score) < 0.5:
+                continue
+            words.append((np.asarray(box, np.float64) / scale, str(text).strip()))
+        return words
+
+    def _ocr_engine(self, notes: list[str]):
+        with self._ocr_lock:
+            if self._ocr is None and not self._ocr_failed:
+                try:
+                    from rapidocr_onnxruntime import RapidOCR
+
+                    self._ocr = RapidOCR()
+                except Exception as error:  # missing wheel or broken onnxruntime: decompose without text cues
+                    self._ocr_failed = f"{type(error).__name__}: {error}"
+            if self._ocr_failed:
+                notes.append(f"text detector unavailable ({self._ocr_failed}); text is treated as shapes")
+            return self._ocr
+
+
+# ---------------------------------------------------------------------------------------------- regions
+
+
+class _Regions:
+    """Connected smooth regions: label image, per-region stats and a quadratic colour model."""
+
+    def __init__(self, labels, count, areas, touches_border, means, coefs, residuals, features_mean, flat):
+        self.labels = labels
+        self.count = count
+        self.areas = areas
+        self.touches_border = touches_border
+        self.means = means
+        self.coefs = coefs  # region → 6×3 quadratic model coefficients (features: 1, x, y, x², xy, y²)
+        self.residuals = residuals
+        self.features_mean = features_mean  # region → mean of the 6 features over its pixels
+        self.flat = flat
+
+
+def _quadratic_features(height_px: int, width_px: int) -> list[np.ndarray]:
+    ys, xs = np.mgrid[0:height_px, 0:width_px].astype(np.float64)
+    xs = xs / max(width_px - 1, 1) - 0.5
+    ys = ys / max(height_px - 1, 1) - 0.5
+    return [np.ones_like(xs), xs, ys, xs * xs, xs * ys, ys * ys]
+
+
+def _find_regions(rgb: np.ndarray) -> _Regions:
+    import cv2
+
+    height_px, width_px = rgb.shape[:2]
+    step_x = np.abs(np.diff(rgb, axis=1)).max(axis=2) > EDGE_STEP
+    step_y = np.abs(np.diff(rgb, axis=0)).max(axis=2) > EDGE_STEP
+    edge = np.zeros((height_px, width_px), bool)
+    edge[:, :-1] |= step_x
+    edge[:, 1:] |= step_x
+    edge[:-1, :] |= step_y
+    edge[1:, :] |= step_y
+    count, labels = cv2.connectedComponents((~edge).astype(np.uint8), connectivity=4)
+    flat_labels = labels.ravel()
+    areas = np.bincount(flat_labels, minlength=count).astype(np.int64)
+    min_area = max(6, int(MIN_REGION_FRACTION * height_px * width_px))
+    small = areas < min_area
+    small[0] = True  # label 0 = edge pixels
+    remap = np.where(small, 0, np.arange(count))
+    labels = remap[labels]
+    # Renumber to 1..k
+    keep = np.flatnonzero(~small)
+    renumber = np.zeros(count, np.int64)
+    renumber[keep] = np.arange(1, keep.size + 1)
+    labels = renumber[labels].astype(np.int32)
+    count = keep.size + 1
+    flat_labels = labels.ravel()
+    areas = np.bincount(flat_labels, minlength=count).astype(np.float64)
+    border = np.zeros(count, bool)
+    border[np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))] = True
+
+    features = [f.ravel() for f in _quadratic_features(height_px, width_px)]
+    colors = rgb.reshape(-1, 3).astype(np.float64)
+    safe_areas = np.maximum(areas, 1.0)
+    # Per-region normal equations from bincount sums: Σ f_i f_j and Σ f_i c.
+    gram = np.zeros((count, 6, 6))
+    for i in range(6):
+        for j in range(i, 6):
+            gram[:, i, j] = gram[:, j, i] = np.bincount(flat_labels, features[i] * features[j], minlength=count)
+    rhs = np.zeros((count, 6, 3))
+    for i in range(6):
+        for c in range(3):
+            rhs[:, i, c] = np.bincount(flat_labels, features[i] * colors[:, c], minlength=count)
+    sq = np.stack([np.bincount(flat_labels, colors[:, c] ** 2, minlength=count) for c in range(3)], axis=1)
+    coefs = np.linalg.solve(gram + np.eye(6) * 1e-6, rhs)
+    sse = sq - np.einsum("kic,kic->kc", coefs, rhs)
+    residuals = np.sqrt(np.maximum(sse.sum(axis=1), 0.0) / (3 * safe_areas))
+    means = rhs[:, 0, :] / safe_areas[:, None]
+    features_mean = gram[:, 0, :] / safe_areas[:, None]
+    flat = residuals <= FLAT_RESIDUAL
+    flat[0] = False
+    return _Regions(labels, count, areas, border, means, coefs, residuals, features_mean, flat)
+
+
+# ---------------------------------------------------------------------------------------------- elements
+
+
+def _hull_mask(mask: np.ndarray) -> np.ndarray:
+    """Union of the convex hulls of the mask's connected parts."""
+    import cv2
+
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    hull = np.zeros(mask.shape, np.uint8)
+    for contour in contours:
+        cv2.fillPoly(hull, [cv2.convexHull(contour)], 1)
+    return hull.astype(bool) | mask
+
+
+def _build_elements(rgb: np.ndarray, regions: _Regions, words) -> tuple[_Element, list[_Element]]:
+    import cv2
+
+    height_px, width_px = rgb.shape[:2]
+    total = height_px * width_px
+    labels = regions.labels
+    candidates = [k for k in range(1, regions.count) if regions.flat[k]]
+
+    # Background: the biggest flat region on the border, if it is big enough to be one.
+    border_flat = [k for k in candidates if regions.touches_border[k]]
+    bg_region = max(border_flat, key=lambda k: regions.areas[k], default=None)
+    if bg_region is not None and regions.areas[bg_region] < 0.1 * total:
+        bg_region = None
+    bg_regions: set[int] = set()
+    if bg_region is not None:
+        bg_regions.add(bg_region)
+        bg_coef = regions.coefs[bg_region]
+        for k in candidates:
+            if k == bg_region:
+                continue
+            # The background's colour model, averaged over region k, against k's own mean: a gradient cut apart
+            # by a shape continues on the other side.
+            predicted = regions.features_mean[k] @ bg_coef
+            if np.linalg.norm(predicted - regions.means[k]) < SAME_COLOR * 0.5 and regions.touches_border[k]:
+                bg_regions.add(k)
+
+    # Regions inside a word box belong to that word.
+    word_of_region = {}
+    if words:
+        ys, xs = np.mgrid[0:height_px, 0:width_px]
+        flat_labels = labels.ravel()
+        counts = np.maximum(np.bincount(flat_labels, minlength=regions.count), 1)
+        cy = np.bincount(flat_labels, ys.ravel(), minlength=regions.count) / counts
+        cx = np.bincount(flat_labels, xs.ravel(), minlength=regions.count) / counts
+        for index, (box, _) in enumerate(words):
+            contour = box.astype(np.float32).reshape(-1, 1, 2)
+            for k in candidates:
+                if k in bg_regions or k in word_of_region:
+                    continue
+                if regions.areas[k] > 0.25 * total:
+                    continue
+                if cv2.pointPolygonTest(contour, (float(cx[k]), float(cy[k])), False) >= 0:
+                    word_of_region[k] = index
+
+    # Group the remaining flat regions by colour (and word).
+    groups: list[dict] = []
+    for k in sorted(candidates, key=lambda k: -regions.areas[k]):
+        if k in bg_regions:
+            continue
+        word = word_of_region.get(k)
+        for group in groups:
+            if group["word"] == word and np.linalg.norm(group["color"] - regions.means[k]) < SAME_COLOR:
+                group["regions"].append(k)
+                break
+        else:
+            groups.append({"word": word, "color": regions.means[k].copy(), "regions": [k]})
+
+    bg_lookup = np.zeros(regions.count, bool)
+    bg_lookup[list(bg_regions)] = True
+    elements: list[_Element] = []
+    assigned = bg_lookup[labels]
+    for group in groups:
+        lookup = np.zeros(regions.count, bool)
+        lookup[group["regions"]] = True
+        mask = lookup[labels]
+        if mask.sum() < MIN_ELEMENT_FRACTION * total:
+            continue
+        areas = regions.areas[group["regions"]]
+        color = (regions.means[group["regions"]] * areas[:, None]).sum(axis=0) / areas.sum()
+        word = group["word"]
+        if word is not None:
+            elements.append(_Element("text", mask, color, words[word][1]))
+        else:
+            elements.append(_Element("shape", mask, color))
+        assigned |= mask
+
+    if bg_region is not None:
+        background = _Element("background", bg_lookup[labels], regions.means[bg_region])
+        background.regions = sorted(bg_regions)
+        # Textured blobs on a flat background: photos or cut-outs placed on the canvas.
+        texture = ~assigned & (labels > 0) | ~assigned & (labels == 0)
+        texture = cv2.morphologyEx(texture.astype(np.uint8), cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))
+        count, blobs, stats, _ = cv2.connectedComponentsWithStats(texture, connectivity=8)
+        for k in range(1, count):
+            if stats[k, cv2.CC_STAT_AREA] >= MIN_IMAGE_FRACTION * total:
+                mask = blobs == k
+                elements.append(_Element("image", mask, rgb[mask].mean(axis=0)))
+    else:
+        # No flat background: it is a photo (or texture); everything that is not a flat element is background.
+        mask = np.ones((height_px, width_px), bool)
+        for element in elements:
+            mask &= ~element.mask
+        background = _Element("background", mask, rgb[mask].mean(axis=0) if mask.any() else rgb.mean(axis=(0, 1)))
+        background.regions = []
+
+    elements.sort(key=lambda e: -e.area)
+    if len(elements) > MAX_ELEMENTS:
+        elements = elements[:MAX_ELEMENTS]
+    for element in elements:
+        element.hull = _hull_mask(element.mask) if element.kind != "image" else element.mask
+    return background, elements
+
+
+def _order_elements(elements: list[_Element]) -> list[_Element]:
+    """Back-to-front order. above[a, b] > 0: b lies inside a's hulls more than a inside b's, so b is above a."""
+    count = len(elements)
+    if count <= 1:
+        return elements
+    inside = np.zeros((count, count))
+    for a, ea in enumerate(elements):
+        for b, eb in enumerate(elements):
+            if a != b:
+                inside[a, b] = np.count_nonzero(ea.hull & eb.mask)
+    tolerance = 4.0
+    above = (inside - inside.T) > tolerance  # above[a, b]: b is above a
+    remaining = list(range(count))
+    levels_front_to_back = []
+    while remaining:
+        # Unoccluded: nothing remaining is above it.
+        top = [a for a in remaining if not any(above[a, b] for b in remaining if b != a)]
+        if not top:  # a cycle: take the least occluded
+            top = [min(remaining, key=lambda a: sum((inside[a, b] - inside[b, a]) for b in remaining if b != a))]
+        levels_front_to_back.append(top)
+        remaining = [a for a in remaining if a not in top]
+    ordered = []
+    depth = len(levels_front_to_back)
+    for level_index, level in enumerate(reversed(levels_front_to_back)):
+        # Within a level (disjoint elements): bigger ones further back, text to the front.
+        for a in sorted(level, key=lambda a: (elements[a].kind == "text", -elements[a].area)):
+            elements[a].level = level_index
+            ordered.append(elements[a])
+    del depth
+    return ordered
+
+
+def _fit_count(elements: list[_Element], wanted: int) -> list[list[_Element]]:
+    """Merge neighbours in depth order until there are ``wanted`` groups; disjoint, small pairs go first."""
+    groups = [[element] for element in elements]
+    while len(groups) > max(wanted, 0):
+        if wanted <= 0:
+            return []
+        best, best_cost = 0, None
+        for index in range(len(groups) - 1):
+            lower, upper = groups[index], groups[index + 1]
+            same_level = lower[-1].level == upper[0].level
+            same_kind = {e.kind for e in lower} == {e.kind for e in upper}
+            area = sum(e.area for e in lower) + sum(e.area for e in upper)
+            cost = (0 if same_level else 1, 0 if same_kind else 1, area)
+            if best_cost is None or cost < best_cost:
+                best, best_cost = index, cost
+        groups[best:best + 2] = [groups[best] + groups[best + 1]]
+    return groups
+
+
+def _group_name(group: list[_Element]) -> str:
+    if len(group) == 1:
+        return group[0].name
+    kinds = {e.kind for e in group}
+    if kinds == {"text"}:
+        texts = [e.text for e in group if e.text]
+        return "Text '" + " ".join(texts) + "'" if texts else "Text"
+    if kinds == {"shape"}:
+        return "Shapes"
+    if kinds == {"image"}:
+        return "Images"
+    return "Group: " + ", ".join(dict.fromkeys(e.name for e in group))
+
+
+# ---------------------------------------------------------------------------------------------- peel
+
+
+def _nearest_colors(rgb: np.ndarray, source: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For every pixel: the colour of the nearest ``source`` pixel and the distance to it (px)."""
+    import cv2
+
+    if not source.any():
+        return np.zeros_like(rgb), np.full(source.shape, np.inf, np.float32)
+    distance, label = cv2.distanceTransformWithLabels((~source).astype(np.uint8), cv2.DIST_L2, 5,
+                                                      labelType=cv2.DIST_LABEL_PIXEL)
+    positions = np.flatnonzero(source.ravel())
+    nearest = positions[np.maximum(label.ravel() - 1, 0)]
+    return rgb.reshape(-1, 3)[nearest].reshape(rgb.shape), distance
+
+
+def _bbox_slices(mask: np.ndarray, margin_px: int):
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    height_px, width_px = mask.shape
+    return (slice(max(rows[0] - margin_px, 0), min(rows[-1] + margin_px + 1, height_px)),
+            slice(max(cols[0] - margin_px, 0), min(cols[-1] + margin_px + 1, width_px)))
+
+
+def _peel(rgb: np.ndarray, element: _Element, covering: np.ndarray, alpha_in: np.ndarray) -> np.ndarray:
+    """The element's straight RGBA layer (full size)."""
+    import cv2
+
+    height_px, width_px = rgb.shape[:2]
+    rgba = np.zeros((height_px, width_px, 4), np.uint8)
+    core = element.mask
+    # Work inside the element's bounding box plus a margin; the colour outside it is the nearest colour anyway.
+    box = _bbox_slices(element.hull, BAND_PX + 2)
+    crop_rgb, crop_core = rgb[box], core[box]
+    near_f, _ = _nearest_colors(crop_rgb, crop_core)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * BAND_PX + 1, 2 * BAND_PX + 1))
+    grown = cv2.dilate(crop_core.astype(np.uint8), kernel).astype(bool)
+    band = grown & ~crop_core
+    outside = ~grown
+    alpha = crop_core.astype(np.float32)
+    if band.any() and outside.any():
+        near_b, _ = _nearest_colors(crop_rgb, outside)
+        f = near_f[band].astype(np.float32)
+        b = near_b[band].astype(np.float32)
+        i = crop_rgb[band].astype(np.float32)
+        fb = f - b
+        denom = (fb * fb).sum(axis=1)
+        projected = ((i - b) * fb).sum(axis=1) / np.maximum(denom, 1e-6)
+        # Where F and B are nearly the same colour the projection is noise: decide by distance instead.
+        fallback = (np.linalg.norm(i - f, axis=1) < np.linalg.norm(i - b, axis=1)).astype(np.float32)
+        alpha[band] = np.where(denom > 15.0 ** 2, np.clip(projected, 0.0, 1.0), fallback)
+    elif band.any():
+        alpha[band] = 1.0
+    # Complete the element under what covers it, inside its own hulls.
+    completion = element.hull[box] & covering[box] & ~crop_core
+    alpha[completion] = 1.0
+    # A layer is never more opaque than the input there (RGBA inputs).
+    alpha = np.minimum(alpha, alpha_in[box])
+    out = np.zeros(crop_rgb.shape[:2] + (4,), np.uint8)
+    out[..., :3] = np.clip(np.rint(near_f), 0, 255).astype(np.uint8)
+    out[..., 3] = np.clip(np.rint(alpha * 255.0), 0, 255).astype(np.uint8)
+    rgba[box] = out
+    # Colour under zero alpha: the element's colour, so soft-edge edits and resampling don't bleed black.
+    outside_box = np.ones((height_px, width_px), bool)
+    outside_box[box] = False
+    rgba[outside_box, :3] = np.clip(np.rint(element.color_rgb), 0, 255).astype(np.uint8)
+    return rgba
+
+
+# ---------------------------------------------------------------------------------------------- fill
+
+
+def _fill_background(rgb: np.ndarray, background: _Element, above: np.ndarray | None) -> np.ndarray:
+    """The background's colour everywhere, including under the layers above (float RGB)."""
+    import cv2
+
+    height_px, width_px = rgb.shape[:2]
+    if above is None:
+        return rgb.astype(np.float64)
+    hole = above[..., 3] > 0
+    known = ~hole
+    if not known.any():
+        return np.broadcast_to(background.color_rgb, rgb.shape).astype(np.float64).copy()
+    regions = getattr(background, "regions", [])
+    if regions:
+        # Flat or gradient: fit one quadratic model over the background's own pixels, evaluate everywhere.
+        sample = background.mask & known
+        if sample.sum() < 12:
+            sample = known
+        features = _quadratic_features(height_px, width_px)
+        design = np.stack([f[sample] for f in features], axis=1)
+        coef, *_ = np.linalg.lstsq(design, rgb[sample].astype(np.float64), rcond=None)
+        model = np.stack(features, axis=-1) @ coef
+        out = rgb.astype(np.float64).copy()
+        out[hole] = model[hole]
+        return np.clip(out, 0, 255)
+    # Texture: Telea inpainting, at reduced size when the image is big (cost grows with the hole's area).
+    hole_u8 = cv2.dilate(hole.astype(np.uint8), np.ones((3, 3), np.uint8))
+    scale = min(1.0, INPAINT_MAX_SIDE_PX / max(height_px, width_px))
+    src = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+    if scale < 1.0:
+        size = (max(1, round(width_px * scale)), max(1, round(height_px * scale)))
+        small = cv2.resize(src, size, interpolation=cv2.INTER_AREA)
+        small_hole = cv2.resize(hole_u8, size, interpolation=cv2.INTER_NEAREST)
+        small_hole = cv2.dilate(small_hole, np.ones((3, 3), np.uint8))
+        filled = cv2.inpaint(small, small_hole, 3, cv2.INPAINT_TELEA)
+        filled = cv2.resize(filled, (width_px, height_px), interpolation=cv2.INTER_LINEAR)
+    else:
+        filled = cv2.inpaint(src, hole_u8, 3, cv2.INPAINT_TELEA)
+    out = rgb.astype(np.float64).copy()
+    out[hole_u8 > 0] = filled[hole_u8 > 0]
+    return out
+
+
+def _solve_bottom(target: np.ndarray, above: np.ndarray | None, fill_rgb: np.ndarray, opaque: bool) -> np.ndarray:
+    """Bottom layer such that bottom-under-``above`` equals the target where the layers above leave it visible."""
+    out_alpha = target[..., 3].astype(np.float64) / 255.0
+    out_premul = target[..., :3].astype(np.float64) * out_alpha[..., None]
+    if above is None:
+        top_alpha = np.zeros_like(out_alpha)
+        top_premul = np.zeros_like(out_premul)
+    else:
+        top_alpha = above[..., 3].astype(np.float64) / 255.0
+        top_premul = above[..., :3].astype(np.float64) * top_alpha[..., None]
+    visible = 1.0 - top_alpha
+    if opaque:
+        bottom_alpha = np.ones_like(out_alpha)
+    else:
+        bottom_alpha = np.clip((out_alpha - top_alpha) / np.maximum(visible, 1e-6), 0.0, 1.0)
+        bottom_alpha[visible < 1e-6] = 0.0
+    weight = visible * bottom_alpha
+    solved = (out_premul - top_premul) / np.maximum(weight, 1e-6)[..., None]
+    # Solve only where the bottom shows enough for the division to be stable; elsewhere keep the fill.
+    use_solved = weight > 0.1
+    color = np.where(use_solved[..., None], solved, fill_rgb)
+    bottom = np.zeros(target.shape, np.uint8)
+    bottom[..., :3] = np.clip(np.rint(color), 0, 255).astype(np.uint8)
+    bottom[..., 3] = np.clip(np.rint(bottom_alpha * 255.0), 0, 255).astype(np.uint8)
+    return bottom
+
+
+def _correct_residual(layers: list[Layer], target: np.ndarray, tolerance: float = 0.5) -> None:
+    """Put what the composite still misses into the colour of the layer that contributes most at each pixel.
+
+    With straight-alpha "over", the composite's premultiplied colour is Σ_k colour_k · q_k where
+    q_k = α_k · Π_{j>k} (1 − α_j); changing colour_k by err · out_α / q_k fixes the pixel exactly (until clipping).
+    """
+    alphas = [layer.rgba[..., 3].astype(np.float64) / 255.0 for layer in layers]
+    shares = []
+    transmit = np.ones_like(alphas[0])
+    for alpha in reversed(alphas):
+        shares.append(alpha * transmit)
+        transmit = transmit * (1.0 - alpha)
+    shares = np.stack(shares[::-1])  # (L, H, W), back to front
+    composite = composite_over([layer.rgba for layer in layers]).astype(np.float64)
+    out_alpha = composite[..., 3] / 255.0
+    error_premul = (target[..., :3].astype(np.float64) * target[..., 3:4] / 255.0
+                    - composite[..., :3] * out_alpha[..., None])
+    bad = np.abs(error_premul).max(axis=2) > tolerance
+    if not bad.any():
+        return
+    best = np.argmax(shares, axis=0)
+    for index, layer in enumerate(layers):
+        pixels = bad & (best == index) & (shares[index] > 0.02)
+        if not pixels.any():
+            continue
+        color = layer.rgba[..., :3][pixels].astype(np.float64)
+        fixed = color + error_premul[pixels] / shares[index][pixels][:, None]
+        layer.rgba[..., :3][pixels] = np.clip(np.rint(fixed), 0, 255).astype(np.uint8)

@@ -5,11 +5,11 @@ Every exporter is checked against ``Layout.render()``; the PowerPoint file is al
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import shutil
 import subprocess
+import sys
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -22,7 +22,7 @@ from pptx.oxml.ns import qn
 from psd_tools import PSDImage
 
 from inference_server.errors import ImageTooLarge, InvalidInput
-from inference_server.exports import cli as export_cli
+from inference_server.cli import main as strata_main
 from inference_server.exports.archive import archive_bytes, write_archive
 from inference_server.exports.layout import Layout, PlacedLayer, load_job_layout
 from inference_server.exports.pptx import build_presentation, emu_per_px, pptx_bytes, write_pptx
@@ -350,10 +350,7 @@ def test_unfinished_or_broken_job_folders_get_a_clear_error(poster_stack, tmp_pa
 
 
 def run_export_cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="strata")
-    export_cli.add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["export", *argv])
-    return args.func(args)
+    return strata_main(["export", *argv])
 
 
 def test_cli_writes_all_three_files(poster_stack, tmp_path, capsys):
@@ -366,6 +363,15 @@ def test_cli_writes_all_three_files(poster_stack, tmp_path, capsys):
     assert [layer.name for layer in PSDImage.open(out / "a.psd")] == NAMES
     assert zipfile.is_zipfile(out / "a.zip")
     assert "wrote" in capsys.readouterr().out
+
+
+def test_strata_export_runs_as_a_command(poster_stack, tmp_path):
+    folder = save_job(poster_stack, tmp_path / "job")
+    result = subprocess.run([sys.executable, "-m", "inference_server", "export", str(folder), "--psd",
+                             str(tmp_path / "a.psd")], capture_output=True, text=True, timeout=60,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0, result.stderr
+    assert [layer.name for layer in PSDImage.open(tmp_path / "a.psd")] == NAMES
 
 
 def test_cli_explains_what_is_wrong(tmp_path, capsys):

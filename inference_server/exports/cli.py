@@ -30,11 +30,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Write every requested file; returns the exit status (0 ok, 2 bad input)."""
     if not (args.pptx or args.psd or args.zip):
-        print("strata export: nothing to do; pass at least one of --pptx OUT.pptx, --psd OUT.psd, --zip OUT.zip",
-              file=sys.stderr)
+        print("strata export: error: nothing to do; pass at least one of --pptx OUT.pptx, --psd OUT.psd, "
+              "--zip OUT.zip", file=sys.stderr)
         return 2
     if args.with_original and not args.pptx:
-        print("strata export: --with-original applies to --pptx only", file=sys.stderr)
+        print("strata export: error: --with-original applies to --pptx only", file=sys.stderr)
         return 2
     # Imported here: python-pptx and psd-tools are only needed when exporting.
     from .archive import write_archive
@@ -55,9 +55,9 @@ def run(args: argparse.Namespace) -> int:
             write_archive(args.job_dir, args.zip)
             print(f"wrote {args.zip}")
     except StrataError as error:
-        print(f"strata export: {error}", file=sys.stderr)
+        print(f"strata export: error: {error}", file=sys.stderr)
         return 2
     except OSError as error:
-        print(f"strata export: cannot write output: {error}", file=sys.stderr)
+        print(f"strata export: error: cannot write output: {error}", file=sys.stderr)
         return 2
     return 0

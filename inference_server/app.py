@@ -1,0 +1,344 @@
+"""The HTTP API: a FastAPI app built by ``create_app(settings)`` (nothing is created at import time).
+
+Security model (a local tool that a web page must not be able to drive):
+  * the server binds 127.0.0.1 unless started with ``--allow-remote`` and a token from the environment;
+  * every request needs ``Authorization: Bearer <token>`` (compared in constant time);
+  * a request carrying a foreign ``Origin`` (any web page other than one served from loopback) gets 403, and while
+    bound to loopback a ``Host`` other than 127.0.0.1/localhost/[::1] gets 403 (DNS rebinding);
+  * request bodies are capped (413) before any parsing.
+Errors are always JSON ``{"detail": "<a sentence that says what to do>"}``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import importlib.util
+import json
+import re
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import __version__
+from .errors import InvalidInput, NotFound, StrataError
+from .images import DEFAULT_MAX_PIXELS, load_image
+from .jobs import JobManager, ManagerSettings
+from .layers import MANIFEST_NAME, PREVIEW_NAME, layer_file_name
+
+DEFAULT_MAX_UPLOAD_BYTES = 64 * 1024 * 1024
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+_LOCAL_ORIGIN = re.compile(r"^http://(127\.0\.0\.1|localhost|\[::1\])(:\d{1,5})?$")
+_LOCAL_HOST = re.compile(r"^(127\.0\.0\.1|localhost|\[::1\])(:\d{1,5})?$")
+
+
+@dataclass
+class Settings:
+    data_dir: Path
+    token: str
+    backend: str = "auto"
+    backend_options: dict[str, Any] = field(default_factory=dict)
+    preset: str | None = None
+    max_queue: int = 8
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    allow_remote: bool = False
+    cancel_grace_s: float = 30.0
+
+    def manager_settings(self) -> ManagerSettings:
+        return ManagerSettings(
+            data_dir=Path(self.data_dir), backend=self.backend, backend_options=dict(self.backend_options),
+            preset=self.preset, max_queue=self.max_queue, max_pixels=self.max_pixels,
+            cancel_grace_s=self.cancel_grace_s,
+        )
+
+
+# ------------------------------------------------------------------ response models (for an accurate OpenAPI schema)
+
+
+class ErrorBody(BaseModel):
+    detail: str
+
+
+class JobCreated(BaseModel):
+    id: str
+    status: Literal["queued"]
+
+
+class JobStatus(BaseModel):
+    id: str
+    status: Literal["queued", "running", "succeeded", "failed", "canceled"]
+    stage: Optional[str] = None
+    step: int = 0
+    total: int = 0
+    error: Optional[str] = None
+    layers: Optional[int] = None
+    params: dict[str, Any]
+    parent: Optional[dict[str, Any]] = None
+    children: dict[str, list[str]] = {}
+    notes: list[str] = []
+    created_at: Optional[float] = None
+    started_at: Optional[float] = None
+    finished_at: Optional[float] = None
+    cancel_requested: Optional[bool] = None
+
+
+class JobList(BaseModel):
+    jobs: list[JobStatus]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    backend: str
+    device: str
+    model_loaded: bool
+    backend_error: Optional[str] = None
+    version: str
+    queue_length: int
+    running: Optional[str] = None
+    worker_pid: Optional[int] = None
+    worker_restarts: int = 0
+
+
+def _errors(*codes: int) -> dict[int, dict[str, Any]]:
+    reasons = {
+        400: "bad parameter or image", 401: "missing or wrong bearer token", 403: "foreign Origin or Host",
+        404: "no such job or layer", 409: "the job is not in a state that allows this", 413: "upload or image too large",
+        429: "queue full", 503: "model unavailable",
+    }
+    return {code: {"model": ErrorBody, "description": reasons[code]} for code in (401, 403, *codes)}
+
+
+_PNG = {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}, "description": "PNG image"}
+
+
+# ------------------------------------------------------------------ guard middleware (pure ASGI: sees the raw body)
+
+
+def _json_response(status: int, detail: str, extra_headers: list | None = None):
+    body = json.dumps({"detail": detail}).encode("utf-8")
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    return {"type": "http.response.start", "status": status, "headers": headers + (extra_headers or [])}, body
+
+
+class GuardMiddleware:
+    """Origin/Host checks, bearer token, body size cap. Runs before routing, so it covers every path."""
+
+    def __init__(self, app, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self.expected = f"Bearer {settings.token}".encode("utf-8")
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {}
+        for key, value in scope.get("headers", []):
+            headers.setdefault(key.decode("latin-1").lower(), value)
+
+        async def reject(status: int, detail: str, extra=None):
+            start, body = _json_response(status, detail, extra)
+            await send(start)
+            await send({"type": "http.response.body", "body": body})
+
+        origin = headers.get("origin")
+        if origin is not None and not _LOCAL_ORIGIN.match(origin.decode("latin-1")):
+            return await reject(403, f"cross-site request refused: Origin {origin.decode('latin-1')!r} is not this "
+                                     f"machine; only local clients may use the Strata server")
+        host = headers.get("host")
+        if not self.settings.allow_remote and host is not None and not _LOCAL_HOST.match(host.decode("latin-1")):
+            return await reject(403, f"Host {host.decode('latin-1')!r} refused: this server answers only to "
+                                     f"127.0.0.1/localhost (start it with --allow-remote to serve other names)")
+        authorization = headers.get("authorization", b"")
+        if not hmac.compare_digest(authorization, self.expected):
+            reason = "missing" if not authorization else "wrong"
+            return await reject(401, f"{reason} bearer token: send 'Authorization: Bearer <token>' with the token the "
+                                     f"server printed or STRATA_TOKEN", [(b"www-authenticate", b"Bearer")])
+
+        limit = self.settings.max_upload_bytes
+        declared = headers.get("content-length")
+        if declared is not None:
+            try:
+                declared_bytes = int(declared)
+            except ValueError:
+                return await reject(400, "Content-Length is not a number")
+            if declared_bytes > limit:
+                return await reject(413, f"request body is {declared_bytes / 1e6:.1f} MB; the limit is "
+                                         f"{limit / 1e6:.0f} MB (start the server with a larger --max-upload-mb)")
+        if scope["method"] not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
+
+        # Read the whole body here (bounded), so chunked uploads without Content-Length are capped too.
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return await reject(413, f"request body exceeds the {limit / 1e6:.0f} MB limit (start the server with "
+                                         f"a larger --max-upload-mb)")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        delivered = False
+
+        async def replay():
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
+
+
+# ------------------------------------------------------------------ the app
+
+
+def _parse_params(text: str | None) -> dict[str, Any]:
+    if text is None or text.strip() == "":
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise InvalidInput(f"params must be a JSON object such as {{\"layers\": 4}}; could not parse it: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidInput(f"params must be a JSON object such as {{\"layers\": 4}}, got {type(value).__name__}")
+    return value
+
+
+def create_app(settings: Settings) -> FastAPI:
+    manager = JobManager(settings.manager_settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await run_in_threadpool(manager.start)
+        try:
+            yield
+        finally:
+            await run_in_threadpool(manager.close)
+
+    app = FastAPI(
+        title="Strata inference server",
+        version=__version__,
+        description="Decompose one flat image into RGBA layers. Every request needs `Authorization: Bearer <token>`.",
+        lifespan=lifespan,
+        docs_url=None,  # the docs pages load scripts from a CDN; this server stays offline
+        redoc_url=None,
+    )
+    app.state.manager = manager
+    app.state.settings = settings
+
+    @app.exception_handler(StrataError)
+    async def strata_error(request: Request, exc: StrataError):
+        return JSONResponse({"detail": str(exc)}, status_code=exc.http_status)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        parts = []
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error.get("loc", ()) if part not in ("body",))
+            parts.append(f"{where}: {error.get('msg')}")
+        return JSONResponse({"detail": "invalid request: " + "; ".join(parts)}, status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.post("/v1/jobs", status_code=202, response_model=JobCreated, responses=_errors(400, 404, 413, 429),
+              summary="Submit a decomposition job")
+    async def submit_job(
+        request: Request,
+        image: Optional[UploadFile] = File(None, description="the picture (PNG, JPEG, WebP, GIF, BMP, TIFF)"),
+        params: Optional[str] = Form(None, description='JSON object of decomposition parameters, e.g. {"layers": 4}'),
+    ):
+        form = await request.form()
+        unknown = sorted(set(form.keys()) - {"image", "params"})
+        if unknown:
+            raise InvalidInput(f"unknown form field(s): {', '.join(unknown)}; send 'image' (file) and 'params' (JSON)")
+        params_dict = _parse_params(params)
+        data = await image.read() if image is not None else None
+
+        def work():
+            rgba, notes = (None, [])
+            if data is not None:
+                rgba, notes = load_image(data, max_pixels=settings.max_pixels)
+            return manager.submit(params_dict, rgba, notes)
+
+        record = await run_in_threadpool(work)
+        return {"id": record["id"], "status": record["status"]}
+
+    @app.get("/v1/jobs", response_model=JobList, responses=_errors(), summary="All jobs, oldest first")
+    def list_jobs():
+        return {"jobs": manager.list()}
+
+    @app.get("/v1/jobs/{job_id}", response_model=JobStatus, responses=_errors(404), summary="Status and progress")
+    def get_job(job_id: str):
+        return manager.get(job_id)
+
+    @app.post("/v1/jobs/{job_id}/cancel", response_model=JobStatus, responses=_errors(404, 409),
+              summary="Cancel a queued or running job")
+    def cancel_job(job_id: str):
+        return manager.cancel(job_id)
+
+    @app.get("/v1/jobs/{job_id}/manifest", responses=_errors(404, 409), summary="The finished job's manifest.json")
+    def get_manifest(job_id: str) -> dict[str, Any]:
+        folder = manager.job_folder(job_id)
+        return json.loads((folder / MANIFEST_NAME).read_text("utf-8"))
+
+    @app.get("/v1/jobs/{job_id}/preview.png", response_class=FileResponse, responses={200: _PNG, **_errors(404, 409)},
+             summary="Composite of all layers")
+    def get_preview(job_id: str):
+        return FileResponse(manager.job_folder(job_id) / PREVIEW_NAME, media_type="image/png")
+
+    @app.get("/v1/jobs/{job_id}/layers/{index}.png", response_class=FileResponse,
+             responses={200: _PNG, **_errors(400, 404, 409)}, summary="One RGBA layer (0 = back)")
+    def get_layer(job_id: str, index: int):
+        folder = manager.job_folder(job_id)
+        count = int(manager.get(job_id).get("layers") or 0)
+        if not 0 <= index < count:
+            raise NotFound(f"job {job_id} has {count} layers (0–{count - 1}); there is no layer {index}")
+        return FileResponse(folder / layer_file_name(index), media_type="image/png")
+
+    @app.get("/v1/health", response_model=Health, responses=_errors(), summary="Backend, device, queue")
+    def health():
+        return {"status": "ok", "version": __version__, **manager.health()}
+
+    if importlib.util.find_spec("inference_server.exports.routes") is not None:
+        # Written by the exports part of the project; optional so the server runs while it is absent.
+        from .exports.routes import router as exports_router
+
+        app.include_router(exports_router)
+
+    _declare_security(app)
+    app.add_middleware(GuardMiddleware, settings=settings)
+    return app
+
+
+def _declare_security(app: FastAPI) -> None:
+    """Say in the OpenAPI schema that every operation needs the bearer token."""
+    original = app.openapi
+
+    def openapi():
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = original()
+        schema.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = {
+            "type": "http", "scheme": "bearer"}
+        schema["security"] = [{"bearer": []}]
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi
+

@@ -1,0 +1,258 @@
+"""The ``strata`` command: ``decompose`` (in-process, with a progress bar), ``serve`` (the HTTP server) and
+``export`` (registered by ``inference_server.exports.cli``).
+
+Exit codes: 0 success, 1 the backend failed (out of memory, model missing), 2 bad input or usage, 130 interrupted.
+User mistakes print one ``strata <command>: error: ...`` line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import ipaddress
+import json
+import os
+import secrets
+import socket
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import InvalidInput, StrataError
+from .images import DEFAULT_MAX_PIXELS
+from .params import BACKENDS, MAX_LAYERS, MIN_LAYERS, PRESETS, RESOLUTIONS
+
+TOKEN_ENV = "STRATA_TOKEN"
+
+
+def _layers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of layers, got {text!r}") from None
+    if not MIN_LAYERS <= value <= MAX_LAYERS:
+        raise argparse.ArgumentTypeError(f"the number of layers must be between {MIN_LAYERS} and {MAX_LAYERS}, got {value}")
+    return value
+
+
+def _add_backend_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="qwen = Qwen-Image-Layered on a GPU; cpu = the embedded CPU decomposer; auto = qwen when "
+                             "CUDA and the weights are present, else cpu (default)")
+    parser.add_argument("--model", metavar="ID_OR_DIR",
+                        help="Qwen-Image-Layered weights: Hugging Face id or local folder (default: $STRATA_QWEN_MODEL "
+                             "or Qwen/Qwen-Image-Layered)")
+    parser.add_argument("--preset", choices=PRESETS,
+                        help="speed/memory trade-off of the qwen backend (lowvram offloads to the CPU)")
+
+
+def _backend_options(args: argparse.Namespace) -> dict:
+    return {"model_id": args.model} if args.model else {}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="strata", description="Decompose a flat image into editable RGBA layers.")
+    parser.add_argument("--version", action="version", version=f"strata {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+
+    decompose = subparsers.add_parser("decompose", help="split one image into layers, writing a layer folder",
+                                      description="Split IMAGE into N RGBA layers (back to front) and write "
+                                                  "layer_00.png…, preview.png and manifest.json into OUT.")
+    decompose.add_argument("image", metavar="IMAGE", type=Path)
+    decompose.add_argument("-n", "--layers", type=_layers, default=4, help="number of layers (default 4)")
+    decompose.add_argument("-o", "--output", type=Path, required=True, metavar="OUT", help="output folder")
+    _add_backend_options(decompose)
+    decompose.add_argument("--steps", type=int, dest="num_inference_steps", help="denoising steps (qwen; default 50)")
+    decompose.add_argument("--resolution", type=int, choices=RESOLUTIONS, help="model resolution bucket (default 640)")
+    decompose.add_argument("--seed", type=int, help="random seed for a reproducible result")
+    decompose.add_argument("--prompt", help="describe the image (qwen; default: the model captions it itself)")
+    decompose.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help=argparse.SUPPRESS)
+    decompose.add_argument("--force", action="store_true", help="overwrite OUT if it already holds a decomposition")
+    decompose.add_argument("--quiet", action="store_true", help="no progress bar")
+    decompose.set_defaults(func=run_decompose)
+
+    serve = subparsers.add_parser("serve", help="run the local HTTP server (for the Blender add-on)",
+                                  description="Serve the decomposition API on 127.0.0.1. The bearer token comes from "
+                                              f"${TOKEN_ENV}; without it one is generated and printed to stderr.")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to bind (default 127.0.0.1; anything else needs --allow-remote and $STRATA_TOKEN)")
+    serve.add_argument("--port", type=int, default=8765, help="port (0 = any free port; see the 'listening' line)")
+    serve.add_argument("--data-dir", type=Path, default=Path(os.environ.get("STRATA_DATA_DIR", "strata-data")),
+                       help="where job folders live (default ./strata-data or $STRATA_DATA_DIR)")
+    _add_backend_options(serve)
+    serve.add_argument("--max-queue", type=int, default=8, help="queued jobs before new ones get 429 (default 8)")
+    serve.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                       help=f"largest accepted image in pixels (default {DEFAULT_MAX_PIXELS})")
+    serve.add_argument("--max-upload-mb", type=float, default=64.0, help="largest request body in MB (default 64)")
+    serve.add_argument("--allow-remote", action="store_true",
+                       help="allow binding a non-loopback address (requires $STRATA_TOKEN); the API then answers any "
+                            "Host name")
+    serve.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
+    serve.set_defaults(func=run_serve)
+
+    if importlib.util.find_spec("inference_server.exports.cli") is not None:
+        from .exports.cli import add_parser as add_export_parser
+
+        add_export_parser(subparsers)
+    return parser
+
+
+def _fail(command: str, message: str, code: int = 2) -> int:
+    print(f"strata {command}: error: {message}", file=sys.stderr)
+    return code
+
+
+# ------------------------------------------------------------------ decompose
+
+
+def run_decompose(args: argparse.Namespace) -> int:
+    from .backends import create_backend
+    from .backends.base import CancelToken
+    from .errors import JobCanceled, ModelUnavailable, OutOfMemory
+    from .images import load_image
+    from .layers import MANIFEST_NAME
+    from .params import DecomposeParams
+
+    if (args.output / MANIFEST_NAME).exists() and not args.force:
+        return _fail("decompose", f"{args.output} already holds a decomposition; choose another folder or pass --force")
+    if args.output.exists() and not args.output.is_dir():
+        return _fail("decompose", f"{args.output} exists and is not a folder")
+    values = {"layers": args.layers, "backend": args.backend}
+    for name in ("num_inference_steps", "resolution", "seed", "prompt", "preset"):
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
+    cancel = CancelToken()
+    bar = None
+    try:
+        params = DecomposeParams.from_dict(values)
+        image, notes = load_image(args.image, max_pixels=args.max_pixels)
+        backend = create_backend(args.backend, **_backend_options(args))
+        bar = _ProgressBar(disable=args.quiet)
+        stack = backend.decompose(image, params, bar.update, cancel)
+        stack.notes = notes + list(stack.notes)
+        stack.save(args.output)
+    except KeyboardInterrupt:
+        cancel.cancel()
+        return _fail("decompose", "interrupted; nothing was written", 130)
+    except JobCanceled:
+        return _fail("decompose", "canceled; nothing was written", 130)
+    except (OutOfMemory, ModelUnavailable) as exc:
+        return _fail("decompose", str(exc), 1)
+    except StrataError as exc:
+        return _fail("decompose", str(exc))
+    finally:
+        if bar is not None:
+            bar.close()
+    for note in stack.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"wrote {len(stack.layers)} layers ({stack.width_px}×{stack.height_px} px, backend {stack.backend}) "
+          f"to {args.output}")
+    return 0
+
+
+class _ProgressBar:
+    """tqdm bar that follows the backend's (stage, step, total) reports, one bar per stage."""
+
+    def __init__(self, disable: bool) -> None:
+        self.disable = disable
+        self.bar = None
+        self.stage = None
+
+    def update(self, stage: str, step: int, total: int) -> None:
+        if self.disable:
+            return
+        from tqdm import tqdm
+
+        if stage != self.stage or self.bar is None or self.bar.total != total:
+            self.close()
+            self.stage = stage
+            self.bar = tqdm(total=total, desc=stage, unit="step", leave=True, file=sys.stderr)
+        self.bar.n = step
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+# ------------------------------------------------------------------ serve
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .app import Settings, create_app
+
+    token = os.environ.get(TOKEN_ENV, "")
+    if not _is_loopback(args.host):
+        if not args.allow_remote:
+            return _fail("serve", f"refusing to bind {args.host}: the server listens on 127.0.0.1 only unless you pass "
+                                  f"--allow-remote (and set {TOKEN_ENV})")
+        if not token:
+            return _fail("serve", f"--allow-remote needs a token you chose: set {TOKEN_ENV} in the environment")
+    if token and len(token) < 16:
+        return _fail("serve", f"{TOKEN_ENV} is {len(token)} characters; use at least 16 (e.g. from `python -c "
+                              f"'import secrets; print(secrets.token_urlsafe(32))'`)")
+    if not token:
+        token = secrets.token_urlsafe(32)
+        print(f"strata serve: no {TOKEN_ENV} set; generated token: {token}", file=sys.stderr, flush=True)
+    if not 0 <= args.port <= 65535:
+        return _fail("serve", f"port must be 0..65535, got {args.port}")
+    if args.max_queue < 1:
+        return _fail("serve", f"--max-queue must be at least 1, got {args.max_queue}")
+
+    settings = Settings(
+        data_dir=args.data_dir, token=token, backend=args.backend, backend_options=_backend_options(args),
+        preset=args.preset, max_queue=args.max_queue, max_pixels=args.max_pixels,
+        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), allow_remote=args.allow_remote,
+    )
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((args.host, args.port))
+    except OSError as exc:
+        sock.close()
+        return _fail("serve", f"cannot bind {args.host}:{args.port}: {exc.strerror or exc}")
+    port = sock.getsockname()[1]
+    host_for_url = f"[{args.host}]" if family == socket.AF_INET6 else args.host
+    url = f"http://{host_for_url}:{port}"
+
+    class AnnouncingServer(uvicorn.Server):
+        async def startup(self, sockets=None):
+            await super().startup(sockets=sockets)
+            if not self.should_exit:
+                print(json.dumps({"event": "listening", "url": url, "pid": os.getpid()}), flush=True)
+
+    app = create_app(settings)
+    config = uvicorn.Config(app, log_level=args.log_level, access_log=args.log_level in ("info", "debug"),
+                            timeout_graceful_shutdown=5)
+    AnnouncingServer(config).run(sockets=[sock])
+    return 0
+
+
+# ------------------------------------------------------------------ entry point
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except InvalidInput as exc:
+        return _fail(args.command, str(exc))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

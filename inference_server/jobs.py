@@ -1,0 +1,427 @@
+"""Jobs: a bounded queue in front of one worker process, job records on disk, cancellation, crash recovery.
+
+Statuses follow cog: ``queued → running → succeeded | failed | canceled``. Each job has a folder
+``DATA_DIR/jobs/<id>/`` holding ``input.png`` (the validated upload), ``job.json`` (this record, rewritten atomically
+on every status change) and, once it succeeded, the LayerStack files written by the worker.
+
+One dispatcher thread owns the worker process and its pipe: it hands out queued jobs, applies progress messages,
+notices a dead worker (a crash or ``kill -9``), fails the job it was running with the exit code and starts a new one.
+Request handlers only touch the records under ``self._lock``.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import re
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import Busy, InvalidInput, NotFound, QueueFull
+from .layers import MANIFEST_NAME, layer_file_name, write_bytes_atomic, write_png_atomic
+from .params import DecomposeParams
+from .worker import backend_mismatch, worker_main
+
+JOB_RECORD_NAME = "job.json"
+INPUT_NAME = "input.png"
+TERMINAL = ("succeeded", "failed", "canceled")
+_JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+@dataclass
+class ManagerSettings:
+    data_dir: Path
+    backend: str = "auto"
+    backend_options: dict[str, Any] = field(default_factory=dict)
+    preset: str | None = None  # default preset for jobs that do not name one
+    max_queue: int = 8  # queued jobs, not counting the running one
+    max_pixels: int = 40_000_000
+    # A running job that was asked to cancel but did not stop within this time (a step that never returns, a
+    # model load) gets its worker killed and restarted.
+    cancel_grace_s: float = 30.0
+    ready_timeout_s: float = 120.0
+
+
+def check_job_id(job_id: str) -> str:
+    """Job ids become folder names: only our own 32-hex-digit ids are accepted (no path tricks)."""
+    if not isinstance(job_id, str) or not _JOB_ID.match(job_id):
+        raise NotFound(f"no job {job_id!r} (job ids are 32 lowercase hex digits)")
+    return job_id
+
+
+class _Worker:
+    """One worker process, its pipe and its cancel flag."""
+
+    def __init__(self, settings: ManagerSettings) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.conn, child_conn = context.Pipe(duplex=True)
+        self.cancel_event = context.Event()
+        self.process = context.Process(
+            target=worker_main,
+            args=(child_conn, self.cancel_event, settings.backend, settings.backend_options),
+            name="strata-worker",
+            daemon=True,
+        )
+        self.process.start()
+        child_conn.close()
+        self.ready = False
+        self.describe: dict[str, Any] = {}
+        self.job_id: str | None = None
+        self.cancel_requested_at: float | None = None
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        try:
+            self.conn.send({"type": "stop"})
+        except (OSError, ValueError):
+            pass
+        self.process.join(timeout_s)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout_s)
+        self.conn.close()
+
+
+class JobManager:
+    def __init__(self, settings: ManagerSettings) -> None:
+        self.settings = settings
+        self.jobs_dir = Path(settings.data_dir) / "jobs"
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._records: dict[str, dict[str, Any]] = {}
+        self._queue: deque[str] = deque()
+        self._worker: _Worker | None = None
+        self._worker_ready = threading.Event()
+        self._describe: dict[str, Any] = {"backend": settings.backend, "device": "unknown", "model_loaded": False}
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self.worker_restarts = 0
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self, wait_ready: bool = True) -> None:
+        self._load_existing()
+        with self._lock:
+            self._worker = _Worker(self.settings)
+        self._thread = threading.Thread(target=self._run, name="strata-dispatcher", daemon=True)
+        self._thread.start()
+        if wait_ready:
+            self._worker_ready.wait(self.settings.ready_timeout_s)
+
+    def close(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        with self._lock:
+            if self._worker is not None:
+                self._worker.stop()
+                self._worker = None
+
+    def _load_existing(self) -> None:
+        """Pick up the jobs of a previous run: finished ones stay served; unfinished ones cannot resume."""
+        for record_path in sorted(self.jobs_dir.glob(f"*/{JOB_RECORD_NAME}")):
+            try:
+                record = json.loads(record_path.read_text("utf-8"))
+            except (OSError, ValueError):
+                continue
+            if record.get("id") != record_path.parent.name or not _JOB_ID.match(record_path.parent.name):
+                continue
+            if record.get("status") not in TERMINAL:
+                record.update(status="failed", error="server restarted before the job finished; submit it again",
+                              finished_at=time.time())
+                self._write_record(record)
+            self._records[record["id"]] = record
+
+    # ----------------------------------------------------------------- API used by the HTTP layer and tests
+
+    @property
+    def backend_name(self) -> str | None:
+        """The backend the worker actually runs ("auto" resolved), once the worker has reported ready."""
+        name = self._describe.get("backend")
+        return name if self._worker_ready.is_set() else None
+
+    def submit(self, params_dict: dict[str, Any], image_rgba=None, notes: list[str] | None = None) -> dict[str, Any]:
+        """Queue a job. ``image_rgba`` is a validated PIL RGBA image; recursive jobs pass none and name a parent."""
+        params_dict = dict(params_dict)
+        if self.settings.preset and "preset" not in params_dict:
+            params_dict["preset"] = self.settings.preset
+        params = DecomposeParams.from_dict(params_dict)
+        actual = self.backend_name
+        if actual is not None:
+            mismatch = backend_mismatch(params.backend, actual)
+            if mismatch:
+                raise InvalidInput(mismatch)
+        elif self.settings.backend != "auto":
+            mismatch = backend_mismatch(params.backend, self.settings.backend)
+            if mismatch:
+                raise InvalidInput(mismatch)
+
+        parent = None
+        input_path = None
+        if params.parent_job is not None or params.parent_layer is not None:
+            if image_rgba is not None:
+                raise InvalidInput("send either an image or parent_job + parent_layer (recursive decomposition), not both")
+            input_path, parent = self._parent_input(params.parent_job, params.parent_layer)
+        elif image_rgba is None:
+            raise InvalidInput("no image: send the picture as the multipart file part 'image'")
+
+        job_id = uuid.uuid4().hex
+        folder = self.jobs_dir / job_id
+        with self._lock:
+            if len(self._queue) >= self.settings.max_queue:
+                raise QueueFull(
+                    f"the queue is full ({len(self._queue)} jobs waiting, limit {self.settings.max_queue}); wait for "
+                    f"a job to finish or cancel one, then retry"
+                )
+            folder.mkdir(parents=True)
+            if image_rgba is not None:
+                import numpy as np
+
+                write_png_atomic(folder / INPUT_NAME, np.asarray(image_rgba, dtype=np.uint8))
+                input_path = folder / INPUT_NAME
+            record = {
+                "id": job_id,
+                "status": "queued",
+                "stage": None,
+                "step": 0,
+                "total": 0,
+                "error": None,
+                "layers": None,
+                "params": params.to_dict(),
+                "parent": parent,
+                "children": {},
+                "notes": list(notes or []),
+                "input": str(input_path),
+                "created_at": time.time(),
+                "started_at": None,
+                "finished_at": None,
+            }
+            self._records[job_id] = record
+            self._queue.append(job_id)
+            self._write_record(record)
+        self._wake.set()
+        return self.public(record)
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        with self._lock:
+            return self.public(self._record(job_id))
+
+    def list(self) -> list[dict[str, Any]]:
+        with self._lock:
+            records = sorted(self._records.values(), key=lambda r: r.get("created_at") or 0)
+            return [self.public(record) for record in records]
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        with self._lock:
+            record = self._record(job_id)
+            status = record["status"]
+            if status in TERMINAL:
+                raise Busy(f"job {job_id} already {status}; only queued or running jobs can be canceled")
+            if status == "queued":
+                self._queue.remove(job_id)
+                self._finish(record, "canceled", None)
+            else:
+                record["cancel_requested"] = True
+                worker = self._worker
+                if worker is not None and worker.job_id == job_id:
+                    worker.cancel_event.set()
+                    worker.cancel_requested_at = time.monotonic()
+            return self.public(record)
+
+    def job_folder(self, job_id: str, require_succeeded: bool = True) -> Path:
+        with self._lock:
+            record = self._record(job_id)
+            if require_succeeded and record["status"] != "succeeded":
+                raise Busy(
+                    f"job {job_id} is {record['status']}; its files exist once it succeeded"
+                    + (f" (error: {record['error']})" if record.get("error") else "")
+                )
+        return self.jobs_dir / job_id
+
+    def wait(self, job_id: str, timeout_s: float = 60.0) -> dict[str, Any]:
+        """Block until the job is terminal (tests and the CLI use this)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            record = self.get(job_id)
+            if record["status"] in TERMINAL:
+                return record
+            time.sleep(0.02)
+        raise TimeoutError(f"job {job_id} not finished after {timeout_s} s")
+
+    def health(self) -> dict[str, Any]:
+        with self._lock:
+            worker = self._worker
+            return {
+                "backend": self._describe.get("backend", self.settings.backend),
+                "device": self._describe.get("device", "unknown"),
+                "model_loaded": bool(self._describe.get("model_loaded", False)),
+                "backend_error": self._describe.get("error"),
+                "queue_length": len(self._queue),
+                "running": worker.job_id if worker is not None else None,
+                "worker_pid": worker.process.pid if worker is not None and worker.ready else None,
+                "worker_restarts": self.worker_restarts,
+            }
+
+    @staticmethod
+    def public(record: dict[str, Any]) -> dict[str, Any]:
+        keys = ("id", "status", "stage", "step", "total", "error", "layers", "params", "parent", "children", "notes",
+                "created_at", "started_at", "finished_at", "cancel_requested")
+        return {key: record.get(key) for key in keys if key in record}
+
+    # ----------------------------------------------------------------- internals
+
+    def _record(self, job_id: str) -> dict[str, Any]:
+        check_job_id(job_id)
+        record = self._records.get(job_id)
+        if record is None:
+            raise NotFound(f"no job {job_id}")
+        return record
+
+    def _parent_input(self, parent_job: str | None, parent_layer: int | None) -> tuple[Path, dict[str, Any]]:
+        if parent_job is None or parent_layer is None:
+            raise InvalidInput("recursive decomposition needs both parent_job and parent_layer")
+        if not isinstance(parent_job, str):
+            raise InvalidInput(f"parent_job must be a job id string, got {parent_job!r}")
+        if isinstance(parent_layer, bool) or not isinstance(parent_layer, int):
+            raise InvalidInput(f"parent_layer must be an integer layer index, got {parent_layer!r}")
+        with self._lock:
+            record = self._record(parent_job)
+            if record["status"] != "succeeded":
+                raise InvalidInput(f"parent job {parent_job} is {record['status']}; only a succeeded job's layers "
+                                   f"can be decomposed further")
+            count = int(record.get("layers") or 0)
+        if not 0 <= parent_layer < count:
+            raise NotFound(f"parent job {parent_job} has {count} layers (0–{count - 1}); there is no layer {parent_layer}")
+        path = self.jobs_dir / parent_job / layer_file_name(parent_layer)
+        if not path.is_file():
+            raise NotFound(f"layer {parent_layer} of job {parent_job} is missing on disk")
+        return path, {"job": parent_job, "layer": parent_layer}
+
+    def _write_record(self, record: dict[str, Any]) -> None:
+        write_bytes_atomic(self.jobs_dir / record["id"] / JOB_RECORD_NAME,
+                           json.dumps(record, indent=2).encode("utf-8"))
+
+    def _finish(self, record: dict[str, Any], status: str, error: str | None, layers: int | None = None) -> None:
+        record.update(status=status, error=error, finished_at=time.time())
+        if layers is not None:
+            record["layers"] = layers
+        record.pop("cancel_requested", None)
+        self._write_record(record)
+        if status == "succeeded" and record.get("parent"):
+            self._link_child(record)
+
+    def _link_child(self, child: dict[str, Any]) -> None:
+        """Keep the tree: the parent's record and manifest list the child under the layer it came from."""
+        parent_id, layer = child["parent"]["job"], str(child["parent"]["layer"])
+        parent = self._records.get(parent_id)
+        if parent is None:
+            return
+        parent.setdefault("children", {}).setdefault(layer, []).append(child["id"])
+        self._write_record(parent)
+        manifest_path = self.jobs_dir / parent_id / MANIFEST_NAME
+        try:
+            manifest = json.loads(manifest_path.read_text("utf-8"))
+        except (OSError, ValueError):
+            return
+        manifest["children"] = parent["children"]
+        write_bytes_atomic(manifest_path, json.dumps(manifest, indent=2).encode("utf-8"))
+
+    def _run(self) -> None:
+        while not self._stopping:
+            worker = self._worker
+            if worker is None:
+                return
+            self._dispatch(worker)
+            try:
+                has_message = worker.conn.poll(0.05)
+                message = worker.conn.recv() if has_message else None
+            except (EOFError, OSError):
+                self._worker_died(worker)
+                continue
+            if message is not None:
+                self._handle(worker, message)
+            elif not worker.process.is_alive():
+                self._worker_died(worker)
+            else:
+                self._check_cancel_deadline(worker)
+
+    def _dispatch(self, worker: _Worker) -> None:
+        with self._lock:
+            if not worker.ready or worker.job_id is not None or not self._queue:
+                return
+            job_id = self._queue.popleft()
+            record = self._records[job_id]
+            record.update(status="running", started_at=time.time())
+            self._write_record(record)
+            worker.cancel_event.clear()
+            worker.cancel_requested_at = None
+            worker.job_id = job_id
+            message = {
+                "type": "run",
+                "job": job_id,
+                "params": record["params"],
+                "input": record["input"],
+                "folder": str(self.jobs_dir / job_id),
+                "notes": record.get("notes", []),
+                "parent": record.get("parent"),
+                "max_pixels": max(self.settings.max_pixels, 10**8),
+            }
+        try:
+            worker.conn.send(message)
+        except (OSError, ValueError):
+            pass  # the death is noticed by the loop
+
+    def _handle(self, worker: _Worker, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        with self._lock:
+            if kind == "ready":
+                worker.ready = True
+                self._describe = dict(message.get("describe") or {})
+                self._worker_ready.set()
+            elif kind == "progress":
+                record = self._records.get(message.get("job"))
+                if record is not None and record["status"] == "running":
+                    record.update(stage=message["stage"], step=message["step"], total=message["total"])
+            elif kind == "done":
+                if message.get("describe"):
+                    self._describe = dict(message["describe"])
+                record = self._records.get(message.get("job"))
+                worker.job_id = None
+                if record is not None and record["status"] == "running":
+                    self._finish(record, message["status"], message.get("error"), message.get("layers"))
+        self._wake.set()
+
+    def _worker_died(self, worker: _Worker) -> None:
+        worker.process.join(5)
+        code = worker.process.exitcode
+        with self._lock:
+            job_id = worker.job_id
+            if job_id is not None:
+                record = self._records[job_id]
+                if record.get("cancel_requested"):
+                    self._finish(record, "canceled", None)
+                else:
+                    self._finish(record, "failed", f"worker process exited with code {code} while running this job "
+                                                   f"(crash or killed); the next job starts a fresh worker")
+            try:
+                worker.conn.close()
+            except OSError:
+                pass
+            if self._stopping:
+                self._worker = None
+                return
+            self.worker_restarts += 1
+            self._worker = _Worker(self.settings)
+
+    def _check_cancel_deadline(self, worker: _Worker) -> None:
+        started = worker.cancel_requested_at
+        if started is not None and time.monotonic() - started > self.settings.cancel_grace_s:
+            worker.cancel_requested_at = None
+            worker.process.kill()  # noticed as a death on the next loop; the job becomes "canceled"

@@ -1,0 +1,181 @@
+"""The worker process: owns the backend (so a loaded pipeline stays loaded between jobs) and runs one job at a time.
+
+It is started with the ``spawn`` method (a clean interpreter: no inherited threads or CUDA state) and talks to the
+JobManager over one duplex pipe:
+
+  manager → worker  {"type": "run", "job": id, "params": {...}, "input": path, "folder": path, "notes": [...],
+                     "parent": {...} | None}
+                    {"type": "stop"}
+  worker → manager  {"type": "ready", "pid": ..., "describe": {...}}
+                    {"type": "progress", "job": id, "stage": ..., "step": ..., "total": ...}
+                    {"type": "done", "job": id, "status": "succeeded"|"failed"|"canceled", "error": ..., "layers": n,
+                     "describe": {...}}
+
+Cancellation is a shared ``multiprocessing.Event`` the manager sets; the backend checks it every step through the
+usual ``CancelToken`` interface. The worker writes the job's files itself (``LayerStack.save``), so layers never
+travel through the pipe.
+
+Test-only fault hook: the environment variable ``STRATA_FAULT_INJECT`` (read once when the worker starts) holds
+comma-separated faults, used by ``tests/test_faults.py`` to exercise failure paths that a healthy CPU machine never
+produces. Unset in normal use.
+  ``oom_once``          the first job raises ``torch.cuda.OutOfMemoryError`` (what a GPU backend raises)
+  ``slow_steps:S``      sleep S seconds in every progress report, so a job lasts long enough to cancel or kill
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+from typing import Any
+
+from .errors import JobCanceled, OutOfMemory, StrataError
+from .params import DecomposeParams
+
+FAULT_ENV = "STRATA_FAULT_INJECT"
+# Progress messages are throttled to this interval (a backend may report every row); stage changes always go through.
+PROGRESS_INTERVAL_S = 0.1
+
+
+def backend_mismatch(requested: str, actual: str) -> str | None:
+    """The error message when a job asks for a backend this server does not run, else None."""
+    if requested in ("auto", actual):
+        return None
+    return (
+        f"this server runs the {actual!r} backend; the job asked for {requested!r}. Use backend 'auto' (or "
+        f"{actual!r}), or restart the server with --backend {requested}"
+    )
+
+
+def out_of_memory_message(detail: str) -> str:
+    return (
+        f"the accelerator ran out of memory ({detail.strip().splitlines()[0] if detail.strip() else 'no detail'}). "
+        f"Restart the server with --preset lowvram (CPU offload, lower peak memory), use resolution 640, or close "
+        f"other programs using the GPU"
+    )
+
+
+def _is_torch_oom(exc: BaseException) -> bool:
+    # Checked by name so the worker does not import torch for the CPU backend.
+    return type(exc).__name__ == "OutOfMemoryError" and type(exc).__module__.startswith("torch")
+
+
+def _free_accelerator_memory() -> None:
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+class _Faults:
+    def __init__(self, spec: str) -> None:
+        self.oom_once = False
+        self.slow_step_s = 0.0
+        for item in filter(None, (part.strip() for part in spec.split(","))):
+            name, _, value = item.partition(":")
+            if name == "oom_once":
+                self.oom_once = True
+            elif name == "slow_steps":
+                self.slow_step_s = float(value or 0.5)
+            else:
+                raise ValueError(f"{FAULT_ENV}: unknown fault {name!r} (known: oom_once, slow_steps:S)")
+
+    def before_decompose(self) -> None:
+        if self.oom_once:
+            self.oom_once = False
+            import torch
+
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected by test hook)")
+
+
+def worker_main(conn, cancel_event, backend_name: str, backend_options: dict[str, Any]) -> None:
+    """Entry point of the worker process (must stay importable at module level for ``spawn``)."""
+    from .backends import create_backend
+    from .backends.base import CancelToken
+
+    class SharedCancelToken(CancelToken):
+        def __init__(self, event) -> None:
+            self._event = event
+
+    faults = _Faults(os.environ.get(FAULT_ENV, ""))
+    backend = None
+    backend_error = None
+    try:
+        backend = create_backend(backend_name, **backend_options)
+        describe = dict(backend.describe())
+    except StrataError as exc:
+        backend_error = str(exc)
+        describe = {"backend": backend_name, "device": "none", "model_loaded": False, "error": backend_error}
+    conn.send({"type": "ready", "pid": os.getpid(), "describe": describe})
+
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):  # the manager went away
+            return
+        if message.get("type") == "stop":
+            return
+        if message.get("type") != "run":
+            continue
+        job_id = message["job"]
+        if backend is None:
+            conn.send({"type": "done", "job": job_id, "status": "failed", "error": backend_error, "describe": describe})
+            continue
+        result = _run_job(backend, message, conn, SharedCancelToken(cancel_event), faults)
+        try:
+            result["describe"] = dict(backend.describe())
+        except Exception:
+            result["describe"] = describe
+        conn.send(result)
+
+
+def _run_job(backend, message: dict, conn, cancel, faults: _Faults) -> dict:
+    from .images import load_image
+    from .layers import LayerStack
+
+    job_id = message["job"]
+    last_sent = {"stage": None, "at": 0.0}
+
+    def progress(stage: str, step: int, total: int) -> None:
+        now = time.monotonic()
+        if stage != last_sent["stage"] or step >= total or now - last_sent["at"] >= PROGRESS_INTERVAL_S:
+            conn.send({"type": "progress", "job": job_id, "stage": stage, "step": int(step), "total": int(total)})
+            last_sent.update(stage=stage, at=now)
+        if faults.slow_step_s:
+            time.sleep(faults.slow_step_s)
+
+    try:
+        # 1. Check inputs: params are validated again here; the image was validated on upload.
+        params = DecomposeParams.from_dict(message["params"])
+        mismatch = backend_mismatch(params.backend, backend.name)
+        if mismatch:
+            return {"type": "done", "job": job_id, "status": "failed", "error": mismatch}
+        image, notes = load_image(message["input"], max_pixels=message.get("max_pixels", 10**9))
+        cancel.raise_if_canceled()
+        # 2. Decompose.
+        faults.before_decompose()
+        stack: LayerStack = backend.decompose(image, params, progress, cancel)
+        cancel.raise_if_canceled()
+        # 3. Save: layers, preview, then the manifest last.
+        stack.parent = message.get("parent")
+        stack.notes = list(message.get("notes", [])) + notes + list(stack.notes)
+        stack.save(message["folder"], extra_manifest={"job": job_id})
+        return {"type": "done", "job": job_id, "status": "succeeded", "layers": len(stack.layers)}
+    except JobCanceled:
+        return {"type": "done", "job": job_id, "status": "canceled", "error": None}
+    except OutOfMemory as exc:
+        _free_accelerator_memory()
+        return {"type": "done", "job": job_id, "status": "failed", "error": str(exc)}
+    except StrataError as exc:
+        return {"type": "done", "job": job_id, "status": "failed", "error": str(exc)}
+    except Exception as exc:
+        if _is_torch_oom(exc):
+            _free_accelerator_memory()
+            return {"type": "done", "job": job_id, "status": "failed", "error": out_of_memory_message(str(exc))}
+        traceback.print_exc()
+        return {
+            "type": "done",
+            "job": job_id,
+            "status": "failed",
+            "error": f"internal error in the {backend.name} backend: {type(exc).__name__}: {exc}",
+        }

@@ -1,0 +1,219 @@
+"""The HTTP API as a client sees it: a real server on loopback for the end-to-end paths, TestClient for the many
+small request/response cases."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from conftest import AUTH, TOKEN, make_client, png_bytes_of, sample_image, wait_client
+
+
+def _png():
+    return png_bytes_of(sample_image())
+
+
+def _submit(client, image_bytes=None, params=None, **kwargs):
+    files = {"image": ("in.png", image_bytes, "image/png")} if image_bytes is not None else None
+    data = {"params": json.dumps(params or {})} if params is not None or image_bytes is None else None
+    return client.post("/v1/jobs", files=files, data=data, **kwargs)
+
+
+# ------------------------------------------------------------------ end to end, real server
+
+
+def test_submit_poll_fetch_layers_and_manifest(server):
+    image = sample_image()
+    job_id = server.submit(png_bytes_of(image), layers=3, seed=7)
+    record = server.wait(job_id)
+    assert record["status"] == "succeeded", record
+    assert record["layers"] == 3 and record["params"]["layers"] == 3 and record["params"]["seed"] == 7
+
+    manifest = server.get(f"/v1/jobs/{job_id}/manifest").json()
+    assert (manifest["width_px"], manifest["height_px"]) == image.size
+    assert [entry["index"] for entry in manifest["layers"]] == [0, 1, 2]
+
+    layers = []
+    for index in range(3):
+        response = server.get(f"/v1/jobs/{job_id}/layers/{index}.png")
+        assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+        layers.append(np.asarray(Image.open(io.BytesIO(response.content)).convert("RGBA")))
+    assert all(layer.shape == (image.height, image.width, 4) for layer in layers)
+
+    preview = server.get(f"/v1/jobs/{job_id}/preview.png")
+    composite = np.asarray(Image.open(io.BytesIO(preview.content)).convert("RGB")).astype(int)
+    # The layers recompose the picture the user sent.
+    assert np.abs(composite - np.asarray(image).astype(int)).mean() < 8
+
+    # The files live in the job folder, as the Blender add-on and the exporters expect.
+    folder = server.data_dir / "jobs" / job_id
+    assert {"job.json", "manifest.json", "preview.png", "layer_00.png", "layer_02.png"} <= {p.name for p in folder.iterdir()}
+
+
+def test_health_reports_backend_and_queue(server):
+    health = server.get("/v1/health").json()
+    assert health["status"] == "ok" and health["backend"] == "cpu" and health["device"] == "cpu"
+    assert health["queue_length"] == 0 and isinstance(health["version"], str)
+
+
+def test_recursive_decomposition_keeps_the_tree(server):
+    parent_id = server.submit(_png(), layers=2)
+    assert server.wait(parent_id)["status"] == "succeeded"
+    child_id = server.submit(None, layers=2, parent_job=parent_id, parent_layer=0)
+    child = server.wait(child_id)
+    assert child["status"] == "succeeded", child
+    assert child["parent"] == {"job": parent_id, "layer": 0}
+    assert server.get(f"/v1/jobs/{child_id}/manifest").json()["parent"] == {"job": parent_id, "layer": 0}
+
+    # The child's input is exactly the parent's layer 0.
+    parent_layer = server.get(f"/v1/jobs/{parent_id}/layers/0.png").content
+    child_preview = server.get(f"/v1/jobs/{child_id}/preview.png").content
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(parent_layer)).convert("RGBA"))[..., 3],
+                          np.asarray(Image.open(io.BytesIO(child_preview)).convert("RGBA"))[..., 3])
+
+    assert server.get(f"/v1/jobs/{parent_id}").json()["children"] == {"0": [child_id]}
+    assert server.get(f"/v1/jobs/{parent_id}/manifest").json()["children"] == {"0": [child_id]}
+
+
+@pytest.mark.parametrize("params, status, words", [
+    ({"layers": 2, "parent_job": "0" * 32, "parent_layer": 0}, 404, "no job"),
+    ({"layers": 2, "parent_job": "../../etc", "parent_layer": 0}, 404, "32 lowercase hex"),
+    ({"layers": 2, "parent_job": "PARENT", "parent_layer": 9}, 404, "there is no layer 9"),
+    ({"layers": 2, "parent_job": "PARENT"}, 400, "needs both parent_job and parent_layer"),
+])
+def test_recursive_decomposition_errors(server, params, status, words):
+    parent_id = server.submit(_png(), layers=2)
+    server.wait(parent_id)
+    params = {key: parent_id if value == "PARENT" else value for key, value in params.items()}
+    response = server.post("/v1/jobs", data={"params": json.dumps(params)})
+    assert response.status_code == status and words in response.json()["detail"], response.text
+
+
+def test_server_restart_keeps_finished_jobs(start_server, tmp_path):
+    data_dir = tmp_path / "persist"
+    first = start_server(data_dir)
+    job_id = first.submit(_png(), layers=2)
+    assert first.wait(job_id)["status"] == "succeeded"
+    layer_before = first.get(f"/v1/jobs/{job_id}/layers/1.png").content
+    first.stop()
+
+    second = start_server(data_dir)
+    assert second.get(f"/v1/jobs/{job_id}").json()["status"] == "succeeded"
+    assert second.get(f"/v1/jobs/{job_id}/layers/1.png").content == layer_before
+    assert second.get(f"/v1/jobs/{job_id}/manifest").status_code == 200
+
+
+def test_security_on_the_real_socket(server):
+    assert requests.get(server.url + "/v1/health", timeout=10).status_code == 401
+    wrong = {"Authorization": "Bearer " + TOKEN[:-1] + "x"}
+    assert requests.get(server.url + "/v1/health", headers=wrong, timeout=10).status_code == 401
+    foreign = dict(AUTH, Origin="https://evil.example")
+    response = requests.post(server.url + "/v1/jobs", headers=foreign, timeout=10,
+                             files={"image": ("a.png", _png(), "image/png")})
+    assert response.status_code == 403 and "Origin" in response.json()["detail"]
+    local = dict(AUTH, Origin=server.url)
+    assert requests.get(server.url + "/v1/health", headers=local, timeout=10).status_code == 200
+
+
+# ------------------------------------------------------------------ request/response cases, in process
+
+
+def test_missing_token_is_401_and_says_how(client):
+    response = client.get("/v1/health", headers={"Authorization": ""})
+    assert response.status_code == 401 and "Bearer" in response.json()["detail"]
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize("origin", ["http://evil.com", "null", "http://127.0.0.1.evil.com", "https://localhost"])
+def test_foreign_origin_is_403(client, origin):
+    response = client.get("/v1/health", headers={"Origin": origin})
+    assert response.status_code == 403
+
+
+@pytest.mark.parametrize("origin", ["http://127.0.0.1:8765", "http://localhost", "http://localhost:3000"])
+def test_local_origin_is_allowed(client, origin):
+    assert client.get("/v1/health", headers={"Origin": origin}).status_code == 200
+
+
+def test_dns_rebinding_host_is_403(client):
+    response = client.get("/v1/health", headers={"Host": "attacker.example:8765"})
+    assert response.status_code == 403 and "Host" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("params, words", [
+    ({"layers": 0}, "layers must be between 1 and 16, got 0"),
+    ({"layers": 100}, "layers must be between 1 and 16, got 100"),
+    ({"layers": "4"}, "layers must be an integer"),
+    ({"layres": 4}, "unknown parameter(s): layres"),
+    ({"resolution": 800}, "resolution must be 640 or 1024"),
+    ({"backend": "qwen"}, "this server runs the 'cpu' backend"),
+    ({"backend": "tpu"}, "backend must be one of"),
+])
+def test_bad_params_are_400_with_the_reason(client, params, words):
+    response = _submit(client, _png(), params)
+    assert response.status_code == 400 and words in response.json()["detail"], response.text
+
+
+def test_params_must_be_a_json_object(client):
+    for text, words in (("{layers: 4}", "could not parse"), ("[1, 2]", "got list")):
+        response = client.post("/v1/jobs", files={"image": ("a.png", _png(), "image/png")}, data={"params": text})
+        assert response.status_code == 400 and words in response.json()["detail"]
+
+
+def test_unknown_form_field_is_400(client):
+    response = client.post("/v1/jobs", files={"image": ("a.png", _png(), "image/png")},
+                           data={"params": "{}", "layers": "3"})
+    assert response.status_code == 400 and "unknown form field(s): layers" in response.json()["detail"]
+
+
+def test_no_image_is_400(client):
+    response = client.post("/v1/jobs", data={"params": "{}"})
+    assert response.status_code == 400 and "'image'" in response.json()["detail"]
+
+
+def test_not_an_image_is_400(client):
+    response = _submit(client, b"%PDF-1.7 hello")
+    assert response.status_code == 400 and "PDF" in response.json()["detail"]
+
+
+def test_unknown_job_and_layer_out_of_range_are_404(client):
+    assert client.get("/v1/jobs/" + "a" * 32).status_code == 404
+    assert client.get("/v1/jobs/not-a-job").status_code == 404
+    job_id = _submit(client, _png(), {"layers": 2}).json()["id"]
+    assert wait_client(client, job_id)["status"] == "succeeded"
+    response = client.get(f"/v1/jobs/{job_id}/layers/2.png")
+    assert response.status_code == 404 and "0–1" in response.json()["detail"]
+    assert client.get(f"/v1/jobs/{job_id}/layers/-1.png").status_code == 404
+
+
+def test_cancel_finished_job_is_409(client):
+    job_id = _submit(client, _png(), {"layers": 2}).json()["id"]
+    wait_client(client, job_id)
+    response = client.post(f"/v1/jobs/{job_id}/cancel")
+    assert response.status_code == 409 and "already succeeded" in response.json()["detail"]
+
+
+def test_upload_over_the_limit_is_413(tmp_path):
+    with make_client(tmp_path, max_upload_bytes=50_000) as small:
+        big = png_bytes_of(Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 200, 3), np.uint8)))
+        response = _submit(small, big)
+        assert response.status_code == 413 and "limit" in response.json()["detail"]
+
+
+def test_image_over_the_pixel_limit_is_413(tmp_path):
+    with make_client(tmp_path, max_pixels=50 * 50) as small:
+        response = _submit(small, png_bytes_of(sample_image(100, 100)))
+        assert response.status_code == 413 and "MP" in response.json()["detail"]
+
+
+def test_openapi_schema_declares_the_upload(client):
+    schema = client.get("/openapi.json").json()
+    body = schema["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]
+    assert "multipart/form-data" in body
+    assert "202" in schema["paths"]["/v1/jobs"]["post"]["responses"]
+    assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"

@@ -1,0 +1,83 @@
+"""The ``strata`` command as a user runs it (a subprocess: real exit codes, real stderr)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import requests
+
+from conftest import REPO, png_bytes_of, sample_image
+from inference_server.layers import LayerStack
+
+
+def strata(*args, env_extra=None, timeout_s=120):
+    env = {key: value for key, value in os.environ.items() if key != "STRATA_TOKEN"}
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "inference_server", *map(str, args)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout_s)
+
+
+def test_decompose_writes_a_layer_folder(tmp_path):
+    image_path = tmp_path / "in.png"
+    image_path.write_bytes(png_bytes_of(sample_image(80, 60)))
+    out = tmp_path / "out"
+    result = strata("decompose", image_path, "-n", 3, "-o", out, "--backend", "cpu", "--seed", 5)
+    assert result.returncode == 0, result.stderr
+    assert "wrote 3 layers" in result.stdout
+    stack = LayerStack.load(out)
+    assert len(stack.layers) == 3 and (stack.width_px, stack.height_px) == (80, 60)
+    assert stack.backend == "cpu" and stack.params["seed"] == 5
+
+    again = strata("decompose", image_path, "-n", 3, "-o", out, "--backend", "cpu")
+    assert again.returncode == 2 and "--force" in again.stderr, "an existing result must not be overwritten silently"
+
+
+@pytest.mark.parametrize("setup, args, words", [
+    ("missing", ["-n", "3"], "no such file"),
+    ("text", ["-n", "3"], "not a recognisable image"),
+    ("tiny", ["-n", "3"], "at least 16 px"),
+    ("ok", ["-n", "0"], "between 1 and 16"),
+    ("ok", ["-n", "many"], "whole number"),
+])
+def test_decompose_bad_input_exits_2_without_traceback(tmp_path, setup, args, words):
+    image_path = tmp_path / "in.png"
+    if setup == "text":
+        image_path.write_text("hello")
+    elif setup == "tiny":
+        image_path.write_bytes(png_bytes_of(sample_image(4, 4)))
+    elif setup == "ok":
+        image_path.write_bytes(png_bytes_of(sample_image()))
+    result = strata("decompose", image_path, *args, "-o", tmp_path / "out", "--backend", "cpu")
+    assert result.returncode == 2, result.stderr
+    assert words in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_serve_refuses_a_public_address_without_allow_remote(tmp_path):
+    result = strata("serve", "--host", "0.0.0.0", "--port", 0, "--data-dir", tmp_path, timeout_s=30)
+    assert result.returncode == 2 and "--allow-remote" in result.stderr
+
+
+def test_serve_allow_remote_needs_a_chosen_token(tmp_path):
+    result = strata("serve", "--host", "0.0.0.0", "--allow-remote", "--port", 0, "--data-dir", tmp_path, timeout_s=30)
+    assert result.returncode == 2 and "STRATA_TOKEN" in result.stderr
+
+
+def test_serve_generates_and_prints_a_token_when_none_is_set(tmp_path):
+    env = {key: value for key, value in os.environ.items() if key != "STRATA_TOKEN"}
+    proc = subprocess.Popen([sys.executable, "-m", "inference_server", "serve", "--port", "0", "--data-dir",
+                             str(tmp_path), "--backend", "cpu"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        token = proc.stderr.readline().split("generated token: ")[1].strip()
+        url = json.loads(proc.stdout.readline())["url"]
+        assert url.startswith("http://127.0.0.1:") and len(token) >= 32
+        assert requests.get(url + "/v1/health", headers={"Authorization": f"Bearer {token}"}, timeout=10).ok
+        assert requests.get(url + "/v1/health", timeout=10).status_code == 401
+    finally:
+        proc.terminate()
+        proc.wait(15)

@@ -17,6 +17,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from . import layout
 
 Vector3 = tuple[float, float, float]
@@ -133,4 +135,37 @@ def layout_for_view(camera: CameraProjection, planes: list[PlaneView], name: str
         result.included.append(index)
     if not result.included:
         raise ViewExportError("every layer plane is behind the camera; move the camera back in front of the stack")
+    return result
+
+
+def apply_hsv(rgba: np.ndarray, hue: float = 0.5, saturation: float = 1.0, value: float = 1.0) -> np.ndarray:
+    """Blender's Hue/Saturation/Value node on an H×W×4 uint8 image (alpha untouched), for baking exports.
+
+    As the node does: the hue turns by ``hue - 0.5`` (wrapping), saturation is multiplied and clamped to [0, 1],
+    value is multiplied (then clipped to 255 here, as the render clips it).
+    """
+    if (hue, saturation, value) == (0.5, 1.0, 1.0):
+        return rgba
+    rgb = rgba[..., :3].astype(np.float64) / 255.0
+    maximum, minimum = rgb.max(axis=2), rgb.min(axis=2)
+    delta = maximum - minimum
+    safe_delta = np.where(delta > 0, delta, 1.0)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    h = np.where(maximum == r, ((g - b) / safe_delta) % 6.0,
+                 np.where(maximum == g, (b - r) / safe_delta + 2.0, (r - g) / safe_delta + 4.0)) / 6.0
+    h = np.where(delta > 0, h, 0.0)
+    s = np.where(maximum > 0, delta / np.where(maximum > 0, maximum, 1.0), 0.0)
+    h = (h + hue - 0.5) % 1.0
+    s = np.clip(s * saturation, 0.0, 1.0)
+    v = maximum * value
+    # HSV → RGB
+    i = np.floor(h * 6.0).astype(int) % 6
+    f = h * 6.0 - np.floor(h * 6.0)
+    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
+    choices_r = [v, q, p, p, t, v]
+    choices_g = [t, v, v, q, p, p]
+    choices_b = [p, p, t, v, v, q]
+    out = np.stack([np.choose(i, choices_r), np.choose(i, choices_g), np.choose(i, choices_b)], axis=2)
+    result = rgba.copy()
+    result[..., :3] = np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8)
     return result

@@ -1,11 +1,15 @@
 """Camera view → layout JSON (bpy-free): rectangles in pixels, drawing order, hidden layers, odd cameras."""
 
+import colorsys
 import math
+
+import numpy as np
 
 import pytest
 
 from blender_addon.core import layout
-from blender_addon.core.view_export import (CameraProjection, PlaneView, ViewExportError, layout_for_view)
+from blender_addon.core.view_export import (CameraProjection, PlaneView, ViewExportError, apply_hsv,
+                                            layout_for_view)
 
 IDENTITY = ((1.0, 0.0, 0.0, 0.0), (0.0, 1.0, 0.0, 0.0), (0.0, 0.0, 1.0, 0.0), (0.0, 0.0, 0.0, 1.0))
 
@@ -112,3 +116,15 @@ def test_nothing_to_export_is_a_clear_error():
         layout_for_view(camera(), [])
     with pytest.raises(ViewExportError, match="behind the camera"):
         layout_for_view(camera(matrix=translated(z=-20.0)), [stack_plane(camera(), 5.0)])
+
+
+def test_baked_colour_adjustment_matches_the_hsv_node():
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(0, 256, (8, 8, 4), dtype=np.uint8)
+    assert apply_hsv(rgba) is rgba  # neutral settings: nothing to bake
+    out = apply_hsv(rgba, hue=0.75, saturation=0.5, value=1.2)
+    assert (out[..., 3] == rgba[..., 3]).all()
+    for (y, x) in [(0, 0), (3, 5), (7, 7)]:
+        h, s, v = colorsys.rgb_to_hsv(*(rgba[y, x, :3] / 255.0))
+        expected = colorsys.hsv_to_rgb((h + 0.25) % 1.0, min(s * 0.5, 1.0), v * 1.2)
+        assert out[y, x, :3] == pytest.approx(np.clip(np.rint(np.array(expected) * 255), 0, 255), abs=1)

@@ -47,7 +47,11 @@ def _add_backend_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _backend_options(args: argparse.Namespace) -> dict:
-    return {"model_id": args.model} if args.model else {}
+    """Constructor options of the qwen backend (the cpu backend takes none)."""
+    options = {"model_id": args.model} if args.model else {}
+    if args.preset:
+        options["preset"] = args.preset
+    return options
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--allow-remote", action="store_true",
                        help="allow binding a non-loopback address (requires $STRATA_TOKEN); the API then answers any "
                             "Host name")
+    serve.add_argument("--cancel-grace-s", type=float, default=30.0,
+                       help="a running job that ignores a cancel request this long gets its worker restarted")
     serve.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
     serve.set_defaults(func=run_serve)
 
@@ -216,6 +222,7 @@ def run_serve(args: argparse.Namespace) -> int:
         data_dir=args.data_dir, token=token, backend=args.backend, backend_options=_backend_options(args),
         preset=args.preset, max_queue=args.max_queue, max_pixels=args.max_pixels,
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), allow_remote=args.allow_remote,
+        cancel_grace_s=args.cancel_grace_s,
     )
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)

@@ -44,6 +44,35 @@ _KNOWN_NON_IMAGES = (
 )
 
 
+_IMAGE_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+
+
+def _sniff_image_format(head: bytes) -> str | None:
+    """The format a file claims by its first bytes, so a broken PNG is called a broken PNG, not "not an image"."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    for magic, name in _IMAGE_MAGIC:
+        if head.startswith(magic):
+            return name
+    return None
+
+
+def _corrupt(format_name: str, exc: BaseException) -> InvalidInput:
+    detail = "its header is invalid" if isinstance(exc, UnidentifiedImageError) else f"{type(exc).__name__}: {exc}"
+    return InvalidInput(
+        f"the {format_name} file is truncated or corrupt and could not be decoded ({detail}); re-export or "
+        f"re-download it"
+    )
+
+
 def _describe_non_image(head: bytes) -> str:
     stripped = head.lstrip()
     for magic, what in _KNOWN_NON_IMAGES:
@@ -81,10 +110,13 @@ def _open(data: bytes | str | os.PathLike, max_pixels: int) -> Image.Image:
             f"{where} declares more pixels than this server accepts ({exc}); the limit is "
             f"{max_pixels / 1e6:.0f} MP"
         ) from None
-    except UnidentifiedImageError:
-        raise InvalidInput(f"{where} is {_describe_non_image(head)}; send a {FORMAT_NAMES} image") from None
     except Exception as exc:  # untrusted bytes: any decoder failure means "not a readable image"
-        raise InvalidInput(f"{where} could not be read as an image: {type(exc).__name__}: {exc}") from None
+        claimed = _sniff_image_format(head)
+        if claimed is not None:
+            raise _corrupt(claimed, exc) from None
+        if isinstance(exc, UnidentifiedImageError):
+            raise InvalidInput(f"{where} is {_describe_non_image(head)}; send a {FORMAT_NAMES} image") from None
+        raise InvalidInput(f"{where} could not be read as an image ({type(exc).__name__}: {exc})") from None
     return image
 
 
@@ -183,10 +215,7 @@ def load_image(
         except Image.DecompressionBombError as exc:
             raise ImageTooLarge(f"the image is too large to decode safely ({exc})") from None
         except Exception as exc:  # untrusted bytes: any decoder failure means a broken file
-            raise InvalidInput(
-                f"the {image.format or 'image'} file is truncated or corrupt and could not be fully decoded ({exc}); "
-                f"re-export or re-download it"
-            ) from None
+            raise _corrupt(image.format or "image", exc) from None
         # 4. EXIF orientation: a phone photo shot in portrait is stored sideways with a rotation tag.
         orientation = _exif_orientation(image)
         if orientation not in (None, 1):

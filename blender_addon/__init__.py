@@ -7,7 +7,7 @@ Nothing runs at import: ``register()`` imports the Blender modules listed in ``_
 
 import importlib
 
-_modules = ("properties", "preferences", "operators", "panels", "job_watch")
+_modules = ("properties", "preferences", "connection", "operators", "panels", "job_watch")
 
 _loaded = []
 

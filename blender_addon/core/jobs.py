@@ -47,6 +47,7 @@ def layer_file_name(index: int) -> str:
 @dataclass
 class JobResult:
     job_id: str
+    server_url: str
     layer_paths: list[str]
     names: list[str]
     width_px: int
@@ -183,7 +184,7 @@ class JobRunner:
             paths.append(str(path))
             entry = layers[index] if index < len(layers) and isinstance(layers[index], dict) else {}
             names.append(str(entry.get("name") or ("Background" if index == 0 else f"Layer {index}")))
-        result = JobResult(job_id=job_id, layer_paths=paths, names=names,
+        result = JobResult(job_id=job_id, server_url=client.url, layer_paths=paths, names=names,
                            width_px=int(manifest.get("width_px") or 0), height_px=int(manifest.get("height_px") or 0),
                            manifest=manifest)
         self._update(status="succeeded", stage="done", step=count, total=count, result=result)

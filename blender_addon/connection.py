@@ -1,0 +1,148 @@
+"""The add-on's link to the server: a locally started ``ServerProcess`` or the URL of a running server.
+
+Starting the server takes seconds (imports, backend warm-up), so it never happens on the main thread: the first
+job starts it from its background thread, and "Restart server" restarts it on a thread of its own. The process
+is reused by later jobs, stopped on unregister and at quit (``atexit``).
+"""
+
+import atexit
+import os
+import threading
+
+import bpy
+
+from .core.client import ServerClient, ServerError
+from .core.server_process import ServerProcess, ServerStartError
+
+_lock = threading.Lock()
+_start_lock = threading.Lock()
+_server = None  # the ServerProcess this add-on started, if any
+_state = {"status": "stopped", "message": ""}  # stopped | starting | running | failed
+_atexit_registered = False
+
+
+def data_dir():
+    """Per-user folder for the server's job data and log (not /tmp: finished jobs survive a reboot)."""
+    try:
+        return bpy.utils.extension_path_user(__package__, path="server", create=True)
+    except (ValueError, KeyError, RuntimeError):  # loaded as a legacy add-on, not an extension
+        return bpy.utils.user_resource('DATAFILES', path=os.path.join("strata", "server"), create=True)
+
+
+def settings_from_preferences(prefs):
+    """Everything the background thread needs, read on the main thread (threads must not touch bpy)."""
+    return {
+        "connection": prefs.connection,
+        "python": bpy.path.abspath(prefs.server_python) if prefs.server_python else "",
+        "command": prefs.server_command,
+        "source_dir": bpy.path.abspath(prefs.server_source_dir) if prefs.server_source_dir else "",
+        "backend": prefs.backend,
+        "model": prefs.model,
+        "preset": prefs.preset,
+        "url": prefs.server_url,
+        "token": prefs.server_token,
+        "data_dir": data_dir(),
+    }
+
+
+def _new_process(settings):
+    env = None
+    cwd = None
+    if settings["source_dir"]:
+        cwd = settings["source_dir"]
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (cwd, env.get("PYTHONPATH", "")) if p)
+    extra = ["--preset", settings["preset"]] if settings["preset"] and settings["backend"] != 'cpu' else []
+    return ServerProcess(python_path=settings["python"] or None, command=settings["command"] or None,
+                         backend=settings["backend"], model=settings["model"] or None, data_dir=settings["data_dir"],
+                         extra_args=extra, cwd=cwd, env=env)
+
+
+def server_state():
+    with _lock:
+        return dict(_state)
+
+
+def crashed_message():
+    """A message when the server this add-on started has died since, else ''."""
+    with _lock:
+        if _server is not None and _server.process is not None and not _server.is_alive():
+            return _server.exit_message()
+    return ""
+
+
+def running_client(settings):
+    """A client for a server known to be up (or a configured URL), else None: no waiting, safe on the main thread."""
+    if settings["connection"] == 'URL':
+        return ServerClient(settings["url"], settings["token"])
+    with _lock:
+        if _server is not None and _server.is_alive() and _state["status"] == "running":
+            return ServerClient(_server.url, _server.token)
+    return None
+
+
+def ensure_client(settings):
+    """A client, starting the server first if needed. Blocks for seconds: call it from a background thread."""
+    global _server, _atexit_registered
+    client = running_client(settings)
+    if client is not None:
+        return client
+    # _start_lock serialises starts (background threads only); _lock is held for quick state reads, never while
+    # waiting for the server, so the main thread never blocks on it.
+    with _start_lock:
+        client = running_client(settings)
+        if client is not None:
+            return client
+        message = crashed_message()
+        if message:
+            raise ServerError(message)
+        with _lock:
+            _state.update(status="starting", message="starting the Strata server")
+        server = _new_process(settings)
+        try:
+            server.start()
+        except ServerStartError as e:
+            with _lock:
+                _state.update(status="failed", message=str(e))
+            raise ServerError(str(e)) from None
+        with _lock:
+            _server = server
+            _state.update(status="running", message=f"running at {server.url}")
+        if not _atexit_registered:
+            atexit.register(stop_server)
+            _atexit_registered = True
+        return ServerClient(server.url, server.token)
+
+
+def stop_server():
+    global _server
+    with _lock:
+        server, _server = _server, None
+        _state.update(status="stopped", message="")
+    if server is not None:
+        server.stop()
+
+
+def restart_server(settings):
+    """Stop the local server and start a fresh one (new token) on a background thread → the thread."""
+    stop_server()
+    with _lock:
+        _state.update(status="starting", message="starting the Strata server")
+
+    def run():
+        try:
+            ensure_client(settings)
+        except ServerError:
+            pass  # ensure_client recorded the failure in _state; the panel shows it
+
+    thread = threading.Thread(target=run, daemon=True, name="strata-restart")
+    thread.start()
+    return thread
+
+
+def current_server():
+    return _server
+
+
+def unregister():
+    stop_server()

@@ -1,0 +1,210 @@
+"""Operators: glue between the panel, the bpy-free core and the scene writers.
+
+Each one checks its input, hands slow work to a background thread and reports failures with ``self.report``;
+a failed operator leaves the scene as it was.
+"""
+
+import os
+
+import bpy
+import numpy as np
+from bpy.types import Operator
+
+from . import connection, job_watch
+from .core.client import ServerError
+from .core.images import InputImageError, encode_png_rgba, sniff_image
+from .core.jobs import JobRunner
+from .core.server_process import ServerStartError
+from .preferences import get_preferences
+from .scene import planes
+
+USER_ERRORS = (ServerError, ServerStartError, InputImageError, OSError, ValueError)
+
+
+def _linear_to_srgb(values):
+    return np.where(values <= 0.0031308, values * 12.92, 1.055 * np.power(np.clip(values, 0.0031308, None), 1 / 2.4)
+                    - 0.055)
+
+
+def blender_image_bytes(image):
+    """PNG/JPEG bytes of a Blender image: its file when that is what Blender shows, else its pixels as PNG."""
+    if not image.is_dirty and image.source == 'FILE':
+        if image.packed_file is not None:
+            data = bytes(image.packed_file.data)
+        else:
+            path = bpy.path.abspath(image.filepath, library=image.library)
+            data = open(path, "rb").read() if os.path.isfile(path) else b""
+        try:
+            sniff_image(data)
+            return data, bpy.path.basename(image.filepath) or f"{image.name}.png"
+        except InputImageError:
+            pass  # a format the server may not read (EXR, ...): send the pixels instead
+    width_px, height_px = image.size
+    if width_px == 0 or height_px == 0:
+        raise InputImageError(f"the Blender image {image.name!r} has no pixels (is its file missing?)")
+    pixels = np.empty(width_px * height_px * 4, np.float32)
+    image.pixels.foreach_get(pixels)
+    rgba = pixels.reshape(height_px, width_px, 4)
+    if image.is_float and image.colorspace_settings.name not in ('sRGB', 'Non-Color'):
+        rgba = rgba.copy()
+        rgba[..., :3] = _linear_to_srgb(rgba[..., :3])  # float buffers hold scene-linear values
+    data = encode_png_rgba(np.clip(np.rint(rgba * 255.0), 0, 255).astype(np.uint8)[::-1])
+    return data, f"{image.name}.png"
+
+
+def input_image(settings):
+    """(bytes, file name, stack name, (width_px, height_px) or None) of the image the panel points at."""
+    if settings.image is not None:
+        data, file_name = blender_image_bytes(settings.image)
+        stack_name = settings.image.name
+    elif settings.image_path:
+        path = bpy.path.abspath(settings.image_path)
+        if not os.path.isfile(path):
+            raise InputImageError(f"image file not found: {path}")
+        with open(path, "rb") as handle:
+            data = handle.read()
+        file_name = os.path.basename(path)
+        stack_name = os.path.splitext(file_name)[0]
+    else:
+        raise InputImageError("no input image: pick an image file or a Blender image in the Strata panel")
+    _, width_px, height_px = sniff_image(data, name=file_name)
+    size_px = (width_px, height_px) if width_px and height_px else None
+    return data, file_name, stack_name, size_px
+
+
+def layer_folder():
+    """Where downloaded layers go: //strata next to a saved .blend, else a per-user folder (never only /tmp)."""
+    if bpy.data.filepath:
+        return os.path.join(os.path.dirname(bpy.path.abspath("//")), "strata")
+    try:
+        return bpy.utils.extension_path_user(__package__, path="layers", create=True)
+    except (ValueError, KeyError, RuntimeError):  # loaded as a legacy add-on, not an extension
+        return bpy.utils.user_resource('DATAFILES', path=os.path.join("strata", "layers"), create=True)
+
+
+def decompose_params(settings, prefs):
+    params = {
+        "layers": settings.layers,
+        "num_inference_steps": settings.steps,
+        "resolution": int(settings.resolution),
+        "prompt": settings.prompt,
+        "backend": prefs.backend,
+        "preset": prefs.preset,
+        "offload": prefs.offload,
+    }
+    if settings.seed >= 0:
+        params["seed"] = settings.seed
+    return params
+
+
+class STRATA_OT_decompose(Operator):
+    """Decompose the image into layers on the Strata server and stack them as camera-exact planes"""
+    bl_idname = "strata.decompose"
+    bl_label = "Decompose"
+    bl_options = {'REGISTER'}
+
+    @classmethod
+    def poll(cls, context):
+        return context.scene is not None and job_watch.active() is None
+
+    def execute(self, context):
+        scene = context.scene
+        settings = scene.strata
+        prefs = get_preferences(context)
+        try:
+            data, file_name, stack_name, size_px = input_image(settings)
+            params = decompose_params(settings, prefs)
+            server = connection.settings_from_preferences(prefs)
+            crashed = connection.crashed_message() if server["connection"] == 'START' else ""
+            if crashed:
+                raise ServerError(crashed)
+            # With a server known to be up, submit here so that refusals (busy, queue full, bad image) show at
+            # once; otherwise the background thread starts the server first and submits then.
+            client = connection.running_client(server)
+            job_id = client.submit(data, params, file_name) if client is not None else ""
+        except USER_ERRORS as e:
+            self.report({'ERROR'}, str(e))
+            return {'CANCELLED'}
+
+        build_options = {
+            "name": stack_name,
+            "image_size_px": size_px,
+            "blend_like_editors": settings.blend_like_editors,
+            "pack": prefs.layer_storage == 'PACKED',
+            "interpolation": 'Closest' if prefs.pixel_exact else 'Linear',
+        }
+
+        def connect():
+            return client if client is not None else connection.ensure_client(server)
+
+        def on_success(target, result):
+            size = build_options["image_size_px"] or (result.width_px, result.height_px)
+            root = planes.build_stack(target, result.layer_paths, result.names, result.job_id, result.server_url,
+                                      build_options["name"], image_size_px=size,
+                                      blend_like_editors=build_options["blend_like_editors"],
+                                      pack=build_options["pack"], interpolation=build_options["interpolation"])
+            # Done in the scene the job was started from, which may not be the active one any more.
+            target.scene.strata.active_layer_index = 0
+            return root
+
+        runner = JobRunner(connect, data, params, layer_folder(), job_id=job_id, file_name=file_name).start()
+        job_watch.watch(runner, scene, on_success)
+        self.report({'INFO'}, f"Decomposing {file_name} into {settings.layers} layers")
+        return {'FINISHED'}
+
+
+class STRATA_OT_cancel(Operator):
+    """Cancel the running decomposition"""
+    bl_idname = "strata.cancel"
+    bl_label = "Cancel"
+
+    @classmethod
+    def poll(cls, context):
+        return job_watch.active() is not None
+
+    def execute(self, context):
+        job_watch.cancel()
+        self.report({'INFO'}, "Canceling the Strata job")
+        return {'FINISHED'}
+
+
+class STRATA_OT_restart_server(Operator):
+    """Stop the local Strata server and start a fresh one (or check the configured running server)"""
+    bl_idname = "strata.restart_server"
+    bl_label = "Restart Server"
+
+    def execute(self, context):
+        prefs = get_preferences(context)
+        server = connection.settings_from_preferences(prefs)
+        if server["connection"] == 'URL':
+            try:
+                health = connection.running_client(server).health()
+            except ServerError as e:
+                self.report({'ERROR'}, f"{e} (this server was started elsewhere: restart it there)")
+                return {'CANCELLED'}
+            self.report({'INFO'}, f"Strata server at {server['url']} is up ({health.get('backend')} backend)")
+            return {'FINISHED'}
+        if not server["python"] and not server["command"]:
+            self.report({'ERROR'}, "set the server's Python (or a full command) in the Strata add-on preferences")
+            return {'CANCELLED'}
+        connection.restart_server(server)
+        self.report({'INFO'}, "Restarting the Strata server")
+        return {'FINISHED'}
+
+
+class STRATA_OT_relayout(Operator):
+    """Recompute the planes of the active stack from its depth settings"""
+    bl_idname = "strata.relayout"
+    bl_label = "Re-Layout Stack"
+    bl_options = {'REGISTER', 'UNDO'}
+
+    @classmethod
+    def poll(cls, context):
+        return context.object is not None and planes.find_root(context.object) is not None
+
+    def execute(self, context):
+        planes.relayout(planes.find_root(context.object))
+        return {'FINISHED'}
+
+
+classes = (STRATA_OT_decompose, STRATA_OT_cancel, STRATA_OT_restart_server, STRATA_OT_relayout)

@@ -1,0 +1,82 @@
+"""View3D ▸ Sidebar ▸ Strata. Panels only draw properties; ``job_watch.tick()`` fills the job fields."""
+
+from bpy.types import Panel
+
+from . import connection, job_watch
+from .scene import planes
+
+
+class StrataPanel:
+    bl_space_type = 'VIEW_3D'
+    bl_region_type = 'UI'
+    bl_category = "Strata"
+
+
+class VIEW3D_PT_strata_decompose(StrataPanel, Panel):
+    bl_label = "Decompose"
+
+    def draw(self, context):
+        layout = self.layout
+        layout.use_property_split = True
+        layout.use_property_decorate = False
+        settings = context.scene.strata
+        layout.template_ID(settings, "image", open="image.open")
+        row = layout.row()
+        row.active = settings.image is None
+        row.prop(settings, "image_path")
+        layout.prop(settings, "layers")
+        layout.prop(settings, "steps")
+        layout.prop(settings, "resolution", expand=True)
+        layout.prop(settings, "seed")
+        layout.prop(settings, "prompt")
+        layout.prop(settings, "blend_like_editors")
+
+        running = job_watch.active() is not None
+        row = layout.row(align=True)
+        row.scale_y = 1.4
+        row.operator("strata.decompose", icon='RENDERLAYERS')
+        if running:
+            row.operator("strata.cancel", text="", icon='CANCEL')
+            label = settings.job_stage or settings.job_status
+            if settings.job_total:
+                label = f"{label} {settings.job_step}/{settings.job_total}"
+            layout.progress(factor=settings.job_progress, type='BAR', text=label)
+        elif settings.job_status == 'failed' and settings.job_message:
+            box = layout.box()
+            box.label(text="Failed", icon='ERROR')
+            for line in settings.job_message.splitlines()[:6]:
+                box.label(text=line)
+        elif settings.job_status == 'canceled':
+            layout.label(text="Canceled", icon='CANCEL')
+
+        state = connection.server_state()
+        row = layout.row()
+        row.label(text=f"Server: {state['status']}", icon='LINKED' if state['status'] == 'running' else 'UNLINKED')
+        row.operator("strata.restart_server", text="", icon='FILE_REFRESH')
+        if state["status"] == "failed":
+            layout.label(text=state["message"].splitlines()[0][:120], icon='ERROR')
+
+
+class VIEW3D_PT_strata_stack(StrataPanel, Panel):
+    bl_label = "Stack"
+
+    @classmethod
+    def poll(cls, context):
+        return context.object is not None and planes.find_root(context.object) is not None
+
+    def draw(self, context):
+        layout = self.layout
+        layout.use_property_split = True
+        layout.use_property_decorate = False
+        root = planes.find_root(context.object)
+        layout.label(text=root.name, icon='EMPTY_AXIS')
+        layout.prop(root.strata, "base_distance_m")
+        layout.prop(root.strata, "depth_spacing_m")
+        layout.prop(root.strata, "camera")
+        row = layout.row()
+        row.enabled = False
+        row.prop(root.strata, "image_width_px")
+        row.prop(root.strata, "image_height_px")
+
+
+classes = (VIEW3D_PT_strata_decompose, VIEW3D_PT_strata_stack)

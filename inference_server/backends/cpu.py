@@ -73,6 +73,8 @@ class _Element:
         self.hull = mask  # bool H×W, union of its regions' convex hulls (for occlusion and completion)
         self.area = int(mask.sum())
         self.level = 0
+        self.pieces = 1
+        self.glyph_like = False
 
     @property
     def name(self) -> str:
@@ -82,7 +84,7 @@ class _Element:
             return f"Text '{self.text}'" if self.text else "Text"
         if self.kind == "image":
             return "Image"
-        return f"{color_name(self.color_rgb)} shape"
+        return f"{color_name(self.color_rgb)} shape" + ("s" if self.glyph_like else "")
 
 
 class CpuDecomposer:
@@ -331,6 +333,15 @@ def _find_regions(rgb: np.ndarray) -> _Regions:
 # ---------------------------------------------------------------------------------------------- elements
 
 
+def _pieces(mask: np.ndarray) -> tuple[int, float]:
+    """(number of connected pieces, largest piece's share of the area)."""
+    import cv2
+
+    count, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    return int(count - 1), float(areas.max() / max(areas.sum(), 1)) if areas.size else 0.0
+
+
 def _hull_mask(mask: np.ndarray) -> np.ndarray:
     """Union of the convex hulls of the mask's connected parts."""
     import cv2
@@ -363,28 +374,43 @@ def _build_elements(rgb: np.ndarray, regions: _Regions, words) -> tuple[_Element
             if k == bg_region:
                 continue
             # The background's colour model, averaged over region k, against k's own mean: a gradient cut apart
-            # by a shape continues on the other side.
+            # by a shape continues on the other side, and the counters of letters show the background.
             predicted = regions.features_mean[k] @ bg_coef
-            if np.linalg.norm(predicted - regions.means[k]) < SAME_COLOR * 0.5 and regions.touches_border[k]:
+            if np.linalg.norm(predicted - regions.means[k]) < SAME_COLOR * 0.5:
                 bg_regions.add(k)
 
-    # Regions inside a word box belong to that word.
-    word_of_region = {}
+    # A word's letters: among the regions lying wholly inside its box, the colour with the most area (parts of
+    # a shape showing between the letters lie inside the box too, but cover less of it).
+    word_of_region: dict[int, int] = {}
     if words:
-        ys, xs = np.mgrid[0:height_px, 0:width_px]
-        flat_labels = labels.ravel()
-        counts = np.maximum(np.bincount(flat_labels, minlength=regions.count), 1)
-        cy = np.bincount(flat_labels, ys.ravel(), minlength=regions.count) / counts
-        cx = np.bincount(flat_labels, xs.ravel(), minlength=regions.count) / counts
+        from scipy import ndimage
+
+        slices = ndimage.find_objects(labels)
         for index, (box, _) in enumerate(words):
-            contour = box.astype(np.float32).reshape(-1, 1, 2)
+            x0, y0 = box.min(axis=0)
+            x1, y1 = box.max(axis=0)
+            margin = 0.15 * (y1 - y0)
+            inside = []
             for k in candidates:
-                if k in bg_regions or k in word_of_region:
+                if k in bg_regions or k in word_of_region or slices[k - 1] is None:
                     continue
-                if regions.areas[k] > 0.25 * total:
-                    continue
-                if cv2.pointPolygonTest(contour, (float(cx[k]), float(cy[k])), False) >= 0:
-                    word_of_region[k] = index
+                rows, cols = slices[k - 1]
+                if (cols.start >= x0 - margin and cols.stop <= x1 + margin
+                        and rows.start >= y0 - margin and rows.stop <= y1 + margin):
+                    inside.append(k)
+            if not inside:
+                continue
+            clusters: list[list[int]] = []
+            for k in sorted(inside, key=lambda k: -regions.areas[k]):
+                for cluster in clusters:
+                    if np.linalg.norm(regions.means[cluster[0]] - regions.means[k]) < SAME_COLOR:
+                        cluster.append(k)
+                        break
+                else:
+                    clusters.append([k])
+            letters = max(clusters, key=lambda cluster: regions.areas[cluster].sum())
+            for k in letters:
+                word_of_region[k] = index
 
     # Group the remaining flat regions by colour (and word).
     groups: list[dict] = []
@@ -441,7 +467,13 @@ def _build_elements(rgb: np.ndarray, regions: _Regions, words) -> tuple[_Element
     if len(elements) > MAX_ELEMENTS:
         elements = elements[:MAX_ELEMENTS]
     for element in elements:
-        element.hull = _hull_mask(element.mask) if element.kind != "image" else element.mask
+        # Glyphs are not convex: their hulls would claim their own counters (and whatever shows through them)
+        # as occluded parts. Text and many-piece elements (words the detector missed) keep their own mask.
+        # (A shape cut up by letters above it has one dominant piece; a word has many similar ones.)
+        element.pieces, largest_share = _pieces(element.mask)
+        glyph_like = element.kind == "text" or (element.pieces >= 3 and largest_share < 0.6)
+        element.glyph_like = glyph_like
+        element.hull = element.mask if glyph_like or element.kind == "image" else _hull_mask(element.mask)
     return background, elements
 
 

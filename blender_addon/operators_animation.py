@@ -1,0 +1,179 @@
+"""Camera motion, preview render and camera-view export operators (glue over core.motion / core.view_export)."""
+
+import os
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
+from bpy.types import Operator
+
+from . import connection
+from .core import motion
+from .core.client import ServerError
+from .core.jobs import write_bytes_atomic
+from .core.view_export import ViewExportError
+from .operators_layers import context_root, scene_roots
+from .preferences import get_preferences
+from .scene import animation, view
+
+EXPORT_KINDS = (('PPTX', "PowerPoint (.pptx)", "One picture per layer on a slide the size of the render"),
+                ('PSD', "Photoshop (.psd)", "One pixel layer per layer, with opacity and visibility"))
+
+
+def user_output_folder(kind):
+    """Beside the .blend (//strata_<kind>), or the per-user Strata folder while the file is unsaved."""
+    if bpy.data.filepath:
+        return bpy.path.abspath(f"//strata_{kind}")
+    return os.path.join(os.path.dirname(connection.data_dir()), kind)
+
+
+class StackOperator:
+    @classmethod
+    def poll(cls, context):
+        if context_root(context) is None:
+            cls.poll_message_set("Build a Strata stack first")
+            return False
+        return True
+
+
+class STRATA_OT_animate_camera(StackOperator, Operator):
+    """Key a parallax camera move on the stack's camera: frame 1 is the rest pose, which renders the original"""
+    bl_idname = "strata.animate_camera"
+    bl_label = "Animate Camera"
+    bl_options = {'REGISTER', 'UNDO'}
+
+    preset: EnumProperty(name="Move", default='DOLLY_IN',
+                         items=[(key, label, description) for key, (label, description) in motion.PRESETS.items()])
+    amplitude: FloatProperty(
+        name="Amplitude", default=motion.DEFAULT_AMPLITUDE, min=0.0, soft_max=2.0, max=10.0,
+        description="How far the camera travels, as a fraction of the stack's depth (nearest to farthest layer): "
+                    "a larger depth spacing shows more parallax. Zoom: fraction of the focal length")
+    duration_frames: IntProperty(name="Frames", default=48, min=2, soft_max=600,
+                                 description="Length of the move in frames")
+    easing: EnumProperty(name="Easing", default='EASE_IN_OUT',
+                         items=[(key, label, "") for key, (label, _, _) in motion.EASINGS.items()])
+    keep_covered: BoolProperty(
+        name="Keep Covered", default=True,
+        description="Zoom in just enough that the background layer always fills the frame (no empty edges)")
+    loop: BoolProperty(name="Loop", default=False,
+                       description="Go out and come back to the rest pose, for seamless looping")
+
+    def execute(self, context):
+        scene = context.scene
+        root = context_root(context)
+        try:
+            camera = animation.camera_for_stack(root, context)
+            start_frame = scene.frame_start
+            focal_length_mm = animation.rest_focal_length_mm(camera, start_frame)
+            geometry = animation.stack_geometry(root, camera, focal_length_mm)
+            path = motion.camera_path(self.preset, geometry, self.amplitude, self.duration_frames, self.easing,
+                                      start_frame, self.keep_covered, self.loop)
+            animation.apply_camera_path(scene, root, camera, path)
+        except (motion.MotionError, animation.AnimationError) as e:
+            self.report({'ERROR'}, str(e))
+            return {'CANCELLED'}
+        scene.camera = camera
+        for note in path.notes:
+            self.report({'INFO'}, note)
+        self.report({'INFO'}, f"{motion.PRESETS[self.preset][0]}: frames {path.frame_start}–{path.frame_end}")
+        return {'FINISHED'}
+
+
+class STRATA_OT_clear_camera_animation(StackOperator, Operator):
+    """Remove the camera's keyed move and put it back at the stack's rest pose"""
+    bl_idname = "strata.clear_camera_animation"
+    bl_label = "Clear Camera Move"
+    bl_options = {'REGISTER', 'UNDO'}
+
+    def execute(self, context):
+        root = context_root(context)
+        try:
+            camera = animation.camera_for_stack(root, context)
+        except animation.AnimationError as e:
+            self.report({'ERROR'}, str(e))
+            return {'CANCELLED'}
+        animation.reset_to_rest(context.scene, root, camera)
+        return {'FINISHED'}
+
+
+class STRATA_OT_render_preview(StackOperator, Operator):
+    """Render the scene's frame range at low resolution: MP4 when this Blender has FFmpeg, else PNG frames"""
+    bl_idname = "strata.render_preview"
+    bl_label = "Render Preview"
+    bl_options = {'REGISTER'}
+
+    resolution_percentage: IntProperty(name="Resolution %", default=50, min=1, max=100, subtype='PERCENTAGE')
+    samples: IntProperty(name="Samples (Cycles)", default=8, min=1, max=4096)
+    video: BoolProperty(name="Video", default=True, description="MP4 (H.264) if FFmpeg is available; off: PNGs")
+    frame_step: IntProperty(name="Frame Step", default=1, min=1, max=100)
+    filepath: StringProperty(name="Output", subtype='FILE_PATH',
+                             description="Output path without extension; empty: a strata_preview folder beside the "
+                                         ".blend (or the per-user Strata folder)")
+
+    def execute(self, context):
+        scene = context.scene
+        if scene.camera is None:
+            self.report({'ERROR'}, "the scene has no camera to render from")
+            return {'CANCELLED'}
+        root = context_root(context)
+        base = bpy.path.abspath(self.filepath) if self.filepath else os.path.join(
+            user_output_folder("preview"), bpy.path.clean_name(root.name))
+        try:
+            written = animation.render_preview(scene, base, self.resolution_percentage, self.samples, self.video,
+                                               self.frame_step)
+        except (RuntimeError, animation.AnimationError) as e:
+            self.report({'ERROR'}, f"preview render failed: {e}")
+            return {'CANCELLED'}
+        where = written[0] if len(written) == 1 else f"{len(written)} frames in {os.path.dirname(written[0])}"
+        self.report({'INFO'}, f"Preview written: {where}")
+        return {'FINISHED'}
+
+
+class STRATA_OT_export_view(StackOperator, Operator):
+    """Export what the camera sees now as layered PowerPoint or Photoshop: each plane where it lands in the image"""
+    bl_idname = "strata.export_view"
+    bl_label = "Export Camera View"
+    bl_options = {'REGISTER'}
+
+    kind: EnumProperty(name="Format", items=EXPORT_KINDS, default='PPTX')
+    filepath: StringProperty(name="File", subtype='FILE_PATH')
+    all_stacks: BoolProperty(name="All Stacks", default=True,
+                             description="Include every stack in the scene (off: only the active stack)")
+
+    def invoke(self, context, event):
+        if not self.filepath:
+            root = context_root(context)
+            self.filepath = os.path.join(user_output_folder("export"),
+                                         f"{bpy.path.clean_name(root.name)}.{self.kind.lower()}")
+        context.window_manager.fileselect_add(self)
+        return {'RUNNING_MODAL'}
+
+    def execute(self, context):
+        scene = context.scene
+        camera = scene.camera
+        if camera is None:
+            self.report({'ERROR'}, "the scene has no camera; the export shows what the scene camera sees")
+            return {'CANCELLED'}
+        extension = "." + self.kind.lower()
+        path = bpy.path.abspath(self.filepath) if self.filepath else os.path.join(
+            user_output_folder("export"), bpy.path.clean_name(context_root(context).name) + extension)
+        if not path.lower().endswith(extension):
+            path += extension
+        roots = scene_roots(scene) if self.all_stacks else [context_root(context)]
+        try:
+            result, pngs = view.collect_view(scene, camera, roots, os.path.splitext(os.path.basename(path))[0])
+            settings = connection.settings_from_preferences(get_preferences(context))
+            # The export is a short request; starting a stopped server blocks for a few seconds, once.
+            client = connection.running_client(settings) or connection.ensure_client(settings)
+            data = client.export_layout(self.kind.lower(), result.layout, pngs)
+        except (ViewExportError, ServerError) as e:
+            self.report({'ERROR'}, str(e))
+            return {'CANCELLED'}
+        write_bytes_atomic(path, data)
+        for warning in result.warnings:
+            self.report({'WARNING'}, warning)
+        self.report({'INFO'}, f"Exported {len(result.included)} layers to {path}")
+        return {'FINISHED'}
+
+
+classes = (STRATA_OT_animate_camera, STRATA_OT_clear_camera_animation, STRATA_OT_render_preview,
+           STRATA_OT_export_view)

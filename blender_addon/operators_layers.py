@@ -1,0 +1,301 @@
+"""Per-layer operators of a stack: select, reorder (depth order follows the layer order), delete.
+
+The layer list (``panels_layers.py``) shows the LAYER planes of one stack, front on top; its active row is
+``Scene.strata.active_layer_index``, an index into ``Scene.objects`` (a UIList needs a real collection property).
+"""
+
+import json
+import os
+import re
+
+import bpy
+from bpy.props import EnumProperty, IntProperty, StringProperty
+from bpy.types import Operator
+
+from . import connection, job_watch
+from .core.client import ServerError
+from .core.jobs import JobRunner
+from .core.server_process import ServerStartError
+from .preferences import get_preferences
+from .scene import planes
+
+# A re-decomposed layer's sub-layers spread over this fraction of the stack's depth spacing, centred on the layer's
+# depth: they stay between the neighbouring layers.
+SUBSTACK_SPAN_FRACTION = 0.5
+_LAYER_FILE = re.compile(r"layer_(\d+)\.png$")
+
+
+def scene_roots(scene):
+    return [obj for obj in scene.objects if obj.strata.role == 'ROOT']
+
+
+def context_root(context):
+    """The stack the UI works on: the active object's stack, else the scene's only (or first) stack."""
+    root = planes.find_root(context.active_object) if context.active_object else None
+    if root is not None:
+        return root
+    roots = scene_roots(context.scene)
+    return roots[0] if roots else None
+
+
+def active_layer(context):
+    """(root, plane) the layer operators act on: the layer list's active row (``Scene.strata.active_layer_index``
+    indexes ``Scene.objects``; the list filters it to one stack), else the active object if it is a layer plane."""
+    objects = context.scene.objects
+    index = context.scene.strata.active_layer_index
+    obj = objects[index] if 0 <= index < len(objects) else None
+    if obj is None or obj.strata.role != 'LAYER':
+        obj = context.active_object
+    if obj is None or obj.strata.role != 'LAYER':
+        return None, None
+    root = planes.find_root(obj)
+    return (root, obj) if root is not None else (None, None)
+
+
+def set_active_layer(context, obj):
+    """Point the layer list at ``obj``."""
+    for index, candidate in enumerate(context.scene.objects):
+        if candidate == obj:
+            context.scene.strata.active_layer_index = index
+            return
+
+
+def renumber(root):
+    """Layer indices 0..n-1 in the current back → front order (after a delete or a replacement)."""
+    for index, obj in enumerate(planes.stack_layers(root)):
+        obj.strata.layer_index = index
+
+
+def remove_plane(obj):
+    """Delete a layer plane and, when nothing else uses them, its mesh, material and image."""
+    mesh = obj.data
+    materials = [slot.material for slot in obj.material_slots if slot.material]
+    bpy.data.objects.remove(obj)
+    if mesh is not None and mesh.users == 0:
+        bpy.data.meshes.remove(mesh)
+    for material in materials:
+        if material.users:
+            continue
+        node = material.node_tree.nodes.get(planes.IMAGE_NODE) if material.node_tree else None
+        image = node.image if node is not None else None
+        bpy.data.materials.remove(material)
+        if image is not None and image.users == 0:
+            bpy.data.images.remove(image)
+
+
+class LayerOperator:
+    @classmethod
+    def poll(cls, context):
+        return active_layer(context)[1] is not None
+
+
+class STRATA_OT_layer_select(LayerOperator, Operator):
+    """Select the active layer's plane in the viewport"""
+    bl_idname = "strata.layer_select"
+    bl_label = "Select Layer Plane"
+    bl_options = {'REGISTER', 'UNDO'}
+
+    def execute(self, context):
+        _, obj = active_layer(context)
+        for other in context.selected_objects:
+            other.select_set(False)
+        if not obj.visible_get():
+            self.report({'WARNING'}, f"'{obj.name}' is hidden in the viewport")
+            return {'CANCELLED'}
+        obj.select_set(True)
+        context.view_layer.objects.active = obj
+        return {'FINISHED'}
+
+
+class STRATA_OT_layer_move(LayerOperator, Operator):
+    """Move the layer one step toward the front or the back: it swaps order and depth with its neighbour"""
+    bl_idname = "strata.layer_move"
+    bl_label = "Move Layer"
+    bl_options = {'REGISTER', 'UNDO'}
+
+    direction: EnumProperty(items=(('UP', "Up", "Toward the front (closer to the camera)"),
+                                   ('DOWN', "Down", "Toward the back (farther from the camera)")))
+
+    def execute(self, context):
+        root, obj = active_layer(context)
+        layers = planes.stack_layers(root)
+        index = layers.index(obj)
+        other_index = index + (1 if self.direction == 'UP' else -1)
+        if not 0 <= other_index < len(layers):
+            self.report({'INFO'}, f"'{obj.name}' is already the {'front' if self.direction == 'UP' else 'back'} "
+                                  f"layer")
+            return {'CANCELLED'}
+        other = layers[other_index]
+        # Order and depth travel together, so the list order stays the depth order (and the drawing order).
+        obj.strata.layer_index, other.strata.layer_index = other.strata.layer_index, obj.strata.layer_index
+        obj.strata.depth_m, other.strata.depth_m = other.strata.depth_m, obj.strata.depth_m
+        return {'FINISHED'}
+
+
+class STRATA_OT_layer_delete(LayerOperator, Operator):
+    """Delete the layer's plane (undo brings it back); the other layers keep their depths"""
+    bl_idname = "strata.layer_delete"
+    bl_label = "Delete Layer"
+    bl_options = {'REGISTER', 'UNDO'}
+
+    def execute(self, context):
+        root, obj = active_layer(context)
+        name = obj.name
+        remove_plane(obj)
+        renumber(root)
+        count = len(planes.stack_layers(root))
+        self.report({'INFO'}, f"Deleted layer '{name}'; {count} left")
+        return {'FINISHED'}
+
+
+class STRATA_OT_layer_reset_look(LayerOperator, Operator):
+    """Reset the layer's opacity, hue, saturation and value"""
+    bl_idname = "strata.layer_reset_look"
+    bl_label = "Reset Colour"
+    bl_options = {'REGISTER', 'UNDO'}
+
+    def execute(self, context):
+        _, obj = active_layer(context)
+        settings = obj.strata
+        settings.opacity, settings.hue, settings.saturation, settings.value = 1.0, 0.5, 1.0, 1.0
+        return {'FINISHED'}
+
+
+def source_job_layer(obj):
+    """(job id, layer index in that job) of a plane built from a server job's layer, or (job id, None)."""
+    match = _LAYER_FILE.search(bpy.path.basename(obj.strata.source_path or ""))
+    return obj.strata.job_id, (int(match.group(1)) if match else None)
+
+
+def substack_depths_m(depth_m, depth_spacing_m, count):
+    """Depths of ``count`` sub-layers (back → front) spread around ``depth_m`` within a fraction of the spacing."""
+    if count == 1:
+        return [depth_m]
+    span_m = SUBSTACK_SPAN_FRACTION * depth_spacing_m
+    return [depth_m + span_m / 2 - index * span_m / (count - 1) for index in range(count)]
+
+
+def replace_with_substack(obj, job_id, layer_paths, names):
+    """Replace a layer plane by one plane per sub-layer at (about) its depth; later layers move up in the order."""
+    root = planes.find_root(obj)
+    settings = obj.strata
+    index, count = settings.layer_index, len(layer_paths)
+    depths_m = substack_depths_m(settings.depth_m, root.strata.depth_spacing_m, count)
+    look = (settings.opacity, settings.hue, settings.saturation, settings.value)
+    hidden = (obj.hide_viewport, obj.hide_render)
+    for other in planes.stack_layers(root):
+        if other.strata.layer_index > index:
+            other.strata.layer_index += count - 1
+    blend_like_editors = bpy.context.scene.strata.blend_like_editors
+    created = []
+    for offset, (path, name, depth_m) in enumerate(zip(layer_paths, names, depths_m)):
+        plane = planes.create_layer_plane(root, path, f"{obj.name} / {name}", index + offset, depth_m,
+                                          blend_like_editors)
+        plane.strata.job_id = job_id
+        plane.strata.opacity, plane.strata.hue, plane.strata.saturation, plane.strata.value = look
+        plane.hide_viewport, plane.hide_render = hidden
+        created.append(plane)
+    remove_plane(obj)
+    renumber(root)
+    return created
+
+
+class STRATA_OT_redecompose_layer(LayerOperator, Operator):
+    """Decompose the selected layer again into sub-layers (on the server) and replace its plane with them"""
+    bl_idname = "strata.redecompose_layer"
+    bl_label = "Re-Decompose Layer"
+    bl_options = {'REGISTER', 'UNDO'}
+
+    layers: IntProperty(name="Sub-Layers", default=3, min=1, max=16,
+                        description="How many layers to split this layer into")
+
+    @classmethod
+    def poll(cls, context):
+        if job_watch.active() is not None:
+            cls.poll_message_set("Wait for the running Strata job to finish")
+            return False
+        return super().poll(context)
+
+    def execute(self, context):
+        from .operators import decompose_params, layer_folder
+
+        _, obj = active_layer(context)
+        prefs = get_preferences(context)
+        params = decompose_params(context.scene.strata, prefs)
+        params["layers"] = self.layers
+        job_id, layer_index = source_job_layer(obj)
+        try:
+            server = connection.settings_from_preferences(prefs)
+            # A short wait when the server is not running yet: the job needs to know whether the parent job lives
+            # on this server (recursive job) or the layer image has to be uploaded.
+            client = connection.running_client(server) or connection.ensure_client(server)
+            image_bytes = None
+            if job_id and layer_index is not None and _job_on_server(client, job_id):
+                params.update(parent_job=job_id, parent_layer=layer_index)
+            else:
+                image_bytes = _plane_source_png(obj)
+            child_id = client.submit(image_bytes, params, f"{bpy.path.clean_name(obj.name)}.png")
+        except (ServerError, ServerStartError, OSError) as e:
+            self.report({'ERROR'}, str(e))
+            return {'CANCELLED'}
+
+        plane_name = obj.name
+
+        def on_success(target, result):
+            bpy.ops.strata.replace_layer_with_stack(
+                plane=plane_name, job_id=result.job_id,
+                layers_json=json.dumps({"paths": result.layer_paths, "names": result.names}))
+
+        runner = JobRunner(lambda: client, None, params, layer_folder(), job_id=child_id).start()
+        job_watch.watch(runner, context.scene, on_success, label="Re-decompose")
+        how = f"layer {layer_index} of job {job_id}" if "parent_job" in params else "the uploaded layer image"
+        self.report({'INFO'}, f"Re-decomposing '{plane_name}' ({how}) into {self.layers} layers")
+        return {'FINISHED'}
+
+
+def _job_on_server(client, job_id):
+    try:
+        return client.status(job_id).get("status") == "succeeded"
+    except ServerError as e:
+        if e.status == 404:
+            return False
+        raise
+
+
+def _plane_source_png(obj):
+    from .scene.view import plane_image
+
+    image = plane_image(obj)
+    if image.packed_file is not None:
+        return bytes(image.packed_file.data)
+    path = bpy.path.abspath(obj.strata.source_path or image.filepath)
+    if not os.path.isfile(path):
+        raise OSError(f"the layer image of '{obj.name}' is missing: {path}")
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+class STRATA_OT_replace_layer_with_stack(Operator):
+    """Replace a layer plane by the layers of a finished (re-)decomposition (one undo step)"""
+    bl_idname = "strata.replace_layer_with_stack"
+    bl_label = "Replace Layer With Sub-Layers"
+    bl_options = {'REGISTER', 'UNDO', 'INTERNAL'}
+
+    plane: StringProperty(name="Plane")
+    job_id: StringProperty(name="Job")
+    layers_json: StringProperty(name="Layers", description='{"paths": [...], "names": [...]}')
+
+    def execute(self, context):
+        obj = bpy.data.objects.get(self.plane)
+        if obj is None or obj.strata.role != 'LAYER' or planes.find_root(obj) is None:
+            self.report({'ERROR'}, f"layer plane '{self.plane}' is gone; the sub-layers are in the Strata folder")
+            return {'CANCELLED'}
+        layers = json.loads(self.layers_json)
+        created = replace_with_substack(obj, self.job_id, layers["paths"], layers["names"])
+        set_active_layer(context, created[-1])
+        self.report({'INFO'}, f"Replaced '{self.plane}' with {len(created)} sub-layers")
+        return {'FINISHED'}
+
+
+classes = (STRATA_OT_layer_select, STRATA_OT_layer_move, STRATA_OT_layer_delete, STRATA_OT_layer_reset_look,
+           STRATA_OT_redecompose_layer, STRATA_OT_replace_layer_with_stack)

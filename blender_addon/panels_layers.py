@@ -1,0 +1,114 @@
+"""Sidebar panels: the stack's layer list and per-layer look, camera motion, camera-view export. Draw only."""
+
+import bpy
+from bpy.types import Panel, UIList
+
+from .operators_layers import active_layer, context_root
+
+
+class STRATA_UL_layers(UIList):
+    """The LAYER planes of the stack the UI works on, front layer on top (like an image editor's layer list)."""
+
+    def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index):
+        settings = item.strata
+        row = layout.row(align=True)
+        row.prop(item, "name", text="", emboss=False, icon='IMAGE_PLANE' if hasattr(bpy.types, "ImagePlane")
+                 else 'IMAGE_DATA')
+        sub = row.row(align=True)
+        sub.alignment = 'RIGHT'
+        sub.label(text=f"{settings.depth_m:.2f} m")
+        row.prop(item, "hide_viewport", text="", emboss=False)
+        row.prop(item, "hide_render", text="", emboss=False)
+
+    def filter_items(self, context, data, propname):
+        objects = getattr(data, propname)
+        root = context_root(context)
+        flags = [0] * len(objects)
+        order = list(range(len(objects)))
+        layers = []
+        for index, obj in enumerate(objects):
+            if root is not None and obj.strata.role == 'LAYER' and obj.parent == root:
+                flags[index] = self.bitflag_filter_item
+                layers.append((obj.strata.layer_index, index))
+        # Front (highest layer_index) first; order[i] is the display position of item i.
+        for position, (_, index) in enumerate(sorted(layers, reverse=True)):
+            order[index] = position
+        hidden_position = len(layers)
+        for index, flag in enumerate(flags):
+            if not flag:
+                order[index] = hidden_position
+                hidden_position += 1
+        return flags, order
+
+
+class StrataSidebar:
+    bl_space_type = 'VIEW_3D'
+    bl_region_type = 'UI'
+    bl_category = "Strata"
+
+    @classmethod
+    def poll(cls, context):
+        return context_root(context) is not None
+
+
+class VIEW3D_PT_strata_layers(StrataSidebar, Panel):
+    bl_label = "Layers"
+    bl_order = 10
+
+    def draw(self, context):
+        layout = self.layout
+        root = context_root(context)
+        layout.label(text=root.name, icon='EMPTY_AXIS')
+        row = layout.row()
+        row.template_list("STRATA_UL_layers", "", context.scene, "objects", context.scene.strata,
+                          "active_layer_index", rows=5)
+        column = row.column(align=True)
+        column.operator("strata.layer_move", text="", icon='TRIA_UP').direction = 'UP'
+        column.operator("strata.layer_move", text="", icon='TRIA_DOWN').direction = 'DOWN'
+        column.separator()
+        column.operator("strata.layer_select", text="", icon='RESTRICT_SELECT_OFF')
+        column.operator("strata.layer_delete", text="", icon='X')
+
+        _, obj = active_layer(context)
+        if obj is None:
+            layout.label(text="Pick a layer in the list", icon='INFO')
+            return
+        settings = obj.strata
+        layout.use_property_split = True
+        column = layout.column()
+        column.prop(settings, "depth_m")
+        column.prop(settings, "opacity", slider=True)
+        column.prop(settings, "hue", slider=True)
+        column.prop(settings, "saturation", slider=True)
+        column.prop(settings, "value", slider=True)
+        row = layout.row(align=True)
+        row.operator("strata.layer_reset_look", icon='LOOP_BACK')
+        row.operator("strata.redecompose_layer", icon='RENDERLAYERS')
+
+
+class VIEW3D_PT_strata_motion(StrataSidebar, Panel):
+    bl_label = "Camera Motion"
+    bl_order = 20
+
+    def draw(self, context):
+        layout = self.layout
+        layout.operator_menu_enum("strata.animate_camera", "preset", text="Animate Camera", icon='CAMERA_DATA')
+        row = layout.row(align=True)
+        row.operator("strata.clear_camera_animation", icon='X')
+        row.operator("strata.render_preview", icon='RENDER_ANIMATION')
+        scene = context.scene
+        layout.label(text=f"Frames {scene.frame_start}–{scene.frame_end}; adjust the move in the Adjust Last "
+                          f"Operation panel", icon='INFO')
+
+
+class VIEW3D_PT_strata_export_view(StrataSidebar, Panel):
+    bl_label = "Export Camera View"
+    bl_order = 30
+
+    def draw(self, context):
+        row = self.layout.row(align=True)
+        row.operator("strata.export_view", text="PowerPoint", icon='EXPORT').kind = 'PPTX'
+        row.operator("strata.export_view", text="Photoshop", icon='EXPORT').kind = 'PSD'
+
+
+classes = (STRATA_UL_layers, VIEW3D_PT_strata_layers, VIEW3D_PT_strata_motion, VIEW3D_PT_strata_export_view)

@@ -88,8 +88,24 @@ class _Faults:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected by test hook)")
 
 
+def _die_with_parent() -> None:
+    """If the server is killed (kill -9, power button), its worker must not live on, finish the job and write into
+    a folder the next server has already marked failed. Linux: ask the kernel to SIGKILL us when the parent dies."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass  # not Linux: the parent-pid check in the progress callback covers it
+
+
 def worker_main(conn, cancel_event, backend_name: str, backend_options: dict[str, Any]) -> None:
     """Entry point of the worker process (must stay importable at module level for ``spawn``)."""
+    _die_with_parent()
+    parent_pid = os.getppid()
     from .backends import create_backend
     from .backends.base import CancelToken
 
@@ -121,7 +137,7 @@ def worker_main(conn, cancel_event, backend_name: str, backend_options: dict[str
         if backend is None:
             conn.send({"type": "done", "job": job_id, "status": "failed", "error": backend_error, "describe": describe})
             continue
-        result = _run_job(backend, message, conn, SharedCancelToken(cancel_event), faults)
+        result = _run_job(backend, message, conn, SharedCancelToken(cancel_event), faults, parent_pid)
         try:
             result["describe"] = dict(backend.describe())
         except Exception:
@@ -129,7 +145,7 @@ def worker_main(conn, cancel_event, backend_name: str, backend_options: dict[str
         conn.send(result)
 
 
-def _run_job(backend, message: dict, conn, cancel, faults: _Faults) -> dict:
+def _run_job(backend, message: dict, conn, cancel, faults: _Faults, parent_pid: int) -> dict:
     from .images import load_image
     from .layers import LayerStack
 
@@ -137,6 +153,8 @@ def _run_job(backend, message: dict, conn, cancel, faults: _Faults) -> dict:
     last_sent = {"stage": None, "at": 0.0}
 
     def progress(stage: str, step: int, total: int) -> None:
+        if os.getppid() != parent_pid:  # orphaned: the server is gone, nobody wants this result
+            os._exit(3)
         now = time.monotonic()
         if stage != last_sent["stage"] or step >= total or now - last_sent["at"] >= PROGRESS_INTERVAL_S:
             conn.send({"type": "progress", "job": job_id, "stage": stage, "step": int(step), "total": int(total)})
@@ -156,6 +174,8 @@ def _run_job(backend, message: dict, conn, cancel, faults: _Faults) -> dict:
         faults.before_decompose()
         stack: LayerStack = backend.decompose(image, params, progress, cancel)
         cancel.raise_if_canceled()
+        if os.getppid() != parent_pid:
+            os._exit(3)
         # 3. Save: layers, preview, then the manifest last.
         stack.parent = message.get("parent")
         stack.notes = list(message.get("notes", [])) + notes + list(stack.notes)

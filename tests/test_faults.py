@@ -1,0 +1,176 @@
+"""Failure paths of a real server (a subprocess on loopback): a worker killed mid-job, cancel mid-step, a GPU
+out-of-memory error, a full queue, a server restart with unfinished jobs.
+
+Slow jobs and the OOM come from the worker's test-only hook ``STRATA_FAULT_INJECT`` (see worker.py): a healthy CPU
+machine produces neither, and the real CPU decomposer is too fast to catch mid-step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from conftest import png_bytes_of, sample_image
+
+pytestmark = pytest.mark.timeout(120)
+
+STEP_S = 0.4
+
+
+def _png():
+    return png_bytes_of(sample_image())
+
+
+def _wait_running_step(server, job_id, min_step=1, timeout_s=30.0):
+    """Wait until the job is inside the backend (has reported progress)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        record = server.get(f"/v1/jobs/{job_id}").json()
+        if record["status"] == "running" and record["step"] >= min_step:
+            return record
+        assert record["status"] in ("queued", "running"), record
+        time.sleep(0.02)
+    raise AssertionError(f"job {job_id} never got going: {record}")
+
+
+@pytest.fixture(scope="module")
+def slow_server(tmp_path_factory):
+    from conftest import ServerProcess
+
+    server = ServerProcess(tmp_path_factory.mktemp("slow"), {"STRATA_FAULT_INJECT": f"slow_steps:{STEP_S}"},
+                           ("--max-queue", "2", "--cancel-grace-s", "2"))
+    yield server
+    server.stop()
+
+
+def test_kill_worker_mid_job_fails_that_job_and_recovers(slow_server):
+    server = slow_server
+    job_id = server.submit(_png(), layers=3)
+    _wait_running_step(server, job_id)
+    health = server.get("/v1/health").json()
+    os.kill(health["worker_pid"], signal.SIGKILL)
+
+    record = server.wait(job_id, timeout_s=10)
+    assert record["status"] == "failed"
+    assert "worker process exited with code -9 while running" in record["error"]
+    assert not (server.data_dir / "jobs" / job_id / "manifest.json").exists()
+
+    # A fresh worker takes the next job.
+    next_id = server.submit(_png(), layers=2)
+    assert server.wait(next_id, timeout_s=60)["status"] == "succeeded"
+    health_after = server.get("/v1/health").json()
+    assert health_after["worker_restarts"] == health["worker_restarts"] + 1
+    assert health_after["worker_pid"] != health["worker_pid"]
+
+
+def test_cancel_mid_step_stops_within_a_step(slow_server):
+    server = slow_server
+    job_id = server.submit(_png(), layers=3)
+    _wait_running_step(server, job_id)
+    started = time.monotonic()
+    response = server.post(f"/v1/jobs/{job_id}/cancel")
+    assert response.status_code == 200 and response.json()["cancel_requested"] is True
+    record = server.wait(job_id, timeout_s=10)
+    elapsed_s = time.monotonic() - started
+    assert record["status"] == "canceled" and record["error"] is None
+    assert elapsed_s < 3 * STEP_S + 1.0, f"cancel took {elapsed_s:.2f} s; the backend checks every step"
+    assert not (server.data_dir / "jobs" / job_id / "manifest.json").exists(), "a canceled job leaves no result"
+    assert server.post(f"/v1/jobs/{job_id}/cancel").status_code == 409
+
+    # The worker was not restarted: cancel is cooperative, the pipeline stays loaded.
+    worker_pid = server.get("/v1/health").json()["worker_pid"]
+    after = server.submit(_png(), layers=2)
+    assert server.wait(after, timeout_s=60)["status"] == "succeeded"
+    assert server.get("/v1/health").json()["worker_pid"] == worker_pid
+
+
+def test_queued_job_cancels_immediately_and_full_queue_is_429(slow_server):
+    server = slow_server
+    running = server.submit(_png(), layers=3)
+    _wait_running_step(server, running)
+    queued = [server.submit(_png(), layers=2) for _ in range(2)]
+
+    response = server.post("/v1/jobs", files={"image": ("a.png", _png(), "image/png")},
+                           data={"params": json.dumps({"layers": 2})})
+    assert response.status_code == 429
+    assert "queue is full" in response.json()["detail"] and "retry" in response.json()["detail"]
+
+    canceled = server.post(f"/v1/jobs/{queued[0]}/cancel").json()
+    assert canceled["status"] == "canceled", "a queued job is canceled at once, without waiting for the worker"
+    assert server.get("/v1/health").json()["queue_length"] == 1
+    # Room again.
+    again = server.submit(_png(), layers=2)
+    for job_id in (running, queued[1], again):
+        server.post(f"/v1/jobs/{job_id}/cancel")
+    for job_id in (running, queued[1], again):
+        assert server.wait(job_id, timeout_s=20)["status"] == "canceled"
+
+
+def test_step_that_ignores_cancel_gets_its_worker_restarted(start_server):
+    # Each progress report sleeps 60 s (a hung CUDA kernel, a model load): cooperative cancel cannot work, so after
+    # --cancel-grace-s the worker is killed and the job still ends "canceled".
+    server = start_server(extra_env={"STRATA_FAULT_INJECT": "slow_steps:60"}, args=("--cancel-grace-s", "1"))
+    job_id = server.submit(_png(), layers=2)
+    _wait_running_step(server, job_id)
+    server.post(f"/v1/jobs/{job_id}/cancel")
+    record = server.wait(job_id, timeout_s=10)
+    assert record["status"] == "canceled"
+    assert server.get("/v1/health").json()["worker_restarts"] == 1
+
+
+def test_gpu_out_of_memory_fails_the_job_with_advice_and_the_next_succeeds(start_server):
+    server = start_server(extra_env={"STRATA_FAULT_INJECT": "oom_once"})
+    first = server.submit(_png(), layers=2)
+    record = server.wait(first, timeout_s=60)
+    assert record["status"] == "failed"
+    assert "ran out of memory" in record["error"] and "--preset lowvram" in record["error"]
+    second = server.submit(_png(), layers=2)
+    assert server.wait(second, timeout_s=60)["status"] == "succeeded"
+    assert server.get("/v1/health").json()["worker_restarts"] == 0
+
+
+def test_restart_fails_unfinished_jobs_and_keeps_finished_ones(start_server, tmp_path):
+    data_dir = tmp_path / "restart"
+    first = start_server(data_dir, extra_env={"STRATA_FAULT_INJECT": f"slow_steps:{STEP_S}"})
+    done = first.submit(_png(), layers=2)
+    first.wait(done, timeout_s=60)
+    running = first.submit(_png(), layers=3)
+    queued = first.submit(_png(), layers=2)
+    _wait_running_step(first, running)
+    first.proc.kill()  # no graceful shutdown: a crash or power loss
+    first.proc.wait(10)
+
+    second = start_server(data_dir)
+    assert second.get(f"/v1/jobs/{done}").json()["status"] == "succeeded"
+    assert second.get(f"/v1/jobs/{done}/layers/1.png").status_code == 200
+    for job_id in (running, queued):
+        record = second.get(f"/v1/jobs/{job_id}").json()
+        assert record["status"] == "failed" and "server restarted" in record["error"]
+    # The new server works.
+    assert second.wait(second.submit(_png(), layers=2), timeout_s=60)["status"] == "succeeded"
+
+
+def test_worker_dies_with_a_killed_server(start_server):
+    server = start_server(extra_env={"STRATA_FAULT_INJECT": f"slow_steps:{STEP_S}"})
+    job_id = server.submit(_png(), layers=3)
+    _wait_running_step(server, job_id)
+    worker_pid = server.get("/v1/health").json()["worker_pid"]
+    server.proc.kill()
+    server.proc.wait(10)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _alive(worker_pid):
+        time.sleep(0.05)
+    assert not _alive(worker_pid), "an orphaned worker would finish the job and write into its folder"
+    assert not (server.data_dir / "jobs" / job_id / "manifest.json").exists()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False

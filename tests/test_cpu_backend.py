@@ -1,0 +1,160 @@
+"""The embedded CPU decomposer: its layers composite back to the input, honour the requested count, stop when
+asked, and split simple posters into the layers they were made of."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from inference_server.backends.base import CancelToken
+from inference_server.backends.cpu import CpuDecomposer
+from inference_server.errors import InvalidInput, JobCanceled
+from inference_server.layers import LayerStack, composite_over
+from inference_server.metrics import mean_levels, score_layers
+from inference_server.params import DecomposeParams
+from inference_server.samples import make_flat_poster, make_sample
+
+
+@pytest.fixture(scope="module")
+def decomposer():
+    return CpuDecomposer()
+
+
+def _decompose(decomposer, rgba: np.ndarray, layers: int, **kwargs) -> LayerStack:
+    mode = "RGBA" if rgba.shape[2] == 4 else "RGB"
+    return decomposer.decompose(Image.fromarray(rgba, mode), DecomposeParams(layers=layers, backend="cpu"), **kwargs)
+
+
+def _composite_error(stack: LayerStack, target_rgba: np.ndarray) -> float:
+    """Mean absolute difference (0–255) of the layers' composite against the target, colour premultiplied."""
+    composite = stack.composite().astype(np.float64)
+    target = target_rgba.astype(np.float64)
+    diff_color = np.abs(composite[..., :3] * composite[..., 3:] - target[..., :3] * target[..., 3:]) / 255.0
+    diff_alpha = np.abs(composite[..., 3] - target[..., 3])
+    return float((diff_color.sum() + diff_alpha.sum()) / (4 * diff_alpha.size))
+
+
+@pytest.mark.parametrize("kind", ["flat", "gradient", "photo", "cutout", "semi", "text"])
+def test_layers_composite_back_to_the_input(decomposer, kind):
+    sample = make_sample(kind, 256, 192, seed=2)
+    stack = _decompose(decomposer, sample.composite, 4)
+    assert _composite_error(stack, sample.composite) <= 1.0
+    assert stack.layers[0].rgba[..., 3].min() == 255, "the background of an opaque image is opaque"
+    assert stack.backend == "cpu"
+
+
+def test_an_rgba_input_round_trips_including_its_transparency(decomposer):
+    sample = make_sample("flat", 200, 160, seed=3)
+    rgba = sample.composite.copy()
+    # Feathered oval cut-out of the poster, transparent around it: like a layer sent back for re-decomposition.
+    ys, xs = np.mgrid[0:160, 0:200]
+    radius = np.sqrt(((xs - 100) / 90.0) ** 2 + ((ys - 80) / 70.0) ** 2)
+    rgba[..., 3] = np.clip((1.0 - radius) * 8.0, 0.0, 1.0) * 255
+    stack = _decompose(decomposer, rgba, 3)
+    assert _composite_error(stack, rgba) <= 1.0
+    composite_alpha = stack.composite()[..., 3]
+    assert composite_alpha[0, 0] == 0 and composite_alpha[80, 100] == 255
+
+
+def test_an_rgb_input_is_accepted(decomposer):
+    composite, _ = make_flat_poster(160, 120, seed=1)
+    stack = _decompose(decomposer, composite[..., :3].copy(), 3)
+    assert _composite_error(stack, composite) <= 1.0
+
+
+def test_a_tiny_image_decomposes(decomposer):
+    composite, _ = make_flat_poster(8, 8, seed=0)
+    stack = _decompose(decomposer, composite, 4)
+    assert 1 <= len(stack.layers) <= 4
+    assert _composite_error(stack, composite) <= 1.0
+
+
+def test_one_layer_is_the_image_itself(decomposer):
+    composite, _ = make_flat_poster(128, 96, seed=0)
+    stack = _decompose(decomposer, composite, 1)
+    assert len(stack.layers) == 1
+    assert np.array_equal(stack.layers[0].rgba, composite)
+
+
+@pytest.mark.parametrize("layers", [2, 3, 4])
+def test_the_requested_count_is_respected(decomposer, layers):
+    composite, _ = make_flat_poster(256, 192, seed=0)
+    stack = _decompose(decomposer, composite, layers)
+    assert len(stack.layers) == layers
+    assert _composite_error(stack, composite) <= 1.0
+    assert stack.layers[0].name == "Background"
+
+
+def test_asking_for_more_layers_than_the_image_has_returns_fewer_and_says_so(decomposer):
+    composite, truth = make_flat_poster(256, 192, seed=0)
+    stack = _decompose(decomposer, composite, 16)
+    assert 2 <= len(stack.layers) < 16
+    assert any("fewer than the 16 requested" in note for note in stack.notes)
+    assert _composite_error(stack, composite) <= 1.0
+
+
+def test_layers_have_meaningful_names(decomposer):
+    composite, _ = make_flat_poster(512, 384, seed=0)  # background, triangle, rectangle, the word "NEW"
+    names = [layer.name for layer in _decompose(decomposer, composite, 4).layers]
+    assert names[0] == "Background"
+    assert names[-1] == "Text 'NEW'"
+    assert all(name.endswith("shape") for name in names[1:-1]), names
+
+
+def test_progress_reports_every_stage_and_each_peel(decomposer):
+    composite, _ = make_flat_poster(160, 120, seed=0)
+    seen = []
+    _decompose(decomposer, composite, 4, progress=lambda stage, step, total: seen.append((stage, step, total)))
+    stages = [stage for stage, _, _ in seen]
+    for stage in ("check", "regions", "text", "elements", "order", "peel", "fill", "residual"):
+        assert stage in stages
+    peels = [(step, total) for stage, step, total in seen if stage == "peel"]
+    assert peels[-1][0] == peels[-1][1] >= 2
+
+
+def test_cancel_before_start_and_mid_peel(decomposer):
+    composite, _ = make_flat_poster(160, 120, seed=0)
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(JobCanceled):
+        _decompose(decomposer, composite, 4, cancel=token)
+
+    token = CancelToken()
+    stages_after_cancel = []
+
+    def progress(stage, step, total):
+        if token.canceled:
+            stages_after_cancel.append(stage)
+        if stage == "peel" and step == 1:
+            token.cancel()
+
+    with pytest.raises(JobCanceled):
+        _decompose(decomposer, composite, 4, progress=progress, cancel=token)
+    assert stages_after_cancel == [], "work went on after the cancel"
+
+
+def test_a_palette_image_gets_a_teaching_error(decomposer):
+    image = Image.new("P", (16, 16))
+    with pytest.raises(InvalidInput, match="got mode 'P'"):
+        decomposer.decompose(image, DecomposeParams(layers=2))
+
+
+def test_quality_floor_on_flat_posters(decomposer):
+    # The benchmark's target is L1 ≤ 0.06 / IoU ≥ 0.75 over a larger set; this floor is looser.
+    scores = []
+    for seed in (0, 1):
+        composite, truth = make_flat_poster(512, 384, seed=seed)
+        stack = _decompose(decomposer, composite, len(truth))
+        scores.append(score_layers([layer.rgba for layer in stack.layers], truth))
+    l1, iou = mean_levels(scores)[0]
+    assert l1 <= 0.08
+    assert iou >= 0.7
+
+
+def test_a_decomposition_survives_save_and_load(decomposer, tmp_path):
+    composite, _ = make_flat_poster(128, 96, seed=0)
+    stack = _decompose(decomposer, composite, 3)
+    loaded = LayerStack.load(stack.save(tmp_path / "job"))
+    assert [layer.name for layer in loaded.layers] == [layer.name for layer in stack.layers]
+    assert np.array_equal(composite_over([layer.rgba for layer in loaded.layers]), stack.composite())

@@ -1,0 +1,94 @@
+"""The LayerD scoring protocol: sanity anchors a reader of the benchmark relies on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from inference_server.layers import composite_over
+from inference_server.metrics import (alpha_iou, dtw_path, group_layers, mean_levels, reconstruction_mae, rgb_l1,
+                                      score_layers)
+from inference_server.samples import make_sample
+
+
+def _solid(height_px, width_px, rgb, box=None, alpha=255):
+    layer = np.zeros((height_px, width_px, 4), np.uint8)
+    y0, y1, x0, x1 = box or (0, height_px, 0, width_px)
+    layer[y0:y1, x0:x1] = (*rgb, alpha)
+    return layer
+
+
+@pytest.mark.parametrize("kind", ["flat", "semi", "cutout"])
+def test_ground_truth_against_itself_is_perfect_at_every_edit_level(kind):
+    sample = make_sample(kind, 128, 96, seed=1)
+    levels = score_layers(sample.layers, sample.layers)
+    assert len(levels) == 6
+    for level in levels:
+        assert level.rgb_l1 == 0.0
+        assert level.alpha_iou == 1.0
+
+
+def test_single_opaque_layer_baseline_matches_the_notes_anchors():
+    # Notes' anchors (their own synthetic poster): L1 0.075 → 0.033, IoU 0.33 → 0.55 from edit 0 to the best.
+    samples = [make_sample(kind, 256, 192, seed) for kind in ("flat", "gradient", "semi") for seed in range(2)]
+    means = mean_levels([score_layers([s.composite], s.layers) for s in samples])
+    l1_e0, iou_e0 = means[0]
+    l1_e5, iou_e5 = means[-1]
+    assert 0.03 <= l1_e0 <= 0.12
+    assert 0.25 <= iou_e0 <= 0.5
+    assert 0.45 <= iou_e5 <= 0.7
+    assert iou_e5 > iou_e0 and l1_e5 <= l1_e0
+
+
+def test_disjoint_layers_of_one_depth_group_into_one():
+    background = _solid(20, 20, (255, 255, 255))
+    left = _solid(20, 20, (255, 0, 0), (2, 8, 2, 8))
+    right = _solid(20, 20, (0, 0, 255), (12, 18, 12, 18))
+    groups = group_layers([background, left, right])
+    assert len(groups) == 2
+    assert np.array_equal(groups[1][..., 3] > 0, (left[..., 3] > 0) | (right[..., 3] > 0))
+    # So a prediction that keeps the two squares together scores perfectly against one that splits them.
+    together = composite_over([left, right])
+    levels = score_layers([background, together], [background, left, right])
+    assert levels[0].rgb_l1 == 0.0 and levels[0].alpha_iou == 1.0
+
+
+def test_overlapping_layers_stay_separate():
+    background = _solid(20, 20, (255, 255, 255))
+    lower = _solid(20, 20, (255, 0, 0), (2, 12, 2, 12))
+    upper = _solid(20, 20, (0, 0, 255), (8, 18, 8, 18))
+    assert len(group_layers([background, lower, upper])) == 3
+
+
+def test_pair_metrics_on_known_values():
+    gt = _solid(10, 10, (100, 100, 100), (0, 10, 0, 5))
+    pred = _solid(10, 10, (151, 100, 100), (0, 10, 0, 10), alpha=255)
+    assert rgb_l1(pred, gt) == pytest.approx(51 / 255 / 3)
+    assert alpha_iou(pred, gt) == pytest.approx(0.5)
+    empty = np.zeros((10, 10, 4), np.uint8)
+    assert alpha_iou(empty, empty) == 1.0
+    assert rgb_l1(pred, empty) == 0.0
+
+
+def test_dtw_path_follows_the_cheap_diagonal_and_covers_both_ends():
+    cost = np.array([[0.0, 1.0, 1.0], [1.0, 0.0, 1.0], [1.0, 1.0, 0.0], [1.0, 1.0, 0.0]])
+    assert dtw_path(cost) == [(0, 0), (1, 1), (2, 2), (3, 2)]
+
+
+def test_a_one_layer_ground_truth_is_skipped_and_mismatched_sizes_are_refused():
+    layer = _solid(8, 8, (1, 2, 3))
+    assert score_layers([layer], [layer]) is None
+    with pytest.raises(ValueError, match="one shape"):
+        score_layers([layer], [_solid(8, 9, (1, 2, 3)), _solid(8, 9, (1, 2, 3))])
+
+
+def test_reconstruction_error_ignores_colour_under_zero_alpha():
+    sample = make_sample("flat", 64, 48, seed=0)
+    assert reconstruction_mae(sample.layers, sample.composite) == 0.0
+    shifted = sample.composite.copy()
+    shifted[..., 0] = np.clip(shifted[..., 0].astype(int) + 3, 0, 255)
+    assert reconstruction_mae(sample.layers, shifted) == pytest.approx(0.75, abs=0.1)
+    transparent_a = np.zeros((4, 4, 4), np.uint8)
+    transparent_b = transparent_a.copy()
+    transparent_b[..., :3] = 200
+    assert reconstruction_mae([transparent_a], transparent_b) == 0.0

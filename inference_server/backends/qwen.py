@@ -1,0 +1,479 @@
+"""Qwen-Image-Layered backend: diffusers' ``QwenImageLayeredPipeline``, loaded once and kept between jobs.
+
+``decompose`` runs the pipeline's own stages one by one (caption, encode, denoise, decode) so each can report
+progress, be timed for the manifest and be canceled in between; the denoising loop itself is the pipeline's,
+called with ready prompt embeddings and ``output_type="latent"``.
+
+Layer order: the model's first output layer is the background, the later ones are foreground layers stacked back
+to front (Qwen-Image-Layered model card). The frame before them, the model's reconstruction of the input, is
+dropped by the pipeline. A LayerStack is back→front too, so the order is kept as is.
+
+Presets (``DecomposeParams.preset``) trade speed, memory and exactness:
+
+=========  =====================================================================================================
+stock      plain diffusers: bf16 on CUDA (fp32 on CPU), no compile, the pipeline as shipped.
+exact      stock + no text mask when the prompt has no padding (SDPA may then pick its flash kernel) + regional
+           ``torch.compile`` of the 60 repeated transformer blocks (compiled once, reused by later jobs). Same math
+           as stock up to bf16 rounding.
+fast       exact + fp8 weights/activations in the transformer's linear layers (torchao, CUDA only) + First Block
+           Cache (skips the remaining blocks on steps where the first block's output barely changed).
+           Approximate: layers differ visibly from stock.
+lowvram    bf16 with block-level group offloading of every model (weights live in CPU RAM and stream to the GPU a
+           block ahead of use) so peak GPU memory stays far under 24 GB; slower per step.
+=========  =====================================================================================================
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ..errors import InvalidInput, JobCanceled, ModelUnavailable, OutOfMemory
+from ..layers import Layer, LayerStack, Stopwatch
+from ..params import OFFLOAD_MODES, PRESETS, DecomposeParams
+from .base import CancelToken, ProgressCallback, no_progress
+
+DOWNLOAD_HINT = (
+    "download with `huggingface-cli download Qwen/Qwen-Image-Layered` or set STRATA_QWEN_MODEL to a local folder"
+)
+# The pipeline's own default; the text encoder's embeddings are cut to this many tokens.
+MAX_SEQUENCE_LENGTH = 512
+# First Block Cache threshold of the fast preset (diffusers' default is 0.05; 0.08 skips more steps).
+FAST_CACHE_THRESHOLD = 0.08
+APPROXIMATE_PRESETS = ("fast",)
+
+
+def torchvision_available() -> bool:
+    try:
+        from transformers.utils import is_torchvision_available
+    except ImportError:
+        return False
+    return bool(is_torchvision_available())
+
+
+def image_only_processor_class():
+    """``Qwen2VLProcessor`` without its video half, for machines without torchvision.
+
+    transformers 5 builds (and type-checks by name) a torchvision-only video processor whenever a Qwen2VLProcessor
+    is made or loaded, so on a CPU-only torch without torchvision the real pipeline cannot even load. The layered
+    pipeline only captions still images, so this subclass drops the video processor and keeps everything else: it
+    reads the same ``processor/`` folder (tokenizer + image processor) and tokenizes the same way.
+    """
+    from transformers import Qwen2VLProcessor
+
+    class ImageOnlyQwen2VLProcessor(Qwen2VLProcessor):
+        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+            super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
+
+    return ImageOnlyQwen2VLProcessor
+
+
+def _is_oom(error: BaseException) -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return isinstance(error, torch.cuda.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+    )
+
+
+class QwenLayeredBackend:
+    """One loaded ``QwenImageLayeredPipeline``; ``decompose`` calls are serialised by the caller (one job at a time)."""
+
+    name = "qwen"
+
+    def __init__(
+        self,
+        model_id: str | None = None,
+        device: str | None = None,
+        preset: str = "exact",
+        offload: str = "none",
+        compile_backend: str | None = None,
+        load_now: bool = False,
+    ) -> None:
+        """
+        model_id: Hub id or local folder (default: env ``STRATA_QWEN_MODEL``, else ``Qwen/Qwen-Image-Layered``).
+        device: "cuda", "cuda:1", "cpu"... (default: cuda if available).
+        preset / offload: what is applied at load time; a job asking for another preset reloads the pipeline.
+        compile_backend: torch.compile backend for the exact/fast presets ("inductor" on CUDA by default; on CPU
+            compiling is off unless a backend is named, e.g. "eager" to check that the blocks trace).
+        """
+        from . import qwen_model_id
+
+        if preset not in PRESETS:
+            raise InvalidInput(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+        if offload not in OFFLOAD_MODES:
+            raise InvalidInput(f"offload must be one of {', '.join(OFFLOAD_MODES)}, got {offload!r}")
+        self.model_id = model_id or qwen_model_id()
+        self._device_name = device
+        self.preset = preset
+        self.offload = offload
+        self.compile_backend = compile_backend
+        self.pipe = None
+        self._configured: tuple[str, str] | None = None
+        self._compiled = False
+        self.load_seconds: float | None = None
+        if load_now:
+            self.load(preset, offload)
+
+    # ----------------------------------------------------------------------------------------------- describe
+    @property
+    def device(self) -> str:
+        if self._device_name:
+            return self._device_name
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def describe(self) -> dict:
+        info = {
+            "backend": self.name,
+            "device": self.device,
+            "model_loaded": self.pipe is not None,
+            "model": self.model_id,
+            "preset": self._configured[0] if self._configured else self.preset,
+            "offload": self._configured[1] if self._configured else self.offload,
+        }
+        if self.load_seconds is not None:
+            info["load_s"] = round(self.load_seconds, 2)
+        return info
+
+    # ----------------------------------------------------------------------------------------------- loading
+    def _dtype(self):
+        import torch
+
+        return torch.bfloat16 if self.device.startswith("cuda") else torch.float32
+
+    def _check_weights(self) -> None:
+        if os.path.isdir(self.model_id):
+            if not os.path.isfile(os.path.join(self.model_id, "model_index.json")):
+                raise ModelUnavailable(
+                    f"weights not found at {self.model_id} (no model_index.json there); {DOWNLOAD_HINT}"
+                )
+            return
+        # A Hub id is exactly "owner/name"; anything else (absolute, relative, deeper) is a folder that is missing.
+        if os.path.isabs(self.model_id) or self.model_id.startswith((".", "~")) or self.model_id.count("/") != 1:
+            raise ModelUnavailable(f"weights not found at {self.model_id} (no such folder); {DOWNLOAD_HINT}")
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError as error:  # pragma: no cover - huggingface_hub comes with diffusers
+            raise ModelUnavailable(f"huggingface_hub is not installed ({error}); pip install 'strata[qwen]'")
+        if not isinstance(try_to_load_from_cache(self.model_id, "model_index.json"), str):
+            raise ModelUnavailable(
+                f"weights not found at {self.model_id} (not a folder, not in the Hugging Face cache); {DOWNLOAD_HINT}"
+            )
+
+    def load(self, preset: str | None = None, offload: str | None = None):
+        """Load (or reconfigure) the pipeline for ``preset``/``offload``; returns it. Cheap when already so."""
+        preset = preset or self.preset
+        offload = offload or self.offload
+        if self.pipe is not None and self._configured == (preset, offload):
+            return self.pipe
+        try:
+            import torch
+            from diffusers import QwenImageLayeredPipeline
+        except ImportError as error:
+            raise ModelUnavailable(f"the qwen backend needs torch and diffusers>=0.42 ({error}); pip install 'strata[qwen]'")
+        self._check_weights()
+        # Presets change the model in place (fp8 weights, compiled blocks, offload hooks); going to another
+        # preset starts from fresh weights rather than trying to undo them.
+        self.unload()
+        started = time.perf_counter()
+        extra: dict[str, Any] = {}
+        if not torchvision_available():
+            extra["processor"] = image_only_processor_class().from_pretrained(self.model_id, subfolder="processor")
+        try:
+            pipe = QwenImageLayeredPipeline.from_pretrained(self.model_id, dtype=self._dtype(), **extra)
+        except (OSError, EnvironmentError) as error:
+            raise ModelUnavailable(f"weights not found at {self.model_id} ({error}); {DOWNLOAD_HINT}") from error
+        pipe.set_progress_bar_config(disable=True)
+        try:
+            self._apply_preset(pipe, preset, offload)
+        except BaseException as error:
+            del pipe
+            self._free_cuda()
+            if _is_oom(error):
+                raise OutOfMemory(self._oom_message(preset, "loading the model")) from error
+            raise
+        self.pipe = pipe
+        self._configured = (preset, offload)
+        self.load_seconds = time.perf_counter() - started
+        return pipe
+
+    def unload(self) -> None:
+        self.pipe = None
+        self._configured = None
+        self._compiled = False
+        self._free_cuda()
+
+    def _free_cuda(self) -> None:
+        import gc
+
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
+
+    def _apply_preset(self, pipe, preset: str, offload: str) -> None:
+        """Place the pipeline on the device and apply the preset's speed/memory measures."""
+        import torch
+
+        device = torch.device(self.device)
+        if preset == "lowvram" and offload == "none":
+            offload = "group"
+        # a. Placement / offloading.
+        if offload == "none":
+            pipe.to(device)
+        elif offload == "model":
+            if device.type == "cpu":
+                # Moving whole models between CPU and CPU saves nothing (and accelerate's hooks then change
+                # the last bits of the result); the pipeline just stays where it is.
+                pipe.to(device)
+            else:
+                pipe.enable_model_cpu_offload(device=device)
+        else:
+            # "sequential" streams one leaf layer at a time (least memory); "group" one transformer block at a
+            # time, prefetched on a side CUDA stream so copies overlap compute.
+            use_stream = device.type == "cuda" and offload == "group"
+            pipe.enable_group_offload(
+                onload_device=device,
+                offload_device=torch.device("cpu"),
+                offload_type="leaf_level" if offload == "sequential" else "block_level",
+                num_blocks_per_group=None if offload == "sequential" else 1,
+                use_stream=use_stream,
+            )
+        # b. fp8 linear layers (fast only): torchao's dynamic rowwise fp8 needs compute capability ≥ 8.9.
+        if preset == "fast" and device.type == "cuda":
+            self._quantize_fp8(pipe.transformer)
+        # c. Step cache (fast only): approximate by design.
+        if preset == "fast":
+            from diffusers import FirstBlockCacheConfig
+
+            pipe.transformer.enable_cache(FirstBlockCacheConfig(threshold=FAST_CACHE_THRESHOLD))
+        # d. Regional compile: the 60 identical blocks compile once and share the code.
+        if preset in ("exact", "fast") and offload == "none":
+            backend = self.compile_backend or ("inductor" if device.type == "cuda" else None)
+            if backend is not None:
+                # The step cache hooks call a compiler-disabled check from inside the first block: no full graph there.
+                pipe.transformer.compile_repeated_blocks(fullgraph=preset != "fast", backend=backend)
+                self._compiled = True
+
+    def _quantize_fp8(self, transformer) -> None:
+        try:
+            from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
+        except ImportError as error:
+            raise ModelUnavailable(f"the fast preset needs torchao for fp8 ({error}); pip install torchao") from error
+        blocks = transformer.transformer_blocks
+        # Only the blocks' linear layers: the embedders and the final projection stay bf16 (small, and the most
+        # sensitive to rounding).
+        quantize_(blocks, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()))
+
+    def _oom_message(self, preset: str, stage: str) -> str:
+        lighter = "lowvram" if preset != "lowvram" else "lowvram with offload=sequential"
+        return (
+            f"the GPU ran out of memory while {stage} with preset {preset!r}; try preset {lighter!r} "
+            "(weights stream from CPU RAM, peak under 22 GiB), fewer layers or resolution 640"
+        )
+
+    @contextmanager
+    def _oom_as_error(self, preset: str, stage: str):
+        try:
+            yield
+        except JobCanceled:
+            raise
+        except BaseException as error:
+            if _is_oom(error):
+                self._free_cuda()
+                raise OutOfMemory(self._oom_message(preset, stage)) from error
+            raise
+
+    # ----------------------------------------------------------------------------------------------- decompose
+    def decompose(
+        self,
+        image: Image.Image,
+        params: DecomposeParams,
+        progress: ProgressCallback = no_progress,
+        cancel: CancelToken | None = None,
+    ) -> LayerStack:
+        import torch
+        from diffusers.pipelines.qwenimage.pipeline_qwenimage_layered import calculate_dimensions
+
+        cancel = cancel or CancelToken()
+        watch = Stopwatch()
+
+        # 1. Check inputs
+        if not isinstance(image, Image.Image):
+            raise InvalidInput(f"expected a PIL image, got {type(image).__name__}")
+        if image.mode not in ("RGB", "RGBA"):
+            raise InvalidInput(f"expected RGB or RGBA, got mode {image.mode!r}; convert the image first")
+        params.validate()
+        image = image.convert("RGBA")
+        input_width_px, input_height_px = image.size
+        if min(input_width_px, input_height_px) < 16:
+            raise InvalidInput(f"the image is {input_width_px}×{input_height_px} px; both sides must be at least 16 px")
+        seed = params.seed if params.seed is not None else secrets.randbelow(2**63)
+        cancel.raise_if_canceled()
+
+        # 2. Load the pipeline for this preset (kept between jobs; a different preset reloads)
+        if self.pipe is None or self._configured != (params.preset, params.offload):
+            progress("load", 0, 1)
+            watch.start("load")
+            pipe = self.load(params.preset, params.offload)
+            watch.stop()
+            progress("load", 1, 1)
+        pipe = self.pipe
+        device = pipe._execution_device
+        # The pipeline's working size: about resolution² pixels with the input's aspect, multiple of 32 (its
+        # condition image) and of 16 (its latents; equal here since 32 divides both).
+        work_width_px, work_height_px = calculate_dimensions(params.resolution**2, input_width_px / input_height_px)
+        prompt_image = pipe.image_processor.resize(image, work_height_px, work_width_px)
+        cancel.raise_if_canceled()
+
+        # 3. Caption (empty prompt): the VL text encoder describes the image
+        prompt = params.prompt.strip()
+        if not prompt:
+            progress("caption", 0, 1)
+            watch.start("caption")
+            with self._oom_as_error(params.preset, "captioning"), torch.inference_mode():
+                prompt = pipe.get_image_caption(prompt_image, use_en_prompt=params.use_en_prompt, device=device)
+            watch.stop()
+            progress("caption", 1, 1)
+            # A random-weight or unlucky caption can be empty; the pipeline would then caption again.
+            prompt = prompt or "an image"
+        cancel.raise_if_canceled()
+
+        # 4. Encode the prompt (and the negative prompt when true CFG runs)
+        do_true_cfg = params.true_cfg_scale > 1 and params.negative_prompt is not None
+        progress("encode", 0, 2 if do_true_cfg else 1)
+        watch.start("encode")
+        with self._oom_as_error(params.preset, "encoding the prompt"), torch.inference_mode():
+            prompt_embeds, prompt_mask = pipe.encode_prompt(
+                prompt, device=device, max_sequence_length=MAX_SEQUENCE_LENGTH
+            )
+            negative_embeds = negative_mask = None
+            if do_true_cfg:
+                progress("encode", 1, 2)
+                negative_embeds, negative_mask = pipe.encode_prompt(
+                    params.negative_prompt, device=device, max_sequence_length=MAX_SEQUENCE_LENGTH
+                )
+        if params.preset != "stock":
+            # An all-ones mask makes SDPA use its masked (slower) kernels for nothing; diffusers 0.42 already
+            # drops it in encode_prompt, older versions did not.
+            prompt_mask = _drop_full_mask(prompt_mask)
+            negative_mask = _drop_full_mask(negative_mask)
+        watch.stop()
+        progress("encode", 2 if do_true_cfg else 1, 2 if do_true_cfg else 1)
+        cancel.raise_if_canceled()
+
+        # 5. Denoise, then 6. decode: the pipeline's own loop and decoder. It reports and checks cancellation after
+        # every step; the last step's report marks where decoding starts.
+        total_steps = params.num_inference_steps
+        step_ends: list[float] = []
+
+        def on_step_end(pipeline, step_index, timestep, callback_kwargs):
+            step_ends.append(time.perf_counter())
+            progress("denoise", step_index + 1, total_steps)
+            if cancel.canceled:
+                # _interrupt makes the loop skip its remaining steps; raising here also skips the decoder, which
+                # would otherwise still run on the half-denoised latents.
+                pipeline._interrupt = True
+                raise JobCanceled(f"canceled during denoising after {step_index + 1} of {total_steps} steps")
+            if step_index + 1 == total_steps:
+                progress("decode", 0, params.layers)
+            return callback_kwargs
+
+        progress("denoise", 0, total_steps)
+        denoise_started = time.perf_counter()
+        generator = torch.Generator("cpu").manual_seed(seed)
+        with self._oom_as_error(params.preset, "denoising"), _quiet_pipeline_warnings():
+            frames = pipe(
+                image=image,
+                prompt=prompt,  # with prompt_embeds given, a non-empty prompt only stops the pipeline captioning
+                prompt_embeds=prompt_embeds,
+                prompt_embeds_mask=prompt_mask,
+                negative_prompt_embeds=negative_embeds,
+                negative_prompt_embeds_mask=negative_mask,
+                true_cfg_scale=params.true_cfg_scale,
+                layers=params.layers,
+                num_inference_steps=total_steps,
+                generator=generator,
+                resolution=params.resolution,
+                cfg_normalize=params.cfg_normalize,
+                use_en_prompt=params.use_en_prompt,
+                max_sequence_length=MAX_SEQUENCE_LENGTH,
+                # diffusers 0.42.1's output_type="latent" path fails (returns an unset variable), so the pipeline
+                # decodes; "np" gives H×W×4 floats in [0, 1] for each layer.
+                output_type="np",
+                callback_on_step_end=on_step_end,
+            ).images[0]
+        finished = time.perf_counter()
+        # The pipeline's VAE encoding of the input (tens of ms) falls into "denoise".
+        watch.timings_s["denoise"] = step_ends[-1] - denoise_started
+        watch.timings_s["decode"] = finished - step_ends[-1]
+        progress("decode", params.layers, params.layers)
+
+        # 7. Back to the input's size, as a back→front LayerStack
+        layers = []
+        for index, frame in enumerate(frames):
+            rgba = np.clip(np.rint(frame * 255.0), 0, 255).astype(np.uint8)
+            layer_image = Image.fromarray(rgba, "RGBA")
+            if layer_image.size != (input_width_px, input_height_px):
+                # PIL premultiplies RGBA before resampling, so no dark fringes appear at alpha edges.
+                layer_image = layer_image.resize((input_width_px, input_height_px), Image.Resampling.LANCZOS)
+            layers.append(Layer.from_image(layer_image, "Background" if index == 0 else f"Layer {index}"))
+
+        timings = dict(watch.timings_s)
+        timings["denoise_per_step"] = timings["denoise"] / total_steps
+        notes = [
+            f"Qwen-Image-Layered ({self.model_id}), preset {params.preset}, offload {params.offload}, "
+            f"worked at {work_width_px}×{work_height_px} px, resized to {input_width_px}×{input_height_px} px",
+            "layer 0 is the model's background layer; later layers are foreground, back to front",
+        ]
+        if params.preset in APPROXIMATE_PRESETS:
+            notes.append(f"preset {params.preset} is approximate (fp8 + step cache): layers differ from stock")
+        if not params.prompt.strip():
+            notes.append(f"caption: {prompt}")
+        stack_params = params.to_dict()
+        stack_params["seed"] = seed
+        return LayerStack(
+            layers,
+            backend=self.name,
+            params=stack_params,
+            seed=seed,
+            timings_s=timings,
+            notes=notes,
+            parent=(
+                {"job": params.parent_job, "layer": params.parent_layer} if params.parent_job is not None else None
+            ),
+        )
+
+
+@contextmanager
+def _quiet_pipeline_warnings():
+    """The pipeline warns that prompt embeddings came without a mask; None is what it passes itself for no padding."""
+    from diffusers.utils import logging as diffusers_logging
+
+    logger = diffusers_logging.get_logger("diffusers.pipelines.qwenimage.pipeline_qwenimage_layered")
+    level = logger.level
+    logger.setLevel(diffusers_logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _drop_full_mask(mask):
+    if mask is not None and bool(mask.all()):
+        return None
+    return mask

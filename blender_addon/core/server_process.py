@@ -112,7 +112,10 @@ class ServerProcess:
             if isinstance(event, dict) and event.get("event") == "listening" and event.get("url"):
                 self.url = str(event["url"]).rstrip("/")
                 return self.url
-        code = self.process.poll()
+        try:  # stdout closes a moment before the process is reaped: give it that moment for the exit code
+            code = self.process.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            code = None
         self.stop()
         why = (f"exited with code {code}" if code is not None
                else f"did not report listening within {self.startup_timeout_s:.0f} s")

@@ -1,0 +1,71 @@
+"""The add-on's ServerProcess: starts a real `strata serve` on port 0, learns its URL, reports crashes clearly."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from blender_addon.core.client import ServerClient, ServerError
+from blender_addon.core.server_process import ServerProcess, ServerStartError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def test_start_reuse_and_stop(tmp_path):
+    server = ServerProcess(sys.executable, backend="cpu", data_dir=tmp_path / "data", cwd=str(REPO), env=_env())
+    try:
+        url = server.start()
+        assert url.startswith("http://127.0.0.1:")
+        assert server.is_alive()
+        assert server.start() == url  # already running: reused, not restarted
+        health = ServerClient(url, server.token).health()
+        assert health["status"] == "ok" and health["backend"] == "cpu"
+        # A fresh random token per start: the wrong one is refused.
+        with pytest.raises(ServerError) as caught:
+            ServerClient(url, "not-the-token-0123456789").health()
+        assert caught.value.status == 401
+    finally:
+        server.stop()
+    assert not server.is_alive()
+    with pytest.raises(ServerError, match="cannot reach the Strata server"):
+        ServerClient(url, server.token).health()
+
+
+def test_crash_is_reported_with_exit_code_and_log(tmp_path):
+    server = ServerProcess(sys.executable, backend="cpu", data_dir=tmp_path / "data", cwd=str(REPO), env=_env())
+    server.start()
+    server.process.kill()
+    server.process.wait()
+    assert not server.is_alive()
+    assert "stopped (exit code" in server.exit_message()
+    assert "Restart server" in server.exit_message()
+    server.stop()
+
+
+def test_server_that_dies_at_startup_explains_why(tmp_path):
+    bad = ServerProcess(command=[sys.executable, "-c", "import sys; sys.stderr.write('boom: no weights\\n'); "
+                                                      "sys.exit(3)"], data_dir=tmp_path / "data")
+    with pytest.raises(ServerStartError, match="exited with code 3(.|\n)*boom: no weights"):
+        bad.start()
+
+
+def test_missing_python_and_nothing_configured(tmp_path):
+    with pytest.raises(ServerStartError, match="does not exist"):
+        ServerProcess(str(tmp_path / "nope" / "python"), data_dir=tmp_path).start()
+    with pytest.raises(ServerStartError, match="set the server's Python"):
+        ServerProcess(None)
+
+
+def test_silent_server_times_out(tmp_path):
+    silent = ServerProcess(command=[sys.executable, "-c", "import time; time.sleep(30)"], data_dir=tmp_path,
+                           startup_timeout_s=1.0)
+    with pytest.raises(ServerStartError, match="did not report listening within 1 s"):
+        silent.start()
+    assert not silent.is_alive()

@@ -231,6 +231,8 @@ def ensure_camera(context, root_name):
     scene.collection.objects.link(camera)
     camera.location = (0.0, 0.0, 0.0)
     camera.rotation_euler = (np.pi / 2, 0.0, 0.0)
+    # matrix_world is only recomputed by a depsgraph update; build_stack reads it right away.
+    camera.matrix_world = camera.matrix_basis.copy()
     scene.camera = camera
     return camera
 

@@ -1,0 +1,220 @@
+"""Parallax camera moves in real Blender: frame 1 renders the original, keys evaluate to the planned path.
+
+Renders are Cycles on the CPU at the sample's own tiny size (64×48), so every preset is rendered in well under a
+second. The sample layers come from ``inference_server.samples`` (written by the server venv: bpy's numpy can't
+import scikit-image).
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+bpy = pytest.importorskip("bpy")
+
+from mathutils import Euler, Matrix, Vector  # noqa: E402  (bpy first: mathutils comes with it)
+
+REPO = Path(__file__).resolve().parents[2]
+SERVER_PYTHON = os.environ.get("STRATA_SERVER_PYTHON", str(REPO / ".venv" / "bin" / "python"))
+WIDTH_PX, HEIGHT_PX = 64, 48
+# The stack's own camera view reproduces the input at ~50 dB (a few anti-aliased edge pixels off by a filter
+# sample); the rest frame of every move must render exactly that view again.
+MIN_REST_PSNR_DB = 45.0
+SAME_RENDER = 1.5 / 255
+
+
+def psnr_db(a, b):
+    return float(10 * np.log10(1.0 / max(float(((a - b) ** 2).mean()), 1e-12)))
+
+
+def write_sample_layers(folder: Path, kind="flat", width_px=WIDTH_PX, height_px=HEIGHT_PX, seed=0):
+    """layer_XX.png + composite.png of a sample, written by the server venv; → (layer paths, names)."""
+    code = (
+        "import sys, json\n"
+        "from inference_server.samples import make_sample\n"
+        "from inference_server.layers import write_png_atomic\n"
+        f"s = make_sample({kind!r}, {width_px}, {height_px}, {seed})\n"
+        "for i, layer in enumerate(s.layers): write_png_atomic(sys.argv[1] + f'/layer_{i:02d}.png', layer)\n"
+        "write_png_atomic(sys.argv[1] + '/composite.png', s.composite)\n"
+        "print(json.dumps(s.names))\n")
+    folder.mkdir(parents=True, exist_ok=True)
+    out = subprocess.run([SERVER_PYTHON, "-c", code, str(folder)], cwd=REPO, check=True, capture_output=True,
+                         text=True, timeout=120)
+    import json
+    names = json.loads(out.stdout.strip().splitlines()[-1])
+    return [str(folder / f"layer_{i:02d}.png") for i in range(len(names))], names
+
+
+def read_png(path) -> np.ndarray:
+    """H×W×4 float in [0, 1], top row first, as stored (no colour management)."""
+    image = bpy.data.images.load(str(path), check_existing=False)
+    image.colorspace_settings.name = 'Non-Color'
+    width_px, height_px = image.size
+    pixels = np.empty(width_px * height_px * 4, np.float32)
+    image.pixels.foreach_get(pixels)
+    bpy.data.images.remove(image)
+    return pixels.reshape(height_px, width_px, 4)[::-1]
+
+
+def render_frame(scene, path, frame):
+    scene.frame_set(frame)
+    scene.render.engine = 'CYCLES'
+    scene.cycles.samples = 4
+    scene.cycles.device = 'CPU'
+    scene.render.film_transparent = True
+    scene.render.image_settings.media_type = 'IMAGE'
+    scene.render.image_settings.file_format = 'PNG'
+    scene.render.image_settings.color_mode = 'RGBA'
+    scene.render.filepath = str(path)
+    bpy.ops.render.render(write_still=True)
+    return read_png(path)
+
+
+def enable_addon():
+    import addon_utils
+
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    if not any(mod.__name__ == "blender_addon" for mod in addon_utils.modules() if addon_utils.check(
+            mod.__name__)[1]):
+        addon_utils.enable("blender_addon", default_set=True, handle_error=None)
+    return sys.modules["blender_addon"]
+
+
+def clear_scene():
+    for collection in (bpy.data.objects, bpy.data.cameras, bpy.data.meshes, bpy.data.materials, bpy.data.images,
+                       bpy.data.actions):
+        for item in list(collection):
+            collection.remove(item)
+    for collection in list(bpy.data.collections):
+        bpy.data.collections.remove(collection)
+    bpy.context.scene.frame_start = 1
+
+
+@pytest.fixture(scope="module")
+def addon():
+    return enable_addon()
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("anim_sample")
+    paths, names = write_sample_layers(folder)
+    return {"paths": paths, "names": names, "composite": read_png(folder / "composite.png")}
+
+
+@pytest.fixture
+def stack(addon, sample, tmp_path):
+    from blender_addon.scene import planes
+
+    clear_scene()
+    # Fresh copies: the stack dilates its layer files in place.
+    paths = []
+    for path in sample["paths"]:
+        copy = tmp_path / os.path.basename(path)
+        copy.write_bytes(Path(path).read_bytes())
+        paths.append(str(copy))
+    root = planes.build_stack(bpy.context, paths, sample["names"], "job", "http://127.0.0.1:1", "poster",
+                              depth_spacing_m=1.0)
+    return root
+
+
+def test_every_preset_keys_a_move_whose_first_frame_renders_the_original(stack, sample, tmp_path):
+    from blender_addon.core import motion
+
+    scene = bpy.context.scene
+    camera = scene.camera
+    rest = render_frame(scene, tmp_path / "rest.png", 1)
+    assert psnr_db(rest[..., :3], sample["composite"][..., :3]) >= MIN_REST_PSNR_DB
+    for preset in motion.PRESETS:
+        result = bpy.ops.strata.animate_camera(preset=preset, amplitude=0.3, duration_frames=12,
+                                               keep_covered=preset != 'ZOOM_OUT')
+        assert result == {'FINISHED'}, preset
+        assert (scene.frame_start, scene.frame_end) == (1, 13)
+        first = render_frame(scene, tmp_path / f"{preset}_first.png", 1)
+        error = np.abs(first - rest).max()
+        assert error <= SAME_RENDER, f"{preset}: frame 1 differs from the unanimated view by {error * 255:.1f}/255"
+        assert psnr_db(first[..., :3], sample["composite"][..., :3]) >= MIN_REST_PSNR_DB, preset
+        last = render_frame(scene, tmp_path / f"{preset}_last.png", 13)
+        assert np.abs(last - sample["composite"]).mean() > 2 / 255, f"{preset}: the last frame shows no motion"
+        if preset != 'ZOOM_OUT':  # keep covered: the background fills the whole frame, no transparent border
+            assert last[..., 3].min() > 0.99, f"{preset}: the move revealed empty space at the frame edges"
+        else:
+            assert last[..., 3].min() < 0.01
+        assert camera.animation_data.action is not None
+
+
+@pytest.mark.parametrize("easing", ["LINEAR", "EASE_IN", "EASE_OUT", "EASE_IN_OUT", "SMOOTH"])
+def test_blender_curves_follow_the_planned_path_between_keys(stack, easing):
+    from blender_addon.core import motion
+    from blender_addon.scene import animation
+
+    scene = bpy.context.scene
+    camera = scene.camera
+    assert bpy.ops.strata.animate_camera(preset='DOLLY_OUT', amplitude=0.5, duration_frames=10, easing=easing,
+                                         loop=True) == {'FINISHED'}
+    geometry = animation.stack_geometry(stack, camera, 50.0)
+    path = motion.camera_path('DOLLY_OUT', geometry, 0.5, 10, easing, loop=True)
+    assert not path.baked and len(path.keys) == 3  # rest, peak, rest: ordinary editable keys
+    for frame in (1, 2, 3.5, 5, 6, 7.25, 9, 11):
+        scene.frame_set(int(frame), subframe=frame - int(frame))
+        expected = path.pose_at(frame)
+        world = stack.matrix_world @ Vector(expected.location_m)
+        assert (camera.matrix_world.translation - world).length < 1e-4, (easing, frame)
+        assert camera.data.lens == pytest.approx(expected.focal_length_mm, abs=1e-3), (easing, frame)
+
+
+def test_orbit_is_baked_and_keeps_the_stack_centre_in_view(stack):
+    from bpy_extras.object_utils import world_to_camera_view
+
+    scene = bpy.context.scene
+    assert bpy.ops.strata.animate_camera(preset='ORBIT_RIGHT', amplitude=0.5, duration_frames=8) == {'FINISHED'}
+    layers = [obj for obj in stack.children]
+    centre_m = sum(obj.strata.depth_m for obj in layers) / len(layers)
+    pivot = stack.matrix_world @ Vector((0.0, 0.0, -(max(o.strata.depth_m for o in layers) +
+                                                      min(o.strata.depth_m for o in layers)) / 2))
+    assert centre_m > 0
+    for frame in range(1, 10):
+        scene.frame_set(frame)
+        ndc = world_to_camera_view(scene, scene.camera, pivot)
+        assert (ndc.x, ndc.y) == pytest.approx((0.5, 0.5), abs=1e-4)
+    scene.frame_set(9)
+    assert (scene.camera.matrix_world.translation - stack.matrix_world.translation).length > 0.1
+
+
+def test_clear_puts_the_camera_back_at_rest(stack):
+    scene = bpy.context.scene
+    camera = scene.camera
+    rest = camera.matrix_world.copy()
+    bpy.ops.strata.animate_camera(preset='TRUCK_LEFT', duration_frames=6)
+    scene.frame_set(7)
+    assert (camera.matrix_world.translation - rest.translation).length > 0.01
+    assert bpy.ops.strata.clear_camera_animation() == {'FINISHED'}
+    scene.frame_set(4)
+    assert (camera.matrix_world.translation - rest.translation).length < 1e-5
+    assert camera.data.lens == pytest.approx(50.0)
+
+
+def test_impossible_move_is_refused_with_the_reason(stack):
+    stack.strata.base_distance_m = 0.5  # front layer 0.5 m away, stack 3 m deep: a big dolly-in would pass it
+    with pytest.raises(RuntimeError, match="nearest layer"):
+        bpy.ops.strata.animate_camera(preset='DOLLY_IN', amplitude=1.0)
+
+
+def test_preview_writes_a_video_or_frames(stack, tmp_path):
+    scene = bpy.context.scene
+    bpy.ops.strata.animate_camera(preset='PEDESTAL_UP', duration_frames=4)
+    base = tmp_path / "preview"
+    assert bpy.ops.strata.render_preview(filepath=str(base), resolution_percentage=50, samples=2) == {'FINISHED'}
+    if bpy.app.build_options.codec_ffmpeg:
+        video = Path(str(base) + ".mp4")
+        assert video.is_file() and video.stat().st_size > 1000
+        assert video.read_bytes()[4:8] == b"ftyp"  # an MP4 container
+    else:
+        assert len(list(tmp_path.glob("preview_*.png"))) == 5
+    # The scene's own render settings are back.
+    assert scene.render.resolution_percentage == 100
+    assert scene.render.image_settings.file_format == 'PNG'

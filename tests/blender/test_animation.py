@@ -5,9 +5,9 @@ second. The sample layers come from ``inference_server.samples`` (written by the
 import scikit-image).
 """
 
+import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +15,7 @@ import pytest
 
 bpy = pytest.importorskip("bpy")
 
-from mathutils import Euler, Matrix, Vector  # noqa: E402  (bpy first: mathutils comes with it)
+from mathutils import Vector  # noqa: E402  (bpy first: mathutils comes with it)
 
 REPO = Path(__file__).resolve().parents[2]
 SERVER_PYTHON = os.environ.get("STRATA_SERVER_PYTHON", str(REPO / ".venv" / "bin" / "python"))
@@ -43,7 +43,6 @@ def write_sample_layers(folder: Path, kind="flat", width_px=WIDTH_PX, height_px=
     folder.mkdir(parents=True, exist_ok=True)
     out = subprocess.run([SERVER_PYTHON, "-c", code, str(folder)], cwd=REPO, check=True, capture_output=True,
                          text=True, timeout=120)
-    import json
     names = json.loads(out.stdout.strip().splitlines()[-1])
     return [str(folder / f"layer_{i:02d}.png") for i in range(len(names))], names
 
@@ -73,32 +72,6 @@ def render_frame(scene, path, frame):
     return read_png(path)
 
 
-def enable_addon():
-    import addon_utils
-
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    if not any(mod.__name__ == "blender_addon" for mod in addon_utils.modules() if addon_utils.check(
-            mod.__name__)[1]):
-        addon_utils.enable("blender_addon", default_set=True, handle_error=None)
-    return sys.modules["blender_addon"]
-
-
-def clear_scene():
-    for collection in (bpy.data.objects, bpy.data.cameras, bpy.data.meshes, bpy.data.materials, bpy.data.images,
-                       bpy.data.actions):
-        for item in list(collection):
-            collection.remove(item)
-    for collection in list(bpy.data.collections):
-        bpy.data.collections.remove(collection)
-    bpy.context.scene.frame_start = 1
-
-
-@pytest.fixture(scope="module")
-def addon():
-    return enable_addon()
-
-
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory):
     folder = tmp_path_factory.mktemp("anim_sample")
@@ -107,10 +80,10 @@ def sample(tmp_path_factory):
 
 
 @pytest.fixture
-def stack(addon, sample, tmp_path):
+def stack(scene, sample, tmp_path):
+    """A 4-layer stack, 1 m apart, in front of the conftest's camera (an arbitrary pose, 35 mm lens)."""
     from blender_addon.scene import planes
 
-    clear_scene()
     # Fresh copies: the stack dilates its layer files in place.
     paths = []
     for path in sample["paths"]:
@@ -123,6 +96,7 @@ def stack(addon, sample, tmp_path):
 
 
 def test_every_preset_keys_a_move_whose_first_frame_renders_the_original(stack, sample, tmp_path):
+    """Each preset, keyed on the camera: frame 1 is the unanimated view (the input), the last frame has moved."""
     from blender_addon.core import motion
 
     scene = bpy.context.scene
@@ -156,7 +130,7 @@ def test_blender_curves_follow_the_planned_path_between_keys(stack, easing):
     camera = scene.camera
     assert bpy.ops.strata.animate_camera(preset='DOLLY_OUT', amplitude=0.5, duration_frames=10, easing=easing,
                                          loop=True) == {'FINISHED'}
-    geometry = animation.stack_geometry(stack, camera, 50.0)
+    geometry = animation.stack_geometry(stack, camera, 35.0)
     path = motion.camera_path('DOLLY_OUT', geometry, 0.5, 10, easing, loop=True)
     assert not path.baked and len(path.keys) == 3  # rest, peak, rest: ordinary editable keys
     for frame in (1, 2, 3.5, 5, 6, 7.25, 9, 11):
@@ -195,7 +169,7 @@ def test_clear_puts_the_camera_back_at_rest(stack):
     assert bpy.ops.strata.clear_camera_animation() == {'FINISHED'}
     scene.frame_set(4)
     assert (camera.matrix_world.translation - rest.translation).length < 1e-5
-    assert camera.data.lens == pytest.approx(50.0)
+    assert camera.data.lens == pytest.approx(35.0)
 
 
 def test_impossible_move_is_refused_with_the_reason(stack):

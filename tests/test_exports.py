@@ -32,9 +32,11 @@ from inference_server.samples import make_flat_poster
 
 WIDTH_PX, HEIGHT_PX = 320, 240
 NAMES = ["Paper", "Shape A", "Shape B", "Title"]
-# LibreOffice vs Layout.render() on the edited poster measured 48.3 dB PSNR, 0.08 mean abs error (0..255) with
-# LibreOffice 7.4. Its own resampling of the scaled picture and the alpha-modulated blend account for the rest.
-MIN_LIBREOFFICE_PSNR_DB = 40.0
+# LibreOffice 7.4 vs Layout.render(), measured: the poster as decomposed 73.5 dB (max error 1 level); the edited
+# poster 35.9 dB. LibreOffice snaps pictures to whole pixels while Layout.render() places them sub-pixel exact
+# (as PowerPoint does at any zoom), so the 0.4 px offset and the 1.5× rescale differ along vertical edges only.
+MIN_LIBREOFFICE_PSNR_DB = {"unedited": 60.0, "edited": 33.0}
+MAX_EDGE_PIXELS_FRACTION = 0.015  # pixels off by more than 8 levels (of 255), edited poster: measured 0.6 %
 
 
 def over_white(rgba: np.ndarray) -> np.ndarray:
@@ -223,40 +225,49 @@ def soffice() -> str:
     return path
 
 
-def libreoffice_png(soffice: str, pptx_path: Path, work: Path) -> np.ndarray:
-    """Render the first slide with LibreOffice headless (its own profile folder, so parallel runs don't clash)."""
+def libreoffice_pngs(soffice: str, pptx_paths: list[Path], work: Path) -> list[np.ndarray]:
+    """Render each deck's first slide with one LibreOffice run (own profile folder, so parallel runs don't clash)."""
     subprocess.run(
         [soffice, f"-env:UserInstallation=file://{work / 'lo-profile'}", "--headless", "--convert-to", "png",
-         "--outdir", str(work), str(pptx_path)],
+         "--outdir", str(work / "png"), *map(str, pptx_paths)],
         check=True, capture_output=True, timeout=120)
-    with Image.open(work / (pptx_path.stem + ".png")) as image:
-        return np.asarray(image.convert("RGBA"))
+    images = []
+    for path in pptx_paths:
+        with Image.open(work / "png" / (path.stem + ".png")) as image:
+            if image.size != (WIDTH_PX, HEIGHT_PX):
+                image = image.resize((WIDTH_PX, HEIGHT_PX), Image.Resampling.LANCZOS)
+            images.append(np.asarray(image.convert("RGBA")))
+    return images
 
 
-def test_pptx_rendered_by_libreoffice_matches_the_layout_render(edited_layout, soffice, tmp_path):
-    write_pptx(edited_layout, tmp_path / "edited.pptx")
-    rendered = libreoffice_png(soffice, tmp_path / "edited.pptx", tmp_path)
-    if rendered.shape[:2] != (HEIGHT_PX, WIDTH_PX):
-        rendered = np.asarray(Image.fromarray(rendered).resize((WIDTH_PX, HEIGHT_PX), Image.Resampling.LANCZOS))
-    got = over_white(rendered)
-    expected = over_white(edited_layout.render())
-    assert psnr_db(got, expected) >= MIN_LIBREOFFICE_PSNR_DB
+def test_pptx_rendered_by_libreoffice_matches_the_layout_render(poster_stack, edited_layout, soffice, tmp_path):
+    layouts = {"unedited": Layout.from_stack(poster_stack), "edited": edited_layout}
+    for name, layout in layouts.items():
+        write_pptx(layout, tmp_path / f"{name}.pptx")
+    rendered = libreoffice_pngs(soffice, [tmp_path / f"{name}.pptx" for name in layouts], tmp_path)
+    for (name, layout), image in zip(layouts.items(), rendered):
+        got, expected = over_white(image), over_white(layout.render())
+        assert psnr_db(got, expected) >= MIN_LIBREOFFICE_PSNR_DB[name], name
+        assert (np.abs(got - expected).max(axis=2) > 8).mean() <= MAX_EDGE_PIXELS_FRACTION, name
+
     # The hidden title stays hidden and the half-transparent shape is blended, not dropped or opaque.
+    got, expected = over_white(rendered[1]), over_white(edited_layout.render())
     title = edited_layout.layers[3]
     title_box = (slice(int(title.y_px), int(title.y_px + title.height_px)),
                  slice(int(title.x_px), int(title.x_px + title.width_px)))
-    with_title = over_white(replace(edited_layout, layers=[*edited_layout.layers[:3], replace(title, visible=True)])
-                            .render())
-    assert np.abs(got[title_box] - expected[title_box]).mean() < 0.25 * np.abs(got[title_box] - with_title[title_box]).mean()
+    shown = replace(edited_layout, layers=[*edited_layout.layers[:3], replace(title, visible=True)])
+    with_title = over_white(shown.render())
+    assert np.abs(got[title_box] - expected[title_box]).mean() < \
+        0.25 * np.abs(got[title_box] - with_title[title_box]).mean()
     shape_b = edited_layout.cropped().layers[2]
-    inside = shape_b.rgba[..., 3] == 255
-    ys, xs = np.nonzero(inside)
+    ys, xs = np.nonzero(shape_b.rgba[..., 3] == 255)
     ys, xs = ys + round(shape_b.y_px), xs + round(shape_b.x_px)
     keep = (xs >= 0) & (xs < WIDTH_PX)
+    ys, xs = ys[keep], xs[keep]
     opaque = over_white(replace(edited_layout, layers=[
         *edited_layout.layers[:2], replace(edited_layout.layers[2], opacity=1.0), edited_layout.layers[3]]).render())
-    assert np.abs(got[ys[keep], xs[keep]] - expected[ys[keep], xs[keep]]).mean() < 3
-    assert np.abs(got[ys[keep], xs[keep]] - opaque[ys[keep], xs[keep]]).mean() > 15
+    assert np.abs(got[ys, xs] - expected[ys, xs]).mean() < 3
+    assert np.abs(got[ys, xs] - opaque[ys, xs]).mean() > 15
 
 
 # ------------------------------------------------------------------------------------------------ Photoshop
@@ -284,8 +295,8 @@ def test_psd_has_named_offset_layers_and_a_matching_composite(edited_layout, tmp
 
 
 def test_psd_keeps_unicode_layer_names():
-    layer = PlacedLayer("Tête — couche № 1, a name longer than thirty-one characters", np.full((4, 4, 4), 200, np.uint8),
-                        1, 1, 4, 4)
+    name = "Tête — couche № 1, a name longer than thirty-one characters"
+    layer = PlacedLayer(name, np.full((4, 4, 4), 200, np.uint8), 1, 1, 4, 4)
     psd = PSDImage.open(io.BytesIO(psd_bytes(Layout(8, 8, [layer]))))
     assert psd[0].name == layer.name
 

@@ -33,6 +33,10 @@ MAX_FRAME_SIDE_PX = 8192
 MAX_LAYER_IMAGE_PIXELS = 8192 * 8192
 # A placed layer may reach this many frame sizes outside the frame (Blender planes can be far off-camera).
 MAX_PLACEMENT_FACTOR = 8
+SNAP_PX = 1e-6
+MAX_RASTER_PAD_PX = 256
+# Bicubic: sharp enough for photos scaled up, with less ringing around hard alpha edges than Lanczos.
+RESAMPLE = Image.Resampling.BICUBIC
 LAYOUT_KEYS = {"width_px", "height_px", "name", "layers"}
 LAYER_KEYS = {"name", "x_px", "y_px", "width_px", "height_px", "opacity", "visible"}
 # Where a job folder may keep the image the user submitted (first match wins); else the preview stands in.
@@ -95,19 +99,59 @@ class PlacedLayer:
         )
 
     def pixel_rect(self) -> tuple[int, int, int, int]:
-        """(left, top, width, height) on the pixel grid: edges rounded, so abutting layers stay abutting."""
-        left, top = round(self.x_px), round(self.y_px)
-        right, bottom = round(self.x_px + self.width_px), round(self.y_px + self.height_px)
+        """(left, top, width, height) of the pixels the placed image covers (fractional edges rounded outwards)."""
+        left, top = _floor(self.x_px), _floor(self.y_px)
+        right, bottom = _ceil(self.x_px + self.width_px), _ceil(self.y_px + self.height_px)
         return left, top, max(1, right - left), max(1, bottom - top)
 
     def raster(self) -> tuple[np.ndarray, int, int]:
-        """The image resampled to its pixel rect, and that rect's (left, top). Opacity is not applied."""
+        """The image resampled onto the frame's pixel grid over ``pixel_rect()``, and that rect's (left, top).
+
+        Sub-pixel exact, with hard edges like a picture in PowerPoint: the image is resampled from the matching
+        fractional source box (edge pixels extended, so no transparent fringe creeps in), then each edge pixel's
+        alpha is scaled by how much of it the placed rectangle covers. An image already on the grid (integer
+        position, unscaled) comes back as is. Opacity is not applied.
+        """
         left, top, width, height = self.pixel_rect()
-        if (width, height) == (self.image_width_px, self.image_height_px):
+        if (left, top, width, height) == (self.x_px, self.y_px, self.image_width_px, self.image_height_px) and \
+                (self.width_px, self.height_px) == (width, height):
             return self.rgba, left, top
+        scale_x = self.image_width_px / self.width_px  # source px per frame px
+        scale_y = self.image_height_px / self.height_px
+        # The pixel rect overshoots the placed image by under one frame pixel per side; replicate the border
+        # so the source box stays inside the array (clamped for layers far thinner than a pixel).
+        pad = min(math.ceil(max(scale_x, scale_y)) + 1, MAX_RASTER_PAD_PX)
+        padded = np.pad(self.rgba, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
+        box = (
+            min(max(pad + (left - self.x_px) * scale_x, 0.0), padded.shape[1]),
+            min(max(pad + (top - self.y_px) * scale_y, 0.0), padded.shape[0]),
+            min(max(pad + (left + width - self.x_px) * scale_x, 0.0), padded.shape[1]),
+            min(max(pad + (top + height - self.y_px) * scale_y, 0.0), padded.shape[0]),
+        )
         # Pillow resizes RGBA premultiplied, so transparent pixels' colour does not bleed into edges.
-        image = Image.fromarray(self.rgba, "RGBA").resize((width, height), Image.Resampling.LANCZOS)
-        return np.asarray(image, dtype=np.uint8), left, top
+        image = Image.fromarray(padded, "RGBA").resize((width, height), RESAMPLE, box=box)
+        rgba = np.array(image, dtype=np.uint8)
+        coverage = (_coverage_1d(left, width, self.x_px, self.width_px)[None, :]
+                    * _coverage_1d(top, height, self.y_px, self.height_px)[:, None])
+        rgba[..., 3] = np.rint(rgba[..., 3] * coverage).astype(np.uint8)
+        return rgba, left, top
+
+
+def _coverage_1d(first_px: int, count: int, start_px: float, length_px: float) -> np.ndarray:
+    """For pixels first_px … first_px+count-1, the fraction of each inside [start_px, start_px + length_px]."""
+    edges = np.arange(first_px, first_px + count + 1, dtype=np.float64)
+    return np.clip(np.minimum(edges[1:], start_px + length_px) - np.maximum(edges[:-1], start_px), 0.0, 1.0)
+
+
+def _floor(value_px: float) -> int:
+    # Positions computed as sums of scaled floats (0.1 + 0.2) must not gain a pixel from rounding noise.
+    nearest = round(value_px)
+    return nearest if abs(value_px - nearest) < SNAP_PX else math.floor(value_px)
+
+
+def _ceil(value_px: float) -> int:
+    nearest = round(value_px)
+    return nearest if abs(value_px - nearest) < SNAP_PX else math.ceil(value_px)
 
 
 @dataclass
@@ -200,7 +244,9 @@ class Layout:
     def render(self) -> np.ndarray:
         """The flattened frame, H×W×4 uint8 straight alpha (transparent where no visible layer covers it)."""
         compositor = OverCompositor(self.width_px, self.height_px)
-        for layer in self.layers:
+        # Cropped first, as the exporters do: resampling a tight image is faster, and Pillow's fixed-point
+        # resampler can differ by a few levels at antialiased edges between a tight and a padded source.
+        for layer in self.cropped().layers:
             if not layer.visible or layer.opacity <= 0.0:
                 continue
             rgba, left, top = layer.raster()

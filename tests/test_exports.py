@@ -109,6 +109,28 @@ def test_render_honours_position_scale_opacity_and_visibility():
     np.testing.assert_array_equal(half[4, 5], [255, 128, 128, 255])
 
 
+def test_render_places_sub_pixel_with_hard_edges():
+    white = np.full((4, 4, 4), 255, np.uint8)
+    out = Layout(10, 6, [PlacedLayer("w", white, 2.5, 1, 4, 4)]).render()
+    np.testing.assert_array_equal(out[2, :, 3], [0, 0, 128, 255, 255, 255, 128, 0, 0, 0])
+    # Scaled up to fill the frame, a background stays opaque right to the frame's edges (no soft fringe).
+    _, layers = make_flat_poster(80, 60, seed=0)
+    background = PlacedLayer("bg", layers[0], 0, 0, WIDTH_PX, HEIGHT_PX)
+    assert (Layout(WIDTH_PX, HEIGHT_PX, [background]).render()[..., 3] == 255).all()
+    psd = PSDImage.open(io.BytesIO(psd_bytes(Layout(WIDTH_PX, HEIGHT_PX, [background]))))
+    assert (np.asarray(psd.composite())[..., 3] == 255).all()
+
+
+def test_a_layer_scaled_far_past_the_frame_costs_only_the_kept_pixels():
+    dot = np.zeros((8, 8, 4), np.uint8)
+    dot[..., 1], dot[..., 3] = 200, 255
+    huge = PlacedLayer("huge", dot, -400_000, -300_000, 900_000, 700_000)  # 8 px shown 100 000× larger
+    layout = Layout(64, 48, [huge])
+    assert (layout.render() == [0, 200, 0, 255]).all()
+    psd = PSDImage.open(io.BytesIO(psd_bytes(layout)))
+    assert (psd[0].left, psd[0].top, psd[0].width, psd[0].height) == (-32, -24, 128, 96)  # half a frame around
+
+
 def layout_json(layout: Layout) -> tuple[dict, dict[int, bytes]]:
     data = {"width_px": layout.width_px, "height_px": layout.height_px, "name": layout.name, "layers": [
         {"name": layer.name, "x_px": layer.x_px, "y_px": layer.y_px, "width_px": layer.width_px,

@@ -31,8 +31,8 @@ MAX_LAYOUT_LAYERS = 64
 # Frame side limit: PSD allows 30000 px, a PowerPoint slide 56 in; 8192 keeps the float render under ~2 GiB.
 MAX_FRAME_SIDE_PX = 8192
 MAX_LAYER_IMAGE_PIXELS = 8192 * 8192
-# A placed layer may reach this many frame sizes outside the frame (Blender planes can be far off-camera).
-MAX_PLACEMENT_FACTOR = 8
+# Placement bound in px: generous (a Blender plane near the camera projects huge); rasters are clipped anyway.
+MAX_PLACEMENT_PX = 1_000_000
 SNAP_PX = 1e-6
 MAX_RASTER_PAD_PX = 256
 # Bicubic: sharp enough for photos scaled up, with less ringing around hard alpha edges than Lanczos.
@@ -104,18 +104,28 @@ class PlacedLayer:
         right, bottom = _ceil(self.x_px + self.width_px), _ceil(self.y_px + self.height_px)
         return left, top, max(1, right - left), max(1, bottom - top)
 
-    def raster(self) -> tuple[np.ndarray, int, int]:
-        """The image resampled onto the frame's pixel grid over ``pixel_rect()``, and that rect's (left, top).
+    def raster(self, clip_px: tuple[int, int, int, int] | None = None) -> tuple[np.ndarray, int, int] | None:
+        """The image resampled onto the frame's pixel grid, and the array's (left, top) in the frame.
 
+        Covers ``pixel_rect()``, cut to ``clip_px`` = (left, top, right, bottom) when given (None if nothing
+        is left), so a layer scaled far beyond the frame costs only the pixels that are kept.
         Sub-pixel exact, with hard edges like a picture in PowerPoint: the image is resampled from the matching
         fractional source box (edge pixels extended, so no transparent fringe creeps in), then each edge pixel's
         alpha is scaled by how much of it the placed rectangle covers. An image already on the grid (integer
-        position, unscaled) comes back as is. Opacity is not applied.
+        position, unscaled) is only sliced. Opacity is not applied.
         """
         left, top, width, height = self.pixel_rect()
-        if (left, top, width, height) == (self.x_px, self.y_px, self.image_width_px, self.image_height_px) and \
-                (self.width_px, self.height_px) == (width, height):
-            return self.rgba, left, top
+        right, bottom = left + width, top + height
+        if clip_px is not None:
+            left, top = max(left, clip_px[0]), max(top, clip_px[1])
+            right, bottom = min(right, clip_px[2]), min(bottom, clip_px[3])
+            if right <= left or bottom <= top:
+                return None
+        width, height = right - left, bottom - top
+        if (self.x_px, self.y_px) == (round(self.x_px), round(self.y_px)) and \
+                (self.width_px, self.height_px) == (self.image_width_px, self.image_height_px):
+            column, row = left - round(self.x_px), top - round(self.y_px)
+            return self.rgba[row:row + height, column:column + width], left, top
         scale_x = self.image_width_px / self.width_px  # source px per frame px
         scale_y = self.image_height_px / self.height_px
         # The pixel rect overshoots the placed image by under one frame pixel per side; replicate the border
@@ -223,11 +233,10 @@ class Layout:
             layer_name = entry.get("name", f"Layer {index}")
             if not isinstance(layer_name, str) or len(layer_name) > 255:
                 raise InvalidInput(f"{where}.name must be a string of at most 255 characters")
-            reach_x, reach_y = MAX_PLACEMENT_FACTOR * width_px, MAX_PLACEMENT_FACTOR * height_px
-            x_px = _number(entry, "x_px", where, -reach_x, reach_x)
-            y_px = _number(entry, "y_px", where, -reach_y, reach_y)
-            placed_w = _number(entry, "width_px", where, 0, reach_x, positive=True)
-            placed_h = _number(entry, "height_px", where, 0, reach_y, positive=True)
+            x_px = _number(entry, "x_px", where, -MAX_PLACEMENT_PX, MAX_PLACEMENT_PX)
+            y_px = _number(entry, "y_px", where, -MAX_PLACEMENT_PX, MAX_PLACEMENT_PX)
+            placed_w = _number(entry, "width_px", where, 0, MAX_PLACEMENT_PX, positive=True)
+            placed_h = _number(entry, "height_px", where, 0, MAX_PLACEMENT_PX, positive=True)
             opacity = _number(entry, "opacity", where, 0.0, 1.0, default=1.0)
             visible = entry.get("visible", True)
             if not isinstance(visible, bool):
@@ -249,8 +258,9 @@ class Layout:
         for layer in self.cropped().layers:
             if not layer.visible or layer.opacity <= 0.0:
                 continue
-            rgba, left, top = layer.raster()
-            compositor.add(rgba, left, top, layer.opacity)
+            placed = layer.raster((0, 0, self.width_px, self.height_px))
+            if placed is not None:
+                compositor.add(*placed, opacity=layer.opacity)
         return compositor.result()
 
     def original_or_render(self) -> np.ndarray:

@@ -5,8 +5,8 @@ Built with psd-tools (``PSDImage.new`` + ``PixelLayer.frompil``). Choices:
   composite of the layers, with a transparent backdrop).
 - Pixel layers have no transform in PSD, so a scaled layer is resampled to its placed pixel size by
   ``PlacedLayer.raster()`` — the same call ``Layout.render()`` uses, so the PSD matches the reference render.
-- Each layer is cut to its alpha bounding box and keeps its true offset, even where it reaches outside the canvas:
-  Photoshop keeps off-canvas pixels, so moving a layer back in loses nothing.
+- Each layer is cut to its alpha bounding box and keeps its true offset, even where it reaches outside the canvas
+  (up to half a frame beyond each edge): Photoshop keeps off-canvas pixels, so moving a layer back in loses nothing.
 - Opacity is the layer's opacity (0–255), not baked into its pixels; hidden layers are stored hidden.
 """
 
@@ -33,8 +33,15 @@ def build_psd(layout: Layout) -> PSDImage:
     # the 4th channel for a spare alpha channel and show the merged image opaque.
     psd._merged_alpha = True
     # frompil appends above the previous layer: back-to-front order is the stacking order.
+    # Off-canvas pixels are kept up to half a frame beyond each edge: enough to slide a layer back in, bounded
+    # for layers scaled far past the frame.
+    margin_x, margin_y = layout.width_px // 2, layout.height_px // 2
+    clip_px = (-margin_x, -margin_y, layout.width_px + margin_x, layout.height_px + margin_y)
     for layer in layout.cropped().layers:
-        rgba, left, top = layer.raster()
+        placed = layer.raster(clip_px)
+        if placed is None:
+            continue  # entirely outside the kept area
+        rgba, left, top = placed
         pixel_layer = PixelLayer.frompil(Image.fromarray(rgba, "RGBA"), psd, "Layer", top=top, left=left)
         # The name setter writes the Unicode name block Photoshop reads (frompil only writes the legacy
         # Mac Roman name, which cannot hold e.g. "№" and then fails on save).

@@ -39,11 +39,14 @@ from ..params import DecomposeParams
 from .base import CancelToken, ProgressCallback, no_progress
 
 EDGE_STEP = 10.0  # colour step (0–255, max over channels) between neighbours that separates two regions
+EDGE_STEP_STRICT = 4.0  # the same, for regions that turned out not to be flat (soft transitions)
 FLAT_RESIDUAL = 6.0  # RMS error (0–255) of the quadratic colour model below which a region counts as flat
 SAME_COLOR = 28.0  # Euclidean RGB distance under which two flat regions are one element's colour
 BAND_PX = 3  # width of the soft-edge band around an element's regions
 MIN_REGION_FRACTION = 0.0002  # regions smaller than this part of the image are edge/noise pixels
 MIN_ELEMENT_FRACTION = 0.001  # elements smaller than this stay in the background
+MIN_ELEMENT_FRACTION_ON_PHOTO = 0.004
+ELEMENT_RESIDUAL = 4.0  # flat elements (not the background) must be flatter than this (0–255 RMS)
 MIN_IMAGE_FRACTION = 0.005  # textured blobs on a flat background at least this big become "Image" elements
 MAX_ELEMENTS = 48
 OCR_MAX_SIDE_PX = 768  # the text detector runs on a copy at most this big (time grows with pixels)
@@ -277,18 +280,55 @@ def _quadratic_features(height_px: int, width_px: int) -> list[np.ndarray]:
     return [np.ones_like(xs), xs, ys, xs * xs, xs * ys, ys * ys]
 
 
-def _find_regions(rgb: np.ndarray) -> _Regions:
+def _smooth_labels(rgb: np.ndarray, step: float) -> tuple[int, np.ndarray]:
+    """Connected components of pixels whose colour steps to every 4-neighbour are ≤ ``step``; 0 = edge pixel."""
     import cv2
 
     height_px, width_px = rgb.shape[:2]
-    step_x = np.abs(np.diff(rgb, axis=1)).max(axis=2) > EDGE_STEP
-    step_y = np.abs(np.diff(rgb, axis=0)).max(axis=2) > EDGE_STEP
+    step_x = np.abs(np.diff(rgb, axis=1)).max(axis=2) > step
+    step_y = np.abs(np.diff(rgb, axis=0)).max(axis=2) > step
     edge = np.zeros((height_px, width_px), bool)
     edge[:, :-1] |= step_x
     edge[:, 1:] |= step_x
     edge[:-1, :] |= step_y
     edge[1:, :] |= step_y
     count, labels = cv2.connectedComponents((~edge).astype(np.uint8), connectivity=4)
+    labels[edge] = 0
+    return count, labels
+
+
+def _find_regions(rgb: np.ndarray) -> _Regions:
+    regions = _region_stats(rgb, *_smooth_labels(rgb, EDGE_STEP))
+    # A region that the colour model does not explain was joined through a soft transition (a feathered photo
+    # cut-out melting into a flat background): split those again with a stricter step.
+    loose = ~regions.flat[regions.labels] & (regions.labels > 0)
+    if not loose.any():
+        return regions
+    strict_count, strict = _smooth_labels(rgb, EDGE_STEP_STRICT)
+    labels = regions.labels.astype(np.int64)
+    labels[loose] = np.where(strict[loose] > 0, strict[loose] + regions.count, 0)
+    regions = _region_stats(rgb, regions.count + strict_count, labels)
+    # Still not flat and big: most likely a flat background with a soft blob grown into it. Drop the pixels
+    # the region's own colour model misses (trimmed fit), twice, so the background's model is its own.
+    for _ in range(2):
+        height_px, width_px = rgb.shape[:2]
+        big_loose = ~regions.flat & (regions.areas >= 0.05 * height_px * width_px)
+        big_loose[0] = False
+        if not big_loose.any():
+            break
+        mask = big_loose[regions.labels]
+        features = np.stack([f[mask] for f in _quadratic_features(height_px, width_px)], axis=1)
+        predicted = np.einsum("ni,nic->nc", features, regions.coefs[regions.labels[mask]])
+        miss = np.abs(predicted - rgb[mask]).max(axis=1) > 3.0 * FLAT_RESIDUAL
+        labels = regions.labels.astype(np.int64)
+        flat_index = np.flatnonzero(mask.ravel())
+        labels.ravel()[flat_index[miss]] = 0
+        regions = _region_stats(rgb, regions.count, labels)
+    return regions
+
+
+def _region_stats(rgb: np.ndarray, count: int, labels: np.ndarray) -> _Regions:
+    height_px, width_px = rgb.shape[:2]
     flat_labels = labels.ravel()
     areas = np.bincount(flat_labels, minlength=count).astype(np.int64)
     min_area = max(6, int(MIN_REGION_FRACTION * height_px * width_px))
@@ -415,7 +455,7 @@ def _build_elements(rgb: np.ndarray, regions: _Regions, words) -> tuple[_Element
     # Group the remaining flat regions by colour (and word).
     groups: list[dict] = []
     for k in sorted(candidates, key=lambda k: -regions.areas[k]):
-        if k in bg_regions:
+        if k in bg_regions or (regions.residuals[k] > ELEMENT_RESIDUAL and k not in word_of_region):
             continue
         word = word_of_region.get(k)
         for group in groups:
@@ -433,7 +473,9 @@ def _build_elements(rgb: np.ndarray, regions: _Regions, words) -> tuple[_Element
         lookup = np.zeros(regions.count, bool)
         lookup[group["regions"]] = True
         mask = lookup[labels]
-        if mask.sum() < MIN_ELEMENT_FRACTION * total:
+        # On a photo, flat-looking patches of the photo itself (highlights, shadows) must be bigger to count.
+        min_fraction = MIN_ELEMENT_FRACTION if bg_region is not None else MIN_ELEMENT_FRACTION_ON_PHOTO
+        if mask.sum() < min_fraction * total and group["word"] is None:
             continue
         areas = regions.areas[group["regions"]]
         color = (regions.means[group["regions"]] * areas[:, None]).sum(axis=0) / areas.sum()
@@ -473,7 +515,7 @@ def _build_elements(rgb: np.ndarray, regions: _Regions, words) -> tuple[_Element
         element.pieces, largest_share = _pieces(element.mask)
         glyph_like = element.kind == "text" or (element.pieces >= 3 and largest_share < 0.6)
         element.glyph_like = glyph_like
-        element.hull = element.mask if glyph_like or element.kind == "image" else _hull_mask(element.mask)
+        element.hull = element.mask if glyph_like else _hull_mask(element.mask)
     return background, elements
 
 
@@ -501,8 +543,9 @@ def _order_elements(elements: list[_Element]) -> list[_Element]:
     ordered = []
     depth = len(levels_front_to_back)
     for level_index, level in enumerate(reversed(levels_front_to_back)):
-        # Within a level (disjoint elements): bigger ones further back, text to the front.
-        for a in sorted(level, key=lambda a: (elements[a].kind == "text", -elements[a].area)):
+        # Within a level (disjoint elements): images to the back, text to the front, bigger ones further back.
+        rank = {"image": 0, "shape": 1, "text": 2}
+        for a in sorted(level, key=lambda a: (rank[elements[a].kind], -elements[a].area)):
             elements[a].level = level_index
             ordered.append(elements[a])
     del depth

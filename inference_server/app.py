@@ -327,18 +327,33 @@ def create_app(settings: Settings) -> FastAPI:
 
 
 def _declare_security(app: FastAPI) -> None:
-    """Say in the OpenAPI schema that every operation needs the bearer token."""
+    """Make the schema tell the truth about what GuardMiddleware and the error handlers add to every operation
+    (the routers, including the exports router, need not repeat it): the bearer token, 401/403 on every route,
+    413 on bodies, and 400 where FastAPI would document its 422 (our handler answers validation errors with 400)."""
     original = app.openapi
 
     def openapi():
         if app.openapi_schema:
             return app.openapi_schema
         schema = original()
-        schema.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = {
-            "type": "http", "scheme": "bearer"}
+        components = schema.setdefault("components", {})
+        components.setdefault("securitySchemes", {})["bearer"] = {"type": "http", "scheme": "bearer"}
+        components.setdefault("schemas", {})["ErrorBody"] = ErrorBody.model_json_schema()
         schema["security"] = [{"bearer": []}]
+        error_ref = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
+        for path, methods in schema.get("paths", {}).items():
+            for method, operation in methods.items():
+                responses = operation.setdefault("responses", {})
+                added = {"401": "missing or wrong bearer token", "403": "foreign Origin or Host"}
+                if "{job_id}" in path:  # JobManager: unknown or malformed id, job not finished
+                    added.update({"404": "no such job", "409": "the job is not finished"})
+                responses.pop("422", None)  # validation errors are answered with 400
+                added["400"] = "bad parameter, body or header"
+                if method in ("post", "put", "patch"):
+                    added["413"] = "request body too large"
+                for code, description in added.items():
+                    responses.setdefault(code, {"description": description, **error_ref})
         app.openapi_schema = schema
         return schema
 
     app.openapi = openapi
-

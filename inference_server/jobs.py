@@ -91,7 +91,6 @@ class JobManager:
     def __init__(self, settings: ManagerSettings) -> None:
         self.settings = settings
         self.jobs_dir = Path(settings.data_dir) / "jobs"
-        self.jobs_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._records: dict[str, dict[str, Any]] = {}
@@ -106,6 +105,7 @@ class JobManager:
     # ----------------------------------------------------------------- lifecycle
 
     def start(self, wait_ready: bool = True) -> None:
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
         self._load_existing()
         with self._lock:
             self._worker = _Worker(self.settings)

@@ -18,6 +18,7 @@ import os
 from PIL import Image
 from psd_tools import PSDImage
 from psd_tools.api.layers import PixelLayer
+from psd_tools.constants import Compression
 
 from ..layers import write_bytes_atomic
 from .layout import Layout
@@ -26,7 +27,8 @@ MAX_PSD_LAYER_NAME_CHARS = 255
 
 
 def build_psd(layout: Layout) -> PSDImage:
-    psd = PSDImage.new("RGBA", (layout.width_px, layout.height_px), color=0)
+    # RLE for the merged image too (psd-tools defaults it to raw: 4 bytes a pixel, most of a flat poster's file).
+    psd = PSDImage.new("RGBA", (layout.width_px, layout.height_px), color=0, compression=Compression.RLE)
     psd.background_color = None  # transparent backdrop for the merged image
     # Photoshop marks "the merged image's first extra channel is its transparency" with a negative layer count;
     # psd-tools keeps that sign in this flag but has no public setter for a new document. Without it readers take

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..errors import InvalidInput, JobCanceled, ModelUnavailable, OutOfMemory
+from ..errors import InvalidInput, JobCanceled, ModelUnavailable, OutOfMemory, StrataError
 from ..layers import Layer, LayerStack, Stopwatch
 from ..params import OFFLOAD_MODES, PRESETS, DecomposeParams
 from .base import CancelToken, ProgressCallback, no_progress
@@ -333,6 +333,13 @@ class QwenLayeredBackend:
             watch.stop()
             progress("load", 1, 1)
         pipe = self.pipe
+        if params.num_inference_steps < 2 and pipe.scheduler.config.get("shift_terminal"):
+            # The scheduler stretches its schedule to end at shift_terminal, dividing by (1 - last sigma): with a
+            # single step that sigma is 1 and every layer comes out NaN.
+            raise InvalidInput(
+                "num_inference_steps must be at least 2 for this model (its scheduler divides by zero with one "
+                "step); the model card uses 50"
+            )
         device = pipe._execution_device
         # The pipeline's working size: about resolution² pixels with the input's aspect, multiple of 32 (its
         # condition image) and of 16 (its latents; equal here since 32 divides both).
@@ -424,6 +431,11 @@ class QwenLayeredBackend:
         progress("decode", params.layers, params.layers)
 
         # 7. Back to the input's size, as a back→front LayerStack
+        if not np.isfinite(frames).all():
+            raise StrataError(
+                f"the model produced NaN/inf values (preset {params.preset}, {params.num_inference_steps} steps); "
+                "try preset 'stock' or more steps"
+            )
         layers = []
         for index, frame in enumerate(frames):
             rgba = np.clip(np.rint(frame * 255.0), 0, 255).astype(np.uint8)

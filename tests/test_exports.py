@@ -316,6 +316,26 @@ def test_psd_has_named_offset_layers_and_a_matching_composite(edited_layout, tmp
     assert np.abs(premultiplied(recomposited) - expected).max() <= 2.0
 
 
+def test_psd_reads_back_in_imagemagick(edited_layout, tmp_path):
+    """An independent PSD reader (not psd-tools, which wrote it) sees the layers, offsets and merged image."""
+    identify, convert = shutil.which("identify"), shutil.which("magick") or shutil.which("convert")
+    if identify is None or convert is None:
+        pytest.skip("ImageMagick is not installed: apt-get install -y imagemagick")
+    write_psd(edited_layout, tmp_path / "poster.psd")
+    listing = subprocess.run([identify, "-format", "%s|%X|%Y|%w|%h|%l\n", str(tmp_path / "poster.psd")],
+                             check=True, capture_output=True, text=True, timeout=60).stdout.splitlines()
+    rows = [line.split("|") for line in listing]
+    assert [row[5] for row in rows[1:]] == NAMES  # scene 0 is the merged image
+    for row, placed in zip(rows[1:], edited_layout.cropped().layers):
+        left, top, width, height = placed.pixel_rect()
+        assert (int(row[1]), int(row[2]), int(row[3]), int(row[4])) == (left, top, width, height)
+    subprocess.run([convert, f"{tmp_path / 'poster.psd'}[0]", str(tmp_path / "merged.png")], check=True,
+                   capture_output=True, timeout=60)
+    with Image.open(tmp_path / "merged.png") as image:
+        merged = np.asarray(image.convert("RGBA"))
+    assert np.abs(premultiplied(merged) - premultiplied(edited_layout.render())).max() <= 2.0
+
+
 def test_psd_keeps_unicode_layer_names():
     name = "Tête — couche № 1, a name longer than thirty-one characters"
     layer = PlacedLayer(name, np.full((4, 4, 4), 200, np.uint8), 1, 1, 4, 4)

@@ -1,0 +1,221 @@
+"""Recomposition in 3D, checked against what the camera renders: the camera-view PPTX/PSD export, the layer list
+operators and re-decomposing one layer into a sub-stack, all with the add-on's own real CPU server.
+
+The exported files are read back in the server venv (python-pptx, psd-tools; Blender's Python has neither) and
+flattened with the server's reference compositor; where LibreOffice is installed, the PPTX is also rendered by it.
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+bpy = pytest.importorskip("bpy")
+
+from conftest import ADDON, REPO, SERVER_PYTHON  # noqa: E402
+from test_animation import psnr_db, read_png, render_frame, write_sample_layers  # noqa: E402
+
+WIDTH_PX, HEIGHT_PX = 160, 120
+# Blender samples the scaled planes' texels nearest-neighbour, the reference compositor resamples them with a
+# filter: edges of scaled layers differ a little, flat areas not at all.
+MIN_EXPORT_PSNR_DB = 30.0
+MIN_LIBREOFFICE_PSNR_DB = 25.0
+
+READ_BACK = r'''
+import io, json, sys
+import numpy as np
+from PIL import Image
+from inference_server.exports.layout import Layout, PlacedLayer
+from inference_server.layers import write_png_atomic
+
+path, kind, width_px, height_px, out_png = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+layers, shapes = [], []
+if kind == "pptx":
+    from pptx import Presentation
+    from pptx.oxml.ns import qn
+    from inference_server.exports.pptx import emu_per_px
+    scale = emu_per_px(width_px, height_px)
+    for shape in Presentation(path).slides[-1].shapes:
+        rgba = np.asarray(Image.open(io.BytesIO(shape.image.blob)).convert("RGBA"))
+        hidden = shape._element.nvPicPr.cNvPr.get("hidden") == "1"
+        alpha = shape._element.blipFill.find(qn("a:blip")).find(qn("a:alphaModFix"))
+        opacity = int(alpha.get("amt")) / 100000 if alpha is not None else 1.0
+        layers.append(PlacedLayer(shape.name, rgba, shape.left / scale, shape.top / scale, shape.width / scale,
+                                  shape.height / scale, opacity, not hidden))
+else:
+    from psd_tools import PSDImage
+    psd = PSDImage.open(path)
+    for layer in psd:
+        rgba = np.asarray(layer.topil().convert("RGBA"))
+        left, top, right, bottom = layer.bbox
+        layers.append(PlacedLayer(layer.name, rgba, left, top, right - left, bottom - top, layer.opacity / 255,
+                                  layer.visible))
+write_png_atomic(out_png, Layout(width_px, height_px, layers).render())
+print(json.dumps([{"name": l.name, "visible": l.visible, "opacity": round(l.opacity, 3)} for l in layers]))
+'''
+
+
+def read_back(path, kind, work):
+    """Flatten an exported file with the server's reference compositor → (H×W×4 float, shape list)."""
+    out_png = work / f"{kind}_readback.png"
+    result = subprocess.run([SERVER_PYTHON, "-c", READ_BACK, str(path), kind, str(WIDTH_PX), str(HEIGHT_PX),
+                             str(out_png)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return read_png(out_png), json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def over_white(rgba):
+    return rgba[..., :3] * rgba[..., 3:4] + (1.0 - rgba[..., 3:4])
+
+
+@pytest.fixture
+def stack(scene, local_server, tmp_path):
+    from blender_addon.scene import planes
+
+    paths, names = write_sample_layers(tmp_path / "layers", "flat", WIDTH_PX, HEIGHT_PX, seed=3)
+    return planes.build_stack(bpy.context, paths, names, "local", "", "poster", depth_spacing_m=1.0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def stop_server_after():
+    yield
+    sys.modules[f"{ADDON}.connection"].stop_server()
+
+
+def test_exported_camera_view_matches_the_render(stack, tmp_path):
+    """Moved camera, a moved + a hidden + a half-transparent layer: PPTX and PSD show what Blender renders."""
+    from blender_addon.scene import planes
+
+    scene = bpy.context.scene
+    background, shape_a, shape_b, text = planes.stack_layers(stack)
+    shape_a.location.x += 0.4  # grabbed sideways in the viewport
+    shape_b.strata.opacity = 0.5
+    text.hide_render = True
+    assert bpy.ops.strata.animate_camera(preset='TRUCK_RIGHT', amplitude=0.4, duration_frames=10) == {'FINISHED'}
+    rendered = over_white(render_frame(scene, tmp_path / "view.png", 11))
+
+    results = {}
+    for kind in ("PPTX", "PSD"):
+        path = tmp_path / f"view.{kind.lower()}"
+        assert bpy.ops.strata.export_view(kind=kind, filepath=str(path)) == {'FINISHED'}
+        flat, shapes = read_back(path, kind.lower(), tmp_path)
+        results[kind] = psnr_db(over_white(flat), rendered)
+        assert [s["name"] for s in shapes] == [background.name, shape_a.name, shape_b.name, text.name]
+        assert [s["visible"] for s in shapes] == [True, True, True, False]
+        assert shapes[2]["opacity"] == pytest.approx(0.5, abs=0.01)
+        assert results[kind] >= MIN_EXPORT_PSNR_DB, f"{kind} export vs render: {results[kind]:.1f} dB"
+    # The arrangement matters: the unmoved stack's layout would not match this render.
+    untouched = over_white(read_png(Path(background.strata.source_path)))
+    assert psnr_db(untouched, rendered) < min(results.values()) - 5
+    print(f"export vs render PSNR: {results}")
+
+    soffice = shutil.which("soffice") or shutil.which("libreoffice")
+    if soffice is None:
+        pytest.skip("LibreOffice is not installed: the PPTX was checked by reading it back only")
+    subprocess.run([soffice, f"-env:UserInstallation=file://{tmp_path / 'lo-profile'}", "--headless",
+                    "--convert-to", "png", "--outdir", str(tmp_path / "lo"), str(tmp_path / "view.pptx")],
+                   check=True, capture_output=True, timeout=180)
+    office = bpy.data.images.load(str(tmp_path / "lo" / "view.png"))
+    office.scale(WIDTH_PX, HEIGHT_PX)
+    pixels = np.empty(WIDTH_PX * HEIGHT_PX * 4, np.float32)
+    office.pixels.foreach_get(pixels)
+    office_rgba = pixels.reshape(HEIGHT_PX, WIDTH_PX, 4)[::-1]
+    office_psnr = psnr_db(over_white(office_rgba), rendered)
+    print(f"LibreOffice render vs Blender render: {office_psnr:.1f} dB")
+    assert office_psnr >= MIN_LIBREOFFICE_PSNR_DB
+
+
+def test_colour_adjustment_is_baked_into_the_export(stack, tmp_path):
+    from blender_addon.scene import planes
+
+    scene = bpy.context.scene
+    background = planes.stack_layers(stack)[0]
+    background.strata.hue = 0.8
+    background.strata.saturation = 0.6
+    rendered = over_white(render_frame(scene, tmp_path / "hsv.png", 1))
+    path = tmp_path / "hsv.psd"
+    assert bpy.ops.strata.export_view(kind='PSD', filepath=str(path)) == {'FINISHED'}
+    flat, _ = read_back(path, "psd", tmp_path)
+    assert psnr_db(over_white(flat), rendered) >= MIN_EXPORT_PSNR_DB
+
+
+def test_layer_list_reorders_by_depth_and_deletes(stack, tmp_path):
+    from blender_addon import operators_layers
+    from blender_addon.scene import planes
+
+    scene = bpy.context.scene
+    background, shape_a, shape_b, text = planes.stack_layers(stack)
+    operators_layers.set_active_layer(bpy.context, shape_a)
+    depth_a, depth_b = shape_a.strata.depth_m, shape_b.strata.depth_m
+    assert bpy.ops.strata.layer_move(direction='UP') == {'FINISHED'}
+    assert planes.stack_layers(stack) == [background, shape_b, shape_a, text]
+    # Order and depth travel together: the layer now in front is also nearer the camera.
+    assert (shape_a.strata.depth_m, shape_b.strata.depth_m) == (depth_b, depth_a)
+    assert -shape_a.location.z == pytest.approx(depth_b)
+
+    operators_layers.set_active_layer(bpy.context, text)
+    assert bpy.ops.strata.layer_move(direction='UP') == {'CANCELLED'}  # already the front layer
+    text_name = text.name
+    assert bpy.ops.strata.layer_delete() == {'FINISHED'}
+    layers = planes.stack_layers(stack)
+    assert [obj.strata.layer_index for obj in layers] == [0, 1, 2]
+    assert text_name not in bpy.data.objects
+
+
+def test_redecompose_layer_replaces_it_with_a_substack_that_renders_the_same(scene, local_server, sample_png,
+                                                                            wait_for_job, tmp_path):
+    from blender_addon import operators_layers
+    from blender_addon.scene import planes
+
+    scene.strata.image_path = str(sample_png)
+    scene.strata.layers = 3
+    assert bpy.ops.strata.decompose() == {'FINISHED'}
+    assert wait_for_job(120).job_status == "succeeded"
+    root = next(obj for obj in scene.objects if obj.strata.role == 'ROOT')
+    before = render_frame(scene, tmp_path / "before.png", scene.frame_current)
+    layers = planes.stack_layers(root)
+    target = layers[1]
+    target_name, depth_m, spacing_m = target.name, target.strata.depth_m, root.strata.depth_spacing_m
+    operators_layers.set_active_layer(bpy.context, target)
+
+    assert bpy.ops.strata.redecompose_layer(layers=3) == {'FINISHED'}
+    state = wait_for_job(120)
+    assert state.job_status == "succeeded", state.job_message
+    after_layers = planes.stack_layers(root)
+    subs = [obj for obj in after_layers if obj.strata.job_id != root.strata.job_id]
+    assert len(subs) >= 2, "the CPU decomposer should split two differently coloured shapes"
+    assert len(after_layers) == len(layers) - 1 + len(subs)
+    assert after_layers[1:1 + len(subs)] == subs  # in the old layer's place in the order
+    assert [obj.strata.layer_index for obj in after_layers] == list(range(len(after_layers)))
+    assert target_name not in bpy.data.objects
+    assert all(obj.name.startswith(f"{target_name} / ") for obj in subs)
+    # Sub-layers sit around the old layer's depth, between its neighbours.
+    assert all(abs(obj.strata.depth_m - depth_m) <= 0.25 * spacing_m + 1e-6 for obj in subs)
+    assert all(a.strata.depth_m > b.strata.depth_m for a, b in zip(subs, subs[1:]))
+    assert len({obj.strata.job_id for obj in subs}) == 1
+    # The job ran on the server as a recursive child of the stack's job: no re-upload of the layer.
+    connection = sys.modules[f"{ADDON}.connection"]
+    client = connection.running_client(connection.settings_from_preferences(local_server))
+    assert client.status(subs[0].strata.job_id)["parent"] == {"job": root.strata.job_id, "layer": 1}
+    after = render_frame(scene, tmp_path / "after.png", scene.frame_current)
+    assert psnr_db(after, before) >= 35.0
+
+
+def test_redecompose_uploads_the_layer_when_its_job_is_unknown(stack, wait_for_job):
+    from blender_addon import operators_layers
+    from blender_addon.scene import planes
+
+    shape_a = planes.stack_layers(stack)[1]
+    shape_a.strata.job_id = "not-a-job-on-this-server"
+    operators_layers.set_active_layer(bpy.context, shape_a)
+    assert bpy.ops.strata.redecompose_layer(layers=3) == {'FINISHED'}
+    state = wait_for_job(120)
+    assert state.job_status == "succeeded", state.job_message
+    # A shape on a transparent background: at least the shape comes back, where the old plane was.
+    layers = planes.stack_layers(stack)
+    assert len(layers) >= 4 and layers[0].name == "Background"
+    assert all(obj.strata.job_id != "not-a-job-on-this-server" for obj in layers[1:-2])

@@ -78,6 +78,7 @@ class _Element:
         self.level = 0
         self.pieces = 1
         self.glyph_like = False
+        self.opacity = 1.0  # < 1: a translucent flat shape (its colour is color_rgb, its alpha this)
 
     @property
     def name(self) -> str:
@@ -87,6 +88,8 @@ class _Element:
             return f"Text '{self.text}'" if self.text else "Text"
         if self.kind == "image":
             return "Image"
+        if self.opacity < 1.0:
+            return f"Translucent {color_name(self.color_rgb).lower()} shape ({self.opacity:.0%})"
         return f"{color_name(self.color_rgb)} shape" + ("s" if self.glyph_like else "")
 
 
@@ -154,6 +157,7 @@ class CpuDecomposer:
         watch.start("elements")
         cancel.raise_if_canceled()
         background, elements = _build_elements(rgb, regions, words)
+        elements = _find_translucent(rgb, background, elements)
         progress("elements", 1, 1)
 
         # 5. Order
@@ -180,7 +184,7 @@ class CpuDecomposer:
         for step, element in enumerate(reversed(elements), start=1):
             cancel.raise_if_canceled()
             element_layers[id(element)] = _peel(rgb, element, covering, alpha_in)
-            covering |= element_layers[id(element)][..., 3] > 127
+            covering |= element_layers[id(element)][..., 3] > 0
             progress("peel", step, len(elements))
         upper = []
         for group in groups:
@@ -531,6 +535,78 @@ def _build_elements(rgb: np.ndarray, regions: _Regions, words) -> tuple[_Element
     return background, elements
 
 
+def _find_translucent(rgb: np.ndarray, background: _Element, elements: list[_Element]) -> list[_Element]:
+    """Merge pairs of flat elements that are one translucent shape seen over two different things.
+
+    A sheet of colour F at opacity a shows c1 = a·F + (1 − a)·u1 over u1 and c2 = a·F + (1 − a)·u2 over u2,
+    so c1 − c2 = (1 − a)·(u1 − u2): the two visible colours differ along the line between what is under them,
+    by a ratio in (0, 1). Two unrelated opaque shapes almost never line up like that.
+    """
+    import cv2
+
+    shapes = [e for e in elements if e.kind == "shape" and not e.glyph_like]
+    if len(shapes) < 2:
+        return elements
+    owner = np.zeros(background.mask.shape, np.int32)
+    owner[background.mask] = 1
+    for index, element in enumerate(elements, start=2):
+        owner[element.mask] = index
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9))
+    neighbours: dict[int, dict[int, np.ndarray]] = {}  # element id → {owner label: mean colour next to it}
+    for element in shapes:
+        box = _bbox_slices(element.mask, 6)
+        ring = cv2.dilate(element.mask[box].astype(np.uint8), kernel).astype(bool) & ~element.mask[box]
+        labels_in_ring = owner[box][ring]
+        colours = rgb[box][ring]
+        counts = np.bincount(labels_in_ring, minlength=len(elements) + 2)
+        found = {}
+        for label in np.flatnonzero(counts[1:] >= max(8, 0.05 * ring.sum())) + 1:
+            found[int(label)] = colours[labels_in_ring == label].mean(axis=0)
+        neighbours[id(element)] = found
+    label_of = {id(e): index for index, e in enumerate(elements, start=2)}
+    merged: set[int] = set()
+    result = list(elements)
+    for first in shapes:
+        for second in shapes:
+            if first is second or id(first) in merged or id(second) in merged:
+                continue
+            if label_of[id(second)] not in neighbours[id(first)]:
+                continue
+            best = None
+            for under_1, u1 in neighbours[id(first)].items():
+                for under_2, u2 in neighbours[id(second)].items():
+                    if under_1 == under_2 or under_1 == label_of[id(second)] or under_2 == label_of[id(first)]:
+                        continue
+                    du = u1 - u2
+                    dc = first.color_rgb - second.color_rgb
+                    norm_u, norm_c = np.linalg.norm(du), np.linalg.norm(dc)
+                    if norm_u < 40.0 or norm_c < 8.0:
+                        continue
+                    ratio = float(dc @ du) / norm_u ** 2
+                    cosine = float(dc @ du) / (norm_u * norm_c)
+                    if cosine < 0.985 or not 0.1 < ratio < 0.9:
+                        continue
+                    opacity = 1.0 - ratio
+                    color_1 = (first.color_rgb - ratio * u1) / opacity
+                    color_2 = (second.color_rgb - ratio * u2) / opacity
+                    if np.linalg.norm(color_1 - color_2) > 20.0 or not (-12 < color_1).all() or (color_1 > 267).any():
+                        continue
+                    if best is None or cosine > best[0]:
+                        best = (cosine, opacity, np.clip((color_1 + color_2) / 2, 0, 255))
+            if best is None:
+                continue
+            _, opacity, color = best
+            sheet = _Element("shape", first.mask | second.mask, color)
+            sheet.opacity = opacity
+            closing = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
+            closed = cv2.morphologyEx(sheet.mask.astype(np.uint8), cv2.MORPH_CLOSE, closing).astype(bool)
+            sheet.hull = _hull_mask(closed)
+            sheet.pieces = 1
+            result = [e for e in result if e is not first and e is not second] + [sheet]
+            merged.update({id(first), id(second)})
+    return result
+
+
 def _order_elements(elements: list[_Element]) -> list[_Element]:
     """Back-to-front order. above[a, b] > 0: b lies inside a's hulls more than a inside b's, so b is above a."""
     count = len(elements)
@@ -634,7 +710,14 @@ def _peel(rgb: np.ndarray, element: _Element, covering: np.ndarray, alpha_in: np
     # Work inside the element's bounding box plus a margin; the colour outside it is the nearest colour anyway.
     box = _bbox_slices(element.hull, BAND_PX + 2)
     crop_rgb, crop_core = rgb[box], core[box]
-    near_f, _ = _nearest_colors(crop_rgb, crop_core)
+    translucent = element.opacity < 1.0
+    if translucent:
+        # Its pieces (over different things) are one sheet: close the seams between them, one colour throughout.
+        closing = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
+        crop_core = cv2.morphologyEx(crop_core.astype(np.uint8), cv2.MORPH_CLOSE, closing).astype(bool)
+        near_f = np.broadcast_to(element.color_rgb.astype(np.float32), crop_rgb.shape)
+    else:
+        near_f, _ = _nearest_colors(crop_rgb, crop_core)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * BAND_PX + 1, 2 * BAND_PX + 1))
     grown = cv2.dilate(crop_core.astype(np.uint8), kernel).astype(bool)
     band = grown & ~crop_core
@@ -653,6 +736,9 @@ def _peel(rgb: np.ndarray, element: _Element, covering: np.ndarray, alpha_in: np
         alpha[band] = np.where(denom > 15.0 ** 2, np.clip(projected, 0.0, 1.0), fallback)
     elif band.any():
         alpha[band] = 1.0
+    if translucent:
+        # Over B the observed colour is B + a·(F − B): the projection already is the alpha, up to the opacity.
+        alpha = np.minimum(alpha, element.opacity)
     # Complete the element under what covers it, inside its own hulls.
     completion = element.hull[box] & covering[box] & ~crop_core
     alpha[completion] = 1.0

@@ -281,7 +281,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/v1/jobs", response_model=JobList, responses=_errors(), summary="All jobs, oldest first")
     def list_jobs():
-        return {"jobs": manager.list()}
+        return {"jobs": manager.all_jobs()}
 
     @app.get("/v1/jobs/{job_id}", response_model=JobStatus, responses=_errors(404), summary="Status and progress")
     def get_job(job_id: str):

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import re
+import shutil
 import threading
 import time
 import uuid
@@ -22,6 +22,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .errors import Busy, InvalidInput, NotFound, QueueFull
 from .layers import MANIFEST_NAME, layer_file_name, write_bytes_atomic, write_png_atomic
@@ -92,7 +94,6 @@ class JobManager:
         self.settings = settings
         self.jobs_dir = Path(settings.data_dir) / "jobs"
         self._lock = threading.RLock()
-        self._wake = threading.Event()
         self._records: dict[str, dict[str, Any]] = {}
         self._queue: deque[str] = deque()
         self._worker: _Worker | None = None
@@ -101,6 +102,7 @@ class JobManager:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self.worker_restarts = 0
+        self._failed_starts = 0
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -116,13 +118,16 @@ class JobManager:
 
     def close(self) -> None:
         self._stopping = True
-        self._wake.set()
         if self._thread is not None:
             self._thread.join(10)
         with self._lock:
             if self._worker is not None:
                 self._worker.stop()
                 self._worker = None
+            for record in self._records.values():
+                if record["status"] not in TERMINAL:
+                    self._finish(record, "failed", "the server shut down before the job finished; submit it again")
+            self._queue.clear()
 
     def _load_existing(self) -> None:
         """Pick up the jobs of a previous run: finished ones stay served; unfinished ones cannot resume."""
@@ -172,48 +177,55 @@ class JobManager:
         elif image_rgba is None:
             raise InvalidInput("no image: send the picture as the multipart file part 'image'")
 
+        self._check_room()  # fail fast, before encoding the input
         job_id = uuid.uuid4().hex
         folder = self.jobs_dir / job_id
+        folder.mkdir(parents=True)
+        if image_rgba is not None:
+            # Outside the lock: encoding a large PNG takes a while and status requests must not wait for it.
+            input_path = folder / INPUT_NAME
+            write_png_atomic(input_path, np.asarray(image_rgba, dtype=np.uint8))
+        record = {
+            "id": job_id,
+            "status": "queued",
+            "stage": None,
+            "step": 0,
+            "total": 0,
+            "error": None,
+            "layers": None,
+            "params": params.to_dict(),
+            "parent": parent,
+            "children": {},
+            "notes": list(notes or []),
+            "input": str(input_path),
+            "created_at": time.time(),
+            "started_at": None,
+            "finished_at": None,
+        }
+        with self._lock:
+            try:
+                self._check_room()
+            except QueueFull:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+            self._records[job_id] = record
+            self._queue.append(job_id)
+            self._write_record(record)
+        return self.public(record)
+
+    def _check_room(self) -> None:
         with self._lock:
             if len(self._queue) >= self.settings.max_queue:
                 raise QueueFull(
                     f"the queue is full ({len(self._queue)} jobs waiting, limit {self.settings.max_queue}); wait for "
                     f"a job to finish or cancel one, then retry"
                 )
-            folder.mkdir(parents=True)
-            if image_rgba is not None:
-                import numpy as np
-
-                write_png_atomic(folder / INPUT_NAME, np.asarray(image_rgba, dtype=np.uint8))
-                input_path = folder / INPUT_NAME
-            record = {
-                "id": job_id,
-                "status": "queued",
-                "stage": None,
-                "step": 0,
-                "total": 0,
-                "error": None,
-                "layers": None,
-                "params": params.to_dict(),
-                "parent": parent,
-                "children": {},
-                "notes": list(notes or []),
-                "input": str(input_path),
-                "created_at": time.time(),
-                "started_at": None,
-                "finished_at": None,
-            }
-            self._records[job_id] = record
-            self._queue.append(job_id)
-            self._write_record(record)
-        self._wake.set()
-        return self.public(record)
 
     def get(self, job_id: str) -> dict[str, Any]:
         with self._lock:
             return self.public(self._record(job_id))
 
-    def list(self) -> list[dict[str, Any]]:
+    def all_jobs(self) -> list[dict[str, Any]]:
         with self._lock:
             records = sorted(self._records.values(), key=lambda r: r.get("created_at") or 0)
             return [self.public(record) for record in records]
@@ -244,16 +256,6 @@ class JobManager:
                     + (f" (error: {record['error']})" if record.get("error") else "")
                 )
         return self.jobs_dir / job_id
-
-    def wait(self, job_id: str, timeout_s: float = 60.0) -> dict[str, Any]:
-        """Block until the job is terminal (tests and the CLI use this)."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            record = self.get(job_id)
-            if record["status"] in TERMINAL:
-                return record
-            time.sleep(0.02)
-        raise TimeoutError(f"job {job_id} not finished after {timeout_s} s")
 
     def health(self) -> dict[str, Any]:
         with self._lock:
@@ -299,9 +301,17 @@ class JobManager:
             count = int(record.get("layers") or 0)
         if not 0 <= parent_layer < count:
             raise NotFound(f"parent job {parent_job} has {count} layers (0–{count - 1}); there is no layer {parent_layer}")
-        path = self.jobs_dir / parent_job / layer_file_name(parent_layer)
+        folder = self.jobs_dir / parent_job
+        path = folder / layer_file_name(parent_layer)
         if not path.is_file():
             raise NotFound(f"layer {parent_layer} of job {parent_job} is missing on disk")
+        try:
+            entry = json.loads((folder / MANIFEST_NAME).read_text("utf-8"))["layers"][parent_layer]
+        except (OSError, ValueError, KeyError, IndexError):
+            entry = {}
+        if entry.get("bbox_px", True) is None:
+            raise InvalidInput(f"layer {parent_layer} of job {parent_job} is empty (fully transparent); there is "
+                               f"nothing in it to decompose")
         return path, {"job": parent_job, "layer": parent_layer}
 
     def _write_record(self, record: dict[str, Any]) -> None:
@@ -383,6 +393,7 @@ class JobManager:
         with self._lock:
             if kind == "ready":
                 worker.ready = True
+                self._failed_starts = 0
                 self._describe = dict(message.get("describe") or {})
                 self._worker_ready.set()
             elif kind == "progress":
@@ -396,7 +407,6 @@ class JobManager:
                 worker.job_id = None
                 if record is not None and record["status"] == "running":
                     self._finish(record, message["status"], message.get("error"), message.get("layers"))
-        self._wake.set()
 
     def _worker_died(self, worker: _Worker) -> None:
         worker.process.join(5)
@@ -417,8 +427,23 @@ class JobManager:
             if self._stopping:
                 self._worker = None
                 return
+            delay_s = 0.0
+            if not worker.ready:
+                # It died before it could report ready: a broken install, not a job. Do not spin; tell the jobs.
+                self._failed_starts += 1
+                delay_s = min(2.0 ** self._failed_starts, 30.0)
+                if self._failed_starts >= 3:
+                    message = (f"the worker process cannot start (exit code {code}, {self._failed_starts} tries); "
+                               f"see the server's error output")
+                    self._describe = dict(self._describe, error=message, model_loaded=False)
+                    while self._queue:
+                        self._finish(self._records[self._queue.popleft()], "failed", message)
             self.worker_restarts += 1
-            self._worker = _Worker(self.settings)
+        deadline = time.monotonic() + delay_s
+        while time.monotonic() < deadline and not self._stopping:
+            time.sleep(0.05)
+        with self._lock:
+            self._worker = None if self._stopping else _Worker(self.settings)
 
     def _check_cancel_deadline(self, worker: _Worker) -> None:
         started = worker.cancel_requested_at

@@ -119,8 +119,8 @@ def worker_main(conn, cancel_event, backend_name: str, backend_options: dict[str
     try:
         backend = create_backend(backend_name, **backend_options)
         describe = dict(backend.describe())
-    except StrataError as exc:
-        backend_error = str(exc)
+    except Exception as exc:  # a missing dependency or model: report it per job instead of crash-looping
+        backend_error = str(exc) if isinstance(exc, StrataError) else f"{type(exc).__name__}: {exc}"
         describe = {"backend": backend_name, "device": "none", "model_loaded": False, "error": backend_error}
     conn.send({"type": "ready", "pid": os.getpid(), "describe": describe})
 

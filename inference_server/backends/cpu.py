@@ -47,9 +47,11 @@ MIN_REGION_FRACTION = 0.0002  # regions smaller than this part of the image are 
 MIN_ELEMENT_FRACTION = 0.001  # elements smaller than this stay in the background
 MIN_ELEMENT_FRACTION_ON_PHOTO = 0.004
 ELEMENT_RESIDUAL = 4.0  # flat elements (not the background) must be flatter than this (0–255 RMS)
+PHOTO_ELEMENT_RESIDUAL = 1.0  # the same on a photo background, whose smooth patches measure 0.5–3
 MIN_IMAGE_FRACTION = 0.005  # textured blobs on a flat background at least this big become "Image" elements
 MAX_ELEMENTS = 48
 OCR_MAX_SIDE_PX = 640  # the text detector runs on a copy at most this big (time grows with pixels)
+SUBJECT_MAX_SIDE_PX = 256  # grabCut for a photo's subject runs at this size
 INPAINT_MAX_SIDE_PX = 384  # Telea inpainting of big holes runs at this size, then is upsampled
 
 COLOR_NAMES = {
@@ -87,7 +89,7 @@ class _Element:
         if self.kind == "text":
             return f"Text '{self.text}'" if self.text else "Text"
         if self.kind == "image":
-            return "Image"
+            return self.text or "Image"
         if self.opacity < 1.0:
             return f"Translucent {color_name(self.color_rgb).lower()} shape ({self.opacity:.0%})"
         return f"{color_name(self.color_rgb)} shape" + ("s" if self.glyph_like else "")
@@ -158,6 +160,12 @@ class CpuDecomposer:
         cancel.raise_if_canceled()
         background, elements = _build_elements(rgb, regions, words)
         elements = _find_translucent(rgb, background, elements)
+        if not background.regions and len(elements) < requested - 1:
+            # A photo with room left in the layer budget: split off its main subject.
+            subject = _find_subject(rgb, background, elements)
+            if subject is not None:
+                elements.append(subject)
+                background.mask &= ~subject.mask
         progress("elements", 1, 1)
 
         # 5. Order
@@ -470,8 +478,11 @@ def _build_elements(rgb: np.ndarray, regions: _Regions, words) -> tuple[_Element
 
     # Group the remaining flat regions by colour (and word).
     groups: list[dict] = []
+    # On a photo, smooth patches of the photo itself (sky, shadows, highlights) are nearly flat too; graphics
+    # placed on it are flat to the noise level.
+    element_residual = ELEMENT_RESIDUAL if bg_region is not None else PHOTO_ELEMENT_RESIDUAL
     for k in sorted(candidates, key=lambda k: -regions.areas[k]):
-        if k in bg_regions or (regions.residuals[k] > ELEMENT_RESIDUAL and k not in word_of_region):
+        if k in bg_regions or (regions.residuals[k] > element_residual and k not in word_of_region):
             continue
         word = word_of_region.get(k)
         for group in groups:
@@ -533,6 +544,61 @@ def _build_elements(rgb: np.ndarray, regions: _Regions, words) -> tuple[_Element
         element.glyph_like = glyph_like
         element.hull = element.mask if glyph_like else _hull_mask(element.mask)
     return background, elements
+
+
+def _find_subject(rgb: np.ndarray, background: _Element, elements: list[_Element]) -> _Element | None:
+    """The photo's main subject: colour contrast to the border (with a centre prior) seeds grabCut.
+
+    Runs at most SUBJECT_MAX_SIDE_PX on the long side; the mask is scaled back and its edge left to the
+    peel's soft-edge band.
+    """
+    import cv2
+
+    height_px, width_px = rgb.shape[:2]
+    if min(height_px, width_px) < 24:
+        return None
+    scale = min(1.0, SUBJECT_MAX_SIDE_PX / max(height_px, width_px))
+    size = (max(8, round(width_px * scale)), max(8, round(height_px * scale)))
+    small = cv2.resize(np.clip(rgb, 0, 255).astype(np.uint8), size, interpolation=cv2.INTER_AREA)
+    lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB).astype(np.float32)
+    border = np.concatenate([lab[:3].reshape(-1, 3), lab[-3:].reshape(-1, 3),
+                             lab[:, :3].reshape(-1, 3), lab[:, -3:].reshape(-1, 3)])
+    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 10, 1.0)
+    clusters = min(6, len(border))
+    _, _, centers = cv2.kmeans(border, clusters, None, criteria, 2, cv2.KMEANS_PP_CENTERS)
+    distance = np.min(np.linalg.norm(lab[:, :, None, :] - centers[None, None], axis=3), axis=2)
+    ys, xs = np.mgrid[0:size[1], 0:size[0]].astype(np.float32)
+    centre = np.exp(-(((xs / size[0] - 0.5) ** 2) + ((ys / size[1] - 0.5) ** 2)) / (2 * 0.25 ** 2))
+    saliency = cv2.GaussianBlur(distance * centre, (0, 0), 2.0)
+    saliency_u8 = np.clip(saliency / max(float(saliency.max()), 1e-6) * 255, 0, 255).astype(np.uint8)
+    threshold, _ = cv2.threshold(saliency_u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    mask = np.where(saliency_u8 > threshold, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
+    mask[saliency_u8 > min(255, threshold * 1.6)] = cv2.GC_FGD
+    mask[:2], mask[-2:], mask[:, :2], mask[:, -2:] = cv2.GC_BGD, cv2.GC_BGD, cv2.GC_BGD, cv2.GC_BGD
+    if not (mask == cv2.GC_PR_FGD).any() and not (mask == cv2.GC_FGD).any():
+        return None
+    bgd_model, fgd_model = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.grabCut(small[..., ::-1].copy(), mask, None, bgd_model, fgd_model, 4, cv2.GC_INIT_WITH_MASK)
+    foreground = np.isin(mask, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.uint8)
+    count, pieces, stats, _ = cv2.connectedComponentsWithStats(foreground, connectivity=8)
+    keep = [k for k in range(1, count) if stats[k, cv2.CC_STAT_AREA] >= 0.01 * foreground.size]
+    if not keep:
+        return None
+    foreground = np.isin(pieces, keep).astype(np.float32)
+    full = cv2.resize(foreground, (width_px, height_px), interpolation=cv2.INTER_LINEAR) > 0.5
+    for element in elements:
+        full &= ~element.mask
+    share = full.mean()
+    if not 0.02 <= share <= 0.8:
+        return None
+    # Leave the outer rim to the peel's soft-edge band.
+    rim = max(1, round(1.0 / scale))
+    core = cv2.erode(full.astype(np.uint8), np.ones((2 * rim + 1, 2 * rim + 1), np.uint8)).astype(bool)
+    if core.sum() < 0.01 * core.size:
+        return None
+    subject = _Element("image", core, rgb[core].mean(axis=0), "Subject")
+    subject.hull = _hull_mask(core)
+    return subject
 
 
 def _find_translucent(rgb: np.ndarray, background: _Element, elements: list[_Element]) -> list[_Element]:

@@ -158,3 +158,28 @@ def test_a_decomposition_survives_save_and_load(decomposer, tmp_path):
     loaded = LayerStack.load(stack.save(tmp_path / "job"))
     assert [layer.name for layer in loaded.layers] == [layer.name for layer in stack.layers]
     assert np.array_equal(composite_over([layer.rgba for layer in loaded.layers]), stack.composite())
+
+
+def test_a_photo_splits_into_subject_and_background_not_colour_noise(decomposer):
+    from inference_server.samples import photo_rgb
+
+    rgb = photo_rgb("chelsea", 256, 192)  # the cat fills the middle of the frame
+    stack = _decompose(decomposer, rgb, 2)
+    assert [layer.name for layer in stack.layers] == ["Background", "Subject"]
+    subject = stack.layers[1].rgba[..., 3] > 127
+    assert 0.1 <= subject.mean() <= 0.7
+    assert subject[96, 128], "the centre of the cat belongs to the subject"
+    assert not subject[:8].any() and not subject[:, :8].any(), "the frame's edge is background"
+    assert _composite_error(stack, np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])) <= 1.0
+
+
+def test_a_translucent_shape_comes_back_as_one_layer_with_its_opacity(decomposer):
+    sample = make_sample("semi", 512, 384, seed=0)  # "Translucent ellipse (48%)" over a triangle and the paper
+    stack = _decompose(decomposer, sample.composite, 4)
+    translucent = [layer for layer in stack.layers if layer.name.startswith("Translucent")]
+    assert len(translucent) == 1, [layer.name for layer in stack.layers]
+    peak_alpha = np.percentile(translucent[0].rgba[..., 3][translucent[0].rgba[..., 3] > 0], 90) / 255.0
+    assert peak_alpha == pytest.approx(0.48, abs=0.04)
+    truth = sample.layers[2][..., 3] > 0
+    found = translucent[0].rgba[..., 3] > 0
+    assert (truth & found).sum() / (truth | found).sum() > 0.9

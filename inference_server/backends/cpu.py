@@ -807,7 +807,7 @@ def _peel(rgb: np.ndarray, element: _Element, covering: np.ndarray, alpha_in: np
         alpha = np.minimum(alpha, element.opacity)
     # Complete the element under what covers it, inside its own hulls.
     completion = element.hull[box] & covering[box] & ~crop_core
-    alpha[completion] = 1.0
+    alpha[completion] = element.opacity
     # A layer is never more opaque than the input there (RGBA inputs).
     alpha = np.minimum(alpha, alpha_in[box])
     out = np.zeros(crop_rgb.shape[:2] + (4,), np.uint8)

@@ -34,6 +34,36 @@ MEDIA_TYPES = {
 MAX_LAYOUT_JSON_BYTES = 1_000_000
 
 
+def _responses(kind: str, *error_codes: int) -> dict:
+    """OpenAPI: the file's media type, and the JSON ``{"detail"}`` errors a client should expect."""
+    reasons = {400: "bad layout, parameter or image", 401: "missing or wrong bearer token",
+               403: "foreign Origin or Host", 404: "no such job", 409: "the job has not succeeded (yet)",
+               413: "upload or image too large"}
+    error = {"content": {"application/json": {"schema": {
+        "type": "object", "properties": {"detail": {"type": "string"}}, "required": ["detail"]}}}}
+    return {200: {"content": {MEDIA_TYPES[kind]: {"schema": {"type": "string", "format": "binary"}}},
+                  "description": f"the .{kind} file"},
+            **{code: {**error, "description": reasons[code]} for code in (401, 403, *error_codes)}}
+
+
+def _layout_body(with_original: bool) -> dict:
+    """OpenAPI: the multipart body of the layout exports (parsed by hand: the part names depend on the layout)."""
+    properties = {
+        "layout": {"type": "string", "description": 'layout JSON: {"width_px", "height_px", "name", "layers": '
+                                                     '[{"name", "x_px", "y_px", "width_px", "height_px", '
+                                                     '"opacity", "visible"}, ...]}, layers back to front'},
+        "layer_0": {"type": "string", "format": "binary", "description": "PNG of layout layer 0; send layer_<i> "
+                                                                         "for every layer i"},
+    }
+    if with_original:
+        properties["with_original"] = {"type": "string", "enum": ["true", "false"],
+                                       "description": "put the original image on a first slide"}
+        properties["original"] = {"type": "string", "format": "binary", "description": "PNG of the original"}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": ["layout", "layer_0"], "properties": properties,
+        "additionalProperties": {"type": "string", "format": "binary"}}}}}}
+
+
 def _job_folder(request: Request, job_id: str):
     """The succeeded job's folder from the app's JobManager (404 unknown id, 409 not finished)."""
     manager = getattr(request.app.state, "manager", None)
@@ -68,19 +98,22 @@ def _job_export(request: Request, job_id: str, kind: str, with_original: bool) -
     return psd_bytes(layout)
 
 
-@router.get("/v1/jobs/{job_id}/export.pptx")
+@router.get("/v1/jobs/{job_id}/export.pptx", responses=_responses("pptx", 404, 409),
+            summary="A finished job as PowerPoint: one picture per layer")
 async def export_job_pptx(request: Request, job_id: str, with_original: bool = False) -> Response:
     data = await _call(_job_export, request, job_id, "pptx", with_original)
     return _file_response(data, f"strata-{job_id}", "pptx")
 
 
-@router.get("/v1/jobs/{job_id}/export.psd")
+@router.get("/v1/jobs/{job_id}/export.psd", responses=_responses("psd", 404, 409),
+            summary="A finished job as a layered Photoshop file")
 async def export_job_psd(request: Request, job_id: str) -> Response:
     data = await _call(_job_export, request, job_id, "psd", False)
     return _file_response(data, f"strata-{job_id}", "psd")
 
 
-@router.get("/v1/jobs/{job_id}/export.zip")
+@router.get("/v1/jobs/{job_id}/export.zip", responses=_responses("zip", 404, 409),
+            summary="A finished job's layer PNGs, manifest.json and preview.png")
 async def export_job_zip(request: Request, job_id: str) -> Response:
     data = await _call(_job_export, request, job_id, "zip", False)
     return _file_response(data, f"strata-{job_id}", "zip")
@@ -139,14 +172,16 @@ async def _read_layout_form(request: Request, allow_original: bool) -> tuple[Lay
         await form.close()
 
 
-@router.post("/v1/exports/pptx")
+@router.post("/v1/exports/pptx", responses=_responses("pptx", 400, 413), openapi_extra=_layout_body(True),
+             summary="A layout (Blender's camera view) as PowerPoint")
 async def export_layout_pptx(request: Request) -> Response:
     layout, with_original = await _read_layout_form(request, allow_original=True)
     data = await _call(pptx_bytes, layout, with_original)
     return _file_response(data, layout.name, "pptx")
 
 
-@router.post("/v1/exports/psd")
+@router.post("/v1/exports/psd", responses=_responses("psd", 400, 413), openapi_extra=_layout_body(False),
+             summary="A layout (Blender's camera view) as a layered Photoshop file")
 async def export_layout_psd(request: Request) -> Response:
     layout, _ = await _read_layout_form(request, allow_original=False)
     data = await _call(psd_bytes, layout)

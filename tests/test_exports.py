@@ -177,11 +177,15 @@ def _encode(image: Image.Image, fmt: str = "PNG") -> bytes:
     return buffer.getvalue()
 
 
-def test_from_json_refuses_an_oversized_layer_image():
-    # A PNG header claiming 9000×9000 is refused before its pixels are decoded.
-    data = {"width_px": 10, "height_px": 10, "layers": [{"x_px": 0, "y_px": 0, "width_px": 10, "height_px": 10}]}
+def test_from_json_refuses_oversized_layer_images_before_decoding_them():
+    entry = {"x_px": 0, "y_px": 0, "width_px": 10, "height_px": 10}
     with pytest.raises(ImageTooLarge, match="9000×9000"):
-        Layout.from_json(data, {0: _encode(Image.new("L", (9000, 9000)))})
+        Layout.from_json({"width_px": 10, "height_px": 10, "layers": [entry]},
+                         {0: _encode(Image.new("L", (9000, 9000)))})
+    # Each under the per-layer limit, together too much: a few kB of flat PNG that would decode to 6 GB.
+    flat = _encode(Image.new("L", (8000, 8000)))
+    with pytest.raises(ImageTooLarge, match="send fewer layers or render them smaller"):
+        Layout.from_json({"width_px": 10, "height_px": 10, "layers": [entry] * 24}, dict.fromkeys(range(24), flat))
 
 
 # ------------------------------------------------------------------------------------------------ PowerPoint

@@ -31,6 +31,7 @@ MAX_LAYOUT_LAYERS = 64
 # Frame side limit: PSD allows 30000 px, a PowerPoint slide 56 in; 8192 keeps the float render under ~2 GiB.
 MAX_FRAME_SIDE_PX = 8192
 MAX_LAYER_IMAGE_PIXELS = 8192 * 8192
+MAX_TOTAL_LAYER_PIXELS = 256_000_000  # all layers of one request, decoded: 1 GiB of RGBA
 # Placement bound in px: generous (a Blender plane near the camera projects huge); rasters are clipped anyway.
 MAX_PLACEMENT_PX = 1_000_000
 SNAP_PX = 1e-6
@@ -221,7 +222,16 @@ class Layout:
             raise InvalidInput(
                 f"missing image part(s) {['layer_%d' % i for i in missing]}: send one PNG file part "
                 f"named layer_<i> per layout layer")
-        # 3. Check each layer and decode its image
+        # 3. Check what the images decode to before decoding any: a small PNG can hold a huge flat image
+        total_px = 0
+        for index in range(len(entries)):
+            with _open_png(images[index], f"layer_{index}") as image:
+                total_px += image.width * image.height
+        if total_px > MAX_TOTAL_LAYER_PIXELS:
+            raise ImageTooLarge(
+                f"the layer images hold {total_px / 1e6:.0f} megapixels in all; at most "
+                f"{MAX_TOTAL_LAYER_PIXELS / 1e6:.0f} are accepted: send fewer layers or render them smaller")
+        # 4. Check each layer and decode its image
         layers = []
         for index, entry in enumerate(entries):
             where = f"layers[{index}]"
@@ -292,20 +302,28 @@ def _number(entry: dict, key: str, where: str, low: float, high: float, default:
     return float(value)
 
 
-def decode_layer_image(data: bytes, label: str) -> np.ndarray:
-    """Decode one uploaded layer image to h×w×4 uint8; RGB/L/LA are widened, anything else is refused."""
+def _open_png(data: bytes, label: str) -> Image.Image:
+    """Open (header only) and check one uploaded layer image: a PNG, a sane size, a mode we can widen to RGBA."""
     try:
         image = Image.open(io.BytesIO(data))
     except Exception as error:  # Pillow raises several types for undecodable data
         raise InvalidInput(f"{label} is not a readable image ({error}); send a PNG") from None
-    with image:
-        if image.format != "PNG":
-            raise InvalidInput(f"{label} must be a PNG, got {image.format}")
-        width, height = image.size
-        if width * height > MAX_LAYER_IMAGE_PIXELS:
-            raise ImageTooLarge(f"{label} is {width}×{height}; at most {MAX_LAYER_IMAGE_PIXELS} pixels per layer")
-        if image.mode not in ("RGBA", "RGB", "LA", "L"):
-            raise InvalidInput(f"{label}: expected an RGBA, RGB, LA or L PNG, got mode {image.mode!r}")
+    if image.format != "PNG":
+        image.close()
+        raise InvalidInput(f"{label} must be a PNG, got {image.format}")
+    width, height = image.size
+    if width * height > MAX_LAYER_IMAGE_PIXELS:
+        image.close()
+        raise ImageTooLarge(f"{label} is {width}×{height}; at most {MAX_LAYER_IMAGE_PIXELS} pixels per layer")
+    if image.mode not in ("RGBA", "RGB", "LA", "L"):
+        image.close()
+        raise InvalidInput(f"{label}: expected an RGBA, RGB, LA or L PNG, got mode {image.mode!r}")
+    return image
+
+
+def decode_layer_image(data: bytes, label: str) -> np.ndarray:
+    """Decode one uploaded layer image to h×w×4 uint8; RGB/L/LA are widened, anything else is refused."""
+    with _open_png(data, label) as image:
         try:
             return np.asarray(image.convert("RGBA"), dtype=np.uint8).copy()
         except Exception as error:

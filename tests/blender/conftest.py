@@ -1,0 +1,136 @@
+"""Fixtures for the Blender tests: real bpy (one import per process), the add-on enabled, a real CPU server.
+
+Run them in the Blender venv, in one pytest process (bpy can be imported only once):
+
+    .venv-blender/bin/python -m pytest tests/blender -q
+
+The server is a real ``strata serve`` subprocess started by the add-on itself, with the server venv's Python
+(env ``STRATA_SERVER_PYTHON``, default ``<repo>/.venv/bin/python``).
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SERVER_PYTHON = os.environ.get("STRATA_SERVER_PYTHON", str(REPO / ".venv" / "bin" / "python"))
+
+# Blender reads its user folders when bpy is imported: point them at a throw-away folder before that, so tests
+# never touch the real ~/.config/blender (layers of unsaved files and installed extensions land there).
+_USER_RESOURCES = tempfile.mkdtemp(prefix="strata-blender-user-")
+os.environ["BLENDER_USER_RESOURCES"] = _USER_RESOURCES
+
+bpy = pytest.importorskip("bpy", reason="the Blender tests need the bpy module (pip install bpy==5.0.1)")
+
+ADDON = "blender_addon"
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_USER_RESOURCES, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def addon():
+    """The add-on enabled as a legacy module from the repo, configured to start a CPU server; → its module name."""
+    import addon_utils
+
+    if not Path(SERVER_PYTHON).exists():
+        pytest.skip(f"no server Python at {SERVER_PYTHON}: set STRATA_SERVER_PYTHON")
+    sys.path.insert(0, str(REPO))
+    module = addon_utils.enable(ADDON, default_set=True, handle_error=None)
+    assert module is not None, "the add-on failed to register"
+    configure_local_server(prefs())
+    yield ADDON
+    addon_utils.disable(ADDON, default_set=True)
+
+
+def prefs():
+    return bpy.context.preferences.addons[ADDON].preferences
+
+
+def configure_local_server(preferences):
+    preferences.connection = 'START'
+    preferences.server_python = SERVER_PYTHON
+    preferences.server_command = ""
+    preferences.server_source_dir = str(REPO)  # the repo is not pip-installed into the server venv
+    preferences.backend = 'cpu'
+    preferences.layer_storage = 'FILES'
+    preferences.pixel_exact = True
+
+
+@pytest.fixture
+def local_server(addon):
+    """Preferences pointing at the add-on's own local CPU server (restored after tests that change them)."""
+    configure_local_server(prefs())
+    yield prefs()
+    configure_local_server(prefs())
+
+
+def reset_scene():
+    """An empty, unsaved file with one camera at an arbitrary pose, so exactness does not rely on a trivial camera."""
+    bpy.ops.wm.read_homefile(use_empty=True)  # also forgets a previous test's saved .blend path
+    for collection in list(bpy.data.collections):
+        bpy.data.collections.remove(collection)
+    for obj in list(bpy.data.objects):
+        bpy.data.objects.remove(obj)
+    for blocks in (bpy.data.meshes, bpy.data.materials, bpy.data.images, bpy.data.cameras, bpy.data.lights):
+        for block in list(blocks):
+            blocks.remove(block)
+    scene = bpy.context.scene
+    data = bpy.data.cameras.new("Test Camera")
+    data.lens = 35.0
+    camera = bpy.data.objects.new("Test Camera", data)
+    scene.collection.objects.link(camera)
+    camera.location = (1.0, -8.0, 2.0)
+    camera.rotation_euler = (1.40, 0.0, 0.35)
+    scene.camera = camera
+    settings = scene.strata
+    settings.image = None
+    settings.image_path = ""
+    settings.job_id = settings.job_status = settings.job_stage = settings.job_message = ""
+    settings.job_progress = 0.0
+    bpy.context.view_layer.update()
+    return scene
+
+
+@pytest.fixture
+def scene(addon):
+    return reset_scene()
+
+
+@pytest.fixture(scope="session")
+def sample_png(tmp_path_factory):
+    """A 160×120 flat poster (background, shapes, text) drawn by the server package's sample generator."""
+    path = tmp_path_factory.mktemp("samples") / "poster.png"
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from inference_server.samples import save_sample; "
+            "save_sample(sys.argv[2], 'flat', 160, 120, seed=7)")
+    subprocess.run([SERVER_PYTHON, "-c", code, str(REPO), str(path)], check=True, timeout=120)
+    return path
+
+
+def _wait_for_job(timeout_s=90.0):
+    """Call job_watch.tick() until the job ends, as Blender's timer would (timers never fire in the bpy module)."""
+    job_watch = sys.modules[f"{ADDON}.job_watch"]
+    deadline = time.monotonic() + timeout_s
+    while job_watch.tick() is not None:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the job did not finish within {timeout_s} s: {bpy.context.scene.strata.job_stage}")
+        time.sleep(0.05)
+    return bpy.context.scene.strata
+
+
+@pytest.fixture
+def wait_for_job(addon):
+    """``wait_for_job(timeout_s)`` → Scene.strata once the job has ended."""
+    return _wait_for_job
+
+
+@pytest.fixture
+def addon_prefs(addon):
+    return prefs()

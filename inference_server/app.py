@@ -134,7 +134,7 @@ class GuardMiddleware:
     def __init__(self, app, settings: Settings) -> None:
         self.app = app
         self.settings = settings
-        self.expected = f"Bearer {settings.token}".encode("utf-8")
+        self.token = settings.token.encode("utf-8")
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -157,7 +157,9 @@ class GuardMiddleware:
             return await reject(403, f"Host {host.decode('latin-1')!r} refused: this server answers only to "
                                      f"127.0.0.1/localhost (start it with --allow-remote to serve other names)")
         authorization = headers.get("authorization", b"")
-        if not hmac.compare_digest(authorization, self.expected):
+        scheme, _, presented = authorization.partition(b" ")
+        # The scheme is case-insensitive (RFC 7235); the token is compared in constant time.
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(presented.strip(), self.token):
             reason = "missing" if not authorization else "wrong"
             return await reject(401, f"{reason} bearer token: send 'Authorization: Bearer <token>' with the token the "
                                      f"server printed or STRATA_TOKEN", [(b"www-authenticate", b"Bearer")])

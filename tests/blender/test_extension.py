@@ -1,0 +1,64 @@
+"""The built extension zip installs into a user repository, enables as ``bl_ext.user_default.strata`` and works."""
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+import bpy
+import addon_utils
+
+from conftest import ADDON, REPO, configure_local_server, prefs, reset_scene
+
+EXTENSION = "bl_ext.user_default.strata"
+
+
+@pytest.fixture
+def extension_zip(tmp_path):
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "build_extension.py"), "--output-dir",
+                             str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Success parsing TOML" in result.stdout  # `extension validate` ran on the source and on the zip
+    return result.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture
+def legacy_disabled(addon):
+    """Same classes and operator ids: the repo copy must be off while the installed extension is on."""
+    addon_utils.disable(ADDON, default_set=True)
+    yield
+    if EXTENSION in bpy.context.preferences.addons:
+        addon_utils.disable(EXTENSION, default_set=True)
+    addon_utils.enable(ADDON, default_set=True, handle_error=None)
+    configure_local_server(prefs())
+
+
+def test_zip_installs_enables_and_decomposes(extension_zip, legacy_disabled, sample_png):
+    assert bpy.ops.extensions.package_install_files(filepath=extension_zip, repo="user_default",
+                                                    enable_on_install=True) == {'FINISHED'}
+    assert EXTENSION in bpy.context.preferences.addons
+    package = sys.modules[EXTENSION]
+    assert package.__file__.startswith(bpy.utils.user_resource('EXTENSIONS'))  # the installed copy, not the repo
+
+    # Preferences resolve through __package__, whatever the package is called.
+    extension_prefs = bpy.context.preferences.addons[EXTENSION].preferences
+    configure_local_server(extension_prefs)
+    scene = reset_scene()
+    scene.strata.image_path = str(sample_png)
+    scene.strata.layers = 2
+    assert bpy.ops.strata.decompose() == {'FINISHED'}
+    job_watch = sys.modules[f"{EXTENSION}.job_watch"]
+    deadline = time.monotonic() + 90
+    while job_watch.tick() is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert scene.strata.job_status == "succeeded", scene.strata.job_message
+    assert len([obj for obj in bpy.data.objects if obj.strata.role == 'LAYER']) == 2
+
+    # Disabling the extension stops the server it started.
+    connection = sys.modules[f"{EXTENSION}.connection"]
+    server = connection.current_server()
+    assert server is not None and server.is_alive()
+    process = server.process
+    addon_utils.disable(EXTENSION, default_set=True)
+    assert process.poll() is not None

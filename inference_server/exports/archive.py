@@ -12,7 +12,7 @@ import zipfile
 from pathlib import Path
 
 from ..layers import MANIFEST_NAME, PREVIEW_NAME, write_bytes_atomic
-from .layout import ORIGINAL_NAMES, check_job_folder, safe_file_stem
+from .layout import ORIGINAL_NAME, check_job_folder, safe_file_stem
 
 
 def archive_bytes(folder: str | os.PathLike, top_folder: str | None = None) -> bytes:
@@ -20,7 +20,7 @@ def archive_bytes(folder: str | os.PathLike, top_folder: str | None = None) -> b
     manifest = check_job_folder(folder)
     top = safe_file_stem(top_folder or folder.name)
     names = [entry["file"] for entry in manifest["layers"]]
-    names += [name for name in (PREVIEW_NAME, *ORIGINAL_NAMES) if (folder / name).is_file()]
+    names += [name for name in (PREVIEW_NAME, ORIGINAL_NAME) if (folder / name).is_file()]
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         for name in names:

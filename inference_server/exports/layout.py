@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ImageTooLarge, InvalidInput
+from ..jobs import INPUT_NAME, JOB_RECORD_NAME
 from ..layers import MANIFEST_NAME, PREVIEW_NAME, LayerStack, OverCompositor, alpha_bbox_px
 
 MAX_LAYOUT_LAYERS = 64
@@ -40,9 +41,9 @@ MAX_RASTER_PAD_PX = 256
 RESAMPLE = Image.Resampling.BICUBIC
 LAYOUT_KEYS = {"width_px", "height_px", "name", "layers"}
 LAYER_KEYS = {"name", "x_px", "y_px", "width_px", "height_px", "opacity", "visible"}
-# Where a job folder may keep the image the user submitted (first match wins); else the preview stands in.
-ORIGINAL_NAMES = ("input.png", "original.png", "source.png")
-JOB_STATE_NAME = "job.json"
+# A server job folder keeps the upload as INPUT_NAME; folders without it (``strata decompose -o``, recursive
+# children) use the preview as the original.
+ORIGINAL_NAME = INPUT_NAME
 
 
 @dataclass
@@ -365,7 +366,7 @@ def load_job_layout(folder: str | os.PathLike, crop_to_bbox: bool = True) -> Lay
     except (OSError, ValueError, KeyError) as error:
         raise InvalidInput(f"{folder}: cannot read the decomposition ({error})") from None
     original = None
-    for file_name in (*ORIGINAL_NAMES, PREVIEW_NAME):
+    for file_name in (ORIGINAL_NAME, PREVIEW_NAME):
         if (folder / file_name).is_file():
             with Image.open(folder / file_name) as image:
                 original = np.asarray(image.convert("RGBA"), dtype=np.uint8).copy()
@@ -375,7 +376,7 @@ def load_job_layout(folder: str | os.PathLike, crop_to_bbox: bool = True) -> Lay
 
 def _job_state(folder: Path) -> dict | None:
     try:
-        state = json.loads((folder / JOB_STATE_NAME).read_text("utf-8"))
+        state = json.loads((folder / JOB_RECORD_NAME).read_text("utf-8"))
     except (OSError, ValueError):
         return None
     return state if isinstance(state, dict) else None

@@ -7,13 +7,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 
-if [ "${STRATA_SKIP_APT:-0}" != 1 ] && ! command -v soffice >/dev/null 2>&1; then
+if [ "${STRATA_SKIP_APT:-0}" != 1 ] && { ! command -v soffice >/dev/null 2>&1 || ! command -v identify >/dev/null 2>&1; }; then
     SUDO=""
     [ "$(id -u)" = 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq || true
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-        libreoffice-impress fonts-dejavu-core >/dev/null \
-        || echo "setup: LibreOffice could not be installed; PPTX render tests will be skipped" >&2
+        libreoffice-impress fonts-dejavu-core imagemagick >/dev/null \
+        || echo "setup: LibreOffice/ImageMagick could not be installed; PPTX render and PSD read-back tests will be skipped" >&2
 fi
 
 if [ ! -x .venv/bin/python ]; then

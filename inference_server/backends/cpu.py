@@ -130,14 +130,15 @@ class CpuDecomposer:
         height_px, width_px = target.shape[:2]
         alpha_in = target[..., 3].astype(np.float32) / 255.0
         opaque = bool((target[..., 3] == 255).all())
+        rgb = target[..., :3].astype(np.float32)
         key_rgb = np.zeros(3, np.float32)
         if not opaque:
-            # Transparent pixels are analysed as one flat "key" colour, the complement of the visible mean.
-            visible = target[..., 3] > 0
-            mean = target[..., :3][visible].mean(axis=0) if visible.any() else np.full(3, 128.0)
-            key_rgb = np.where(mean > 127, 0.0, 255.0).astype(np.float32)
-        rgb = (target[..., :3].astype(np.float32) * alpha_in[..., None]
-               + key_rgb * (1.0 - alpha_in[..., None]))
+            # The analysis sees straight colour where the input is visible enough and one flat "key" colour,
+            # far from every visible colour, where it is (nearly) transparent; the layers' alphas are capped by
+            # the input's at the end, so soft edges against transparency come from the input itself.
+            visible = alpha_in >= 0.1
+            key_rgb = _key_color(rgb[visible])
+            rgb[~visible] = key_rgb
         progress("check", 1, 1)
         if requested == 1:
             watch.stop()
@@ -177,12 +178,10 @@ class CpuDecomposer:
         # 6. Layer count
         watch.start("count")
         cancel.raise_if_canceled()
-        groups = _fit_count(elements, requested - 1)
-        if len(groups) + 1 < requested:
-            notes.append(
-                f"found {len(groups) + 1} distinct layer(s) in the image, fewer than the {requested} requested; "
-                f"returned {len(groups) + 1}"
-            )
+        # An RGBA input's transparent surround is the "background" here; it ends up empty and is dropped, so it
+        # does not take a place in the layer budget.
+        surround = not opaque and float(np.abs(background.color_rgb - key_rgb).max()) < 24.0
+        groups = _fit_count(elements, requested - (0 if surround else 1))
         progress("count", 1, 1)
 
         # 7. Peel (front to back, so each element knows what covers it)
@@ -217,11 +216,17 @@ class CpuDecomposer:
         watch.start("residual")
         cancel.raise_if_canceled()
         _correct_residual(layers, target)
-        if not opaque and len(layers) > 1 and layers[0].coverage < 0.001:
-            layers = layers[1:]  # the transparent surround was the "background": nothing left in it
+        if surround and len(layers) > 1:
+            if layers[0].coverage < 0.001:
+                layers = layers[1:]  # nothing left in the transparent surround
+            else:
+                layers[:2] = [Layer(composite_over([layers[0].rgba, layers[1].rgba]), layers[1].name)]
             _correct_residual(layers, target)
         progress("residual", 1, 1)
         watch.stop()
+        if len(layers) < requested:
+            notes.append(f"found {len(layers)} distinct layer(s) in the image, fewer than the {requested} "
+                         f"requested; returned {len(layers)}")
         return self._stack(layers, params, watch, notes)
 
     def _stack(self, layers, params, watch, notes) -> LayerStack:
@@ -265,6 +270,17 @@ class CpuDecomposer:
             if self._ocr_failed:
                 notes.append(f"text detector unavailable ({self._ocr_failed}); text is treated as shapes")
             return self._ocr
+
+
+def _key_color(visible_rgb: np.ndarray) -> np.ndarray:
+    """Of the 27 colours {0, 128, 255}³, the one farthest from (nearly) all of the visible colours."""
+    candidates = np.stack(np.meshgrid([0, 128, 255], [0, 128, 255], [0, 128, 255], indexing="ij"), -1)
+    candidates = candidates.reshape(-1, 3).astype(np.float32)
+    if visible_rgb.size == 0:
+        return candidates[-1]
+    sample = visible_rgb[:: max(1, len(visible_rgb) // 5000)]
+    distance = np.linalg.norm(sample[:, None, :] - candidates[None], axis=2)
+    return candidates[int(np.argmax(np.percentile(distance, 1, axis=0)))]
 
 
 # ---------------------------------------------------------------------------------------------- regions
@@ -739,7 +755,8 @@ def _group_name(group: list[_Element]) -> str:
         return "Shapes"
     if kinds == {"image"}:
         return "Images"
-    return "Group: " + ", ".join(dict.fromkeys(e.name for e in group))
+    names = list(dict.fromkeys(e.name for e in group))
+    return "Group: " + ", ".join(names[:3]) + (f" +{len(names) - 3} more" if len(names) > 3 else "")
 
 
 # ---------------------------------------------------------------------------------------------- peel

@@ -174,3 +174,35 @@ def _alive(pid: int) -> bool:
             return handle.read().split(") ")[1][0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_real_qwen_pipeline_cancels_mid_denoise(start_server, tmp_path):
+    # The real QwenImageLayeredPipeline (tiny random weights, CPU) inside the worker process: cancel lands between
+    # two denoising steps, and the loaded pipeline survives for the next job.
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("make_tiny_qwen_layered", REPO / "scripts" / "make_tiny_qwen_layered.py")
+    builder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(builder)
+    model_dir = builder.build_tiny_pipeline(tmp_path / "tiny-qwen")
+
+    server = start_server(extra_env={"HF_HUB_OFFLINE": "1"}, args=("--backend", "qwen", "--model", str(model_dir)))
+    # ServerProcess passes --backend cpu first; the later --backend qwen wins (argparse keeps the last).
+    assert server.get("/v1/health").json()["backend"] == "qwen"
+    job_id = server.submit(_png(), layers=2, num_inference_steps=200, prompt="a red and a blue rectangle")
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        record = server.get(f"/v1/jobs/{job_id}").json()
+        if record["stage"] == "denoise" and record["step"] >= 1:
+            break
+        assert record["status"] in ("queued", "running"), record
+        time.sleep(0.05)
+    started = time.monotonic()
+    server.post(f"/v1/jobs/{job_id}/cancel")
+    record = server.wait(job_id, timeout_s=30)
+    assert record["status"] == "canceled" and record["step"] < 200
+    assert time.monotonic() - started < 10
+    health = server.get("/v1/health").json()
+    assert health["model_loaded"] is True and health["worker_restarts"] == 0

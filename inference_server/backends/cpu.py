@@ -116,9 +116,13 @@ class CpuDecomposer:
         watch = Stopwatch()
         notes: list[str] = []
 
+        def begin(stage: str) -> None:
+            """Every step: time it under its own name, and stop here if the job was canceled."""
+            watch.start(stage)
+            cancel.raise_if_canceled()
+
         # 1. Check inputs
-        watch.start("check")
-        cancel.raise_if_canceled()
+        begin("check")
         if not isinstance(image, Image.Image):
             raise InvalidInput(f"expected a PIL image, got {type(image).__name__}")
         if image.mode not in ("RGB", "RGBA"):
@@ -145,20 +149,17 @@ class CpuDecomposer:
             return self._stack([Layer(target.copy(), "Background")], params, watch, notes)
 
         # 2. Regions
-        watch.start("regions")
-        cancel.raise_if_canceled()
+        begin("regions")
         regions = _find_regions(rgb)
         progress("regions", 1, 1)
 
         # 3. Text
-        watch.start("text")
-        cancel.raise_if_canceled()
+        begin("text")
         words = self._detect_text(np.clip(rgb, 0, 255).astype(np.uint8), notes)
         progress("text", 1, 1)
 
         # 4. Elements
-        watch.start("elements")
-        cancel.raise_if_canceled()
+        begin("elements")
         background, elements = _build_elements(rgb, regions, words)
         elements = _find_translucent(rgb, background, elements)
         if not background.regions and len(elements) < requested - 1:
@@ -170,14 +171,12 @@ class CpuDecomposer:
         progress("elements", 1, 1)
 
         # 5. Order
-        watch.start("order")
-        cancel.raise_if_canceled()
+        begin("order")
         elements = _order_elements(elements)
         progress("order", 1, 1)
 
         # 6. Layer count
-        watch.start("count")
-        cancel.raise_if_canceled()
+        begin("count")
         # An RGBA input's transparent surround is the "background" here; it ends up empty and is dropped, so it
         # does not take a place in the layer budget.
         surround = not opaque and float(np.abs(background.color_rgb - key_rgb).max()) < 24.0
@@ -204,8 +203,7 @@ class CpuDecomposer:
             upper.append(Layer(rgba, _group_name(group)))
 
         # 8. Fill the background
-        watch.start("fill")
-        cancel.raise_if_canceled()
+        begin("fill")
         above = composite_over([layer.rgba for layer in upper]) if upper else None
         fill_rgb = _fill_background(rgb, background, above)
         progress("fill", 1, 1)
@@ -213,8 +211,7 @@ class CpuDecomposer:
         layers = [Layer(bottom, "Background")] + upper
 
         # 9. Residual correction
-        watch.start("residual")
-        cancel.raise_if_canceled()
+        begin("residual")
         _correct_residual(layers, target)
         if surround and len(layers) > 1:
             if layers[0].coverage < 0.001:
@@ -533,7 +530,7 @@ def _build_elements(rgb: np.ndarray, regions: _Regions, words) -> tuple[_Element
         background = _Element("background", bg_lookup[labels], regions.means[bg_region])
         background.regions = sorted(bg_regions)
         # Textured blobs on a flat background: photos or cut-outs placed on the canvas.
-        texture = ~assigned & (labels > 0) | ~assigned & (labels == 0)
+        texture = ~assigned
         texture = cv2.morphologyEx(texture.astype(np.uint8), cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))
         count, blobs, stats, _ = cv2.connectedComponentsWithStats(texture, connectivity=8)
         for k in range(1, count):
@@ -714,14 +711,12 @@ def _order_elements(elements: list[_Element]) -> list[_Element]:
         levels_front_to_back.append(top)
         remaining = [a for a in remaining if a not in top]
     ordered = []
-    depth = len(levels_front_to_back)
     for level_index, level in enumerate(reversed(levels_front_to_back)):
         # Within a level (disjoint elements): images to the back, text to the front, bigger ones further back.
         rank = {"image": 0, "shape": 1, "text": 2}
         for a in sorted(level, key=lambda a: (rank[elements[a].kind], -elements[a].area)):
             elements[a].level = level_index
             ordered.append(elements[a])
-    del depth
     return ordered
 
 
@@ -863,9 +858,8 @@ def _fill_background(rgb: np.ndarray, background: _Element, above: np.ndarray | 
         picks = picks[:: max(1, picks.size // 50_000)]  # 50k pixels pin a 6-term model down
         design = np.stack([f.ravel()[picks] for f in features], axis=1)
         coef, *_ = np.linalg.lstsq(design, rgb.reshape(-1, 3)[picks].astype(np.float64), rcond=None)
-        model = np.stack(features, axis=-1) @ coef
         out = rgb.astype(np.float64).copy()
-        out[hole] = model[hole]
+        out[hole] = np.stack([f[hole] for f in features], axis=-1) @ coef
         return np.clip(out, 0, 255)
     # Texture: Telea inpainting, at reduced size when the image is big (cost grows with the hole's area).
     hole_u8 = cv2.dilate(hole.astype(np.uint8), np.ones((3, 3), np.uint8))

@@ -19,6 +19,7 @@ _start_lock = threading.Lock()
 _server = None  # the ServerProcess this add-on started, if any
 _state = {"status": "stopped", "message": ""}  # stopped | starting | running | failed
 _atexit_registered = False
+MAIN_THREAD_TIMEOUT_S = 10.0
 
 
 def data_dir():
@@ -73,11 +74,12 @@ def crashed_message():
 
 def running_client(settings):
     """A client for a server known to be up (or a configured URL), else None: no waiting, safe on the main thread."""
+    # A short timeout: operators call the server from the main thread, and a hung server must not hang Blender long.
     if settings["connection"] == 'URL':
-        return ServerClient(settings["url"], settings["token"])
+        return ServerClient(settings["url"], settings["token"], timeout_s=MAIN_THREAD_TIMEOUT_S)
     with _lock:
         if _server is not None and _server.is_alive() and _state["status"] == "running":
-            return ServerClient(_server.url, _server.token)
+            return ServerClient(_server.url, _server.token, timeout_s=MAIN_THREAD_TIMEOUT_S)
     return None
 
 

@@ -64,35 +64,43 @@ def _jpeg_size(data: bytes) -> tuple[int | None, int | None]:
 def dilate_transparent(rgba: np.ndarray, iterations: int = 4) -> tuple[np.ndarray, bool]:
     """Give fully transparent texels the mean colour of their visible 4-neighbours, ``iterations`` texels deep.
 
-    Texture filtering mixes a texel with its neighbours; without this, the arbitrary colour stored under alpha 0
-    (often black or a model's noise) bleeds into the edges as dark or coloured fringes. Alpha is untouched.
+    Linear texture filtering mixes a texel with its neighbours; without this, the arbitrary colour stored under
+    alpha 0 (often black or a model's noise) bleeds into the edges as dark or coloured fringes. Alpha is untouched.
+    Only the bounding box of the visible texels (grown by ``iterations``) is processed.
     Returns (rgba, changed). Works on uint8 or float arrays of shape H×W×4.
     """
-    alpha = rgba[..., 3]
-    known = alpha > 0
-    if known.all() or not known.any():
+    known_full = rgba[..., 3] > 0
+    if known_full.all() or not known_full.any():
         return rgba, False
-    color = rgba[..., :3].astype(np.float64)
+    rows, cols = np.nonzero(known_full.any(axis=1))[0], np.nonzero(known_full.any(axis=0))[0]
+    y0, y1 = max(rows[0] - iterations, 0), min(rows[-1] + iterations + 1, rgba.shape[0])
+    x0, x1 = max(cols[0] - iterations, 0), min(cols[-1] + iterations + 1, rgba.shape[1])
+    known = known_full[y0:y1, x0:x1]
+    color = rgba[y0:y1, x0:x1, :3].astype(np.float32) * known[..., None]
+    weight = known.astype(np.float32)
     changed = False
     for _ in range(iterations):
-        padded_known = np.pad(known, 1)
-        padded_color = np.pad(color * known[..., None], ((1, 1), (1, 1), (0, 0)))
         total = np.zeros_like(color)
-        count = np.zeros(known.shape, np.float64)
-        for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2)):
-            total += padded_color[dy:dy + known.shape[0], dx:dx + known.shape[1]]
-            count += padded_known[dy:dy + known.shape[0], dx:dx + known.shape[1]]
-        grow = (~known) & (count > 0)
+        count = np.zeros_like(weight)
+        for target, source in (((slice(1, None), slice(None)), (slice(None, -1), slice(None))),
+                               ((slice(None, -1), slice(None)), (slice(1, None), slice(None))),
+                               ((slice(None), slice(1, None)), (slice(None), slice(None, -1))),
+                               ((slice(None), slice(None, -1)), (slice(None), slice(1, None)))):
+            total[target] += color[source]
+            count[target] += weight[source]
+        grow = (weight == 0) & (count > 0)
         if not grow.any():
             break
         color[grow] = total[grow] / count[grow][:, None]
-        known = known | grow
+        weight[grow] = 1.0
         changed = True
     out = rgba.copy()
+    filled = weight > 0
+    region = out[y0:y1, x0:x1, :3]
     if np.issubdtype(rgba.dtype, np.integer):
-        out[..., :3] = np.clip(np.rint(color), 0, np.iinfo(rgba.dtype).max).astype(rgba.dtype)
+        region[filled] = np.clip(np.rint(color[filled]), 0, np.iinfo(rgba.dtype).max).astype(rgba.dtype)
     else:
-        out[..., :3] = color.astype(rgba.dtype)
+        region[filled] = color[filled].astype(rgba.dtype)
     return out, changed
 
 

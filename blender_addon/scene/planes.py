@@ -121,8 +121,6 @@ def _unit_plane_mesh(name):
 def _dilate_image_file(image, abs_path):
     """Give transparent texels their neighbours' colour, rewriting the PNG atomically (see core.images)."""
     width_px, height_px = image.size
-    if width_px == 0 or height_px == 0:
-        raise RuntimeError(f"Blender cannot read the layer image {abs_path}")
     pixels = np.empty(width_px * height_px * 4, np.float32)
     image.pixels.foreach_get(pixels)
     rgba = np.clip(np.rint(pixels.reshape(height_px, width_px, 4) * 255.0), 0, 255).astype(np.uint8)
@@ -133,14 +131,18 @@ def _dilate_image_file(image, abs_path):
         image.reload()
 
 
-def load_layer_image(abs_path, name, blend_like_editors=True, pack=False):
+def load_layer_image(abs_path, name, blend_like_editors=True, pack=False, dilate=True):
     image = bpy.data.images.load(abs_path, check_existing=False)
+    if image.size[0] == 0 or image.size[1] == 0:  # Blender loads lazily and does not raise on a broken file
+        bpy.data.images.remove(image)
+        raise RuntimeError(f"Blender cannot read the layer image {abs_path} (missing or corrupt)")
     image.name = name
     image.alpha_mode = 'STRAIGHT'
     # Non-Color keeps the sRGB-encoded values as they are, so blending happens on them like in image editors;
     # the view transform 'Raw' then writes them out unchanged.
     image.colorspace_settings.name = 'Non-Color' if blend_like_editors else 'sRGB'
-    _dilate_image_file(image, abs_path)
+    if dilate:
+        _dilate_image_file(image, abs_path)
     if bpy.data.filepath:
         try:
             image.filepath = bpy.path.relpath(abs_path)
@@ -199,7 +201,9 @@ def create_layer_plane(root, image_path, name, layer_index, depth_m, blend_like_
                        interpolation='Closest'):
     """One LAYER plane of ``root``'s stack, showing ``image_path`` (absolute or //relative)."""
     abs_path = bpy.path.abspath(image_path)
-    image = load_layer_image(abs_path, f"{root.name} {layer_index:02d}", blend_like_editors, pack)
+    # Closest sampling reads one texel per sample, so the colour under alpha 0 never shows: no dilation needed.
+    image = load_layer_image(abs_path, f"{root.name} {layer_index:02d}", blend_like_editors, pack,
+                             dilate=(interpolation != 'Closest'))
     material = create_layer_material(f"Strata {name}", image, interpolation)
     mesh = _unit_plane_mesh(f"Strata {name}")
     mesh.materials.append(material)
@@ -272,6 +276,27 @@ def configure_render(scene, width_px, height_px, layer_count, blend_like_editors
         scene.render.filter_size = 0.5
 
 
+def remove_stack(root):
+    """Delete a stack: its planes, their meshes, materials and images, the root and its (then empty) collection."""
+    collections = [c for c in root.users_collection if c.name.startswith("Strata ")]
+    for obj in [child for child in root.children if child.strata.role == 'LAYER'] + [root]:
+        mesh = obj.data if obj.type == 'MESH' else None
+        materials = [slot.material for slot in obj.material_slots if slot.material is not None]
+        bpy.data.objects.remove(obj)
+        if mesh is not None and mesh.users == 0:
+            bpy.data.meshes.remove(mesh)
+        for material in materials:
+            images = [node.image for node in material.node_tree.nodes if node.type == 'TEX_IMAGE' and node.image]
+            if material.users == 0:
+                bpy.data.materials.remove(material)
+            for image in images:
+                if image.users == 0:
+                    bpy.data.images.remove(image)
+    for collection in collections:
+        if not collection.all_objects:
+            bpy.data.collections.remove(collection)
+
+
 def build_stack(context, layer_paths, names, job_id, server_url, name, image_size_px=None, base_distance_m=5.0,
                 depth_spacing_m=0.5, blend_like_editors=True, pack=False, interpolation='Closest'):
     """Create collection, root empty, one plane per layer (back → front) and fit camera and render → root."""
@@ -312,7 +337,11 @@ def build_stack(context, layer_paths, names, job_id, server_url, name, image_siz
     configure_render(scene, width_px, height_px, len(layer_paths), blend_like_editors,
                      pixel_exact=(interpolation == 'Closest'))
     distances_m = layout.layer_distances_m(len(layer_paths), base_distance_m, depth_spacing_m)
-    for index, (path, layer_name, distance_m) in enumerate(zip(layer_paths, names, distances_m)):
-        create_layer_plane(root, path, layer_name, index, distance_m, blend_like_editors, pack, interpolation)
+    try:
+        for index, (path, layer_name, distance_m) in enumerate(zip(layer_paths, names, distances_m)):
+            create_layer_plane(root, path, layer_name, index, distance_m, blend_like_editors, pack, interpolation)
+    except Exception:
+        remove_stack(root)  # no half-built stack: the scene keeps only what was there before
+        raise
     relayout(root)
     return root

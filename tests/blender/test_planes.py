@@ -128,3 +128,29 @@ def test_stack_renders_exactly_in_eevee(addon, tmp_path):
     psnr = psnr_db(rendered, editor_composite(layers))
     print(f"eevee, 6 soft layers: PSNR {psnr:.1f} dB")
     assert psnr >= PSNR_MIN_DB
+
+
+def test_packed_and_linear_options(scene, tmp_path):
+    layers = soft_layers(2)
+    layers[1][..., :3][layers[1][..., 3] == 0] = (0, 0, 0)  # black under transparent texels, as models often leave
+    paths = write_layers(tmp_path, layers)
+    root = _planes().build_stack(bpy.context, paths, ["Back", "Front"], "local", "", "packed", pack=True,
+                                 interpolation='Linear')
+    front = _planes().stack_layers(root)[1]
+    node = front.active_material.node_tree.nodes["Strata Image"]
+    assert node.image.packed_file is not None and node.interpolation == 'Linear'
+    # Linear filtering mixes in neighbours: the colour under transparent texels next to the disc was dilated.
+    rewritten = np.asarray(Image.open(paths[1]))
+    alpha = rewritten[..., 3]
+    edge = (alpha == 0) & (np.roll(alpha, 1, axis=0) > 0)
+    assert edge.any() and (rewritten[edge][:, :3] == layers[1][alpha > 0][0, :3]).all()
+    assert np.array_equal(alpha, layers[1][..., 3])
+
+
+def test_failed_build_leaves_nothing_behind(scene, tmp_path):
+    paths = write_layers(tmp_path, soft_layers(2))
+    (tmp_path / "layer_01.png").write_bytes(b"truncated")
+    before = (len(bpy.data.objects), len(bpy.data.collections), len(bpy.data.materials), len(bpy.data.images))
+    with pytest.raises(RuntimeError):
+        _planes().build_stack(bpy.context, paths, ["Back", "Front"], "local", "", "broken")
+    assert (len(bpy.data.objects), len(bpy.data.collections), len(bpy.data.materials), len(bpy.data.images)) == before

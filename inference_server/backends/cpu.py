@@ -2,23 +2,31 @@
 
 How it works, in the order of ``CpuDecomposer.decompose``:
 
-1. Check inputs. RGBA inputs are analysed over a "key" colour far from the image's colours, so the transparent
-   part becomes one flat region (the eventual bottom layer) and soft edges against it get their alpha back.
+1. Check inputs. An RGBA input is analysed in straight colour where it is visible and as one flat "key" colour
+   (far from all visible colours) where it is nearly transparent; at the end every layer's alpha is capped by
+   the input's, and the transparent surround takes no place in the layer budget.
 2. Regions. Pixels whose colour steps to a neighbour are small form connected regions, so a flat fill *and*
    a smooth gradient each stay one region; the anti-aliased seams between them are "edge" pixels. Each region
-   gets a quadratic colour model; regions it explains well are "flat" (graphics), the rest are texture (photos).
-3. Text. rapidocr's PP-OCR detector (weights ship inside the wheel) finds words; regions inside a word box form
-   a text element named after what it reads.
-4. Elements. The background is the biggest flat region touching the border (plus regions its colour model
-   explains: a gradient cut in two by a shape), or the texture when there is no such region (a photo). Other
-   flat regions are grouped by colour (per text box); textured blobs on a flat background are "Image" elements.
+   gets a quadratic colour model; regions it explains well are "flat" (graphics), the rest texture (photos).
+   Regions the model does not explain are split again with a stricter step and a trimmed fit, so a feathered
+   cut-out does not melt into the flat background around it.
+3. Text. rapidocr's PP-OCR detector (weights ship inside the wheel) finds words; the dominant colour among the
+   regions inside a word box is its letters, which form a text element named after what it reads.
+4. Elements. The background is the biggest flat region touching the border (plus the regions its colour model
+   explains: a gradient cut in two by a shape, the counters of letters), or the texture when there is no such
+   region (a photo). Other flat regions are grouped by colour (per word); textured blobs on a flat background
+   are "Image" elements. Two flat elements whose colours differ exactly as what lies under them differs are one
+   translucent sheet (colour and opacity solved). A photo with room left in the budget gets a "Subject" layer
+   (colour contrast to the border with a centre prior, then grabCut).
 5. Order. Element B is above A when B sits inside A's convex hulls more than A sits inside B's: an occluded
-   shape has a bite taken out of it. Elements are peeled in levels (unoccluded first), text preferred on top.
+   shape has a bite taken out of it. Elements are peeled in levels (unoccluded first), text to the front.
 6. Layer count. Adjacent elements in depth order are merged (exactly, by compositing) until the requested
-   count is met, cheapest first; an image with fewer elements returns fewer layers and says so in ``notes``.
-7. Peel. Per element, front to back: alpha 1 on its regions, alpha from the colour line between its colour (F,
-   nearest own pixel) and what lies under it (B, nearest pixel outside) in a thin edge band, completion under
-   the elements above it (inside its own convex hulls); colour = nearest own colour, also under zero alpha.
+   count is met, disjoint pairs of one depth first; an image with fewer elements returns fewer layers and
+   says so in ``LayerStack.notes``.
+7. Peel. Per element, front to back: alpha 1 (or its opacity) on its regions, alpha from the colour line
+   between its colour (F, nearest own pixel) and what lies under it (B, nearest pixel outside) in a thin edge
+   band, completion under the elements above it (inside its own convex hulls); colour = nearest own colour,
+   also under zero alpha so resampling does not bleed black.
 8. Fill. The background's hole is filled from its colour model (flat or gradient) or by Telea inpainting
    (texture, at reduced size for big holes); where the layers above leave it visible, the background colour is
    solved from the input, so the composite matches.
@@ -456,9 +464,14 @@ def _build_elements(rgb: np.ndarray, regions: _Regions, words) -> tuple[_Element
             if np.linalg.norm(predicted - regions.means[k]) < SAME_COLOR * 0.5:
                 bg_regions.add(k)
 
+    # On a photo, smooth patches of the photo itself (sky, shadows, highlights) are nearly flat too; graphics
+    # placed on it are flat to the noise level.
+    element_residual = ELEMENT_RESIDUAL if bg_region is not None else PHOTO_ELEMENT_RESIDUAL
+
     # A word's letters: among the regions lying wholly inside its box, the colour with the most area (parts of
     # a shape showing between the letters lie inside the box too, but cover less of it).
     word_of_region: dict[int, int] = {}
+    word_pixels: dict[int, np.ndarray] = {}
     if words:
         from scipy import ndimage
 
@@ -469,7 +482,8 @@ def _build_elements(rgb: np.ndarray, regions: _Regions, words) -> tuple[_Element
             margin = 0.15 * (y1 - y0)
             inside = []
             for k in candidates:
-                if k in bg_regions or k in word_of_region or slices[k - 1] is None:
+                if (k in bg_regions or k in word_of_region or slices[k - 1] is None
+                        or regions.residuals[k] > element_residual):
                     continue
                 rows, cols = slices[k - 1]
                 if (cols.start >= x0 - margin and cols.stop <= x1 + margin
@@ -488,14 +502,25 @@ def _build_elements(rgb: np.ndarray, regions: _Regions, words) -> tuple[_Element
             letters = max(clusters, key=lambda cluster: regions.areas[cluster].sum())
             for k in letters:
                 word_of_region[k] = index
+            # Letters touching something of their own colour (a white suit in a photo) were joined to it:
+            # inside the box, every pixel of the letters' colour is the word's.
+            letter_rgb = (regions.means[letters] * regions.areas[letters][:, None]).sum(axis=0)
+            letter_rgb /= regions.areas[letters].sum()
+            box_mask = np.zeros((height_px, width_px), np.uint8)
+            cv2.fillPoly(box_mask, [np.rint(box).astype(np.int32).reshape(-1, 1, 2)], 1)
+            rows, cols = _bbox_slices(box_mask.astype(bool), 0)
+            pixels = np.zeros((height_px, width_px), bool)
+            pixels[rows, cols] = box_mask[rows, cols].astype(bool) & (
+                np.abs(rgb[rows, cols] - letter_rgb).max(axis=2) < 24.0)
+            word_pixels[index] = pixels
+    all_word_pixels = np.zeros((height_px, width_px), bool)
+    for pixels in word_pixels.values():
+        all_word_pixels |= pixels
 
     # Group the remaining flat regions by colour (and word).
     groups: list[dict] = []
-    # On a photo, smooth patches of the photo itself (sky, shadows, highlights) are nearly flat too; graphics
-    # placed on it are flat to the noise level.
-    element_residual = ELEMENT_RESIDUAL if bg_region is not None else PHOTO_ELEMENT_RESIDUAL
     for k in sorted(candidates, key=lambda k: -regions.areas[k]):
-        if k in bg_regions or (regions.residuals[k] > element_residual and k not in word_of_region):
+        if k in bg_regions or regions.residuals[k] > element_residual:
             continue
         word = word_of_region.get(k)
         for group in groups:
@@ -508,11 +533,14 @@ def _build_elements(rgb: np.ndarray, regions: _Regions, words) -> tuple[_Element
     bg_lookup = np.zeros(regions.count, bool)
     bg_lookup[list(bg_regions)] = True
     elements: list[_Element] = []
-    assigned = bg_lookup[labels]
+    assigned = bg_lookup[labels] & ~all_word_pixels
     for group in groups:
         lookup = np.zeros(regions.count, bool)
         lookup[group["regions"]] = True
-        mask = lookup[labels]
+        if group["word"] is None:
+            mask = lookup[labels] & ~all_word_pixels
+        else:
+            mask = lookup[labels] | word_pixels[group["word"]]
         # On a photo, flat-looking patches of the photo itself (highlights, shadows) must be bigger to count.
         min_fraction = MIN_ELEMENT_FRACTION if bg_region is not None else MIN_ELEMENT_FRACTION_ON_PHOTO
         if mask.sum() < min_fraction * total and group["word"] is None:
@@ -527,7 +555,7 @@ def _build_elements(rgb: np.ndarray, regions: _Regions, words) -> tuple[_Element
         assigned |= mask
 
     if bg_region is not None:
-        background = _Element("background", bg_lookup[labels], regions.means[bg_region])
+        background = _Element("background", bg_lookup[labels] & ~all_word_pixels, regions.means[bg_region])
         background.regions = sorted(bg_regions)
         # Textured blobs on a flat background: photos or cut-outs placed on the canvas.
         texture = ~assigned

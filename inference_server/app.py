@@ -258,7 +258,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def http_error(request: Request, exc: StarletteHTTPException):
         return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
-    @app.post("/v1/jobs", status_code=202, response_model=JobCreated, responses=_errors(400, 404, 413, 429),
+    @app.post("/v1/jobs", status_code=202, response_model=JobCreated, responses=_errors(400, 404, 413, 429, 503),
               summary="Submit a decomposition job")
     async def submit_job(
         request: Request,

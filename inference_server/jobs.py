@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import Busy, InvalidInput, NotFound, QueueFull
+from .errors import Busy, InvalidInput, ModelUnavailable, NotFound, QueueFull
 from .layers import MANIFEST_NAME, layer_file_name, write_bytes_atomic, write_png_atomic
 from .params import DecomposeParams
 from .worker import backend_mismatch, worker_main
@@ -34,6 +34,8 @@ JOB_RECORD_NAME = "job.json"
 INPUT_NAME = "input.png"
 TERMINAL = ("succeeded", "failed", "canceled")
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+# Workers that die before reporting ready, in a row, before jobs are refused with 503 (restarts continue, slower).
+WORKER_START_TRIES = 3
 
 
 @dataclass
@@ -215,6 +217,8 @@ class JobManager:
 
     def _check_room(self) -> None:
         with self._lock:
+            if self._failed_starts >= WORKER_START_TRIES:
+                raise ModelUnavailable(self._describe.get("error") or "the worker process cannot start")
             if len(self._queue) >= self.settings.max_queue:
                 raise QueueFull(
                     f"the queue is full ({len(self._queue)} jobs waiting, limit {self.settings.max_queue}); wait for "
@@ -431,11 +435,12 @@ class JobManager:
             if not worker.ready:
                 # It died before it could report ready: a broken install, not a job. Do not spin; tell the jobs.
                 self._failed_starts += 1
-                delay_s = min(2.0 ** self._failed_starts, 30.0)
-                if self._failed_starts >= 3:
+                delay_s = min(0.5 * 2.0 ** self._failed_starts, 30.0)
+                if self._failed_starts >= WORKER_START_TRIES:
                     message = (f"the worker process cannot start (exit code {code}, {self._failed_starts} tries); "
                                f"see the server's error output")
                     self._describe = dict(self._describe, error=message, model_loaded=False)
+                    self._worker_ready.set()  # stop holding up server startup; /v1/health shows the error
                     while self._queue:
                         self._finish(self._records[self._queue.popleft()], "failed", message)
             self.worker_restarts += 1

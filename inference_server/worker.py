@@ -20,6 +20,7 @@ comma-separated faults, used by ``tests/test_faults.py`` to exercise failure pat
 produces. Unset in normal use.
   ``oom_once``          the first job raises ``torch.cuda.OutOfMemoryError`` (what a GPU backend raises)
   ``slow_steps:S``      sleep S seconds in every progress report, so a job lasts long enough to cancel or kill
+  ``crash_on_start``    the worker exits (code 7) before reporting ready, as a broken install would
 """
 
 from __future__ import annotations
@@ -71,14 +72,17 @@ class _Faults:
     def __init__(self, spec: str) -> None:
         self.oom_once = False
         self.slow_step_s = 0.0
+        self.crash_on_start = False
         for item in filter(None, (part.strip() for part in spec.split(","))):
             name, _, value = item.partition(":")
             if name == "oom_once":
                 self.oom_once = True
             elif name == "slow_steps":
                 self.slow_step_s = float(value or 0.5)
+            elif name == "crash_on_start":
+                self.crash_on_start = True
             else:
-                raise ValueError(f"{FAULT_ENV}: unknown fault {name!r} (known: oom_once, slow_steps:S)")
+                raise ValueError(f"{FAULT_ENV}: unknown fault {name!r} (known: oom_once, slow_steps:S, crash_on_start)")
 
     def before_decompose(self) -> None:
         if self.oom_once:
@@ -114,6 +118,8 @@ def worker_main(conn, cancel_event, backend_name: str, backend_options: dict[str
             self._event = event
 
     faults = _Faults(os.environ.get(FAULT_ENV, ""))
+    if faults.crash_on_start:
+        os._exit(7)
     backend = None
     backend_error = None
     try:

@@ -206,3 +206,16 @@ def test_real_qwen_pipeline_cancels_mid_denoise(start_server, tmp_path):
     assert time.monotonic() - started < 10
     health = server.get("/v1/health").json()
     assert health["model_loaded"] is True and health["worker_restarts"] == 0
+
+
+def test_worker_that_cannot_start_is_reported_not_respawned_in_a_loop(start_server):
+    server = start_server(extra_env={"STRATA_FAULT_INJECT": "crash_on_start"})
+    health = server.get("/v1/health").json()
+    assert "worker process cannot start (exit code 7" in health["backend_error"]
+    assert health["model_loaded"] is False
+    restarts = health["worker_restarts"]
+    response = server.post("/v1/jobs", files={"image": ("a.png", _png(), "image/png")},
+                           data={"params": json.dumps({"layers": 2})})
+    assert response.status_code == 503 and "cannot start" in response.json()["detail"]
+    # Backing off: a few restarts in these seconds, not hundreds.
+    assert server.get("/v1/health").json()["worker_restarts"] - restarts <= 3

@@ -65,6 +65,7 @@ def _decompose(scene, image_path, layers):
 def test_decompose_builds_a_camera_exact_stack(scene, local_server, sample_png, tmp_path):
     bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "poster.blend"))  # layers then go to //strata/<job>/
     settings = _decompose(scene, sample_png, 4)
+    assert (settings.job_progress, settings.job_stage, settings.job_message) == (1.0, "done", "")
     planes = _planes()
 
     roots = [obj for obj in bpy.data.objects if obj.strata.role == 'ROOT']
@@ -177,6 +178,9 @@ def test_bad_image_is_reported_and_the_scene_is_unchanged(scene, local_server, t
 def test_server_rejection_is_reported(scene, local_server, sample_png):
     # The first job starts the server; once it runs, submit errors surface from the operator itself.
     _decompose(scene, sample_png, 2)
+    server = _connection().current_server()
+    _decompose(scene, sample_png, 2)
+    assert _connection().current_server() is server and server.is_alive()  # started once, then reused
     before = _scene_state()
     local_server.backend = 'qwen'  # this server runs the CPU backend only
     scene.strata.image_path = str(sample_png)
@@ -227,3 +231,31 @@ def test_cancel_stops_the_job_and_builds_nothing(scene, local_server, tmp_path):
     settings = wait_for_job()
     assert settings.job_status == "canceled", (settings.job_status, settings.job_message)
     assert _scene_state() == before
+
+
+def test_full_queue_is_reported_and_the_scene_is_unchanged(scene, addon_prefs, sample_png, tmp_path):
+    """A server started elsewhere (URL + token in the preferences) whose queue is full answers 429."""
+    from conftest import REPO, SERVER_PYTHON
+
+    core = sys.modules[f"{ADDON}.core.server_process"]
+    client_module = sys.modules[f"{ADDON}.core.client"]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    server = core.ServerProcess(SERVER_PYTHON, backend="cpu", data_dir=tmp_path / "data", cwd=str(REPO), env=env,
+                                extra_args=["--max-queue", "1"])
+    server.start()
+    try:
+        client = client_module.ServerClient(server.url, server.token)
+        big = tmp_path / "noise.png"
+        Image.fromarray(np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)).save(big)
+        blocker = client.submit(big.read_bytes(), {"layers": 8, "backend": "cpu"})
+        addon_prefs.connection = 'URL'
+        addon_prefs.server_url = server.url
+        addon_prefs.server_token = server.token
+        scene.strata.image_path = str(sample_png)
+        before = _scene_state()
+        with pytest.raises(RuntimeError, match="queue is full"):
+            bpy.ops.strata.decompose()
+        assert _scene_state() == before and scene.strata.job_status == ""
+        client.cancel(blocker)
+    finally:
+        server.stop()

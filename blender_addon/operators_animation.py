@@ -101,6 +101,10 @@ class STRATA_OT_render_preview(StackOperator, Operator):
     bl_label = "Render Preview"
     bl_options = {'REGISTER'}
 
+    engine: EnumProperty(
+        name="Engine", default='CYCLES',
+        items=(('CYCLES', "Cycles (CPU)", "Fast and exact for the emission-only planes, on any machine"),
+               ('SCENE', "Scene's Engine", "Whatever the scene renders with (EEVEE needs a GPU to be quick)")))
     resolution_percentage: IntProperty(name="Resolution %", default=50, min=1, max=100, subtype='PERCENTAGE')
     samples: IntProperty(name="Samples (Cycles)", default=8, min=1, max=4096)
     video: BoolProperty(name="Video", default=True, description="MP4 (H.264) if FFmpeg is available; off: PNGs")
@@ -119,7 +123,7 @@ class STRATA_OT_render_preview(StackOperator, Operator):
             user_output_folder("preview"), bpy.path.clean_name(root.name))
         try:
             written = animation.render_preview(scene, base, self.resolution_percentage, self.samples, self.video,
-                                               self.frame_step)
+                                               self.frame_step, self.engine)
         except (RuntimeError, animation.AnimationError) as e:
             self.report({'ERROR'}, f"preview render failed: {e}")
             return {'CANCELLED'}

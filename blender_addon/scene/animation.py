@@ -139,25 +139,36 @@ def reset_to_rest(scene: bpy.types.Scene, root: bpy.types.Object, camera: bpy.ty
     camera.data.lens = focal_length_mm
 
 
+PREVIEW_ENGINES = ('CYCLES', 'SCENE')
+
+
 def render_preview(scene: bpy.types.Scene, output_base: str, resolution_percentage: int = 50,
-                   samples: int = 8, video: bool = True, frame_step: int = 1) -> list[str]:
+                   samples: int = 8, video: bool = True, frame_step: int = 1, engine: str = 'CYCLES') -> list[str]:
     """Render the scene's frame range at low resolution → MP4 (H.264) if this Blender has FFmpeg, else PNG frames.
 
-    Render settings are restored afterwards. Returns the files written.
+    ``engine`` 'CYCLES' renders with Cycles on the CPU whatever the scene uses: the planes are emission-only, so a
+    few samples are exact and fast on any machine (EEVEE without a GPU takes most of a minute per frame).
+    'SCENE' keeps the scene's engine. Render settings are restored afterwards. Returns the files written.
     """
+    if engine not in PREVIEW_ENGINES:
+        raise AnimationError(f"preview engine must be one of {', '.join(PREVIEW_ENGINES)}, got {engine!r}")
     render = scene.render
     image_settings = render.image_settings
     saved = {
+        "engine": render.engine, "device": scene.cycles.device,
         "filepath": render.filepath, "resolution_percentage": render.resolution_percentage,
         "frame_step": scene.frame_step, "media_type": image_settings.media_type,
         "file_format": image_settings.file_format, "color_mode": image_settings.color_mode,
-        "samples": scene.cycles.samples if render.engine == 'CYCLES' else None,
+        "samples": scene.cycles.samples,
         "ffmpeg": (render.ffmpeg.format, render.ffmpeg.codec, render.ffmpeg.constant_rate_factor),
         "film_transparent": render.film_transparent,
     }
     use_video = video and bpy.app.build_options.codec_ffmpeg
     os.makedirs(os.path.dirname(output_base) or ".", exist_ok=True)
     try:
+        if engine == 'CYCLES':
+            render.engine = 'CYCLES'
+            scene.cycles.device = 'CPU'
         render.resolution_percentage = resolution_percentage
         scene.frame_step = frame_step
         if render.engine == 'CYCLES':
@@ -191,8 +202,8 @@ def render_preview(scene: bpy.types.Scene, output_base: str, resolution_percenta
         image_settings.media_type = saved["media_type"]
         image_settings.file_format = saved["file_format"]
         image_settings.color_mode = saved["color_mode"]
-        if saved["samples"] is not None:
-            scene.cycles.samples = saved["samples"]
+        scene.cycles.samples = saved["samples"]
+        render.engine, scene.cycles.device = saved["engine"], saved["device"]
         render.ffmpeg.format, render.ffmpeg.codec, render.ffmpeg.constant_rate_factor = saved["ffmpeg"]
         render.film_transparent = saved["film_transparent"]
         render.use_file_extension = True

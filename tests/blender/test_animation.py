@@ -180,6 +180,7 @@ def test_impossible_move_is_refused_with_the_reason(stack):
 
 def test_preview_writes_a_video_or_frames(stack, tmp_path):
     scene = bpy.context.scene
+    scene.render.engine = 'BLENDER_EEVEE'  # the preview uses Cycles anyway: EEVEE on a CPU takes ~1 min a frame
     bpy.ops.strata.animate_camera(preset='PEDESTAL_UP', duration_frames=4)
     base = tmp_path / "preview"
     assert bpy.ops.strata.render_preview(filepath=str(base), resolution_percentage=50, samples=2) == {'FINISHED'}
@@ -191,4 +192,5 @@ def test_preview_writes_a_video_or_frames(stack, tmp_path):
         assert len(list(tmp_path.glob("preview_*.png"))) == 5
     # The scene's own render settings are back.
     assert scene.render.resolution_percentage == 100
+    assert scene.render.engine == 'BLENDER_EEVEE'
     assert scene.render.image_settings.file_format == 'PNG'

@@ -83,6 +83,15 @@ def running_client(settings):
     return None
 
 
+def check_settings(settings):
+    """Raise ``ServerStartError`` at once (on the main thread) when there is no way to reach a server."""
+    if settings["connection"] == 'START' and not settings["python"] and not settings["command"]:
+        _new_process(settings)  # raises the teaching message of ServerProcess
+    if settings["connection"] == 'URL' and not settings["url"]:
+        raise ServerStartError("no server URL: set the URL and token of the running Strata server in the add-on "
+                               "preferences, or let the add-on start one")
+
+
 def ensure_client(settings):
     """A client, starting the server first if needed. Blocks for seconds: call it from a background thread."""
     global _server, _atexit_registered
@@ -100,8 +109,8 @@ def ensure_client(settings):
             raise ServerError(message)
         with _lock:
             _state.update(status="starting", message="starting the Strata server")
-        server = _new_process(settings)
         try:
+            server = _new_process(settings)
             server.start()
         except ServerStartError as e:
             with _lock:

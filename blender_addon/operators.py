@@ -115,6 +115,7 @@ class STRATA_OT_decompose(Operator):
             data, file_name, stack_name, size_px = input_image(settings)
             params = decompose_params(settings, prefs)
             server = connection.settings_from_preferences(prefs)
+            connection.check_settings(server)
             crashed = connection.crashed_message() if server["connection"] == 'START' else ""
             if crashed:
                 raise ServerError(crashed)
@@ -184,8 +185,10 @@ class STRATA_OT_restart_server(Operator):
                 return {'CANCELLED'}
             self.report({'INFO'}, f"Strata server at {server['url']} is up ({health.get('backend')} backend)")
             return {'FINISHED'}
-        if not server["python"] and not server["command"]:
-            self.report({'ERROR'}, "set the server's Python (or a full command) in the Strata add-on preferences")
+        try:
+            connection.check_settings(server)
+        except ServerStartError as e:
+            self.report({'ERROR'}, str(e))
             return {'CANCELLED'}
         connection.restart_server(server)
         self.report({'INFO'}, "Restarting the Strata server")

@@ -22,7 +22,11 @@ TERMINAL = ("succeeded", "failed", "canceled")
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write beside ``path``, fsync, then rename: a crash never leaves a half-written layer behind."""
+    """Write beside ``path``, fsync, then rename: a crash never leaves a half-written layer behind.
+
+    Twin of ``inference_server.layers.write_bytes_atomic`` on purpose: the extension ships without the server
+    package (and Blender's Python lacks its dependencies), so it cannot import it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

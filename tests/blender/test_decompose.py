@@ -259,3 +259,14 @@ def test_full_queue_is_reported_and_the_scene_is_unchanged(scene, addon_prefs, s
         client.cancel(blocker)
     finally:
         server.stop()
+
+
+def test_missing_server_configuration_is_reported(scene, local_server, sample_png):
+    local_server.server_python = ""
+    scene.strata.image_path = str(sample_png)
+    before = _scene_state()
+    with pytest.raises(RuntimeError, match="set the server's Python"):
+        bpy.ops.strata.decompose()
+    with pytest.raises(RuntimeError, match="set the server's Python"):
+        bpy.ops.strata.restart_server()
+    assert _scene_state() == before

@@ -271,14 +271,8 @@ def create_app(settings: Settings) -> FastAPI:
             raise InvalidInput(f"unknown form field(s): {', '.join(unknown)}; send 'image' (file) and 'params' (JSON)")
         params_dict = _parse_params(params)
         data = await image.read() if image is not None else None
-
-        def work():
-            rgba, notes = (None, [])
-            if data is not None:
-                rgba, notes = load_image(data, max_pixels=settings.max_pixels)
-            return manager.submit(params_dict, rgba, notes)
-
-        record = await run_in_threadpool(work)
+        loader = (lambda: load_image(data, max_pixels=settings.max_pixels)) if data is not None else None
+        record = await run_in_threadpool(manager.submit, params_dict, loader)
         return {"id": record["id"], "status": record["status"]}
 
     @app.get("/v1/jobs", response_model=JobList, responses=_errors(), summary="All jobs, oldest first")

@@ -21,7 +21,7 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -154,32 +154,36 @@ class JobManager:
         name = self._describe.get("backend")
         return name if self._worker_ready.is_set() else None
 
-    def submit(self, params_dict: dict[str, Any], image_rgba=None, notes: list[str] | None = None) -> dict[str, Any]:
-        """Queue a job. ``image_rgba`` is a validated PIL RGBA image; recursive jobs pass none and name a parent."""
+    def submit(self, params_dict: dict[str, Any], image_loader: Callable[[], tuple[Any, list[str]]] | None = None
+               ) -> dict[str, Any]:
+        """Queue a job and return its public record.
+
+        ``image_loader`` returns ``(PIL RGBA image, notes)`` (``images.load_image`` bound to the upload); it is only
+        called once the parameters, the backend choice and the queue's room are known to be fine, so a bad request
+        or a full queue costs no decoding. Recursive jobs pass no loader and name a parent job and layer instead.
+        """
         params_dict = dict(params_dict)
         if self.settings.preset and "preset" not in params_dict:
             params_dict["preset"] = self.settings.preset
         params = DecomposeParams.from_dict(params_dict)
-        actual = self.backend_name
-        if actual is not None:
-            mismatch = backend_mismatch(params.backend, actual)
-            if mismatch:
-                raise InvalidInput(mismatch)
-        elif self.settings.backend != "auto":
-            mismatch = backend_mismatch(params.backend, self.settings.backend)
-            if mismatch:
-                raise InvalidInput(mismatch)
+        mismatch = backend_mismatch(params.backend, self.backend_name or self.settings.backend)
+        if mismatch and (self.backend_name or self.settings.backend) != "auto":
+            raise InvalidInput(mismatch)
 
         parent = None
         input_path = None
+        image_rgba, notes = None, []
         if params.parent_job is not None or params.parent_layer is not None:
-            if image_rgba is not None:
+            if image_loader is not None:
                 raise InvalidInput("send either an image or parent_job + parent_layer (recursive decomposition), not both")
             input_path, parent = self._parent_input(params.parent_job, params.parent_layer)
-        elif image_rgba is None:
+            self._check_room()
+        elif image_loader is None:
             raise InvalidInput("no image: send the picture as the multipart file part 'image'")
+        else:
+            self._check_room()
+            image_rgba, notes = image_loader()
 
-        self._check_room()  # fail fast, before encoding the input
         job_id = uuid.uuid4().hex
         folder = self.jobs_dir / job_id
         folder.mkdir(parents=True)
@@ -363,8 +367,10 @@ class JobManager:
                 self._handle(worker, message)
             elif not worker.process.is_alive():
                 self._worker_died(worker)
-            else:
-                self._check_cancel_deadline(worker)
+                continue
+            # Checked on every turn: a backend that keeps reporting progress but never checks the cancel flag
+            # must not escape the deadline.
+            self._check_cancel_deadline(worker)
 
     def _dispatch(self, worker: _Worker) -> None:
         with self._lock:

@@ -84,14 +84,8 @@ class ServerProcess:
         assert response.status_code == 202, response.text
         return response.json()["id"]
 
-    def wait(self, job_id: str, timeout_s: float = 60.0, until=TERMINAL) -> dict:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            record = self.get(f"/v1/jobs/{job_id}").json()
-            if record["status"] in until:
-                return record
-            time.sleep(0.05)
-        raise AssertionError(f"job {job_id} still {record['status']} after {timeout_s} s")
+    def wait(self, job_id: str, timeout_s: float = 60.0) -> dict:
+        return wait_for_job(self.get, job_id, timeout_s)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -144,10 +138,16 @@ def client(tmp_path_factory):
 
 
 def wait_client(client, job_id: str, timeout_s: float = 30.0) -> dict:
+    return wait_for_job(client.get, job_id, timeout_s)
+
+
+def wait_for_job(get, job_id: str, timeout_s: float) -> dict:
+    """Poll ``GET /v1/jobs/{id}`` (through ``get(path)``: requests or TestClient) until the job is terminal."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        record = client.get(f"/v1/jobs/{job_id}").json()
+    while True:
+        record = get(f"/v1/jobs/{job_id}").json()
         if record["status"] in TERMINAL:
             return record
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id} still {record['status']} after {timeout_s} s: {record}")
         time.sleep(0.02)
-    raise AssertionError(f"job {job_id} not finished: {record}")

@@ -77,6 +77,7 @@ class VIEW3D_PT_strata_layers(StrataSidebar, Panel):
         layout.use_property_split = True
         column = layout.column()
         column.prop(settings, "depth_m")
+        column.prop(settings, "scale")
         column.prop(settings, "opacity", slider=True)
         column.prop(settings, "hue", slider=True)
         column.prop(settings, "saturation", slider=True)

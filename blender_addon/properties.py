@@ -90,6 +90,10 @@ class StrataObjectSettings(PropertyGroup):
     depth_m: FloatProperty(
         name="Depth", default=5.0, min=0.001, unit='LENGTH', update=_place_layer,
         description="Distance from the rest camera; the plane is rescaled so it still fills the camera frame")
+    scale: FloatProperty(
+        name="Scale", default=1.0, min=0.01, soft_max=4.0, update=_place_layer,
+        description="Size relative to the camera fit, about the frame centre (1 = fills the frame from the rest "
+                    "camera)")
     opacity: FloatProperty(name="Opacity", default=1.0, min=0.0, max=1.0, subtype='FACTOR', update=_apply_look)
     hue: FloatProperty(name="Hue", default=0.5, min=0.0, max=1.0, subtype='FACTOR', update=_apply_look,
                        description="0.5 keeps the hue")

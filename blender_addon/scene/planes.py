@@ -73,7 +73,7 @@ def place_plane(obj):
     obj.matrix_parent_inverse = Matrix.Identity(4)
     obj.location = (centre_x_m, centre_y_m, -depth_m)
     obj.rotation_euler = (0.0, 0.0, 0.0)
-    obj.scale = (width_m, height_m, 1.0)
+    obj.scale = (width_m * obj.strata.scale, height_m * obj.strata.scale, 1.0)
 
 
 def relayout(root):

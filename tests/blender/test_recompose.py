@@ -87,12 +87,14 @@ def stop_server_after():
 
 
 def test_exported_camera_view_matches_the_render(stack, tmp_path):
-    """Moved camera, a moved + a hidden + a half-transparent layer: PPTX and PSD show what Blender renders."""
+    """Moved camera, a scaled + moved, a hidden and a half-transparent layer: PPTX and PSD show what Blender
+    renders."""
     from blender_addon.scene import planes
 
     scene = bpy.context.scene
     background, shape_a, shape_b, text = planes.stack_layers(stack)
-    shape_a.location.x += 0.4  # grabbed sideways in the viewport
+    shape_a.strata.scale = 0.75  # shrunk about the frame centre (the layer list's Scale)
+    shape_a.location.x += 0.4  # then grabbed sideways in the viewport
     shape_b.strata.opacity = 0.5
     text.hide_render = True
     assert bpy.ops.strata.animate_camera(preset='TRUCK_RIGHT', amplitude=0.4, duration_frames=10) == {'FINISHED'}

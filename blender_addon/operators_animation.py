@@ -63,7 +63,7 @@ class STRATA_OT_animate_camera(StackOperator, Operator):
         try:
             camera = animation.camera_for_stack(root, context)
             start_frame = scene.frame_start
-            focal_length_mm = animation.rest_focal_length_mm(camera, start_frame)
+            focal_length_mm = animation.rest_focal_length_mm(camera, scene)
             geometry = animation.stack_geometry(root, camera, focal_length_mm)
             path = motion.camera_path(self.preset, geometry, self.amplitude, self.duration_frames, self.easing,
                                       start_frame, self.keep_covered, self.loop)

@@ -56,12 +56,9 @@ def _remove_fcurves(id_data, data_paths) -> None:
         channelbag.fcurves.remove(fcurve)
 
 
-def rest_focal_length_mm(camera: bpy.types.Object, frame: int) -> float:
-    """The lens the stack was fitted with: the animated lens at the move's first frame, else the current lens."""
-    for fcurve in _fcurves(camera.data):
-        if fcurve.data_path == "lens":
-            return float(fcurve.evaluate(frame))
-    return float(camera.data.lens)
+def rest_focal_length_mm(camera: bpy.types.Object, scene: bpy.types.Scene) -> float:
+    """The lens the stack was fitted with: the animated lens at the scene's first frame, else the current lens."""
+    return planes.rest_lens_mm(camera, scene)
 
 
 def stack_geometry(root: bpy.types.Object, camera: bpy.types.Object, focal_length_mm: float) -> motion.StackGeometry:
@@ -131,7 +128,7 @@ def apply_camera_path(scene: bpy.types.Scene, root: bpy.types.Object, camera: bp
 
 def reset_to_rest(scene: bpy.types.Scene, root: bpy.types.Object, camera: bpy.types.Object) -> None:
     """Remove the keyed move and put the camera back at the stack's rest pose and lens."""
-    focal_length_mm = rest_focal_length_mm(camera, scene.frame_start)
+    focal_length_mm = rest_focal_length_mm(camera, scene)
     _remove_fcurves(camera, CAMERA_OBJECT_PATHS)
     _remove_fcurves(camera.data, CAMERA_DATA_PATHS)
     rest = motion.CameraKey(scene.frame_start, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0), focal_length_mm)

@@ -45,6 +45,20 @@ def stack_camera(root, scene=None):
     return camera
 
 
+def rest_lens_mm(camera, scene):
+    """The focal length of the rest pose: an animated lens (a Strata camera move) is read at the first frame,
+    which is the rest pose, so planes re-laid-out while scrubbing the move still fit the rest camera."""
+    anim = camera.data.animation_data
+    if anim is not None and anim.action is not None and scene is not None:
+        from bpy_extras import anim_utils
+
+        channelbag = anim_utils.action_get_channelbag_for_slot(anim.action, anim.action_slot)
+        fcurve = channelbag.fcurves.find("lens") if channelbag is not None else None
+        if fcurve is not None:
+            return float(fcurve.evaluate(scene.frame_start))
+    return float(camera.data.lens)
+
+
 def plane_size_for(root, depth_m):
     """(width_m, height_m, centre_x_m, centre_y_m) of a plane at ``depth_m`` that fills the root's camera frame."""
     settings = root.strata
@@ -57,8 +71,8 @@ def plane_size_for(root, depth_m):
     if data.type == 'ORTHO':
         width_m, height_m = layout.ortho_plane_size_m(data.ortho_scale, width_px, height_px, data.sensor_fit)
     else:
-        width_m, height_m = layout.plane_size_m(depth_m, data.sensor_width, data.lens, width_px, height_px,
-                                                data.sensor_fit, data.sensor_height)
+        width_m, height_m = layout.plane_size_m(depth_m, data.sensor_width, rest_lens_mm(camera, bpy.context.scene),
+                                                width_px, height_px, data.sensor_fit, data.sensor_height)
     centre_x_m, centre_y_m = layout.shift_offset_m(width_m, height_m, data.shift_x, data.shift_y)
     return width_m, height_m, centre_x_m, centre_y_m
 

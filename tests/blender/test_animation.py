@@ -194,3 +194,15 @@ def test_preview_writes_a_video_or_frames(stack, tmp_path):
     assert scene.render.resolution_percentage == 100
     assert scene.render.engine == 'BLENDER_EEVEE'
     assert scene.render.image_settings.file_format == 'PNG'
+
+
+def test_changing_depths_mid_move_keeps_the_rest_view_exact(stack, sample, tmp_path):
+    """Re-layout while the camera is zoomed (scrubbed into a move): planes still fit the rest camera's lens."""
+    scene = bpy.context.scene
+    rest = render_frame(scene, tmp_path / "rest.png", 1)
+    assert bpy.ops.strata.animate_camera(preset='ZOOM_IN', amplitude=0.5, duration_frames=8) == {'FINISHED'}
+    scene.frame_set(9)
+    assert scene.camera.data.lens == pytest.approx(35.0 * 1.5)
+    stack.strata.depth_spacing_m = 2.0  # relayout at the zoomed frame
+    again = render_frame(scene, tmp_path / "again.png", 1)
+    assert np.abs(again - rest).max() <= SAME_RENDER

@@ -21,24 +21,24 @@ class STRATA_UL_layers(UIList):
         row.prop(item, "hide_render", text="", emboss=False)
 
     def filter_items(self, context, data, propname):
-        objects = getattr(data, propname)
-        root = context_root(context)
-        flags = [0] * len(objects)
-        order = list(range(len(objects)))
-        layers = []
-        for index, obj in enumerate(objects):
-            if root is not None and obj.strata.role == 'LAYER' and obj.parent == root:
-                flags[index] = self.bitflag_filter_item
-                layers.append((obj.strata.layer_index, index))
-        # Front (highest layer_index) first; order[i] is the display position of item i.
-        for position, (_, index) in enumerate(sorted(layers, reverse=True)):
+        shown, order = layer_rows(getattr(data, propname), context_root(context))
+        return [self.bitflag_filter_item if visible else 0 for visible in shown], order
+
+
+def layer_rows(objects, root):
+    """Which of ``objects`` the layer list shows (the LAYER planes of ``root``) and each item's display position:
+    front layer (highest layer_index) first, the rest after them."""
+    shown = [root is not None and obj.strata.role == 'LAYER' and obj.parent == root for obj in objects]
+    layers = sorted(((objects[i].strata.layer_index, i) for i, visible in enumerate(shown) if visible), reverse=True)
+    order = [0] * len(objects)
+    for position, (_, index) in enumerate(layers):
+        order[index] = position
+    position = len(layers)
+    for index, visible in enumerate(shown):
+        if not visible:
             order[index] = position
-        hidden_position = len(layers)
-        for index, flag in enumerate(flags):
-            if not flag:
-                order[index] = hidden_position
-                hidden_position += 1
-        return flags, order
+            position += 1
+    return shown, order
 
 
 class StrataSidebar:

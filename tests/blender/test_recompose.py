@@ -145,16 +145,27 @@ def test_colour_adjustment_is_baked_into_the_export(stack, tmp_path):
     assert psnr_db(over_white(flat), rendered) >= MIN_EXPORT_PSNR_DB
 
 
+def listed(scene, root):
+    """The layer list's rows, top to bottom, as the panel's UIList shows them."""
+    from blender_addon.panels_layers import layer_rows
+
+    objects = list(scene.objects)
+    shown, order = layer_rows(objects, root)
+    return [obj for _, obj, visible in sorted(zip(order, objects, shown), key=lambda row: row[0]) if visible]
+
+
 def test_layer_list_reorders_by_depth_and_deletes(stack, tmp_path):
     from blender_addon import operators_layers
     from blender_addon.scene import planes
 
     scene = bpy.context.scene
     background, shape_a, shape_b, text = planes.stack_layers(stack)
+    assert listed(scene, stack) == [text, shape_b, shape_a, background]  # front on top, no camera or root
     operators_layers.set_active_layer(bpy.context, shape_a)
     depth_a, depth_b = shape_a.strata.depth_m, shape_b.strata.depth_m
     assert bpy.ops.strata.layer_move(direction='UP') == {'FINISHED'}
     assert planes.stack_layers(stack) == [background, shape_b, shape_a, text]
+    assert listed(scene, stack) == [text, shape_a, shape_b, background]
     # Order and depth travel together: the layer now in front is also nearer the camera.
     assert (shape_a.strata.depth_m, shape_b.strata.depth_m) == (depth_b, depth_a)
     assert -shape_a.location.z == pytest.approx(depth_b)

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from blender_addon.core import motion
-from blender_addon.core.motion import MotionError, StackGeometry, camera_path, cover_zoom
+from blender_addon.core.motion import MotionError, StackGeometry, camera_path
 
 # A 36 mm sensor, 50 mm lens, 4:3 image: the geometry a freshly built stack of 4 layers 1 m apart, front at 5 m, has.
 TAN_X = 18.0 / 50.0

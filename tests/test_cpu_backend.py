@@ -183,3 +183,18 @@ def test_a_translucent_shape_comes_back_as_one_layer_with_its_opacity(decomposer
     truth = sample.layers[2][..., 3] > 0
     found = translucent[0].rgba[..., 3] > 0
     assert (truth & found).sum() / (truth | found).sum() > 0.9
+
+
+def test_a_jpeg_compressed_poster_still_splits_into_its_layers(decomposer):
+    import io
+
+    composite, truth = make_flat_poster(512, 384, seed=0)
+    buffer = io.BytesIO()
+    Image.fromarray(composite[..., :3]).save(buffer, format="JPEG", quality=80)
+    buffer.seek(0)
+    jpeg = np.asarray(Image.open(buffer).convert("RGBA"), dtype=np.uint8).copy()
+    stack = _decompose(decomposer, jpeg, 4)
+    assert _composite_error(stack, jpeg) <= 1.0
+    assert [layer.name for layer in stack.layers][-1] == "Text 'NEW'"
+    l1, iou = mean_levels([score_layers([layer.rgba for layer in stack.layers], truth)])[0]
+    assert l1 <= 0.08 and iou >= 0.7

@@ -82,13 +82,14 @@ class _Element:
         self.kind = kind  # "background" | "shape" | "text" | "image"
         self.mask = mask  # bool H×W, the pixels that certainly belong to it (its core)
         self.color_rgb = np.asarray(color_rgb, np.float64)
-        self.text = text
+        self.text = text  # what a text element reads ("Subject" for a photo's subject)
         self.hull = mask  # bool H×W, union of its regions' convex hulls (for occlusion and completion)
         self.area = int(mask.sum())
         self.level = 0
         self.pieces = 1
         self.glyph_like = False
         self.opacity = 1.0  # < 1: a translucent flat shape (its colour is color_rgb, its alpha this)
+        self.regions: list[int] = []  # background only: its flat regions ([] = a photo's texture)
 
     @property
     def name(self) -> str:

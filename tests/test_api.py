@@ -204,3 +204,10 @@ def test_openapi_schema_declares_the_upload(client):
     assert "multipart/form-data" in body
     assert "202" in schema["paths"]["/v1/jobs"]["post"]["responses"]
     assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+
+
+def test_wrong_method_is_405_naming_every_allowed_method(client):
+    response = client.request("OPTIONS", "/v1/jobs")
+    assert response.status_code == 405
+    assert set(response.headers["allow"].split(", ")) >= {"GET", "POST"}
+    assert client.delete("/v1/health").headers["allow"] in ("GET", "GET, HEAD")

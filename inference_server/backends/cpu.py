@@ -213,10 +213,10 @@ class CpuDecomposer:
 
         # 8. Fill the background
         begin("fill")
-        above = composite_over([layer.rgba for layer in upper]) if upper else None
-        fill_rgb = _fill_background(rgb, background, above)
+        top_premul, top_alpha = _over_premul([layer.rgba for layer in upper], (height_px, width_px))
+        fill_rgb = _fill_background(rgb, background, top_alpha > 0)
         progress("fill", 1, 1)
-        bottom = _solve_bottom(target, above, fill_rgb, opaque)
+        bottom = _solve_bottom(target, top_premul, top_alpha, fill_rgb, opaque)
         layers = [Layer(bottom, "Background")] + upper
 
         # 9. Residual correction
@@ -307,12 +307,12 @@ class _Regions:
         self.flat = flat
 
 
-def _quadratic_features(height_px: int, width_px: int, step_px: int = 1) -> list[np.ndarray]:
-    """The 6 colour-model features (1, x, y, x², xy, y²) on the pixel grid (every ``step_px``-th pixel)."""
-    ys, xs = np.mgrid[0:height_px:step_px, 0:width_px:step_px].astype(np.float64)
-    xs = xs / max(width_px - 1, 1) - 0.5
-    ys = ys / max(height_px - 1, 1) - 0.5
-    return [np.ones_like(xs), xs, ys, xs * xs, xs * ys, ys * ys]
+def _features_at(ys: np.ndarray, xs: np.ndarray, height_px: int, width_px: int) -> np.ndarray:
+    """The colour model's 6 features (1, x, y, x², xy, y², coordinates scaled to [−0.5, 0.5]) at the given
+    pixels, as an N×6 design matrix."""
+    x = xs.astype(np.float64) / max(width_px - 1, 1) - 0.5
+    y = ys.astype(np.float64) / max(height_px - 1, 1) - 0.5
+    return np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], axis=1)
 
 
 def _smooth_labels(rgb: np.ndarray, step: float) -> tuple[int, np.ndarray]:
@@ -352,7 +352,7 @@ def _find_regions(rgb: np.ndarray) -> _Regions:
         if not big_loose.any():
             break
         mask = big_loose[regions.labels]
-        features = np.stack([f[mask] for f in _quadratic_features(height_px, width_px)], axis=1)
+        features = _features_at(*np.nonzero(mask), height_px, width_px)
         predicted = np.einsum("ni,nic->nc", features, regions.coefs[regions.labels[mask]])
         miss = np.abs(predicted - rgb[mask]).max(axis=1) > 3.0 * FLAT_RESIDUAL
         # Only regions the model mostly explains are trimmed; a photo's texture misses everywhere.
@@ -391,7 +391,9 @@ def _region_stats(rgb: np.ndarray, count: int, labels: np.ndarray) -> _Regions:
 
     # The colour models are fitted on a subsampled grid for big images (4× less work, same models).
     step_px = 2 if height_px * width_px > 300_000 else 1
-    features = [f.ravel() for f in _quadratic_features(height_px, width_px, step_px)]
+    grid_ys, grid_xs = np.mgrid[0:height_px:step_px, 0:width_px:step_px]
+    design = _features_at(grid_ys.ravel(), grid_xs.ravel(), height_px, width_px)
+    features = [design[:, i] for i in range(6)]
     colors = rgb[::step_px, ::step_px].reshape(-1, 3).astype(np.float64)
     flat_labels = labels[::step_px, ::step_px].ravel()
     sampled = np.bincount(flat_labels, minlength=count).astype(np.float64)
@@ -868,14 +870,13 @@ def _peel(rgb: np.ndarray, element: _Element, covering: np.ndarray, alpha_in: np
 # ---------------------------------------------------------------------------------------------- fill
 
 
-def _fill_background(rgb: np.ndarray, background: _Element, above: np.ndarray | None) -> np.ndarray:
-    """The background's colour everywhere, including under the layers above (float RGB)."""
+def _fill_background(rgb: np.ndarray, background: _Element, hole: np.ndarray) -> np.ndarray:
+    """The background's colour everywhere, including in ``hole`` (under the layers above); float RGB."""
     import cv2
 
     height_px, width_px = rgb.shape[:2]
-    if above is None:
+    if not hole.any():
         return rgb.astype(np.float64)
-    hole = above[..., 3] > 0
     known = ~hole
     if not known.any():
         return np.broadcast_to(background.color_rgb, rgb.shape).astype(np.float64).copy()
@@ -885,13 +886,13 @@ def _fill_background(rgb: np.ndarray, background: _Element, above: np.ndarray | 
         sample = background.mask & known
         if sample.sum() < 12:
             sample = known
-        features = _quadratic_features(height_px, width_px)
         picks = np.flatnonzero(sample.ravel())
         picks = picks[:: max(1, picks.size // 50_000)]  # 50k pixels pin a 6-term model down
-        design = np.stack([f.ravel()[picks] for f in features], axis=1)
+        design = _features_at(picks // width_px, picks % width_px, height_px, width_px)
         coef, *_ = np.linalg.lstsq(design, rgb.reshape(-1, 3)[picks].astype(np.float64), rcond=None)
         out = rgb.astype(np.float64).copy()
-        out[hole] = np.stack([f[hole] for f in features], axis=-1) @ coef
+        ys, xs = np.nonzero(hole)
+        out[ys, xs] = _features_at(ys, xs, height_px, width_px) @ coef
         return np.clip(out, 0, 255)
     # Texture: Telea inpainting, at reduced size when the image is big (cost grows with the hole's area).
     hole_u8 = cv2.dilate(hole.astype(np.uint8), np.ones((3, 3), np.uint8))
@@ -911,16 +912,36 @@ def _fill_background(rgb: np.ndarray, background: _Element, above: np.ndarray | 
     return out
 
 
-def _solve_bottom(target: np.ndarray, above: np.ndarray | None, fill_rgb: np.ndarray, opaque: bool) -> np.ndarray:
-    """Bottom layer such that bottom-under-``above`` equals the target where the layers above leave it visible."""
-    out_alpha = target[..., 3].astype(np.float64) / 255.0
-    out_premul = target[..., :3].astype(np.float64) * out_alpha[..., None]
-    if above is None:
-        top_alpha = np.zeros_like(out_alpha)
-        top_premul = np.zeros_like(out_premul)
-    else:
-        top_alpha = above[..., 3].astype(np.float64) / 255.0
-        top_premul = above[..., :3].astype(np.float64) * top_alpha[..., None]
+def _over_shares(layers_rgba: list[np.ndarray]) -> np.ndarray:
+    """(L, H, W) float32: how much of each layer shows in the straight-alpha "over" composite,
+    q_k = α_k · Π_{j>k} (1 − α_j). The composite's premultiplied colour is Σ q_k · colour_k, its alpha Σ q_k.
+    (The pixel-exact composite lives in layers.composite_over; these shares are what the solves need.)"""
+    shares = []
+    transmit = None
+    for rgba in reversed(layers_rgba):
+        alpha = rgba[..., 3].astype(np.float32) / 255.0
+        shares.append(alpha if transmit is None else alpha * transmit)
+        transmit = (1.0 - alpha) if transmit is None else transmit * (1.0 - alpha)
+    return np.stack(shares[::-1])
+
+
+def _over_premul(layers_rgba: list[np.ndarray], shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Premultiplied colour (0–255) and alpha (0–1) of the layers' composite, float32; zeros for no layers."""
+    premul = np.zeros(shape + (3,), np.float32)
+    if not layers_rgba:
+        return premul, np.zeros(shape, np.float32)
+    shares = _over_shares(layers_rgba)
+    for share, rgba in zip(shares, layers_rgba):
+        premul += share[..., None] * rgba[..., :3]
+    return premul, shares.sum(axis=0)
+
+
+def _solve_bottom(target: np.ndarray, top_premul: np.ndarray, top_alpha: np.ndarray, fill_rgb: np.ndarray,
+                  opaque: bool) -> np.ndarray:
+    """Bottom layer such that it, under the layers above (``top_*``), equals the target where they leave it
+    visible; elsewhere it keeps ``fill_rgb``."""
+    out_alpha = target[..., 3].astype(np.float32) / 255.0
+    out_premul = target[..., :3].astype(np.float32) * out_alpha[..., None]
     visible = 1.0 - top_alpha
     if opaque:
         bottom_alpha = np.ones_like(out_alpha)
@@ -944,13 +965,7 @@ def _correct_residual(layers: list[Layer], target: np.ndarray, tolerance: float 
     With straight-alpha "over", the composite's premultiplied colour is Σ_k colour_k · q_k where
     q_k = α_k · Π_{j>k} (1 − α_j); changing colour_k by err · out_α / q_k fixes the pixel exactly (until clipping).
     """
-    alphas = [layer.rgba[..., 3].astype(np.float32) / 255.0 for layer in layers]
-    shares = []
-    transmit = np.ones_like(alphas[0])
-    for alpha in reversed(alphas):
-        shares.append(alpha * transmit)
-        transmit = transmit * (1.0 - alpha)
-    shares = np.stack(shares[::-1])  # (L, H, W), back to front
+    shares = _over_shares([layer.rgba for layer in layers])
     composite_premul = np.zeros(target.shape[:2] + (3,), np.float32)
     for share, layer in zip(shares, layers):
         composite_premul += share[..., None] * layer.rgba[..., :3]

@@ -173,8 +173,8 @@ class GuardMiddleware:
             except ValueError:
                 return await reject(400, "Content-Length is not a number")
             if declared_bytes > limit:
-                return await reject(413, f"request body is {declared_bytes / 1e6:.1f} MB; the limit is "
-                                         f"{limit / 1e6:.0f} MB (start the server with a larger --max-upload-mb)")
+                return await reject(413, f"request body is {declared_bytes / 2**20:.1f} MiB; the limit is "
+                                         f"{limit / 2**20:.1f} MiB (start the server with a larger --max-upload-mib)")
         if scope["method"] not in ("POST", "PUT", "PATCH"):
             return await self.app(scope, receive, send)
 
@@ -188,8 +188,8 @@ class GuardMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                return await reject(413, f"request body exceeds the {limit / 1e6:.0f} MB limit (start the server with "
-                                         f"a larger --max-upload-mb)")
+                return await reject(413, f"request body exceeds the {limit / 2**20:.1f} MiB limit (start the server with "
+                                         f"a larger --max-upload-mib)")
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break

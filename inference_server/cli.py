@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-queue", type=int, default=8, help="queued jobs before new ones get 429 (default 8)")
     serve.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                        help=f"largest accepted image in pixels (default {DEFAULT_MAX_PIXELS})")
-    serve.add_argument("--max-upload-mb", type=float, default=64.0, help="largest request body in MB (default 64)")
+    serve.add_argument("--max-upload-mib", type=float, default=64.0, help="largest request body in MiB (default 64)")
     serve.add_argument("--allow-remote", action="store_true",
                        help="allow binding a non-loopback address (requires $STRATA_TOKEN); the API then answers any "
                             "Host name")
@@ -221,12 +221,13 @@ def run_serve(args: argparse.Namespace) -> int:
     settings = Settings(
         data_dir=args.data_dir, token=token, backend=args.backend, backend_options=_backend_options(args),
         preset=args.preset, max_queue=args.max_queue, max_pixels=args.max_pixels,
-        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), allow_remote=args.allow_remote,
+        max_upload_bytes=int(args.max_upload_mib * 2**20), allow_remote=args.allow_remote,
         cancel_grace_s=args.cancel_grace_s,
     )
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if os.name != "nt":  # on Windows SO_REUSEADDR would let us take a port another server is listening on
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((args.host, args.port))
     except OSError as exc:

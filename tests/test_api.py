@@ -211,3 +211,16 @@ def test_wrong_method_is_405_naming_every_allowed_method(client):
     assert response.status_code == 405
     assert set(response.headers["allow"].split(", ")) >= {"GET", "POST"}
     assert client.delete("/v1/health").headers["allow"] in ("GET", "GET, HEAD")
+
+
+def test_chunked_upload_without_length_is_capped_too(start_server):
+    server = start_server(args=("--max-upload-mib", "0.05"))
+
+    def body():  # a generator: requests sends it chunked, with no Content-Length to check up front
+        for _ in range(100):
+            yield b"x" * 4096
+
+    response = requests.post(server.url + "/v1/jobs", data=body(), timeout=30,
+                             headers=dict(AUTH, **{"Content-Type": "multipart/form-data; boundary=b"}))
+    assert response.status_code == 413 and "MiB limit" in response.json()["detail"]
+    assert server.get("/v1/health").status_code == 200

@@ -9,7 +9,9 @@ description (see shared/notes/cpu_decomposition.md §3):
 3. Alignment: dynamic time warping over the cost matrix; a sample's scores are the means over the matched path.
 4. Edits: up to ``max_edits`` greedy merges of two adjacent layers (alpha-composited), on the prediction or the
    ground truth, whichever lowers the DTW cost most; never below 2 layers, and only while a merge lowers the
-   cost (so ground truth against itself stays at 0 / 1). Scored after every edit.
+   cost (so ground truth against itself stays at 0 / 1). Scored after every edit. (LayerD's own Merge judges
+   a merge by the similarity gain on the layers matched to the two merged ones; judging by the whole
+   alignment's cost is our simplification, with the same stopping rule: no gain, no edit.)
 5. Aggregation: mean per edit level; a sample that ran out of edits carries its last value forward. Samples
    whose ground truth has fewer than 2 layers are skipped.
 

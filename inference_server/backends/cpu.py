@@ -733,7 +733,8 @@ def _order_elements(elements: list[_Element]) -> list[_Element]:
     for a, ea in enumerate(elements):
         inside[a] = np.bincount(owner[ea.hull], minlength=count + 1)[1:]
         inside[a, a] = 0.0
-    tolerance = 4.0
+    # A few pixels of hull overlap are anti-aliasing noise, not occlusion (more on bigger images).
+    tolerance = max(4.0, 1e-5 * elements[0].mask.size)
     above = (inside - inside.T) > tolerance  # above[a, b]: b is above a
     remaining = list(range(count))
     levels_front_to_back = []

@@ -114,7 +114,8 @@ def _errors(*codes: int) -> dict[int, dict[str, Any]]:
         404: "no such job or layer", 409: "the job is not in a state that allows this", 413: "upload or image too large",
         429: "queue full", 503: "model unavailable",
     }
-    return {code: {"model": ErrorBody, "description": reasons[code]} for code in (401, 403, *codes)}
+    # 401/403/413 and the general 400 come from GuardMiddleware and are added to every operation by _declare_security.
+    return {code: {"model": ErrorBody, "description": reasons[code]} for code in codes}
 
 
 _PNG = {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}, "description": "PNG image"}
@@ -247,6 +248,12 @@ def create_app(settings: Settings) -> FastAPI:
     async def strata_error(request: Request, exc: StrataError):
         return JSONResponse({"detail": str(exc)}, status_code=exc.http_status)
 
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception):
+        # Still logged by Starlette; the client gets JSON like every other error.
+        return JSONResponse({"detail": f"internal server error ({type(exc).__name__}); see the server log"},
+                            status_code=500)
+
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
         parts = []
@@ -297,24 +304,29 @@ def create_app(settings: Settings) -> FastAPI:
     def cancel_job(job_id: str):
         return manager.cancel(job_id)
 
+    def job_file(job_id: str, name: str) -> Path:
+        path = manager.job_folder(job_id) / name
+        if not path.is_file():
+            raise NotFound(f"{name} of job {job_id} is missing on disk (was the job folder edited or deleted?)")
+        return path
+
     @app.get("/v1/jobs/{job_id}/manifest", responses=_errors(404, 409), summary="The finished job's manifest.json")
     def get_manifest(job_id: str) -> dict[str, Any]:
-        folder = manager.job_folder(job_id)
-        return json.loads((folder / MANIFEST_NAME).read_text("utf-8"))
+        return json.loads(job_file(job_id, MANIFEST_NAME).read_text("utf-8"))
 
     @app.get("/v1/jobs/{job_id}/preview.png", response_class=FileResponse, responses={200: _PNG, **_errors(404, 409)},
              summary="Composite of all layers")
     def get_preview(job_id: str):
-        return FileResponse(manager.job_folder(job_id) / PREVIEW_NAME, media_type="image/png")
+        return FileResponse(job_file(job_id, PREVIEW_NAME), media_type="image/png")
 
     @app.get("/v1/jobs/{job_id}/layers/{index}.png", response_class=FileResponse,
              responses={200: _PNG, **_errors(400, 404, 409)}, summary="One RGBA layer (0 = back)")
     def get_layer(job_id: str, index: int):
-        folder = manager.job_folder(job_id)
+        manager.job_folder(job_id)  # 404/409 before talking about layers
         count = int(manager.get(job_id).get("layers") or 0)
         if not 0 <= index < count:
             raise NotFound(f"job {job_id} has {count} layers (0–{count - 1}); there is no layer {index}")
-        return FileResponse(folder / layer_file_name(index), media_type="image/png")
+        return FileResponse(job_file(job_id, layer_file_name(index)), media_type="image/png")
 
     @app.get("/v1/health", response_model=Health, responses=_errors(), summary="Backend, device, queue")
     def health():

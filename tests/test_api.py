@@ -224,3 +224,15 @@ def test_chunked_upload_without_length_is_capped_too(start_server):
                              headers=dict(AUTH, **{"Content-Type": "multipart/form-data; boundary=b"}))
     assert response.status_code == 413 and "MiB limit" in response.json()["detail"]
     assert server.get("/v1/health").status_code == 200
+
+
+def test_deleted_job_files_are_404_not_500(client):
+    job_id = _submit(client, _png(), {"layers": 2}).json()["id"]
+    wait_client(client, job_id)
+    folder = client.app.state.manager.jobs_dir / job_id
+    (folder / "layer_01.png").unlink()
+    (folder / "manifest.json").unlink()
+    for path in ("layers/1.png", "manifest"):
+        response = client.get(f"/v1/jobs/{job_id}/{path}")
+        assert response.status_code == 404 and "missing on disk" in response.json()["detail"]
+    assert client.get(f"/v1/jobs/{job_id}/layers/0.png").status_code == 200

@@ -18,7 +18,8 @@ travel through the pipe.
 Test-only fault hook: the environment variable ``STRATA_FAULT_INJECT`` (read once when the worker starts) holds
 comma-separated faults, used by ``tests/test_faults.py`` to exercise failure paths that a healthy CPU machine never
 produces. Unset in normal use.
-  ``oom_once``          the first job raises ``torch.cuda.OutOfMemoryError`` (what a GPU backend raises)
+  ``oom_once``          the first progress report of the first job raises ``torch.cuda.OutOfMemoryError``, so the
+                        error comes out of the backend's own call stack, as a real GPU OOM would
   ``slow_steps:S``      sleep S seconds in every progress report, so a job lasts long enough to cancel or kill
   ``crash_on_start``    the worker exits (code 7) before reporting ready, as a broken install would
 """
@@ -84,7 +85,9 @@ class _Faults:
             else:
                 raise ValueError(f"{FAULT_ENV}: unknown fault {name!r} (known: oom_once, slow_steps:S, crash_on_start)")
 
-    def before_decompose(self) -> None:
+    def on_progress(self) -> None:
+        if self.slow_step_s:
+            time.sleep(self.slow_step_s)
         if self.oom_once:
             self.oom_once = False
             import torch
@@ -165,8 +168,7 @@ def _run_job(backend, message: dict, conn, cancel, faults: _Faults, parent_pid: 
         if stage != last_sent["stage"] or step >= total or now - last_sent["at"] >= PROGRESS_INTERVAL_S:
             conn.send({"type": "progress", "job": job_id, "stage": stage, "step": int(step), "total": int(total)})
             last_sent.update(stage=stage, at=now)
-        if faults.slow_step_s:
-            time.sleep(faults.slow_step_s)
+        faults.on_progress()
 
     try:
         # 1. Check inputs: params are validated again here; the image was validated on upload.
@@ -177,7 +179,6 @@ def _run_job(backend, message: dict, conn, cancel, faults: _Faults, parent_pid: 
         image, notes = load_image(message["input"], max_pixels=message.get("max_pixels", 10**9))
         cancel.raise_if_canceled()
         # 2. Decompose.
-        faults.before_decompose()
         stack: LayerStack = backend.decompose(image, params, progress, cancel)
         cancel.raise_if_canceled()
         if os.getppid() != parent_pid:

@@ -46,14 +46,21 @@ class STRATA_OT_animate_camera(StackOperator, Operator):
     amplitude: FloatProperty(
         name="Amplitude", default=motion.DEFAULT_AMPLITUDE, min=0.0, soft_max=2.0, max=10.0,
         description="How far the camera travels, as a fraction of the stack's depth (nearest to farthest layer): "
-                    "a larger depth spacing shows more parallax. Zoom: fraction of the focal length")
+                    "a larger depth spacing shows more parallax. Zoom: fraction of the focal length. Left unset, "
+                    f"it is chosen so the front layer moves {motion.DEFAULT_PARALLAX_FRACTION:.1%} of the frame "
+                    "relative to the background")
     duration_frames: IntProperty(name="Frames", default=48, min=2, soft_max=600,
                                  description="Length of the move in frames")
     easing: EnumProperty(name="Easing", default='EASE_IN_OUT',
                          items=[(key, label, "") for key, (label, _, _) in motion.EASINGS.items()])
-    keep_covered: BoolProperty(
-        name="Keep Covered", default=True,
-        description="Zoom in just enough that the background layer always fills the frame (no empty edges)")
+    coverage: EnumProperty(
+        name="Keep Covered", default=motion.DEFAULT_COVERAGE,
+        items=[(key, label, description) for key, (label, description) in motion.COVERAGES.items()],
+        description="How the frame stays filled when the move looks past the background's edges")
+    overscan_layers: BoolProperty(
+        name="Overscan Every Layer", default=False,
+        description="Also extend the other layer planes' edge pixels (for layers that touch the frame edge); off: "
+                    "only the background")
     loop: BoolProperty(name="Loop", default=False,
                        description="Go out and come back to the rest pose, for seamless looping")
 
@@ -65,16 +72,24 @@ class STRATA_OT_animate_camera(StackOperator, Operator):
             start_frame = scene.frame_start
             focal_length_mm = animation.rest_focal_length_mm(camera, scene)
             geometry = animation.stack_geometry(root, camera, focal_length_mm)
+            if not self.properties.is_property_set("amplitude"):
+                # The stack's tasteful default; shown (and editable) in the redo panel, where it then stays put.
+                self.amplitude = motion.default_amplitude(self.preset, geometry)
             path = motion.camera_path(self.preset, geometry, self.amplitude, self.duration_frames, self.easing,
-                                      start_frame, self.keep_covered, self.loop)
-            animation.apply_camera_path(scene, root, camera, path)
+                                      start_frame, self.coverage, self.loop)
+            animation.apply_camera_path(scene, root, camera, path, self.overscan_layers)
         except (motion.MotionError, animation.AnimationError) as e:
             self.report({'ERROR'}, str(e))
             return {'CANCELLED'}
         scene.camera = camera
         for note in path.notes:
             self.report({'INFO'}, note)
-        self.report({'INFO'}, f"{motion.PRESETS[self.preset][0]}: frames {path.frame_start}–{path.frame_end}")
+        summary = f"{motion.PRESETS[self.preset][0]}: frames {path.frame_start}–{path.frame_end}, amplitude " \
+                  f"{self.amplitude:.3g}"
+        if not self.preset.startswith("ZOOM"):
+            parallax = motion.parallax_fraction(self.preset, geometry, self.amplitude)
+            summary += f": the front layer moves {parallax:.1%} of the frame relative to the background"
+        self.report({'INFO'}, summary)
         return {'FINISHED'}
 
 

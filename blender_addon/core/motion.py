@@ -10,8 +10,18 @@ Amplitude is relative, so one value fits any stack: translations and orbit arcs 
 layer. A larger depth spacing therefore moves the camera further and shows more parallax; a stack with a single
 layer falls back to a tenth of its distance. Zoom presets change the focal length by the factor ``1 + amplitude``.
 
-With ``keep_covered`` the focal length also grows just enough that the farthest (background) layer keeps filling the
-frame, so the move never reveals empty space beyond the image edges.
+Keeping the frame covered (``coverage``): a move shows the stack from poses where the background plane, exactly
+frame-sized at rest, no longer fills the frame.
+
+* 'OVERSCAN' (default): the framing stays as it is; the background plane is made larger than the frame by exactly the
+  margin the move needs (``overscan_margins``, from the move's extreme poses and the plane's depth) and its texture
+  repeats the image's edge texels there. The original image still maps 1:1 onto the rest frame.
+* 'ZOOM': the focal length grows just enough that the unchanged background keeps filling the frame. For a sideways
+  move that zoom, not the parallax, is what the viewer notices (+60% at amplitude 0.35 on a 1 m spaced stack).
+* 'NONE': nothing; the move may reveal empty space beyond the image edges.
+
+``default_amplitude`` picks, for a given stack, the amplitude at which the front layer moves
+``DEFAULT_PARALLAX_FRACTION`` of the frame relative to the background: visible, not seasick.
 
 Moves whose channels are affine in ``s`` (dolly, truck, pedestal, zoom) become two keyframes per leg with Blender's
 own easing (``interpolation``/``easing`` below match ``ease()`` exactly), so users edit an ordinary two-key curve.
@@ -59,10 +69,27 @@ EASINGS = {
     "SMOOTH": ("Smooth", "SINE", "EASE_IN_OUT"),
 }
 
+COVERAGES = {
+    # id: (label, description)
+    "OVERSCAN": ("Overscan Background", "Enlarge the background plane by exactly what the move needs, repeating the "
+                                        "image's edge pixels there; the framing stays as it is"),
+    "ZOOM": ("Zoom to Cover", "Raise the focal length just enough that the background keeps filling the frame"),
+    "NONE": ("None", "Leave the planes as they are; the move may reveal empty space beyond the image edges"),
+}
+DEFAULT_COVERAGE = "OVERSCAN"
+
 SINGLE_LAYER_DEPTH_FRACTION = 0.1
-# A quarter of the stack depth: about 6% of the frame width between front and back layers for a default stack,
-# with at most ~1.3× cover zoom.
+# Used where no stack-specific default exists (single-layer stacks): a quarter of the reference depth.
 DEFAULT_AMPLITUDE = 0.25
+# The front layer moves this fraction of the frame (width for sideways moves, height for vertical ones) relative to
+# the background at full amplitude: 4.5% reads as depth without the layers visibly sliding apart.
+DEFAULT_PARALLAX_FRACTION = 0.045
+# Zoom presets have no parallax; 15% is a slow Ken Burns push.
+DEFAULT_ZOOM_AMPLITUDE = 0.15
+# Default dolly-outs back away at most this fraction of the front layer's distance.
+DEFAULT_MAX_DOLLY_OUT_FRACTION = 0.5
+# Overscan beyond this fraction of the plane on any side means the move looks far past the image: refused.
+MAX_OVERSCAN_FRACTION = 2.0
 # The camera may dolly at most this fraction of the way to the nearest layer: beyond, that layer fills the view
 # with a few texels and then passes behind the camera.
 MAX_DOLLY_FRACTION = 0.9
@@ -113,6 +140,35 @@ class CameraKey:
     focal_length_mm: float
 
 
+@dataclass(frozen=True)
+class CoverPose:
+    """A camera pose in the root's frame with its focal length relative to the rest lens, for overscan sizing."""
+
+    location_m: Vector3
+    rotation_euler_rad: Vector3
+    focal_factor: float = 1.0
+
+
+@dataclass(frozen=True)
+class Overscan:
+    """How far a plane must extend beyond its image on each side, as fractions of the image's width or height."""
+
+    left: float = 0.0
+    right: float = 0.0
+    bottom: float = 0.0
+    top: float = 0.0
+
+    def texels(self, width_px: int, height_px: int) -> tuple[int, int, int, int]:
+        """(left, right, bottom, top) in whole texels of a width_px × height_px image, rounded up: extending by whole
+        texels keeps the image grid, so the render's edge extension equals padding the image with its edge pixels."""
+        return (math.ceil(self.left * width_px - 1e-6), math.ceil(self.right * width_px - 1e-6),
+                math.ceil(self.bottom * height_px - 1e-6), math.ceil(self.top * height_px - 1e-6))
+
+    @property
+    def any(self) -> bool:
+        return max(self.left, self.right, self.bottom, self.top) > 0
+
+
 @dataclass
 class CameraPath:
     """One move: its keyframes, how Blender should interpolate between them, and the exact pose at any frame."""
@@ -123,9 +179,9 @@ class CameraPath:
     duration_frames: int
     easing: str
     start_frame: int
-    keep_covered: bool
+    coverage: str
     loop: bool
-    end_cover: float = 1.0  # focal factor that keeps the background covering the frame at full amplitude
+    end_cover: float = 1.0  # 'ZOOM': focal factor that keeps the background covering the frame at full amplitude
     keys: list[CameraKey] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -163,7 +219,7 @@ class CameraPath:
         """The exact pose at ``frame``; for a keyed (non-baked) move it equals Blender's evaluation of the curves."""
         s = self.progress_at(frame)
         location, rotation, focal_factor = _pose(self.preset, self.geometry, self.amplitude, s)
-        if self.keep_covered:
+        if self.coverage == "ZOOM":
             if self.baked:
                 focal_factor *= cover_zoom(self.geometry, location, rotation)
             else:
@@ -171,6 +227,14 @@ class CameraPath:
                 # end value stays at or above it for every s in between.
                 focal_factor *= 1.0 + s * (self.end_cover - 1.0)
         return CameraKey(int(round(frame)), location, rotation, self.geometry.focal_length_mm * focal_factor)
+
+
+    def cover_poses(self) -> list[CoverPose]:
+        """The poses whose views together bound everything the move shows: the keys. Keyed (non-baked) moves are
+        affine in s, so every edge of the view on a plane moves linearly between keys and is extreme at one; a baked
+        orbit has a key per frame."""
+        return [CoverPose(key.location_m, key.rotation_euler_rad, key.focal_length_mm / self.geometry.focal_length_mm)
+                for key in self.keys]
 
 
 def ease(easing: str, t: float) -> float:
@@ -279,7 +343,9 @@ def _pose(preset: str, geometry: StackGeometry, amplitude: float, s: float) -> t
 
 
 def _check(preset: str, geometry: StackGeometry, amplitude: float, duration_frames: int, easing: str,
-           keep_covered: bool) -> None:
+           coverage: str) -> None:
+    if coverage not in COVERAGES:
+        raise MotionError(f"coverage must be one of {', '.join(COVERAGES)}, got {coverage!r}")
     if preset not in PRESETS:
         raise MotionError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     if easing not in EASINGS:
@@ -294,24 +360,27 @@ def _check(preset: str, geometry: StackGeometry, amplitude: float, duration_fram
         if travel_m > limit_m:
             raise MotionError(f"a dolly-in of {travel_m:.3g} m would reach the nearest layer {geometry.near_m:.3g} m "
                               f"away; use an amplitude of at most {limit_m / geometry.reference_depth_m:.2f}")
-    if preset == "ZOOM_OUT" and keep_covered and amplitude > 0:
-        raise MotionError("zooming out always shows the image edges; turn off Keep Covered to allow it")
+    if preset == "ZOOM_OUT" and coverage == "ZOOM" and amplitude > 0:
+        raise MotionError("zooming out cannot be covered by zooming in; use Overscan Background or None coverage")
 
 
-def camera_path(preset: str, geometry: StackGeometry, amplitude: float = DEFAULT_AMPLITUDE, duration_frames: int = 48,
-                easing: str = "EASE_IN_OUT", start_frame: int = 1, keep_covered: bool = True,
+def camera_path(preset: str, geometry: StackGeometry, amplitude: float | None = None, duration_frames: int = 48,
+                easing: str = "EASE_IN_OUT", start_frame: int = 1, coverage: str = DEFAULT_COVERAGE,
                 loop: bool = False) -> CameraPath:
     """Keyframes of ``preset``: the rest pose at ``start_frame``, full amplitude ``duration_frames`` later.
 
-    With ``loop`` the move goes out in the first half of the duration and back to the rest pose in the second,
-    so a looping GIF or video has no jump.
+    ``amplitude`` None picks ``default_amplitude(preset, geometry)``. With ``loop`` the move goes out in the first
+    half of the duration and back to the rest pose in the second, so a looping GIF or video has no jump. With
+    'OVERSCAN' coverage the caller enlarges the background plane by ``overscan_margins(path.cover_poses(), ...)``.
     """
     # 1. Check inputs
-    _check(preset, geometry, amplitude, duration_frames, easing, keep_covered)
-    path = CameraPath(preset, geometry, float(amplitude), duration_frames, easing, start_frame, keep_covered, loop)
+    if amplitude is None and preset in PRESETS:
+        amplitude = default_amplitude(preset, geometry)
+    _check(preset, geometry, amplitude, duration_frames, easing, coverage)
+    path = CameraPath(preset, geometry, float(amplitude), duration_frames, easing, start_frame, coverage, loop)
 
     # 2. Zoom that keeps the background covering the frame at full amplitude
-    if keep_covered:
+    if coverage == "ZOOM":
         end_location, end_rotation, _ = _pose(preset, geometry, amplitude, 1.0)
         path.end_cover = cover_zoom(geometry, end_location, end_rotation)
         if path.end_cover > 1.0 + 1e-6:
@@ -327,3 +396,119 @@ def camera_path(preset: str, geometry: StackGeometry, amplitude: float = DEFAULT
         frames = [path.frame_start, path.frame_end]
     path.keys = [path.pose_at(frame) for frame in frames]
     return path
+
+
+# --- keeping the frame covered by overscan ----------------------------------------------------------------------
+
+def overscan_margins(poses: list[CoverPose], depth_m: float, plane_rect_m: tuple[float, float, float, float],
+                     frame_half_tan: tuple[float, float], frame_offset: tuple[float, float] = (0.0, 0.0)
+                     ) -> Overscan:
+    """How far a plane at ``depth_m`` must extend so every pose's view of its (infinite) plane lands on it.
+
+    ``plane_rect_m`` is (centre_x, centre_y, width, height) of the plane's image in the root frame (the plane lies at
+    z = -depth_m). ``frame_half_tan`` and ``frame_offset`` (a lens shift, at unit distance) describe the rest
+    camera's frame; a pose with focal factor f sees that frame divided by f. Each frame corner's ray is intersected
+    with the plane; the bounding box of those points over all poses is what the plane must cover (the view of a
+    plane is the convex quad of its corners' hits).
+    """
+    centre_x, centre_y, width_m, height_m = plane_rect_m
+    if not (depth_m > 0 and width_m > 0 and height_m > 0):
+        raise MotionError(f"plane depth and size must be positive, got depth {depth_m}, size {width_m}×{height_m}")
+    tan_x, tan_y = frame_half_tan
+    offset_x, offset_y = frame_offset
+    left, right = centre_x - width_m / 2, centre_x + width_m / 2
+    bottom, top = centre_y - height_m / 2, centre_y + height_m / 2
+    min_x, max_x, min_y, max_y = left, right, bottom, top
+    for pose in poses:
+        rotation = rotation_matrix_xyz(pose.rotation_euler_rad)
+        lx, ly, lz = pose.location_m
+        if lz <= -depth_m:
+            raise MotionError(f"the move takes the camera behind the plane {depth_m:.3g} m away; lower the amplitude")
+        for sx, sy in ((-1, 1), (1, 1), (1, -1), (-1, -1)):
+            ray = ((offset_x + sx * tan_x) / pose.focal_factor, (offset_y + sy * tan_y) / pose.focal_factor, -1.0)
+            dx, dy, dz = (sum(rotation[row][col] * ray[col] for col in range(3)) for row in range(3))
+            distance = (-depth_m - lz) / dz if dz < -1e-9 else -1.0
+            if distance <= 0:
+                raise MotionError(f"the move turns the camera past the edge of the plane {depth_m:.3g} m away; "
+                                  f"lower the amplitude")
+            x, y = lx + distance * dx, ly + distance * dy
+            min_x, max_x, min_y, max_y = min(min_x, x), max(max_x, x), min(min_y, y), max(max_y, y)
+    margins = Overscan((left - min_x) / width_m, (max_x - right) / width_m,
+                       (bottom - min_y) / height_m, (max_y - top) / height_m)
+    largest = max(margins.left, margins.right, margins.bottom, margins.top)
+    if largest > MAX_OVERSCAN_FRACTION:
+        raise MotionError(f"the move looks {largest:.1f}× the image's size beyond its edge; lower the amplitude or "
+                          f"use Zoom to Cover")
+    return margins
+
+
+def encode_cover_poses(poses: list[CoverPose]) -> list[float]:
+    """Flat list of 7 floats a pose (location, rotation, focal factor), for a custom property on the stack root."""
+    return [value for pose in poses for value in (*pose.location_m, *pose.rotation_euler_rad, pose.focal_factor)]
+
+
+def decode_cover_poses(values) -> list[CoverPose]:
+    values = [float(v) for v in values]
+    if len(values) % 7:
+        raise MotionError(f"stored overscan poses must be 7 numbers each, got {len(values)} numbers")
+    return [CoverPose(tuple(values[i:i + 3]), tuple(values[i + 3:i + 6]), values[i + 6])  # type: ignore[arg-type]
+            for i in range(0, len(values), 7)]
+
+
+# --- how much parallax a move shows -----------------------------------------------------------------------------
+
+def _frame_point(geometry: StackGeometry, pose: CoverPose, point: Vector3) -> tuple[float, float]:
+    """A root-frame point in frame units ([-0.5, 0.5]² across the frame) as seen from ``pose``."""
+    q = _to_camera(point, pose.location_m, rotation_matrix_xyz(pose.rotation_euler_rad))
+    tan_x, tan_y = geometry.frame_half_tan
+    return (q[0] / -q[2] * pose.focal_factor / (2 * tan_x), q[1] / -q[2] * pose.focal_factor / (2 * tan_y))
+
+
+def parallax_fraction(preset: str, geometry: StackGeometry, amplitude: float) -> float:
+    """How far the front layer moves relative to the background at full amplitude, as a fraction of the frame
+    (width for horizontal motion, height for vertical): the largest relative shift of the midpoints of the frame's
+    edges (and centre) between the nearest and the farthest plane."""
+    location, rotation, focal_factor = _pose(preset, geometry, amplitude, 1.0)
+    moved = CoverPose(location, rotation, focal_factor)
+    rest = CoverPose((0.0, 0.0, 0.0), (0.0, 0.0, 0.0), 1.0)
+    tan_x, tan_y = geometry.frame_half_tan
+    largest = 0.0
+    for ux, uy in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)):
+        shifts = []
+        for depth_m in (geometry.near_m, geometry.far_m):
+            point = (ux * tan_x * depth_m, uy * tan_y * depth_m, -depth_m)
+            before, after = _frame_point(geometry, rest, point), _frame_point(geometry, moved, point)
+            shifts.append((after[0] - before[0], after[1] - before[1]))
+        (near_x, near_y), (far_x, far_y) = shifts
+        largest = max(largest, abs(near_x - far_x), abs(near_y - far_y))
+    return largest
+
+
+def default_amplitude(preset: str, geometry: StackGeometry, parallax: float = DEFAULT_PARALLAX_FRACTION) -> float:
+    """The amplitude at which ``preset`` shows ``parallax`` (a fraction of the frame) between the front layer and the
+    background on this stack; zooms (no parallax) get ``DEFAULT_ZOOM_AMPLITUDE``, a single layer
+    ``DEFAULT_AMPLITUDE``. A dolly-in stays within its limit."""
+    if preset not in PRESETS:
+        raise MotionError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    if preset.startswith("ZOOM"):
+        return DEFAULT_ZOOM_AMPLITUDE
+    if geometry.far_m - geometry.near_m <= 1e-9:
+        return DEFAULT_AMPLITUDE
+    high = 10.0
+    if preset == "DOLLY_IN":
+        high = 0.99 * MAX_DOLLY_FRACTION * geometry.near_m / geometry.reference_depth_m
+    elif preset == "DOLLY_OUT":
+        # Backing away, the parallax peaks at a travel of sqrt(near·far) and then fades; past half the front
+        # layer's distance the picture has mostly shrunk: stop at whichever comes first.
+        travel_m = min(math.sqrt(geometry.near_m * geometry.far_m), DEFAULT_MAX_DOLLY_OUT_FRACTION * geometry.near_m)
+        high = travel_m / geometry.reference_depth_m
+    if parallax_fraction(preset, geometry, high) <= parallax:
+        return round(high, 3)
+    low = 0.0
+    for _ in range(50):  # the parallax grows monotonically with the amplitude
+        middle = 0.5 * (low + high)
+        if parallax_fraction(preset, geometry, middle) < parallax:
+            low = middle
+        else:
+            high = middle
+    return round(high, 3)

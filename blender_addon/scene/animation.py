@@ -3,7 +3,8 @@
 The path is in the stack root's frame (the rest camera pose); here it is carried into world space through the root's
 matrix and into the camera's own (parent) space, then keyed on ``location``/``rotation_*`` of the camera object and
 ``lens`` of its camera data. Keyframe interpolation/easing are set to the values ``core.motion`` names, so Blender's
-curves evaluate to exactly the poses ``CameraPath.pose_at`` computes.
+curves evaluate to exactly the poses ``CameraPath.pose_at`` computes. With 'OVERSCAN' coverage the move's poses are
+stored on the stack root and the background plane is enlarged for them (``planes.set_cover_poses``).
 """
 
 from __future__ import annotations
@@ -87,11 +88,16 @@ def _camera_basis(camera: bpy.types.Object, root: bpy.types.Object, key: motion.
 
 
 def apply_camera_path(scene: bpy.types.Scene, root: bpy.types.Object, camera: bpy.types.Object,
-                      path: motion.CameraPath) -> None:
-    """Replace the camera's transform and lens animation with ``path`` and fit the scene's frame range to it."""
+                      path: motion.CameraPath, overscan_layers: bool = False) -> None:
+    """Replace the camera's transform and lens animation with ``path`` and fit the scene's frame range to it.
+
+    'OVERSCAN' coverage enlarges the background plane (every plane with ``overscan_layers``) for the move, other
+    coverages remove a previous move's overscan. A move that cannot be covered raises ``motion.MotionError`` before
+    anything changed."""
     if camera.rotation_mode == 'AXIS_ANGLE':
         raise AnimationError(f"camera '{camera.name}' uses Axis Angle rotation; switch it to an Euler mode or "
                              f"Quaternion")
+    planes.set_cover_poses(root, path.cover_poses() if path.coverage == "OVERSCAN" else [], overscan_layers)
     _remove_fcurves(camera, CAMERA_OBJECT_PATHS)
     _remove_fcurves(camera.data, CAMERA_DATA_PATHS)
 
@@ -134,6 +140,7 @@ def reset_to_rest(scene: bpy.types.Scene, root: bpy.types.Object, camera: bpy.ty
     rest = motion.CameraKey(scene.frame_start, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0), focal_length_mm)
     camera.matrix_basis = _camera_basis(camera, root, rest)
     camera.data.lens = focal_length_mm
+    planes.set_cover_poses(root, [])
 
 
 PREVIEW_ENGINES = ('CYCLES', 'SCENE')

@@ -5,6 +5,12 @@ one LAYER plane per image as children at local (0, 0, -depth_m), facing the came
 scaled by ``core.layout.plane_size_m`` so that it exactly covers the camera frame seen from the rest pose: the
 camera view reproduces the original image whatever the depths, while moving the camera gives parallax. The
 camera itself is never a parent, so it stays free to be animated.
+
+Overscan: a camera move keyed with 'OVERSCAN' coverage stores its poses on the root (``COVER_POSES_KEY``); the
+background plane (the farthest; with ``OVERSCAN_LAYERS_KEY`` every plane) then extends beyond its image by the
+whole texels ``core.motion.overscan_margins`` asks for, its UVs running past [0, 1] and its texture set to EXTEND,
+so the margin repeats the image's edge pixels while the image itself still lands exactly on the rest frame. Every
+re-layout recomputes the margins for the new depths.
 """
 
 import os
@@ -13,7 +19,7 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
-from ..core import layout
+from ..core import layout, motion
 from ..core.images import dilate_transparent, encode_png_rgba
 from ..core.jobs import write_bytes_atomic
 
@@ -21,6 +27,10 @@ HSV_NODE = "Strata HSV"
 OPACITY_NODE = "Strata Opacity"
 IMAGE_NODE = "Strata Image"
 DEFAULT_CAMERA_NAME = "Strata Camera"
+# Custom properties on the stack root: the keyed move's poses (core.motion.encode_cover_poses) and whether every
+# layer plane, not only the background, is overscanned.
+COVER_POSES_KEY = "strata_cover_poses"
+OVERSCAN_LAYERS_KEY = "strata_overscan_layers"
 
 
 def find_root(obj):
@@ -88,6 +98,113 @@ def place_plane(obj):
     obj.location = (centre_x_m, centre_y_m, -depth_m)
     obj.rotation_euler = (0.0, 0.0, 0.0)
     obj.scale = (width_m * obj.strata.scale, height_m * obj.strata.scale, 1.0)
+    update_overscan(root)
+
+
+def set_cover_poses(root, poses, overscan_layers=False):
+    """Remember a move's poses (``core.motion.CoverPose``; empty: none) and size the planes' overscan for them.
+
+    Raises ``motion.MotionError`` (planes unchanged) when a plane cannot be covered, e.g. the camera passes it."""
+    previous = (root.get(COVER_POSES_KEY), root.get(OVERSCAN_LAYERS_KEY))
+    if poses:
+        root[COVER_POSES_KEY] = motion.encode_cover_poses(poses)
+        root[OVERSCAN_LAYERS_KEY] = bool(overscan_layers)
+    else:
+        root.pop(COVER_POSES_KEY, None)
+        root.pop(OVERSCAN_LAYERS_KEY, None)
+    try:
+        update_overscan(root, strict=True)
+    except motion.MotionError:
+        for key, value in zip((COVER_POSES_KEY, OVERSCAN_LAYERS_KEY), previous):
+            if value is None:
+                root.pop(key, None)
+            else:
+                root[key] = value
+        raise
+
+
+def cover_poses(root):
+    return motion.decode_cover_poses(root.get(COVER_POSES_KEY, ()))
+
+
+def background_plane(root):
+    """The plane that fills the frame behind everything: the farthest (the lowest layer index among equals)."""
+    layers = stack_layers(root)
+    return max(layers, key=lambda obj: (obj.strata.depth_m, -obj.strata.layer_index)) if layers else None
+
+
+def plane_overscan(root, obj, poses):
+    """``core.motion.Overscan`` of one plane for ``poses``, from where the plane is now (moved or scaled too)."""
+    depth_m = -obj.location.z
+    camera = stack_camera(root, bpy.context.scene)
+    if not poses or depth_m <= 0 or (camera is not None and camera.data.type != 'PERSP'):
+        return motion.Overscan()
+    frame_w, frame_h, centre_x, centre_y = plane_size_for(root, depth_m)
+    return motion.overscan_margins(
+        poses, depth_m, (obj.location.x, obj.location.y, abs(obj.scale.x), abs(obj.scale.y)),
+        (frame_w / (2 * depth_m), frame_h / (2 * depth_m)), (centre_x / depth_m, centre_y / depth_m))
+
+
+def update_overscan(root, strict=False):
+    """Extend the background (or every) plane by what the stored move needs; planes that need none get the plain
+    frame-sized quad and CLIP back. Not ``strict`` (a re-layout in a property callback, which cannot report), a plane
+    that cannot be covered keeps no overscan and the reason is printed."""
+    layers = stack_layers(root)
+    poses = cover_poses(root)
+    everyone = bool(root.get(OVERSCAN_LAYERS_KEY, False))
+    background = background_plane(root)
+    margins = {}
+    for obj in layers:
+        margins[obj.name] = motion.Overscan()
+        if poses and (everyone or obj == background):
+            try:
+                margins[obj.name] = plane_overscan(root, obj, poses)
+            except motion.MotionError as e:
+                if strict:
+                    raise
+                print(f"Strata: no overscan for '{obj.name}': {e}")
+    for obj in layers:
+        set_plane_extent(obj, margins[obj.name])
+
+
+def _plane_image_node(obj):
+    for slot in obj.material_slots:
+        if slot.material is not None and slot.material.node_tree is not None:
+            node = slot.material.node_tree.nodes.get(IMAGE_NODE)
+            if node is not None and node.image is not None:
+                return node
+    return None
+
+
+def set_plane_extent(obj, margins):
+    """Shape the plane's quad as its image (the unit square, UV = position + 0.5) plus ``margins`` in whole texels."""
+    node = _plane_image_node(obj)
+    if node is None or obj.type != 'MESH' or len(obj.data.vertices) != 4:
+        return
+    width_px, height_px = node.image.size
+    left, right, bottom, top = (0, 0, 0, 0)
+    if width_px and height_px:
+        left, right, bottom, top = margins.texels(width_px, height_px)
+        left, right, bottom, top = left / width_px, right / width_px, bottom / height_px, top / height_px
+    mesh = obj.data
+    changed = False
+    for vertex in mesh.vertices:
+        x = 0.5 + right if vertex.co.x > 0 else -0.5 - left
+        y = 0.5 + top if vertex.co.y > 0 else -0.5 - bottom
+        if abs(vertex.co.x - x) > 1e-9 or abs(vertex.co.y - y) > 1e-9:
+            vertex.co.x, vertex.co.y = x, y
+            changed = True
+    extension = 'EXTEND' if max(left, right, bottom, top) > 0 else 'CLIP'
+    if node.extension != extension:
+        node.extension = extension
+    if not changed:
+        return
+    uv_layer = mesh.uv_layers.active
+    if uv_layer is not None:
+        for loop in mesh.loops:
+            co = mesh.vertices[loop.vertex_index].co
+            uv_layer.data[loop.index].uv = (co.x + 0.5, co.y + 0.5)
+    mesh.update()
 
 
 def relayout(root):
@@ -96,7 +213,7 @@ def relayout(root):
     distances_m = layout.layer_distances_m(len(layers), root.strata.base_distance_m, root.strata.depth_spacing_m)
     for obj, distance_m in zip(layers, distances_m):
         obj.strata.depth_m = distance_m  # its update callback moves and rescales the plane
-        place_plane(obj)
+        place_plane(obj)  # (also sizes the overscan for the new depths)
     camera = stack_camera(root)
     if camera is not None and distances_m:
         camera.data.clip_start, camera.data.clip_end = layout.clip_range_m(

@@ -31,19 +31,34 @@ def camera_projection(scene: bpy.types.Scene, camera: bpy.types.Object) -> view_
         height_px=max(1, round(render.resolution_y * scale)), shift_x=data.shift_x, shift_y=data.shift_y)
 
 
-def plane_corners_world(obj: bpy.types.Object):
-    """World corners of the plane's image: top-left, top-right, bottom-right, bottom-left (UV (0,1), (1,1), ...)."""
+def _plane_quad(obj: bpy.types.Object):
+    """[(u, v, world corner)] of the plane's four loops; UVs beyond [0, 1] are an overscan (see planes)."""
     mesh = obj.data
     uv_layer = mesh.uv_layers.active
-    by_uv = {}
-    for loop in mesh.loops:
-        u, v = uv_layer.data[loop.index].uv if uv_layer else (0.0, 0.0)
-        by_uv[(round(u), round(v))] = obj.matrix_world @ mesh.vertices[loop.vertex_index].co
-    try:
-        return tuple(tuple(by_uv[uv]) for uv in ((0, 1), (1, 1), (1, 0), (0, 0)))
-    except KeyError:
+    if uv_layer is None or len(mesh.loops) != 4:
+        raise view_export.ViewExportError(f"'{obj.name}' is not a Strata image plane (one UV-mapped quad)")
+    return [(*uv_layer.data[loop.index].uv, obj.matrix_world @ mesh.vertices[loop.vertex_index].co)
+            for loop in mesh.loops]
+
+
+def plane_corners_world(obj: bpy.types.Object):
+    """World corners of the plane's quad: top-left, top-right, bottom-right, bottom-left (by UV). Without overscan
+    that is the image (UV (0,1), (1,1), ...); an overscanned plane exports as its image padded to the whole quad."""
+    quad = _plane_quad(obj)
+    picks = (lambda u, v: v - u, lambda u, v: u + v, lambda u, v: u - v, lambda u, v: -u - v)
+    corners = [max(quad, key=lambda item: pick(item[0], item[1]))[2] for pick in picks]
+    if len({tuple(round(c, 9) for c in corner) for corner in corners}) != 4:
         raise view_export.ViewExportError(f"'{obj.name}' is not a Strata image plane (its UVs do not span the "
-                                          f"image)") from None
+                                          f"image)")
+    return tuple(tuple(corner) for corner in corners)
+
+
+def plane_padding_px(obj: bpy.types.Object, width_px: int, height_px: int) -> tuple[int, int, int, int]:
+    """(left, right, top, bottom) texels of edge padding the plane's overscan adds around its image."""
+    us = [u for u, _, _ in _plane_quad(obj)]
+    vs = [v for _, v, _ in _plane_quad(obj)]
+    return (max(0, round(-min(us) * width_px)), max(0, round((max(us) - 1.0) * width_px)),
+            max(0, round((max(vs) - 1.0) * height_px)), max(0, round(-min(vs) * height_px)))
 
 
 def plane_image(obj: bpy.types.Object) -> bpy.types.Image:
@@ -57,21 +72,26 @@ def plane_image(obj: bpy.types.Object) -> bpy.types.Image:
 
 
 def plane_png(obj: bpy.types.Object) -> bytes:
-    """The plane's layer image as PNG bytes, with its hue/saturation/value adjustment baked in."""
+    """The plane's layer image as PNG bytes, with its hue/saturation/value adjustment baked in and, for an
+    overscanned plane, padded with its edge pixels as the render's EXTEND texture shows them."""
     image = plane_image(obj)
     settings = obj.strata
     neutral = (settings.hue, settings.saturation, settings.value) == (0.5, 1.0, 1.0)
+    width_px, height_px = image.size
+    left, right, top, bottom = plane_padding_px(obj, width_px, height_px)
     path = bpy.path.abspath(image.filepath) if image.filepath else ""
-    if neutral and image.packed_file is None and path and os.path.isfile(path) and path.lower().endswith(".png"):
+    if (neutral and not (left or right or top or bottom) and image.packed_file is None and path
+            and os.path.isfile(path) and path.lower().endswith(".png")):
         with open(path, "rb") as handle:
             return handle.read()
-    # Packed, non-PNG or colour-adjusted: go through the pixels. Non-Color images hold the file's own values;
-    # bpy pixels start at the bottom row.
-    width_px, height_px = image.size
+    # Packed, non-PNG, colour-adjusted or overscanned: go through the pixels. Non-Color images hold the file's own
+    # values; bpy pixels start at the bottom row.
     pixels = np.empty(width_px * height_px * 4, np.float32)
     image.pixels.foreach_get(pixels)
     rgba = np.clip(np.rint(pixels.reshape(height_px, width_px, 4)[::-1] * 255.0), 0, 255).astype(np.uint8)
     rgba = view_export.apply_hsv(rgba, settings.hue, settings.saturation, settings.value)
+    if left or right or top or bottom:
+        rgba = np.pad(rgba, ((top, bottom), (left, right), (0, 0)), mode="edge")
     return encode_png_rgba(np.ascontiguousarray(rgba))
 
 

@@ -104,8 +104,7 @@ def test_every_preset_keys_a_move_whose_first_frame_renders_the_original(stack, 
     rest = render_frame(scene, tmp_path / "rest.png", 1)
     assert psnr_db(rest[..., :3], sample["composite"][..., :3]) >= MIN_REST_PSNR_DB
     for preset in motion.PRESETS:
-        result = bpy.ops.strata.animate_camera(preset=preset, amplitude=0.3, duration_frames=12,
-                                               keep_covered=preset != 'ZOOM_OUT')
+        result = bpy.ops.strata.animate_camera(preset=preset, amplitude=0.3, duration_frames=12)
         assert result == {'FINISHED'}, preset
         assert (scene.frame_start, scene.frame_end) == (1, 13)
         first = render_frame(scene, tmp_path / f"{preset}_first.png", 1)
@@ -114,11 +113,85 @@ def test_every_preset_keys_a_move_whose_first_frame_renders_the_original(stack, 
         assert psnr_db(first[..., :3], sample["composite"][..., :3]) >= MIN_REST_PSNR_DB, preset
         last = render_frame(scene, tmp_path / f"{preset}_last.png", 13)
         assert np.abs(last - sample["composite"]).mean() > 2 / 255, f"{preset}: the last frame shows no motion"
-        if preset != 'ZOOM_OUT':  # keep covered: the background fills the whole frame, no transparent border
-            assert last[..., 3].min() > 0.99, f"{preset}: the move revealed empty space at the frame edges"
-        else:
-            assert last[..., 3].min() < 0.01
+        # Overscan (the default) covers every move, a zoom-out too: no transparent border.
+        assert last[..., 3].min() > 0.99, f"{preset}: the move revealed empty space at the frame edges"
         assert camera.animation_data.action is not None
+
+
+def background_extent(root):
+    """(left, right, bottom, top) of the background plane's quad beyond its image, in texels."""
+    from blender_addon.scene import planes
+
+    background = planes.stack_layers(root)[0]
+    xs = [v.co.x for v in background.data.vertices]
+    ys = [v.co.y for v in background.data.vertices]
+    return (round((-0.5 - min(xs)) * WIDTH_PX), round((max(xs) - 0.5) * WIDTH_PX),
+            round((-0.5 - min(ys)) * HEIGHT_PX), round((max(ys) - 0.5) * HEIGHT_PX))
+
+
+@pytest.mark.parametrize("preset", ["TRUCK_RIGHT", "PEDESTAL_DOWN", "ORBIT_LEFT"])
+def test_overscan_covers_the_extreme_frame_without_zooming(stack, sample, preset, tmp_path):
+    """The default coverage enlarges the background instead of zooming: the lens stays, nothing is empty, frame 1
+    is still the original, and a re-layout (new depth spacing) resizes the overscan for the new depths."""
+    from blender_addon.scene import planes
+
+    scene = bpy.context.scene
+    camera = scene.camera
+    rest = render_frame(scene, tmp_path / "rest.png", 1)
+    assert bpy.ops.strata.animate_camera(preset=preset, amplitude=0.4, duration_frames=8) == {'FINISHED'}
+    for frame in range(1, 10):
+        scene.frame_set(frame)
+        assert camera.data.lens == pytest.approx(35.0), frame
+    extent = background_extent(stack)
+    assert max(extent) > 0 and planes.stack_layers(stack)[1].data.vertices[0].co.x == pytest.approx(-0.5)
+    last = render_frame(scene, tmp_path / "last.png", 9)
+    assert last[..., 3].min() > 0.99, f"{preset}: empty pixels at the extreme frame"
+    assert np.abs(last - rest).mean() > 2 / 255  # it moved
+    assert np.abs(render_frame(scene, tmp_path / "first.png", 1) - rest).max() <= SAME_RENDER
+
+    stack.strata.depth_spacing_m = 2.0  # the back plane is farther now: the margin follows the new depth
+    relaid = background_extent(stack)
+    if preset == 'ORBIT_LEFT':  # farther from the orbit's pivot: it swings more
+        assert sum(relaid) > sum(extent)
+    else:  # the same slide is a smaller part of a larger plane
+        assert sum(relaid) < sum(extent)
+    assert render_frame(scene, tmp_path / "relaid.png", 9)[..., 3].min() > 0.99
+    assert np.abs(render_frame(scene, tmp_path / "relaid_first.png", 1) - rest).max() <= SAME_RENDER
+
+
+def test_zoom_coverage_is_still_there_and_clearing_removes_the_overscan(stack, tmp_path):
+    scene = bpy.context.scene
+    assert bpy.ops.strata.animate_camera(preset='TRUCK_RIGHT', amplitude=0.4, duration_frames=8) == {'FINISHED'}
+    assert max(background_extent(stack)) > 0
+    assert bpy.ops.strata.animate_camera(preset='TRUCK_RIGHT', amplitude=0.4, duration_frames=8,
+                                         coverage='ZOOM') == {'FINISHED'}
+    assert background_extent(stack) == (0, 0, 0, 0)
+    scene.frame_set(9)
+    assert scene.camera.data.lens > 35.0 * 1.1
+    assert render_frame(scene, tmp_path / "zoom.png", 9)[..., 3].min() > 0.99
+    bpy.ops.strata.animate_camera(preset='TRUCK_RIGHT', amplitude=0.4, duration_frames=8)
+    assert bpy.ops.strata.clear_camera_animation() == {'FINISHED'}
+    assert background_extent(stack) == (0, 0, 0, 0)
+
+
+def test_default_amplitude_moves_the_front_layer_a_few_percent_of_the_frame(stack):
+    """Left unset, the amplitude is the stack's tasteful default: the front layer slides ~4.5% of the frame width
+    past the background, measured on the planes' projections."""
+    from bpy_extras.object_utils import world_to_camera_view
+
+    from blender_addon.scene import planes
+
+    scene = bpy.context.scene
+    assert bpy.ops.strata.animate_camera(preset='TRUCK_RIGHT', duration_frames=8) == {'FINISHED'}
+    layers = planes.stack_layers(stack)
+
+    def centre_x(obj, frame):
+        scene.frame_set(frame)
+        return world_to_camera_view(scene, scene.camera, obj.matrix_world.translation).x
+
+    front, back = layers[-1], layers[0]
+    relative = (centre_x(front, 9) - centre_x(front, 1)) - (centre_x(back, 9) - centre_x(back, 1))
+    assert 0.03 < abs(relative) < 0.06, relative
 
 
 @pytest.mark.parametrize("easing", ["LINEAR", "EASE_IN", "EASE_OUT", "EASE_IN_OUT", "SMOOTH"])

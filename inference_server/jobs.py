@@ -177,6 +177,7 @@ class JobManager:
             if image_loader is not None:
                 raise InvalidInput("send either an image or parent_job + parent_layer (recursive decomposition), not both")
             input_path, parent = self._parent_input(params.parent_job, params.parent_layer)
+            notes = [f"input: layer {params.parent_layer} of job {params.parent_job} (recursive decomposition)"]
             self._check_room()
         elif image_loader is None:
             raise InvalidInput("no image: send the picture as the multipart file part 'image'")

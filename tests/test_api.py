@@ -68,7 +68,9 @@ def test_recursive_decomposition_keeps_the_tree(server):
     child = server.wait(child_id)
     assert child["status"] == "succeeded", child
     assert child["parent"] == {"job": parent_id, "layer": 0}
-    assert server.get(f"/v1/jobs/{child_id}/manifest").json()["parent"] == {"job": parent_id, "layer": 0}
+    child_manifest = server.get(f"/v1/jobs/{child_id}/manifest").json()
+    assert child_manifest["parent"] == {"job": parent_id, "layer": 0}
+    assert f"layer 0 of job {parent_id}" in " ".join(child_manifest["notes"])
 
     # The child's input is exactly the parent's layer 0.
     parent_layer = server.get(f"/v1/jobs/{parent_id}/layers/0.png").content

@@ -50,6 +50,11 @@ def parse_args(argv=None):
     # as its bounding rectangle, with a warning).
     parser.add_argument("--move", default="TRUCK_RIGHT", help="camera preset, played as a loop (default TRUCK_RIGHT)")
     parser.add_argument("--frames", type=int, default=48, help="length of the looping move (default 48)")
+    parser.add_argument("--amplitude", type=float, default=None,
+                        help="camera travel as a fraction of the stack depth (default: the add-on's default for the "
+                             "stack, where the front layer moves ~4.5%% of the frame relative to the background)")
+    parser.add_argument("--coverage", default="OVERSCAN", choices=("OVERSCAN", "ZOOM", "NONE"),
+                        help="how the frame stays covered (default OVERSCAN: enlarge the background plane)")
     parser.add_argument("--preview-percent", type=int, default=50, help="preview resolution %% (default 50)")
     parser.add_argument("--server-python", default=os.environ.get("STRATA_SERVER_PYTHON",
                                                                    str(REPO / ".venv" / "bin" / "python")))
@@ -131,11 +136,14 @@ def main(argv=None) -> int:
         step(f"stack '{root.name}': " + ", ".join(f"{obj.name} @ {obj.strata.depth_m:.2f} m" for obj in layers))
         written += sorted(Path(bpy.path.abspath(obj.strata.source_path)) for obj in layers)
 
-        # 5. Parallax move, saved, previewed
+        # 5. Parallax move, saved, previewed. The amplitude is the operator's stack-aware default (the front layer
+        #    slides ~4.5% of the frame past the background) unless --amplitude is given; the background plane is
+        #    overscanned for the move, so the framing stays as it is.
         root.strata.depth_spacing_m = 1.0
-        result = bpy.ops.strata.animate_camera(preset=args.move, duration_frames=args.frames, loop=True,
-                                               amplitude=0.35)
-        if result != {'FINISHED'}:
+        move = {"preset": args.move, "duration_frames": args.frames, "loop": True, "coverage": args.coverage}
+        if args.amplitude is not None:
+            move["amplitude"] = args.amplitude
+        if bpy.ops.strata.animate_camera(**move) != {'FINISHED'}:
             return 1
         bpy.ops.wm.save_mainfile()
         written.append(blend_path)

@@ -167,7 +167,8 @@ def update_overscan(root, strict=False):
         set_plane_extent(obj, margins[obj.name])
 
 
-def _plane_image_node(obj):
+def plane_image_node(obj):
+    """The plane material's "Strata Image" texture node that has an image, or None."""
     for slot in obj.material_slots:
         if slot.material is not None and slot.material.node_tree is not None:
             node = slot.material.node_tree.nodes.get(IMAGE_NODE)
@@ -178,7 +179,7 @@ def _plane_image_node(obj):
 
 def set_plane_extent(obj, margins):
     """Shape the plane's quad as its image (the unit square, UV = position + 0.5) plus ``margins`` in whole texels."""
-    node = _plane_image_node(obj)
+    node = plane_image_node(obj)
     if node is None or obj.type != 'MESH' or len(obj.data.vertices) != 4:
         return
     width_px, height_px = node.image.size

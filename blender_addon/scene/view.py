@@ -62,13 +62,10 @@ def plane_padding_px(obj: bpy.types.Object, width_px: int, height_px: int) -> tu
 
 
 def plane_image(obj: bpy.types.Object) -> bpy.types.Image:
-    for slot in obj.material_slots:
-        material = slot.material
-        if material and material.node_tree:
-            node = material.node_tree.nodes.get(planes.IMAGE_NODE)
-            if node is not None and node.image is not None:
-                return node.image
-    raise view_export.ViewExportError(f"'{obj.name}' has no Strata image node with an image")
+    node = planes.plane_image_node(obj)
+    if node is None:
+        raise view_export.ViewExportError(f"'{obj.name}' has no Strata image node with an image")
+    return node.image
 
 
 def plane_png(obj: bpy.types.Object) -> bytes:

@@ -279,3 +279,23 @@ def test_changing_depths_mid_move_keeps_the_rest_view_exact(stack, sample, tmp_p
     stack.strata.depth_spacing_m = 2.0  # relayout at the zoomed frame
     again = render_frame(scene, tmp_path / "again.png", 1)
     assert np.abs(again - rest).max() <= SAME_RENDER
+
+
+def test_overscan_every_layer_extends_nearer_planes_more(stack, tmp_path):
+    """With Overscan Every Layer each plane gets the margin its depth needs: the same slide is a larger part of a
+    nearer (smaller) plane. The images still land exactly on the rest frame."""
+    from blender_addon.scene import planes
+
+    scene = bpy.context.scene
+    rest = render_frame(scene, tmp_path / "rest.png", 1)
+    assert bpy.ops.strata.animate_camera(preset='TRUCK_LEFT', amplitude=0.4, duration_frames=6,
+                                         overscan_layers=True) == {'FINISHED'}
+    lefts = []
+    for obj in planes.stack_layers(stack):  # back → front
+        xs = [v.co.x for v in obj.data.vertices]
+        uvs = [tuple(loop_uv.uv) for loop_uv in obj.data.uv_layers.active.data]
+        assert max(xs) == pytest.approx(0.5) and min(u for u, _ in uvs) == pytest.approx(min(xs) + 0.5)
+        lefts.append(-0.5 - min(xs))
+        assert obj.active_material.node_tree.nodes[planes.IMAGE_NODE].extension == 'EXTEND'
+    assert lefts == sorted(lefts) and lefts[0] > 0
+    assert np.abs(render_frame(scene, tmp_path / "first.png", 1) - rest).max() <= SAME_RENDER

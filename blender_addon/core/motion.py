@@ -292,7 +292,7 @@ def cover_zoom(geometry: StackGeometry, location_m: Vector3, rotation_euler_rad:
         t_exit = _ray_exit(quad, corner)
         if t_exit is None or t_exit <= 1e-6:
             raise MotionError("the move is so large that no zoom keeps the background filling the frame; lower "
-                              "the amplitude or turn off Keep Covered")
+                              "the amplitude or use Overscan Background coverage")
         zoom = max(zoom, 1.0 / t_exit)
     return zoom
 

@@ -219,3 +219,16 @@ def test_worker_that_cannot_start_is_reported_not_respawned_in_a_loop(start_serv
     assert response.status_code == 503 and "cannot start" in response.json()["detail"]
     # Backing off: a few restarts in these seconds, not hundreds.
     assert server.get("/v1/health").json()["worker_restarts"] - restarts <= 3
+
+
+def test_graceful_stop_records_unfinished_jobs_as_failed(start_server):
+    server = start_server(extra_env={"STRATA_FAULT_INJECT": f"slow_steps:{STEP_S}"})
+    running = server.submit(_png(), layers=3)
+    queued = server.submit(_png(), layers=2)
+    _wait_running_step(server, running)
+    server.stop()  # SIGTERM: uvicorn shuts down, the job manager stops the worker
+    # uvicorn re-raises the signal after its graceful shutdown, so the exit status is -SIGTERM either way.
+    assert server.proc.returncode in (0, -signal.SIGTERM), "".join(server.stderr_lines)
+    for job_id in (running, queued):
+        record = json.loads((server.data_dir / "jobs" / job_id / "job.json").read_text())
+        assert record["status"] == "failed" and "shut down" in record["error"]

@@ -68,29 +68,53 @@ def _byte_symbols() -> list[str]:
     return [chr(by_byte[byte]) for byte in range(256)]
 
 
-def build_tokenizer():
+def build_tokenizer(first_special_id: int | None = None):
+    """Byte-level BPE tokenizer (256 byte symbols, no merges) plus Qwen's special tokens.
+
+    first_special_id: id of ``<|endoftext|>`` (the others follow); default right after the bytes. The GPU benchmark
+    passes Qwen2's 151643 so the ids index the real 152,064-row embedding.
+    """
     from transformers import Qwen2Tokenizer
 
     vocab = {symbol: index for index, symbol in enumerate(_byte_symbols())}
-    for token in SPECIAL_TOKENS:
-        vocab[token] = len(vocab)
-    tokenizer = Qwen2Tokenizer(
+    first = len(vocab) if first_special_id is None else first_special_id
+    for offset, token in enumerate(SPECIAL_TOKENS):
+        vocab[token] = first + offset
+    return Qwen2Tokenizer(
         vocab=vocab,
         merges=[],
         additional_special_tokens=SPECIAL_TOKENS[1:],
         model_max_length=32768,
     )
-    return tokenizer
+
+
+def build_processor(tokenizer, max_pixels: int | None = CAPTION_MAX_PIXELS):
+    """The caption processor: Qwen2-VL's image processor (14 px patches, 2×2 merge) with ``tokenizer``.
+
+    max_pixels None keeps the real processor's limits. Without torchvision the processor is the backend's
+    image-only subclass (see ``image_only_processor_class``).
+    """
+    from transformers import Qwen2VLProcessor
+
+    from inference_server.backends.qwen import image_only_processor_class, torchvision_available
+
+    size = None if max_pixels is None else {"shortest_edge": 56 * 56, "longest_edge": max_pixels}
+    options = dict(patch_size=14, temporal_patch_size=2, merge_size=2, **({"size": size} if size else {}))
+    if torchvision_available():
+        from transformers import Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+
+        return Qwen2VLProcessor(image_processor=Qwen2VLImageProcessor(**options), tokenizer=tokenizer,
+                                video_processor=Qwen2VLVideoProcessor())
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    return image_only_processor_class()(image_processor=Qwen2VLImageProcessorPil(**options), tokenizer=tokenizer)
 
 
 def build_components(seed: int = 0) -> dict:
     """The six components of a tiny layered pipeline, random weights drawn from ``seed``."""
     import torch
     from diffusers import AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, QwenImageTransformer2DModel
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLProcessor
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
-    from inference_server.backends.qwen import image_only_processor_class, torchvision_available
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     tokenizer = build_tokenizer()
     token_id = tokenizer.convert_tokens_to_ids
@@ -177,20 +201,7 @@ def build_components(seed: int = 0) -> dict:
     text_encoder.generation_config.pad_token_id = token_id("<|endoftext|>")
     text_encoder.generation_config.do_sample = False
 
-    image_processor = Qwen2VLImageProcessorPil(
-        size={"shortest_edge": 56 * 56, "longest_edge": CAPTION_MAX_PIXELS},
-        patch_size=14,
-        temporal_patch_size=2,
-        merge_size=2,
-    )
-    if torchvision_available():
-        from transformers import Qwen2VLVideoProcessor
-
-        processor = Qwen2VLProcessor(
-            image_processor=image_processor, tokenizer=tokenizer, video_processor=Qwen2VLVideoProcessor()
-        )
-    else:
-        processor = image_only_processor_class()(image_processor=image_processor, tokenizer=tokenizer)
+    processor = build_processor(tokenizer)
 
     return {
         "transformer": transformer,

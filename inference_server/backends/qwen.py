@@ -4,9 +4,11 @@
 progress, be timed for the manifest and be canceled in between; the denoising loop itself is the pipeline's,
 called with ready prompt embeddings and ``output_type="latent"``.
 
-Layer order: the model's first output layer is the background, the later ones are foreground layers stacked back
-to front (Qwen-Image-Layered model card). The frame before them, the model's reconstruction of the input, is
-dropped by the pipeline. A LayerStack is back→front too, so the order is kept as is.
+Layer order: the model's layers are trained to recompose the input by sequential alpha blending,
+C_i = α_i·RGB_i + (1 − α_i)·C_{i−1} for i = 1…N (Qwen-Image-Layered paper, arXiv 2512.15603, RGBA-VAE section), so
+its first output layer is the bottom one (typically the background) and the last is on top. The frame before them,
+the model's reconstruction of the input, is dropped by the pipeline. A LayerStack is back→front too, so the order
+is kept as is.
 
 Presets (``DecomposeParams.preset``) trade speed, memory and exactness (H100 numbers in scripts/BENCH_GPU.md):
 

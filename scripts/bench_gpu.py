@@ -168,7 +168,6 @@ def run_worker(args) -> None:
 
     from inference_server.backends.base import CancelToken
     from inference_server.backends.qwen import QwenLayeredBackend
-    from inference_server.errors import OutOfMemory
     from inference_server.params import DecomposeParams
 
     device = "cpu" if args.cpu_dry_run else "cuda"

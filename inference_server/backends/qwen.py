@@ -209,7 +209,7 @@ class QwenLayeredBackend:
         try:
             self._apply_preset(pipe, preset, offload)
         except BaseException as error:
-            del pipe
+            pipe = None  # drop the half-configured model before freeing GPU memory
             self._free_cuda()
             if _is_oom(error):
                 raise OutOfMemory(self._oom_message(preset, "loading the model")) from error

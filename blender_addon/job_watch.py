@@ -54,7 +54,14 @@ def _write_state(scene, snapshot):
     settings.job_step = max(0, snapshot.step)
     settings.job_total = max(0, snapshot.total)
     settings.job_progress = snapshot.progress
-    settings.job_message = snapshot.error if snapshot.status == "failed" else ""
+    settings.job_message = snapshot.error if snapshot.status == "failed" else _result_notes(snapshot)
+
+
+def _result_notes(snapshot):
+    """The backend's remarks on a finished job (e.g. fewer distinct layers than requested), one per line."""
+    if snapshot.status != "succeeded" or snapshot.result is None:
+        return ""
+    return "\n".join(str(note) for note in snapshot.result.manifest.get("notes") or [])
 
 
 def _redraw():
@@ -107,6 +114,8 @@ def tick():
     _write_state(scene, snapshot)
     if snapshot.status == "failed":
         notify(snapshot.error)
+    elif settings_notes := scene.strata.job_message:
+        notify(settings_notes, level='INFO')
     _redraw()
     return None
 

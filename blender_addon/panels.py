@@ -46,6 +46,10 @@ class VIEW3D_PT_strata_decompose(StrataPanel, Panel):
             box.label(text="Failed", icon='ERROR')
             for line in settings.job_message.splitlines()[:6]:
                 box.label(text=line)
+        elif settings.job_status == 'succeeded' and settings.job_message:
+            box = layout.box()
+            for line in settings.job_message.splitlines()[:6]:
+                box.label(text=line, icon='INFO')
         elif settings.job_status == 'canceled':
             layout.label(text="Canceled", icon='CANCEL')
 

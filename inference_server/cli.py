@@ -63,7 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     decompose = subparsers.add_parser("decompose", help="split one image into layers, writing a layer folder",
                                       description="Split IMAGE into N RGBA layers (back to front) and write "
                                                   "layer_00.png…, preview.png and manifest.json into OUT.")
-    decompose.add_argument("image", metavar="IMAGE", type=Path)
+    decompose.add_argument("image", metavar="IMAGE", type=Path,
+                           help="an image file, or with --layer a decomposition folder")
+    decompose.add_argument("--layer", type=int, metavar="K",
+                           help="recursive decomposition: IMAGE is a decomposition folder; split its layer K again "
+                                "(the new manifest names its parent, the parent's lists its children)")
     decompose.add_argument("-n", "--layers", type=_layers, default=4, help="number of layers (default 4)")
     decompose.add_argument("-o", "--output", type=Path, required=True, metavar="OUT", help="output folder")
     _add_backend_options(decompose)
@@ -132,12 +136,18 @@ def run_decompose(args: argparse.Namespace) -> int:
     bar = None
     try:
         params = DecomposeParams.from_dict(values)
-        image, notes = load_image(args.image, max_pixels=args.max_pixels)
+        source, parent = args.image, None
+        if args.layer is not None:
+            source, parent = _parent_layer(args.image, args.layer)
+        image, notes = load_image(source, max_pixels=args.max_pixels)
         backend = create_backend(args.backend, **_backend_options(args))
         bar = _ProgressBar(disable=args.quiet)
         stack = backend.decompose(image, params, bar.update, cancel)
         stack.notes = notes + list(stack.notes)
+        stack.parent = parent
         stack.save(args.output)
+        if parent is not None:
+            _link_child(args.image, args.layer, args.output)
     except KeyboardInterrupt:
         cancel.cancel()
         return _fail("decompose", "interrupted; nothing was written", 130)
@@ -155,6 +165,47 @@ def run_decompose(args: argparse.Namespace) -> int:
     print(f"wrote {len(stack.layers)} layers ({stack.width_px}×{stack.height_px} px, backend {stack.backend}) "
           f"to {args.output}")
     return 0
+
+
+def _parent_layer(folder: Path, layer: int) -> tuple[Path, dict]:
+    """The layer file to decompose again, and the child's ``parent`` entry; InvalidInput says what is wrong."""
+    from .errors import InvalidInput
+
+    manifest = _read_manifest(folder)
+    entries = manifest.get("layers") or []
+    if not 0 <= layer < len(entries):
+        raise InvalidInput(f"--layer {layer} is out of range: {folder} has layers 0–{len(entries) - 1}")
+    if entries[layer].get("bbox_px") is None:
+        raise InvalidInput(f"layer {layer} of {folder} is empty (fully transparent); nothing to decompose")
+    return folder / entries[layer]["file"], {"folder": str(folder.resolve()), "layer": layer}
+
+
+def _read_manifest(folder: Path) -> dict:
+    import json
+
+    from .errors import InvalidInput
+    from .layers import MANIFEST_NAME
+
+    path = folder / MANIFEST_NAME
+    if not path.is_file():
+        raise InvalidInput(f"{folder} is not a decomposition folder (no {MANIFEST_NAME}); --layer needs one")
+    try:
+        return json.loads(path.read_text("utf-8"))
+    except ValueError as exc:
+        raise InvalidInput(f"{path} is not valid JSON ({exc})") from None
+
+
+def _link_child(folder: Path, layer: int, child: Path) -> None:
+    """Keep the tree on disk: the parent's manifest lists the child folder under the layer it came from."""
+    import json
+
+    from .layers import MANIFEST_NAME, write_bytes_atomic
+
+    manifest = _read_manifest(folder)
+    children = manifest.setdefault("children", {}).setdefault(str(layer), [])
+    if str(child.resolve()) not in children:
+        children.append(str(child.resolve()))
+    write_bytes_atomic(folder / MANIFEST_NAME, json.dumps(manifest, indent=2).encode("utf-8"))
 
 
 class _ProgressBar:

@@ -417,6 +417,8 @@ class JobManager:
                 record = self._records.get(message.get("job"))
                 worker.job_id = None
                 if record is not None and record["status"] == "running":
+                    if message.get("notes") is not None:
+                        record["notes"] = list(message["notes"])
                     self._finish(record, message["status"], message.get("error"), message.get("layers"))
 
     def _worker_died(self, worker: _Worker) -> None:

@@ -187,7 +187,7 @@ def _run_job(backend, message: dict, conn, cancel, faults: _Faults, parent_pid: 
         stack.parent = message.get("parent")
         stack.notes = list(message.get("notes", [])) + notes + list(stack.notes)
         stack.save(message["folder"], extra_manifest={"job": job_id})
-        return {"type": "done", "job": job_id, "status": "succeeded", "layers": len(stack.layers)}
+        return {"type": "done", "job": job_id, "status": "succeeded", "layers": len(stack.layers), "notes": stack.notes}
     except JobCanceled:
         return {"type": "done", "job": job_id, "status": "canceled", "error": None}
     except OutOfMemory as exc:

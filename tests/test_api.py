@@ -238,3 +238,12 @@ def test_deleted_job_files_are_404_not_500(client):
         response = client.get(f"/v1/jobs/{job_id}/{path}")
         assert response.status_code == 404 and "missing on disk" in response.json()["detail"]
     assert client.get(f"/v1/jobs/{job_id}/layers/0.png").status_code == 200
+
+
+def test_job_status_carries_the_backends_notes(client):
+    # A flat image holds one layer: the status says why fewer than the requested 3 came back.
+    flat = Image.new("RGB", (48, 32), (40, 90, 160))
+    job_id = _submit(client, png_bytes_of(flat), {"layers": 3}).json()["id"]
+    record = wait_client(client, job_id)
+    assert record["status"] == "succeeded" and record["layers"] < 3
+    assert any("fewer than the 3 requested" in note for note in record["notes"])

@@ -36,6 +36,35 @@ def test_decompose_writes_a_layer_folder(tmp_path):
     assert again.returncode == 2 and "--force" in again.stderr, "an existing result must not be overwritten silently"
 
 
+def test_decompose_layer_of_a_finished_folder_keeps_the_tree(tmp_path):
+    import numpy as np
+
+    from inference_server.samples import make_flat_poster
+    from PIL import Image
+
+    poster, _ = make_flat_poster(160, 120, seed=2)
+    image_path = tmp_path / "poster.png"
+    Image.fromarray(poster).save(image_path)
+    parent = tmp_path / "parent"
+    assert strata("decompose", image_path, "-n", 3, "-o", parent, "--backend", "cpu").returncode == 0
+    child = tmp_path / "child"
+    result = strata("decompose", parent, "--layer", 0, "-n", 2, "-o", child, "--backend", "cpu")
+    assert result.returncode == 0, result.stderr
+
+    child_stack = LayerStack.load(child)
+    assert child_stack.parent == {"folder": str(parent.resolve()), "layer": 0}
+    parent_manifest = json.loads((parent / "manifest.json").read_text())
+    assert parent_manifest["children"] == {"0": [str(child.resolve())]}
+    # The sub-layers recompose layer 0 of the parent.
+    layer_0 = LayerStack.load(parent).layers[0].rgba.astype(int)
+    assert np.abs(child_stack.composite().astype(int) - layer_0).mean() <= 1.0
+
+    bad = strata("decompose", parent, "--layer", 7, "-o", tmp_path / "bad", "--backend", "cpu")
+    assert bad.returncode == 2 and "layers 0–2" in bad.stderr
+    not_folder = strata("decompose", image_path, "--layer", 0, "-o", tmp_path / "bad", "--backend", "cpu")
+    assert not_folder.returncode == 2 and "not a decomposition folder" in not_folder.stderr
+
+
 @pytest.mark.parametrize("setup, args, words", [
     ("missing", ["-n", "3"], "no such file"),
     ("text", ["-n", "3"], "not a recognisable image"),

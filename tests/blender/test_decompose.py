@@ -137,6 +137,16 @@ def test_generated_blender_image_is_sent_as_png(scene, local_server):
     assert path.startswith(os.environ["BLENDER_USER_RESOURCES"])
 
 
+def test_fewer_layers_than_asked_are_explained_in_the_panel(scene, local_server, tmp_path):
+    # One flat colour can't be split into 3 layers: the user sees the backend's note, not a silent shortfall.
+    path = tmp_path / "flat.png"
+    Image.new("RGB", (48, 32), (40, 90, 160)).save(path)
+    settings = _decompose(scene, path, layers=3)
+    root = next(obj for obj in bpy.data.objects if obj.strata.role == 'ROOT')
+    assert len(_planes().stack_layers(root)) < 3
+    assert "fewer than the 3 requested" in settings.job_message
+
+
 def _scene_state():
     return (sorted(obj.name for obj in bpy.data.objects), sorted(c.name for c in bpy.data.collections),
             len(bpy.data.images), len(bpy.data.materials))

@@ -2,12 +2,18 @@
 
     .venv/bin/python scripts/bench_decompose.py                 # all sets, 512×384, 6 seeds each
     .venv/bin/python scripts/bench_decompose.py --sets flat --seeds 3 --save /tmp/bench
+    .venv/bin/python scripts/bench_decompose.py --sets heldout --seeds 4 --save /tmp/bench   # held-out, 1024²
 
 For each set (kind of image, see inference_server.samples) and each method (the CPU decomposer, and the trivial
 "one opaque layer" baseline) it prints RGB L1 (lower is better) and soft alpha IoU (higher is better) at edit
 levels 0 and 5, reconstruction error of the composite (0–255), mean layer counts and seconds per image; then
 the time of a 1024×1024 poster and photo. The "jpeg" set is the flat posters through JPEG compression. The quality target on the flat-graphics sets (flat, gradient, text) at edit
 level 0 is RGB L1 ≤ 0.06 and alpha IoU ≥ 0.75.
+
+The "ho-*" sets (``--sets heldout`` for all four) come from inference_server.samples_heldout, a generator the
+decomposer was not tuned on: 5–7 layers, several fonts and rotated text, same-colour shapes at different depths,
+strokes, badges with drop shadows, gradient-filled shapes, icons over photos, at --heldout-size (1024² default).
+With --save, each CPU result also gets a montage PNG: input, predicted layers, ground-truth layers (over a checker).
 """
 
 from __future__ import annotations
@@ -29,11 +35,13 @@ from inference_server.layers import Layer, LayerStack  # noqa: E402
 from inference_server.metrics import mean_levels, reconstruction_mae, score_layers  # noqa: E402
 from inference_server.params import DecomposeParams  # noqa: E402
 from inference_server.samples import SAMPLE_KINDS, make_sample  # noqa: E402
+from inference_server.samples_heldout import HELDOUT_KINDS, make_heldout_sample  # noqa: E402
 
 FLAT_GRAPHICS = ("flat", "gradient", "text")
 # "jpeg": the flat posters saved as JPEG (quality --jpeg-quality) before decomposing, scored against the clean
 # ground truth; the reconstruction error is measured against the JPEG image that went in.
-SETS = SAMPLE_KINDS + ("jpeg",)
+HELDOUT_SETS = tuple(f"ho-{kind}" for kind in HELDOUT_KINDS)
+SETS = SAMPLE_KINDS + ("jpeg",) + HELDOUT_SETS
 TARGET_L1, TARGET_IOU = 0.06, 0.75
 
 
@@ -43,6 +51,35 @@ def jpeg_round_trip(rgba: np.ndarray, quality: int) -> np.ndarray:
     buffer.seek(0)
     with Image.open(buffer) as decoded:
         return np.asarray(decoded.convert("RGBA"), dtype=np.uint8).copy()
+
+
+def montage(image: np.ndarray, predicted: list[np.ndarray], truth: list[np.ndarray], tile_px: int = 256) -> np.ndarray:
+    """One row each: the input, the predicted layers, the ground-truth layers (back→front), over a grey checker."""
+    height_px, width_px = image.shape[:2]
+    scale = tile_px / max(height_px, width_px)
+    size = (max(1, round(width_px * scale)), max(1, round(height_px * scale)))
+    ys, xs = np.mgrid[0:size[1], 0:size[0]]
+    checker = np.where(((ys // 8 + xs // 8) % 2)[..., None] == 0, 200, 255).astype(np.float64)
+
+    def tile(rgba: np.ndarray) -> np.ndarray:
+        small = np.asarray(Image.fromarray(rgba, "RGBA").resize(size, Image.Resampling.BOX), np.float64)
+        alpha = small[..., 3:] / 255.0
+        out = np.pad(small[..., :3] * alpha + checker * (1 - alpha), ((2, 2), (2, 2), (0, 0)), constant_values=90)
+        return out.astype(np.uint8)
+
+    columns = max(len(predicted), len(truth), 1)
+    blank = np.full_like(tile(image), 40)
+    rows = []
+    for row in ([image], predicted, truth):
+        tiles = [tile(rgba) for rgba in row] + [blank] * (columns - len(row))
+        rows.append(np.concatenate(tiles, axis=1))
+    return np.concatenate(rows, axis=0)
+
+
+def make_set_sample(kind: str, width_px: int, height_px: int, heldout_px: int, seed: int):
+    if kind in HELDOUT_SETS:
+        return make_heldout_sample(kind[3:], heldout_px, heldout_px, seed)
+    return make_sample("flat" if kind == "jpeg" else kind, width_px, height_px, seed)
 
 
 def run_method(method: str, decomposer: CpuDecomposer, composite: np.ndarray, layers_wanted: int):
@@ -58,15 +95,19 @@ def run_method(method: str, decomposer: CpuDecomposer, composite: np.ndarray, la
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
+    parser.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS + ("old", "heldout"),
+                        help="sets to run; 'old' = the samples.py sets, 'heldout' = the ho-* sets")
     parser.add_argument("--jpeg-quality", type=int, default=80)
     parser.add_argument("--seeds", type=int, default=6, help="images per set")
     parser.add_argument("--width", type=int, default=512)
     parser.add_argument("--height", type=int, default=384)
+    parser.add_argument("--heldout-size", type=int, default=1024, help="side of the square held-out images (px)")
     parser.add_argument("--save", type=Path, help="folder for the predicted layer stacks (for a look)")
     parser.add_argument("--no-ocr", action="store_true", help="decompose without the text detector")
     parser.add_argument("--skip-1024", action="store_true", help="skip the 1024×1024 timing")
     args = parser.parse_args(argv)
+    expand = {"old": SAMPLE_KINDS + ("jpeg",), "heldout": HELDOUT_SETS}
+    args.sets = list(dict.fromkeys(k for name in args.sets for k in expand.get(name, (name,))))
 
     decomposer = CpuDecomposer(use_ocr=not args.no_ocr)
     # Warm up the text detector so its one-off load is not charged to the first image.
@@ -77,7 +118,7 @@ def main(argv=None) -> int:
     for kind in args.sets:
         per_method = {m: {"levels": [], "mae": [], "layers": [], "gt_layers": [], "seconds": []} for m in methods}
         for seed in range(args.seeds):
-            sample = make_sample("flat" if kind == "jpeg" else kind, args.width, args.height, seed)
+            sample = make_set_sample(kind, args.width, args.height, args.heldout_size, seed)
             image = jpeg_round_trip(sample.composite, args.jpeg_quality) if kind == "jpeg" else sample.composite
             for method in methods:
                 predicted, seconds = run_method(method, decomposer, image, len(sample.layers))
@@ -92,6 +133,10 @@ def main(argv=None) -> int:
                     flat_scores[method].append(levels)
                 if args.save and method == "cpu":
                     LayerStack([Layer(p) for p in predicted]).save(args.save / f"{kind}_{seed}")
+                    e0 = levels[0] if levels else None
+                    label = f"_L1-{e0.rgb_l1:.3f}_IoU-{e0.alpha_iou:.3f}" if e0 else ""
+                    Image.fromarray(montage(image, predicted, sample.layers)).save(
+                        args.save / f"montage_{kind}_{seed}{label}.png")
         for method in methods:
             record = per_method[method]
             means = mean_levels(record["levels"])
@@ -99,15 +144,16 @@ def main(argv=None) -> int:
                          float(np.max(record["mae"])), float(np.mean(record["layers"])),
                          float(np.mean(record["gt_layers"])), float(np.mean(record["seconds"]))))
 
-    header = (f"{'set':<9} {'method':<10} {'L1 e0':>7} {'IoU e0':>7} {'L1 e5':>7} {'IoU e5':>7} "
+    header = (f"{'set':<10} {'method':<10} {'L1 e0':>7} {'IoU e0':>7} {'L1 e5':>7} {'IoU e5':>7} "
               f"{'MAE':>6} {'MAEmax':>6} {'layers':>6} {'GT':>4} {'s/img':>6}")
     print(f"\nLayerD protocol, {args.seeds} images per set at {args.width}×{args.height} "
+          f"(held-out ho-* sets at {args.heldout_size}×{args.heldout_size}) "
           f"(L1: RGB L1, lower better; IoU: soft alpha IoU; e0/e5: after 0/5 merge edits; "
           f"MAE: composite vs input, 0–255)")
     print(header)
     print("-" * len(header))
     for kind, method, e0, e5, mae, mae_max, layers, gt_layers, seconds in rows:
-        print(f"{kind:<9} {method:<10} {e0[0]:7.4f} {e0[1]:7.4f} {e5[0]:7.4f} {e5[1]:7.4f} "
+        print(f"{kind:<10} {method:<10} {e0[0]:7.4f} {e0[1]:7.4f} {e5[0]:7.4f} {e5[1]:7.4f} "
               f"{mae:6.3f} {mae_max:6.3f} {layers:6.2f} {gt_layers:4.1f} {seconds:6.3f}")
     for method in methods:
         means = mean_levels(flat_scores[method])

@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.datastructures import UploadFile
 from starlette.routing import Match
 
 from . import __version__
@@ -119,6 +120,31 @@ def _errors(*codes: int) -> dict[int, dict[str, Any]]:
 
 
 _PNG = {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}, "description": "PNG image"}
+
+
+# The multipart body of POST /v1/jobs, declared by hand: FastAPI would describe an optional file as "binary or null",
+# which no multipart client can send, and clients (schemathesis included) would then send the picture as text.
+_JOB_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {
+    "schema": {"type": "object", "additionalProperties": False, "properties": {
+        "image": {"type": "string", "format": "binary",
+                  "description": "the picture (PNG, JPEG, WebP, GIF, BMP, TIFF); leave it out for a recursive job"},
+        "params": {"type": "string", "contentMediaType": "application/json",
+                   "description": 'JSON object of decomposition parameters, e.g. {"layers": 4}; a recursive job '
+                                  'names parent_job and parent_layer'},
+    }},
+    "encoding": {"image": {"contentType": "image/png, image/jpeg, image/webp, image/gif, image/bmp, image/tiff"},
+                 "params": {"contentType": "application/json"}},
+}}}}
+
+
+async def read_form(request: Request, **limits: int):
+    """The request's multipart form (Starlette's parser, with ``limits``); a body that is not one is a 400."""
+    try:
+        return await request.form(**limits)
+    except StarletteHTTPException:
+        raise  # Starlette's own 400s (too many files or fields, a part over max_part_size) say what is wrong
+    except Exception as error:  # python-multipart raises several types for a malformed body
+        raise InvalidInput(f"expected a multipart/form-data body ({error})") from None
 
 
 # ------------------------------------------------------------------ guard middleware (pure ASGI: sees the raw body)
@@ -275,18 +301,23 @@ def create_app(settings: Settings) -> FastAPI:
         return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code, headers=headers)
 
     @app.post("/v1/jobs", status_code=202, response_model=JobCreated, responses=_errors(400, 404, 413, 429, 503),
-              summary="Submit a decomposition job")
-    async def submit_job(
-        request: Request,
-        image: Optional[UploadFile] = File(None, description="the picture (PNG, JPEG, WebP, GIF, BMP, TIFF)"),
-        params: Optional[str] = Form(None, description='JSON object of decomposition parameters, e.g. {"layers": 4}'),
-    ):
-        form = await request.form()
-        unknown = sorted(set(form.keys()) - {"image", "params"})
-        if unknown:
-            raise InvalidInput(f"unknown form field(s): {', '.join(unknown)}; send 'image' (file) and 'params' (JSON)")
-        params_dict = _parse_params(params)
-        data = await image.read() if image is not None else None
+              summary="Submit a decomposition job", openapi_extra=_JOB_BODY)
+    async def submit_job(request: Request):
+        form = await read_form(request, max_files=4, max_fields=8)
+        try:
+            unknown = sorted(set(form.keys()) - {"image", "params"})
+            if unknown:
+                raise InvalidInput(f"unknown form field(s): {', '.join(unknown)}; send 'image' (file) and 'params' (JSON)")
+            image, params = form.get("image"), form.get("params")
+            if image is not None and not isinstance(image, UploadFile):
+                raise InvalidInput("'image' arrived as a text field; send the picture as a file part (with a filename, "
+                                   "as curl -F image=@photo.png does)")
+            if isinstance(params, UploadFile):  # curl -F params=@params.json
+                params = (await params.read()).decode("utf-8", "replace")
+            params_dict = _parse_params(params)
+            data = await image.read() if image is not None else None
+        finally:
+            await form.close()
         loader = (lambda: load_image(data, max_pixels=settings.max_pixels)) if data is not None else None
         record = await run_in_threadpool(manager.submit, params_dict, loader)
         return {"id": record["id"], "status": record["status"]}

@@ -141,7 +141,8 @@ def _check_size(width_px: int, height_px: int, max_pixels: int) -> None:
         )
 
 
-def _to_8bit_rgba(image: Image.Image, notes: list[str]) -> Image.Image:
+def to_8bit_rgba(image: Image.Image, notes: list[str]) -> Image.Image:
+    """Any Pillow mode as 8-bit RGBA (palette transparency kept, high bit depth scaled); ``notes`` says what changed."""
     mode = image.mode
     if mode == "RGBA":
         return image
@@ -229,7 +230,7 @@ def load_image(
                     notes.append(f"applied EXIF orientation {orientation} (rotated/flipped to display orientation)")
             _check_size(image.width, image.height, max_pixels)
         # 5. One pixel format for every backend: 8-bit straight-alpha RGBA.
-        rgba = _to_8bit_rgba(image, notes)
+        rgba = to_8bit_rgba(image, notes)
     except BaseException:
         image.close()
         raise

@@ -165,6 +165,17 @@ def test_no_image_is_400(client):
     assert response.status_code == 400 and "'image'" in response.json()["detail"]
 
 
+def test_image_sent_as_text_is_400_and_params_may_be_a_file(client):
+    # A form that names the picture without a filename arrives as text; say how to send it instead of guessing.
+    response = client.post("/v1/jobs", data={"image": "photo.png", "params": "{}"})
+    assert response.status_code == 400 and "send the picture as a file part" in response.json()["detail"]
+    # curl -F params=@params.json sends the parameters as a file: read like the text field.
+    response = client.post("/v1/jobs", files={"image": ("a.png", _png(), "image/png"),
+                                              "params": ("params.json", b'{"layers": 2}', "application/json")})
+    assert response.status_code == 202, response.text
+    assert wait_client(client, response.json()["id"])["params"]["layers"] == 2
+
+
 def test_not_an_image_is_400(client):
     response = _submit(client, b"%PDF-1.7 hello")
     assert response.status_code == 400 and "PDF" in response.json()["detail"]
@@ -203,7 +214,10 @@ def test_image_over_the_pixel_limit_is_413(tmp_path):
 def test_openapi_schema_declares_the_upload(client):
     schema = client.get("/openapi.json").json()
     body = schema["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]
-    assert "multipart/form-data" in body
+    # The picture is a file part (not "binary or null", which multipart clients send as text); params is JSON.
+    image = body["multipart/form-data"]["schema"]["properties"]["image"]
+    assert image["format"] == "binary" and "anyOf" not in image
+    assert body["multipart/form-data"]["encoding"]["params"]["contentType"] == "application/json"
     assert "202" in schema["paths"]["/v1/jobs"]["post"]["responses"]
     assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
 

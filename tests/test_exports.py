@@ -159,7 +159,7 @@ def test_from_json_round_trips(edited_layout):
     (lambda d, i: d.update(layers=[]), "non-empty 'layers' list"),
     (lambda d, i: d.update(layers=[d["layers"][0]] * 65), "layout has 65 layers; at most 64"),
     (lambda d, i: i.update({0: b"GIF89a not really"}), "layer_0 is not a readable image"),
-    (lambda d, i: i.update({0: _encode(Image.new("P", (4, 4)))}), "expected an RGBA, RGB, LA or L PNG, got mode 'P'"),
+    (lambda d, i: i.update({0: i[0][:len(i[0]) // 2]}), "layer_0 could not be decoded"),
     (lambda d, i: i.update({0: _encode(Image.new("RGB", (4, 4)), "JPEG")}), "layer_0 must be a PNG, got JPEG"),
 ])
 def test_from_json_rejects_bad_input_with_a_teaching_error(edited_layout, mutate, message):
@@ -171,10 +171,24 @@ def test_from_json_rejects_bad_input_with_a_teaching_error(edited_layout, mutate
     assert message in str(caught.value)
 
 
-def _encode(image: Image.Image, fmt: str = "PNG") -> bytes:
+def _encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
     buffer = io.BytesIO()
-    image.save(buffer, format=fmt)
+    image.save(buffer, format=fmt, **options)
     return buffer.getvalue()
+
+
+def test_from_json_converts_palette_and_16_bit_layer_pngs_like_uploads():
+    # Optimised PNGs are often palette images with a transparent index; 16-bit grey comes from image editors.
+    palette = Image.new("P", (4, 2), 1)
+    palette.putpalette([0, 0, 0, 200, 30, 40] + [0] * 762)
+    palette.putpixel((0, 0), 0)
+    grey16 = Image.fromarray(np.full((2, 4), 65535, np.uint16))
+    entry = {"x_px": 0, "y_px": 0, "width_px": 4, "height_px": 2}
+    layout = Layout.from_json({"width_px": 4, "height_px": 2, "layers": [entry, entry]},
+                              {0: _encode(grey16), 1: _encode(palette, transparency=0)})
+    assert layout.layers[0].rgba[0, 0].tolist() == [255, 255, 255, 255]
+    assert layout.layers[1].rgba[0, 0].tolist() == [0, 0, 0, 0]  # the transparent palette index
+    assert layout.layers[1].rgba[0, 1].tolist() == [200, 30, 40, 255]
 
 
 def test_from_json_refuses_oversized_layer_images_before_decoding_them():

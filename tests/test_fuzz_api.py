@@ -3,17 +3,26 @@ loopback, with the bearer token: no request may produce a 5xx, a response outsid
 
 Bounded: ``MAX_EXAMPLES`` per operation (13 operations) and a per-request timeout, so the module runs in well under a minute.
 The hostile image corpus (tests/hostile) is also uploaded through the real socket.
+
+A schema cannot say "a decodable PNG" or "a JSON string matching contentSchema", so random strings and bytes only
+reach the error paths. A ``flatmap_case`` hook mixes in requests that are valid by construction: for the layout
+exports a layout drawn from the layout's published JSON Schema with one PNG ``layer_<i>`` part per layer, for
+``POST /v1/jobs`` a small PNG of a random mode and drawn parameters. Hypothesis then explores both kinds.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 
+import numpy as np
 import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from PIL import Image
 
 from conftest import AUTH, ServerProcess
 from hostile import corpus
@@ -47,6 +56,84 @@ def _schema_document() -> dict:
 
 # schemathesis.pytest.from_fixture would fetch it from the running server, but does not work with pytest 9.
 schema = schemathesis.openapi.from_dict(_schema_document())
+LAYOUT_OPERATIONS = ("/v1/exports/pptx", "/v1/exports/psd")
+STATUSES: dict[str, set[int]] = {}  # "POST /v1/jobs" -> status codes the fuzz test saw
+# Modes a layer PNG may have; P and I;16 are refused with a 400 that names the mode, the rest are widened to RGBA.
+PNG_MODES = ("RGBA", "RGB", "L", "LA", "P", "I;16")
+
+
+@st.composite
+def small_pngs(draw, min_side_px: int = 1, max_side_px: int = 24) -> bytes:
+    width_px, height_px = draw(st.integers(min_side_px, max_side_px)), draw(st.integers(min_side_px, max_side_px))
+    mode = draw(st.sampled_from(PNG_MODES))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    if mode == "I;16":
+        image = Image.fromarray(rng.integers(0, 65536, (height_px, width_px), dtype=np.uint16))  # 16-bit grey
+    else:
+        image = Image.fromarray(rng.integers(0, 256, (height_px, width_px, 4), dtype=np.uint8), "RGBA")
+        image = image.convert("RGB").convert("P") if mode == "P" else image.convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+# Layouts within the published layout schema (test_layout_schema_matches_the_parser keeps the two in step), with the
+# frame and placements kept small: big frames are valid but cost seconds each by design (their pixel budget has its
+# own test in test_export_api.py).
+_PLACED_LAYER = st.fixed_dictionaries(
+    {"x_px": st.floats(-400, 400), "y_px": st.floats(-400, 400),
+     "width_px": st.floats(1e-3, 400), "height_px": st.floats(1e-3, 400)},
+    optional={"name": st.text(max_size=40), "opacity": st.floats(0, 1), "visible": st.booleans()},
+)
+_LAYOUT = st.fixed_dictionaries(
+    {"width_px": st.integers(1, 96), "height_px": st.integers(1, 96), "layers": st.lists(_PLACED_LAYER, min_size=1,
+                                                                                         max_size=4)},
+    optional={"name": st.text(max_size=60)},
+)
+
+
+@st.composite
+def valid_layout_bodies(draw, with_original: bool) -> dict:
+    layout = draw(_LAYOUT)
+    body = {"layout": json.dumps(layout)}
+    for index in range(len(layout["layers"])):
+        body[f"layer_{index}"] = draw(small_pngs())
+    if with_original and draw(st.booleans()):
+        body["with_original"] = draw(st.sampled_from(["true", "false"]))
+        if draw(st.booleans()):
+            body["original"] = draw(small_pngs())
+    return body
+
+
+@st.composite
+def valid_job_bodies(draw) -> dict:
+    params = draw(st.fixed_dictionaries({}, optional={
+        "layers": st.integers(0, 17), "seed": st.integers(0, 2**63 - 1), "resolution": st.sampled_from([640, 1024, 512]),
+        "backend": st.sampled_from(["auto", "cpu", "qwen"]), "preset": st.sampled_from(["exact", "fast", "turbo"]),
+    }))
+    # Jobs need 16 px a side; some drawn images are smaller on purpose.
+    return {"image": draw(small_pngs(min_side_px=12, max_side_px=48)), "params": json.dumps(params)}
+
+
+@schema.hook
+def flatmap_case(context, case):
+    operation = context.operation
+    if operation.method.upper() != "POST" or case.media_type != "multipart/form-data":
+        return st.just(case)
+    if operation.path in LAYOUT_OPERATIONS:
+        valid = valid_layout_bodies(with_original=operation.path.endswith("pptx"))
+    elif operation.path == "/v1/jobs":
+        valid = valid_job_bodies()
+    else:
+        return st.just(case)
+
+    def with_body(body: dict):
+        derived = case.derive(keep_auth=True)
+        derived.body = body
+        derived.multipart_content_types = None  # the schema's encoding applies
+        return derived
+
+    return st.one_of(st.just(case), valid.map(with_body))
 
 
 def test_served_schema_is_the_fuzzed_schema(fuzz_server):
@@ -56,7 +143,29 @@ def test_served_schema_is_the_fuzzed_schema(fuzz_server):
 @schema.parametrize()
 @settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_request_breaks_the_server(case, fuzz_server):
-    case.call_and_validate(base_url=fuzz_server.url, headers=AUTH, checks=CHECKS, timeout=REQUEST_TIMEOUT_S)
+    response = case.call_and_validate(base_url=fuzz_server.url, headers=AUTH, checks=CHECKS, timeout=REQUEST_TIMEOUT_S)
+    STATUSES.setdefault(f"{case.method.upper()} {case.path}", set()).add(response.status_code)
+
+
+def test_fuzzing_reached_the_success_paths():
+    # Runs after the fuzz test (file order): the valid-by-construction bodies got through, so the fuzzer exercised
+    # decoding, layout parsing and both exporters, not only the error paths.
+    if not STATUSES:
+        pytest.skip("the fuzz test did not run in this session")
+    assert 202 in STATUSES["POST /v1/jobs"], STATUSES["POST /v1/jobs"]
+    for path in LAYOUT_OPERATIONS:
+        assert 200 in STATUSES[f"POST {path}"], (path, STATUSES[f"POST {path}"])
+
+
+def test_layout_schema_matches_the_parser():
+    from inference_server.exports.layout import LAYER_KEYS, LAYOUT_KEYS, MAX_LAYOUT_LAYERS
+
+    for path in LAYOUT_OPERATIONS:
+        body = _schema_document()["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]
+        layout = body["schema"]["properties"]["layout"]["contentSchema"]
+        assert set(layout["properties"]) == LAYOUT_KEYS
+        assert set(layout["properties"]["layers"]["items"]["properties"]) == LAYER_KEYS
+        assert body["encoding"][f"layer_{MAX_LAYOUT_LAYERS - 1}"]["contentType"] == "image/png"
 
 
 def test_server_still_healthy_after_fuzzing(fuzz_server):

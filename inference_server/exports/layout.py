@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ImageTooLarge, InvalidInput
+from ..images import to_8bit_rgba
 from ..jobs import INPUT_NAME, JOB_RECORD_NAME
 from ..layers import MANIFEST_NAME, PREVIEW_NAME, LayerStack, OverCompositor, alpha_bbox_px
 
@@ -44,6 +45,33 @@ LAYER_KEYS = {"name", "x_px", "y_px", "width_px", "height_px", "opacity", "visib
 # A server job folder keeps the upload as INPUT_NAME; folders without it (``strata decompose -o``, recursive
 # children) use the preview as the original.
 ORIGINAL_NAME = INPUT_NAME
+
+
+def layout_json_schema() -> dict[str, Any]:
+    """JSON Schema of the layout JSON that ``Layout.from_json`` accepts (published in the OpenAPI schema).
+
+    Rules a schema cannot say are checked by ``from_json`` alone: one PNG part ``layer_<i>`` per layer, and the
+    pixel budgets (``MAX_TOTAL_LAYER_PIXELS``).
+    """
+    placement = {"type": "number", "minimum": -MAX_PLACEMENT_PX, "maximum": MAX_PLACEMENT_PX}
+    size = {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_PLACEMENT_PX}
+    side = {"type": "integer", "minimum": 1, "maximum": MAX_FRAME_SIDE_PX}
+    name = {"type": "string", "maxLength": 255}
+    layer = {
+        "type": "object", "additionalProperties": False, "required": ["x_px", "y_px", "width_px", "height_px"],
+        "properties": {
+            "name": name, "x_px": placement, "y_px": placement, "width_px": size, "height_px": size,
+            "opacity": {"type": "number", "minimum": 0, "maximum": 1, "default": 1},
+            "visible": {"type": "boolean", "default": True},
+        },
+    }
+    return {
+        "type": "object", "additionalProperties": False, "required": ["width_px", "height_px", "layers"],
+        "properties": {
+            "width_px": side, "height_px": side, "name": name,
+            "layers": {"type": "array", "minItems": 1, "maxItems": MAX_LAYOUT_LAYERS, "items": layer},
+        },
+    }
 
 
 @dataclass
@@ -304,7 +332,7 @@ def _number(entry: dict, key: str, where: str, low: float, high: float, default:
 
 
 def _open_png(data: bytes, label: str) -> Image.Image:
-    """Open (header only) and check one uploaded layer image: a PNG, a sane size, a mode we can widen to RGBA."""
+    """Open (header only) and check one uploaded layer image: a PNG of a sane size."""
     try:
         image = Image.open(io.BytesIO(data))
     except Exception as error:  # Pillow raises several types for undecodable data
@@ -316,19 +344,20 @@ def _open_png(data: bytes, label: str) -> Image.Image:
     if width * height > MAX_LAYER_IMAGE_PIXELS:
         image.close()
         raise ImageTooLarge(f"{label} is {width}×{height}; at most {MAX_LAYER_IMAGE_PIXELS} pixels per layer")
-    if image.mode not in ("RGBA", "RGB", "LA", "L"):
-        image.close()
-        raise InvalidInput(f"{label}: expected an RGBA, RGB, LA or L PNG, got mode {image.mode!r}")
     return image
 
 
 def decode_layer_image(data: bytes, label: str) -> np.ndarray:
-    """Decode one uploaded layer image to h×w×4 uint8; RGB/L/LA are widened, anything else is refused."""
+    """Decode one uploaded layer image to h×w×4 uint8, converted as job uploads are (palette with its transparency,
+    grey, 16-bit grey scaled to 8 bits); an undecodable one is refused with the reason."""
     with _open_png(data, label) as image:
         try:
-            return np.asarray(image.convert("RGBA"), dtype=np.uint8).copy()
-        except Exception as error:
-            raise InvalidInput(f"{label} could not be decoded ({error})") from None
+            image.load()
+            return np.asarray(to_8bit_rgba(image, []), dtype=np.uint8).copy()
+        except InvalidInput as error:
+            raise InvalidInput(f"{label}: {error}") from None
+        except Exception as error:  # Pillow raises several types for a truncated or corrupt stream
+            raise InvalidInput(f"{label} could not be decoded ({error}); send a complete PNG") from None
 
 
 def check_job_folder(folder: str | os.PathLike) -> dict:

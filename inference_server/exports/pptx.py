@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 
 from lxml import etree
 from pptx import Presentation
@@ -33,6 +34,13 @@ MIN_SLIDE_EMU = 1 * EMU_PER_INCH
 MAX_SLIDE_EMU = 56 * EMU_PER_INCH
 BLANK_SLIDE_LAYOUT = 6  # "Blank" in python-pptx's default template
 PNG_COMPRESS_LEVEL = 6  # a file people keep and send: smaller beats faster here
+# XML 1.0 cannot hold C0 control characters (other than tab, LF, CR), lone surrogates or U+FFFE/U+FFFF; names come
+# from users (Blender object names, the layout JSON), so those characters become U+FFFD instead of failing the export.
+_NOT_XML_CHAR = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_text(text: str) -> str:
+    return _NOT_XML_CHAR.sub("\ufffd", text)
 
 
 def emu_per_px(width_px: int, height_px: int) -> float:
@@ -55,7 +63,7 @@ def build_presentation(layout: Layout, with_original: bool = False):
     presentation = Presentation()
     presentation.slide_width = Emu(round(layout.width_px * scale))
     presentation.slide_height = Emu(round(layout.height_px * scale))
-    presentation.core_properties.title = layout.name
+    presentation.core_properties.title = xml_text(layout.name)
     blank = presentation.slide_layouts[BLANK_SLIDE_LAYOUT]
 
     if with_original:
@@ -78,9 +86,9 @@ def _add_layer_picture(slide, layer: PlacedLayer, scale: float) -> None:
     height = max(1, round((layer.y_px + layer.height_px) * scale) - top)
     picture = slide.shapes.add_picture(
         io.BytesIO(png_bytes(layer.rgba, PNG_COMPRESS_LEVEL)), Emu(left), Emu(top), Emu(width), Emu(height))
-    picture.name = layer.name
+    picture.name = xml_text(layer.name)
     c_nv_pr = picture._element.nvPicPr.cNvPr
-    c_nv_pr.set("descr", layer.name)
+    c_nv_pr.set("descr", picture.name)
     if not layer.visible:
         c_nv_pr.set("hidden", "1")
     if layer.opacity < 1.0:

@@ -18,9 +18,11 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from ..app import read_form
 from ..errors import InvalidInput, StrataError
 from .archive import archive_bytes
-from .layout import MAX_LAYOUT_LAYERS, Layout, decode_layer_image, load_job_layout, safe_file_stem
+from .layout import (MAX_LAYOUT_LAYERS, Layout, decode_layer_image, layout_json_schema, load_job_layout,
+                     safe_file_stem)
 from .pptx import pptx_bytes
 from .psd import psd_bytes
 
@@ -47,21 +49,29 @@ def _responses(kind: str, *error_codes: int) -> dict:
 
 
 def _layout_body(with_original: bool) -> dict:
-    """OpenAPI: the multipart body of the layout exports (parsed by hand: the part names depend on the layout)."""
+    """OpenAPI: the multipart body of the layout exports (parsed by hand: the part names depend on the layout).
+
+    ``layout`` is a text part holding JSON; its JSON Schema travels as ``contentSchema`` (OpenAPI 3.1), and each
+    ``layer_<i>`` part (i < the layout's layer count) is a PNG file part.
+    """
     properties = {
-        "layout": {"type": "string", "description": 'layout JSON: {"width_px", "height_px", "name", "layers": '
-                                                     '[{"name", "x_px", "y_px", "width_px", "height_px", '
-                                                     '"opacity", "visible"}, ...]}, layers back to front'},
-        "layer_0": {"type": "string", "format": "binary", "description": "PNG of layout layer 0; send layer_<i> "
-                                                                         "for every layer i"},
+        "layout": {"type": "string", "contentMediaType": "application/json", "contentSchema": layout_json_schema(),
+                   "description": "layout JSON: frame size and the placed layers, back to front (see contentSchema)"},
     }
+    encoding = {"layout": {"contentType": "application/json"}}
+    # Every possible part is named (not additionalProperties), so clients and fuzzers send them as file parts.
+    for index in range(MAX_LAYOUT_LAYERS):
+        properties[f"layer_{index}"] = {"type": "string", "format": "binary",
+                                        "description": f"PNG of layout layer {index} (required when it exists)"}
+        encoding[f"layer_{index}"] = {"contentType": "image/png"}
     if with_original:
         properties["with_original"] = {"type": "string", "enum": ["true", "false"],
                                        "description": "put the original image on a first slide"}
         properties["original"] = {"type": "string", "format": "binary", "description": "PNG of the original"}
+        encoding["original"] = {"contentType": "image/png"}
     return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
         "type": "object", "required": ["layout", "layer_0"], "properties": properties,
-        "additionalProperties": {"type": "string", "format": "binary"}}}}}}
+        "additionalProperties": False}, "encoding": encoding}}}}
 
 
 def _job_folder(request: Request, job_id: str):
@@ -121,14 +131,9 @@ async def export_job_zip(request: Request, job_id: str) -> Response:
 
 async def _read_layout_form(request: Request, allow_original: bool) -> tuple[Layout, bool]:
     """Parse the multipart body into a Layout (and the with_original flag). Raises HTTPException 400/413."""
-    try:
-        # One part per layer, plus layout, original and with_original.
-        form = await request.form(max_files=MAX_LAYOUT_LAYERS + 1, max_fields=MAX_LAYOUT_LAYERS + 8,
-                                  max_part_size=MAX_LAYOUT_JSON_BYTES)
-    except HTTPException:
-        raise
-    except Exception as error:
-        raise HTTPException(status_code=400, detail=f"expected a multipart/form-data body ({error})") from None
+    # One part per layer, plus layout, original and with_original.
+    form = await read_form(request, max_files=MAX_LAYOUT_LAYERS + 1, max_fields=MAX_LAYOUT_LAYERS + 8,
+                           max_part_size=MAX_LAYOUT_JSON_BYTES)
     try:
         layout_text = form.get("layout")
         if layout_text is None:

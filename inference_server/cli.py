@@ -162,7 +162,8 @@ def run_decompose(args: argparse.Namespace) -> int:
             bar.close()
     for note in stack.notes:
         print(f"note: {note}", file=sys.stderr)
-    print(f"wrote {len(stack.layers)} layers ({stack.width_px}×{stack.height_px} px, backend {stack.backend}) "
+    count = len(stack.layers)
+    print(f"wrote {count} layer{'' if count == 1 else 's'} ({stack.width_px}×{stack.height_px} px, backend {stack.backend}) "
           f"to {args.output}")
     return 0
 

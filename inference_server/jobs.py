@@ -33,7 +33,7 @@ from .worker import backend_mismatch, worker_main
 JOB_RECORD_NAME = "job.json"
 INPUT_NAME = "input.png"
 TERMINAL = ("succeeded", "failed", "canceled")
-_JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+JOB_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 # Workers that die before reporting ready, in a row, before jobs are refused with 503 (restarts continue, slower).
 WORKER_START_TRIES = 3
 
@@ -54,7 +54,7 @@ class ManagerSettings:
 
 def check_job_id(job_id: str) -> str:
     """Job ids become folder names: only our own 32-hex-digit ids are accepted (no path tricks)."""
-    if not isinstance(job_id, str) or not _JOB_ID.match(job_id):
+    if not isinstance(job_id, str) or not JOB_ID_PATTERN.match(job_id):
         raise NotFound(f"no job {job_id!r} (job ids are 32 lowercase hex digits)")
     return job_id
 
@@ -138,7 +138,7 @@ class JobManager:
                 record = json.loads(record_path.read_text("utf-8"))
             except (OSError, ValueError):
                 continue
-            if record.get("id") != record_path.parent.name or not _JOB_ID.match(record_path.parent.name):
+            if record.get("id") != record_path.parent.name or not JOB_ID_PATTERN.match(record_path.parent.name):
                 continue
             if record.get("status") not in TERMINAL:
                 record.update(status="failed", error="server restarted before the job finished; submit it again",

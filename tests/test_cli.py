@@ -58,6 +58,19 @@ def test_decompose_layer_of_a_finished_folder_keeps_the_tree(tmp_path):
     # The sub-layers recompose layer 0 of the parent.
     layer_0 = LayerStack.load(parent).layers[0].rgba.astype(int)
     assert np.abs(child_stack.composite().astype(int) - layer_0).mean() <= 1.0
+    # Exporting the parent as a zip takes the tree along; unzipped, the manifest's children resolve beside it.
+    result = strata("export", parent, "--zip", tmp_path / "tree.zip")
+    assert result.returncode == 0, result.stderr
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "tree.zip") as archive:
+        archive.extractall(tmp_path / "unzipped")
+    unzipped = tmp_path / "unzipped" / "parent"
+    children = json.loads((unzipped / "manifest.json").read_text())["children"]
+    assert children == {"0": ["children/child"]}
+    unzipped_child = LayerStack.load(unzipped / children["0"][0])
+    assert len(unzipped_child.layers) == len(child_stack.layers)
+    np.testing.assert_array_equal(unzipped_child.composite(), child_stack.composite())
 
     bad = strata("decompose", parent, "--layer", 7, "-o", tmp_path / "bad", "--backend", "cpu")
     assert bad.returncode == 2 and "layers 0–2" in bad.stderr

@@ -71,6 +71,18 @@ def test_recursive_child_job_exports(server, finished_job):
     child_preview = np.asarray(Image.open(io.BytesIO(server.get(f"/v1/jobs/{child_id}/preview.png").content)))
     assert np.asarray(psd.composite()).shape == child_preview.shape
 
+    # The parent's zip carries the whole tree: the re-decomposed layer's sub-layers nest under children/, and the
+    # zipped manifest points at them with paths that resolve once unzipped.
+    with zipfile.ZipFile(io.BytesIO(server.get(f"/v1/jobs/{finished_job}/export.zip").content)) as archive:
+        top = f"strata-{finished_job}"
+        manifest = json.loads(archive.read(f"{top}/manifest.json"))
+        assert manifest["children"]["1"] == [f"children/{child_id}"]
+        child_manifest = json.loads(archive.read(f"{top}/children/{child_id}/manifest.json"))
+        assert child_manifest["parent"] == {"job": finished_job, "layer": 1}
+        for entry in child_manifest["layers"]:
+            assert archive.read(f"{top}/children/{child_id}/{entry['file']}") == \
+                server.get(f"/v1/jobs/{child_id}/layers/{entry['index']}.png").content
+
 
 def test_job_export_errors_say_what_is_wrong(server):
     response = server.get(f"/v1/jobs/{'f' * 32}/export.pptx")
@@ -157,3 +169,34 @@ def test_post_layout_refuses_foreign_origin(server):
     response = requests.post(server.url + "/v1/exports/pptx", headers={**AUTH, "Origin": "https://evil.example"},
                              timeout=10, **layout_request(layers, entries))
     assert response.status_code == 403
+
+
+def test_post_layout_stretched_far_past_a_big_frame_is_413_not_minutes_of_work(server):
+    # Four 2×2 PNGs (a few hundred bytes) stretched to 9000 px in an 8192 px frame would be 324 megapixels for the
+    # PSD to resample and hold (over a minute, 8+ GB); refused before any of that, with what to change.
+    tiny = np.full((2, 2, 4), 200, np.uint8)
+    entry = {"x_px": -10, "y_px": -10, "width_px": 9000, "height_px": 9000}
+    request = layout_request([tiny] * 4, [entry] * 4)
+    request["data"]["layout"] = json.dumps({**json.loads(request["data"]["layout"]), "width_px": 8192,
+                                            "height_px": 8192})
+    for kind in ("psd", "pptx"):
+        response = server.post(f"/v1/exports/{kind}", **request)
+        assert response.status_code == 413, response.text
+        assert "megapixels" in response.json()["detail"] and "smaller frame" in response.json()["detail"]
+    assert server.get("/v1/health").json()["status"] == "ok"
+
+
+def test_post_layout_names_with_control_characters_still_export(server):
+    # Names come from Blender objects and the layout JSON; XML (PowerPoint) cannot hold control characters, so they
+    # become U+FFFD instead of failing the export. PSD keeps them.
+    layers, entries = blender_view()
+    entries[0]["name"] = "Sky\x00\x1b"
+    request = layout_request(layers, entries, name="View\x07 1")
+    response = server.post("/v1/exports/pptx", **request)
+    assert response.status_code == 200, response.text
+    presentation = Presentation(io.BytesIO(response.content))
+    assert presentation.slides[0].shapes[0].name == "Sky\ufffd\ufffd"
+    assert presentation.core_properties.title == "View\ufffd 1"
+    response = server.post("/v1/exports/psd", **layout_request(layers, entries))
+    assert response.status_code == 200, response.text
+    assert PSDImage.open(io.BytesIO(response.content))[0].name.startswith("Sky")

@@ -35,10 +35,8 @@ def build_psd(layout: Layout) -> PSDImage:
     # the 4th channel for a spare alpha channel and show the merged image opaque.
     psd._merged_alpha = True
     # frompil appends above the previous layer: back-to-front order is the stacking order.
-    # Off-canvas pixels are kept up to half a frame beyond each edge: enough to slide a layer back in, bounded
-    # for layers scaled far past the frame.
-    margin_x, margin_y = layout.width_px // 2, layout.height_px // 2
-    clip_px = (-margin_x, -margin_y, layout.width_px + margin_x, layout.height_px + margin_y)
+    # Off-canvas pixels are kept up to half a frame beyond each edge (Layout.keep_rect_px).
+    clip_px = layout.keep_rect_px()
     for layer in layout.cropped().layers:
         placed = layer.raster(clip_px)
         if placed is None:

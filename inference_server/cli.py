@@ -269,6 +269,11 @@ def run_serve(args: argparse.Namespace) -> int:
         return _fail("serve", f"port must be 0..65535, got {args.port}")
     if args.max_queue < 1:
         return _fail("serve", f"--max-queue must be at least 1, got {args.max_queue}")
+    try:  # here, not in the app's startup, so a bad folder is one line of error instead of a traceback
+        (args.data_dir / "jobs").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return _fail("serve", f"cannot use --data-dir {args.data_dir}: {exc.strerror or exc}; pick a folder you can "
+                              f"write to")
 
     settings = Settings(
         data_dir=args.data_dir, token=token, backend=args.backend, backend_options=_backend_options(args),

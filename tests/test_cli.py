@@ -123,3 +123,10 @@ def test_serve_generates_and_prints_a_token_when_none_is_set(tmp_path):
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+def test_serve_with_an_unusable_data_dir_says_so_in_one_line(tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    result = strata("serve", "--port", 0, "--data-dir", tmp_path / "a-file" / "data", timeout_s=30)
+    assert result.returncode == 2, result.stderr
+    assert "cannot use --data-dir" in result.stderr and "Traceback" not in result.stderr

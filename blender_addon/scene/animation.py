@@ -12,11 +12,10 @@ from __future__ import annotations
 import os
 
 import bpy
-from bpy_extras import anim_utils
 from mathutils import Euler, Matrix, Vector
 
 from ..core import layout, motion
-from . import planes
+from . import compat, planes
 
 CAMERA_OBJECT_PATHS = ("location", "rotation_euler", "rotation_quaternion", "rotation_axis_angle")
 CAMERA_DATA_PATHS = ("lens",)
@@ -38,23 +37,17 @@ def camera_for_stack(root: bpy.types.Object, context=None) -> bpy.types.Object:
 
 
 def _fcurves(id_data):
-    """The F-curves of the action slot assigned to ``id_data`` (Blender 4.4+ layered actions), or []."""
-    anim = id_data.animation_data
-    if anim is None or anim.action is None:
-        return []
-    channelbag = anim_utils.action_get_channelbag_for_slot(anim.action, anim.action_slot)
-    return list(channelbag.fcurves) if channelbag else []
+    """The F-curves animating ``id_data`` (see ``compat.action_fcurves``), or []."""
+    fcurves = compat.action_fcurves(id_data)
+    return list(fcurves) if fcurves is not None else []
 
 
 def _remove_fcurves(id_data, data_paths) -> None:
-    anim = id_data.animation_data
-    if anim is None or anim.action is None:
+    fcurves = compat.action_fcurves(id_data)
+    if fcurves is None:
         return
-    channelbag = anim_utils.action_get_channelbag_for_slot(anim.action, anim.action_slot)
-    if channelbag is None:
-        return
-    for fcurve in [f for f in channelbag.fcurves if f.data_path in data_paths]:
-        channelbag.fcurves.remove(fcurve)
+    for fcurve in [f for f in fcurves if f.data_path in data_paths]:
+        fcurves.remove(fcurve)
 
 
 def rest_focal_length_mm(camera: bpy.types.Object, scene: bpy.types.Scene) -> float:
@@ -161,8 +154,8 @@ def render_preview(scene: bpy.types.Scene, output_base: str, resolution_percenta
     saved = {
         "engine": render.engine, "device": scene.cycles.device,
         "filepath": render.filepath, "resolution_percentage": render.resolution_percentage,
-        "frame_step": scene.frame_step, "media_type": image_settings.media_type,
-        "file_format": image_settings.file_format, "color_mode": image_settings.color_mode,
+        "frame_step": scene.frame_step, "output_format": compat.output_format(image_settings),
+        "color_mode": image_settings.color_mode,
         "samples": scene.cycles.samples,
         "ffmpeg": (render.ffmpeg.format, render.ffmpeg.codec, render.ffmpeg.constant_rate_factor),
         "film_transparent": render.film_transparent,
@@ -178,8 +171,7 @@ def render_preview(scene: bpy.types.Scene, output_base: str, resolution_percenta
         if render.engine == 'CYCLES':
             scene.cycles.samples = samples
         if use_video:
-            image_settings.media_type = 'VIDEO'
-            image_settings.file_format = 'FFMPEG'
+            compat.set_output_format(image_settings, 'FFMPEG')
             render.ffmpeg.format = 'MPEG4'
             render.ffmpeg.codec = 'H264'
             render.ffmpeg.constant_rate_factor = 'HIGH'
@@ -188,8 +180,7 @@ def render_preview(scene: bpy.types.Scene, output_base: str, resolution_percenta
             render.filepath = output_base + ".mp4"
             render.use_file_extension = False
         else:
-            image_settings.media_type = 'IMAGE'
-            image_settings.file_format = 'PNG'
+            compat.set_output_format(image_settings, 'PNG')
             image_settings.color_mode = 'RGBA'
             render.filepath = output_base + "_####"
             render.use_file_extension = True
@@ -203,8 +194,8 @@ def render_preview(scene: bpy.types.Scene, output_base: str, resolution_percenta
         render.filepath = saved["filepath"]
         render.resolution_percentage = saved["resolution_percentage"]
         scene.frame_step = saved["frame_step"]
-        image_settings.media_type = saved["media_type"]
-        image_settings.file_format = saved["file_format"]
+        media_type, file_format = saved["output_format"]
+        compat.set_output_format(image_settings, file_format, media_type)
         image_settings.color_mode = saved["color_mode"]
         scene.cycles.samples = saved["samples"]
         render.engine, scene.cycles.device = saved["engine"], saved["device"]

@@ -22,6 +22,7 @@ from mathutils import Matrix
 from ..core import layout, motion
 from ..core.images import dilate_transparent, encode_png_rgba
 from ..core.jobs import write_bytes_atomic
+from . import compat
 
 HSV_NODE = "Strata HSV"
 OPACITY_NODE = "Strata Opacity"
@@ -58,14 +59,10 @@ def stack_camera(root, scene=None):
 def rest_lens_mm(camera, scene):
     """The focal length of the rest pose: an animated lens (a Strata camera move) is read at the first frame,
     which is the rest pose, so planes re-laid-out while scrubbing the move still fit the rest camera."""
-    anim = camera.data.animation_data
-    if anim is not None and anim.action is not None and scene is not None:
-        from bpy_extras import anim_utils
-
-        channelbag = anim_utils.action_get_channelbag_for_slot(anim.action, anim.action_slot)
-        fcurve = channelbag.fcurves.find("lens") if channelbag is not None else None
-        if fcurve is not None:
-            return float(fcurve.evaluate(scene.frame_start))
+    fcurves = compat.action_fcurves(camera.data) if scene is not None else None
+    fcurve = fcurves.find("lens") if fcurves is not None else None
+    if fcurve is not None:
+        return float(fcurve.evaluate(scene.frame_start))
     return float(camera.data.lens)
 
 

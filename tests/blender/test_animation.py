@@ -47,6 +47,13 @@ def write_sample_layers(folder: Path, kind="flat", width_px=WIDTH_PX, height_px=
     return [str(folder / f"layer_{i:02d}.png") for i in range(len(names))], names
 
 
+def compat():
+    """The add-on's Blender 4.2-5.0 differences (media type, EEVEE's engine id)."""
+    from blender_addon.scene import compat
+
+    return compat
+
+
 def read_png(path) -> np.ndarray:
     """H×W×4 float in [0, 1], top row first, as stored (no colour management)."""
     image = bpy.data.images.load(str(path), check_existing=False)
@@ -64,8 +71,7 @@ def render_frame(scene, path, frame):
     scene.cycles.samples = 4
     scene.cycles.device = 'CPU'
     scene.render.film_transparent = True
-    scene.render.image_settings.media_type = 'IMAGE'
-    scene.render.image_settings.file_format = 'PNG'
+    compat().set_output_format(scene.render.image_settings, 'PNG')
     scene.render.image_settings.color_mode = 'RGBA'
     scene.render.filepath = str(path)
     bpy.ops.render.render(write_still=True)
@@ -253,7 +259,7 @@ def test_impossible_move_is_refused_with_the_reason(stack):
 
 def test_preview_writes_a_video_or_frames(stack, tmp_path):
     scene = bpy.context.scene
-    scene.render.engine = 'BLENDER_EEVEE'  # the preview uses Cycles anyway: EEVEE on a CPU takes ~1 min a frame
+    scene.render.engine = compat().eevee_engine_id()  # the preview uses Cycles anyway: EEVEE on a CPU takes ~1 min a frame
     bpy.ops.strata.animate_camera(preset='PEDESTAL_UP', duration_frames=4)
     base = tmp_path / "preview"
     assert bpy.ops.strata.render_preview(filepath=str(base), resolution_percentage=50, samples=2) == {'FINISHED'}
@@ -265,7 +271,7 @@ def test_preview_writes_a_video_or_frames(stack, tmp_path):
         assert len(list(tmp_path.glob("preview_*.png"))) == 5
     # The scene's own render settings are back.
     assert scene.render.resolution_percentage == 100
-    assert scene.render.engine == 'BLENDER_EEVEE'
+    assert scene.render.engine == compat().eevee_engine_id()
     assert scene.render.image_settings.file_format == 'PNG'
 
 

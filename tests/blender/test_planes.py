@@ -102,10 +102,10 @@ EEVEE_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, repo)
     import bpy, addon_utils
     addon_utils.enable("blender_addon", default_set=True, handle_error=None)
-    from blender_addon.scene import planes
+    from blender_addon.scene import compat, planes
     scene = bpy.context.scene
     planes.build_stack(bpy.context, paths, [f"L{i}" for i in range(len(paths))], "local", "", "eevee")
-    scene.render.engine = 'BLENDER_EEVEE'
+    scene.render.engine = compat.eevee_engine_id()
     scene.eevee.taa_render_samples = 4
     scene.render.dither_intensity = 0.0
     scene.render.filepath = out

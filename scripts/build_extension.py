@@ -44,14 +44,14 @@ def run(cli: Path, *args: str) -> str:
     return result.stdout
 
 
-def build(output_dir: Path, cli: Path) -> Path:
-    manifest = tomllib.loads((SOURCE_DIR / "blender_manifest.toml").read_text(encoding="utf-8"))
+def build(output_dir: Path, cli: Path, source_dir: Path = SOURCE_DIR) -> Path:
+    manifest = tomllib.loads((source_dir / "blender_manifest.toml").read_text(encoding="utf-8"))
     output_dir.mkdir(parents=True, exist_ok=True)
     zip_path = output_dir / f"{manifest['id']}-{manifest['version']}.zip"
     # 1. Validate the source folder (manifest fields, permissions, tags)
-    print(run(cli, "validate", str(SOURCE_DIR)).strip())
-    # 2. Build the zip (paths_exclude_pattern in the manifest keeps __pycache__ out)
-    print(run(cli, "build", "--source-dir", str(SOURCE_DIR), "--output-filepath", str(zip_path)).strip())
+    print(run(cli, "validate", str(source_dir)).strip())
+    # 2. Build the zip (paths_exclude_pattern in the manifest keeps caches, dotfiles and tests out)
+    print(run(cli, "build", "--source-dir", str(source_dir), "--output-filepath", str(zip_path)).strip())
     # 3. Validate the built zip itself, as Blender does before installing it
     print(run(cli, "validate", str(zip_path)).strip())
     return zip_path
@@ -61,9 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output-dir", type=Path, default=ROOT / "dist", help="where the zip goes (default dist/)")
     parser.add_argument("--blender-ext", type=Path, help="path of bl_pkg/cli/blender_ext.py (default: from bpy)")
+    parser.add_argument("--source-dir", type=Path, default=SOURCE_DIR, help="the add-on folder (default blender_addon/)")
     args = parser.parse_args(argv)
     cli = args.blender_ext or find_blender_ext()
-    zip_path = build(args.output_dir, cli)
+    zip_path = build(args.output_dir, cli, args.source_dir)
     print(zip_path)
     return 0
 

@@ -1,8 +1,10 @@
 """The built extension zip installs into a user repository, enables as ``bl_ext.user_default.strata`` and works."""
 
+import shutil
 import subprocess
 import sys
 import time
+import zipfile
 
 import pytest
 
@@ -14,13 +16,32 @@ from conftest import ADDON, REPO, configure_local_server, prefs, reset_scene
 EXTENSION = "bl_ext.user_default.strata"
 
 
-@pytest.fixture
-def extension_zip(tmp_path):
+def build_zip(output_dir, *args):
     result = subprocess.run([sys.executable, str(REPO / "scripts" / "build_extension.py"), "--output-dir",
-                             str(tmp_path)], capture_output=True, text=True, timeout=120)
+                             str(output_dir), *args], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Success parsing TOML" in result.stdout  # `extension validate` ran on the source and on the zip
     return result.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture
+def extension_zip(tmp_path):
+    return build_zip(tmp_path)
+
+
+def test_zip_ships_the_sources_only(tmp_path):
+    """Caches, dotfiles, tests and old builds lying in the add-on folder stay out of the zip; every module is in."""
+    source = tmp_path / "strata"
+    shutil.copytree(REPO / "blender_addon", source, ignore=shutil.ignore_patterns("__pycache__"))
+    sources = sorted(str(path.relative_to(source)) for path in source.rglob("*") if path.is_file())
+    junk = ["__pycache__/operators.cpython-311.pyc", "core/__pycache__/client.cpython-311.pyc", "stray.pyc",
+            ".DS_Store", ".pytest_cache/v/cache/lastfailed", "tests/test_local.py", "strata-0.0.9.zip"]
+    for name in junk:
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_bytes(b"junk")
+    zip_path = build_zip(tmp_path / "dist", "--source-dir", str(source))
+    assert sorted(zipfile.ZipFile(zip_path).namelist()) == sources
+    assert "blender_manifest.toml" in sources and "core/client.py" in sources
 
 
 @pytest.fixture

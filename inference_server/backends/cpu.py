@@ -9,17 +9,23 @@ How it works, in the order of ``CpuDecomposer.decompose``:
    a smooth gradient each stay one region; the anti-aliased seams between them are "edge" pixels. Each region
    gets a quadratic colour model; regions it explains well are "flat" (graphics), the rest texture (photos).
    Regions the model does not explain are split again with a stricter step and a trimmed fit, so a feathered
-   cut-out does not melt into the flat background around it.
+   cut-out does not melt into the flat background around it. The short runs that make up a thin slanted line
+   are chained into one region when they chain up into something long.
 3. Text. rapidocr's PP-OCR detector (weights ship inside the wheel) finds words; the dominant colour among the
-   regions inside a word box is its letters, which form a text element named after what it reads.
+   regions inside a word box is its letters, which form a text element named after what it reads. Single
+   "characters" are ignored: they are mostly shapes read as glyphs (a star as '★').
 4. Elements. The background is the biggest flat region touching the border (plus the regions its colour model
    explains: a gradient cut in two by a shape, the counters of letters), or the texture when there is no such
-   region (a photo). Other flat regions are grouped by colour (per word); textured blobs on a flat background
-   are "Image" elements. Two flat elements whose colours differ exactly as what lies under them differs are one
+   region (a photo). Other flat regions are grouped by colour (per word), or by a gradient's colour model
+   (a gradient-filled shape cut by a line); textured blobs on a flat background are "Image" elements. Pieces of
+   one colour with background between them, or on both sides of another element in depth, are split into
+   separate elements; words of one colour next to each other (and glyph-like shapes of their colour: words
+   the detector missed) are one phrase. Two flat elements whose colours differ exactly as what lies under them differs are one
    translucent sheet (colour and opacity solved). A photo with room left in the budget gets a "Subject" layer
    (colour contrast to the border with a centre prior, then grabCut).
 5. Order. Element B is above A when B sits inside A's convex hulls more than A sits inside B's: an occluded
    shape has a bite taken out of it. Elements are peeled in levels (unoccluded first), text to the front.
+   Glyphs and strokes (rings, outlines: thin and hollow) use their own mask, not their hulls.
 6. Layer count. Adjacent elements in depth order are merged (exactly, by compositing) until the requested
    count is met, disjoint pairs of one depth first; an image with fewer elements returns fewer layers and
    says so in ``LayerStack.notes``.
@@ -50,10 +56,13 @@ EDGE_STEP = 10.0  # colour step (0–255, max over channels) between neighbours 
 EDGE_STEP_STRICT = 4.0  # the same, for regions that turned out not to be flat (soft transitions)
 FLAT_RESIDUAL = 6.0  # RMS error (0–255) of the quadratic colour model below which a region counts as flat
 SAME_COLOR = 28.0  # Euclidean RGB distance under which two flat regions are one element's colour
+STROKE_THICKNESS = 0.1  # rings and outlines: thinner than this share of their hull's size (sqrt of its area)
+BACKGROUND_GAP = 0.35  # same-colour pieces with more background than this between them are separate shapes
 BAND_PX = 3  # width of the soft-edge band around an element's regions
 MIN_REGION_FRACTION = 0.0002  # regions smaller than this part of the image are edge/noise pixels
 MIN_ELEMENT_FRACTION = 0.001  # elements smaller than this stay in the background
 MIN_ELEMENT_FRACTION_ON_PHOTO = 0.004
+LONG_ELEMENT = 0.25  # ... unless (on a flat background) they span this share of the image: rules, lines
 ELEMENT_RESIDUAL = 4.0  # flat elements (not the background) must be flatter than this (0–255 RMS)
 PHOTO_ELEMENT_RESIDUAL = 1.0  # the same on a photo background, whose smooth patches measure 0.5–3
 MIN_IMAGE_FRACTION = 0.005  # textured blobs on a flat background at least this big become "Image" elements
@@ -171,6 +180,8 @@ class CpuDecomposer:
         begin("elements")
         background, elements = _build_elements(rgb, regions, words)
         elements = _find_translucent(rgb, background, elements)
+        elements = _split_depths(background, elements)
+        elements = _merge_phrases(elements)
         if not background.regions and len(elements) < requested - 1:
             # A photo with room left in the layer budget: split off its main subject.
             subject = _find_subject(rgb, background, elements)
@@ -261,6 +272,10 @@ class CpuDecomposer:
         for box, text, score in result or []:
             if float(score) < 0.5:
                 continue
+            # One "character" is most often a shape read as a glyph (a star as '★', a bitten disc as 'D');
+            # a real single letter still comes back as its own layer, as a shape.
+            if sum(ch.isalnum() for ch in str(text)) < 2:
+                continue
             words.append((np.asarray(box, np.float64) / scale, str(text).strip()))
         return words
 
@@ -332,8 +347,34 @@ def _smooth_labels(rgb: np.ndarray, step: float) -> tuple[int, np.ndarray]:
     return count, labels
 
 
+def _join_thin_runs(count: int, labels: np.ndarray) -> tuple[int, np.ndarray]:
+    """The core of a thin slanted line (a rule, a stroke) is a staircase of short runs, each too small to be a
+    region, that touch only at corners. Runs that chain up diagonally into something long become one region.
+    (Only long chains: 8-connecting everything would turn the dark and bright specks of photos into regions.)"""
+    import cv2
+
+    height_px, width_px = labels.shape
+    min_area = max(6, int(MIN_REGION_FRACTION * height_px * width_px))
+    small = np.bincount(labels.ravel(), minlength=count) < min_area
+    small[0] = False
+    runs = small[labels]
+    if not runs.any():
+        return count, labels
+    chains, chain_labels, stats, _ = cv2.connectedComponentsWithStats(runs.astype(np.uint8), connectivity=8)
+    long_px = LONG_ELEMENT * max(height_px, width_px)
+    keep = np.zeros(chains, bool)
+    keep[1:] = ((np.maximum(stats[1:, cv2.CC_STAT_WIDTH], stats[1:, cv2.CC_STAT_HEIGHT]) >= long_px)
+                & (stats[1:, cv2.CC_STAT_AREA] >= min_area))
+    if not keep.any():
+        return count, labels
+    labels = labels.copy()
+    joined = keep[chain_labels]
+    labels[joined] = count + chain_labels[joined]
+    return count + chains, labels
+
+
 def _find_regions(rgb: np.ndarray) -> _Regions:
-    regions = _region_stats(rgb, *_smooth_labels(rgb, EDGE_STEP))
+    regions = _region_stats(rgb, *_join_thin_runs(*_smooth_labels(rgb, EDGE_STEP)))
     # A region that the colour model does not explain was joined through a soft transition (a feathered photo
     # cut-out melting into a flat background): split those again with a stricter step.
     loose = ~regions.flat[regions.labels] & (regions.labels > 0)
@@ -520,14 +561,29 @@ def _build_elements(rgb: np.ndarray, regions: _Regions, words) -> tuple[_Element
     for pixels in word_pixels.values():
         all_word_pixels |= pixels
 
-    # Group the remaining flat regions by colour (and word).
+    # Group the remaining flat regions by colour (and word), or by a gradient's colour model: a gradient-filled
+    # shape cut apart by a line over it continues on the other side in another colour, as the background does.
+    from scipy import ndimage
+
+    region_boxes = ndimage.find_objects(labels)
+
+    def continues_gradient(lead: int, k: int) -> bool:
+        (lead_rows, lead_cols), (rows, cols) = region_boxes[lead - 1], region_boxes[k - 1]
+        reach_px = 0.05 * max(height_px, width_px)
+        if (cols.start > lead_cols.stop + reach_px or lead_cols.start > cols.stop + reach_px
+                or rows.start > lead_rows.stop + reach_px or lead_rows.start > rows.stop + reach_px):
+            return False  # far away: a model extrapolated that far says nothing
+        predicted = regions.features_mean[k] @ regions.coefs[lead]
+        return bool(np.linalg.norm(predicted - regions.means[k]) < SAME_COLOR * 0.5)
+
     groups: list[dict] = []
     for k in sorted(candidates, key=lambda k: -regions.areas[k]):
         if k in bg_regions or regions.residuals[k] > element_residual:
             continue
         word = word_of_region.get(k)
         for group in groups:
-            if group["word"] == word and np.linalg.norm(group["color"] - regions.means[k]) < SAME_COLOR:
+            if group["word"] == word and (np.linalg.norm(group["color"] - regions.means[k]) < SAME_COLOR
+                                          or continues_gradient(group["regions"][0], k)):
                 group["regions"].append(k)
                 break
         else:
@@ -546,7 +602,8 @@ def _build_elements(rgb: np.ndarray, regions: _Regions, words) -> tuple[_Element
             mask = lookup[labels] | word_pixels[group["word"]]
         # On a photo, flat-looking patches of the photo itself (highlights, shadows) must be bigger to count.
         min_fraction = MIN_ELEMENT_FRACTION if bg_region is not None else MIN_ELEMENT_FRACTION_ON_PHOTO
-        if mask.sum() < min_fraction * total and group["word"] is None:
+        if mask.sum() < min_fraction * total and group["word"] is None and not (
+                bg_region is not None and _is_long(mask, LONG_ELEMENT * max(height_px, width_px))):
             continue
         areas = regions.areas[group["regions"]]
         color = (regions.means[group["regions"]] * areas[:, None]).sum(axis=0) / areas.sum()
@@ -583,14 +640,181 @@ def _build_elements(rgb: np.ndarray, regions: _Regions, words) -> tuple[_Element
     if len(elements) > MAX_ELEMENTS:
         elements = elements[:MAX_ELEMENTS]
     for element in elements:
-        # Glyphs are not convex: their hulls would claim their own counters (and whatever shows through them)
-        # as occluded parts. Text and many-piece elements (words the detector missed) keep their own mask.
-        # (A shape cut up by letters above it has one dominant piece; a word has many similar ones.)
-        element.pieces, largest_share = _pieces(element.mask)
-        glyph_like = element.kind == "text" or (element.pieces >= 3 and largest_share < 0.6)
-        element.glyph_like = glyph_like
-        element.hull = element.mask if glyph_like else _hull_mask(element.mask)
+        _set_hull(element)
     return background, elements
+
+
+def _set_hull(element: _Element) -> None:
+    """The element's pieces, whether it looks like glyphs, and the hull its occlusion and completion use."""
+    # Glyphs are not convex: their hulls would claim their own counters (and whatever shows through them)
+    # as occluded parts. Text and many-piece elements (words the detector missed) keep their own mask.
+    # (A shape cut up by letters above it has one dominant piece; a word has many similar ones.)
+    element.pieces, largest_share = _pieces(element.mask)
+    glyph_like = element.kind == "text" or (element.pieces >= 3 and largest_share < 0.6)
+    element.glyph_like = glyph_like
+    # Rings, outlines and arcs are thin all along: their hull would claim the whole inside (and everything
+    # drawn there) as occluded parts of them, and completion would fill it in. They keep their own mask too.
+    element.hull = element.mask if glyph_like or _is_stroke(element.mask) else _hull_mask(element.mask)
+
+
+def _is_long(mask: np.ndarray, length_px: float) -> bool:
+    """Whether the mask spans at least ``length_px`` along x or y (a thin rule is small in area, not in size)."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return rows.size > 0 and max(rows[-1] - rows[0], cols[-1] - cols[0]) >= length_px
+
+
+def _is_stroke(mask: np.ndarray) -> bool:
+    """Thin everywhere (thickness under STROKE_THICKNESS of the hull's size) and hollow (half its hull or less)."""
+    import cv2
+
+    if not mask.any():
+        return False
+    crop = mask[_bbox_slices(mask, 1)].astype(np.uint8)
+    thickness_px = 2.0 * float(cv2.distanceTransform(crop, cv2.DIST_L2, 3).max())
+    hull = _hull_mask(crop.astype(bool))
+    hull_area = float(hull.sum())
+    return thickness_px < STROKE_THICKNESS * np.sqrt(hull_area) and crop.sum() < 0.5 * hull_area
+
+
+def _joint_hull(mask: np.ndarray) -> np.ndarray:
+    """The one convex hull around all of the mask's pixels."""
+    import cv2
+
+    points = cv2.findNonZero(mask.astype(np.uint8))
+    hull = np.zeros(mask.shape, np.uint8)
+    if points is not None:
+        cv2.fillPoly(hull, [cv2.convexHull(points)], 1)
+    return hull.astype(bool) | mask
+
+
+def _split_depths(background: _Element, elements: list[_Element]) -> list[_Element]:
+    """Split a flat element whose same-coloured pieces lie at different depths into one element per depth.
+
+    Regions are grouped by colour, so two red shapes with a blue one between them (one under it, one over it)
+    arrive as one element, and one layer would hold both. Pieces stay together when they can be one shape seen
+    around an occluder: no other element is above one piece and below the other, and little of the gap their
+    joint hull spans (beyond their own hulls) is background (the rest is other elements and their soft edges).
+    Glyph-like elements (a word's letters) are split by the depth test only.
+    """
+    if len(elements) < 2:
+        return elements
+    import cv2
+
+    size = elements[0].mask.size
+    tolerance = max(4.0, 1e-5 * size)  # as in _order_elements: a few pixels of hull overlap are anti-aliasing
+    result: list[_Element] = []
+    for element in elements:
+        if element.kind != "shape" or element.opacity < 1.0 or element.pieces < 2:
+            result.append(element)
+            continue
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(element.mask.astype(np.uint8), connectivity=8)
+        big = [k for k in range(1, count) if stats[k, cv2.CC_STAT_AREA] >= MIN_ELEMENT_FRACTION * size]
+        if len(big) < 2:
+            result.append(element)
+            continue
+        others = [e for e in elements if e is not element]
+        pieces = [labels == k for k in big]
+        hulls = [_hull_mask(piece) for piece in pieces]
+        # relation[i][o]: +1 element o is above piece i, −1 piece i is above o, 0 they do not overlap.
+        relation = []
+        for piece, hull in zip(pieces, hulls):
+            row = []
+            for other in others:
+                other_in_piece = float((hull & other.mask).sum())
+                piece_in_other = float((other.hull & piece).sum())
+                row.append(1 if other_in_piece - piece_in_other > tolerance
+                           else -1 if piece_in_other - other_in_piece > tolerance else 0)
+            relation.append(row)
+        parent = list(range(len(pieces)))
+
+        def root(i: int) -> int:
+            while parent[i] != i:
+                i = parent[i]
+            return i
+
+        # Candidate joins, least background in the gap first; a join must keep the whole group consistent
+        # (pieces joined through a third one must not lie on both sides of some element either).
+        joins = []
+        for i in range(len(pieces)):
+            for j in range(i + 1, len(pieces)):
+                gap = _joint_hull(pieces[i] | pieces[j]) & ~hulls[i] & ~hulls[j]
+                gap_px = float(gap.sum())
+                share = float((gap & background.mask).sum()) / gap_px if gap_px > tolerance else 0.0
+                # Background between them: two shapes, not one cut apart. (Glyph-like elements, letters of a
+                # word the detector missed, have background between every letter: only depth splits them.)
+                if share <= BACKGROUND_GAP or element.glyph_like:
+                    joins.append((share, i, j))
+        group_relation = {i: np.asarray(relation[i]) for i in range(len(pieces))}
+        for _, i, j in sorted(joins):
+            ri, rj = root(i), root(j)
+            if ri == rj or (group_relation[ri] * group_relation[rj] < 0).any():
+                continue  # something lies between them in depth
+            parent[rj] = ri
+            group_relation[ri] = np.where(group_relation[ri] != 0, group_relation[ri], group_relation[rj])
+        roots = sorted({root(i) for i in range(len(pieces))})
+        if len(roots) == 1:
+            result.append(element)
+            continue
+        # Crumbs too small to be pieces of their own go with the biggest piece.
+        masks = {r: np.zeros(element.mask.shape, bool) for r in roots}
+        for i, piece in enumerate(pieces):
+            masks[root(i)] |= piece
+        biggest = max(roots, key=lambda r: masks[r].sum())
+        masks[biggest] |= element.mask & ~np.logical_or.reduce([masks[r] for r in roots])
+        for r in roots:
+            part = _Element("shape", masks[r], element.color_rgb)
+            _set_hull(part)
+            result.append(part)
+    return result
+
+
+def _merge_phrases(elements: list[_Element]) -> list[_Element]:
+    """Words of one colour next to each other are one text element (a phrase), as a designer would set it.
+
+    The detector boxes words and lines, not phrases: a line it split in two (a rotated line, a line crossing
+    another text) would otherwise come back as one layer per word, and a word it missed (crossed by another
+    text) as glyph-like shapes of the same colour next to it.
+    """
+
+    def wordlike(element: _Element) -> bool:
+        return element.kind == "text" or (element.kind == "shape" and element.glyph_like)
+
+    texts = [e for e in elements if wordlike(e)]
+    if len(texts) < 2 or not any(e.kind == "text" for e in texts):
+        return elements
+    boxes = {}
+    for element in texts:
+        rows, cols = _bbox_slices(element.mask, 0)
+        boxes[id(element)] = (cols.start, rows.start, cols.stop, rows.stop)
+    merged = list(elements)
+    changed = True
+    while changed:
+        changed = False
+        texts = [e for e in merged if wordlike(e)]
+        for first in texts:
+            for second in texts:
+                if first is second or "text" not in (first.kind, second.kind):
+                    continue
+                if np.linalg.norm(first.color_rgb - second.color_rgb) >= SAME_COLOR:
+                    continue
+                a, b = boxes[id(first)], boxes[id(second)]
+                reach_px = 0.6 * min(a[3] - a[1], b[3] - b[1])  # about a word space at that size
+                if (a[0] - reach_px > b[2] or b[0] - reach_px > a[2]
+                        or a[1] - reach_px > b[3] or b[1] - reach_px > a[3]):
+                    continue
+                left, right = (first, second) if a[0] <= b[0] else (second, first)
+                phrase = _Element("text", first.mask | second.mask,
+                                  (first.color_rgb * first.area + second.color_rgb * second.area)
+                                  / max(first.area + second.area, 1),
+                                  " ".join(t for t in (left.text, right.text) if t))
+                _set_hull(phrase)
+                boxes[id(phrase)] = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+                merged = [e for e in merged if e is not first and e is not second] + [phrase]
+                changed = True
+                break
+            if changed:
+                break
+    return merged
 
 
 def _find_subject(rgb: np.ndarray, background: _Element, elements: list[_Element]) -> _Element | None:

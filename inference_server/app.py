@@ -113,7 +113,7 @@ def _errors(*codes: int) -> dict[int, dict[str, Any]]:
     reasons = {
         400: "bad parameter or image", 401: "missing or wrong bearer token", 403: "foreign Origin or Host",
         404: "no such job or layer", 409: "the job is not in a state that allows this", 413: "upload or image too large",
-        429: "queue full", 503: "model unavailable",
+        429: "queue full", 503: "model unavailable", 507: "the data folder cannot be written (disk full?)",
     }
     # 401/403/413 and the general 400 come from GuardMiddleware and are added to every operation by _declare_security.
     return {code: {"model": ErrorBody, "description": reasons[code]} for code in codes}
@@ -300,14 +300,15 @@ def create_app(settings: Settings) -> FastAPI:
             headers["Allow"] = ", ".join(sorted(allowed))
         return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code, headers=headers)
 
-    @app.post("/v1/jobs", status_code=202, response_model=JobCreated, responses=_errors(400, 404, 413, 429, 503),
+    @app.post("/v1/jobs", status_code=202, response_model=JobCreated, responses=_errors(400, 404, 413, 429, 503, 507),
               summary="Submit a decomposition job", openapi_extra=_JOB_BODY)
     async def submit_job(request: Request):
         form = await read_form(request, max_files=4, max_fields=8)
         try:
             unknown = sorted(set(form.keys()) - {"image", "params"})
             if unknown:
-                raise InvalidInput(f"unknown form field(s): {', '.join(unknown)}; send 'image' (file) and 'params' (JSON)")
+                raise InvalidInput(f"unknown form field(s): {', '.join(unknown)}; send 'image' (file) and "
+                                   f"'params' (JSON)")
             image, params = form.get("image"), form.get("params")
             if image is not None and not isinstance(image, UploadFile):
                 raise InvalidInput("'image' arrived as a text field; send the picture as a file part (with a filename, "

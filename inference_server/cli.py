@@ -163,8 +163,8 @@ def run_decompose(args: argparse.Namespace) -> int:
     for note in stack.notes:
         print(f"note: {note}", file=sys.stderr)
     count = len(stack.layers)
-    print(f"wrote {count} layer{'' if count == 1 else 's'} ({stack.width_px}×{stack.height_px} px, backend {stack.backend}) "
-          f"to {args.output}")
+    print(f"wrote {count} layer{'' if count == 1 else 's'} ({stack.width_px}×{stack.height_px} px, "
+          f"backend {stack.backend}) to {args.output}")
     return 0
 
 

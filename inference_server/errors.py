@@ -48,3 +48,9 @@ class OutOfMemory(StrataError):
     """The accelerator ran out of memory; the message suggests a lighter preset."""
 
     http_status = 507
+
+
+class StorageFailed(StrataError):
+    """The data folder cannot be written (disk full, removed, read-only); the message names the folder."""
+
+    http_status = 507

@@ -15,6 +15,7 @@ import json
 import multiprocessing
 import re
 import shutil
+import sys
 import threading
 import time
 import uuid
@@ -25,7 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import Busy, InvalidInput, ModelUnavailable, NotFound, QueueFull
+from .errors import Busy, InvalidInput, ModelUnavailable, NotFound, QueueFull, StorageFailed
 from .layers import MANIFEST_NAME, layer_file_name, write_bytes_atomic, write_png_atomic
 from .params import DecomposeParams
 from .worker import backend_mismatch, worker_main
@@ -187,11 +188,16 @@ class JobManager:
 
         job_id = uuid.uuid4().hex
         folder = self.jobs_dir / job_id
-        folder.mkdir(parents=True)
-        if image_rgba is not None:
-            # Outside the lock: encoding a large PNG takes a while and status requests must not wait for it.
-            input_path = folder / INPUT_NAME
-            write_png_atomic(input_path, np.asarray(image_rgba, dtype=np.uint8))
+        try:
+            folder.mkdir(parents=True)
+            if image_rgba is not None:
+                # Outside the lock: encoding a large PNG takes a while and status requests must not wait for it.
+                input_path = folder / INPUT_NAME
+                write_png_atomic(input_path, np.asarray(image_rgba, dtype=np.uint8))
+        except OSError as exc:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise StorageFailed(f"could not store the job in {self.jobs_dir} ({exc.strerror or exc}); free disk space "
+                                f"or check the server's --data-dir, then retry") from None
         record = {
             "id": job_id,
             "status": "queued",
@@ -324,8 +330,13 @@ class JobManager:
         return path, {"job": parent_job, "layer": parent_layer}
 
     def _write_record(self, record: dict[str, Any]) -> None:
-        write_bytes_atomic(self.jobs_dir / record["id"] / JOB_RECORD_NAME,
-                           json.dumps(record, indent=2).encode("utf-8"))
+        path = self.jobs_dir / record["id"] / JOB_RECORD_NAME
+        try:
+            write_bytes_atomic(path, json.dumps(record, indent=2).encode("utf-8"))
+        except OSError as exc:
+            # Disk full or the folder gone: the record stays served from memory; the dispatcher (which calls this)
+            # must not die with it, or no job would ever run again.
+            print(f"strata: could not write {path}: {exc}", file=sys.stderr, flush=True)
 
     def _finish(self, record: dict[str, Any], status: str, error: str | None, layers: int | None = None) -> None:
         record.update(status=status, error=error, finished_at=time.time())

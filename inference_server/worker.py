@@ -186,7 +186,12 @@ def _run_job(backend, message: dict, conn, cancel, faults: _Faults, parent_pid: 
         # 3. Save: layers, preview, then the manifest last.
         stack.parent = message.get("parent")
         stack.notes = list(message.get("notes", [])) + notes + list(stack.notes)
-        stack.save(message["folder"], extra_manifest={"job": job_id})
+        try:
+            stack.save(message["folder"], extra_manifest={"job": job_id})
+        except OSError as exc:  # disk full, folder removed or read-only: not the backend's fault
+            return {"type": "done", "job": job_id, "status": "failed",
+                    "error": f"could not write the job's files to {message['folder']} ({exc.strerror or exc}); free "
+                             f"disk space or check the data folder, then submit the job again"}
         return {"type": "done", "job": job_id, "status": "succeeded", "layers": len(stack.layers), "notes": stack.notes}
     except JobCanceled:
         return {"type": "done", "job": job_id, "status": "canceled", "error": None}

@@ -261,3 +261,18 @@ def test_job_status_carries_the_backends_notes(client):
     record = wait_client(client, job_id)
     assert record["status"] == "succeeded" and record["layers"] < 3
     assert any("fewer than the 3 requested" in note for note in record["notes"])
+
+
+def test_data_folder_that_cannot_be_written_is_507_and_the_server_recovers(tmp_path):
+    # Disk full or the data folder moved away: the upload is refused saying where and what to do; nothing half-made.
+    with make_client(tmp_path) as local:
+        jobs = tmp_path / "jobs"
+        jobs.rename(tmp_path / "jobs-away")
+        jobs.write_text("a file where the jobs folder was")
+        response = _submit(local, _png(), {"layers": 2})
+        assert response.status_code == 507, response.text
+        assert "could not store the job" in response.json()["detail"] and "--data-dir" in response.json()["detail"]
+        jobs.unlink()
+        (tmp_path / "jobs-away").rename(jobs)
+        job_id = _submit(local, _png(), {"layers": 2}).json()["id"]
+        assert wait_client(local, job_id)["status"] == "succeeded"

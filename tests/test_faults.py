@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import time
 
@@ -232,3 +233,17 @@ def test_graceful_stop_records_unfinished_jobs_as_failed(start_server):
     for job_id in (running, queued):
         record = json.loads((server.data_dir / "jobs" / job_id / "job.json").read_text())
         assert record["status"] == "failed" and "shut down" in record["error"]
+
+
+def test_job_folder_that_cannot_be_written_fails_that_job_and_the_server_goes_on(slow_server):
+    # Disk full or a folder swapped away under the server: the job fails saying so, the dispatcher keeps serving.
+    server = slow_server
+    job_id = server.submit(_png(), layers=3)
+    _wait_running_step(server, job_id)
+    folder = server.data_dir / "jobs" / job_id
+    shutil.rmtree(folder)
+    folder.write_text("a file where the job folder was")
+    record = server.wait(job_id, timeout_s=20)
+    assert record["status"] == "failed"
+    assert "could not write the job's files" in record["error"], record["error"]
+    assert server.wait(server.submit(_png(), layers=2), timeout_s=60)["status"] == "succeeded"

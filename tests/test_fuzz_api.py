@@ -108,7 +108,8 @@ def valid_layout_bodies(draw, with_original: bool) -> dict:
 @st.composite
 def valid_job_bodies(draw) -> dict:
     params = draw(st.fixed_dictionaries({}, optional={
-        "layers": st.integers(0, 17), "seed": st.integers(0, 2**63 - 1), "resolution": st.sampled_from([640, 1024, 512]),
+        "layers": st.integers(0, 17), "seed": st.integers(0, 2**63 - 1),
+        "resolution": st.sampled_from([640, 1024, 512]),
         "backend": st.sampled_from(["auto", "cpu", "qwen"]), "preset": st.sampled_from(["exact", "fast", "turbo"]),
     }))
     # Jobs need 16 px a side; some drawn images are smaller on purpose.

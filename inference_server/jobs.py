@@ -361,7 +361,10 @@ class JobManager:
         except (OSError, ValueError):
             return
         manifest["children"] = parent["children"]
-        write_bytes_atomic(manifest_path, json.dumps(manifest, indent=2).encode("utf-8"))
+        try:
+            write_bytes_atomic(manifest_path, json.dumps(manifest, indent=2).encode("utf-8"))
+        except OSError as exc:  # as in _write_record: the job record still lists the child
+            print(f"strata: could not write {manifest_path}: {exc}", file=sys.stderr, flush=True)
 
     def _run(self) -> None:
         while not self._stopping:

@@ -7,7 +7,7 @@ import bpy
 from bpy.props import (BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty)
 from bpy.types import PropertyGroup
 
-from .scene import planes
+from .scene import compat, planes
 
 
 def _relayout(self, context):
@@ -32,7 +32,7 @@ def _poll_camera(self, obj):
 class StrataSceneSettings(PropertyGroup):
     # Input
     image_path: StringProperty(
-        name="Image File", subtype='FILE_PATH', options={'PATH_SUPPORTS_BLEND_RELATIVE'},
+        name="Image File", subtype='FILE_PATH', options=compat.blend_relative_path_options(),
         description="Image to decompose (used when no Blender image is picked)")
     image: PointerProperty(
         name="Blender Image", type=bpy.types.Image,
@@ -99,7 +99,7 @@ class StrataObjectSettings(PropertyGroup):
                        description="0.5 keeps the hue")
     saturation: FloatProperty(name="Saturation", default=1.0, min=0.0, max=2.0, update=_apply_look)
     value: FloatProperty(name="Value", default=1.0, min=0.0, max=2.0, update=_apply_look)
-    source_path: StringProperty(name="Source", subtype='FILE_PATH', options={'PATH_SUPPORTS_BLEND_RELATIVE'},
+    source_path: StringProperty(name="Source", subtype='FILE_PATH', options=compat.blend_relative_path_options(),
                                 description="The layer PNG on disk")
 
 

@@ -6,6 +6,8 @@ Checked with the PyPI bpy 4.5.15 and 5.0.1 modules, and Blender's API docs for 4
 - Output format: 5.0 added ``ImageFormatSettings.media_type`` ('IMAGE'/'VIDEO') and allows ``file_format='FFMPEG'``
   only with media type 'VIDEO'; before, 'FFMPEG' was just another file format.
 - EEVEE's engine id: 'BLENDER_EEVEE_NEXT' in 4.2-4.5, 'BLENDER_EEVEE' again in 5.0.
+- Path properties: the 'PATH_SUPPORTS_BLEND_RELATIVE' option is 4.5+; on 4.2 naming it fails the add-on's
+  registration (found by running the tests on bpy 4.2.23).
 """
 
 import bpy
@@ -38,3 +40,8 @@ def set_output_format(image_settings, file_format, media_type=None):
 def eevee_engine_id():
     """'BLENDER_EEVEE_NEXT' on Blender 4.2-4.5, 'BLENDER_EEVEE' on 5.0+."""
     return 'BLENDER_EEVEE' if bpy.app.version >= (5, 0, 0) else 'BLENDER_EEVEE_NEXT'
+
+
+def blend_relative_path_options():
+    """Options of a FILE_PATH property that may hold a //relative path: the 4.5+ flag that says so, else none."""
+    return {'PATH_SUPPORTS_BLEND_RELATIVE'} if bpy.app.version >= (4, 5, 0) else set()

@@ -198,3 +198,77 @@ def test_a_jpeg_compressed_poster_still_splits_into_its_layers(decomposer):
     assert [layer.name for layer in stack.layers][-1] == "Text 'NEW'"
     l1, iou = mean_levels([score_layers([layer.rgba for layer in stack.layers], truth)])[0]
     assert l1 <= 0.08 and iou >= 0.7
+
+
+def _top_layer_at(stack: LayerStack, y: int, x: int) -> int:
+    return max(k for k, layer in enumerate(stack.layers) if layer.rgba[y, x, 3] > 127)
+
+
+def _poster(width_px: int, height_px: int, layers: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    from inference_server.samples import flat_background
+
+    layers = [flat_background(width_px, height_px, (241, 236, 226))] + layers
+    return composite_over(layers), layers
+
+
+def test_two_same_colour_shapes_at_different_depths_come_back_as_separate_layers(decomposer):
+    from inference_server.samples import _layer
+    from inference_server.samples_heldout import _shape
+
+    red, navy, teal = (230, 57, 70), (29, 53, 87), (42, 157, 143)
+    composite, _ = _poster(384, 288, [
+        _layer(red, _shape(384, 288, "rect", (30, 40, 190, 180))),  # under the navy disc
+        _layer(navy, _shape(384, 288, "ellipse", (140, 90, 280, 230))),
+        _layer(red, _shape(384, 288, "rect", (240, 170, 350, 270))),  # over it
+        _layer(teal, _shape(384, 288, "ellipse", (40, 150, 160, 270), stroke_px=4)),  # a ring over the first
+    ])
+    stack = _decompose(decomposer, composite, 5)
+    assert _composite_error(stack, composite) <= 1.0
+    # The topmost layer that covers the inside of the lower red, the navy disc, the upper red:
+    lower_red, disc, upper_red = [_top_layer_at(stack, y, x) for y, x in [(100, 80), (160, 210), (220, 300)]]
+    assert lower_red < disc < upper_red, [layer.name for layer in stack.layers]
+
+
+def test_a_ring_over_a_shape_stays_a_ring_and_stays_on_top(decomposer):
+    from inference_server.samples import _layer
+    from inference_server.samples_heldout import _shape
+
+    composite, _ = _poster(384, 288, [
+        _layer((106, 76, 147), _shape(384, 288, "rect", (100, 60, 300, 200))),
+        _layer((42, 157, 143), _shape(384, 288, "ellipse", (50, 40, 170, 160), stroke_px=8)),
+    ])
+    stack = _decompose(decomposer, composite, 3)
+    assert len(stack.layers) == 3
+    ring = stack.layers[-1]
+    assert ring.name == "Teal shape", [layer.name for layer in stack.layers]
+    assert ring.rgba[100, 110, 3] == 0 and ring.rgba[100, 60, 3] == 0, "the inside of the ring is not filled"
+    assert ring.rgba[44, 110, 3] == 255, "the ring itself is on the top layer"
+    assert stack.layers[1].rgba[100, 110, 3] == 255, "the rectangle is whole under the ring"
+
+
+def test_a_thin_rule_and_a_gradient_shape_crossed_by_it_come_back_as_their_own_layers(decomposer):
+    from inference_server.samples import _layer
+    from inference_server.samples_heldout import _gradient_layer, _shape
+
+    gradient = _gradient_layer(_shape(768, 576, "rect", (200, 150, 500, 450)), (29, 53, 87), (106, 76, 147), 0.7)
+    # 4 px: thinner rules have no pixel off their anti-aliased edges and still stay in the background.
+    rule = _layer((233, 196, 106), _shape(768, 576, "line", (40, 280, 730, 320), stroke_px=4))
+    composite, truth = _poster(768, 576, [gradient, rule])
+    stack = _decompose(decomposer, composite, 3)
+    assert [layer.name for layer in stack.layers][1:] == ["Navy shape", "Yellow shape"]
+    assert _composite_error(stack, composite) <= 1.0
+    for found, expected in zip(stack.layers[1:], truth[1:]):
+        hard_found, hard_expected = found.rgba[..., 3] > 127, expected[..., 3] > 127
+        assert (hard_found & hard_expected).sum() / (hard_found | hard_expected).sum() > 0.8
+
+
+def test_a_phrase_crossed_by_other_text_comes_back_as_one_text_layer(decomposer):
+    from inference_server.samples_heldout import make_heldout_sample
+
+    sample = make_heldout_sample("typeset", 1024, 1024, seed=0)  # "Book now", rotated, crossing "Grand Opening"
+    stack = _decompose(decomposer, sample.composite, len(sample.layers))
+    truth = sample.layers[sample.names.index("Text 'Book now'")][..., 3] > 127
+    phrase = [layer for layer in stack.layers if layer.name.startswith("Text 'Book")]
+    assert len(phrase) == 1, [layer.name for layer in stack.layers]
+    # Both words in that one layer (the detector read only "Book": "now" crosses the other text).
+    assert (phrase[0].rgba[..., 3][truth] > 127).mean() > 0.9

@@ -360,15 +360,17 @@ def _join_thin_runs(count: int, labels: np.ndarray) -> tuple[int, np.ndarray]:
     runs = small[labels]
     if not runs.any():
         return count, labels
-    chains, chain_labels, stats, _ = cv2.connectedComponentsWithStats(runs.astype(np.uint8), connectivity=8)
+    # Runs a pixel apart chain up too: where the staircase steps, the runs need not touch even at corners.
+    bridged = cv2.dilate(runs.astype(np.uint8), np.ones((3, 3), np.uint8))
+    chains, chain_labels, stats, _ = cv2.connectedComponentsWithStats(bridged, connectivity=8)
     long_px = LONG_ELEMENT * max(height_px, width_px)
     keep = np.zeros(chains, bool)
-    keep[1:] = ((np.maximum(stats[1:, cv2.CC_STAT_WIDTH], stats[1:, cv2.CC_STAT_HEIGHT]) >= long_px)
-                & (stats[1:, cv2.CC_STAT_AREA] >= min_area))
+    keep[1:] = np.maximum(stats[1:, cv2.CC_STAT_WIDTH], stats[1:, cv2.CC_STAT_HEIGHT]) >= long_px
+    keep &= np.bincount(chain_labels[runs], minlength=chains) >= min_area
     if not keep.any():
         return count, labels
     labels = labels.copy()
-    joined = keep[chain_labels]
+    joined = runs & keep[chain_labels]
     labels[joined] = count + chain_labels[joined]
     return count + chains, labels
 

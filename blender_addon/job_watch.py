@@ -88,6 +88,14 @@ def notify(message, level='ERROR'):
         window_manager.popup_menu(draw, title="Strata", icon='ERROR' if level == 'ERROR' else 'INFO')
 
 
+def push_undo_step(message):
+    """Make what a finished job built one undo step of its own. The operator that started the job returned long
+    ago, and operators called from Python (as here, from a timer) push no undo step: without this, Ctrl+Z would
+    also undo the user's previous action and Redo could never bring the result back."""
+    if bpy.ops.ed.undo_push.poll():
+        bpy.ops.ed.undo_push(message=message)
+
+
 def tick():
     """Copy progress into the scene; on success build the result. → seconds to the next tick, or None when done."""
     global _active
@@ -111,6 +119,8 @@ def tick():
         except Exception as e:  # the layers are on disk; say what failed instead of leaving a half-built stack
             traceback.print_exc()
             snapshot.status, snapshot.error = "failed", f"building the stack failed: {e}"
+        else:
+            push_undo_step(f"Strata {watched.label}")
     _write_state(scene, snapshot)
     if snapshot.status == "failed":
         notify(snapshot.error)

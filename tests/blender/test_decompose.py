@@ -64,6 +64,7 @@ def _decompose(scene, image_path, layers):
 
 def test_decompose_builds_a_camera_exact_stack(scene, local_server, sample_png, tmp_path):
     bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "poster.blend"))  # layers then go to //strata/<job>/
+    bpy.ops.ed.undo_push(message="empty scene")
     settings = _decompose(scene, sample_png, 4)
     assert (settings.job_progress, settings.job_stage, settings.job_message) == (1.0, "done", "")
     planes = _planes()
@@ -99,6 +100,12 @@ def test_decompose_builds_a_camera_exact_stack(scene, local_server, sample_png, 
     psnr_db = _psnr_db(rendered, original)
     print(f"camera view vs input: PSNR {psnr_db:.1f} dB")
     assert psnr_db >= PSNR_MIN_DB
+
+    # The built stack is one undo step (made when the job finished, long after the operator returned).
+    assert bpy.ops.ed.undo() == {'FINISHED'}
+    assert not [obj for obj in bpy.data.objects if obj.strata.role == 'ROOT']
+    assert bpy.ops.ed.redo() == {'FINISHED'}
+    assert len([obj for obj in bpy.data.objects if obj.strata.role == 'LAYER']) == 4
 
 
 def test_spacing_change_keeps_every_plane_on_the_camera_frame(scene, local_server, sample_png):

@@ -194,6 +194,7 @@ def test_redecompose_layer_replaces_it_with_a_substack_that_renders_the_same(sce
     target = layers[1]
     target_name, depth_m, spacing_m = target.name, target.strata.depth_m, root.strata.depth_spacing_m
     operators_layers.set_active_layer(bpy.context, target)
+    bpy.ops.ed.undo_push(message="before re-decompose")
 
     assert bpy.ops.strata.redecompose_layer(layers=3) == {'FINISHED'}
     state = wait_for_job(120)
@@ -216,6 +217,14 @@ def test_redecompose_layer_replaces_it_with_a_substack_that_renders_the_same(sce
     assert client.status(subs[0].strata.job_id)["parent"] == {"job": root.strata.job_id, "layer": 1}
     after = render_frame(scene, tmp_path / "after.png", scene.frame_current)
     assert psnr_db(after, before) >= 35.0
+
+    # The replacement is one undo step: Ctrl+Z brings the layer back, Redo the sub-layers (by name: undo re-reads
+    # the data, old references are stale).
+    sub_names = [obj.name for obj in subs]
+    assert bpy.ops.ed.undo() == {'FINISHED'}
+    assert target_name in bpy.data.objects and not any(name in bpy.data.objects for name in sub_names)
+    assert bpy.ops.ed.redo() == {'FINISHED'}
+    assert target_name not in bpy.data.objects and all(name in bpy.data.objects for name in sub_names)
 
 
 def test_redecompose_uploads_the_layer_when_its_job_is_unknown(stack, wait_for_job):

@@ -403,6 +403,27 @@ def test_a_recursive_child_folder_exports_like_any_job(poster_stack, tmp_path):
     assert len(zipfile.ZipFile(io.BytesIO(archive_bytes(folder))).namelist()) == 2 + 3
 
 
+def test_zip_nests_children_and_skips_gone_or_looping_ones(poster_stack, tmp_path):
+    # Server layout: job folders side by side, children named by job id. The grandchild lists its grandparent
+    # (a hand-edited loop) and the parent lists a child whose folder was deleted: both are left out, not fatal.
+    parent_id, child_id, grandchild_id, gone_id = ("a" * 32, "b" * 32, "c" * 32, "d" * 32)
+    save_job(poster_stack, tmp_path / parent_id)
+    save_job(LayerStack(poster_stack.layers[:2], parent={"job": parent_id, "layer": 1}), tmp_path / child_id)
+    save_job(LayerStack(poster_stack.layers[:1], parent={"job": child_id, "layer": 0}), tmp_path / grandchild_id)
+    for folder, children in ((parent_id, {"1": [child_id, gone_id]}), (child_id, {"0": [grandchild_id]}),
+                             (grandchild_id, {"0": [parent_id]})):
+        manifest = json.loads((tmp_path / folder / "manifest.json").read_text())
+        (tmp_path / folder / "manifest.json").write_text(json.dumps({**manifest, "children": children}))
+    with zipfile.ZipFile(io.BytesIO(archive_bytes(tmp_path / parent_id, top_folder="tree"))) as archive:
+        assert json.loads(archive.read("tree/manifest.json"))["children"] == {"1": [f"children/{child_id}"]}
+        nested = f"tree/children/{child_id}/children/{grandchild_id}"
+        assert json.loads(archive.read(f"tree/children/{child_id}/manifest.json"))["children"] == \
+            {"0": [f"children/{grandchild_id}"]}
+        assert json.loads(archive.read(f"{nested}/manifest.json"))["children"] == {}
+        assert f"{nested}/layer_00.png" in archive.namelist()
+        assert not any(gone_id in name for name in archive.namelist())
+
+
 def test_unfinished_or_broken_job_folders_get_a_clear_error(poster_stack, tmp_path):
     running = tmp_path / "running"
     running.mkdir()

@@ -13,20 +13,22 @@ TICK_INTERVAL_S = 0.2
 
 
 class _Watch:
-    def __init__(self, runner, scene_name, on_success, label):
+    def __init__(self, runner, scene_name, on_success, label, undo):
         self.runner = runner
         self.scene_name = scene_name
         self.on_success = on_success
         self.label = label
+        self.undo = undo
 
 
 _active = None
 
 
-def watch(runner, scene, on_success, label="Decompose"):
-    """Follow ``runner`` and call ``on_success(context_like, result)`` on the main thread when its layers are in."""
+def watch(runner, scene, on_success, label="Decompose", undo=True):
+    """Follow ``runner`` and call ``on_success(context_like, result)`` on the main thread when its layers are in;
+    ``undo``: what ``on_success`` changed becomes one undo step named after ``label``."""
     global _active
-    _active = _Watch(runner, scene.name, on_success, label)
+    _active = _Watch(runner, scene.name, on_success, label, undo)
     _write_state(scene, runner.snapshot())
     if not bpy.app.timers.is_registered(_timer):
         bpy.app.timers.register(_timer, first_interval=TICK_INTERVAL_S)
@@ -120,7 +122,8 @@ def tick():
             traceback.print_exc()
             snapshot.status, snapshot.error = "failed", f"building the stack failed: {e}"
         else:
-            push_undo_step(f"Strata {watched.label}")
+            if watched.undo:
+                push_undo_step(f"Strata {watched.label}")
     _write_state(scene, snapshot)
     if snapshot.status == "failed":
         notify(snapshot.error)

@@ -6,10 +6,10 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 from bpy.types import Operator
 
-from . import connection
+from . import connection, job_watch
 from .core import motion
-from .core.client import ServerError
-from .core.jobs import write_bytes_atomic
+from .core.jobs import ExportRunner
+from .core.server_process import ServerStartError
 from .core.view_export import ViewExportError
 from .operators_layers import context_root, scene_roots
 from .preferences import get_preferences
@@ -166,6 +166,13 @@ class STRATA_OT_export_view(StackOperator, Operator):
         context.window_manager.fileselect_add(self)
         return {'RUNNING_MODAL'}
 
+    @classmethod
+    def poll(cls, context):
+        if job_watch.active() is not None:
+            cls.poll_message_set("Wait for the running Strata job to finish")
+            return False
+        return super().poll(context)
+
     def execute(self, context):
         scene = context.scene
         camera = scene.camera
@@ -181,16 +188,30 @@ class STRATA_OT_export_view(StackOperator, Operator):
         try:
             result, pngs = view.collect_view(scene, camera, roots, os.path.splitext(os.path.basename(path))[0])
             settings = connection.settings_from_preferences(get_preferences(context))
-            # The export is a short request; starting a stopped server blocks for a few seconds, once.
-            client = connection.running_client(settings) or connection.ensure_client(settings)
-            data = client.export_layout(self.kind.lower(), result.layout, pngs)
-        except (ViewExportError, ServerError) as e:
+            connection.check_settings(settings)
+        except (ViewExportError, ServerStartError) as e:
             self.report({'ERROR'}, str(e))
             return {'CANCELLED'}
-        write_bytes_atomic(path, data)
-        for warning in result.warnings:
-            self.report({'WARNING'}, warning)
-        self.report({'INFO'}, f"Exported {len(result.included)} layers to {path}")
+        client = connection.running_client(settings)
+        # The server renders the file and may have to be started first: both on the runner's thread, the result
+        # reaches the panel (and a pop-up) through job_watch, like a decomposition's.
+        runner = ExportRunner(lambda: client or connection.ensure_client(settings), self.kind.lower(),
+                              result.layout, pngs, path, notes=result.warnings).start()
+        job_watch.watch(runner, scene, lambda target, exported: None, label=f"Export {self.kind}", undo=False)
+        if not bpy.app.background:
+            self.report({'INFO'}, f"Exporting {len(result.included)} layers to {path}")
+            return {'FINISHED'}
+        # Background Blender (a script, the bpy module) runs no timers: finish here, so the script's next line finds
+        # the file and failures reach the caller.
+        runner.join()
+        job_watch.tick()
+        snapshot = runner.snapshot()
+        if snapshot.status != "succeeded":
+            self.report({'ERROR'}, snapshot.error or f"the export was {snapshot.status}")
+            return {'CANCELLED'}
+        for note in snapshot.result.manifest["notes"][:-1]:
+            self.report({'WARNING'}, note)
+        self.report({'INFO'}, snapshot.result.manifest["notes"][-1])
         return {'FINISHED'}
 
 

@@ -1,8 +1,9 @@
-"""Run one decomposition job off the main thread: (start the server,) submit, poll, download the layers.
+"""Run server work off the main thread: a decomposition job ((start the server,) submit, poll, download the layers)
+or a camera-view export (upload the layers and layout, write the file).
 
-Blender's main thread must never wait on the network, so ``JobRunner`` does all HTTP on a daemon thread and
-exposes ``snapshot()``, a copy of its state taken under a lock. The Blender side (``job_watch.tick``) reads the
-snapshot from a timer and builds the stack once the layers are on disk.
+Blender's main thread must never wait on the network, so a runner does all HTTP on a daemon thread and exposes
+``snapshot()``, a copy of its state taken under a lock. The Blender side (``job_watch.tick``) reads the snapshot
+from a timer and builds the stack once the layers are on disk.
 """
 
 from __future__ import annotations
@@ -60,6 +61,14 @@ class JobResult:
 
 
 @dataclass
+class ExportResult:
+    """A written export; ``manifest["notes"]`` is what the panel shows afterwards (like a job's notes)."""
+
+    path: str
+    manifest: dict[str, Any]
+
+
+@dataclass
 class JobSnapshot:
     """What the UI shows. ``status`` follows the server (queued|running|succeeded|failed|canceled) plus 'starting'."""
 
@@ -69,7 +78,7 @@ class JobSnapshot:
     total: int = 0
     error: str = ""
     job_id: str = ""
-    result: JobResult | None = None
+    result: JobResult | ExportResult | None = None
 
     @property
     def done(self) -> bool:
@@ -82,29 +91,19 @@ class JobSnapshot:
         return min(1.0, self.step / self.total) if self.total > 0 else 0.0
 
 
-class JobRunner:
-    """``JobRunner(connect, image_bytes, params, output_dir).start()``; poll ``snapshot()``; ``cancel()``.
+class _Runner:
+    """A daemon thread running ``_run_steps`` with a lock-protected ``JobSnapshot``; ``start()``, ``snapshot()``,
+    ``cancel()``, ``join()``. ``connect()`` returns a ``ServerClient`` and may take seconds (it may start the
+    server): it runs on the thread."""
 
-    ``connect()`` returns a ``ServerClient`` and may take seconds (it may start the server): it runs on the thread.
-    ``job_id`` skips the submit when the caller already submitted (to report submit errors immediately).
-    Layers land in ``output_dir/<job_id>/layer_XX.png``.
-    """
-
-    def __init__(self, connect: Callable[[], ServerClient], image_bytes: bytes | None, params: dict,
-                 output_dir: str | os.PathLike, job_id: str = "", poll_interval_s: float = 0.25,
-                 file_name: str = "image.png") -> None:
+    def __init__(self, connect: Callable[[], ServerClient], state: JobSnapshot, name: str) -> None:
         self._connect = connect
-        self._image_bytes = image_bytes
-        self._params = dict(params)
-        self._output_dir = Path(output_dir)
-        self._file_name = file_name
-        self._poll_interval_s = poll_interval_s
         self._lock = threading.Lock()
         self._cancel = threading.Event()
-        self._state = JobSnapshot(job_id=job_id, status="queued" if job_id else "starting")
-        self._thread = threading.Thread(target=self._run, daemon=True, name="strata-job")
+        self._state = state
+        self._thread = threading.Thread(target=self._run, daemon=True, name=name)
 
-    def start(self) -> "JobRunner":
+    def start(self):
         self._thread.start()
         return self
 
@@ -131,6 +130,28 @@ class JobRunner:
             self._update(status="failed", error=str(e))
         except Exception as e:  # anything else must still end the job, or the UI waits forever
             self._update(status="failed", error=f"{type(e).__name__}: {e}")
+
+    def _run_steps(self) -> None:
+        raise NotImplementedError
+
+
+class JobRunner(_Runner):
+    """``JobRunner(connect, image_bytes, params, output_dir).start()``; poll ``snapshot()``; ``cancel()``.
+
+    ``job_id`` skips the submit when the caller already submitted (to report submit errors immediately).
+    Layers land in ``output_dir/<job_id>/layer_XX.png``.
+    """
+
+    def __init__(self, connect: Callable[[], ServerClient], image_bytes: bytes | None, params: dict,
+                 output_dir: str | os.PathLike, job_id: str = "", poll_interval_s: float = 0.25,
+                 file_name: str = "image.png") -> None:
+        super().__init__(connect, JobSnapshot(job_id=job_id, status="queued" if job_id else "starting"),
+                         "strata-job")
+        self._image_bytes = image_bytes
+        self._params = dict(params)
+        self._output_dir = Path(output_dir)
+        self._file_name = file_name
+        self._poll_interval_s = poll_interval_s
 
     def _run_steps(self) -> None:
         # 1. Connect (may start the server)
@@ -192,3 +213,47 @@ class JobRunner:
                            width_px=int(manifest.get("width_px") or 0), height_px=int(manifest.get("height_px") or 0),
                            manifest=manifest)
         self._update(status="succeeded", stage="done", step=count, total=count, result=result)
+
+
+class ExportRunner(_Runner):
+    """Export Blender's camera view through the server: ``ExportRunner(connect, 'pptx', layout, pngs, path)``.
+
+    The server renders the file (seconds for big layers) and the add-on may have to start it first: both happen on
+    the thread. The file is written atomically; ``notes`` (e.g. the view export's warnings) come back in the
+    result's manifest, followed by where the file went.
+    """
+
+    def __init__(self, connect: Callable[[], ServerClient], kind: str, layout: dict, layer_pngs: list[bytes],
+                 path: str | os.PathLike, notes: list[str] | None = None) -> None:
+        super().__init__(connect, JobSnapshot(), "strata-export")
+        self._kind = kind
+        self._layout = layout
+        self._layer_pngs = layer_pngs
+        self._path = Path(path)
+        self._notes = list(notes or [])
+
+    def _run_steps(self) -> None:
+        # 1. Connect (may start the server)
+        self._update(status="running", stage="connecting to the server")
+        client = self._connect()
+        if self._cancel.is_set():
+            self._update(status="canceled", stage="canceled")
+            return
+
+        # 2. The server lays the layers out into the file
+        self._update(stage=f"exporting {self._kind.upper()}")
+        data = client.export_layout(self._kind, self._layout, self._layer_pngs)
+        if self._cancel.is_set():
+            self._update(status="canceled", stage="canceled")
+            return
+
+        # 3. Write it (atomically: an existing file is replaced only by a complete one)
+        try:
+            write_bytes_atomic(self._path, data)
+        except OSError as e:
+            self._update(status="failed", error=f"cannot write {self._path}: {e.strerror or e}")
+            return
+        count = len(self._layer_pngs)
+        notes = self._notes + [f"Exported {count} layer{'s' if count != 1 else ''} to {self._path}"]
+        self._update(status="succeeded", stage="done",
+                     result=ExportResult(path=str(self._path), manifest={"notes": notes}))

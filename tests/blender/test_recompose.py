@@ -145,6 +145,28 @@ def test_colour_adjustment_is_baked_into_the_export(stack, tmp_path):
     assert psnr_db(over_white(flat), rendered) >= MIN_EXPORT_PSNR_DB
 
 
+def test_export_failures_are_reported_and_nothing_is_written(stack, addon_prefs, tmp_path):
+    """The export runs on a background thread (joined in background Blender): its failures still reach the
+    operator's caller, with the reason, and leave no partial file."""
+    import socket
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the export's folder should be")
+    with pytest.raises(RuntimeError, match=f"cannot write {blocker / 'view.pptx'}"):
+        bpy.ops.strata.export_view(kind='PPTX', filepath=str(blocker / "view.pptx"))
+    assert bpy.context.scene.strata.job_status == "failed"
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    addon_prefs.connection = 'URL'
+    addon_prefs.server_url = f"http://127.0.0.1:{port}"
+    path = tmp_path / "view.psd"
+    with pytest.raises(RuntimeError, match=f"cannot reach the Strata server at http://127.0.0.1:{port}"):
+        bpy.ops.strata.export_view(kind='PSD', filepath=str(path))
+    assert not path.exists() and not list(tmp_path.glob(".view.psd.*"))
+
+
 def listed(scene, root):
     """The layer list's rows, top to bottom, as the panel's UIList shows them."""
     from blender_addon.panels_layers import layer_rows

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from blender_addon.core.client import ServerClient, ServerError, encode_multipart
-from blender_addon.core.jobs import JobRunner
+from blender_addon.core.jobs import ExportRunner, JobRunner
 from blender_addon.core.server_process import ServerProcess
 
 REPO = Path(__file__).resolve().parents[2]
@@ -114,6 +114,27 @@ def test_job_runner_reports_failures_instead_of_raising(tmp_path):
     snapshot = runner.snapshot()
     assert snapshot.status == "failed" and "cannot reach" in snapshot.error
     assert list(tmp_path.iterdir()) == []
+
+
+def test_export_runner_writes_the_file_off_the_calling_thread(client, poster_png, tmp_path):
+    """What Blender's Export Camera View runs on its thread: the server's PPTX, written atomically, with notes."""
+    layout = {"width_px": 96, "height_px": 72, "name": "view", "layers": [
+        {"name": "poster", "x_px": 0, "y_px": 0, "width_px": 96, "height_px": 72, "opacity": 1.0, "visible": True}]}
+    path = tmp_path / "out" / "view.pptx"
+    runner = ExportRunner(lambda: client, "pptx", layout, [poster_png], path, notes=["an orbit warning"]).start()
+    assert runner.join(60)
+    snapshot = runner.snapshot()
+    assert snapshot.status == "succeeded", snapshot.error
+    assert path.read_bytes()[:2] == b"PK"  # a PPTX is a zip
+    assert sorted(p.name for p in path.parent.iterdir()) == ["view.pptx"]
+    assert snapshot.result.manifest["notes"] == ["an orbit warning", f"Exported 1 layer to {path}"]
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    runner = ExportRunner(lambda: client, "pptx", layout, [poster_png], blocker / "view.pptx").start()
+    assert runner.join(60)
+    snapshot = runner.snapshot()
+    assert snapshot.status == "failed" and snapshot.error.startswith(f"cannot write {blocker / 'view.pptx'}")
 
 
 def test_multipart_encoding_is_parsed_by_the_server_side_parser():

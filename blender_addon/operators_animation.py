@@ -139,7 +139,7 @@ class STRATA_OT_render_preview(StackOperator, Operator):
         try:
             written = animation.render_preview(scene, base, self.resolution_percentage, self.samples, self.video,
                                                self.frame_step, self.engine)
-        except (RuntimeError, animation.AnimationError) as e:
+        except (RuntimeError, OSError, animation.AnimationError) as e:  # OSError: the output folder
             self.report({'ERROR'}, f"preview render failed: {e}")
             return {'CANCELLED'}
         where = written[0] if len(written) == 1 else f"{len(written)} frames in {os.path.dirname(written[0])}"

@@ -275,6 +275,15 @@ def test_preview_writes_a_video_or_frames(stack, tmp_path):
     assert scene.render.image_settings.file_format == 'PNG'
 
 
+def test_preview_into_an_unusable_folder_is_reported(stack, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the preview's folder should be")
+    engine = bpy.context.scene.render.engine
+    with pytest.raises(RuntimeError, match="preview render failed: .*not-a-folder"):
+        bpy.ops.strata.render_preview(filepath=str(blocker / "sub" / "preview"))
+    assert bpy.context.scene.render.engine == engine
+
+
 def test_changing_depths_mid_move_keeps_the_rest_view_exact(stack, sample, tmp_path):
     """Re-layout while the camera is zoomed (scrubbed into a move): planes still fit the rest camera's lens."""
     scene = bpy.context.scene

@@ -16,6 +16,7 @@ from . import connection, job_watch
 from .core.client import ServerError
 from .core.jobs import JobRunner
 from .core.server_process import ServerStartError
+from .core.view_export import ViewExportError
 from .preferences import get_preferences
 from .scene import planes
 
@@ -224,32 +225,38 @@ class STRATA_OT_redecompose_layer(LayerOperator, Operator):
         params = decompose_params(context.scene.strata, prefs)
         params["layers"] = self.layers
         job_id, layer_index = source_job_layer(obj)
+        plane_name = obj.name
         try:
             server = connection.settings_from_preferences(prefs)
-            # A short wait when the server is not running yet: the job needs to know whether the parent job lives
-            # on this server (recursive job) or the layer image has to be uploaded.
-            client = connection.running_client(server) or connection.ensure_client(server)
-            image_bytes = None
-            if job_id and layer_index is not None and _job_on_server(client, job_id):
-                params.update(parent_job=job_id, parent_layer=layer_index)
-            else:
-                image_bytes = _plane_source_png(obj)
-            child_id = client.submit(image_bytes, params, f"{bpy.path.clean_name(obj.name)}.png")
-        except (ServerError, ServerStartError, OSError) as e:
+            connection.check_settings(server)
+            # Read on the main thread (bpy); only sent when the stack's job is not on the server any more.
+            image_bytes, missing = _plane_source_png(obj)
+            if missing and not (job_id and layer_index is not None):
+                raise OSError(missing)
+        except (ServerStartError, OSError, ViewExportError) as e:
             self.report({'ERROR'}, str(e))
             return {'CANCELLED'}
 
-        plane_name = obj.name
+        def choose_input(client):
+            """On the job's thread, once the server is up: a recursive job when the layer's job is on this server
+            (no re-upload), else the layer image."""
+            if job_id and layer_index is not None and _job_on_server(client, job_id):
+                return None, {"parent_job": job_id, "parent_layer": layer_index}
+            if image_bytes is None:
+                raise ServerError(f"{missing}, and its job {job_id} is not on this server")
+            return image_bytes, {}
 
         def on_success(target, result):
             bpy.ops.strata.replace_layer_with_stack(
                 plane=plane_name, job_id=result.job_id,
                 layers_json=json.dumps({"paths": result.layer_paths, "names": result.names}))
 
-        runner = JobRunner(lambda: client, None, params, layer_folder(), job_id=child_id).start()
+        client = connection.running_client(server)
+        # Starting the server (when it is not running, e.g. in a reopened file) takes seconds: on the job's thread.
+        runner = JobRunner(lambda: client or connection.ensure_client(server), None, params, layer_folder(),
+                           file_name=f"{bpy.path.clean_name(plane_name)}.png", choose_input=choose_input).start()
         job_watch.watch(runner, context.scene, on_success, label="Re-decompose")
-        how = f"layer {layer_index} of job {job_id}" if "parent_job" in params else "the uploaded layer image"
-        self.report({'INFO'}, f"Re-decomposing '{plane_name}' ({how}) into {self.layers} layers")
+        self.report({'INFO'}, f"Re-decomposing '{plane_name}' into {self.layers} layers")
         return {'FINISHED'}
 
 
@@ -263,16 +270,17 @@ def _job_on_server(client, job_id):
 
 
 def _plane_source_png(obj):
+    """(PNG bytes of the plane's layer image, '') or (None, why it is missing)."""
     from .scene.view import plane_image
 
     image = plane_image(obj)
     if image.packed_file is not None:
-        return bytes(image.packed_file.data)
+        return bytes(image.packed_file.data), ""
     path = bpy.path.abspath(obj.strata.source_path or image.filepath)
     if not os.path.isfile(path):
-        raise OSError(f"the layer image of '{obj.name}' is missing: {path}")
+        return None, f"the layer image of '{obj.name}' is missing: {path}"
     with open(path, "rb") as handle:
-        return handle.read()
+        return handle.read(), ""
 
 
 class STRATA_OT_replace_layer_with_stack(Operator):

@@ -139,12 +139,15 @@ class JobRunner(_Runner):
     """``JobRunner(connect, image_bytes, params, output_dir).start()``; poll ``snapshot()``; ``cancel()``.
 
     ``job_id`` skips the submit when the caller already submitted (to report submit errors immediately).
+    ``choose_input(client) -> (image_bytes, extra params)``, if given, decides on the thread what to submit once
+    the server is up (a recursive job whose parent is on that server, else an upload).
     Layers land in ``output_dir/<job_id>/layer_XX.png``.
     """
 
     def __init__(self, connect: Callable[[], ServerClient], image_bytes: bytes | None, params: dict,
                  output_dir: str | os.PathLike, job_id: str = "", poll_interval_s: float = 0.25,
-                 file_name: str = "image.png") -> None:
+                 file_name: str = "image.png",
+                 choose_input: Callable[[ServerClient], tuple[bytes | None, dict]] | None = None) -> None:
         super().__init__(connect, JobSnapshot(job_id=job_id, status="queued" if job_id else "starting"),
                          "strata-job")
         self._image_bytes = image_bytes
@@ -152,6 +155,7 @@ class JobRunner(_Runner):
         self._output_dir = Path(output_dir)
         self._file_name = file_name
         self._poll_interval_s = poll_interval_s
+        self._choose_input = choose_input
 
     def _run_steps(self) -> None:
         # 1. Connect (may start the server)
@@ -164,8 +168,12 @@ class JobRunner(_Runner):
 
         # 2. Submit
         if not job_id:
-            self._update(stage="uploading")
-            job_id = client.submit(self._image_bytes, self._params, self._file_name)
+            image_bytes, params = self._image_bytes, self._params
+            if self._choose_input is not None:
+                image_bytes, extra = self._choose_input(client)
+                params = {**params, **extra}
+            self._update(stage="uploading" if image_bytes is not None else "submitting")
+            job_id = client.submit(image_bytes, params, self._file_name)
             self._update(job_id=job_id, status="queued", stage="queued")
 
         # 3. Poll until the job ends, forwarding a cancel request once

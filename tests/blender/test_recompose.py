@@ -263,3 +263,18 @@ def test_redecompose_uploads_the_layer_when_its_job_is_unknown(stack, wait_for_j
     layers = planes.stack_layers(stack)
     assert len(layers) >= 4 and layers[0].name == "Background"
     assert all(obj.strata.job_id != "not-a-job-on-this-server" for obj in layers[1:-2])
+
+
+def test_redecompose_with_neither_layer_file_nor_job_is_reported(stack, tmp_path):
+    from blender_addon import operators_layers
+    from blender_addon.scene import planes
+
+    shape_a = planes.stack_layers(stack)[1]
+    shape_a.strata.job_id = ""  # built from files, no server job behind it
+    Path(bpy.path.abspath(shape_a.strata.source_path)).unlink()
+    operators_layers.set_active_layer(bpy.context, shape_a)
+    names = [obj.name for obj in planes.stack_layers(stack)]
+    with pytest.raises(RuntimeError, match=f"the layer image of '{shape_a.name}' is missing"):
+        bpy.ops.strata.redecompose_layer(layers=2)
+    assert [obj.name for obj in planes.stack_layers(stack)] == names
+    assert sys.modules[f"{ADDON}.job_watch"].active() is None

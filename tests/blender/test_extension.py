@@ -83,3 +83,17 @@ def test_zip_installs_enables_and_decomposes(extension_zip, legacy_disabled, sam
     process = server.process
     addon_utils.disable(EXTENSION, default_set=True)
     assert process.poll() is not None
+
+
+def test_disable_unregisters_everything_and_enable_registers_again(legacy_disabled):
+    """What ``unregister()`` must undo (classes in reverse, properties, the job timer, the server) is gone after
+    disabling, and enabling again gives a working add-on: no leftovers that make a re-enable fail."""
+    for name in ("STRATA_OT_decompose", "STRATA_OT_export_view", "VIEW3D_PT_strata_decompose", "STRATA_UL_layers",
+                 "StrataPreferences", "StrataSceneSettings", "StrataObjectSettings"):
+        assert not hasattr(bpy.types, name), name
+    assert not hasattr(bpy.types.Scene, "strata") and not hasattr(bpy.types.Object, "strata")
+    assert sys.modules[f"{ADDON}.connection"].current_server() is None
+
+    assert addon_utils.enable(ADDON, default_set=True, handle_error=None) is not None
+    assert bpy.ops.strata.decompose.poll() and hasattr(bpy.types.Scene, "strata")
+    addon_utils.disable(ADDON, default_set=True)

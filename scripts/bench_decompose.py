@@ -99,6 +99,8 @@ def main(argv=None) -> int:
                         help="sets to run; 'old' = the samples.py sets, 'heldout' = the ho-* sets")
     parser.add_argument("--jpeg-quality", type=int, default=80)
     parser.add_argument("--seeds", type=int, default=6, help="images per set")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seed of the first image (fresh seeds check changes tuned on the first ones)")
     parser.add_argument("--width", type=int, default=512)
     parser.add_argument("--height", type=int, default=384)
     parser.add_argument("--heldout-size", type=int, default=1024, help="side of the square held-out images (px)")
@@ -117,7 +119,7 @@ def main(argv=None) -> int:
     flat_scores = {m: [] for m in methods}
     for kind in args.sets:
         per_method = {m: {"levels": [], "mae": [], "layers": [], "gt_layers": [], "seconds": []} for m in methods}
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             sample = make_set_sample(kind, args.width, args.height, args.heldout_size, seed)
             image = jpeg_round_trip(sample.composite, args.jpeg_quality) if kind == "jpeg" else sample.composite
             for method in methods:
@@ -146,7 +148,8 @@ def main(argv=None) -> int:
 
     header = (f"{'set':<10} {'method':<10} {'L1 e0':>7} {'IoU e0':>7} {'L1 e5':>7} {'IoU e5':>7} "
               f"{'MAE':>6} {'MAEmax':>6} {'layers':>6} {'GT':>4} {'s/img':>6}")
-    print(f"\nLayerD protocol, {args.seeds} images per set at {args.width}×{args.height} "
+    print(f"\nLayerD protocol, {args.seeds} images per set (seeds {args.first_seed}–{args.first_seed + args.seeds - 1}) "
+          f"at {args.width}×{args.height} "
           f"(held-out ho-* sets at {args.heldout_size}×{args.heldout_size}) "
           f"(L1: RGB L1, lower better; IoU: soft alpha IoU; e0/e5: after 0/5 merge edits; "
           f"MAE: composite vs input, 0–255)")

@@ -1,6 +1,5 @@
 """Sidebar panels: the stack's layer list and per-layer look, camera motion, camera-view export. Draw only."""
 
-import bpy
 from bpy.types import Panel, UIList
 
 from .operators_layers import active_layer, context_root
@@ -12,8 +11,7 @@ class STRATA_UL_layers(UIList):
     def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index):
         settings = item.strata
         row = layout.row(align=True)
-        row.prop(item, "name", text="", emboss=False, icon='IMAGE_PLANE' if hasattr(bpy.types, "ImagePlane")
-                 else 'IMAGE_DATA')
+        row.prop(item, "name", text="", emboss=False, icon='IMAGE_PLANE')
         sub = row.row(align=True)
         sub.alignment = 'RIGHT'
         sub.label(text=f"{settings.depth_m:.2f} m")

@@ -7,8 +7,9 @@
 For each set (kind of image, see inference_server.samples) and each method (the CPU decomposer, and the trivial
 "one opaque layer" baseline) it prints RGB L1 (lower is better) and soft alpha IoU (higher is better) at edit
 levels 0 and 5, reconstruction error of the composite (0–255), mean layer counts and seconds per image; then
-the time of a 1024×1024 poster and photo. The "jpeg" set is the flat posters through JPEG compression. The quality target on the flat-graphics sets (flat, gradient, text) at edit
-level 0 is RGB L1 ≤ 0.06 and alpha IoU ≥ 0.75.
+the time of a 1024×1024 poster and photo. The "jpeg" set is the flat posters through JPEG compression. The
+quality target on the flat-graphics sets (flat, gradient, text) at edit level 0 is RGB L1 ≤ 0.06 and alpha
+IoU ≥ 0.75.
 
 The "ho-*" sets (``--sets heldout`` for all four) come from inference_server.samples_heldout, a generator the
 decomposer was not tuned on: 5–7 layers, several fonts and rotated text, same-colour shapes at different depths,
@@ -148,7 +149,8 @@ def main(argv=None) -> int:
 
     header = (f"{'set':<10} {'method':<10} {'L1 e0':>7} {'IoU e0':>7} {'L1 e5':>7} {'IoU e5':>7} "
               f"{'MAE':>6} {'MAEmax':>6} {'layers':>6} {'GT':>4} {'s/img':>6}")
-    print(f"\nLayerD protocol, {args.seeds} images per set (seeds {args.first_seed}–{args.first_seed + args.seeds - 1}) "
+    last_seed = args.first_seed + args.seeds - 1
+    print(f"\nLayerD protocol, {args.seeds} images per set (seeds {args.first_seed}–{last_seed}) "
           f"at {args.width}×{args.height} "
           f"(held-out ho-* sets at {args.heldout_size}×{args.heldout_size}) "
           f"(L1: RGB L1, lower better; IoU: soft alpha IoU; e0/e5: after 0/5 merge edits; "

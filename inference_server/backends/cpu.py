@@ -20,8 +20,8 @@ How it works, in the order of ``CpuDecomposer.decompose``:
    (a gradient-filled shape cut by a line); textured blobs on a flat background are "Image" elements. Pieces of
    one colour with background between them, or on both sides of another element in depth, are split into
    separate elements; words of one colour next to each other (and glyph-like shapes of their colour: words
-   the detector missed) are one phrase. Two flat elements whose colours differ exactly as what lies under them differs are one
-   translucent sheet (colour and opacity solved). A photo with room left in the budget gets a "Subject" layer
+   the detector missed) are one phrase. Two flat elements whose colours differ exactly as what lies under
+   them differs are one translucent sheet (colour and opacity solved). A photo with room left in the budget gets a "Subject" layer
    (colour contrast to the border with a centre prior, then grabCut).
 5. Order. Element B is above A when B sits inside A's convex hulls more than A sits inside B's: an occluded
    shape has a bite taken out of it. Elements are peeled in levels (unoccluded first), text to the front.

@@ -112,8 +112,9 @@ class JobManager:
     def start(self, wait_ready: bool = True) -> None:
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         self._load_existing()
-        with self._lock:
-            self._worker = _Worker(self.settings)
+        # The dispatcher thread spawns the worker (and every replacement), not this caller: Linux sends the worker
+        # its parent-death signal (worker._die_with_parent) when the *thread* that spawned it ends, and start() runs
+        # on a server thread-pool thread that may be retired while the server lives on.
         self._thread = threading.Thread(target=self._run, name="strata-dispatcher", daemon=True)
         self._thread.start()
         if wait_ready:
@@ -367,6 +368,10 @@ class JobManager:
             print(f"strata: could not write {manifest_path}: {exc}", file=sys.stderr, flush=True)
 
     def _run(self) -> None:
+        with self._lock:
+            if self._stopping:
+                return
+            self._worker = _Worker(self.settings)
         while not self._stopping:
             worker = self._worker
             if worker is None:

@@ -97,7 +97,9 @@ class _Faults:
 
 def _die_with_parent() -> None:
     """If the server is killed (kill -9, power button), its worker must not live on, finish the job and write into
-    a folder the next server has already marked failed. Linux: ask the kernel to SIGKILL us when the parent dies."""
+    a folder the next server has already marked failed. Linux: ask the kernel to SIGKILL us when the parent dies.
+    The kernel means the parent *thread* that spawned us, so the JobManager spawns workers from its long-lived
+    dispatcher thread only."""
     try:
         import ctypes
         import signal

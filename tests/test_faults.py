@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import threading
 import time
 
 import pytest
@@ -247,3 +248,24 @@ def test_job_folder_that_cannot_be_written_fails_that_job_and_the_server_goes_on
     assert record["status"] == "failed"
     assert "could not write the job's files" in record["error"], record["error"]
     assert server.wait(server.submit(_png(), layers=2), timeout_s=60)["status"] == "succeeded"
+
+
+def test_worker_outlives_the_thread_that_started_the_server(tmp_path):
+    # Linux sends the parent-death signal when the *thread* that spawned the worker ends. The server starts from a
+    # thread pool whose idle threads are retired after a while; under load that retired the starting thread and
+    # SIGKILLed the worker mid-job (found by scripts/load_test.py: one job "exited with code -9" in 200).
+    from inference_server.jobs import JobManager, ManagerSettings
+
+    manager = JobManager(ManagerSettings(data_dir=tmp_path, backend="cpu"))
+    starter = threading.Thread(target=manager.start)
+    starter.start()
+    starter.join()
+    try:
+        pid = manager.health()["worker_pid"]
+        assert pid is not None
+        time.sleep(1.0)
+        health = manager.health()
+        assert (health["worker_pid"], health["worker_restarts"]) == (pid, 0), health
+        assert _alive(pid)
+    finally:
+        manager.close()

@@ -1,7 +1,8 @@
 """Load test: many small jobs from several client threads against a real ``strata serve`` on loopback.
 
-Every job must reach a terminal status; the server's and the worker's resident memory are sampled before and after
-(a leak shows as growth that does not level off). Prints a table.
+Each client submits its share of the jobs without waiting for them (so the bounded queue fills and clients meet 429
+and retry), then polls its jobs to the end. Every job must reach a terminal status; the server's and the worker's
+resident memory are sampled as jobs complete (a leak shows as growth that does not level off). Prints a table.
 
     .venv/bin/python scripts/load_test.py                 # 200 jobs, 4 threads, cpu backend
     .venv/bin/python scripts/load_test.py --jobs 1000 --threads 8 --size 128
@@ -13,6 +14,7 @@ import argparse
 import io
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -53,6 +55,15 @@ def test_image(size_px: int, seed: int) -> bytes:
     return buffer.getvalue()
 
 
+def _quartiles(samples: list[tuple[int, float, float]], column: int, jobs: int, final_mib: float) -> str:
+    """The first memory sample taken once a quarter, half, three quarters of the jobs had finished (MiB)."""
+    values = []
+    for fraction in (0.25, 0.5, 0.75):
+        later = [sample[column] for sample in samples if sample[0] >= fraction * jobs]
+        values.append(f"{later[0]:.1f}" if later else "–")
+    return " / ".join(values + [f"{final_mib:.1f} MiB"])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=200)
@@ -60,6 +71,7 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=64, help="image side in px")
     parser.add_argument("--layers", type=int, default=3)
     parser.add_argument("--max-queue", type=int, default=8)
+    parser.add_argument("--keep-data", action="store_true", help="keep the server's data folder (default: delete it)")
     args = parser.parse_args()
 
     token = "load-test-token-0123456789"
@@ -88,17 +100,15 @@ def main() -> int:
     latencies_s: list[float] = []
     retries_429 = [0]
     errors: list[str] = []
-    next_index = [0]
+    shares = [list(range(1 + n, args.jobs + 1, args.threads)) for n in range(args.threads)]
+    rss_samples: list[tuple[int, float, float]] = []  # (jobs finished, server MiB, worker MiB)
+    done = threading.Event()
 
-    def client() -> None:
+    def client(indices: list[int]) -> None:
         session = requests.Session()
         session.headers.update(session_headers)
-        while True:
-            with lock:
-                if next_index[0] >= args.jobs:
-                    return
-                next_index[0] += 1
-                index = next_index[0]
+        submitted: list[tuple[str, float]] = []
+        for index in indices:  # submit all, without waiting: the queue fills and answers 429
             started = time.perf_counter()
             while True:
                 response = session.post(url + "/v1/jobs", timeout=30,
@@ -113,13 +123,17 @@ def main() -> int:
                 with lock:
                     errors.append(f"submit {response.status_code}: {response.text[:200]}")
                 continue
-            job_id = response.json()["id"]
-            deadline = time.monotonic() + 120
+            submitted.append((response.json()["id"], started))
+        for job_id, started in submitted:
+            deadline = time.monotonic() + 300
             status = "timeout"
             while time.monotonic() < deadline:
                 record = session.get(f"{url}/v1/jobs/{job_id}", timeout=30).json()
                 if record["status"] in TERMINAL:
                     status = record["status"]
+                    if status == "failed":
+                        with lock:
+                            errors.append(f"job {job_id} failed: {record['error']}")
                     if status == "succeeded":
                         layer = session.get(f"{url}/v1/jobs/{job_id}/layers/0.png", timeout=30)
                         if layer.status_code != 200:
@@ -130,29 +144,43 @@ def main() -> int:
                 statuses[status] = statuses.get(status, 0) + 1
                 latencies_s.append(time.perf_counter() - started)
 
+    def sample_memory() -> None:
+        while not done.wait(1.0):
+            jobs = requests.get(url + "/v1/jobs", headers=session_headers, timeout=30).json()["jobs"]
+            finished = sum(job["status"] in TERMINAL for job in jobs) - 1  # not the warm-up job
+            rss_samples.append((finished, rss_mib(server.pid), rss_mib(health().get("worker_pid"))))
+
     started = time.perf_counter()
-    threads = [threading.Thread(target=client) for _ in range(args.threads)]
+    sampler = threading.Thread(target=sample_memory)
+    sampler.start()
+    threads = [threading.Thread(target=client, args=(share,)) for share in shares]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    done.set()
+    sampler.join()
     wall_s = time.perf_counter() - started
     final_health = health()
     rss_after = (rss_mib(server.pid), rss_mib(final_health["worker_pid"]))
     server.terminate()
     server.wait(30)
+    if not args.keep_data:
+        shutil.rmtree(data_dir, ignore_errors=True)
 
     latencies_s.sort()
     rows = [
         ("jobs", f"{args.jobs} ({args.size}×{args.size} px, {args.layers} layers, {args.threads} client threads)"),
         ("terminal statuses", ", ".join(f"{name} {count}" for name, count in sorted(statuses.items()))),
-        ("submit errors", str(len(errors))),
+        ("errors (submit or job)", str(len(errors))),
         ("429 retries", str(retries_429[0])),
         ("wall time", f"{wall_s:.1f} s ({args.jobs / wall_s:.1f} jobs/s)"),
-        ("latency p50 / p95 / max", f"{statistics.median(latencies_s):.3f} / "
+        ("submit → done p50 / p95 / max", f"{statistics.median(latencies_s):.3f} / "
                                     f"{latencies_s[int(0.95 * (len(latencies_s) - 1))]:.3f} / {latencies_s[-1]:.3f} s"),
         ("server RSS before → after", f"{rss_before[0]:.1f} → {rss_after[0]:.1f} MiB"),
         ("worker RSS before → after", f"{rss_before[1]:.1f} → {rss_after[1]:.1f} MiB"),
+        ("server RSS at 25/50/75/100 % done", _quartiles(rss_samples, 1, args.jobs, rss_after[0])),
+        ("worker RSS at 25/50/75/100 % done", _quartiles(rss_samples, 2, args.jobs, rss_after[1])),
         ("worker restarts", str(final_health["worker_restarts"])),
     ]
     width = max(len(name) for name, _ in rows)

@@ -75,8 +75,12 @@ def test_recursive_decomposition_keeps_the_tree(server):
     # The child's input is exactly the parent's layer 0.
     parent_layer = server.get(f"/v1/jobs/{parent_id}/layers/0.png").content
     child_preview = server.get(f"/v1/jobs/{child_id}/preview.png").content
-    assert np.array_equal(np.asarray(Image.open(io.BytesIO(parent_layer)).convert("RGBA"))[..., 3],
-                          np.asarray(Image.open(io.BytesIO(child_preview)).convert("RGBA"))[..., 3])
+    layer_rgba = np.asarray(Image.open(io.BytesIO(parent_layer)).convert("RGBA")).astype(float)
+    child_rgba = np.asarray(Image.open(io.BytesIO(child_preview)).convert("RGBA")).astype(float)
+    assert np.array_equal(layer_rgba[..., 3], child_rgba[..., 3])
+    # ... and the sub-layers recompose it: colours too (premultiplied, so fully transparent pixels don't count).
+    premultiplied = lambda rgba: rgba[..., :3] * rgba[..., 3:] / 255.0  # noqa: E731
+    assert np.abs(premultiplied(child_rgba) - premultiplied(layer_rgba)).mean() <= 1.0
 
     assert server.get(f"/v1/jobs/{parent_id}").json()["children"] == {"0": [child_id]}
     assert server.get(f"/v1/jobs/{parent_id}/manifest").json()["children"] == {"0": [child_id]}

@@ -30,12 +30,13 @@ from starlette.datastructures import UploadFile
 from starlette.routing import Match
 
 from . import __version__
-from .errors import InvalidInput, NotFound, StrataError
+from .errors import InvalidInput, NotFound, QueueFull, StrataError
 from .images import DEFAULT_MAX_PIXELS, load_image
 from .jobs import JobManager, ManagerSettings
 from .layers import MANIFEST_NAME, PREVIEW_NAME, layer_file_name
 
 DEFAULT_MAX_UPLOAD_BYTES = 64 * 1024 * 1024
+QUEUE_FULL_RETRY_AFTER_S = 2
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 _LOCAL_ORIGIN = re.compile(r"^http://(127\.0\.0\.1|localhost|\[::1\])(:\d{1,5})?$")
 _LOCAL_HOST = re.compile(r"^(127\.0\.0\.1|localhost|\[::1\])(:\d{1,5})?$")
@@ -272,7 +273,9 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(StrataError)
     async def strata_error(request: Request, exc: StrataError):
-        return JSONResponse({"detail": str(exc)}, status_code=exc.http_status)
+        # A full queue drains at about a job per few seconds on CPU; clients that honour Retry-After back off.
+        headers = {"Retry-After": str(QUEUE_FULL_RETRY_AFTER_S)} if isinstance(exc, QueueFull) else None
+        return JSONResponse({"detail": str(exc)}, status_code=exc.http_status, headers=headers)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception):

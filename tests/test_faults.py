@@ -98,7 +98,7 @@ def test_queued_job_cancels_immediately_and_full_queue_is_429(slow_server):
 
     response = server.post("/v1/jobs", files={"image": ("a.png", _png(), "image/png")},
                            data={"params": json.dumps({"layers": 2})})
-    assert response.status_code == 429
+    assert response.status_code == 429 and int(response.headers["retry-after"]) > 0
     assert "queue is full" in response.json()["detail"] and "retry" in response.json()["detail"]
 
     canceled = server.post(f"/v1/jobs/{queued[0]}/cancel").json()

@@ -147,7 +147,7 @@ class STRATA_OT_render_preview(StackOperator, Operator):
         return {'FINISHED'}
 
 
-class STRATA_OT_export_view(StackOperator, Operator):
+class STRATA_OT_export_view(job_watch.WhenIdle, StackOperator, Operator):
     """Export what the camera sees now as layered PowerPoint or Photoshop: each plane where it lands in the image"""
     bl_idname = "strata.export_view"
     bl_label = "Export Camera View"
@@ -165,13 +165,6 @@ class STRATA_OT_export_view(StackOperator, Operator):
                                          f"{bpy.path.clean_name(root.name)}.{self.kind.lower()}")
         context.window_manager.fileselect_add(self)
         return {'RUNNING_MODAL'}
-
-    @classmethod
-    def poll(cls, context):
-        if job_watch.active() is not None:
-            cls.poll_message_set("Wait for the running Strata job to finish")
-            return False
-        return super().poll(context)
 
     def execute(self, context):
         scene = context.scene

@@ -201,7 +201,7 @@ def replace_with_substack(obj, job_id, layer_paths, names):
     return created
 
 
-class STRATA_OT_redecompose_layer(LayerOperator, Operator):
+class STRATA_OT_redecompose_layer(job_watch.WhenIdle, LayerOperator, Operator):
     """Decompose the selected layer again into sub-layers (on the server) and replace its plane with them"""
     bl_idname = "strata.redecompose_layer"
     bl_label = "Re-Decompose Layer"
@@ -209,13 +209,6 @@ class STRATA_OT_redecompose_layer(LayerOperator, Operator):
 
     layers: IntProperty(name="Sub-Layers", default=3, min=1, max=16,
                         description="How many layers to split this layer into")
-
-    @classmethod
-    def poll(cls, context):
-        if job_watch.active() is not None:
-            cls.poll_message_set("Wait for the running Strata job to finish")
-            return False
-        return super().poll(context)
 
     def execute(self, context):
         from .operators import decompose_params, layer_folder

@@ -182,4 +182,9 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    # The bpy module of Blender 4.2-4.5 can crash (4.2) or hang (4.5) in its own exit handlers once an add-on with
+    # property callbacks was registered; everything is written and listed by now, so leave without them.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)

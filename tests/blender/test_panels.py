@@ -79,8 +79,9 @@ def test_decompose_panel_idle(scene):
     assert any(text.startswith("Server: ") for text in texts(layout, "label"))
 
 
-def test_decompose_panel_while_a_job_runs_shows_progress_and_cancel(scene):
-    """A real JobRunner held at 'connecting': the panel shows a progress bar with stage and step, and Cancel."""
+def test_decompose_panel_while_a_job_runs_shows_progress_and_cancel(stack):
+    """A real JobRunner held at 'connecting': the panel shows a progress bar with stage and step, and Cancel; the
+    operators that start another job are disabled meanwhile (one job at a time)."""
     from blender_addon.core.client import ServerError
     from blender_addon.core.jobs import JobRunner
 
@@ -91,9 +92,14 @@ def test_decompose_panel_while_a_job_runs_shows_progress_and_cancel(scene):
         release.wait(10)
         raise ServerError("released by the test")
 
+    scene = bpy.context.scene
+    _module("operators_layers").set_active_layer(bpy.context, _module("scene.planes").stack_layers(stack)[1])
+    starters = (bpy.ops.strata.decompose, bpy.ops.strata.redecompose_layer, bpy.ops.strata.export_view)
+    assert all(operator.poll() for operator in starters)
     runner = JobRunner(connect, b"", {}, "/nonexistent").start()
     job_watch.watch(runner, scene, lambda target, result: None)
     try:
+        assert not any(operator.poll() for operator in starters)
         assert job_watch.tick() is not None  # still running: the snapshot is copied into Scene.strata
         layout = draw_panel(_decompose_panel(), bpy.context)
         assert [kwargs["operator"] for kwargs in _calls(layout, "operator")][:2] == ["strata.decompose",
@@ -111,6 +117,7 @@ def test_decompose_panel_while_a_job_runs_shows_progress_and_cancel(scene):
         while job_watch.tick() is not None:
             pass
     assert scene.strata.job_status == "failed"
+    assert all(operator.poll() for operator in starters)
 
 
 @pytest.mark.parametrize("status, message, expected", [

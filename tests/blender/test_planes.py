@@ -110,6 +110,8 @@ EEVEE_SCRIPT = textwrap.dedent("""
     scene.render.dither_intensity = 0.0
     scene.render.filepath = out
     bpy.ops.render.render(write_still=True)
+    import os
+    os._exit(0)  # bpy 4.2-4.5 can crash or hang in its exit handlers (see conftest.pytest_unconfigure)
 """)
 
 

@@ -252,9 +252,24 @@ def test_clear_puts_the_camera_back_at_rest(stack):
 
 
 def test_impossible_move_is_refused_with_the_reason(stack):
+    """...and the move keyed before it stays as it was: keys, frame range, camera pose, the planes' overscan."""
+    from blender_addon.scene import planes
+
+    scene = bpy.context.scene
     stack.strata.base_distance_m = 0.5  # front layer 0.5 m away, stack 3 m deep: a big dolly-in would pass it
+    assert bpy.ops.strata.animate_camera(preset='TRUCK_LEFT', amplitude=0.2, duration_frames=6) == {'FINISHED'}
+
+    def state():
+        camera = scene.camera
+        keys = [(f.data_path, f.array_index, tuple(tuple(p.co) for p in f.keyframe_points))
+                for f in compat().action_fcurves(camera) or []]
+        quads = [tuple(tuple(v.co) for v in obj.data.vertices) for obj in planes.stack_layers(stack)]
+        return keys, (scene.frame_start, scene.frame_end), [tuple(r) for r in camera.matrix_world], quads
+
+    before = state()
     with pytest.raises(RuntimeError, match="nearest layer"):
         bpy.ops.strata.animate_camera(preset='DOLLY_IN', amplitude=1.0)
+    assert state() == before
 
 
 def test_preview_writes_a_video_or_frames(stack, tmp_path):

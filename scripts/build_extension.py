@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output-dir", type=Path, default=ROOT / "dist", help="where the zip goes (default dist/)")
     parser.add_argument("--blender-ext", type=Path, help="path of bl_pkg/cli/blender_ext.py (default: from bpy)")
-    parser.add_argument("--source-dir", type=Path, default=SOURCE_DIR, help="the add-on folder (default blender_addon/)")
+    parser.add_argument("--source-dir", type=Path, default=SOURCE_DIR,
+                        help="the add-on folder (default blender_addon/)")
     args = parser.parse_args(argv)
     cli = args.blender_ext or find_blender_ext()
     zip_path = build(args.output_dir, cli, args.source_dir)

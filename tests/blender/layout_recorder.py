@@ -197,7 +197,7 @@ def draw_list(ui_list, context, layout, data, propname, active_data, active_prop
 
 
 def draw_panel(panel, context):
-    """Run ``panel.draw`` with a recording layout → the layout (its ``calls``). Raises ``LayoutError`` on a bad call."""
+    """Run ``panel.draw`` with a recording layout → the layout (its ``calls``); ``LayoutError`` on a bad call."""
     layout = RecordingLayout(context)
     panel.draw(SimpleNamespace(layout=layout), context)
     return layout

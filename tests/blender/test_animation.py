@@ -274,7 +274,8 @@ def test_impossible_move_is_refused_with_the_reason(stack):
 
 def test_preview_writes_a_video_or_frames(stack, tmp_path):
     scene = bpy.context.scene
-    scene.render.engine = compat().eevee_engine_id()  # the preview uses Cycles anyway: EEVEE on a CPU takes ~1 min a frame
+    # The preview uses Cycles anyway: EEVEE on a CPU takes ~1 min a frame.
+    scene.render.engine = compat().eevee_engine_id()
     bpy.ops.strata.animate_camera(preset='PEDESTAL_UP', duration_frames=4)
     base = tmp_path / "preview"
     assert bpy.ops.strata.render_preview(filepath=str(base), resolution_percentage=50, samples=2) == {'FINISHED'}

@@ -121,8 +121,8 @@ def test_decompose_panel_while_a_job_runs_shows_progress_and_cancel(stack):
 
 
 @pytest.mark.parametrize("status, message, expected", [
-    ("failed", "the server ran out of GPU memory\ntry the lowvram preset", ["Failed", "the server ran out of GPU memory",
-                                                                           "try the lowvram preset"]),
+    ("failed", "the server ran out of GPU memory\ntry the lowvram preset",
+     ["Failed", "the server ran out of GPU memory", "try the lowvram preset"]),
     ("succeeded", "found 2 distinct layers, fewer than the 3 requested", ["found 2 distinct layers, fewer than the 3 "
                                                                           "requested"]),
     ("canceled", "", ["Canceled"]),

@@ -188,9 +188,10 @@ def test_post_layout_stretched_far_past_a_big_frame_is_413_not_minutes_of_work(s
 
 def test_post_layout_names_with_control_characters_still_export(server):
     # Names come from Blender objects and the layout JSON; XML (PowerPoint) cannot hold control characters, so they
-    # become U+FFFD instead of failing the export. PSD keeps them.
+    # become U+FFFD instead of failing the export (PSD keeps them); a lone surrogate fits no format and becomes U+FFFD.
     layers, entries = blender_view()
     entries[0]["name"] = "Sky\x00\x1b"
+    entries[1]["name"] = "Half \ud83d"  # a lone UTF-16 surrogate (half an emoji) is valid JSON text
     request = layout_request(layers, entries, name="View\x07 1")
     response = server.post("/v1/exports/pptx", **request)
     assert response.status_code == 200, response.text
@@ -199,4 +200,5 @@ def test_post_layout_names_with_control_characters_still_export(server):
     assert presentation.core_properties.title == "View\ufffd 1"
     response = server.post("/v1/exports/psd", **layout_request(layers, entries))
     assert response.status_code == 200, response.text
-    assert PSDImage.open(io.BytesIO(response.content))[0].name.startswith("Sky")
+    psd = PSDImage.open(io.BytesIO(response.content))
+    assert psd[0].name.startswith("Sky") and psd[1].name == "Half \ufffd"

@@ -17,6 +17,7 @@ import io
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,8 @@ MAX_RASTER_PAD_PX = 256
 # Bicubic: sharp enough for photos scaled up, with less ringing around hard alpha edges than Lanczos.
 RESAMPLE = Image.Resampling.BICUBIC
 LAYOUT_KEYS = {"width_px", "height_px", "name", "layers"}
+MAX_NAME_CHARS = 255
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 LAYER_KEYS = {"name", "x_px", "y_px", "width_px", "height_px", "opacity", "visible"}
 # A server job folder keeps the upload as INPUT_NAME; folders without it (``strata decompose -o``, recursive
 # children) use the preview as the original.
@@ -60,7 +63,7 @@ def layout_json_schema() -> dict[str, Any]:
     placement = {"type": "number", "minimum": -MAX_PLACEMENT_PX, "maximum": MAX_PLACEMENT_PX}
     size = {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_PLACEMENT_PX}
     side = {"type": "integer", "minimum": 1, "maximum": MAX_FRAME_SIDE_PX}
-    name = {"type": "string", "maxLength": 255}
+    name = {"type": "string", "maxLength": MAX_NAME_CHARS}
     layer = {
         "type": "object", "additionalProperties": False, "required": ["x_px", "y_px", "width_px", "height_px"],
         "properties": {
@@ -236,9 +239,7 @@ class Layout:
             raise InvalidInput(f"unknown layout key(s) {unknown}; expected {sorted(LAYOUT_KEYS)}")
         width_px = _frame_side(data, "width_px")
         height_px = _frame_side(data, "height_px")
-        name = data.get("name", "Strata layers")
-        if not isinstance(name, str) or len(name) > 255:
-            raise InvalidInput("layout name must be a string of at most 255 characters")
+        name = _name(data.get("name", "Strata layers"), "layout name")
         entries = data.get("layers")
         if not isinstance(entries, list) or not entries:
             raise InvalidInput("layout needs a non-empty 'layers' list (back to front)")
@@ -273,9 +274,7 @@ class Layout:
             unknown = sorted(set(entry) - LAYER_KEYS)
             if unknown:
                 raise InvalidInput(f"{where}: unknown key(s) {unknown}; expected {sorted(LAYER_KEYS)}")
-            layer_name = entry.get("name", f"Layer {index}")
-            if not isinstance(layer_name, str) or len(layer_name) > 255:
-                raise InvalidInput(f"{where}.name must be a string of at most 255 characters")
+            layer_name = _name(entry.get("name", f"Layer {index}"), f"{where}.name")
             x_px = _number(entry, "x_px", where, -MAX_PLACEMENT_PX, MAX_PLACEMENT_PX)
             y_px = _number(entry, "y_px", where, -MAX_PLACEMENT_PX, MAX_PLACEMENT_PX)
             placed_w = _number(entry, "width_px", where, 0, MAX_PLACEMENT_PX, positive=True)
@@ -333,6 +332,13 @@ class Layout:
 
     def original_or_render(self) -> np.ndarray:
         return self.original if self.original is not None else self.render()
+
+
+def _name(value: Any, where: str) -> str:
+    if not isinstance(value, str) or len(value) > MAX_NAME_CHARS:
+        raise InvalidInput(f"{where} must be a string of at most {MAX_NAME_CHARS} characters")
+    # JSON can carry a lone UTF-16 surrogate (\ud800 escaped), which no file format can encode: make it U+FFFD.
+    return _LONE_SURROGATE.sub("\ufffd", value)
 
 
 def _frame_side(data: dict, key: str) -> int:

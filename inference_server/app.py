@@ -113,7 +113,8 @@ class Health(BaseModel):
 def _errors(*codes: int) -> dict[int, dict[str, Any]]:
     reasons = {
         400: "bad parameter or image", 401: "missing or wrong bearer token", 403: "foreign Origin or Host",
-        404: "no such job or layer", 409: "the job is not in a state that allows this", 413: "upload or image too large",
+        404: "no such job or layer", 409: "the job is not in a state that allows this",
+        413: "upload or image too large",
         429: "queue full", 503: "model unavailable", 507: "the data folder cannot be written (disk full?)",
     }
     # 401/403/413 and the general 400 come from GuardMiddleware and are added to every operation by _declare_security.
@@ -216,8 +217,8 @@ class GuardMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                return await reject(413, f"request body exceeds the {limit / 2**20:.1f} MiB limit (start the server with "
-                                         f"a larger --max-upload-mib)")
+                return await reject(413, f"request body exceeds the {limit / 2**20:.1f} MiB limit (start the server "
+                                         f"with a larger --max-upload-mib)")
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
@@ -243,7 +244,8 @@ def _parse_params(text: str | None) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except ValueError as exc:
-        raise InvalidInput(f"params must be a JSON object such as {{\"layers\": 4}}; could not parse it: {exc}") from None
+        raise InvalidInput(f"params must be a JSON object such as {{\"layers\": 4}}; could not parse it: "
+                           f"{exc}") from None
     if not isinstance(value, dict):
         raise InvalidInput(f"params must be a JSON object such as {{\"layers\": 4}}, got {type(value).__name__}")
     return value

@@ -31,7 +31,8 @@ def _layers(text: str) -> int:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number of layers, got {text!r}") from None
     if not MIN_LAYERS <= value <= MAX_LAYERS:
-        raise argparse.ArgumentTypeError(f"the number of layers must be between {MIN_LAYERS} and {MAX_LAYERS}, got {value}")
+        raise argparse.ArgumentTypeError(
+            f"the number of layers must be between {MIN_LAYERS} and {MAX_LAYERS}, got {value}")
     return value
 
 

@@ -177,7 +177,8 @@ class JobManager:
         image_rgba, notes = None, []
         if params.parent_job is not None or params.parent_layer is not None:
             if image_loader is not None:
-                raise InvalidInput("send either an image or parent_job + parent_layer (recursive decomposition), not both")
+                raise InvalidInput("send either an image or parent_job + parent_layer (recursive decomposition), "
+                                   "not both")
             input_path, parent = self._parent_input(params.parent_job, params.parent_layer)
             notes = [f"input: layer {params.parent_layer} of job {params.parent_job} (recursive decomposition)"]
             self._check_room()
@@ -316,7 +317,8 @@ class JobManager:
                                    f"can be decomposed further")
             count = int(record.get("layers") or 0)
         if not 0 <= parent_layer < count:
-            raise NotFound(f"parent job {parent_job} has {count} layers (0–{count - 1}); there is no layer {parent_layer}")
+            raise NotFound(f"parent job {parent_job} has {count} layers (0–{count - 1}); there is no layer "
+                           f"{parent_layer}")
         folder = self.jobs_dir / parent_job
         path = folder / layer_file_name(parent_layer)
         if not path.is_file():

@@ -74,7 +74,8 @@ class DecomposeParams:
                 raise InvalidInput(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.parent_job is not None and not isinstance(self.parent_job, str):
             raise InvalidInput(f"parent_job must be a job id string, got {self.parent_job!r}")
-        if self.parent_layer is not None and (isinstance(self.parent_layer, bool) or not isinstance(self.parent_layer, int)):
+        if self.parent_layer is not None and (isinstance(self.parent_layer, bool)
+                                              or not isinstance(self.parent_layer, int)):
             raise InvalidInput(f"parent_layer must be an integer layer index, got {self.parent_layer!r}")
         return self
 

@@ -70,7 +70,7 @@ def _font(size_px: int) -> ImageFont.ImageFont:
 
 
 def _supersampled_mask(width_px: int, height_px: int, draw_fn) -> np.ndarray:
-    """Draw white-on-black at SUPERSAMPLE× with ``draw_fn(draw, scale)`` and box-filter down → float alpha in [0, 1]."""
+    """Draw white-on-black at SUPERSAMPLE× with ``draw_fn(draw, scale)``, box-filter down → float alpha in [0, 1]."""
     big = Image.new("L", (width_px * SUPERSAMPLE, height_px * SUPERSAMPLE), 0)
     draw_fn(ImageDraw.Draw(big), SUPERSAMPLE)
     small = big.resize((width_px, height_px), Image.Resampling.BOX)

@@ -52,7 +52,8 @@ def test_submit_poll_fetch_layers_and_manifest(server):
 
     # The files live in the job folder, as the Blender add-on and the exporters expect.
     folder = server.data_dir / "jobs" / job_id
-    assert {"job.json", "manifest.json", "preview.png", "layer_00.png", "layer_02.png"} <= {p.name for p in folder.iterdir()}
+    names = {p.name for p in folder.iterdir()}
+    assert {"job.json", "manifest.json", "preview.png", "layer_00.png", "layer_02.png"} <= names
 
 
 def test_health_reports_backend_and_queue(server):

@@ -185,7 +185,8 @@ def test_real_qwen_pipeline_cancels_mid_denoise(start_server, tmp_path):
 
     from conftest import REPO
 
-    spec = importlib.util.spec_from_file_location("make_tiny_qwen_layered", REPO / "scripts" / "make_tiny_qwen_layered.py")
+    spec = importlib.util.spec_from_file_location("make_tiny_qwen_layered",
+                                                  REPO / "scripts" / "make_tiny_qwen_layered.py")
     builder = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(builder)
     model_dir = builder.build_tiny_pipeline(tmp_path / "tiny-qwen")

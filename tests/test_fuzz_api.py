@@ -1,7 +1,8 @@
 """Property-based fuzzing of the HTTP API from its own OpenAPI schema (schemathesis), against a real server on
 loopback, with the bearer token: no request may produce a 5xx, a response outside the schema, or hang.
 
-Bounded: ``MAX_EXAMPLES`` per operation (13 operations) and a per-request timeout, so the module runs in well under a minute.
+Bounded: ``MAX_EXAMPLES`` per operation (13 operations) and a per-request timeout, so the module runs in well under
+a minute.
 The hostile image corpus (tests/hostile) is also uploaded through the real socket.
 
 A schema cannot say "a decodable PNG" or "a JSON string matching contentSchema", so random strings and bytes only

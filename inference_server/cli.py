@@ -146,9 +146,13 @@ def run_decompose(args: argparse.Namespace) -> int:
         stack = backend.decompose(image, params, bar.update, cancel)
         stack.notes = notes + list(stack.notes)
         stack.parent = parent
-        stack.save(args.output)
-        if parent is not None:
-            _link_child(args.image, args.layer, args.output)
+        try:
+            stack.save(args.output)
+            if parent is not None:
+                _link_child(args.image, args.layer, args.output)
+        except OSError as exc:  # disk full, read-only, a file in the way
+            return _fail("decompose", f"cannot write {args.output}: {exc.strerror or exc}; choose a folder you can "
+                                      f"write to")
     except KeyboardInterrupt:
         cancel.cancel()
         return _fail("decompose", "interrupted; nothing was written", 130)

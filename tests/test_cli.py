@@ -130,3 +130,12 @@ def test_serve_with_an_unusable_data_dir_says_so_in_one_line(tmp_path):
     result = strata("serve", "--port", 0, "--data-dir", tmp_path / "a-file" / "data", timeout_s=30)
     assert result.returncode == 2, result.stderr
     assert "cannot use --data-dir" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_decompose_into_an_unwritable_place_says_so_in_one_line(tmp_path):
+    image_path = tmp_path / "in.png"
+    image_path.write_bytes(png_bytes_of(sample_image()))
+    (tmp_path / "a-file").write_text("not a folder")
+    result = strata("decompose", image_path, "-n", 2, "-o", tmp_path / "a-file" / "out", "--backend", "cpu")
+    assert result.returncode == 2, result.stderr
+    assert "cannot write" in result.stderr and "Traceback" not in result.stderr

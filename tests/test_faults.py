@@ -149,6 +149,7 @@ def test_restart_fails_unfinished_jobs_and_keeps_finished_ones(start_server, tmp
     second = start_server(data_dir)
     assert second.get(f"/v1/jobs/{done}").json()["status"] == "succeeded"
     assert second.get(f"/v1/jobs/{done}/layers/1.png").status_code == 200
+    assert second.get(f"/v1/jobs/{done}/export.psd").status_code == 200  # exports read the kept files too
     for job_id in (running, queued):
         record = second.get(f"/v1/jobs/{job_id}").json()
         assert record["status"] == "failed" and "server restarted" in record["error"]

@@ -7,7 +7,7 @@ The hostile image corpus (tests/hostile) is also uploaded through the real socke
 
 A schema cannot say "a decodable PNG" or "a JSON string matching contentSchema", so random strings and bytes only
 reach the error paths. A ``flatmap_case`` hook mixes in requests that are valid by construction: for the layout
-exports a layout drawn from the layout's published JSON Schema with one PNG ``layer_<i>`` part per layer, for
+exports a layout within the layout's published JSON Schema with one PNG ``layer_<i>`` part per layer, for
 ``POST /v1/jobs`` a small PNG of a random mode and drawn parameters. Hypothesis then explores both kinds.
 """
 
@@ -59,7 +59,7 @@ def _schema_document() -> dict:
 schema = schemathesis.openapi.from_dict(_schema_document())
 LAYOUT_OPERATIONS = ("/v1/exports/pptx", "/v1/exports/psd")
 STATUSES: dict[str, set[int]] = {}  # "POST /v1/jobs" -> status codes the fuzz test saw
-# Modes a layer PNG may have; P and I;16 are refused with a 400 that names the mode, the rest are widened to RGBA.
+# Modes a layer PNG may have; all are converted to RGBA as job uploads are (palette and 16-bit grey included).
 PNG_MODES = ("RGBA", "RGB", "L", "LA", "P", "I;16")
 
 
@@ -81,15 +81,17 @@ def small_pngs(draw, min_side_px: int = 1, max_side_px: int = 24) -> bytes:
 # Layouts within the published layout schema (test_layout_schema_matches_the_parser keeps the two in step), with the
 # frame and placements kept small: big frames are valid but cost seconds each by design (their pixel budget has its
 # own test in test_export_api.py).
+# Hypothesis text has no lone surrogates; JSON can carry one ("\\ud83d": half an emoji), so some names have one.
+NAMES = st.text(max_size=40) | st.builds(lambda text: text + "\ud83d", st.text(max_size=8))
 _PLACED_LAYER = st.fixed_dictionaries(
     {"x_px": st.floats(-400, 400), "y_px": st.floats(-400, 400),
      "width_px": st.floats(1e-3, 400), "height_px": st.floats(1e-3, 400)},
-    optional={"name": st.text(max_size=40), "opacity": st.floats(0, 1), "visible": st.booleans()},
+    optional={"name": NAMES, "opacity": st.floats(0, 1), "visible": st.booleans()},
 )
 _LAYOUT = st.fixed_dictionaries(
     {"width_px": st.integers(1, 96), "height_px": st.integers(1, 96), "layers": st.lists(_PLACED_LAYER, min_size=1,
                                                                                          max_size=4)},
-    optional={"name": st.text(max_size=60)},
+    optional={"name": NAMES},
 )
 
 

@@ -2,7 +2,8 @@
 
 ``decompose`` runs the pipeline's own stages one by one (caption, encode, denoise, decode) so each can report
 progress, be timed for the manifest and be canceled in between; the denoising loop itself is the pipeline's,
-called with ready prompt embeddings and ``output_type="latent"``.
+called with ready prompt embeddings; it decodes too (diffusers 0.42.1's ``output_type="latent"`` path is broken), and
+the decode's seconds are measured from the last denoising step.
 
 Layer order: the model's layers are trained to recompose the input by sequential alpha blending,
 C_i = α_i·RGB_i + (1 − α_i)·C_{i−1} for i = 1…N (Qwen-Image-Layered paper, arXiv 2512.15603, RGBA-VAE section), so
@@ -55,9 +56,14 @@ APPROXIMATE_PRESETS = ("fast",)
 # same softmax attention, differing only in rounding.
 # Measured on an H100: cuDNN attention alone ran 1.7× faster than FlashAttention-2 at these shapes, yet the
 # compiled model's step time did not change with it, so it is opt-in.
-SDPA_PREFERENCE = os.environ.get("STRATA_SDPA", "flash")
+def sdpa_preference() -> str:
+    return os.environ.get("STRATA_SDPA", "flash")
+
+
 # Step cache of the fast preset: "fbc" (First Block Cache) or "none" (fp8 + compile only).
-FAST_STEP_CACHE = os.environ.get("STRATA_FAST_STEP_CACHE", "fbc")
+def fast_step_cache() -> str:
+    return os.environ.get("STRATA_FAST_STEP_CACHE", "fbc")
+
 
 
 def torchvision_available() -> bool:
@@ -291,7 +297,7 @@ class QwenLayeredBackend:
         if preset == "fast" and device.type == "cuda":
             self._quantize_fp8(pipe.transformer)
         # c. Step cache (fast only): approximate by design.
-        if preset == "fast" and FAST_STEP_CACHE == "fbc":
+        if preset == "fast" and fast_step_cache() == "fbc":
             from diffusers import FirstBlockCacheConfig
 
             pipe.transformer.enable_cache(FirstBlockCacheConfig(threshold=FAST_CACHE_THRESHOLD))
@@ -304,7 +310,7 @@ class QwenLayeredBackend:
             backend = self.compile_backend or ("inductor" if device.type == "cuda" else "none")
             if backend != "none":
                 # The step cache's hooks call a compiler-disabled check from inside the blocks: no full graph then.
-                step_cache = preset == "fast" and FAST_STEP_CACHE == "fbc"
+                step_cache = preset == "fast" and fast_step_cache() == "fbc"
                 pipe.transformer.compile_repeated_blocks(fullgraph=not step_cache, backend=backend)
                 self._compiled = True
 
@@ -329,7 +335,7 @@ class QwenLayeredBackend:
         """Context that puts the preferred SDPA kernel first (exact/fast on CUDA), else does nothing."""
         import contextlib
 
-        if preset not in ("exact", "fast") or not self.device.startswith("cuda") or SDPA_PREFERENCE != "cudnn":
+        if preset not in ("exact", "fast") or not self.device.startswith("cuda") or sdpa_preference() != "cudnn":
             return contextlib.nullcontext()
         from torch.nn.attention import SDPBackend, sdpa_kernel
 

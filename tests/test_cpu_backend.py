@@ -272,3 +272,37 @@ def test_a_phrase_crossed_by_other_text_comes_back_as_one_text_layer(decomposer)
     assert len(phrase) == 1, [layer.name for layer in stack.layers]
     # Both words in that one layer (the detector read only "Book": "now" crosses the other text).
     assert (phrase[0].rgba[..., 3][truth] > 127).mean() > 0.9
+
+
+def _skimage_photo(name: str) -> np.ndarray:
+    import skimage.data
+
+    return np.asarray(Image.fromarray(getattr(skimage.data, name)()).convert("RGBA").resize((384, 288)), np.uint8)
+
+
+def test_a_photo_subject_is_the_whole_person_and_the_whole_cup_and_the_hole_is_filled_smoothly(decomposer):
+    import cv2
+
+    astronaut = _skimage_photo("astronaut")
+    stack = _decompose(decomposer, astronaut, 3)
+    assert [layer.name for layer in stack.layers] == ["Background", "Subject"]
+    subject = stack.layers[1].rgba[..., 3] > 127
+    assert subject[50:95, 140:195].mean() > 0.9, "the astronaut's face belongs to the subject"
+    assert subject[15:40, 130:210].mean() > 0.8, "so does her hair"
+    assert subject[250:, 100:250].mean() > 0.9, "so does her suit"
+    assert not subject[:150, :20].any(), "the flag on the left is background"
+    assert _composite_error(stack, astronaut) <= 1.0
+
+    coffee = _skimage_photo("coffee")
+    stack = _decompose(decomposer, coffee, 3)
+    subject = stack.layers[-1].rgba[..., 3] > 127
+    rim = coffee[..., :3].min(axis=2) > 190  # the white porcelain ...
+    rim[60:] = False  # ... at the top of the cup
+    assert subject[rim].mean() > 0.95, "the cup keeps its rim"
+    # The background under the cup reads as smooth background: no streaks smeared in from the hole's edge.
+    background = cv2.GaussianBlur(stack.layers[0].rgba[..., :3].astype(np.float32), (0, 0), 1.5).mean(axis=2)
+    gradient = np.hypot(*np.gradient(background))
+    inside = cv2.erode(subject.astype(np.uint8), np.ones((15, 15), np.uint8)).astype(bool)
+    assert stack.layers[0].rgba[..., 3].min() == 255, "the background has no hole"
+    assert gradient[inside].mean() < 0.4 * gradient[~subject].mean()
+    assert _composite_error(stack, coffee) <= 1.0

@@ -69,7 +69,9 @@ MIN_IMAGE_FRACTION = 0.005  # textured blobs on a flat background at least this 
 MAX_ELEMENTS = 48
 OCR_MAX_SIDE_PX = 640  # the text detector runs on a copy at most this big (time grows with pixels)
 SUBJECT_MAX_SIDE_PX = 256  # grabCut for a photo's subject runs at this size
-INPAINT_MAX_SIDE_PX = 384  # Telea inpainting of big holes runs at this size, then is upsampled
+INPAINT_MAX_SIDE_PX = 384  # photo holes are filled at this size, then upsampled
+TELEA_BAND_PX = 5  # (at that size) Telea fills this far into a subject's hole, a smooth fill beyond twice that
+FILL_RELAX_STEPS = 20  # smoothing passes per pyramid level of that fill (towards a membrane fill)
 
 COLOR_NAMES = {
     "Red": (220, 50, 50), "Orange": (245, 150, 60), "Yellow": (235, 205, 80), "Green": (60, 170, 80),
@@ -225,7 +227,9 @@ class CpuDecomposer:
         # 8. Fill the background
         begin("fill")
         top_premul, top_alpha = _over_premul([layer.rgba for layer in upper], (height_px, width_px))
-        fill_rgb = _fill_background(rgb, background, top_alpha > 0)
+        subject_layer = [element_layers[id(e)] for e in elements if e.kind == "image" and e.text == "Subject"]
+        fill_rgb = _fill_background(rgb, background, top_alpha > 0,
+                                    subject_layer[0][..., 3] > 0 if subject_layer else None)
         progress("fill", 1, 1)
         bottom = _solve_bottom(target, top_premul, top_alpha, fill_rgb, opaque)
         layers = [Layer(bottom, "Background")] + upper
@@ -820,10 +824,12 @@ def _merge_phrases(elements: list[_Element]) -> list[_Element]:
 
 
 def _find_subject(rgb: np.ndarray, background: _Element, elements: list[_Element]) -> _Element | None:
-    """The photo's main subject: colour contrast to the border (with a centre prior) seeds grabCut.
+    """The photo's main subject: colour contrast to the border with a centre prior seeds grabCut.
 
-    Runs at most SUBJECT_MAX_SIDE_PX on the long side; the mask is scaled back and its edge left to the
-    peel's soft-edge band.
+    Runs at most SUBJECT_MAX_SIDE_PX on the long side. The salient blobs only *seed* the subject: the probable
+    foreground is their dilated convex hull, generous enough that grabCut's colour models can take in a head
+    above a suit or a cup's rim whose colours look like the border's. The mask is scaled back with a guided
+    filter (edges follow the full-size image) and its outer rim is left to the peel's soft-edge band.
     """
     import cv2
 
@@ -838,40 +844,86 @@ def _find_subject(rgb: np.ndarray, background: _Element, elements: list[_Element
                              lab[:, :3].reshape(-1, 3), lab[:, -3:].reshape(-1, 3)])
     criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 10, 1.0)
     clusters = min(6, len(border))
+    cv2.setRNGSeed(0)  # k-means++ seeding: the same photo gives the same subject
     _, _, centers = cv2.kmeans(border, clusters, None, criteria, 2, cv2.KMEANS_PP_CENTERS)
     distance = np.min(np.linalg.norm(lab[:, :, None, :] - centers[None, None], axis=3), axis=2)
     ys, xs = np.mgrid[0:size[1], 0:size[0]].astype(np.float32)
-    centre = np.exp(-(((xs / size[0] - 0.5) ** 2) + ((ys / size[1] - 0.5) ** 2)) / (2 * 0.25 ** 2))
+    centre = np.exp(-(((xs / size[0] - 0.5) ** 2) + ((ys / size[1] - 0.5) ** 2)) / (2 * 0.3 ** 2))
     saliency = cv2.GaussianBlur(distance * centre, (0, 0), 2.0)
     saliency_u8 = np.clip(saliency / max(float(saliency.max()), 1e-6) * 255, 0, 255).astype(np.uint8)
     threshold, _ = cv2.threshold(saliency_u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    mask = np.where(saliency_u8 > threshold, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
-    mask[saliency_u8 > min(255, threshold * 1.6)] = cv2.GC_FGD
-    mask[:2], mask[-2:], mask[:, :2], mask[:, -2:] = cv2.GC_BGD, cv2.GC_BGD, cv2.GC_BGD, cv2.GC_BGD
-    if not (mask == cv2.GC_PR_FGD).any() and not (mask == cv2.GC_FGD).any():
+    salient = (saliency_u8 > threshold).astype(np.uint8)
+    # Keep the big blobs (specks of odd colour in the background are not the subject).
+    count, pieces, stats, _ = cv2.connectedComponentsWithStats(salient, connectivity=8)
+    if count < 2:
         return None
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    keep = 1 + np.flatnonzero(areas >= max(0.15 * areas.max(), 0.005 * salient.size))
+    salient = np.isin(pieces, keep)
+    side_px = min(size)
+    grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * round(0.08 * side_px) + 1,) * 2)
+    probable = cv2.dilate(_hull_mask(salient).astype(np.uint8), grow)
+    if probable[-3:].any():
+        # A subject standing on the bottom edge (a person) may have its head above the salient part (a suit):
+        # let the probable region reach a fifth of the height further up.
+        reach_px = round(0.2 * size[1])
+        upward = cv2.getStructuringElement(cv2.MORPH_RECT, (1, reach_px + 1))
+        probable = cv2.dilate(probable, upward, anchor=(0, 0))
+    probable = probable.astype(bool)
+    mask = np.full(salient.shape, cv2.GC_PR_BGD, np.uint8)
+    mask[probable] = cv2.GC_PR_FGD
+    mask[salient & (saliency_u8 > min(255, threshold * 1.6))] = cv2.GC_FGD
+    # The frame's edge is background, except the bottom edge: people and objects often stand on it.
+    mask[:2][mask[:2] != cv2.GC_FGD] = cv2.GC_BGD
+    mask[:, :2][mask[:, :2] != cv2.GC_FGD] = cv2.GC_BGD
+    mask[:, -2:][mask[:, -2:] != cv2.GC_FGD] = cv2.GC_BGD
     bgd_model, fgd_model = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    cv2.grabCut(small[..., ::-1].copy(), mask, None, bgd_model, fgd_model, 4, cv2.GC_INIT_WITH_MASK)
+    cv2.grabCut(small[..., ::-1].copy(), mask, None, bgd_model, fgd_model, 6, cv2.GC_INIT_WITH_MASK)
     foreground = np.isin(mask, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.uint8)
     count, pieces, stats, _ = cv2.connectedComponentsWithStats(foreground, connectivity=8)
-    keep = [k for k in range(1, count) if stats[k, cv2.CC_STAT_AREA] >= 0.01 * foreground.size]
-    if not keep:
+    if count < 2:
         return None
-    foreground = np.isin(pieces, keep).astype(np.float32)
-    full = cv2.resize(foreground, (width_px, height_px), interpolation=cv2.INTER_LINEAR) > 0.5
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    keep = 1 + np.flatnonzero(areas >= max(0.2 * areas.max(), 0.01 * foreground.size))
+    foreground = np.isin(pieces, keep).astype(np.uint8)
+    # Holes inside the subject (the dark coffee, a pupil) belong to it.
+    contours, _ = cv2.findContours(foreground, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(foreground, contours, -1, 1, thickness=cv2.FILLED)
+    full = _guided_upsample(foreground.astype(np.float32), rgb, scale) > 0.5
     for element in elements:
         full &= ~element.mask
     share = full.mean()
-    if not 0.02 <= share <= 0.8:
+    if not 0.02 <= share <= 0.85:
         return None
     # Leave the outer rim to the peel's soft-edge band.
-    rim = max(1, round(1.0 / scale))
+    rim = max(1, round(0.5 / scale))
     core = cv2.erode(full.astype(np.uint8), np.ones((2 * rim + 1, 2 * rim + 1), np.uint8)).astype(bool)
     if core.sum() < 0.01 * core.size:
         return None
     subject = _Element("image", core, rgb[core].mean(axis=0), "Subject")
     subject.hull = _hull_mask(core)
     return subject
+
+
+def _guided_upsample(mask_small: np.ndarray, rgb: np.ndarray, scale: float) -> np.ndarray:
+    """A low-resolution mask (0–1) scaled to full size with a guided filter (He et al.) on the image's
+    luminance, so its edges move onto the photo's edges instead of staying blocky."""
+    import cv2
+
+    height_px, width_px = rgb.shape[:2]
+    mask = cv2.resize(mask_small, (width_px, height_px), interpolation=cv2.INTER_LINEAR)
+    if scale >= 1.0:
+        return mask
+    guide = (rgb @ np.array([0.299, 0.587, 0.114], np.float32)).astype(np.float32) / 255.0
+    radius_px = max(2, round(1.5 / scale))
+    ksize = (2 * radius_px + 1, 2 * radius_px + 1)
+    mean_i = cv2.blur(guide, ksize)
+    mean_p = cv2.blur(mask, ksize)
+    var_i = cv2.blur(guide * guide, ksize) - mean_i * mean_i
+    cov_ip = cv2.blur(guide * mask, ksize) - mean_i * mean_p
+    a = cov_ip / (var_i + 1e-3)
+    b = mean_p - a * mean_i
+    return cv2.blur(a, ksize) * guide + cv2.blur(b, ksize)
 
 
 def _find_translucent(rgb: np.ndarray, background: _Element, elements: list[_Element]) -> list[_Element]:
@@ -1097,8 +1149,10 @@ def _peel(rgb: np.ndarray, element: _Element, covering: np.ndarray, alpha_in: np
 # ---------------------------------------------------------------------------------------------- fill
 
 
-def _fill_background(rgb: np.ndarray, background: _Element, hole: np.ndarray) -> np.ndarray:
-    """The background's colour everywhere, including in ``hole`` (under the layers above); float RGB."""
+def _fill_background(rgb: np.ndarray, background: _Element, hole: np.ndarray,
+                     smooth_within: np.ndarray | None = None) -> np.ndarray:
+    """The background's colour everywhere, including in ``hole`` (under the layers above); float RGB.
+    A photo's hole gets a smooth fill away from its edge inside ``smooth_within`` (the subject's layer)."""
     import cv2
 
     height_px, width_px = rgb.shape[:2]
@@ -1121,7 +1175,11 @@ def _fill_background(rgb: np.ndarray, background: _Element, hole: np.ndarray) ->
         ys, xs = np.nonzero(hole)
         out[ys, xs] = _features_at(ys, xs, height_px, width_px) @ coef
         return np.clip(out, 0, 255)
-    # Texture: Telea inpainting, at reduced size when the image is big (cost grows with the hole's area).
+    # Texture (a photo): Telea inpainting, which continues the surrounding texture across a shape or a word laid
+    # over the photo (and scores better there against the true background: bench_decompose's photo set). Deep
+    # inside a subject's big hole it smears the rim inward into radial streaks: there a smooth pull-push fill
+    # takes over, which reads as the out-of-focus background a subject usually hides. Both run at reduced size
+    # when the image is big.
     hole_u8 = cv2.dilate(hole.astype(np.uint8), np.ones((3, 3), np.uint8))
     scale = min(1.0, INPAINT_MAX_SIDE_PX / max(height_px, width_px))
     src = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
@@ -1134,9 +1192,65 @@ def _fill_background(rgb: np.ndarray, background: _Element, hole: np.ndarray) ->
         filled = cv2.resize(filled, (width_px, height_px), interpolation=cv2.INTER_LINEAR)
     else:
         filled = cv2.inpaint(src, hole_u8, 3, cv2.INPAINT_TELEA)
+    depth_px = cv2.distanceTransform(hole_u8, cv2.DIST_L2, 3)
+    band_px = TELEA_BAND_PX / scale
+    smooth_share = np.clip(depth_px / band_px - 1.0, 0.0, 1.0)  # 0 within one band of the edge, 1 past two
     out = rgb.astype(np.float64).copy()
-    out[hole_u8 > 0] = filled[hole_u8 > 0]
+    inside = hole_u8 > 0
+    out[inside] = filled[inside]
+    if smooth_within is None:
+        smooth_within = np.zeros_like(hole)
+    smooth_share[~smooth_within] = 0.0
+    if smooth_share.any():
+        deep = smooth_share > 0
+        smooth = _smooth_fill(rgb.astype(np.float64), hole)
+        share = smooth_share[deep][:, None]
+        out[deep] = (1.0 - share) * out[deep] + share * smooth[deep]
     return out
+
+
+def _smooth_fill(rgb: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """``rgb`` with ``hole`` filled by pull-push (normalised convolution over an image pyramid) at reduced size,
+    upsampled, with grain of the surroundings' fine-detail strength added back (fixed seed: reproducible)."""
+    import cv2
+
+    height_px, width_px = rgb.shape[:2]
+    # Everything a few pixels into the known side of the rim is anti-aliased subject edge: not a fill source.
+    hole = cv2.dilate(hole.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    scale = min(1.0, INPAINT_MAX_SIDE_PX / max(height_px, width_px))
+    size = (max(1, round(width_px * scale)), max(1, round(height_px * scale)))
+    known = (~hole).astype(np.float32)
+    small_known = cv2.resize(known, size, interpolation=cv2.INTER_AREA)
+    small_premul = cv2.resize(rgb.astype(np.float32) * known[..., None], size, interpolation=cv2.INTER_AREA)
+    # Pull: halve while any level still has unknown pixels; push: fill each level's gaps from the coarser one.
+    pyramid = [(small_premul, small_known)]
+    while min(pyramid[-1][1].shape) > 2 and (pyramid[-1][1] < 0.999).any():
+        premul, weight = pyramid[-1]
+        pyramid.append((cv2.pyrDown(premul), cv2.pyrDown(weight)))
+    premul, weight = pyramid[-1]
+    fallback = premul.reshape(-1, 3).sum(axis=0) / max(float(weight.sum()), 1e-6)
+    estimate = np.where(weight[..., None] > 1e-3, premul / np.maximum(weight, 1e-3)[..., None], fallback)
+    for premul, weight in reversed(pyramid[:-1]):
+        coarse = cv2.resize(estimate.astype(np.float32), (weight.shape[1], weight.shape[0]),
+                            interpolation=cv2.INTER_LINEAR)
+        coarse = cv2.GaussianBlur(coarse, (0, 0), 1.0)
+        trust = np.clip(weight * 2.0, 0.0, 1.0)[..., None]
+        estimate = trust * premul / np.maximum(weight, 1e-3)[..., None] + (1.0 - trust) * coarse
+        # Relax towards the membrane (harmonic) fill: smooth inside, meeting the rim's colours without a seam.
+        fixed = weight > 0.999
+        for _ in range(FILL_RELAX_STEPS):
+            estimate = np.where(fixed[..., None], estimate, cv2.blur(estimate.astype(np.float32), (3, 3)))
+    smooth = cv2.resize(estimate.astype(np.float32), (width_px, height_px), interpolation=cv2.INTER_LINEAR)
+    # Grain: the surroundings' fine detail (image minus its blur) has some strength; the fill gets as much noise.
+    detail = rgb.astype(np.float32) - cv2.GaussianBlur(rgb.astype(np.float32), (0, 0), 2.0)
+    ring = cv2.dilate(hole.astype(np.uint8), np.ones((15, 15), np.uint8)).astype(bool) & ~hole
+    strength = float(np.sqrt(np.mean(detail[ring] ** 2))) if ring.any() else 0.0
+    noise = np.random.default_rng(0).standard_normal((height_px, width_px)).astype(np.float32)
+    grain = cv2.GaussianBlur(noise, (0, 0), 0.8)
+    grain *= 0.3 * strength / max(float(grain.std()), 1e-6)
+    out = rgb.copy()
+    out[hole] = smooth[hole] + grain[hole][:, None]
+    return np.clip(out, 0, 255)
 
 
 def _over_shares(layers_rgba: list[np.ndarray]) -> np.ndarray:

@@ -863,9 +863,9 @@ def _find_subject(rgb: np.ndarray, background: _Element, elements: list[_Element
     side_px = min(size)
     grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * round(0.08 * side_px) + 1,) * 2)
     probable = cv2.dilate(_hull_mask(salient).astype(np.uint8), grow)
-    if probable[-3:].any():
-        # A subject standing on the bottom edge (a person) may have its head above the salient part (a suit):
-        # let the probable region reach a fifth of the height further up.
+    if probable[-max(3, size[1] // 10):].any():
+        # A subject standing on (or near) the bottom edge, a person, may have its head above the salient part
+        # (a suit): let the probable region reach a fifth of the height further up.
         reach_px = round(0.2 * size[1])
         upward = cv2.getStructuringElement(cv2.MORPH_RECT, (1, reach_px + 1))
         probable = cv2.dilate(probable, upward, anchor=(0, 0))

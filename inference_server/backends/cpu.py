@@ -22,7 +22,8 @@ How it works, in the order of ``CpuDecomposer.decompose``:
    separate elements; words of one colour next to each other (and glyph-like shapes of their colour: words
    the detector missed) are one phrase. Two flat elements whose colours differ exactly as what lies under
    them differs are one translucent sheet (colour and opacity solved). A photo with room left in the budget gets a "Subject" layer
-   (colour contrast to the border with a centre prior, then grabCut).
+   (colour contrast to the border with a centre prior seeds grabCut; the salient blobs' dilated hull, reaching up
+   for a head when the subject stands on the bottom edge, is its probable region; a guided filter scales it up).
 5. Order. Element B is above A when B sits inside A's convex hulls more than A sits inside B's: an occluded
    shape has a bite taken out of it. Elements are peeled in levels (unoccluded first), text to the front.
    Glyphs and strokes (rings, outlines: thin and hollow) use their own mask, not their hulls.
@@ -34,8 +35,9 @@ How it works, in the order of ``CpuDecomposer.decompose``:
    band, completion under the elements above it (inside its own convex hulls); colour = nearest own colour,
    also under zero alpha so resampling does not bleed black.
 8. Fill. The background's hole is filled from its colour model (flat or gradient) or by Telea inpainting
-   (texture, at reduced size for big holes); where the layers above leave it visible, the background colour is
-   solved from the input, so the composite matches.
+   (texture, at reduced size for big holes), which deep inside a photo subject's hole gives way to a smooth
+   pull-push fill with a little grain (no radial streaks); where the layers above leave it visible, the
+   background colour is solved from the input, so the composite matches.
 9. Residual. Whatever error is left (clipping, overlapping soft edges) goes into the colour of the layer that
    contributes most at that pixel. The "over" composite of the result equals the input (mean error ≤ 1/255).
 """

@@ -306,10 +306,7 @@ class JobManager:
     def _parent_input(self, parent_job: str | None, parent_layer: int | None) -> tuple[Path, dict[str, Any]]:
         if parent_job is None or parent_layer is None:
             raise InvalidInput("recursive decomposition needs both parent_job and parent_layer")
-        if not isinstance(parent_job, str):
-            raise InvalidInput(f"parent_job must be a job id string, got {parent_job!r}")
-        if isinstance(parent_layer, bool) or not isinstance(parent_layer, int):
-            raise InvalidInput(f"parent_layer must be an integer layer index, got {parent_layer!r}")
+        # Their types were checked by DecomposeParams.validate.
         with self._lock:
             record = self._record(parent_job)
             if record["status"] != "succeeded":

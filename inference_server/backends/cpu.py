@@ -520,24 +520,25 @@ def _build_elements(rgb: np.ndarray, regions: _Regions, words) -> tuple[_Element
     # placed on it are flat to the noise level.
     element_residual = ELEMENT_RESIDUAL if bg_region is not None else PHOTO_ELEMENT_RESIDUAL
 
+    from scipy import ndimage
+
+    region_boxes = ndimage.find_objects(labels)  # region k's (rows, cols) slices at k − 1
+
     # A word's letters: among the regions lying wholly inside its box, the colour with the most area (parts of
     # a shape showing between the letters lie inside the box too, but cover less of it).
     word_of_region: dict[int, int] = {}
     word_pixels: dict[int, np.ndarray] = {}
     if words:
-        from scipy import ndimage
-
-        slices = ndimage.find_objects(labels)
         for index, (box, _) in enumerate(words):
             x0, y0 = box.min(axis=0)
             x1, y1 = box.max(axis=0)
             margin = 0.15 * (y1 - y0)
             inside = []
             for k in candidates:
-                if (k in bg_regions or k in word_of_region or slices[k - 1] is None
+                if (k in bg_regions or k in word_of_region or region_boxes[k - 1] is None
                         or regions.residuals[k] > element_residual):
                     continue
-                rows, cols = slices[k - 1]
+                rows, cols = region_boxes[k - 1]
                 if (cols.start >= x0 - margin and cols.stop <= x1 + margin
                         and rows.start >= y0 - margin and rows.stop <= y1 + margin):
                     inside.append(k)
@@ -571,10 +572,6 @@ def _build_elements(rgb: np.ndarray, regions: _Regions, words) -> tuple[_Element
 
     # Group the remaining flat regions by colour (and word), or by a gradient's colour model: a gradient-filled
     # shape cut apart by a line over it continues on the other side in another colour, as the background does.
-    from scipy import ndimage
-
-    region_boxes = ndimage.find_objects(labels)
-
     def continues_gradient(lead: int, k: int) -> bool:
         (lead_rows, lead_cols), (rows, cols) = region_boxes[lead - 1], region_boxes[k - 1]
         reach_px = 0.05 * max(height_px, width_px)

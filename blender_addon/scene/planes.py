@@ -210,8 +210,9 @@ def relayout(root):
     layers = stack_layers(root)
     distances_m = layout.layer_distances_m(len(layers), root.strata.base_distance_m, root.strata.depth_spacing_m)
     for obj, distance_m in zip(layers, distances_m):
-        obj.strata.depth_m = distance_m  # its update callback moves and rescales the plane
-        place_plane(obj)  # (also sizes the overscan for the new depths)
+        # Its update callback (which runs on every assignment, same value or not) moves and rescales the plane and
+        # sizes the overscan for the new depths.
+        obj.strata.depth_m = distance_m
     camera = stack_camera(root)
     if camera is not None and distances_m:
         camera.data.clip_start, camera.data.clip_end = layout.clip_range_m(
@@ -349,8 +350,7 @@ def create_layer_plane(root, image_path, name, layer_index, depth_m, blend_like_
     settings.layer_index = layer_index
     settings.job_id = root.strata.job_id
     settings.source_path = image.filepath
-    settings.depth_m = depth_m
-    place_plane(obj)
+    settings.depth_m = depth_m  # its update callback places the plane
     return obj
 
 

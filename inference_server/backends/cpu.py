@@ -659,7 +659,11 @@ def _set_hull(element: _Element) -> None:
     element.glyph_like = glyph_like
     # Rings, outlines and arcs are thin all along: their hull would claim the whole inside (and everything
     # drawn there) as occluded parts of them, and completion would fill it in. They keep their own mask too.
-    element.hull = element.mask if glyph_like or _is_stroke(element.mask) else _hull_mask(element.mask)
+    if glyph_like:
+        element.hull = element.mask
+    else:
+        hull = _hull_mask(element.mask)
+        element.hull = element.mask if _is_stroke(element.mask, hull) else hull
 
 
 def _is_long(mask: np.ndarray, length_px: float) -> bool:
@@ -668,15 +672,15 @@ def _is_long(mask: np.ndarray, length_px: float) -> bool:
     return rows.size > 0 and max(rows[-1] - rows[0], cols[-1] - cols[0]) >= length_px
 
 
-def _is_stroke(mask: np.ndarray) -> bool:
-    """Thin everywhere (thickness under STROKE_THICKNESS of the hull's size) and hollow (half its hull or less)."""
+def _is_stroke(mask: np.ndarray, hull: np.ndarray) -> bool:
+    """Thin everywhere (thickness under STROKE_THICKNESS of the hull's size) and hollow (half its hull or less).
+    ``hull`` is the mask's ``_hull_mask``."""
     import cv2
 
     if not mask.any():
         return False
     crop = mask[_bbox_slices(mask, 1)].astype(np.uint8)
     thickness_px = 2.0 * float(cv2.distanceTransform(crop, cv2.DIST_L2, 3).max())
-    hull = _hull_mask(crop.astype(bool))
     hull_area = float(hull.sum())
     return thickness_px < STROKE_THICKNESS * np.sqrt(hull_area) and crop.sum() < 0.5 * hull_area
 

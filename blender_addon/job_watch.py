@@ -138,8 +138,8 @@ def tick():
     _write_state(scene, snapshot)
     if snapshot.status == "failed":
         notify(snapshot.error)
-    elif settings_notes := scene.strata.job_message:
-        notify(settings_notes, level='INFO')
+    elif notes := _result_notes(snapshot):
+        notify(notes, level='INFO')
     _redraw()
     return None
 

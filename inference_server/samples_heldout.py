@@ -100,14 +100,14 @@ def _gradient_layer(alpha: np.ndarray, color_a, color_b, angle_rad: float) -> np
     """A shape filled with a linear gradient across its own bounding box."""
     height_px, width_px = alpha.shape
     ys, xs = np.nonzero(alpha > 0)
-    fill = gradient_background(width_px, height_px, color_a, color_b, angle_rad)[..., :3].astype(np.float64)
-    if ys.size:
-        # Stretch the gradient over the shape's box rather than the whole frame, so the shape shows all of it.
-        grid_y, grid_x = np.mgrid[0:height_px, 0:width_px].astype(np.float64)
-        proj = grid_x * np.cos(angle_rad) + grid_y * np.sin(angle_rad)
-        inside = proj[ys, xs]
-        t = np.clip((proj - inside.min()) / max(inside.max() - inside.min(), 1e-9), 0, 1)[..., None]
-        fill = (1 - t) * np.asarray(color_a, np.float64) + t * np.asarray(color_b, np.float64)
+    if not ys.size:
+        return np.zeros((height_px, width_px, 4), np.uint8)
+    # Stretch the gradient over the shape's box rather than the whole frame, so the shape shows all of it.
+    grid_y, grid_x = np.mgrid[0:height_px, 0:width_px].astype(np.float64)
+    proj = grid_x * np.cos(angle_rad) + grid_y * np.sin(angle_rad)
+    inside = proj[ys, xs]
+    t = np.clip((proj - inside.min()) / max(inside.max() - inside.min(), 1e-9), 0, 1)[..., None]
+    fill = (1 - t) * np.asarray(color_a, np.float64) + t * np.asarray(color_b, np.float64)
     a8 = np.clip(np.rint(alpha * 255), 0, 255).astype(np.uint8)
     rgba = np.dstack([np.clip(np.rint(fill), 0, 255).astype(np.uint8), a8])
     rgba[a8 == 0, :3] = 0

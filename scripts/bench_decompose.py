@@ -168,7 +168,6 @@ def main(argv=None) -> int:
                   f"IoU {means[0][1]:.4f} → {verdict} the target (L1 ≤ {TARGET_L1}, IoU ≥ {TARGET_IOU})")
 
     if not args.skip_1024:
-        sample = make_sample("flat", 1024, 1024, 0)
         print()
         for kind in ("flat", "photo"):
             sample = make_sample(kind, 1024, 1024, 0)

@@ -122,7 +122,7 @@ def run_decompose(args: argparse.Namespace) -> int:
     from .backends.base import CancelToken
     from .errors import JobCanceled, ModelUnavailable, OutOfMemory
     from .images import load_image
-    from .layers import MANIFEST_NAME
+    from .layers import MANIFEST_NAME, link_child
     from .params import DecomposeParams
 
     if (args.output / MANIFEST_NAME).exists() and not args.force:
@@ -149,7 +149,7 @@ def run_decompose(args: argparse.Namespace) -> int:
         try:
             stack.save(args.output)
             if parent is not None:
-                _link_child(args.image, args.layer, args.output)
+                link_child(args.image, args.layer, str(args.output.resolve()))
         except OSError as exc:  # disk full, read-only, a file in the way
             return _fail("decompose", f"cannot write {args.output}: {exc.strerror or exc}; choose a folder you can "
                                       f"write to")
@@ -175,8 +175,6 @@ def run_decompose(args: argparse.Namespace) -> int:
 
 def _parent_layer(folder: Path, layer: int) -> tuple[Path, dict]:
     """The layer file to decompose again, and the child's ``parent`` entry; InvalidInput says what is wrong."""
-    from .errors import InvalidInput
-
     manifest = _read_manifest(folder)
     entries = manifest.get("layers") or []
     if not 0 <= layer < len(entries):
@@ -187,31 +185,15 @@ def _parent_layer(folder: Path, layer: int) -> tuple[Path, dict]:
 
 
 def _read_manifest(folder: Path) -> dict:
-    import json
-
-    from .errors import InvalidInput
-    from .layers import MANIFEST_NAME
+    from .layers import MANIFEST_NAME, read_manifest
 
     path = folder / MANIFEST_NAME
     if not path.is_file():
         raise InvalidInput(f"{folder} is not a decomposition folder (no {MANIFEST_NAME}); --layer needs one")
     try:
-        return json.loads(path.read_text("utf-8"))
+        return read_manifest(folder)
     except ValueError as exc:
         raise InvalidInput(f"{path} is not valid JSON ({exc})") from None
-
-
-def _link_child(folder: Path, layer: int, child: Path) -> None:
-    """Keep the tree on disk: the parent's manifest lists the child folder under the layer it came from."""
-    import json
-
-    from .layers import MANIFEST_NAME, write_bytes_atomic
-
-    manifest = _read_manifest(folder)
-    children = manifest.setdefault("children", {}).setdefault(str(layer), [])
-    if str(child.resolve()) not in children:
-        children.append(str(child.resolve()))
-    write_bytes_atomic(folder / MANIFEST_NAME, json.dumps(manifest, indent=2).encode("utf-8"))
 
 
 class _ProgressBar:

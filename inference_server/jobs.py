@@ -27,7 +27,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .errors import Busy, InvalidInput, ModelUnavailable, NotFound, QueueFull, StorageFailed
-from .layers import MANIFEST_NAME, layer_file_name, write_bytes_atomic, write_png_atomic
+from .layers import MANIFEST_NAME, layer_file_name, link_child, read_manifest, write_bytes_atomic, write_png_atomic
 from .params import DecomposeParams
 from .worker import backend_mismatch, worker_main
 
@@ -321,7 +321,7 @@ class JobManager:
         if not path.is_file():
             raise NotFound(f"layer {parent_layer} of job {parent_job} is missing on disk")
         try:
-            entry = json.loads((folder / MANIFEST_NAME).read_text("utf-8"))["layers"][parent_layer]
+            entry = read_manifest(folder)["layers"][parent_layer]
         except (OSError, ValueError, KeyError, IndexError):
             entry = {}
         if entry.get("bbox_px", True) is None:
@@ -349,22 +349,17 @@ class JobManager:
 
     def _link_child(self, child: dict[str, Any]) -> None:
         """Keep the tree: the parent's record and manifest list the child under the layer it came from."""
-        parent_id, layer = child["parent"]["job"], str(child["parent"]["layer"])
+        parent_id, layer = child["parent"]["job"], child["parent"]["layer"]
         parent = self._records.get(parent_id)
         if parent is None:
             return
-        parent.setdefault("children", {}).setdefault(layer, []).append(child["id"])
+        parent.setdefault("children", {}).setdefault(str(layer), []).append(child["id"])
         self._write_record(parent)
-        manifest_path = self.jobs_dir / parent_id / MANIFEST_NAME
         try:
-            manifest = json.loads(manifest_path.read_text("utf-8"))
-        except (OSError, ValueError):
-            return
-        manifest["children"] = parent["children"]
-        try:
-            write_bytes_atomic(manifest_path, json.dumps(manifest, indent=2).encode("utf-8"))
-        except OSError as exc:  # as in _write_record: the job record still lists the child
-            print(f"strata: could not write {manifest_path}: {exc}", file=sys.stderr, flush=True)
+            link_child(self.jobs_dir / parent_id, layer, child["id"])
+        except (OSError, ValueError) as exc:  # as in _write_record: the job record still lists the child
+            print(f"strata: could not list job {child['id']} in {self.jobs_dir / parent_id / MANIFEST_NAME}: {exc}",
+                  file=sys.stderr, flush=True)
 
     def _run(self) -> None:
         with self._lock:

@@ -182,7 +182,7 @@ class LayerStack:
         manifest = self.manifest()
         if extra_manifest:
             manifest.update(extra_manifest)
-        write_bytes_atomic(folder / MANIFEST_NAME, json.dumps(manifest, indent=2).encode("utf-8"))
+        write_manifest(folder, manifest)
         return folder
 
     @classmethod
@@ -191,7 +191,7 @@ class LayerStack:
         manifest_path = folder / MANIFEST_NAME
         if not manifest_path.is_file():
             raise FileNotFoundError(f"{folder} has no {MANIFEST_NAME}: not a finished decomposition folder")
-        manifest = json.loads(manifest_path.read_text("utf-8"))
+        manifest = read_manifest(folder)
         if manifest.get("format") != MANIFEST_FORMAT:
             raise ValueError(f"{manifest_path}: expected format {MANIFEST_FORMAT!r}, got {manifest.get('format')!r}")
         layers = []
@@ -207,6 +207,25 @@ class LayerStack:
             notes=manifest.get("notes", []),
             parent=manifest.get("parent"),
         )
+
+
+def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
+    """The parsed ``manifest.json`` of a decomposition folder (OSError when unreadable, ValueError when not JSON)."""
+    return json.loads((Path(folder) / MANIFEST_NAME).read_text("utf-8"))
+
+
+def write_manifest(folder: str | os.PathLike, manifest: dict[str, Any]) -> None:
+    write_bytes_atomic(Path(folder) / MANIFEST_NAME, json.dumps(manifest, indent=2).encode("utf-8"))
+
+
+def link_child(folder: str | os.PathLike, layer: int, child: str) -> None:
+    """Keep the tree on disk: the manifest in ``folder`` lists ``child`` (a server job id, or the folder of
+    ``strata decompose --layer``) under the layer it was decomposed from, once. Raises OSError / ValueError."""
+    manifest = read_manifest(folder)
+    children = manifest.setdefault("children", {}).setdefault(str(layer), [])
+    if child not in children:
+        children.append(child)
+        write_manifest(folder, manifest)
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:

@@ -28,7 +28,7 @@ from PIL import Image
 from ..errors import ImageTooLarge, InvalidInput
 from ..images import to_8bit_rgba
 from ..jobs import INPUT_NAME, JOB_RECORD_NAME
-from ..layers import MANIFEST_NAME, PREVIEW_NAME, LayerStack, OverCompositor, alpha_bbox_px
+from ..layers import MANIFEST_NAME, PREVIEW_NAME, LayerStack, OverCompositor, alpha_bbox_px, read_manifest
 
 MAX_LAYOUT_LAYERS = 64
 # Frame side limit: PSD allows 30000 px, a PowerPoint slide 56 in; 8192 keeps the float render under ~2 GiB.
@@ -411,7 +411,7 @@ def check_job_folder(folder: str | os.PathLike) -> dict:
             f"{folder} has no {MANIFEST_NAME}: not a finished decomposition folder "
             f"(expected layer_00.png…, {PREVIEW_NAME} and {MANIFEST_NAME})")
     try:
-        manifest = json.loads((folder / MANIFEST_NAME).read_text("utf-8"))
+        manifest = read_manifest(folder)
         files = [entry["file"] for entry in manifest["layers"]]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise InvalidInput(f"{folder / MANIFEST_NAME} is not a readable layer manifest ({error})") from None

@@ -38,12 +38,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     # Imported here: python-pptx and psd-tools are only needed when exporting.
     from .archive import write_archive
-    from .layout import check_job_folder, load_job_layout
+    from .layout import load_job_layout
     from .pptx import write_pptx
     from .psd import write_psd
 
-    try:
-        check_job_folder(args.job_dir)
+    try:  # both load_job_layout and write_archive check the folder (check_job_folder) before writing anything
         layout = load_job_layout(args.job_dir) if (args.pptx or args.psd) else None
         if args.pptx:
             write_pptx(layout, args.pptx, with_original=args.with_original)

@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -126,6 +127,27 @@ def sample_png(tmp_path_factory):
             "save_sample(sys.argv[2], 'flat', 160, 120, seed=7)")
     subprocess.run([SERVER_PYTHON, "-c", code, str(REPO), str(path)], check=True, timeout=120)
     return path
+
+
+def psnr_db(a, b, peak=255.0):
+    """PSNR of two images of values in [0, ``peak``] (255: uint8 renders and composites; 1.0: bpy float pixels)."""
+    mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(peak ** 2 / mse))
+
+
+def render_camera_view(scene, path, samples=4):
+    """The scene camera's view rendered with Cycles on the CPU to ``path``; → H×W×3 uint8."""
+    from PIL import Image
+
+    scene.render.engine = 'CYCLES'
+    scene.cycles.device = 'CPU'
+    scene.cycles.samples = samples
+    scene.render.dither_intensity = 0.0
+    scene.render.image_settings.file_format = 'PNG'
+    scene.render.image_settings.color_mode = 'RGB'
+    scene.render.filepath = str(path)
+    bpy.ops.render.render(write_still=True)
+    return np.asarray(Image.open(path).convert("RGB"))
 
 
 def _wait_for_job(timeout_s=90.0):

@@ -17,17 +17,13 @@ bpy = pytest.importorskip("bpy")
 
 from mathutils import Vector  # noqa: E402  (bpy first: mathutils comes with it)
 
-REPO = Path(__file__).resolve().parents[2]
-SERVER_PYTHON = os.environ.get("STRATA_SERVER_PYTHON", str(REPO / ".venv" / "bin" / "python"))
+from conftest import REPO, SERVER_PYTHON, psnr_db  # noqa: E402
+
 WIDTH_PX, HEIGHT_PX = 64, 48
 # The stack's own camera view reproduces the input at ~50 dB (a few anti-aliased edge pixels off by a filter
 # sample); the rest frame of every move must render exactly that view again.
 MIN_REST_PSNR_DB = 45.0
 SAME_RENDER = 1.5 / 255
-
-
-def psnr_db(a, b):
-    return float(10 * np.log10(1.0 / max(float(((a - b) ** 2).mean()), 1e-12)))
 
 
 def write_sample_layers(folder: Path, kind="flat", width_px=WIDTH_PX, height_px=HEIGHT_PX, seed=0):
@@ -108,7 +104,7 @@ def test_every_preset_keys_a_move_whose_first_frame_renders_the_original(stack, 
     scene = bpy.context.scene
     camera = scene.camera
     rest = render_frame(scene, tmp_path / "rest.png", 1)
-    assert psnr_db(rest[..., :3], sample["composite"][..., :3]) >= MIN_REST_PSNR_DB
+    assert psnr_db(rest[..., :3], sample["composite"][..., :3], peak=1.0) >= MIN_REST_PSNR_DB
     for preset in motion.PRESETS:
         result = bpy.ops.strata.animate_camera(preset=preset, amplitude=0.3, duration_frames=12)
         assert result == {'FINISHED'}, preset
@@ -116,7 +112,7 @@ def test_every_preset_keys_a_move_whose_first_frame_renders_the_original(stack, 
         first = render_frame(scene, tmp_path / f"{preset}_first.png", 1)
         error = np.abs(first - rest).max()
         assert error <= SAME_RENDER, f"{preset}: frame 1 differs from the unanimated view by {error * 255:.1f}/255"
-        assert psnr_db(first[..., :3], sample["composite"][..., :3]) >= MIN_REST_PSNR_DB, preset
+        assert psnr_db(first[..., :3], sample["composite"][..., :3], peak=1.0) >= MIN_REST_PSNR_DB, preset
         last = render_frame(scene, tmp_path / f"{preset}_last.png", 13)
         assert np.abs(last - sample["composite"]).mean() > 2 / 255, f"{preset}: the last frame shows no motion"
         # Overscan (the default) covers every move, a zoom-out too: no transparent border.

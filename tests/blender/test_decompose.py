@@ -11,7 +11,8 @@ from PIL import Image
 import bpy
 from bpy_extras.object_utils import world_to_camera_view
 
-from conftest import ADDON, _wait_for_job as wait_for_job  # tests/blender/conftest.py
+from conftest import ADDON, psnr_db, render_camera_view  # tests/blender/conftest.py
+from conftest import _wait_for_job as wait_for_job
 
 PSNR_MIN_DB = 40.0
 
@@ -22,23 +23,6 @@ def _planes():
 
 def _connection():
     return sys.modules[f"{ADDON}.connection"]
-
-
-def _psnr_db(a, b):
-    mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
-
-
-def _render_camera_view(scene, path, samples=4):
-    scene.render.engine = 'CYCLES'
-    scene.cycles.device = 'CPU'
-    scene.cycles.samples = samples
-    scene.render.dither_intensity = 0.0
-    scene.render.image_settings.file_format = 'PNG'
-    scene.render.image_settings.color_mode = 'RGB'
-    scene.render.filepath = str(path)
-    bpy.ops.render.render(write_still=True)
-    return np.asarray(Image.open(path).convert("RGB"))
 
 
 FRAME_CORNERS = [0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0]
@@ -96,10 +80,10 @@ def test_decompose_builds_a_camera_exact_stack(scene, local_server, sample_png, 
     assert scene.cycles.transparent_max_bounces >= 4
 
     original = np.asarray(Image.open(sample_png).convert("RGB"))
-    rendered = _render_camera_view(scene, tmp_path / "render.png")
-    psnr_db = _psnr_db(rendered, original)
-    print(f"camera view vs input: PSNR {psnr_db:.1f} dB")
-    assert psnr_db >= PSNR_MIN_DB
+    rendered = render_camera_view(scene, tmp_path / "render.png")
+    psnr = psnr_db(rendered, original)
+    print(f"camera view vs input: PSNR {psnr:.1f} dB")
+    assert psnr >= PSNR_MIN_DB
 
     # The built stack is one undo step (made when the job finished, long after the operator returned).
     assert bpy.ops.ed.undo() == {'FINISHED'}

@@ -12,7 +12,7 @@ from PIL import Image
 
 import bpy
 
-from conftest import ADDON, REPO
+from conftest import ADDON, REPO, psnr_db, render_camera_view
 
 WIDTH_PX, HEIGHT_PX = 120, 90
 PSNR_MIN_DB = 40.0
@@ -47,11 +47,6 @@ def editor_composite(layers):
     return np.rint(out * 255)
 
 
-def psnr_db(a, b):
-    mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
-
-
 def write_layers(folder, layers):
     paths = []
     for index, rgba in enumerate(layers):
@@ -68,13 +63,7 @@ def test_twelve_semi_transparent_layers_render_exactly_in_cycles(scene, tmp_path
                                  depth_spacing_m=0.25)
     # Cycles stops at transparent_max_bounces: the factory 8 would turn this 12-layer stack black.
     assert scene.cycles.transparent_max_bounces >= 12
-    scene.render.engine = 'CYCLES'
-    scene.cycles.device = 'CPU'
-    scene.cycles.samples = 2
-    scene.render.dither_intensity = 0.0
-    scene.render.filepath = str(tmp_path / "cycles.png")
-    bpy.ops.render.render(write_still=True)
-    rendered = np.asarray(Image.open(tmp_path / "cycles.png").convert("RGB"))
+    rendered = render_camera_view(scene, tmp_path / "cycles.png", samples=2)
     psnr = psnr_db(rendered, editor_composite(layers))
     print(f"cycles, 12 soft layers: PSNR {psnr:.1f} dB")
     assert psnr >= PSNR_MIN_DB

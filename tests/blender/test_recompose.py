@@ -16,8 +16,8 @@ import pytest
 
 bpy = pytest.importorskip("bpy")
 
-from conftest import ADDON, REPO, SERVER_PYTHON  # noqa: E402
-from test_animation import psnr_db, read_png, render_frame, write_sample_layers  # noqa: E402
+from conftest import ADDON, REPO, SERVER_PYTHON, psnr_db  # noqa: E402
+from test_animation import read_png, render_frame, write_sample_layers  # noqa: E402
 
 WIDTH_PX, HEIGHT_PX = 160, 120
 # Blender samples the scaled planes' texels nearest-neighbour, the reference compositor resamples them with a
@@ -105,14 +105,14 @@ def test_exported_camera_view_matches_the_render(stack, tmp_path):
         path = tmp_path / f"view.{kind.lower()}"
         assert bpy.ops.strata.export_view(kind=kind, filepath=str(path)) == {'FINISHED'}
         flat, shapes = read_back(path, kind.lower(), tmp_path)
-        results[kind] = psnr_db(over_white(flat), rendered)
+        results[kind] = psnr_db(over_white(flat), rendered, peak=1.0)
         assert [s["name"] for s in shapes] == [background.name, shape_a.name, shape_b.name, text.name]
         assert [s["visible"] for s in shapes] == [True, True, True, False]
         assert shapes[2]["opacity"] == pytest.approx(0.5, abs=0.01)
         assert results[kind] >= MIN_EXPORT_PSNR_DB, f"{kind} export vs render: {results[kind]:.1f} dB"
     # The arrangement matters: the unmoved stack's layout would not match this render.
     untouched = over_white(read_png(Path(background.strata.source_path)))
-    assert psnr_db(untouched, rendered) < min(results.values()) - 5
+    assert psnr_db(untouched, rendered, peak=1.0) < min(results.values()) - 5
     print(f"export vs render PSNR: {results}")
 
     soffice = shutil.which("soffice") or shutil.which("libreoffice")
@@ -126,7 +126,7 @@ def test_exported_camera_view_matches_the_render(stack, tmp_path):
     pixels = np.empty(WIDTH_PX * HEIGHT_PX * 4, np.float32)
     office.pixels.foreach_get(pixels)
     office_rgba = pixels.reshape(HEIGHT_PX, WIDTH_PX, 4)[::-1]
-    office_psnr = psnr_db(over_white(office_rgba), rendered)
+    office_psnr = psnr_db(over_white(office_rgba), rendered, peak=1.0)
     print(f"LibreOffice render vs Blender render: {office_psnr:.1f} dB")
     assert office_psnr >= MIN_LIBREOFFICE_PSNR_DB
 
@@ -142,7 +142,7 @@ def test_colour_adjustment_is_baked_into_the_export(stack, tmp_path):
     path = tmp_path / "hsv.psd"
     assert bpy.ops.strata.export_view(kind='PSD', filepath=str(path)) == {'FINISHED'}
     flat, _ = read_back(path, "psd", tmp_path)
-    assert psnr_db(over_white(flat), rendered) >= MIN_EXPORT_PSNR_DB
+    assert psnr_db(over_white(flat), rendered, peak=1.0) >= MIN_EXPORT_PSNR_DB
 
 
 def test_export_failures_are_reported_and_nothing_is_written(stack, addon_prefs, tmp_path):
@@ -238,7 +238,7 @@ def test_redecompose_layer_replaces_it_with_a_substack_that_renders_the_same(sce
     client = connection.running_client(connection.settings_from_preferences(local_server))
     assert client.status(subs[0].strata.job_id)["parent"] == {"job": root.strata.job_id, "layer": 1}
     after = render_frame(scene, tmp_path / "after.png", scene.frame_current)
-    assert psnr_db(after, before) >= 35.0
+    assert psnr_db(after, before, peak=1.0) >= 35.0
 
     # The replacement is one undo step: Ctrl+Z brings the layer back, Redo the sub-layers (by name: undo re-reads
     # the data, old references are stale).

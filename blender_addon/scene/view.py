@@ -55,8 +55,9 @@ def plane_corners_world(obj: bpy.types.Object):
 
 def plane_padding_px(obj: bpy.types.Object, width_px: int, height_px: int) -> tuple[int, int, int, int]:
     """(left, right, top, bottom) texels of edge padding the plane's overscan adds around its image."""
-    us = [u for u, _, _ in _plane_quad(obj)]
-    vs = [v for _, v, _ in _plane_quad(obj)]
+    quad = _plane_quad(obj)
+    us = [u for u, _, _ in quad]
+    vs = [v for _, v, _ in quad]
     return (max(0, round(-min(us) * width_px)), max(0, round((max(us) - 1.0) * width_px)),
             max(0, round((max(vs) - 1.0) * height_px)), max(0, round(-min(vs) * height_px)))
 

@@ -39,6 +39,10 @@ def sample_image(width_px: int = 96, height_px: int = 64) -> Image.Image:
     return Image.fromarray(rgb, "RGB")
 
 
+def sample_png() -> bytes:
+    return png_bytes_of(sample_image())
+
+
 class ServerProcess:
     """``python -m inference_server serve`` on 127.0.0.1:0, as the Blender add-on starts it."""
 

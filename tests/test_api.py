@@ -11,11 +11,7 @@ import pytest
 import requests
 from PIL import Image
 
-from conftest import AUTH, TOKEN, make_client, png_bytes_of, sample_image, wait_client
-
-
-def _png():
-    return png_bytes_of(sample_image())
+from conftest import AUTH, TOKEN, make_client, png_bytes_of, sample_image, sample_png, wait_client
 
 
 def _submit(client, image_bytes=None, params=None, **kwargs):
@@ -63,7 +59,7 @@ def test_health_reports_backend_and_queue(server):
 
 
 def test_recursive_decomposition_keeps_the_tree(server):
-    parent_id = server.submit(_png(), layers=2)
+    parent_id = server.submit(sample_png(), layers=2)
     assert server.wait(parent_id)["status"] == "succeeded"
     child_id = server.submit(None, layers=2, parent_job=parent_id, parent_layer=0)
     child = server.wait(child_id)
@@ -94,7 +90,7 @@ def test_recursive_decomposition_keeps_the_tree(server):
     ({"layers": 2, "parent_job": "PARENT"}, 400, "needs both parent_job and parent_layer"),
 ])
 def test_recursive_decomposition_errors(server, params, status, words):
-    parent_id = server.submit(_png(), layers=2)
+    parent_id = server.submit(sample_png(), layers=2)
     server.wait(parent_id)
     params = {key: parent_id if value == "PARENT" else value for key, value in params.items()}
     response = server.post("/v1/jobs", data={"params": json.dumps(params)})
@@ -108,7 +104,7 @@ def test_security_on_the_real_socket(server):
     assert requests.get(server.url + "/v1/health", headers={"Authorization": "bearer " + TOKEN}, timeout=10).ok
     foreign = dict(AUTH, Origin="https://evil.example")
     response = requests.post(server.url + "/v1/jobs", headers=foreign, timeout=10,
-                             files={"image": ("a.png", _png(), "image/png")})
+                             files={"image": ("a.png", sample_png(), "image/png")})
     assert response.status_code == 403 and "Origin" in response.json()["detail"]
     local = dict(AUTH, Origin=server.url)
     assert requests.get(server.url + "/v1/health", headers=local, timeout=10).status_code == 200
@@ -149,18 +145,18 @@ def test_dns_rebinding_host_is_403(client):
     ({"backend": "tpu"}, "backend must be one of"),
 ])
 def test_bad_params_are_400_with_the_reason(client, params, words):
-    response = _submit(client, _png(), params)
+    response = _submit(client, sample_png(), params)
     assert response.status_code == 400 and words in response.json()["detail"], response.text
 
 
 def test_params_must_be_a_json_object(client):
     for text, words in (("{layers: 4}", "could not parse"), ("[1, 2]", "got list")):
-        response = client.post("/v1/jobs", files={"image": ("a.png", _png(), "image/png")}, data={"params": text})
+        response = client.post("/v1/jobs", files={"image": ("a.png", sample_png(), "image/png")}, data={"params": text})
         assert response.status_code == 400 and words in response.json()["detail"]
 
 
 def test_unknown_form_field_is_400(client):
-    response = client.post("/v1/jobs", files={"image": ("a.png", _png(), "image/png")},
+    response = client.post("/v1/jobs", files={"image": ("a.png", sample_png(), "image/png")},
                            data={"params": "{}", "layers": "3"})
     assert response.status_code == 400 and "unknown form field(s): layers" in response.json()["detail"]
 
@@ -175,7 +171,7 @@ def test_image_sent_as_text_is_400_and_params_may_be_a_file(client):
     response = client.post("/v1/jobs", data={"image": "photo.png", "params": "{}"})
     assert response.status_code == 400 and "send the picture as a file part" in response.json()["detail"]
     # curl -F params=@params.json sends the parameters as a file: read like the text field.
-    response = client.post("/v1/jobs", files={"image": ("a.png", _png(), "image/png"),
+    response = client.post("/v1/jobs", files={"image": ("a.png", sample_png(), "image/png"),
                                               "params": ("params.json", b'{"layers": 2}', "application/json")})
     assert response.status_code == 202, response.text
     assert wait_client(client, response.json()["id"])["params"]["layers"] == 2
@@ -189,7 +185,7 @@ def test_not_an_image_is_400(client):
 def test_unknown_job_and_layer_out_of_range_are_404(client):
     assert client.get("/v1/jobs/" + "a" * 32).status_code == 404
     assert client.get("/v1/jobs/not-a-job").status_code == 404
-    job_id = _submit(client, _png(), {"layers": 2}).json()["id"]
+    job_id = _submit(client, sample_png(), {"layers": 2}).json()["id"]
     assert wait_client(client, job_id)["status"] == "succeeded"
     response = client.get(f"/v1/jobs/{job_id}/layers/2.png")
     assert response.status_code == 404 and "0–1" in response.json()["detail"]
@@ -197,7 +193,7 @@ def test_unknown_job_and_layer_out_of_range_are_404(client):
 
 
 def test_cancel_finished_job_is_409(client):
-    job_id = _submit(client, _png(), {"layers": 2}).json()["id"]
+    job_id = _submit(client, sample_png(), {"layers": 2}).json()["id"]
     wait_client(client, job_id)
     response = client.post(f"/v1/jobs/{job_id}/cancel")
     assert response.status_code == 409 and "already succeeded" in response.json()["detail"]
@@ -248,7 +244,7 @@ def test_chunked_upload_without_length_is_capped_too(start_server):
 
 
 def test_deleted_job_files_are_404_not_500(client):
-    job_id = _submit(client, _png(), {"layers": 2}).json()["id"]
+    job_id = _submit(client, sample_png(), {"layers": 2}).json()["id"]
     wait_client(client, job_id)
     folder = client.app.state.manager.jobs_dir / job_id
     (folder / "layer_01.png").unlink()
@@ -274,10 +270,10 @@ def test_data_folder_that_cannot_be_written_is_507_and_the_server_recovers(tmp_p
         jobs = tmp_path / "jobs"
         jobs.rename(tmp_path / "jobs-away")
         jobs.write_text("a file where the jobs folder was")
-        response = _submit(local, _png(), {"layers": 2})
+        response = _submit(local, sample_png(), {"layers": 2})
         assert response.status_code == 507, response.text
         assert "could not store the job" in response.json()["detail"] and "--data-dir" in response.json()["detail"]
         jobs.unlink()
         (tmp_path / "jobs-away").rename(jobs)
-        job_id = _submit(local, _png(), {"layers": 2}).json()["id"]
+        job_id = _submit(local, sample_png(), {"layers": 2}).json()["id"]
         assert wait_client(local, job_id)["status"] == "succeeded"

@@ -21,6 +21,7 @@ from pptx import Presentation
 from pptx.oxml.ns import qn
 from psd_tools import PSDImage
 
+from conftest import png_bytes_of
 from inference_server.errors import ImageTooLarge, InvalidInput
 from inference_server.cli import main as strata_main
 from inference_server.exports.archive import archive_bytes, write_archive
@@ -160,7 +161,7 @@ def test_from_json_round_trips(edited_layout):
     (lambda d, i: d.update(layers=[d["layers"][0]] * 65), "layout has 65 layers; at most 64"),
     (lambda d, i: i.update({0: b"GIF89a not really"}), "layer_0 is not a readable image"),
     (lambda d, i: i.update({0: i[0][:len(i[0]) // 2]}), "layer_0 could not be decoded"),
-    (lambda d, i: i.update({0: _encode(Image.new("RGB", (4, 4)), "JPEG")}), "layer_0 must be a PNG, got JPEG"),
+    (lambda d, i: i.update({0: png_bytes_of(Image.new("RGB", (4, 4)), "JPEG")}), "layer_0 must be a PNG, got JPEG"),
 ])
 def test_from_json_rejects_bad_input_with_a_teaching_error(edited_layout, mutate, message):
     data, images = layout_json(edited_layout)
@@ -171,12 +172,6 @@ def test_from_json_rejects_bad_input_with_a_teaching_error(edited_layout, mutate
     assert message in str(caught.value)
 
 
-def _encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **options)
-    return buffer.getvalue()
-
-
 def test_from_json_converts_palette_and_16_bit_layer_pngs_like_uploads():
     # Optimised PNGs are often palette images with a transparent index; 16-bit grey comes from image editors.
     palette = Image.new("P", (4, 2), 1)
@@ -185,7 +180,7 @@ def test_from_json_converts_palette_and_16_bit_layer_pngs_like_uploads():
     grey16 = Image.fromarray(np.full((2, 4), 65535, np.uint16))
     entry = {"x_px": 0, "y_px": 0, "width_px": 4, "height_px": 2}
     layout = Layout.from_json({"width_px": 4, "height_px": 2, "layers": [entry, entry]},
-                              {0: _encode(grey16), 1: _encode(palette, transparency=0)})
+                              {0: png_bytes_of(grey16), 1: png_bytes_of(palette, transparency=0)})
     assert layout.layers[0].rgba[0, 0].tolist() == [255, 255, 255, 255]
     assert layout.layers[1].rgba[0, 0].tolist() == [0, 0, 0, 0]  # the transparent palette index
     assert layout.layers[1].rgba[0, 1].tolist() == [200, 30, 40, 255]
@@ -195,9 +190,9 @@ def test_from_json_refuses_oversized_layer_images_before_decoding_them():
     entry = {"x_px": 0, "y_px": 0, "width_px": 10, "height_px": 10}
     with pytest.raises(ImageTooLarge, match="9000×9000"):
         Layout.from_json({"width_px": 10, "height_px": 10, "layers": [entry]},
-                         {0: _encode(Image.new("L", (9000, 9000)))})
+                         {0: png_bytes_of(Image.new("L", (9000, 9000)))})
     # Each under the per-layer limit, together too much: a few kB of flat PNG that would decode to 6 GB.
-    flat = _encode(Image.new("L", (8000, 8000)))
+    flat = png_bytes_of(Image.new("L", (8000, 8000)))
     with pytest.raises(ImageTooLarge, match="send fewer layers or render them smaller"):
         Layout.from_json({"width_px": 10, "height_px": 10, "layers": [entry] * 24}, dict.fromkeys(range(24), flat))
 

@@ -16,15 +16,11 @@ import time
 
 import pytest
 
-from conftest import png_bytes_of, sample_image
+from conftest import sample_png
 
 pytestmark = pytest.mark.timeout(120)
 
 STEP_S = 0.4
-
-
-def _png():
-    return png_bytes_of(sample_image())
 
 
 def _wait_running_step(server, job_id, min_step=1, timeout_s=30.0):
@@ -51,7 +47,7 @@ def slow_server(tmp_path_factory):
 
 def test_kill_worker_mid_job_fails_that_job_and_recovers(slow_server):
     server = slow_server
-    job_id = server.submit(_png(), layers=3)
+    job_id = server.submit(sample_png(), layers=3)
     _wait_running_step(server, job_id)
     health = server.get("/v1/health").json()
     os.kill(health["worker_pid"], signal.SIGKILL)
@@ -62,7 +58,7 @@ def test_kill_worker_mid_job_fails_that_job_and_recovers(slow_server):
     assert not (server.data_dir / "jobs" / job_id / "manifest.json").exists()
 
     # A fresh worker takes the next job.
-    next_id = server.submit(_png(), layers=2)
+    next_id = server.submit(sample_png(), layers=2)
     assert server.wait(next_id, timeout_s=60)["status"] == "succeeded"
     health_after = server.get("/v1/health").json()
     assert health_after["worker_restarts"] == health["worker_restarts"] + 1
@@ -71,7 +67,7 @@ def test_kill_worker_mid_job_fails_that_job_and_recovers(slow_server):
 
 def test_cancel_mid_step_stops_within_a_step(slow_server):
     server = slow_server
-    job_id = server.submit(_png(), layers=3)
+    job_id = server.submit(sample_png(), layers=3)
     _wait_running_step(server, job_id)
     started = time.monotonic()
     response = server.post(f"/v1/jobs/{job_id}/cancel")
@@ -85,18 +81,18 @@ def test_cancel_mid_step_stops_within_a_step(slow_server):
 
     # The worker was not restarted: cancel is cooperative, the pipeline stays loaded.
     worker_pid = server.get("/v1/health").json()["worker_pid"]
-    after = server.submit(_png(), layers=2)
+    after = server.submit(sample_png(), layers=2)
     assert server.wait(after, timeout_s=60)["status"] == "succeeded"
     assert server.get("/v1/health").json()["worker_pid"] == worker_pid
 
 
 def test_queued_job_cancels_immediately_and_full_queue_is_429(slow_server):
     server = slow_server
-    running = server.submit(_png(), layers=3)
+    running = server.submit(sample_png(), layers=3)
     _wait_running_step(server, running)
-    queued = [server.submit(_png(), layers=2) for _ in range(2)]
+    queued = [server.submit(sample_png(), layers=2) for _ in range(2)]
 
-    response = server.post("/v1/jobs", files={"image": ("a.png", _png(), "image/png")},
+    response = server.post("/v1/jobs", files={"image": ("a.png", sample_png(), "image/png")},
                            data={"params": json.dumps({"layers": 2})})
     assert response.status_code == 429 and int(response.headers["retry-after"]) > 0
     assert "queue is full" in response.json()["detail"] and "retry" in response.json()["detail"]
@@ -105,7 +101,7 @@ def test_queued_job_cancels_immediately_and_full_queue_is_429(slow_server):
     assert canceled["status"] == "canceled", "a queued job is canceled at once, without waiting for the worker"
     assert server.get("/v1/health").json()["queue_length"] == 1
     # Room again.
-    again = server.submit(_png(), layers=2)
+    again = server.submit(sample_png(), layers=2)
     for job_id in (running, queued[1], again):
         server.post(f"/v1/jobs/{job_id}/cancel")
     for job_id in (running, queued[1], again):
@@ -116,7 +112,7 @@ def test_step_that_ignores_cancel_gets_its_worker_restarted(start_server):
     # Each progress report sleeps 60 s (a hung CUDA kernel, a model load): cooperative cancel cannot work, so after
     # --cancel-grace-s the worker is killed and the job still ends "canceled".
     server = start_server(extra_env={"STRATA_FAULT_INJECT": "slow_steps:60"}, args=("--cancel-grace-s", "1"))
-    job_id = server.submit(_png(), layers=2)
+    job_id = server.submit(sample_png(), layers=2)
     _wait_running_step(server, job_id)
     server.post(f"/v1/jobs/{job_id}/cancel")
     record = server.wait(job_id, timeout_s=10)
@@ -126,11 +122,11 @@ def test_step_that_ignores_cancel_gets_its_worker_restarted(start_server):
 
 def test_gpu_out_of_memory_fails_the_job_with_advice_and_the_next_succeeds(start_server):
     server = start_server(extra_env={"STRATA_FAULT_INJECT": "oom_once"})
-    first = server.submit(_png(), layers=2)
+    first = server.submit(sample_png(), layers=2)
     record = server.wait(first, timeout_s=60)
     assert record["status"] == "failed"
     assert "ran out of memory" in record["error"] and "--preset lowvram" in record["error"]
-    second = server.submit(_png(), layers=2)
+    second = server.submit(sample_png(), layers=2)
     assert server.wait(second, timeout_s=60)["status"] == "succeeded"
     assert server.get("/v1/health").json()["worker_restarts"] == 0
 
@@ -138,10 +134,10 @@ def test_gpu_out_of_memory_fails_the_job_with_advice_and_the_next_succeeds(start
 def test_restart_fails_unfinished_jobs_and_keeps_finished_ones(start_server, tmp_path):
     data_dir = tmp_path / "restart"
     first = start_server(data_dir, extra_env={"STRATA_FAULT_INJECT": f"slow_steps:{STEP_S}"})
-    done = first.submit(_png(), layers=2)
+    done = first.submit(sample_png(), layers=2)
     first.wait(done, timeout_s=60)
-    running = first.submit(_png(), layers=3)
-    queued = first.submit(_png(), layers=2)
+    running = first.submit(sample_png(), layers=3)
+    queued = first.submit(sample_png(), layers=2)
     _wait_running_step(first, running)
     first.proc.kill()  # no graceful shutdown: a crash or power loss
     first.proc.wait(10)
@@ -154,12 +150,12 @@ def test_restart_fails_unfinished_jobs_and_keeps_finished_ones(start_server, tmp
         record = second.get(f"/v1/jobs/{job_id}").json()
         assert record["status"] == "failed" and "server restarted" in record["error"]
     # The new server works.
-    assert second.wait(second.submit(_png(), layers=2), timeout_s=60)["status"] == "succeeded"
+    assert second.wait(second.submit(sample_png(), layers=2), timeout_s=60)["status"] == "succeeded"
 
 
 def test_worker_dies_with_a_killed_server(start_server):
     server = start_server(extra_env={"STRATA_FAULT_INJECT": f"slow_steps:{STEP_S}"})
-    job_id = server.submit(_png(), layers=3)
+    job_id = server.submit(sample_png(), layers=3)
     _wait_running_step(server, job_id)
     worker_pid = server.get("/v1/health").json()["worker_pid"]
     server.proc.kill()
@@ -195,7 +191,7 @@ def test_real_qwen_pipeline_cancels_mid_denoise(start_server, tmp_path):
     server = start_server(extra_env={"HF_HUB_OFFLINE": "1"}, args=("--backend", "qwen", "--model", str(model_dir)))
     # ServerProcess passes --backend cpu first; the later --backend qwen wins (argparse keeps the last).
     assert server.get("/v1/health").json()["backend"] == "qwen"
-    job_id = server.submit(_png(), layers=2, num_inference_steps=200, prompt="a red and a blue rectangle")
+    job_id = server.submit(sample_png(), layers=2, num_inference_steps=200, prompt="a red and a blue rectangle")
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         record = server.get(f"/v1/jobs/{job_id}").json()
@@ -218,7 +214,7 @@ def test_worker_that_cannot_start_is_reported_not_respawned_in_a_loop(start_serv
     assert "worker process cannot start (exit code 7" in health["backend_error"]
     assert health["model_loaded"] is False
     restarts = health["worker_restarts"]
-    response = server.post("/v1/jobs", files={"image": ("a.png", _png(), "image/png")},
+    response = server.post("/v1/jobs", files={"image": ("a.png", sample_png(), "image/png")},
                            data={"params": json.dumps({"layers": 2})})
     assert response.status_code == 503 and "cannot start" in response.json()["detail"]
     # Backing off: a few restarts in these seconds, not hundreds.
@@ -227,8 +223,8 @@ def test_worker_that_cannot_start_is_reported_not_respawned_in_a_loop(start_serv
 
 def test_graceful_stop_records_unfinished_jobs_as_failed(start_server):
     server = start_server(extra_env={"STRATA_FAULT_INJECT": f"slow_steps:{STEP_S}"})
-    running = server.submit(_png(), layers=3)
-    queued = server.submit(_png(), layers=2)
+    running = server.submit(sample_png(), layers=3)
+    queued = server.submit(sample_png(), layers=2)
     _wait_running_step(server, running)
     server.stop()  # SIGTERM: uvicorn shuts down, the job manager stops the worker
     # uvicorn re-raises the signal after its graceful shutdown, so the exit status is -SIGTERM either way.
@@ -241,7 +237,7 @@ def test_graceful_stop_records_unfinished_jobs_as_failed(start_server):
 def test_job_folder_that_cannot_be_written_fails_that_job_and_the_server_goes_on(slow_server):
     # Disk full or a folder swapped away under the server: the job fails saying so, the dispatcher keeps serving.
     server = slow_server
-    job_id = server.submit(_png(), layers=3)
+    job_id = server.submit(sample_png(), layers=3)
     _wait_running_step(server, job_id)
     folder = server.data_dir / "jobs" / job_id
     shutil.rmtree(folder)
@@ -249,7 +245,7 @@ def test_job_folder_that_cannot_be_written_fails_that_job_and_the_server_goes_on
     record = server.wait(job_id, timeout_s=20)
     assert record["status"] == "failed"
     assert "could not write the job's files" in record["error"], record["error"]
-    assert server.wait(server.submit(_png(), layers=2), timeout_s=60)["status"] == "succeeded"
+    assert server.wait(server.submit(sample_png(), layers=2), timeout_s=60)["status"] == "succeeded"
 
 
 def test_worker_outlives_the_thread_that_started_the_server(tmp_path):

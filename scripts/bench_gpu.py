@@ -81,7 +81,7 @@ def build_random_pipeline(device: str, tiny: bool, seed: int = 0):
     the bf16 model plus one fp32 block, and nothing passes through CPU memory.
     """
     import torch
-    from diffusers import AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, QwenImageLayeredPipeline
+    from diffusers import AutoencoderKLQwenImage, QwenImageLayeredPipeline
     from diffusers import QwenImageTransformer2DModel
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
@@ -139,10 +139,7 @@ def build_random_pipeline(device: str, tiny: bool, seed: int = 0):
         text_encoder.generation_config.do_sample = False
         text_encoder.generation_config.pad_token_id = token_id("<|endoftext|>")
 
-    scheduler = FlowMatchEulerDiscreteScheduler(
-        base_image_seq_len=256, base_shift=0.5, max_image_seq_len=8192, max_shift=0.9, shift=1.0,
-        shift_terminal=0.02, use_dynamic_shifting=True, time_shift_type="exponential",
-    )
+    scheduler = builder.build_scheduler()
     processor = builder.build_processor(tokenizer, max_pixels=None if not tiny else builder.CAPTION_MAX_PIXELS)
     pipe = QwenImageLayeredPipeline(scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
                                     processor=processor, transformer=transformer)

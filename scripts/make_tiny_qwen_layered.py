@@ -110,10 +110,26 @@ def build_processor(tokenizer, max_pixels: int | None = CAPTION_MAX_PIXELS):
     return image_only_processor_class()(image_processor=Qwen2VLImageProcessorPil(**options), tokenizer=tokenizer)
 
 
+def build_scheduler():
+    """Qwen-Image's scheduler settings (dynamic shifting; the pipeline passes mu). The GPU benchmark uses it too."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler(
+        base_image_seq_len=256,
+        base_shift=0.5,
+        max_image_seq_len=8192,
+        max_shift=0.9,
+        shift=1.0,
+        shift_terminal=0.02,
+        use_dynamic_shifting=True,
+        time_shift_type="exponential",
+    )
+
+
 def build_components(seed: int = 0) -> dict:
     """The six components of a tiny layered pipeline, random weights drawn from ``seed``."""
     import torch
-    from diffusers import AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, QwenImageTransformer2DModel
+    from diffusers import AutoencoderKLQwenImage, QwenImageTransformer2DModel
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     tokenizer = build_tokenizer()
@@ -153,17 +169,7 @@ def build_components(seed: int = 0) -> dict:
         latents_std=[1.0] * z_dim,
     )
 
-    scheduler = FlowMatchEulerDiscreteScheduler(
-        # Qwen-Image's scheduler settings (dynamic shifting; the pipeline passes mu).
-        base_image_seq_len=256,
-        base_shift=0.5,
-        max_image_seq_len=8192,
-        max_shift=0.9,
-        shift=1.0,
-        shift_terminal=0.02,
-        use_dynamic_shifting=True,
-        time_shift_type="exponential",
-    )
+    scheduler = build_scheduler()
 
     torch.manual_seed(seed)
     config = Qwen2_5_VLConfig(

@@ -168,8 +168,9 @@ class JobManager:
         if self.settings.preset and "preset" not in params_dict:
             params_dict["preset"] = self.settings.preset
         params = DecomposeParams.from_dict(params_dict)
-        mismatch = backend_mismatch(params.backend, self.backend_name or self.settings.backend)
-        if mismatch and (self.backend_name or self.settings.backend) != "auto":
+        running = self.backend_name or self.settings.backend
+        mismatch = backend_mismatch(params.backend, running)
+        if mismatch and running != "auto":  # "auto" not yet resolved: the worker checks when it runs the job
             raise InvalidInput(mismatch)
 
         parent = None

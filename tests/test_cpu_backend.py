@@ -11,7 +11,7 @@ from inference_server.backends.base import CancelToken
 from inference_server.backends.cpu import CpuDecomposer
 from inference_server.errors import InvalidInput, JobCanceled
 from inference_server.layers import LayerStack, composite_over
-from inference_server.metrics import mean_levels, score_layers
+from inference_server.metrics import mean_levels, reconstruction_mae, score_layers
 from inference_server.params import DecomposeParams
 from inference_server.samples import make_flat_poster, make_sample
 
@@ -28,11 +28,7 @@ def _decompose(decomposer, rgba: np.ndarray, layers: int, **kwargs) -> LayerStac
 
 def _composite_error(stack: LayerStack, target_rgba: np.ndarray) -> float:
     """Mean absolute difference (0–255) of the layers' composite against the target, colour premultiplied."""
-    composite = stack.composite().astype(np.float64)
-    target = target_rgba.astype(np.float64)
-    diff_color = np.abs(composite[..., :3] * composite[..., 3:] - target[..., :3] * target[..., 3:]) / 255.0
-    diff_alpha = np.abs(composite[..., 3] - target[..., 3])
-    return float((diff_color.sum() + diff_alpha.sum()) / (4 * diff_alpha.size))
+    return reconstruction_mae([layer.rgba for layer in stack.layers], target_rgba)
 
 
 @pytest.mark.parametrize("kind", ["flat", "gradient", "photo", "cutout", "semi", "text"])

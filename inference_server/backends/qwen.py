@@ -399,7 +399,7 @@ class QwenLayeredBackend:
         if self.pipe is None or self._configured != (params.preset, params.offload):
             progress("load", 0, 1)
             watch.start("load")
-            pipe = self.load(params.preset, params.offload)
+            self.load(params.preset, params.offload)
             watch.stop()
             progress("load", 1, 1)
         pipe = self.pipe

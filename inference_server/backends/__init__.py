@@ -8,11 +8,32 @@ from ..errors import InvalidInput
 from .base import Backend, CancelToken, ProgressCallback, no_progress
 
 DEFAULT_QWEN_MODEL = "Qwen/Qwen-Image-Layered"
+DOWNLOAD_HINT = (
+    "download with `huggingface-cli download Qwen/Qwen-Image-Layered` or set STRATA_QWEN_MODEL to a local folder"
+)
 
 
 def qwen_model_id() -> str:
     """Hub id or local folder of the Qwen-Image-Layered weights (env ``STRATA_QWEN_MODEL``)."""
     return os.environ.get("STRATA_QWEN_MODEL", DEFAULT_QWEN_MODEL)
+
+
+def qwen_weights_problem(model_id: str) -> str | None:
+    """Why the weights are not on disk (a local folder or a Hub id in the Hugging Face cache); None when they are."""
+    if os.path.isdir(model_id):
+        if not os.path.isfile(os.path.join(model_id, "model_index.json")):
+            return f"weights not found at {model_id} (no model_index.json there); {DOWNLOAD_HINT}"
+        return None
+    # A Hub id is exactly "owner/name"; anything else (absolute, relative, deeper) is a folder that is missing.
+    if os.path.isabs(model_id) or model_id.startswith((".", "~")) or model_id.count("/") != 1:
+        return f"weights not found at {model_id} (no such folder); {DOWNLOAD_HINT}"
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError as error:  # pragma: no cover - huggingface_hub comes with diffusers
+        return f"huggingface_hub is not installed ({error}); pip install 'strata[qwen]'"
+    if not isinstance(try_to_load_from_cache(model_id, "model_index.json"), str):
+        return f"weights not found at {model_id} (not a folder, not in the Hugging Face cache); {DOWNLOAD_HINT}"
+    return None
 
 
 def qwen_available(model_id: str | None = None) -> bool:
@@ -23,14 +44,7 @@ def qwen_available(model_id: str | None = None) -> bool:
         return False
     if not torch.cuda.is_available():
         return False
-    model_id = model_id or qwen_model_id()
-    if os.path.isdir(model_id):
-        return os.path.isfile(os.path.join(model_id, "model_index.json"))
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return False
-    return isinstance(try_to_load_from_cache(model_id, "model_index.json"), str)
+    return qwen_weights_problem(model_id or qwen_model_id()) is None
 
 
 def resolve_backend_name(name: str, model_id: str | None = None) -> str:
@@ -62,5 +76,7 @@ __all__ = [
     "resolve_backend_name",
     "qwen_available",
     "qwen_model_id",
+    "qwen_weights_problem",
     "DEFAULT_QWEN_MODEL",
+    "DOWNLOAD_HINT",
 ]

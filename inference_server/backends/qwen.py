@@ -41,11 +41,9 @@ from PIL import Image
 from ..errors import InvalidInput, JobCanceled, ModelUnavailable, OutOfMemory, StrataError
 from ..layers import Layer, LayerStack, Stopwatch
 from ..params import OFFLOAD_MODES, PRESETS, DecomposeParams
+from . import DOWNLOAD_HINT, qwen_model_id, qwen_weights_problem
 from .base import CancelToken, ProgressCallback, no_progress
 
-DOWNLOAD_HINT = (
-    "download with `huggingface-cli download Qwen/Qwen-Image-Layered` or set STRATA_QWEN_MODEL to a local folder"
-)
 # The pipeline's own default; the text encoder's embeddings are cut to this many tokens.
 MAX_SEQUENCE_LENGTH = 512
 # First Block Cache threshold of the fast preset (diffusers' default is 0.05; 0.08 skips more steps).
@@ -125,8 +123,6 @@ class QwenLayeredBackend:
         pipeline: a ready ``QwenImageLayeredPipeline`` to use instead of loading ``model_id`` (the GPU benchmark
             builds one with random weights); the backend applies one preset to it and cannot switch later.
         """
-        from . import qwen_model_id
-
         if preset not in PRESETS:
             raise InvalidInput(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
         if offload not in OFFLOAD_MODES:
@@ -174,23 +170,9 @@ class QwenLayeredBackend:
         return torch.bfloat16 if self.device.startswith("cuda") else torch.float32
 
     def _check_weights(self) -> None:
-        if os.path.isdir(self.model_id):
-            if not os.path.isfile(os.path.join(self.model_id, "model_index.json")):
-                raise ModelUnavailable(
-                    f"weights not found at {self.model_id} (no model_index.json there); {DOWNLOAD_HINT}"
-                )
-            return
-        # A Hub id is exactly "owner/name"; anything else (absolute, relative, deeper) is a folder that is missing.
-        if os.path.isabs(self.model_id) or self.model_id.startswith((".", "~")) or self.model_id.count("/") != 1:
-            raise ModelUnavailable(f"weights not found at {self.model_id} (no such folder); {DOWNLOAD_HINT}")
-        try:
-            from huggingface_hub import try_to_load_from_cache
-        except ImportError as error:  # pragma: no cover - huggingface_hub comes with diffusers
-            raise ModelUnavailable(f"huggingface_hub is not installed ({error}); pip install 'strata[qwen]'")
-        if not isinstance(try_to_load_from_cache(self.model_id, "model_index.json"), str):
-            raise ModelUnavailable(
-                f"weights not found at {self.model_id} (not a folder, not in the Hugging Face cache); {DOWNLOAD_HINT}"
-            )
+        problem = qwen_weights_problem(self.model_id)
+        if problem:
+            raise ModelUnavailable(problem)
 
     def load(self, preset: str | None = None, offload: str | None = None):
         """Load (or reconfigure) the pipeline for ``preset``/``offload``; returns it. Cheap when already so."""

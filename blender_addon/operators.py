@@ -97,15 +97,17 @@ def decompose_params(settings, prefs):
     return params
 
 
-class STRATA_OT_decompose(Operator):
+class SceneOperator:
+    @classmethod
+    def poll(cls, context):
+        return context.scene is not None
+
+
+class STRATA_OT_decompose(job_watch.WhenIdle, SceneOperator, Operator):
     """Decompose the image into layers on the Strata server and stack them as camera-exact planes"""
     bl_idname = "strata.decompose"
     bl_label = "Decompose"
     bl_options = {'REGISTER'}
-
-    @classmethod
-    def poll(cls, context):
-        return context.scene is not None and job_watch.active() is None
 
     def execute(self, context):
         scene = context.scene

@@ -13,7 +13,6 @@ exports a layout within the layout's published JSON Schema with one PNG ``layer_
 
 from __future__ import annotations
 
-import io
 import json
 import os
 
@@ -25,7 +24,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import AUTH, ServerProcess
+from conftest import AUTH, ServerProcess, png_bytes_of
 from hostile import corpus
 from schemathesis.checks import (content_type_conformance, ignored_auth, not_a_server_error,
                                  response_schema_conformance, status_code_conformance)
@@ -73,9 +72,7 @@ def small_pngs(draw, min_side_px: int = 1, max_side_px: int = 24) -> bytes:
     else:
         image = Image.fromarray(rng.integers(0, 256, (height_px, width_px, 4), dtype=np.uint8), "RGBA")
         image = image.convert("RGB").convert("P") if mode == "P" else image.convert(mode)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
+    return png_bytes_of(image)
 
 
 # Layouts within the published layout schema (test_layout_schema_matches_the_parser keeps the two in step), with the

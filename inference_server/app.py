@@ -37,7 +37,6 @@ from .layers import MANIFEST_NAME, PREVIEW_NAME, layer_file_name
 
 DEFAULT_MAX_UPLOAD_BYTES = 64 * 1024 * 1024
 QUEUE_FULL_RETRY_AFTER_S = 2
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 _LOCAL_ORIGIN = re.compile(r"^http://(127\.0\.0\.1|localhost|\[::1\])(:\d{1,5})?$")
 _LOCAL_HOST = re.compile(r"^(127\.0\.0\.1|localhost|\[::1\])(:\d{1,5})?$")
 

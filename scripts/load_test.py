@@ -109,10 +109,10 @@ def main() -> int:
         session.headers.update(session_headers)
         submitted: list[tuple[str, float]] = []
         for index in indices:  # submit all, without waiting: the queue fills and answers 429
+            image = test_image(args.size, index)
             started = time.perf_counter()
             while True:
-                response = session.post(url + "/v1/jobs", timeout=30,
-                                        files={"image": ("a.png", test_image(args.size, index), "image/png")},
+                response = session.post(url + "/v1/jobs", timeout=30, files={"image": ("a.png", image, "image/png")},
                                         data={"params": json.dumps({"layers": args.layers, "seed": index})})
                 if response.status_code != 429:
                     break

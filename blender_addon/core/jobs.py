@@ -123,6 +123,13 @@ class _Runner:
         with self._lock:
             self._state = dataclasses.replace(self._state, **changes)
 
+    def _canceled(self) -> bool:
+        """True, with the state set to 'canceled', once ``cancel()`` was asked for."""
+        if self._cancel.is_set():
+            self._update(status="canceled", stage="canceled")
+            return True
+        return False
+
     def _run(self) -> None:
         try:
             self._run_steps()
@@ -162,8 +169,7 @@ class JobRunner(_Runner):
         self._update(stage="connecting to the server")
         client = self._connect()
         job_id = self._state.job_id
-        if self._cancel.is_set() and not job_id:
-            self._update(status="canceled", stage="canceled")
+        if not job_id and self._canceled():
             return
 
         # 2. Submit
@@ -208,8 +214,7 @@ class JobRunner(_Runner):
         folder = self._output_dir / job_id
         paths, names = [], []
         for index in range(count):
-            if self._cancel.is_set():
-                self._update(status="canceled", stage="canceled")
+            if self._canceled():
                 return
             self._update(stage="downloading layers", step=index, total=count)
             path = folder / layer_file_name(index)
@@ -244,15 +249,13 @@ class ExportRunner(_Runner):
         # 1. Connect (may start the server)
         self._update(status="running", stage="connecting to the server")
         client = self._connect()
-        if self._cancel.is_set():
-            self._update(status="canceled", stage="canceled")
+        if self._canceled():
             return
 
         # 2. The server lays the layers out into the file
         self._update(stage=f"exporting {self._kind.upper()}")
         data = client.export_layout(self._kind, self._layout, self._layer_pngs)
-        if self._cancel.is_set():
-            self._update(status="canceled", stage="canceled")
+        if self._canceled():
             return
 
         # 3. Write it (atomically: an existing file is replaced only by a complete one)

@@ -67,23 +67,6 @@ def renumber(root):
         obj.strata.layer_index = index
 
 
-def remove_plane(obj):
-    """Delete a layer plane and, when nothing else uses them, its mesh, material and image."""
-    mesh = obj.data
-    materials = [slot.material for slot in obj.material_slots if slot.material]
-    bpy.data.objects.remove(obj)
-    if mesh is not None and mesh.users == 0:
-        bpy.data.meshes.remove(mesh)
-    for material in materials:
-        if material.users:
-            continue
-        node = material.node_tree.nodes.get(planes.IMAGE_NODE) if material.node_tree else None
-        image = node.image if node is not None else None
-        bpy.data.materials.remove(material)
-        if image is not None and image.users == 0:
-            bpy.data.images.remove(image)
-
-
 class LayerOperator:
     @classmethod
     def poll(cls, context):
@@ -142,7 +125,7 @@ class STRATA_OT_layer_delete(LayerOperator, Operator):
     def execute(self, context):
         root, obj = active_layer(context)
         name = obj.name
-        remove_plane(obj)
+        planes.remove_plane(obj)
         renumber(root)
         count = len(planes.stack_layers(root))
         self.report({'INFO'}, f"Deleted layer '{name}'; {count} left")
@@ -196,7 +179,7 @@ def replace_with_substack(obj, job_id, layer_paths, names):
         plane.strata.opacity, plane.strata.hue, plane.strata.saturation, plane.strata.value = look
         plane.hide_viewport, plane.hide_render = hidden
         created.append(plane)
-    remove_plane(obj)
+    planes.remove_plane(obj)
     renumber(root)
     return created
 

@@ -405,22 +405,28 @@ def configure_render(scene, width_px, height_px, layer_count, blend_like_editors
         scene.render.filter_size = 0.5
 
 
+def remove_plane(obj):
+    """Delete a stack's object and, when nothing else uses them, its mesh, materials and their images."""
+    mesh = obj.data if obj.type == 'MESH' else None
+    materials = [slot.material for slot in obj.material_slots if slot.material is not None]
+    bpy.data.objects.remove(obj)
+    if mesh is not None and mesh.users == 0:
+        bpy.data.meshes.remove(mesh)
+    for material in materials:
+        nodes = material.node_tree.nodes if material.node_tree else ()
+        images = [node.image for node in nodes if node.type == 'TEX_IMAGE' and node.image]
+        if material.users == 0:
+            bpy.data.materials.remove(material)
+        for image in images:
+            if image.users == 0:
+                bpy.data.images.remove(image)
+
+
 def remove_stack(root):
     """Delete a stack: its planes, their meshes, materials and images, the root and its (then empty) collection."""
     collections = [c for c in root.users_collection if c.name.startswith("Strata ")]
     for obj in [child for child in root.children if child.strata.role == 'LAYER'] + [root]:
-        mesh = obj.data if obj.type == 'MESH' else None
-        materials = [slot.material for slot in obj.material_slots if slot.material is not None]
-        bpy.data.objects.remove(obj)
-        if mesh is not None and mesh.users == 0:
-            bpy.data.meshes.remove(mesh)
-        for material in materials:
-            images = [node.image for node in material.node_tree.nodes if node.type == 'TEX_IMAGE' and node.image]
-            if material.users == 0:
-                bpy.data.materials.remove(material)
-            for image in images:
-                if image.users == 0:
-                    bpy.data.images.remove(image)
+        remove_plane(obj)
     for collection in collections:
         if not collection.all_objects:
             bpy.data.collections.remove(collection)

@@ -1100,6 +1100,9 @@ def _peel(rgb: np.ndarray, element: _Element, covering: np.ndarray, alpha_in: np
 
     height_px, width_px = rgb.shape[:2]
     rgba = np.zeros((height_px, width_px, 4), np.uint8)
+    # Colour under zero alpha (outside the box below): the element's colour, so soft-edge edits and resampling
+    # don't bleed black.
+    rgba[..., :3] = np.clip(np.rint(element.color_rgb), 0, 255).astype(np.uint8)
     core = element.mask
     # Work inside the element's bounding box plus a margin; the colour outside it is the nearest colour anyway.
     box = _bbox_slices(element.hull, BAND_PX + 2)
@@ -1142,10 +1145,6 @@ def _peel(rgb: np.ndarray, element: _Element, covering: np.ndarray, alpha_in: np
     out[..., :3] = np.clip(np.rint(near_f), 0, 255).astype(np.uint8)
     out[..., 3] = np.clip(np.rint(alpha * 255.0), 0, 255).astype(np.uint8)
     rgba[box] = out
-    # Colour under zero alpha: the element's colour, so soft-edge edits and resampling don't bleed black.
-    outside_box = np.ones((height_px, width_px), bool)
-    outside_box[box] = False
-    rgba[outside_box, :3] = np.clip(np.rint(element.color_rgb), 0, 255).astype(np.uint8)
     return rgba
 
 

@@ -26,7 +26,7 @@ class AnimationError(RuntimeError):
 
 
 def camera_for_stack(root: bpy.types.Object, context=None) -> bpy.types.Object:
-    camera = root.strata.camera or (context.scene.camera if context else None)
+    camera = planes.stack_camera(root, context.scene if context else None)
     if camera is None or camera.type != 'CAMERA':
         raise AnimationError("the stack has no camera; set one on the stack root (Camera) or make the scene camera "
                              "active")
@@ -48,11 +48,6 @@ def _remove_fcurves(id_data, data_paths) -> None:
         return
     for fcurve in [f for f in fcurves if f.data_path in data_paths]:
         fcurves.remove(fcurve)
-
-
-def rest_focal_length_mm(camera: bpy.types.Object, scene: bpy.types.Scene) -> float:
-    """The lens the stack was fitted with: the animated lens at the scene's first frame, else the current lens."""
-    return planes.rest_lens_mm(camera, scene)
 
 
 def stack_geometry(root: bpy.types.Object, camera: bpy.types.Object, focal_length_mm: float) -> motion.StackGeometry:
@@ -127,7 +122,7 @@ def apply_camera_path(scene: bpy.types.Scene, root: bpy.types.Object, camera: bp
 
 def reset_to_rest(scene: bpy.types.Scene, root: bpy.types.Object, camera: bpy.types.Object) -> None:
     """Remove the keyed move and put the camera back at the stack's rest pose and lens."""
-    focal_length_mm = rest_focal_length_mm(camera, scene)
+    focal_length_mm = planes.rest_lens_mm(camera, scene)
     _remove_fcurves(camera, CAMERA_OBJECT_PATHS)
     _remove_fcurves(camera.data, CAMERA_DATA_PATHS)
     rest = motion.CameraKey(scene.frame_start, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0), focal_length_mm)

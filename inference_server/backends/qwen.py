@@ -49,19 +49,20 @@ MAX_SEQUENCE_LENGTH = 512
 # First Block Cache threshold of the fast preset (diffusers' default is 0.05; 0.08 skips more steps).
 FAST_CACHE_THRESHOLD = 0.08
 APPROXIMATE_PRESETS = ("fast",)
-# Attention kernel order for the exact/fast presets on CUDA (env STRATA_SDPA: "cudnn" or "flash"). On Hopper,
-# cuDNN's fused attention is faster than PyTorch's FlashAttention-2 at these sequence lengths; both compute the
-# same softmax attention, differing only in rounding.
-# Measured on an H100: cuDNN attention alone ran 1.7× faster than FlashAttention-2 at these shapes, yet the
-# compiled model's step time did not change with it, so it is opt-in.
+
+
 def sdpa_preference() -> str:
+    """Attention kernel order for the exact/fast presets on CUDA (env STRATA_SDPA: "cudnn" or "flash").
+
+    On Hopper, cuDNN's fused attention ran 1.7× faster than PyTorch's FlashAttention-2 at these shapes (same
+    softmax attention, different rounding), yet the compiled model's step time did not change with it: opt-in.
+    """
     return os.environ.get("STRATA_SDPA", "flash")
 
 
-# Step cache of the fast preset: "fbc" (First Block Cache) or "none" (fp8 + compile only).
 def fast_step_cache() -> str:
+    """Step cache of the fast preset (env STRATA_FAST_STEP_CACHE): "fbc" (First Block Cache) or "none"."""
     return os.environ.get("STRATA_FAST_STEP_CACHE", "fbc")
-
 
 
 def torchvision_available() -> bool:

@@ -240,15 +240,22 @@ def test_full_queue_is_reported_and_the_scene_is_unchanged(scene, addon_prefs, s
 
     core = sys.modules[f"{ADDON}.core.server_process"]
     client_module = sys.modules[f"{ADDON}.core.client"]
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    # Slow steps (the server's test hook) keep the running job busy, so the queue stays full once it is full:
+    # otherwise the worker may take the only queued job before the operator submits, and nothing is refused.
+    env = dict(os.environ, PYTHONPATH=str(REPO), STRATA_FAULT_INJECT="slow_steps:2")
     server = core.ServerProcess(SERVER_PYTHON, backend="cpu", data_dir=tmp_path / "data", cwd=str(REPO), env=env,
                                 extra_args=["--max-queue", "1"])
     server.start()
     try:
         client = client_module.ServerClient(server.url, server.token)
-        big = tmp_path / "noise.png"
-        Image.fromarray(np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)).save(big)
-        blocker = client.submit(big.read_bytes(), {"layers": 8, "backend": "cpu"})
+        blockers = []
+        while True:  # one running, one queued: the next submit gets 429
+            try:
+                blockers.append(client.submit(sample_png.read_bytes(), {"layers": 2, "backend": "cpu"}))
+            except client_module.ServerError as e:
+                assert e.status == 429, e
+                break
+            assert len(blockers) <= 3, "the queue never filled up"
         addon_prefs.connection = 'URL'
         addon_prefs.server_url = server.url
         addon_prefs.server_token = server.token
@@ -257,7 +264,8 @@ def test_full_queue_is_reported_and_the_scene_is_unchanged(scene, addon_prefs, s
         with pytest.raises(RuntimeError, match="queue is full"):
             bpy.ops.strata.decompose()
         assert _scene_state() == before and scene.strata.job_status == ""
-        client.cancel(blocker)
+        for blocker in blockers:
+            client.cancel(blocker)
     finally:
         server.stop()
 

@@ -485,7 +485,8 @@ class QwenLayeredBackend:
         watch.timings_s["decode"] = finished - step_ends[-1]
         progress("decode", params.layers, params.layers)
 
-        # 7. Back to the input's size, as a back→front LayerStack
+        # 7. A back→front LayerStack at the model's working size: the refine stage (inference_server.refine) brings
+        #    the layers to the input's size, edge-aware and with an exact composite, which a plain resize is not.
         if not np.isfinite(frames).all():
             raise StrataError(
                 f"the model produced NaN/inf values (preset {params.preset}, {params.num_inference_steps} steps); "
@@ -494,17 +495,13 @@ class QwenLayeredBackend:
         layers = []
         for index, frame in enumerate(frames):
             rgba = np.clip(np.rint(frame * 255.0), 0, 255).astype(np.uint8)
-            layer_image = Image.fromarray(rgba, "RGBA")
-            if layer_image.size != (input_width_px, input_height_px):
-                # PIL premultiplies RGBA before resampling, so no dark fringes appear at alpha edges.
-                layer_image = layer_image.resize((input_width_px, input_height_px), Image.Resampling.LANCZOS)
-            layers.append(Layer.from_image(layer_image, "Background" if index == 0 else f"Layer {index}"))
+            layers.append(Layer(rgba, "Background" if index == 0 else f"Layer {index}"))
 
         timings = dict(watch.timings_s)
         timings["denoise_per_step"] = timings["denoise"] / total_steps
         notes = [
             f"Qwen-Image-Layered ({self.model_id}), preset {params.preset}, offload {params.offload}, "
-            f"worked at {work_width_px}×{work_height_px} px, resized to {input_width_px}×{input_height_px} px",
+            f"worked at {work_width_px}×{work_height_px} px (input {input_width_px}×{input_height_px} px)",
             "layer 0 is the model's background layer; later layers are foreground, back to front",
         ]
         if params.preset in APPROXIMATE_PRESETS:

@@ -1,0 +1,242 @@
+"""Refine-stage benchmark: resize-only against refine, at full resolution, against ground-truth layers.
+
+    .venv/bin/python scripts/bench_refine.py                       # generated sets + /work/data/real if present
+    .venv/bin/python scripts/bench_refine.py --seeds 2 --sets flat,semi --no-timing
+    taskset -c 0,1 .venv/bin/python scripts/bench_refine.py --timing-only
+
+Ground truth: layered images from inference_server.samples (flat, gradient, photo, cutout, semi, text; at
+--size, 1536×1024 by default), the held-out generator (inference_server.samples_heldout, 1024²), an RGBA set
+("transparent": the flat samples without their background layer, so the input itself is transparent), and the
+real-world set in --real (a folder per image with ``image.png`` and ``layers/layer_XX.png``, see its README) when
+it exists. From each ground truth a "model-like" output is made, as Qwen-Image-Layered returns it: every layer
+downscaled (premultiplied, area) to 640 px on the long side, a mild blur (Gaussian σ 0.6 px there), a colour
+jitter of ±3 levels (per layer and channel) and alpha noise (Gaussian σ 0.02, clipped).
+
+Methods, both to the input's full size: **resize** — Lanczos, premultiplied (what the qwen backend did before the
+refine stage); **refine** — ``inference_server.refine.refine_layers``. Columns per set (means over its images):
+composite PSNR (dB, vs the input, colour premultiplied + alpha) and the worst pixel's error (0–255, max over all
+images and channels); LayerD RGB L1 ↓ and soft alpha IoU ↑ (inference_server.metrics, edit level 0); sharpness
+= mean gradient magnitude of each layer (premultiplied colour and alpha, Sobel) / the ground truth's, averaged over
+layers. Then timings of refine alone: 1024² × 4 layers and 4096² × 8 layers (median of --repeats), with the peak
+memory the refine added (tracemalloc of numpy allocations).
+
+Targets: composite max error ≤ 1; L1 ≥ 40 % lower than resize; sharpness ratio ≥ 0.9; ≤ 1 s (1024² × 4) and
+≤ 6 s (4096² × 8) on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from inference_server.layers import composite_over  # noqa: E402
+from inference_server.metrics import score_layers  # noqa: E402
+from inference_server.refine import refine_layers  # noqa: E402
+from inference_server.samples import SAMPLE_KINDS, make_sample  # noqa: E402
+from inference_server.samples_heldout import HELDOUT_KINDS, make_heldout_sample  # noqa: E402
+
+MODEL_SIDE_PX = 640
+BLUR_SIGMA_PX = 0.6
+JITTER_LEVELS = 3
+ALPHA_NOISE = 0.02
+REAL_DIR = Path("/work/data/real")
+
+
+def model_like(layers: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+    """What a 640-px model returns for these ground-truth layers (see the module docstring)."""
+    height, width = layers[0].shape[:2]
+    scale = MODEL_SIDE_PX / max(height, width)
+    size_wh = (max(16, round(width * scale)), max(16, round(height * scale)))
+    out = []
+    for rgba in layers:
+        small = np.asarray(Image.fromarray(rgba, "RGBA").resize(size_wh, Image.Resampling.BOX)).astype(np.float32)
+        alpha = small[..., 3:4] / 255.0
+        premul = cv2.GaussianBlur(small[..., :3] * alpha, (0, 0), BLUR_SIGMA_PX)
+        alpha = cv2.GaussianBlur(alpha[..., 0], (0, 0), BLUR_SIGMA_PX)[..., None]
+        colour = np.where(alpha > 1e-3, premul / np.maximum(alpha, 1e-3), small[..., :3])
+        colour += rng.integers(-JITTER_LEVELS, JITTER_LEVELS + 1, size=3)
+        alpha = alpha + rng.normal(0.0, ALPHA_NOISE, alpha.shape) * (alpha > 0.0)
+        result = np.concatenate([colour, np.clip(alpha, 0, 1) * 255.0], axis=2)
+        out.append(np.clip(np.rint(result), 0, 255).astype(np.uint8))
+    return out
+
+
+def resize_only(layers: list[np.ndarray], width_px: int, height_px: int) -> list[np.ndarray]:
+    return [np.asarray(Image.fromarray(rgba, "RGBA").resize((width_px, height_px), Image.Resampling.LANCZOS))
+            for rgba in layers]
+
+
+def composite_errors(layers: list[np.ndarray], target: np.ndarray) -> tuple[float, float]:
+    """(PSNR dB, max error 0–255) of the composite against the target: colour where the target shows, alpha."""
+    composite = composite_over(layers).astype(np.float64)
+    target = target.astype(np.float64)
+    premul_c = composite[..., :3] * composite[..., 3:4] / 255.0
+    premul_t = target[..., :3] * target[..., 3:4] / 255.0
+    diff = np.concatenate([premul_c - premul_t, composite[..., 3:4] - target[..., 3:4]], axis=2)
+    mse = float((diff ** 2).mean())
+    psnr = 99.0 if mse == 0 else 10.0 * np.log10(255.0 ** 2 / mse)
+    shows = target[..., 3] > 0
+    straight = np.abs(composite[..., :3] - target[..., :3])[shows]
+    worst = max(float(straight.max()) if straight.size else 0.0,
+                float(np.abs(composite[..., 3] - target[..., 3]).max()))
+    return psnr, worst
+
+
+def gradient_energy(rgba: np.ndarray) -> float:
+    values = rgba.astype(np.float32)
+    values[..., :3] *= values[..., 3:4] / 255.0
+    gx = cv2.Sobel(values, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(values, cv2.CV_32F, 0, 1, ksize=3)
+    return float(np.sqrt(gx * gx + gy * gy).mean())
+
+
+def sharpness(pred: list[np.ndarray], gt: list[np.ndarray]) -> float:
+    ratios = [gradient_energy(p) / max(gradient_energy(g), 1e-6) for p, g in zip(pred, gt)
+              if gradient_energy(g) > 1e-3]
+    return float(np.mean(ratios)) if ratios else 1.0
+
+
+def ground_truth_sets(names: list[str], seeds: int, size_wh: tuple[int, int], real_dir: Path):
+    """Yields (set name, composite, layers)."""
+    for kind in names:
+        if kind in SAMPLE_KINDS:
+            for seed in range(seeds):
+                sample = make_sample(kind, size_wh[0], size_wh[1], seed)
+                yield kind, sample.composite, sample.layers
+        elif kind == "heldout":
+            for seed in range(seeds):
+                sample = make_heldout_sample(HELDOUT_KINDS[seed % len(HELDOUT_KINDS)], 1024, 1024, seed)
+                yield kind, sample.composite, sample.layers
+        elif kind == "transparent":
+            for seed in range(seeds):
+                layers = make_sample("flat", size_wh[0], size_wh[1], seed).layers[1:]
+                yield kind, composite_over(layers), layers
+        elif kind == "real":
+            for folder in sorted(p for p in real_dir.iterdir() if p.is_dir()) if real_dir.is_dir() else []:
+                files = sorted((folder / "layers").glob("layer_*.png"))
+                if not files or not (folder / "image.png").is_file():
+                    continue
+                layers = [np.asarray(Image.open(f).convert("RGBA")) for f in files]
+                target = np.asarray(Image.open(folder / "image.png").convert("RGBA"))
+                yield kind, target, layers
+
+
+def run_quality(args) -> list[dict]:
+    rng = np.random.default_rng(7)
+    rows: dict[str, dict] = {}
+    for name, target, gt in ground_truth_sets(args.sets.split(","), args.seeds, (args.width, args.height),
+                                              Path(args.real)):
+        height, width = target.shape[:2]
+        low = model_like(gt, rng)
+        results = {"resize": resize_only(low, width, height)}
+        started = time.perf_counter()
+        results["refine"] = refine_layers(low, target).layers
+        refine_s = time.perf_counter() - started
+        row = rows.setdefault(name, {"set": name, "images": 0, "refine_s": []})
+        row["images"] += 1
+        row["refine_s"].append(refine_s)
+        for method, layers in results.items():
+            psnr, worst = composite_errors(layers, target)
+            levels = score_layers(layers, gt)
+            stats = row.setdefault(method, {"psnr": [], "max": [], "l1": [], "iou": [], "sharp": []})
+            stats["psnr"].append(psnr)
+            stats["max"].append(worst)
+            if levels is not None:
+                stats["l1"].append(levels[0].rgb_l1)
+                stats["iou"].append(levels[0].alpha_iou)
+            stats["sharp"].append(sharpness(layers, gt))
+        print(f"  {name}: {width}×{height}, {len(gt)} layers, refine {refine_s:.2f} s", file=sys.stderr)
+    table = []
+    for row in rows.values():
+        entry = {"set": row["set"], "images": row["images"], "refine_s": float(np.mean(row["refine_s"]))}
+        for method in ("resize", "refine"):
+            stats = row[method]
+            entry[method] = {"psnr": float(np.mean(stats["psnr"])), "max": float(np.max(stats["max"])),
+                             "l1": float(np.mean(stats["l1"])) if stats["l1"] else float("nan"),
+                             "iou": float(np.mean(stats["iou"])) if stats["iou"] else float("nan"),
+                             "sharp": float(np.mean(stats["sharp"]))}
+        table.append(entry)
+    return table
+
+
+def print_quality(table: list[dict]) -> None:
+    print("| set | images | PSNR dB resize / refine | max err resize / refine | RGB L1 resize / refine (Δ) "
+          "| alpha IoU resize / refine | sharpness resize / refine |")
+    print("|---|---|---|---|---|---|---|")
+    for entry in table:
+        a, b = entry["resize"], entry["refine"]
+        drop = (1.0 - b["l1"] / a["l1"]) * 100.0 if a["l1"] > 0 else 0.0
+        print(f"| {entry['set']} | {entry['images']} | {a['psnr']:.1f} / {b['psnr']:.1f} | {a['max']:.0f} / "
+              f"{b['max']:.0f} | {a['l1']:.4f} / {b['l1']:.4f} (−{drop:.0f} %) | {a['iou']:.3f} / {b['iou']:.3f} | "
+              f"{a['sharp']:.2f} / {b['sharp']:.2f} |")
+
+
+def run_timing(repeats: int) -> list[dict]:
+    rows = []
+    for side_px, count in ((1024, 4), (4096, 8)):
+        rng = np.random.default_rng(side_px)
+        sample = make_sample("flat", side_px, side_px, 0)
+        gt = sample.layers + [sample.layers[-1]] * (count - len(sample.layers))
+        low = model_like(gt[:count], rng)
+        target = sample.composite
+        times = []
+        peak_mib = 0.0
+        for repeat in range(repeats):
+            tracemalloc.start()
+            started = time.perf_counter()
+            result = refine_layers(low, target)
+            times.append(time.perf_counter() - started)
+            peak_mib = max(peak_mib, tracemalloc.get_traced_memory()[1] / 2**20)
+            tracemalloc.stop()
+            output_mib = sum(layer.nbytes for layer in result.layers) / 2**20
+            del result
+        rows.append({"size": f"{side_px}²", "layers": count, "median_s": float(np.median(times)),
+                     "min_s": float(np.min(times)), "peak_mib": peak_mib, "output_mib": output_mib})
+    return rows
+
+
+def print_timing(rows: list[dict]) -> None:
+    print("| refine of | median s | min s | peak MiB (of which the output layers) |")
+    print("|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['size']} × {row['layers']} layers (from 640 px) | {row['median_s']:.2f} | {row['min_s']:.2f} | "
+              f"{row['peak_mib']:.0f} ({row['output_mib']:.0f}) |")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sets", default=",".join(SAMPLE_KINDS) + ",heldout,transparent,real")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--width", type=int, default=1536)
+    parser.add_argument("--height", type=int, default=1024)
+    parser.add_argument("--real", default=str(REAL_DIR))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-timing", action="store_true")
+    parser.add_argument("--timing-only", action="store_true")
+    parser.add_argument("--json", type=Path, help="also write the numbers here")
+    args = parser.parse_args()
+    report = {}
+    if not args.timing_only:
+        report["quality"] = run_quality(args)
+        print_quality(report["quality"])
+    if not args.no_timing:
+        report["timing"] = run_timing(args.repeats)
+        print()
+        print_timing(report["timing"])
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

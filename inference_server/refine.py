@@ -185,7 +185,8 @@ def _band_map(small_hw: tuple[int, int], full_hw: tuple[int, int], row0: int, ro
     ys = ((np.arange(row0, row1, dtype=np.float32) + 0.5) * (small_h / full_h) - 0.5).astype(np.float32)
     map_x = np.broadcast_to(xs[None, :], (row1 - row0, full_w)).copy()
     map_y = np.broadcast_to(ys[:, None], (row1 - row0, full_w)).copy()
-    return map_x, map_y
+    # Fixed-point maps (1/32 px): about twice as fast to apply, far finer than the layers' own pixels.
+    return cv2.convertMaps(map_x, map_y, cv2.CV_16SC2)
 
 
 def _remap(small: np.ndarray, maps: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
@@ -200,8 +201,9 @@ class _Source:
     def __init__(self, rgba: np.ndarray, name: str) -> None:
         self.rgba = rgba
         self.name = name
-        self.coefficients: np.ndarray | None = None
-        self.colour_small: np.ndarray | None = None
+        # h×w×4 float32 at the layer's size (see refine_layers step 3): alpha slopes + alpha; colour + doubt
+        self.small_alpha: np.ndarray | None = None
+        self.small_colour: np.ndarray | None = None
 
     @property
     def size_hw(self) -> tuple[int, int]:
@@ -327,8 +329,8 @@ def refine_layers(
             small_h, small_w = source.size_hw
             small = cv2.resize(_premultiplied(guide_full_u8), (small_w, small_h), interpolation=cv2.INTER_AREA)
             fits[source.size_hw] = _GuidedFit(small)
-        source.coefficients = fits[source.size_hw].coefficients(source.rgba[..., 3].astype(np.float32) / 255.0)
-        source.colour_small = _colour_and_doubt(source.rgba)
+        source.small_alpha = fits[source.size_hw].coefficients(source.rgba[..., 3].astype(np.float32) / 255.0)
+        source.small_colour = _colour_and_doubt(source.rgba)
     if upsampled:
         sizes = ", ".join(f"{w}×{h}" for h, w in sorted(fits))
         notes.append(f"refine: {upsampled} layer(s) upsampled from {sizes} px to {full_w}×{full_h} px, alpha "
@@ -368,84 +370,138 @@ def _refine_band(sources: list[_Source], fits: dict, bottom_is_background: bool,
                  out: list[np.ndarray], row0: int, row1: int, full_hw: tuple[int, int], stats: dict[str, int]) -> None:
     count = len(sources)
     guide = _premultiplied(target)
-    maps_by_size: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+    maps_by_size: dict[tuple[int, int], tuple] = {}
     alphas: list[np.ndarray] = []
-    colours: list[np.ndarray] = []
-    doubts: list[np.ndarray] = []
+    # h×w×4 float32 per layer: colour, then doubt; the doubt channel takes the final alpha before the 8-bit write
+    planes: list[np.ndarray] = []
     reach: list[np.ndarray | None] = []  # where an upsampled layer may have alpha (its own or its guided alpha)
     for source in sources:
-        if source.coefficients is None:
+        if source.small_alpha is None:
             reach.append(None)
-            alphas.append(np.rint(source.rgba[row0:row1, :, 3].astype(np.float32)))
-            colours.append(source.rgba[row0:row1, :, :3].astype(np.float32))
-            doubts.append(np.full(alphas[-1].shape, FULL_DOUBT, np.float32))
+            alphas.append(source.rgba[row0:row1, :, 3].astype(np.float32))
+            plane = source.rgba[row0:row1].astype(np.float32)
+            plane[..., 3] = FULL_DOUBT
+            planes.append(plane)
             continue
         if source.size_hw not in maps_by_size:
             maps = _band_map(source.size_hw, full_hw, row0, row1)
-            maps_by_size[source.size_hw] = (maps, guide - _remap(fits[source.size_hw].guide, maps))
+            detail = np.empty(guide.shape[:2] + (4,), np.float32)
+            detail[..., :3] = guide - _remap(fits[source.size_hw].guide, maps)
+            detail[..., 3] = 1.0
+            maps_by_size[source.size_hw] = (maps, detail)
         maps, detail = maps_by_size[source.size_hw]
-        coefficients = _remap(source.coefficients, maps)
-        alpha = (coefficients[..., 3] + coefficients[..., 0] * detail[..., 0] + coefficients[..., 1] * detail[..., 1]
-                 + coefficients[..., 2] * detail[..., 2])
-        alpha = np.where(alpha < ALPHA_SNAP, 0.0, np.where(alpha > 1.0 - ALPHA_SNAP, 1.0, alpha))
-        alphas.append(np.rint(alpha * 255.0).astype(np.float32))
-        reach.append((alpha > 0) | (coefficients[..., 3] > ALPHA_SNAP))
-        colour_doubt = _remap(source.colour_small, maps)
-        colours.append(np.clip(colour_doubt[..., :3], 0.0, 255.0))
-        doubts.append(colour_doubt[..., 3])
+        coefficients = _remap(source.small_alpha, maps)
+        # alpha = own alpha + slopes · (input − input seen at the layer's size), summed by cv2 (fast, threaded)
+        alpha = cv2.transform(cv2.multiply(coefficients, detail), np.full((1, 4), 255.0, np.float32))
+        alpha = alpha.reshape(guide.shape[:2])
+        np.putmask(alpha, alpha < ALPHA_SNAP * 255.0, 0.0)
+        np.putmask(alpha, alpha > (1.0 - ALPHA_SNAP) * 255.0, 255.0)
+        np.rint(alpha, out=alpha)
+        alphas.append(alpha)
+        # The colour line can only change alpha on a layer's edge: where it is neither 0 nor 1, or the layer's
+        # own (upsampled) alpha is not.
+        own = coefficients[..., 3]
+        reach.append(((alpha > 0) & (alpha < 255)) | ((own > ALPHA_SNAP) & (own < 1.0 - ALPHA_SNAP)))
+        # bilinear never leaves the range of its inputs: no clipping needed
+        planes.append(_remap(source.small_colour, maps))
+    colours = [plane[..., :3] for plane in planes]
+    doubts = [plane[..., 3] for plane in planes]
 
     # a. Alpha: where the colour line decides it, from the input; then the stack's alpha is made the input's
     _colour_line_alphas(alphas, colours, reach, target)
     _fit_alphas(alphas, alpha_target, bottom_is_background)
 
-    # b. Colour: shares q_k of the composite, then the least-squares unblend
+    # b. Colour: where one layer alone makes the pixel, its colour is the input's. Elsewhere (soft edges,
+    #    translucent layers) the least-squares unblend, weighted by how unsure each layer's colour is:
+    #    minimise Σ_k |ΔF_k|²/doubt_k subject to Σ_k q_k·ΔF_k = error, so ΔF_k = error·q_k·doubt_k / Σ_j q_j²·doubt_j.
     shares = _shares(alphas)
     total = shares.sum(axis=0)  # the composite's alpha, as composite_over computes it from the 8-bit alphas
-    target_rgb = target[..., :3].astype(np.float32)
+    top = np.argmax(shares, axis=0)
+    top_share = np.take_along_axis(shares, top[None], axis=0)[0]
     visible = total > 0
+    alone = visible & (top_share >= total - 1e-6)
+    target_rgb = target[..., :3]
+    mixed = np.nonzero(visible & ~alone)
+    sub_colours = []
+    if mixed[0].size:
+        sub_shares = shares[:, mixed[0], mixed[1]]
+        sub_colours = [colour[mixed] for colour in colours]
+        sub_weights = [share * doubt[mixed] for share, doubt in zip(sub_shares, doubts)]
+        sub_target = target_rgb[mixed].astype(np.float32) * total[mixed][:, None]
+        _unblend(sub_shares, sub_colours, sub_weights, sub_target)
+        # c. Residual after rounding: fix the top contributor, then (rarely) every contributor
+        for colour in sub_colours:
+            np.rint(colour, out=colour)
+        stats["fallback"] += _round_exact(sub_shares, sub_colours, sub_target, total[mixed][:, None])
+    for index in range(count):
+        band = out[index][row0:row1]
+        planes[index][..., 3] = alphas[index]
+        band[...] = cv2.convertScaleAbs(planes[index])  # rounds and saturates to 8 bits in one threaded pass
+        # where a layer alone makes the pixel, its colour is the input's
+        np.copyto(band[..., :3], target_rgb, where=(alone & (top == index))[..., None])
+        if sub_colours:
+            band[..., :3][mixed] = sub_colours[index]
+
+
+def _unblend(shares: np.ndarray, colours: list[np.ndarray], weights: list[np.ndarray],
+             target_premul: np.ndarray) -> None:
+    """The weighted least-squares unblend on (n, 3) pixels, in place. Layers pinned at 0 or 255 take no more
+    correction in that direction; the others share what is left (a few rounds)."""
+    error = target_premul - _premul_sum(shares, colours)
+    norm = sum(weight * share for weight, share in zip(weights, shares))
+    step = error / np.maximum(norm, 1e-12)[:, None]
+    step[norm <= 1e-12] = 0.0
+    clipped = False
+    for colour, weight in zip(colours, weights):
+        colour += weight[:, None] * step
+        if colour.size and (colour.min() < 0.0 or colour.max() > 255.0):
+            clipped = True
+            np.clip(colour, 0.0, 255.0, out=colour)
+    if not clipped:
+        return
     for _ in range(SOLVE_ROUNDS):
-        premul = sum(share[..., None] * colour for share, colour in zip(shares, colours))
-        error = target_rgb * total[..., None] - premul  # premultiplied, 0–255
+        error = target_premul - _premul_sum(shares, colours)
         if not (np.abs(error) > 1e-3).any():
-            break
-        weights = []
-        for share, colour, doubt in zip(shares, colours, doubts):
-            # a layer pinned at 0 or 255 takes no more correction in that direction
-            free = np.where(error > 0, colour < 255.0, colour > 0.0)
-            weights.append((share * doubt)[..., None] * free)
-        norm = sum(w * s[..., None] for w, s in zip(weights, shares))
-        step = np.where(norm > 1e-9, error / np.maximum(norm, 1e-9), 0.0)
-        for colour, weight in zip(colours, weights):
+            return
+        free_weights = [weight[:, None] * np.where(error > 0, colour < 255.0, colour > 0.0)
+                        for weight, colour in zip(weights, colours)]
+        norm = sum(weight * share[:, None] for weight, share in zip(free_weights, shares))
+        step = np.where(norm > 1e-12, error / np.maximum(norm, 1e-12), 0.0)
+        for colour, weight in zip(colours, free_weights):
             colour += weight * step
             np.clip(colour, 0.0, 255.0, out=colour)
 
-    # c. Residual after rounding: fix the top contributor, then (rarely) every contributor
-    rounded = [np.rint(colour) for colour in colours]
-    premul = sum(share[..., None] * colour for share, colour in zip(shares, rounded))
-    safe_total = np.where(visible, total, 1.0)[..., None]
-    off = np.abs(premul / safe_total - target_rgb) > 0.5
-    off &= visible[..., None]
-    if off.any():
-        top = np.argmax(shares, axis=0)
-        error = target_rgb * total[..., None] - premul
-        for index in range(count):
-            where = off & (top == index)[..., None]
-            if not where.any():
-                continue
-            share = np.maximum(shares[index], 1e-9)[..., None]
-            fixed = np.clip(np.rint(rounded[index] + error / share), 0.0, 255.0)
-            rounded[index] = np.where(where, fixed, rounded[index])
-        premul = sum(share[..., None] * colour for share, colour in zip(shares, rounded))
-        off = (np.abs(premul / safe_total - target_rgb) > 0.5) & visible[..., None]
-        if off.any():
-            stats["fallback"] += int(off.any(axis=2).sum())
-            for index in range(count):
-                shows = off & (shares[index] > 0)[..., None]
-                rounded[index] = np.where(shows, target_rgb, rounded[index])
-    for index in range(count):
-        band = out[index][row0:row1]
-        band[..., :3] = rounded[index].astype(np.uint8)
-        band[..., 3] = alphas[index].astype(np.uint8)
+
+def _round_exact(shares: np.ndarray, colours: list[np.ndarray], target_premul: np.ndarray,
+                 total: np.ndarray) -> int:
+    """With 8-bit colours, pixels whose composite is more than half a level off get the rest on their top
+    contributor, and where that clips, the input's colour on every contributor. Returns how many needed that."""
+    target = target_premul / total
+    off = (np.abs(_premul_sum(shares, colours) / total - target) > 0.5).any(axis=1)
+    if not off.any():
+        return 0
+    rows = np.nonzero(off)[0]
+    sub_shares = shares[:, rows]
+    error = target_premul[rows] - _premul_sum(sub_shares, [colour[rows] for colour in colours])
+    top = np.argmax(sub_shares, axis=0)
+    top_share = np.maximum(sub_shares[top, np.arange(rows.size)], 1e-9)[:, None]
+    for index, colour in enumerate(colours):
+        mine = rows[top == index]
+        if mine.size:
+            colour[mine] = np.clip(np.rint(colour[mine] + error[top == index] / top_share[top == index]), 0, 255)
+    still = rows[(np.abs(_premul_sum(sub_shares, [colour[rows] for colour in colours]) / total[rows]
+                         - target[rows]) > 0.5).any(axis=1)]
+    for index, colour in enumerate(colours):
+        shows = still[shares[index, still] > 0]
+        colour[shows] = np.rint(target[shows])
+    return int(still.size)
+
+
+def _premul_sum(shares, colours: list[np.ndarray]) -> np.ndarray:
+    premul = shares[0][..., None] * colours[0]
+    for share, colour in zip(shares[1:], colours[1:]):
+        premul += share[..., None] * colour
+    return premul
 
 
 def _shares(alphas_255: list[np.ndarray]) -> np.ndarray:
@@ -467,29 +523,54 @@ def _colour_line_alphas(alphas: list[np.ndarray], colours: list[np.ndarray], rea
     the line. This is what makes a layer opaque right up to its edge, and an anti-aliased edge exactly as soft
     as the input's, where the guided upsample alone leaves a wobble over a textured background."""
     count = len(alphas)
-    image = target[..., :3].astype(np.float32)
-    premul_below = alphas[0][..., None] / 255.0 * colours[0]
-    alpha_below = alphas[0] / 255.0
-    transmit_above = [None] * count
-    transmit = np.ones(alphas[0].shape, np.float32)
-    for index in range(count - 1, -1, -1):
-        transmit_above[index] = transmit.copy()
-        transmit *= 1.0 - alphas[index] / 255.0
     for index in range(1, count):
-        if reach[index] is not None:
-            below = premul_below / np.maximum(alpha_below, 1e-6)[..., None]
-            line = colours[index] - below
-            length2 = (line * line).sum(axis=2)
-            estimate = ((image - below) * line).sum(axis=2) / np.maximum(length2, 1e-6)
-            estimate = np.clip(estimate, 0.0, 1.0)
-            off_line = np.abs(image - (below + estimate[..., None] * line)).max(axis=2)
-            posed = (reach[index] & (transmit_above[index] > 0.98) & (alpha_below > 0.98)
-                     & (length2 > COLOUR_LINE_MIN ** 2) & (off_line < COLOUR_LINE_FIT))
-            estimate = np.where(estimate < ALPHA_SNAP, 0.0, np.where(estimate > 1.0 - ALPHA_SNAP, 1.0, estimate))
-            alphas[index] = np.where(posed, np.rint(estimate * 255.0), alphas[index])
-        alpha = alphas[index][..., None] / 255.0
-        premul_below = alpha * colours[index] + (1.0 - alpha) * premul_below
-        alpha_below = alpha[..., 0] + (1.0 - alpha[..., 0]) * alpha_below
+        if reach[index] is None:
+            continue
+        where = np.nonzero(reach[index])
+        if not where[0].size:
+            continue
+        # Gathering a few pixels beats whole-band arithmetic, until the layer reaches over much of the band.
+        pick = (lambda values: values[where]) if where[0].size < 0.25 * reach[index].size else None
+        transmit_above = _transmit_at(alphas[index + 1:], pick, where[0].shape if pick else alphas[0].shape)
+        premul_below, alpha_below = _composite_below(alphas[:index], colours[:index], pick)
+        if pick is None:
+            transmit_above, premul_below, alpha_below = transmit_above[where], premul_below[where], alpha_below[where]
+        candidates = (transmit_above > 0.98) & (alpha_below > 0.98)
+        if not candidates.any():
+            continue
+        where = (where[0][candidates], where[1][candidates])
+        below = premul_below[candidates] / alpha_below[candidates][:, None]
+        image = target[where][:, :3].astype(np.float32)
+        line = colours[index][where] - below
+        length2 = np.einsum("ij,ij->i", line, line)
+        estimate = np.einsum("ij,ij->i", image - below, line) / np.maximum(length2, 1e-6)
+        np.clip(estimate, 0.0, 1.0, out=estimate)
+        off_line = np.abs(image - (below + estimate[:, None] * line)).max(axis=1)
+        posed = (length2 > COLOUR_LINE_MIN ** 2) & (off_line < COLOUR_LINE_FIT)
+        estimate = np.where(estimate < ALPHA_SNAP, 0.0, np.where(estimate > 1.0 - ALPHA_SNAP, 1.0, estimate))
+        alphas[index][where[0][posed], where[1][posed]] = np.rint(estimate[posed] * 255.0)
+
+
+def _transmit_at(alphas_255: list[np.ndarray], pick, shape: tuple[int, ...]) -> np.ndarray:
+    """Π(1 − α) of the given layers at the pixels ``pick`` gathers (or everywhere); ones for no layers."""
+    result = np.ones(shape, np.float32)
+    for alpha in alphas_255:
+        result *= 1.0 - (pick(alpha) if pick else alpha) / 255.0
+    return result
+
+
+def _composite_below(alphas_255: list[np.ndarray], colours: list[np.ndarray], pick) -> tuple[np.ndarray, np.ndarray]:
+    """Premultiplied colour and alpha of the "over" composite of the given layers, at ``pick`` (or everywhere)."""
+    premul = alpha_sum = None
+    for alpha_255, colour in zip(alphas_255, colours):
+        alpha = (pick(alpha_255) if pick else alpha_255) / 255.0
+        colour = pick(colour) if pick else colour
+        if premul is None:
+            premul, alpha_sum = alpha[..., None] * colour, alpha
+        else:
+            premul = alpha[..., None] * colour + (1.0 - alpha[..., None]) * premul
+            alpha_sum = alpha + (1.0 - alpha) * alpha_sum
+    return premul, alpha_sum
 
 
 def _transmit(alphas_255: list[np.ndarray]) -> np.ndarray:

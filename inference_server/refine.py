@@ -304,6 +304,10 @@ def refine_layers(
     _check(layers, target)
     names = list(names) if names else [("Background" if i == 0 else f"Layer {i}") for i in range(len(layers))]
     full_h, full_w = target.shape[:2]
+    # Layers larger than the input (a model bucket above a small input) come down to its size first (area,
+    # premultiplied): there is nothing to upsample then, only to solve.
+    layers = [rgba if rgba.shape[0] <= full_h and rgba.shape[1] <= full_w or rgba.shape[:2] == (full_h, full_w)
+              else _preview(rgba, (full_w, full_h)) for rgba in layers]
     sources = [_Source(rgba, name) for rgba, name in zip(layers, names)]
     notes: list[str] = []
 

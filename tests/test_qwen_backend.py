@@ -88,7 +88,8 @@ def test_full_decomposition_with_cfg_reports_every_step(backend, photo, tmp_path
 
     assert len(stack.layers) == 2
     for layer in stack.layers:
-        assert layer.rgba.shape == (300, 400, 4)  # back at the input's size, RGBA
+        # the model's working size (about 640² px, the input's aspect); the refine stage brings them to 400×300
+        assert layer.rgba.shape == (544, 736, 4)
     assert [layer.name for layer in stack.layers] == ["Background", "Layer 1"]
     denoise = [event for event in events if event[0] == "denoise"]
     assert denoise == [("denoise", 0, 2), ("denoise", 1, 2), ("denoise", 2, 2)]

@@ -7,8 +7,8 @@
 Ground truth: layered images from inference_server.samples (flat, gradient, photo, cutout, semi, text; at
 --size, 1536×1024 by default), the held-out generator (inference_server.samples_heldout, 1024²), an RGBA set
 ("transparent": the flat samples without their background layer, so the input itself is transparent), and the
-real-world set in --real (a folder per image with ``image.png`` and ``layers/layer_XX.png``, see its README) when
-it exists. From each ground truth a "model-like" output is made, as Qwen-Image-Layered returns it: every layer
+real-world set in --real (/work/data/real: ``index.json`` lists the cases, each a folder with ``composite.png`` and
+``layer_XX.png``; all of them) when it exists. From each ground truth a "model-like" output is made, as Qwen-Image-Layered returns it: every layer
 downscaled (premultiplied, area) to 640 px on the long side, a mild blur (Gaussian σ 0.6 px there), a colour
 jitter of ±3 levels (per layer and channel) and alpha noise (Gaussian σ 0.02, clipped).
 
@@ -123,12 +123,15 @@ def ground_truth_sets(names: list[str], seeds: int, size_wh: tuple[int, int], re
                 layers = make_sample("flat", size_wh[0], size_wh[1], seed).layers[1:]
                 yield kind, composite_over(layers), layers
         elif kind == "real":
-            for folder in sorted(p for p in real_dir.iterdir() if p.is_dir()) if real_dir.is_dir() else []:
-                files = sorted((folder / "layers").glob("layer_*.png"))
-                if not files or not (folder / "image.png").is_file():
+            index_path = real_dir / "index.json"
+            cases = json.loads(index_path.read_text())["cases"] if index_path.is_file() else {}
+            for case in sorted(cases):
+                folder = real_dir / case
+                files = sorted(folder.glob("layer_*.png"))
+                if not files or not (folder / "composite.png").is_file():
                     continue
                 layers = [np.asarray(Image.open(f).convert("RGBA")) for f in files]
-                target = np.asarray(Image.open(folder / "image.png").convert("RGBA"))
+                target = np.asarray(Image.open(folder / "composite.png").convert("RGBA"))
                 yield kind, target, layers
 
 
@@ -148,7 +151,7 @@ def run_quality(args) -> list[dict]:
         row["refine_s"].append(refine_s)
         for method, layers in results.items():
             psnr, worst = composite_errors(layers, target)
-            levels = score_layers(layers, gt)
+            levels = score_layers(layers, gt, max_edits=0)
             stats = row.setdefault(method, {"psnr": [], "max": [], "l1": [], "iou": [], "sharp": []})
             stats["psnr"].append(psnr)
             stats["max"].append(worst)

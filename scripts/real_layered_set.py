@@ -435,7 +435,9 @@ def main(argv=None) -> int:
     incremental = args.cases or args.only_new
     index = json.loads(index_path.read_text()) if index_path.exists() and incremental else {"cases": {}, "skipped": {}}
     if args.only_new:
-        entries = [e for e in entries if e["case"] not in index["cases"] and e["case"] not in index["skipped"]]
+        # Cases that failed with an unexpected error (a missing renderer, say) are tried again.
+        entries = [e for e in entries if e["case"] not in index["cases"]
+                   and not index["skipped"].get(e["case"], "unexpected error").startswith("unexpected error")]
     for entry in entries:
         try:
             record = build_case(entry, args)

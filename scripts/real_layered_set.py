@@ -352,12 +352,15 @@ def build_case(entry: dict, args) -> dict:
             psd = PSDImage.open(io.BytesIO(data))
         except Exception as error:
             raise SkipCase(f"psd-tools cannot read it: {type(error).__name__}: {error}") from error
-        if psd.color_mode.name not in ("RGB", "GRAYSCALE"):
-            raise SkipCase(f"colour mode {psd.color_mode.name} (only RGB and greyscale files are used)")
+        if psd.color_mode.name not in ("RGB", "GRAYSCALE", "CMYK"):
+            raise SkipCase(f"colour mode {psd.color_mode.name} (only RGB, greyscale and CMYK files are used)")
         if psd.width * psd.height > args.max_canvas_px:
             raise SkipCase(f"canvas {psd.width}×{psd.height} is over {args.max_canvas_px} px")
         stored = file_composite(psd)
         segments, notes = psd_segments(psd, args.stack_tolerance)
+        if psd.color_mode.name == "CMYK":
+            # Layers and the stored composite go through the same plain CMYK → RGB conversion (Pillow's).
+            notes.append("CMYK file: converted to RGB with Pillow's plain conversion")
     elif suffix == ".ora":
         segments, stored, notes = ora_segments(data)
     else:
@@ -437,7 +440,7 @@ def main(argv=None) -> int:
     if args.only_new:
         # Cases that failed with an unexpected error (a missing renderer, say) are tried again.
         entries = [e for e in entries if e["case"] not in index["cases"]
-                   and not index["skipped"].get(e["case"], "unexpected error").startswith("unexpected error")]
+                   and index["skipped"].get(e["case"], "unexpected error").startswith("unexpected error")]
     for entry in entries:
         try:
             record = build_case(entry, args)

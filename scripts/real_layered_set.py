@@ -57,6 +57,7 @@ DEFAULT_MIRROR = Path("/work/.mirror")
 DEFAULT_OUT = Path("/work/data/real")
 LAYERED_SUFFIXES = (".psd", ".psb", ".ora")
 GIT_LFS_PREFIX = b"version https://git-lfs"
+RETRY_REASON = "unexpected error: ImportError"
 
 
 class SkipCase(Exception):
@@ -438,9 +439,9 @@ def main(argv=None) -> int:
     incremental = args.cases or args.only_new
     index = json.loads(index_path.read_text()) if index_path.exists() and incremental else {"cases": {}, "skipped": {}}
     if args.only_new:
-        # Cases that failed with an unexpected error (a missing renderer, say) are tried again.
+        # Cases that failed for a missing package (psd-tools' optional renderers) are tried again.
         entries = [e for e in entries if e["case"] not in index["cases"]
-                   and index["skipped"].get(e["case"], "unexpected error").startswith("unexpected error")]
+                   and index["skipped"].get(e["case"], RETRY_REASON).startswith(RETRY_REASON)]
     for entry in entries:
         try:
             record = build_case(entry, args)

@@ -126,11 +126,12 @@ def run_real_set(args, decomposer: CpuDecomposer) -> None:
     rows, records = [], []
     for name in names:
         composite, truth, info = load_real_case(args.data / name)
-        row = {"case": name, "kind": info.get("kind", ""), "gt_layers": len(truth),
+        row = {"case": name, "kind": info.get("kind", ""), "gt_layers": len(truth), "gt_groups": None,
                "size_px": info["size_px"], "licence": info["source"]["licence"]}
         for method in methods:
             predicted, seconds = run_method(method, decomposer, composite, len(truth))
             levels = score_layers(predicted, truth)
+            row["gt_groups"] = levels[0].gt_layers
             row[method] = {"l1_e0": levels[0].rgb_l1, "iou_e0": levels[0].alpha_iou,
                            "l1_e5": levels[-1].rgb_l1, "iou_e5": levels[-1].alpha_iou,
                            "mae": reconstruction_mae(predicted, composite), "layers": len(predicted),
@@ -142,20 +143,21 @@ def run_real_set(args, decomposer: CpuDecomposer) -> None:
         rows.append(row)
         records.append({k: v for k, v in row.items() if k not in methods}
                        | {m: {k: v for k, v in row[m].items() if k != "levels"} for m in methods})
-        logger_line = (f"{name}: cpu L1 e0 {row['cpu']['l1_e0']:.3f} IoU e0 {row['cpu']['iou_e0']:.3f}, "
-                       f"one layer {row['one layer']['l1_e0']:.3f} / {row['one layer']['iou_e0']:.3f}")
-        print(logger_line, file=sys.stderr, flush=True)
+        progress = (f"{name}: cpu L1 e0 {row['cpu']['l1_e0']:.3f} IoU e0 {row['cpu']['iou_e0']:.3f}, "
+                    f"one layer {row['one layer']['l1_e0']:.3f} / {row['one layer']['iou_e0']:.3f}")
+        print(progress, file=sys.stderr, flush=True)
 
-    header = (f"{'case':<24} {'GT':>3} | {'cpu: L1 e0':>10} {'IoU e0':>6} {'L1 e5':>6} {'IoU e5':>6} {'MAE':>5} "
+    header = (f"{'case':<24} {'GT':>5} | {'cpu: L1 e0':>10} {'IoU e0':>6} {'L1 e5':>6} {'IoU e5':>6} {'MAE':>5} "
               f"{'n':>3} {'s/img':>5} | {'1 layer: L1 e0':>14} {'IoU e0':>6} {'L1 e5':>6} {'IoU e5':>6}")
     print(f"\nReal layered set ({args.data}): {len(rows)} cases, our own (independent of the outside set), "
-          f"decomposed with the ground truth's layer count; LayerD protocol (L1 ↓, IoU ↑, e0/e5: after 0/5 merge "
-          f"edits; MAE: composite vs input, 0–255)")
+          f"decomposed with the ground truth's layer count (GT: layers / LayerD groups); LayerD protocol "
+          f"(L1 ↓, IoU ↑, e0/e5: after 0/5 merge edits; MAE: composite vs input, 0–255)")
     print(header)
     print("-" * len(header))
     for row in rows:
         c, o = row["cpu"], row["one layer"]
-        print(f"{row['case']:<24} {row['gt_layers']:>3} | {c['l1_e0']:10.3f} {c['iou_e0']:6.3f} {c['l1_e5']:6.3f} "
+        gt = f"{row['gt_layers']}/{row['gt_groups']}"
+        print(f"{row['case']:<24} {gt:>5} | {c['l1_e0']:10.3f} {c['iou_e0']:6.3f} {c['l1_e5']:6.3f} "
               f"{c['iou_e5']:6.3f} {c['mae']:5.2f} {c['layers']:>3} {c['seconds']:5.2f} | {o['l1_e0']:14.3f} "
               f"{o['iou_e0']:6.3f} {o['l1_e5']:6.3f} {o['iou_e5']:6.3f}")
     if rows:
@@ -166,7 +168,7 @@ def run_real_set(args, decomposer: CpuDecomposer) -> None:
         cpu_layers = float(np.mean([row["cpu"]["layers"] for row in rows]))
         cpu_seconds = float(np.mean([row["cpu"]["seconds"] for row in rows]))
         gt_layers = float(np.mean([row["gt_layers"] for row in rows]))
-        print(f"{'mean':<24} {gt_layers:3.1f} | {c[0][0]:10.3f} {c[0][1]:6.3f} {c[-1][0]:6.3f} {c[-1][1]:6.3f} "
+        print(f"{'mean':<24} {gt_layers:5.1f} | {c[0][0]:10.3f} {c[0][1]:6.3f} {c[-1][0]:6.3f} {c[-1][1]:6.3f} "
               f"{cpu_mae:5.2f} {cpu_layers:3.1f} {cpu_seconds:5.2f} | {o[0][0]:14.3f} {o[0][1]:6.3f} "
               f"{o[-1][0]:6.3f} {o[-1][1]:6.3f}")
         below = [row["case"] for row in rows if row["cpu"]["iou_e5"] < row["one layer"]["iou_e5"]]

@@ -78,7 +78,8 @@ def read_blob(mirror: Path, repository: str, commit: str, path: str) -> bytes:
     git_dir = mirror_git_dir(mirror, repository)
     if not git_dir.is_dir():
         raise SkipCase(f"no snapshot of {repository} at {git_dir} (fetch github:{repository} first)")
-    result = subprocess.run(["git", f"--git-dir={git_dir}", "show", f"{commit}:{path}"], capture_output=True)
+    result = subprocess.run(["git", f"--git-dir={git_dir}", "show", f"{commit}:{path}"], capture_output=True,
+                            check=False)
     if result.returncode != 0:
         raise SkipCase(f"git show {commit[:10]}:{path} failed: {result.stderr.decode(errors='replace').strip()}")
     data = result.stdout
@@ -262,7 +263,7 @@ def file_composite(psd) -> np.ndarray | None:
 
 
 def ora_segments(data: bytes) -> tuple[list[Segment], np.ndarray | None, list[str]]:
-    import xml.etree.ElementTree as ElementTree
+    from xml.etree import ElementTree
     import zipfile
 
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
@@ -300,7 +301,8 @@ def merge_into_lower(segments: list[Segment], index: int) -> None:
     """Merge segment ``index`` with its lower neighbour (the upper one for the bottom segment)."""
     lower = index - 1 if index > 0 else 0
     upper = lower + 1
-    merged = Segment(segments[lower].names + segments[upper].names, over(segments[lower].premul, segments[upper].premul))
+    merged = Segment(segments[lower].names + segments[upper].names,
+                     over(segments[lower].premul, segments[upper].premul))
     segments[lower:upper + 1] = [merged]
 
 
@@ -422,7 +424,8 @@ def main(argv=None) -> int:
     parser.add_argument("--max-bad-fraction", type=float, default=0.01)
     parser.add_argument("--stack-tolerance", type=float, default=0.5, help="MAE (0–255) for a plain 'over' stack")
     parser.add_argument("--max-canvas-px", type=int, default=30_000_000)
-    parser.add_argument("--only-new", action="store_true", help="skip cases index.json already lists (built or skipped)")
+    parser.add_argument("--only-new", action="store_true",
+                        help="skip cases index.json already lists (built or skipped)")
     parser.add_argument("--list-mirror", type=Path, help="list the layered files of one snapshot and exit")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -23,7 +23,8 @@ How a PSD becomes ground-truth layers:
    pass-through group that darkens what is below, ...) is merged with the segment below it, as far down as
    needed.
 3. Counts: empty segments go; segments covering less than --min-area of the canvas join the one below;
-   then the smallest segment joins a neighbour until at most --max-layers are left. Fewer than 2: skipped.
+   then the smallest segment joins a neighbour until at most --max-layers are left. Fewer than 2, or no two
+   layers overlapping (LayerD's grouping would leave one layer, which the input itself matches): skipped.
 4. Check: the over-composite of the segments is compared with the composite the file itself stores (what
    Photoshop showed). A file whose layers do not reproduce it (MAE > --max-mae on 0–255, or more than
    --max-bad-fraction of pixels off by more than 24 levels) is skipped with the numbers as the reason.
@@ -49,6 +50,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from inference_server.layers import composite_over, layer_file_name  # noqa: E402
+from inference_server.metrics import group_indices  # noqa: E402
 
 logger = logging.getLogger("real_layered_set")
 
@@ -388,6 +390,9 @@ def build_case(entry: dict, args) -> dict:
     scale = min(1.0, args.max_side / max(width, height))
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     layers = [to_straight_u8(downscale(s.premul, size)) for s in segments]
+    if len(group_indices(layers)) < 2:
+        # LayerD's grouping would make the truth one layer: the input itself scores perfectly, nothing is measured.
+        raise SkipCase("no two layers overlap: LayerD's grouping leaves one layer")
     composite = composite_over(layers)
 
     folder = args.out / entry["case"]

@@ -21,7 +21,7 @@ from pptx import Presentation
 from pptx.oxml.ns import qn
 from psd_tools import PSDImage
 
-from conftest import png_bytes_of
+from conftest import missing_tool, png_bytes_of
 from inference_server.errors import ImageTooLarge, InvalidInput
 from inference_server.cli import main as strata_main
 from inference_server.exports.archive import archive_bytes, write_archive
@@ -256,7 +256,7 @@ def test_pptx_refuses_a_frame_too_elongated_for_a_slide():
 def soffice() -> str:
     path = shutil.which("soffice") or shutil.which("libreoffice")
     if path is None:
-        pytest.skip("LibreOffice (soffice) is not installed: apt-get install -y libreoffice-impress")
+        missing_tool("LibreOffice (soffice) is not installed: apt-get install -y libreoffice-impress")
     return path
 
 
@@ -333,7 +333,7 @@ def test_psd_reads_back_in_imagemagick(edited_layout, tmp_path):
     """An independent PSD reader (not psd-tools, which wrote it) sees the layers, offsets and merged image."""
     identify, convert = shutil.which("identify"), shutil.which("magick") or shutil.which("convert")
     if identify is None or convert is None:
-        pytest.skip("ImageMagick is not installed: apt-get install -y imagemagick")
+        missing_tool("ImageMagick is not installed: apt-get install -y imagemagick")
     write_psd(edited_layout, tmp_path / "poster.psd")
     listing = subprocess.run([identify, "-format", "%s|%X|%Y|%w|%h|%l\n", str(tmp_path / "poster.psd")],
                              check=True, capture_output=True, text=True, timeout=60).stdout.splitlines()

@@ -22,8 +22,9 @@ from test_animation import read_png, render_frame, write_sample_layers  # noqa: 
 WIDTH_PX, HEIGHT_PX = 160, 120
 # Blender samples the scaled planes' texels nearest-neighbour, the reference compositor resamples them with a
 # filter: edges of scaled layers differ a little, flat areas not at all.
-MIN_EXPORT_PSNR_DB = 30.0
-MIN_LIBREOFFICE_PSNR_DB = 25.0
+# Measured: PPTX 42.0 dB, PSD 42.1 dB against the render; LibreOffice (snaps to whole pixels) 36.3 dB.
+MIN_EXPORT_PSNR_DB = 39.0
+MIN_LIBREOFFICE_PSNR_DB = 34.0
 
 READ_BACK = r'''
 import io, json, sys

@@ -194,11 +194,15 @@ def run_decompose(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
+    return _report(stack, f"({stack.width_px}×{stack.height_px} px, backend {stack.backend}) to {args.output}")
+
+
+def _report(stack, where: str, what: str = "layer") -> int:
+    """The notes on stderr, then one line saying what was written."""
     for note in stack.notes:
         print(f"note: {note}", file=sys.stderr)
     count = len(stack.layers)
-    print(f"wrote {count} layer{'' if count == 1 else 's'} ({stack.width_px}×{stack.height_px} px, "
-          f"backend {stack.backend}) to {args.output}")
+    print(f"wrote {count} {what}{'' if count == 1 else 's'} {where}")
     return 0
 
 
@@ -242,22 +246,15 @@ def run_refine(args: argparse.Namespace) -> int:
         except OSError as exc:
             return _fail("refine", f"cannot write {args.output}: {exc.strerror or exc}; choose a folder you can "
                                    f"write to")
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, JobCanceled):
         cancel.cancel()
         return _fail("refine", "interrupted; nothing was written", 130)
-    except JobCanceled:
-        return _fail("refine", "canceled; nothing was written", 130)
     except StrataError as exc:
         return _fail("refine", str(exc))
     finally:
         if bar is not None:
             bar.close()
-    for note in stack.notes:
-        print(f"note: {note}", file=sys.stderr)
-    count = len(stack.layers)
-    print(f"wrote {count} refined layer{'' if count == 1 else 's'} ({stack.width_px}×{stack.height_px} px) to "
-          f"{args.output}")
-    return 0
+    return _report(stack, f"({stack.width_px}×{stack.height_px} px) to {args.output}", what="refined layer")
 
 
 def _parent_layer(folder: Path, layer: int) -> tuple[Path, dict]:

@@ -57,10 +57,19 @@ def resolve_backend_name(name: str, model_id: str | None = None) -> str:
 
 def create_backend(name: str, **options) -> Backend:
     """Instantiate a backend by name ("auto" resolves first). Options go to the backend's constructor."""
+    gpus = options.pop("gpus", None)
+    parallel_mode = options.pop("parallel_mode", "cfg")
     name = resolve_backend_name(name, options.get("model_id"))
     if name == "qwen":
         from .qwen import QwenLayeredBackend
 
+        if gpus:
+            from .qwen_parallel import ParallelQwenBackend, cuda_devices, parse_gpus
+
+            devices = cuda_devices(parse_gpus(gpus))
+            if len(devices) > 1:
+                return ParallelQwenBackend(devices, mode=parallel_mode, **options)
+            options["device"] = devices[0]
         return QwenLayeredBackend(**options)
     from .cpu import CpuDecomposer
 

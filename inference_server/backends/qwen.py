@@ -289,13 +289,23 @@ class QwenLayeredBackend:
         if preset != "stock":
             pipe.vae.enable_slicing()
         # e. Regional compile: the 60 identical blocks compile once and share the code.
+        whole_graph = self._prepare_parallel(pipe)
         if preset in ("exact", "fast") and offload == "none":
             backend = self.compile_backend or ("inductor" if device.type == "cuda" else "none")
             if backend != "none":
                 # The step cache's hooks call a compiler-disabled check from inside the blocks: no full graph then.
                 step_cache = preset == "fast" and fast_step_cache() == "fbc"
-                pipe.transformer.compile_repeated_blocks(fullgraph=not step_cache, backend=backend)
+                pipe.transformer.compile_repeated_blocks(fullgraph=whole_graph and not step_cache, backend=backend)
                 self._compiled = True
+
+    def _prepare_parallel(self, pipe) -> bool:
+        """Multi-GPU backends (qwen_parallel) split the model here, before compiling; returns whether each block
+        still compiles as one graph."""
+        return True
+
+    def _run_pipeline(self, pipe, **call):
+        """The pipeline's denoising loop and decoder; multi-GPU backends run it on every rank."""
+        return pipe(**call).images[0]
 
     def _quantize_fp8(self, transformer) -> None:
         try:
@@ -459,7 +469,8 @@ class QwenLayeredBackend:
         generator = torch.Generator("cpu").manual_seed(seed)
         with self._oom_as_error(params.preset, "denoising"), _quiet_pipeline_warnings(), \
                 self._attention_kernels(params.preset):
-            frames = pipe(
+            frames = self._run_pipeline(
+                pipe,
                 image=image,
                 prompt=prompt,  # with prompt_embeds given, a non-empty prompt only stops the pipeline captioning
                 prompt_embeds=prompt_embeds,
@@ -478,7 +489,7 @@ class QwenLayeredBackend:
                 # decodes; "np" gives H×W×4 floats in [0, 1] for each layer.
                 output_type="np",
                 callback_on_step_end=on_step_end,
-            ).images[0]
+            )
         finished = time.perf_counter()
         # The pipeline's VAE encoding of the input (tens of ms) falls into "denoise".
         watch.timings_s["denoise"] = step_ends[-1] - denoise_started

@@ -45,6 +45,10 @@ def _add_backend_options(parser: argparse.ArgumentParser) -> None:
                              "or Qwen/Qwen-Image-Layered)")
     parser.add_argument("--preset", choices=PRESETS,
                         help="speed/memory trade-off of the qwen backend (lowvram offloads to the CPU)")
+    parser.add_argument("--gpus", metavar="LIST",
+                        help="GPUs for the qwen backend, e.g. 0,1: two GPUs run the two guidance passes at the same "
+                             "time (CFG-parallel, same result as one GPU); 4, 6 or 8 GPUs add Ulysses context "
+                             "parallel inside each half (default: the first GPU)")
 
 
 def _backend_options(args: argparse.Namespace) -> dict:
@@ -52,6 +56,14 @@ def _backend_options(args: argparse.Namespace) -> dict:
     options = {"model_id": args.model} if args.model else {}
     if args.preset:
         options["preset"] = args.preset
+    if args.gpus:
+        from .backends.qwen_parallel import ParallelLayout, parse_gpus
+
+        if args.backend == "cpu":
+            raise InvalidInput("--gpus is for the qwen backend; the cpu backend runs on the processor")
+        options["gpus"] = parse_gpus(args.gpus)
+        if len(options["gpus"]) > 1:
+            ParallelLayout.plan(len(options["gpus"]))
     return options
 
 

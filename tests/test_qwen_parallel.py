@@ -103,3 +103,20 @@ def test_layouts_for_more_gpus_and_clear_errors():
     for bad, message in (("0,0", "once"), ("0,x", "like 0,1"), ("-1,0", "start at 0")):
         with pytest.raises(InvalidInput, match=message):
             parse_gpus(bad)
+
+
+def test_cli_explains_bad_gpu_lists(tmp_path, capsys):
+    from conftest import sample_image
+
+    from inference_server.cli import main
+
+    image = tmp_path / "in.png"
+    sample_image().save(image)
+    cases = (
+        (["--gpus", "0,1,2"], "even number of GPUs; got 3"),
+        (["--gpus", "0,1", "--backend", "cpu"], "--gpus is for the qwen backend"),
+        (["--gpus", "0,1"], "needs CUDA GPUs, and torch sees none"),
+    )
+    for extra, message in cases:
+        assert main(["decompose", str(image), "-o", str(tmp_path / "out"), "--quiet", *extra]) == 2
+        assert message in capsys.readouterr().err

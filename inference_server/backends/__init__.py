@@ -59,7 +59,8 @@ def create_backend(name: str, **options) -> Backend:
     """Instantiate a backend by name ("auto" resolves first). Options go to the backend's constructor."""
     gpus = options.pop("gpus", None)
     parallel_mode = options.pop("parallel_mode", "cfg")
-    name = resolve_backend_name(name, options.get("model_id"))
+    # Naming GPUs asks for the GPU backend: no quiet fall-back to the CPU decomposer.
+    name = "qwen" if gpus and name == "auto" else resolve_backend_name(name, options.get("model_id"))
     if name == "qwen":
         from .qwen import QwenLayeredBackend
 

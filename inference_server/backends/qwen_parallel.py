@@ -393,13 +393,22 @@ class ParallelQwenBackend(QwenLayeredBackend):
         spec = dict(devices=self.devices, mode=self.mode, init_method=self._init_method, model_id=self.model_id,
                     preset=preset, offload=offload, compile_backend=self.compile_backend,
                     pipeline_factory=self.pipeline_factory)
-        for rank in range(1, self.layout.world_size):
-            parent_conn, child_conn = context.Pipe(duplex=True)
-            process = context.Process(target=follower_main, args=(child_conn, rank, spec),
-                                      name=f"strata-rank{rank}", daemon=True)
-            process.start()
-            child_conn.close()
-            self._followers.append(_Follower(rank, self.devices[rank], process, parent_conn))
+        # The server's worker is a daemon process, which multiprocessing forbids to have children (it could not
+        # join them at exit). The followers end with it anyway: they die with their parent (PR_SET_PDEATHSIG) and
+        # leave when its pipe closes.
+        me = multiprocessing.current_process()
+        was_daemon = me._config.get("daemon", False)
+        me._config["daemon"] = False
+        try:
+            for rank in range(1, self.layout.world_size):
+                parent_conn, child_conn = context.Pipe(duplex=True)
+                process = context.Process(target=follower_main, args=(child_conn, rank, spec),
+                                          name=f"strata-rank{rank}", daemon=True)
+                process.start()
+                child_conn.close()
+                self._followers.append(_Follower(rank, self.devices[rank], process, parent_conn))
+        finally:
+            me._config["daemon"] = was_daemon
         self._expect(HELLO, timeout_s=300.0, stage="starting")
         self._init_process_group()
 
@@ -576,6 +585,9 @@ def follower_main(conn, rank: int, spec: dict) -> None:
     """Entry point of rank ``rank`` (spawned by rank 0): load, then run each job's denoising loop with rank 0."""
     import traceback
 
+    from ..worker import _die_with_parent
+
+    _die_with_parent()
     conn.send({"type": HELLO, "pid": os.getpid()})
     try:
         backend = ParallelQwenBackend(spec["devices"], mode=spec["mode"], pipeline_factory=spec["pipeline_factory"],

@@ -1,0 +1,86 @@
+"""Speed measures of the qwen backend that outlive one process or change results: the on-disk compile cache, the
+optional step cache of the ``fast`` preset, and the step counter that reports a step cache's skip rate.
+
+Compile cache: ``torch.compile`` keeps what it built (inductor's FX graph cache, AOTAutograd's cache, Triton's
+kernels) in ``TORCHINDUCTOR_CACHE_DIR``, by default a folder in /tmp that a reboot or another user loses. The backend
+points it at a persistent folder (``STRATA_COMPILE_CACHE_DIR``; ``strata serve`` sets it to ``DATA_DIR/compile-cache``),
+so a restarted server re-traces the blocks but compiles no kernel again. The first job's first step still carries
+that warm-up; the manifest reports it as ``timings_s.first_step_s``.
+
+Step caches (``STRATA_FAST_STEP_CACHE``, off by default; approximate, validate the alpha channels):
+  ``fbc``         First Block Cache: the remaining blocks are skipped on steps where the first block's output barely
+                  changed (threshold ``FBC_THRESHOLD``).
+  ``taylorseer``  TaylorSeer: every ``TAYLORSEER_INTERVAL``-th step is computed, the others extrapolated.
+MagCache is not offered: it needs magnitude ratios calibrated for this model, which nobody has published.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+STEP_CACHES = ("none", "fbc", "taylorseer")
+# First Block Cache threshold (diffusers' default is 0.05; 0.08 skips more steps).
+FBC_THRESHOLD = 0.08
+TAYLORSEER_INTERVAL = 3
+COMPILE_CACHE_ENV = "STRATA_COMPILE_CACHE_DIR"
+
+
+def default_compile_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "strata" / "torch-compile"
+
+
+def use_persistent_compile_cache() -> Path | None:
+    """Point inductor's and Triton's caches at ``$STRATA_COMPILE_CACHE_DIR`` (or ~/.cache/strata/torch-compile).
+
+    Leaves a cache folder the user chose (``TORCHINDUCTOR_CACHE_DIR``) alone. Returns the folder in use, or None
+    when it cannot be created (compiling still works, just without a cache that survives a restart).
+    """
+    chosen = os.environ.get(COMPILE_CACHE_ENV)
+    if not chosen and os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
+        return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
+    folder = Path(chosen or default_compile_cache_dir())
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        logger.warning("compile cache folder %s cannot be created (%s); compiling without a persistent cache",
+                       folder, error)
+        return None
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
+    os.environ["TRITON_CACHE_DIR"] = str(folder / "triton")
+    # On by default in current torch; said explicitly so an older default does not silently skip the cache.
+    os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
+    os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
+    return folder
+
+
+def step_cache_config(name: str):
+    """The diffusers cache config for step cache ``name`` (one of ``STEP_CACHES`` but "none")."""
+    if name == "fbc":
+        from diffusers import FirstBlockCacheConfig
+
+        return FirstBlockCacheConfig(threshold=FBC_THRESHOLD)
+    if name == "taylorseer":
+        from diffusers import TaylorSeerCacheConfig
+
+        return TaylorSeerCacheConfig(cache_interval=TAYLORSEER_INTERVAL)
+    from ..errors import InvalidInput
+
+    raise InvalidInput(f"STRATA_FAST_STEP_CACHE must be one of {', '.join(STEP_CACHES)}, got {name!r}")
+
+
+class BlockCallCounter:
+    """Counts how often the transformer's last block runs: with a step cache, steps × passes − this = skipped."""
+
+    def __init__(self, transformer) -> None:
+        self.calls = 0
+        self._handle = transformer.transformer_blocks[-1].register_forward_pre_hook(self._count)
+
+    def _count(self, module, args) -> None:
+        self.calls += 1
+
+    def remove(self) -> None:
+        self._handle.remove()

@@ -274,6 +274,8 @@ def run_serve(args: argparse.Namespace) -> int:
         return _fail("serve", f"cannot use --data-dir {args.data_dir}: {exc.strerror or exc}; pick a folder you can "
                               f"write to")
 
+    # Compiled kernels outlive the process (inductor's caches): a restarted server skips recompiling them.
+    os.environ.setdefault("STRATA_COMPILE_CACHE_DIR", str((args.data_dir / "compile-cache").resolve()))
     settings = Settings(
         data_dir=args.data_dir, token=token, backend=args.backend, backend_options=_backend_options(args),
         preset=args.preset, max_queue=args.max_queue, max_pixels=args.max_pixels,

@@ -48,7 +48,8 @@ def _add_backend_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpus", metavar="LIST",
                         help="GPUs for the qwen backend, e.g. 0,1: two GPUs run the two guidance passes at the same "
                              "time (CFG-parallel, same result as one GPU); 4, 6 or 8 GPUs add Ulysses context "
-                             "parallel inside each half (default: the first GPU)")
+                             "parallel inside each half; 'all' takes every GPU (an even number of them) "
+                             "(default: the first GPU)")
 
 
 def _backend_options(args: argparse.Namespace) -> dict:
@@ -61,8 +62,8 @@ def _backend_options(args: argparse.Namespace) -> dict:
 
         if args.backend == "cpu":
             raise InvalidInput("--gpus is for the qwen backend; the cpu backend runs on the processor")
-        options["gpus"] = parse_gpus(args.gpus)
-        if len(options["gpus"]) > 1:
+        options["gpus"] = "all" if args.gpus == "all" else parse_gpus(args.gpus)
+        if options["gpus"] != "all" and len(options["gpus"]) > 1:
             ParallelLayout.plan(len(options["gpus"]))
     return options
 

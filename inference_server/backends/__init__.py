@@ -65,9 +65,9 @@ def create_backend(name: str, **options) -> Backend:
         from .qwen import QwenLayeredBackend
 
         if gpus:
-            from .qwen_parallel import ParallelQwenBackend, cuda_devices, parse_gpus
+            from .qwen_parallel import ParallelQwenBackend, all_gpus, cuda_devices, parse_gpus
 
-            devices = cuda_devices(parse_gpus(gpus))
+            devices = cuda_devices(all_gpus() if gpus == "all" else parse_gpus(gpus))
             if len(devices) > 1:
                 return ParallelQwenBackend(devices, mode=parallel_mode, **options)
             options["device"] = devices[0]

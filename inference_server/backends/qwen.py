@@ -277,28 +277,36 @@ class QwenLayeredBackend:
         # b. fp8 linear layers (fast only): torchao's dynamic rowwise fp8 needs compute capability ≥ 8.9.
         if preset == "fast" and device.type == "cuda":
             self._quantize_fp8(pipe.transformer)
-        # c. Step cache (fast only): approximate by design.
+        compile_backend = "none"
+        if preset in ("exact", "fast") and offload == "none":
+            compile_backend = self.compile_backend or ("inductor" if device.type == "cuda" else "none")
+        if compile_backend != "none":
+            from .qwen_speed import use_persistent_compile_cache
+
+            use_persistent_compile_cache()
+        # c. Step cache (fast only, opt-in): approximate by design. Its hooks must stay outside the compiled code
+        #    (inside, they break each block's graph and recompile it block after block): the blocks' own forwards
+        #    compile first and the hooks wrap them.
         step_cache = fast_step_cache() if preset == "fast" else "none"
         if step_cache != "none":
-            from .qwen_speed import step_cache_config
+            from .qwen_speed import compile_blocks_under_step_cache, step_cache_config
 
+            if compile_backend != "none":
+                compile_blocks_under_step_cache(pipe.transformer, compile_backend)
+                self._compiled = True
             pipe.transformer.enable_cache(step_cache_config(step_cache))
         # d. Decode one layer at a time (the pipeline batches all layers through the VAE: 8 layers at 1024 px
         #    need over 8 GB there). Same math, per-frame independent.
         if preset != "stock":
             pipe.vae.enable_slicing()
+        from .qwen_speed import apply_caption_speedups
+
+        apply_caption_speedups(pipe)
         # e. Regional compile: the 60 identical blocks compile once and share the code.
         whole_graph = self._prepare_parallel(pipe)
-        if preset in ("exact", "fast") and offload == "none":
-            backend = self.compile_backend or ("inductor" if device.type == "cuda" else "none")
-            if backend != "none":
-                from .qwen_speed import use_persistent_compile_cache
-
-                use_persistent_compile_cache()
-                # The step cache's hooks call a compiler-disabled check from inside the blocks: no full graph then.
-                pipe.transformer.compile_repeated_blocks(fullgraph=whole_graph and step_cache == "none",
-                                                         backend=backend)
-                self._compiled = True
+        if compile_backend != "none" and step_cache == "none":
+            pipe.transformer.compile_repeated_blocks(fullgraph=whole_graph, backend=compile_backend)
+            self._compiled = True
 
     def _prepare_parallel(self, pipe) -> bool:
         """Multi-GPU backends (qwen_parallel) split the model here, before compiling; returns whether each block

@@ -72,6 +72,16 @@ def parse_gpus(spec: str | Sequence[int]) -> list[int]:
     return gpus
 
 
+def all_gpus() -> list[int]:
+    """``--gpus all``: every GPU torch sees, an even number of them for CFG-parallel (or the one there is)."""
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise InvalidInput("--gpus all needs CUDA GPUs, and torch sees none on this machine")
+    return list(range(count - count % 2 if count > 1 else 1))
+
+
 def cuda_devices(gpus: Sequence[int]) -> list[str]:
     """Device names for ``gpus``, checked against the GPUs this machine has."""
     import torch

@@ -40,8 +40,13 @@ def use_persistent_compile_cache() -> Path | None:
     when it cannot be created (compiling still works, just without a cache that survives a restart).
     """
     chosen = os.environ.get(COMPILE_CACHE_ENV)
-    if not chosen and os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
-        return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
+    user_folder = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if not chosen and user_folder:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+        # torch writes its /tmp default into the variable the first time it looks: that is not a user's choice.
+        if os.path.abspath(user_folder) != os.path.abspath(default_cache_dir()):
+            return Path(user_folder)
     folder = Path(chosen or default_compile_cache_dir())
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -84,3 +89,30 @@ class BlockCallCounter:
 
     def remove(self) -> None:
         self._handle.remove()
+
+
+CAPTION_CACHE_ENV = "STRATA_CAPTION_CACHE"
+
+
+def use_static_caption_cache(text_encoder) -> None:
+    """Caption with a static KV cache: transformers' ``generate`` then compiles the one-token decoding step (and
+    replays it as a CUDA graph) instead of running ~30 eager kernels per layer per token. Greedy decoding either
+    way; the words can differ only where bf16 rounding flips a near-tie (``scripts/bench_gpu_speed.py`` compares
+    the two captions)."""
+    text_encoder.generation_config.cache_implementation = "static"
+
+
+def apply_caption_speedups(pipe) -> None:
+    """``STRATA_CAPTION_CACHE=static`` (opt-in): see ``use_static_caption_cache``."""
+    if os.environ.get(CAPTION_CACHE_ENV, "dynamic") == "static" and pipe.text_encoder is not None:
+        use_static_caption_cache(pipe.text_encoder)
+
+
+def compile_blocks_under_step_cache(transformer, backend: str) -> None:
+    """Regional compile for a model that gets a step cache: each block's own ``forward`` is compiled as one graph
+    (shared by the identical blocks, as ``compile_repeated_blocks`` does), so the cache hooks that wrap it
+    afterwards run as plain Python around compiled code."""
+    import torch
+
+    for block in transformer.transformer_blocks:
+        block.forward = torch.compile(block.forward, fullgraph=True, backend=backend)

@@ -15,8 +15,9 @@ Phases:
   fast1       GPU 1: fast (fp8 + compile), cold compile cache: timed steps, whole job 50 steps with a prompt.
   fast1_again GPU 1: fast again in a new process on the same compile cache: the second start's warm-up.
   fastcache   GPU 0: fast + First Block Cache: a 50-step job (its skip rate and layers vs exact).
-  cfg2        GPUs 0+1: CFG-parallel exact: timed 640×4 and 1024×4 (layers vs exact1), whole job ± prompt
-              (captioning is the same text encoder in every preset: its time adds to any job without a prompt).
+  cfg2        GPUs 0+1: CFG-parallel exact: timed 640×4 and 1024×4 (layers vs exact1), whole job with a prompt
+              (captioning, timed in fast1_again, is the same text encoder in every preset and on rank 0 only:
+              its time adds to any job without a prompt).
   ulysses2    GPUs 0+1: Ulysses degree 2, no CFG split (the 4-GPU layout's inner half): timed 640×4.
 """
 
@@ -194,7 +195,6 @@ def run_phase(args) -> None:
         runner.run("640x4", size, 1 + timed, prompt, save=True)
         runner.run("1024x4", sizes_1024, 3, prompt, save=True)
         runner.run("job50", size, steps50, prompt, per_step=False)
-        runner.run("job50_caption", size, steps50, "", per_step=False)
     elif phase == "ulysses2":
         runner.run("640x4", size, 1 + timed, prompt, save=True)
     if hasattr(backend, "close"):

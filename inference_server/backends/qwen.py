@@ -292,7 +292,7 @@ class QwenLayeredBackend:
             from .qwen_speed import compile_blocks_under_step_cache, step_cache_config
 
             if compile_backend != "none":
-                compile_blocks_under_step_cache(pipe.transformer, compile_backend)
+                compile_blocks_under_step_cache(pipe.transformer, compile_backend, step_cache)
                 self._compiled = True
             pipe.transformer.enable_cache(step_cache_config(step_cache))
         # d. Decode one layer at a time (the pipeline batches all layers through the VAE: 8 layers at 1024 px

@@ -78,17 +78,29 @@ def step_cache_config(name: str):
 
 
 class BlockCallCounter:
-    """Counts how often the transformer's last block runs: with a step cache, steps × passes − this = skipped."""
+    """Counts the passes in which the transformer's last block really computed: a step cache's hook returns the
+    cached output without calling the block's own forward, so steps × passes − ``calls`` were skipped."""
 
     def __init__(self, transformer) -> None:
         self.calls = 0
-        self._handle = transformer.transformer_blocks[-1].register_forward_pre_hook(self._count)
+        block = transformer.transformer_blocks[-1]
+        refs = getattr(getattr(block, "_diffusers_hook", None), "_fn_refs", None)
+        if refs:
+            # The first hook registered holds the block's forward from before the hooks (the compiled one).
+            ref = refs[0]
+            name = "original_forward" if ref.original_forward is not None else "forward"
+            inner = getattr(ref, name)
+
+            def counted(*args, **kwargs):
+                self.calls += 1
+                return inner(*args, **kwargs)
+
+            setattr(ref, name, counted)
+        else:
+            block.register_forward_pre_hook(self._count)
 
     def _count(self, module, args) -> None:
         self.calls += 1
-
-    def remove(self) -> None:
-        self._handle.remove()
 
 
 CAPTION_CACHE_ENV = "STRATA_CAPTION_CACHE"
@@ -108,11 +120,12 @@ def apply_caption_speedups(pipe) -> None:
         use_static_caption_cache(pipe.text_encoder)
 
 
-def compile_blocks_under_step_cache(transformer, backend: str) -> None:
-    """Regional compile for a model that gets a step cache: each block's own ``forward`` is compiled as one graph
-    (shared by the identical blocks, as ``compile_repeated_blocks`` does), so the cache hooks that wrap it
-    afterwards run as plain Python around compiled code."""
+def compile_blocks_under_step_cache(transformer, backend: str, step_cache: str) -> None:
+    """Regional compile for a model that gets a step cache: each block's own ``forward`` is compiled (one graph,
+    shared by the identical blocks, as ``compile_repeated_blocks`` does), so First Block Cache's hooks, which wrap
+    whole blocks afterwards, run as plain Python around compiled code. TaylorSeer hooks modules inside the blocks:
+    its blocks compile with graph breaks around them."""
     import torch
 
     for block in transformer.transformer_blocks:
-        block.forward = torch.compile(block.forward, fullgraph=True, backend=backend)
+        block.forward = torch.compile(block.forward, fullgraph=step_cache == "fbc", backend=backend)

@@ -120,3 +120,49 @@ def test_cli_explains_bad_gpu_lists(tmp_path, capsys):
     for extra, message in cases:
         assert main(["decompose", str(image), "-o", str(tmp_path / "out"), "--quiet", *extra]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_server_worker_runs_the_ranks_and_survives_a_dead_one(tiny_qwen_dir, tmp_path):
+    """Through the job manager, as `strata serve --gpus` runs it: the worker process is rank 0 and spawns rank 1;
+    killing rank 1 mid-job fails that job with the reason, and the next job runs on fresh processes."""
+    import time
+
+    from conftest import sample_image
+
+    from inference_server.jobs import JobManager, ManagerSettings
+
+    manager = JobManager(ManagerSettings(
+        data_dir=tmp_path, backend="qwen",
+        backend_options={"model_id": str(tiny_qwen_dir), "devices": ["cpu", "cpu"], "preset": "stock"}))
+    manager.start()
+    image = sample_image().convert("RGBA")
+
+    def run(steps: int, kill_at_step: int | None = None) -> dict:
+        params = {"layers": 1, "num_inference_steps": steps, "prompt": "shapes", "seed": 3, "preset": "stock"}
+        job_id = manager.submit(params, image_loader=lambda: (image, []))["id"]
+        killed = False
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            record = manager.get(job_id)
+            if record["status"] in ("succeeded", "failed", "canceled"):
+                return record
+            if kill_at_step is not None and not killed and record.get("stage") == "denoise" \
+                    and (record.get("step") or 0) >= kill_at_step:
+                os.kill(manager.health()["ranks"][1]["pid"], signal.SIGKILL)
+                killed = True
+            time.sleep(0.05)
+        raise AssertionError(f"job {job_id} did not finish: {manager.get(job_id)}")
+
+    try:
+        assert run(2)["status"] == "succeeded"
+        health = manager.health()
+        assert health["parallel"] == "2 GPUs: CFG × 2, Ulysses × 1" and health["device"] == "cpu,cpu"
+        first_pids = [rank["pid"] for rank in health["ranks"]]
+        failed = run(40, kill_at_step=1)
+        assert failed["status"] == "failed"
+        assert "GPU rank 1 (cpu) exited with code -9 during the job" in failed["error"]
+        assert run(2)["status"] == "succeeded"
+        pids = [rank["pid"] for rank in manager.health()["ranks"]]
+        assert pids[0] == first_pids[0] and pids[1] != first_pids[1]  # same worker, a fresh rank 1
+    finally:
+        manager.close()

@@ -32,13 +32,20 @@ def data_dir():
 
 def settings_from_preferences(prefs):
     """Everything the background thread needs, read on the main thread (threads must not touch bpy)."""
+    from . import server_setup  # it imports this module
+
+    # Without a Python or model set by hand: what Install Server and Download Model put in the user folder.
+    python = bpy.path.abspath(prefs.server_python) if prefs.server_python else ""
+    if not python and not prefs.server_command:
+        python = server_setup.installed_server_python()
+    model = prefs.model or server_setup.downloaded_model(prefs).get("path", "")
     return {
         "connection": prefs.connection,
-        "python": bpy.path.abspath(prefs.server_python) if prefs.server_python else "",
+        "python": python,
         "command": prefs.server_command,
         "source_dir": bpy.path.abspath(prefs.server_source_dir) if prefs.server_source_dir else "",
         "backend": prefs.backend,
-        "model": prefs.model,
+        "model": model,
         "preset": prefs.preset,
         "url": prefs.server_url,
         "token": prefs.server_token,

@@ -12,6 +12,7 @@ import threading
 import bpy
 
 from .core.client import ServerClient, ServerError
+from .core.server_install import clean_env
 from .core.server_process import ServerProcess, ServerStartError
 
 _lock = threading.Lock()
@@ -42,6 +43,7 @@ def settings_from_preferences(prefs):
     return {
         "connection": prefs.connection,
         "python": python,
+        "installed": bool(python) and not prefs.server_python,
         "command": prefs.server_command,
         "source_dir": bpy.path.abspath(prefs.server_source_dir) if prefs.server_source_dir else "",
         "backend": prefs.backend,
@@ -56,6 +58,8 @@ def settings_from_preferences(prefs):
 def _new_process(settings):
     env = None
     cwd = None
+    if settings.get("installed"):
+        env = clean_env()  # the env Install Server built is self-contained: no PYTHONPATH from outside
     if settings["source_dir"]:
         cwd = settings["source_dir"]
         env = dict(os.environ)

@@ -12,7 +12,8 @@ import bpy
 
 from . import connection
 from .core.model_download import DownloadOptions, ModelDownload, downloaded, model_folder
-from .core.server_install import InstallOptions, ServerInstall, installed_python, read_pointer, server_wheels
+from .core.server_install import (InstallOptions, ServerInstall, clean_env, installed_python, read_pointer,
+                                  server_wheels)
 
 TICK_INTERVAL_S = 0.5
 _tasks = {"install": None, "download": None}
@@ -92,7 +93,7 @@ def start_download(prefs):
     if not settings["python"]:
         raise RuntimeError("no server installed yet: press Install Server first (the download runs in the server's "
                            "Python, which has huggingface_hub)")
-    env = None
+    env = clean_env() if settings["installed"] else None
     if settings["source_dir"]:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (settings["source_dir"], env.get("PYTHONPATH", "")) if p)

@@ -5,7 +5,28 @@
 # plus the Debian packages the tests use (LibreOffice renders PPTX files back to PNG).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-python3}
+# bpy==5.0.1 (headless Blender: the demo and the Blender tests) has wheels for Python 3.11 only. Check before
+# anything is built, and take python3.11 from PATH when the default python3 is another version.
+if [ -z "${PYTHON:-}" ]; then
+    PYTHON=python3
+    if ! python3 -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null && command -v python3.11 >/dev/null 2>&1; then
+        PYTHON=python3.11
+    fi
+fi
+if ! PY_VERSION=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null); then
+    echo "setup: cannot run '$PYTHON'. Install Python 3.11 and run: PYTHON=/path/to/python3.11 bash scripts/setup.sh" >&2
+    exit 2
+fi
+if [ "$PY_VERSION" != "3.11" ]; then
+    echo "setup: $PYTHON is Python $PY_VERSION; setup needs Python 3.11 (bpy==5.0.1, headless Blender, has wheels for 3.11 only)." >&2
+    echo "setup: install it (e.g. apt install python3.11 python3.11-venv, or pyenv install 3.11) and run:" >&2
+    echo "setup:     PYTHON=/path/to/python3.11 bash scripts/setup.sh" >&2
+    exit 2
+fi
+if ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
+    echo "setup: $PYTHON cannot create venvs (no ensurepip); on Debian/Ubuntu: apt install python3.11-venv" >&2
+    exit 2
+fi
 
 if [ "${STRATA_SKIP_APT:-0}" != 1 ] && { ! command -v soffice >/dev/null 2>&1 || ! command -v identify >/dev/null 2>&1; }; then
     SUDO=""

@@ -173,6 +173,16 @@ def explain_pip_failure(lines: list[str], what: str) -> str:
     return f"pip failed while installing {what}: " + " | ".join(last)
 
 
+def clean_env() -> dict[str, str]:
+    """The environment for the server env's processes: self-contained, so no PYTHONPATH/PYTHONHOME from the shell
+    or Blender (another checkout on the path would make pip think the server is installed, and the server import
+    code that is not the env's)."""
+    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "PYTHONHOME",
+                                                                          "PYTHONSTARTUP", "VIRTUAL_ENV")}
+    env.update(PIP_DISABLE_PIP_VERSION_CHECK="1", PYTHONUNBUFFERED="1", PYTHONNOUSERSITE="1")
+    return env
+
+
 def read_pointer(root: str | os.PathLike) -> dict:
     """The env in use ({'python': ..., 'env': ...}), or {} when none is installed (or its python is gone)."""
     try:
@@ -265,7 +275,7 @@ class ServerInstall(BackgroundTask):
         # 3. A new venv beside the one in use
         self.set_stage("creating the venv", 0.03)
         self.env_dir = root / ENVS_DIR / f"env-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-        code, lines = self.run_process([python, "-m", "venv", str(self.env_dir)])
+        code, lines = self.run_process([python, "-m", "venv", str(self.env_dir)], env=clean_env())
         if code != 0:
             raise TaskError(f"could not create a venv with {python}: {' | '.join(lines[-3:])}")
         env_python = str(venv_python(self.env_dir))
@@ -283,7 +293,7 @@ class ServerInstall(BackgroundTask):
         check = ("import inference_server, inference_server.app, inference_server.backends.cpu; "
                  + ("import torch, diffusers; " if options.extras else "")
                  + "print('strata', inference_server.__version__)")
-        code, lines = self.run_process([env_python, "-c", check])
+        code, lines = self.run_process([env_python, "-c", check], env=clean_env(), cwd=str(self.env_dir))
         if code != 0:
             raise TaskError("the new server env does not import: " + " | ".join(lines[-3:]))
         # 7. Swap: from here on the add-on starts this env's server
@@ -310,8 +320,7 @@ class ServerInstall(BackgroundTask):
                 done = 1.0 - 1.0 / (1.0 + seen[0] / 12.0)
                 self.set_progress(start + (end - start) * done, stage=f"installing {what}: {line.strip()[:80]}")
 
-        env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PYTHONUNBUFFERED="1")
-        code, lines = self.run_process(argv, on_line, env=env)
+        code, lines = self.run_process(argv, on_line, env=clean_env())
         if code != 0:
             raise TaskError(explain_pip_failure(lines, what))
         self.set_progress(end)
@@ -323,5 +332,5 @@ class ServerInstall(BackgroundTask):
             self.env_dir = None
 
 
-__all__ = ["InstallOptions", "ServerInstall", "find_python", "installed_python", "nvidia_gpu", "read_pointer",
+__all__ = ["InstallOptions", "clean_env", "ServerInstall", "find_python", "installed_python", "nvidia_gpu", "read_pointer",
            "remove_unused_envs", "server_wheels", "torch_index_args", "check_free_space"]

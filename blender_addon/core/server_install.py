@@ -38,9 +38,11 @@ TORCH_REQUIREMENT = "torch==2.13.0"
 # PyPI's Linux torch wheels are the CUDA builds; these indexes hold the CPU build and Windows' CUDA builds.
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 TORCH_CUDA_INDEX = "https://download.pytorch.org/whl/cu128"
-# Measured installed sizes (server env with the qwen extra): 1.9 GB with the CPU torch build; CUDA wheels add
-# about 4.5 GB. Downloads pass through pip's temporary folder too, hence the margin.
-NEED_FREE_BYTES = {"cpu": 3 * 2**30, "cuda": 9 * 2**30}
+# Installed sizes: the CPU decomposer alone about 0.6 GB, with the CPU torch build and the qwen extra about 1.9 GB;
+# CUDA wheels add about 4.5 GB. Downloads pass through pip's temporary folder too, hence the margin.
+NEED_FREE_BYTES = {"none": 1 * 2**30, "cpu": 3 * 2**30, "cuda": 9 * 2**30}
+# What each choice installs: the torch build ('' = no torch) and the server's extras.
+VARIANTS = {"cuda": ("cuda", "qwen"), "cpu": ("cpu", "qwen"), "none": ("", "")}
 POINTER_NAME = "server-env.json"
 ENVS_DIR = "envs"
 LOG_NAME = "install.log"
@@ -231,9 +233,10 @@ class InstallOptions:
     wheel: Path  # the server wheel shipped in the extension
     python: str = ""  # '' = find one
     blender_python: str | None = None  # sys.executable in Blender
-    torch_variant: str = "auto"  # auto | cuda | cpu
+    # auto: cuda with an NVIDIA GPU, else none | cuda | cpu (torch's CPU build + Qwen: slow, for trying it) |
+    # none (the CPU decomposer only: no torch, no Qwen)
+    torch_variant: str = "auto"
     pip_options: str = ""  # extra pip arguments, shell-quoted (an index URL, --find-links, a proxy)
-    extras: str = "qwen"  # the server's optional dependencies to install (qwen: torch, diffusers, ...)
     need_free_bytes: int | None = None  # default from NEED_FREE_BYTES
     # → pythons of running servers: their envs are not deleted (asked again after the swap)
     keep_pythons: Callable[[], set[str]] = field(default=lambda: set())
@@ -263,15 +266,20 @@ class ServerInstall(BackgroundTask):
         variant = options.torch_variant
         if variant == "auto":
             gpu = nvidia_gpu()
-            variant = "cuda" if gpu else "cpu"
-            self.log(f"NVIDIA GPU: {gpu}" if gpu else "no NVIDIA GPU (nvidia-smi): installing the CPU build of torch")
+            variant = "cuda" if gpu else "none"
+            self.log(f"NVIDIA GPU: {gpu}: torch (CUDA) and Qwen-Image-Layered" if gpu else
+                     "no NVIDIA GPU (nvidia-smi): the CPU decomposer only, without torch (choose Torch: CPU to try "
+                     "Qwen-Image-Layered on the CPU)")
+        if variant not in VARIANTS:
+            raise TaskError(f"unknown torch build {variant!r}; choose auto, cuda, cpu or none")
+        torch_build, extras = VARIANTS[variant]
         # 2. Room on disk, leftovers of an interrupted install
         self.set_stage("checking disk space", 0.02)
         (root / ENVS_DIR).mkdir(parents=True, exist_ok=True)
         removed = remove_unused_envs(root, options.keep_pythons())
         if removed:
             self.log(f"removed unused envs: {', '.join(removed)}")
-        check_free_space(root, options.need_free_bytes or NEED_FREE_BYTES.get(variant, NEED_FREE_BYTES["cuda"]))
+        check_free_space(root, options.need_free_bytes or NEED_FREE_BYTES[variant])
         # 3. A new venv beside the one in use
         self.set_stage("creating the venv", 0.03)
         self.env_dir = root / ENVS_DIR / f"env-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
@@ -282,16 +290,19 @@ class ServerInstall(BackgroundTask):
         user_args = shlex.split(options.pip_options)
         pip = [env_python, "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "off"]
         # 4. torch first, with the index that has the right build
-        index_args, why = torch_index_args(variant)
-        self.log(why)
-        self._pip(pip + index_args + user_args + [TORCH_REQUIREMENT], "torch", 0.05, 0.55)
+        pinned = []
+        if torch_build:
+            index_args, why = torch_index_args(torch_build)
+            self.log(why)
+            self._pip(pip + index_args + user_args + [TORCH_REQUIREMENT], "torch", 0.05, 0.55)
+            pinned = [TORCH_REQUIREMENT]
         # 5. The server and the rest of its dependencies, torch held at the same pin
-        wheel = str(options.wheel) + (f"[{options.extras}]" if options.extras else "")
-        self._pip(pip + user_args + [wheel, TORCH_REQUIREMENT], "the Strata server", 0.55, 0.93)
+        wheel = str(options.wheel) + (f"[{extras}]" if extras else "")
+        self._pip(pip + user_args + [wheel] + pinned, "the Strata server", 0.55 if torch_build else 0.05, 0.93)
         # 6. Does it run?
         self.set_stage("checking the new server", 0.94)
         check = ("import inference_server, inference_server.app, inference_server.backends.cpu; "
-                 + ("import torch, diffusers; " if options.extras else "")
+                 + ("import torch, diffusers; " if torch_build else "")
                  + "print('strata', inference_server.__version__)")
         code, lines = self.run_process([env_python, "-c", check], env=clean_env(), cwd=str(self.env_dir))
         if code != 0:

@@ -1,8 +1,9 @@
 """Install Server from the built extension zip, as a new user would: no terminal, no checkout on the path.
 
-The operator runs headless with real bpy and builds a real venv (Blender's Python, torch, the server wheel from
-the zip and its dependencies from the package index as this machine has it configured); then Decompose works
-through that env, and a canceled reinstall leaves that working server in use and no half-built env behind.
+The operator runs headless with real bpy and builds a real venv (Blender's Python, the server wheel from the zip
+and its dependencies from the package index as this machine has it configured; no NVIDIA GPU here, so the automatic
+choice is the CPU decomposer without torch); then Decompose works through that env, and a reinstall with torch
+canceled while pip runs leaves that working server in use and no half-built env behind.
 """
 
 import json
@@ -96,7 +97,7 @@ def test_install_server_builds_a_working_env_and_decompose_uses_it(extension, in
     progress = [p for p, _ in seen]
     assert progress == sorted(progress) and progress[-1] == 1.0
     stages = {stage.split(":")[0] for _, stage in seen}
-    assert {"installing torch", "installing the Strata server"} <= stages
+    assert "installing the Strata server" in stages
     assert any(line.startswith("Successfully installed") for line in snapshot.log_tail)
 
     server_setup = _module("server_setup")
@@ -104,11 +105,10 @@ def test_install_server_builds_a_working_env_and_decompose_uses_it(extension, in
     user_dir = Path(server_setup.user_dir())
     env_python = Path(record["python"])
     assert env_python.is_file() and user_dir in env_python.parents
-    assert record["torch"] == "cpu"  # no nvidia-smi here
+    assert record["torch"] == "none"  # no nvidia-smi here: the CPU decomposer only
     assert [p.name for p in (user_dir / "envs").iterdir()] == [record["env"]]
     # A real install, not the checkout: the package imports from the env's own site-packages.
-    where = subprocess.run([str(env_python), "-c", "import inference_server, torch, diffusers; "
-                                               "print(inference_server.__file__)"],
+    where = subprocess.run([str(env_python), "-c", "import inference_server.app; print(inference_server.__file__)"],
                            capture_output=True, text=True, timeout=120, cwd=str(user_dir), env={"PATH": "/usr/bin"})
     assert where.returncode == 0, where.stderr
     assert str(env_python.parents[1]) in where.stdout
@@ -125,14 +125,17 @@ def test_canceled_reinstall_keeps_the_working_server(extension, installed, sampl
     server_setup = _module("server_setup")
     before = server_setup.installed()
     user_dir = Path(server_setup.user_dir())
-    assert bpy.ops.strata.install_server() == {'FINISHED'}  # Repair / Upgrade
-    task = server_setup.task("install")
-    # Cancel while pip is busy in the new env
-    snapshot, _ = _wait(task, 600, until=lambda s: s.stage.startswith("installing"))
-    assert not snapshot.done, snapshot.error
-    time.sleep(1.0)
-    assert bpy.ops.strata.cancel_install() == {'FINISHED'}
-    snapshot, _ = _wait(task, 60)
+    extension.torch_build = 'CPU'  # an upgrade to torch + Qwen, canceled while pip installs torch
+    try:
+        assert bpy.ops.strata.install_server() == {'FINISHED'}
+        task = server_setup.task("install")
+        snapshot, _ = _wait(task, 600, until=lambda s: s.stage.startswith("installing torch"))
+        assert not snapshot.done, snapshot.error
+        time.sleep(1.0)
+        assert bpy.ops.strata.cancel_install() == {'FINISHED'}
+        snapshot, _ = _wait(task, 60)
+    finally:
+        extension.torch_build = 'AUTO'
     assert snapshot.status == "canceled", snapshot.error
     # Nothing half-installed is in use, nothing half-installed is left: the previous env is the only one.
     assert server_setup.installed() == before
@@ -172,6 +175,6 @@ def test_install_errors_say_what_to_do(extension, installed):
             else:
                 os.environ[key] = value
     assert snapshot.status == "failed"
-    assert "could not download torch" in snapshot.error and "Pip Options" in snapshot.error
+    assert "could not download the Strata server" in snapshot.error and "Pip Options" in snapshot.error
     assert server_setup.installed() == before
     assert [p.name for p in (Path(server_setup.user_dir()) / "envs").iterdir()] == [before["env"]]

@@ -158,7 +158,12 @@ def _fetch(repo: str, commit: str, entry: dict[str, Any], dest: Path, partial_di
 
 
 def download(model_id: str, local_dir: str | os.PathLike, gguf: str | None = None, plan_only: bool = False) -> Path:
-    from huggingface_hub import constants
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        raise DownloadError("this server env has no huggingface_hub (it was installed without Qwen-Image-Layered): "
+                            "set Torch to CUDA (or CPU) in the add-on preferences and press Install Server again, "
+                            "or pip install 'strata[qwen]'") from None
 
     constants.DOWNLOAD_CHUNK_SIZE = int(os.environ.get("STRATA_DOWNLOAD_CHUNK_BYTES", CHUNK_BYTES))
     local_dir = Path(local_dir)
@@ -217,11 +222,11 @@ def download(model_id: str, local_dir: str | os.PathLike, gguf: str | None = Non
 
 
 def _explain(exc: BaseException) -> str:
-    from huggingface_hub import constants
-
     name = type(exc).__name__
     if isinstance(exc, DownloadError):
         return str(exc)
+    from huggingface_hub import constants  # present: DownloadError covers its absence
+
     if isinstance(exc, OSError) and getattr(exc, "errno", None) == 28:
         return "the disk filled up during the download; free some space and press Download Model again (it resumes)"
     if name in ("RepositoryNotFoundError", "GatedRepoError"):

@@ -47,6 +47,7 @@ fi
 if [ ! -x .venv-blender/bin/python ]; then
     "$PYTHON" -m venv .venv-blender
 fi
-.venv-blender/bin/python -m pip install -q --disable-pip-version-check bpy==5.0.1 "pytest>=8" pytest-timeout pillow
+# setuptools >= 70.1 builds wheels by itself: scripts/build_extension.py then builds the server wheel offline.
+.venv-blender/bin/python -m pip install -q --disable-pip-version-check bpy==5.0.1 "pytest>=8" pytest-timeout pillow "setuptools>=70.1"
 
 echo "setup: ready (.venv = server, .venv-blender = Blender)"

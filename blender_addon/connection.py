@@ -39,7 +39,7 @@ def settings_from_preferences(prefs):
     python = bpy.path.abspath(prefs.server_python) if prefs.server_python else ""
     if not python and not prefs.server_command:
         python = server_setup.installed_server_python()
-    model = prefs.model or server_setup.downloaded_model(prefs).get("path", "")
+    model = server_setup.downloaded_model(prefs).get("path") or prefs.model
     return {
         "connection": prefs.connection,
         "python": python,

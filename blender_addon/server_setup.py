@@ -51,7 +51,10 @@ def download_folder(prefs):
 
 
 def downloaded_model(prefs):
-    """The finished download for the current preferences ({'tier', 'description', ...} + 'path'), or {}."""
+    """The finished download for the current preferences ({'tier', 'description', ...} + 'path'), or {} (also when
+    Model names a local folder: that one is used as it is)."""
+    if prefs.model.strip() and not hub_id(prefs):
+        return {}
     folder = download_folder(prefs)
     record = downloaded(folder)
     return dict(record, path=str(folder)) if record else {}

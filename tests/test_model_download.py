@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from blender_addon.core.model_download import DownloadOptions, ModelDownload, downloaded
-from hub_repo_server import HubRepoServer
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+from hub_repo_server import HubRepoServer  # noqa: E402  (test-data code under scripts/)
 REPO_ID = "strata-tests/tiny-qwen-layered"
 
 

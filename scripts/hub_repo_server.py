@@ -1,5 +1,7 @@
 """A Hub-like HTTP server on 127.0.0.1 serving one local folder as a model repository (test data, not product code).
 
+    python scripts/hub_repo_server.py FOLDER OWNER/NAME     # then HF_ENDPOINT=<printed url> ... Download Model
+
 It answers what huggingface_hub asks for a download: ``GET /api/models/<repo>/revision/<rev>`` (model_info with
 file sizes and sha256), ``HEAD``/``GET /<repo>/resolve/<rev>/<file>`` with ``X-Repo-Commit``, ``ETag`` and
 ``Content-Length``, and ``Range`` requests (206) for resumed downloads. ``bytes_per_s`` slows the bodies so a test
@@ -17,6 +19,7 @@ import re
 import threading
 import time
 import urllib.parse
+import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -125,3 +128,24 @@ class HubRepoServer:
                         pass
 
         return Handler
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="serve FOLDER as the Hub repository OWNER/NAME on 127.0.0.1")
+    parser.add_argument("folder")
+    parser.add_argument("repo_id")
+    parser.add_argument("--bytes-per-s", type=float, help="slow the downloads down (to try cancel and resume)")
+    args = parser.parse_args(argv)
+    with HubRepoServer(args.folder, args.repo_id, args.bytes_per_s) as hub:
+        print(f"HF_ENDPOINT={hub.url}", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -57,12 +57,11 @@ class StrataPreferences(AddonPreferences):
                     "else the first python3.12/3.11/3.10 on PATH)")
     torch_build: EnumProperty(
         name="Torch", default='AUTO',
-        items=(('AUTO', "Automatic", "With an NVIDIA GPU (nvidia-smi): torch's CUDA build and Qwen-Image-Layered; "
-                                     "without one: the CPU decomposer only"),
-               ('CUDA', "CUDA", "torch's CUDA build and Qwen-Image-Layered (NVIDIA GPUs; about 7 GB)"),
-               ('CPU', "CPU", "torch's CPU build and Qwen-Image-Layered: runs the model on the CPU, very slowly "
-                              "(about 2 GB)"),
-               ('NONE', "None", "The CPU decomposer only, no torch (about 0.6 GB)")))
+        items=(('AUTO', "Automatic", "torch's CUDA build when nvidia-smi finds an NVIDIA GPU, else its CPU build; "
+                                     "with Qwen-Image-Layered's libraries"),
+               ('CUDA', "CUDA", "torch's CUDA build and Qwen-Image-Layered's libraries (NVIDIA GPUs)"),
+               ('CPU', "CPU", "torch's CPU build and Qwen-Image-Layered's libraries (about 1.9 GB)"),
+               ('NONE', "None", "The CPU decomposer only: no torch, no Qwen; the smallest env")))
     pip_options: StringProperty(
         name="Pip Options",
         description="Extra pip arguments for Install Server, e.g. '--index-url https://mirror/simple' or "
@@ -104,7 +103,7 @@ class StrataPreferences(AddonPreferences):
             box.label(text=f"Installed: {record.get('server', 'strata')}, Python {record.get('python_version')}, "
                            f"torch: {record.get('torch', '?')}", icon='CHECKMARK')
         else:
-            box.label(text="Not installed: Install Server builds it in a venv of its own (0.6-7 GB)", icon='INFO')
+            box.label(text="Not installed: Install Server builds it in a venv of its own (1.9 GB with CPU torch)", icon='INFO')
         box.prop(self, "install_python")
         box.prop(self, "torch_build")
         box.prop(self, "pip_options")

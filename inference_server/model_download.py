@@ -37,7 +37,7 @@ PROGRESS_INTERVAL_S = 0.25
 # moves in 10 MiB steps. 1 MiB keeps both small; env STRATA_DOWNLOAD_CHUNK_BYTES changes it.
 CHUNK_BYTES = 1 << 20
 # Weights a diffusers pipeline does not load from the folder (other formats of the same tensors, docs).
-IGNORE_PATTERNS = ("*.md", ".gitattributes", "*.bin", "*.pt", "*.ckpt", "*.onnx", "*.msgpack", "*.h5")
+IGNORE_PATTERNS = ("*.md", ".gitattributes", "*.bin", "*.pt", "*.ckpt", "*.onnx", "*.msgpack", "*.h5", "*.gguf")
 GGUF_IGNORE = ("transformer/*.safetensors", "transformer/*.safetensors.index.json")
 
 
@@ -58,14 +58,30 @@ def download_plan(model_id: str, gguf: str | None = None) -> dict[str, Any]:
         qwen_tiers = None
     if qwen_tiers is not None and hasattr(qwen_tiers, "download_plan"):
         return dict(qwen_tiers.download_plan(model_id, gguf))
+    gpu_tier = _gpu_tier(qwen_tiers)
     if gguf:
         repo, _, filename = gguf.rpartition("/")
         if repo.count("/") != 1 or not filename.endswith(".gguf"):
             raise DownloadError(f"--gguf must be OWNER/REPO/FILE.gguf on the Hub, got {gguf!r}")
-        return {"tier": "gguf", "description": f"GGUF transformer {filename} + the rest of {model_id}",
+        return {"tier": "gguf", "description": f"GGUF transformer {filename} + the rest of {model_id}" + gpu_tier,
                 "repo": model_id, "ignore": list(IGNORE_PATTERNS + GGUF_IGNORE), "gguf": (repo, filename)}
-    return {"tier": "bf16", "description": f"full bf16 pipeline {model_id}", "repo": model_id,
+    return {"tier": "bf16", "description": f"full bf16 pipeline {model_id}" + gpu_tier, "repo": model_id,
             "ignore": list(IGNORE_PATTERNS), "gguf": None}
+
+
+def _gpu_tier(qwen_tiers) -> str:
+    """'; on this GPU: <the tier chooser's summary>' when it and a CUDA GPU are here, else ''. Every tier but GGUF
+    loads the bf16 weights (quantizing them on load), so the download is the same; this says what will run."""
+    if qwen_tiers is None or not hasattr(qwen_tiers, "choose_tier") or not hasattr(qwen_tiers, "probe_machine"):
+        return ""
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return "; no CUDA GPU here, the VRAM tier is chosen where the server runs"
+        return "; on this GPU: " + qwen_tiers.choose_tier("auto", qwen_tiers.probe_machine()).summary
+    except Exception as exc:  # a tier that does not fit is worth saying, never worth failing the download for
+        return f"; VRAM tier: {exc}"
 
 
 def _emit(event: str, **fields: Any) -> None:

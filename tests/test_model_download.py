@@ -67,7 +67,7 @@ def test_killed_download_resumes_and_loads(tiny_repo, tmp_path):
         plan = events[0]
         assert plan["event"] == "plan" and plan["tier"] == "bf16" and plan["have_bytes"] == 0
         assert {f["name"] for f in plan["files"]} == {p.relative_to(tiny_repo).as_posix() for p in
-                                                      tiny_repo.rglob("*") if p.is_file()}
+                                                      tiny_repo.rglob("*") if p.is_file() and p.suffix != ".gguf"}
         assert plan["total_bytes"] == sum(f["size"] for f in plan["files"])
         parts = list((local_dir / ".partial").glob("*.part"))
         assert len(parts) == 1 and 0 < parts[0].stat().st_size < largest_bytes
@@ -94,7 +94,7 @@ def test_killed_download_resumes_and_loads(tiny_repo, tmp_path):
         assert len(finished) == 1  # files finished before the kill were not fetched again
 
     for path in tiny_repo.rglob("*"):
-        if path.is_file():
+        if path.is_file() and path.suffix != ".gguf":
             assert _sha(local_dir / path.relative_to(tiny_repo)) == _sha(path), path
     assert not (local_dir / ".partial").exists()
     assert downloaded(local_dir)["repo"] == REPO_ID
@@ -103,6 +103,23 @@ def test_killed_download_resumes_and_loads(tiny_repo, tmp_path):
 
     pipe = QwenLayeredBackend(model_id=str(local_dir))._from_pretrained()  # the qwen backend's own loading path
     assert type(pipe).__name__ == "QwenImageLayeredPipeline"
+
+
+def test_gguf_tier_fetches_one_transformer_file_and_the_rest(tiny_repo, tmp_path):
+    ggufs = sorted(tiny_repo.glob("*.gguf"))
+    if not ggufs:
+        pytest.skip("this tiny pipeline has no GGUF transformer")
+    local_dir = tmp_path / "model"
+    with HubRepoServer(tiny_repo, REPO_ID) as hub:
+        task = ModelDownload(DownloadOptions(python=sys.executable, local_dir=str(local_dir), model=REPO_ID,
+                                             gguf=f"{REPO_ID}/{ggufs[0].name}", env=_env(hub.url, tmp_path))).start()
+        snapshot = task.wait(120)
+    assert snapshot.status == "succeeded", snapshot.error
+    assert task.plan["tier"] == "gguf"
+    assert not list(local_dir.glob("transformer/*.safetensors"))  # the bf16 transformer is not needed
+    assert _sha(local_dir / "gguf" / ggufs[0].name) == _sha(ggufs[0])
+    assert (local_dir / "vae" / "diffusion_pytorch_model.safetensors").is_file()
+    assert downloaded(local_dir)["gguf"] == str(local_dir / "gguf" / ggufs[0].name)
 
 
 def test_too_little_disk_is_refused_before_downloading(tiny_repo, tmp_path):

@@ -233,8 +233,8 @@ class InstallOptions:
     wheel: Path  # the server wheel shipped in the extension
     python: str = ""  # '' = find one
     blender_python: str | None = None  # sys.executable in Blender
-    # auto: cuda with an NVIDIA GPU, else none | cuda | cpu (torch's CPU build + Qwen: slow, for trying it) |
-    # none (the CPU decomposer only: no torch, no Qwen)
+    # auto: cuda with an NVIDIA GPU, else cpu | cuda | cpu (torch's CPU build + Qwen) | none (the CPU
+    # decomposer only: no torch, no Qwen; the smallest env)
     torch_variant: str = "auto"
     pip_options: str = ""  # extra pip arguments, shell-quoted (an index URL, --find-links, a proxy)
     need_free_bytes: int | None = None  # default from NEED_FREE_BYTES
@@ -266,10 +266,9 @@ class ServerInstall(BackgroundTask):
         variant = options.torch_variant
         if variant == "auto":
             gpu = nvidia_gpu()
-            variant = "cuda" if gpu else "none"
-            self.log(f"NVIDIA GPU: {gpu}: torch (CUDA) and Qwen-Image-Layered" if gpu else
-                     "no NVIDIA GPU (nvidia-smi): the CPU decomposer only, without torch (choose Torch: CPU to try "
-                     "Qwen-Image-Layered on the CPU)")
+            variant = "cuda" if gpu else "cpu"
+            self.log(f"NVIDIA GPU: {gpu}: torch's CUDA build" if gpu else
+                     "no NVIDIA GPU (nvidia-smi): torch's CPU build (Torch: None installs the CPU decomposer alone)")
         if variant not in VARIANTS:
             raise TaskError(f"unknown torch build {variant!r}; choose auto, cuda, cpu or none")
         torch_build, extras = VARIANTS[variant]

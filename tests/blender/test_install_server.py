@@ -1,9 +1,9 @@
 """Install Server from the built extension zip, as a new user would: no terminal, no checkout on the path.
 
-The operator runs headless with real bpy and builds a real venv (Blender's Python, the server wheel from the zip
-and its dependencies from the package index as this machine has it configured; no NVIDIA GPU here, so the automatic
-choice is the CPU decomposer without torch); then Decompose works through that env, and a reinstall with torch
-canceled while pip runs leaves that working server in use and no half-built env behind.
+The operator runs headless with real bpy and builds a real venv as a new user's click would (Blender's Python,
+torch's CPU build since there is no NVIDIA GPU here, the server wheel from the zip with its Qwen extra and the rest
+from the package index as this machine has it configured); then Decompose works through that env, and a reinstall
+canceled while pip installs torch leaves that working server in use and no half-built env behind.
 """
 
 import json
@@ -19,6 +19,7 @@ import bpy
 import addon_utils
 
 from conftest import ADDON, EXTENSION, build_zip, configure_local_server, prefs, reset_scene
+from layout_recorder import RecordingLayout, texts
 
 INSTALL_TIMEOUT_S = 1200
 
@@ -40,6 +41,24 @@ def _wait(task, timeout_s, until=None):
             return snapshot, seen
         time.sleep(0.2)
     raise AssertionError(f"{task.name} did not end within {timeout_s} s: {task.snapshot().stage}")
+
+
+class _PrefsSelf:
+    """``self`` for ``AddonPreferences.draw``: the real preferences, with a recording layout."""
+
+    def __init__(self, preferences, layout):
+        object.__setattr__(self, "_prefs", preferences)
+        object.__setattr__(self, "layout", layout)
+
+    def __getattr__(self, name):
+        return getattr(self._prefs, name)
+
+
+def _draw_preferences(extension_prefs):
+    """What the preferences show now → the recording layout (LayoutError on a bad call)."""
+    layout = RecordingLayout(bpy.context)
+    type(extension_prefs).draw(_PrefsSelf(extension_prefs, layout), bpy.context)
+    return layout
 
 
 def _decompose(sample_png):
@@ -97,7 +116,7 @@ def test_install_server_builds_a_working_env_and_decompose_uses_it(extension, in
     progress = [p for p, _ in seen]
     assert progress == sorted(progress) and progress[-1] == 1.0
     stages = {stage.split(":")[0] for _, stage in seen}
-    assert "installing the Strata server" in stages
+    assert {"installing torch", "installing the Strata server"} <= stages
     assert any(line.startswith("Successfully installed") for line in snapshot.log_tail)
 
     server_setup = _module("server_setup")
@@ -105,10 +124,11 @@ def test_install_server_builds_a_working_env_and_decompose_uses_it(extension, in
     user_dir = Path(server_setup.user_dir())
     env_python = Path(record["python"])
     assert env_python.is_file() and user_dir in env_python.parents
-    assert record["torch"] == "none"  # no nvidia-smi here: the CPU decomposer only
+    assert record["torch"] == "cpu"  # no nvidia-smi here
     assert [p.name for p in (user_dir / "envs").iterdir()] == [record["env"]]
     # A real install, not the checkout: the package imports from the env's own site-packages.
-    where = subprocess.run([str(env_python), "-c", "import inference_server.app; print(inference_server.__file__)"],
+    where = subprocess.run([str(env_python), "-c", "import inference_server.app, torch, diffusers; "
+                                               "print(inference_server.__file__)"],
                            capture_output=True, text=True, timeout=120, cwd=str(user_dir), env={"PATH": "/usr/bin"})
     assert where.returncode == 0, where.stderr
     assert str(env_python.parents[1]) in where.stdout
@@ -125,18 +145,22 @@ def test_canceled_reinstall_keeps_the_working_server(extension, installed, sampl
     server_setup = _module("server_setup")
     before = server_setup.installed()
     user_dir = Path(server_setup.user_dir())
-    extension.torch_build = 'CPU'  # an upgrade to torch + Qwen, canceled while pip installs torch
-    try:
-        assert bpy.ops.strata.install_server() == {'FINISHED'}
-        task = server_setup.task("install")
-        snapshot, _ = _wait(task, 600, until=lambda s: s.stage.startswith("installing torch"))
-        assert not snapshot.done, snapshot.error
-        time.sleep(1.0)
-        assert bpy.ops.strata.cancel_install() == {'FINISHED'}
-        snapshot, _ = _wait(task, 60)
-    finally:
-        extension.torch_build = 'AUTO'
+    assert bpy.ops.strata.install_server() == {'FINISHED'}  # Repair / Upgrade, canceled while pip installs torch
+    task = server_setup.task("install")
+    snapshot, _ = _wait(task, 600, until=lambda s: s.stage.startswith("installing torch"))
+    assert not snapshot.done, snapshot.error
+    time.sleep(1.0)
+    # While it runs the preferences show a progress bar with the stage, a cancel button and pip's last lines.
+    layout = _draw_preferences(extension)
+    bars = [kwargs for name, kwargs in layout.calls if name == "progress"]
+    assert bars and bars[0]["text"].startswith("installing torch")
+    assert "strata.cancel_install" in [kwargs["operator"] for name, kwargs in layout.calls if name == "operator"]
+    assert any(text.startswith("Installed: strata") for text in texts(layout, "label"))  # the one in use
+    assert len([t for t in texts(layout, "label") if t]) >= 6
+    assert bpy.ops.strata.cancel_install() == {'FINISHED'}
+    snapshot, _ = _wait(task, 60)
     assert snapshot.status == "canceled", snapshot.error
+    assert "install: canceled" in texts(_draw_preferences(extension), "label")
     # Nothing half-installed is in use, nothing half-installed is left: the previous env is the only one.
     assert server_setup.installed() == before
     assert json.loads((user_dir / "server-env.json").read_text())["env"] == before["env"]
@@ -158,6 +182,7 @@ def test_install_errors_say_what_to_do(extension, installed):
     finally:
         extension.install_python = ""
     assert snapshot.status == "failed" and "cannot run the Python '/nonexistent/python3.11'" in snapshot.error
+    assert any("cannot run the Python" in text for text in texts(_draw_preferences(extension), "label"))
 
     # An unreachable index (and nothing local to fall back to): a network error, named as one.
     saved = {key: os.environ.get(key) for key in ("PIP_FIND_LINKS", "PIP_CONFIG_FILE")}
@@ -175,6 +200,6 @@ def test_install_errors_say_what_to_do(extension, installed):
             else:
                 os.environ[key] = value
     assert snapshot.status == "failed"
-    assert "could not download the Strata server" in snapshot.error and "Pip Options" in snapshot.error
+    assert "could not download torch" in snapshot.error and "Pip Options" in snapshot.error
     assert server_setup.installed() == before
     assert [p.name for p in (Path(server_setup.user_dir()) / "envs").iterdir()] == [before["env"]]

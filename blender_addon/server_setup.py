@@ -5,6 +5,7 @@ this module reads the preferences on the main thread, keeps the running tasks, a
 they run. ``tick()`` is what the timer calls (tests call it directly: timers never fire in the bpy module).
 """
 
+import atexit
 import os
 import sys
 
@@ -132,14 +133,24 @@ def _timer():
     return tick()
 
 
+def cancel_all():
+    for kind in _tasks:
+        cancel(kind)
+
+
 def _ensure_timer():
     if not bpy.app.timers.is_registered(_timer):
         bpy.app.timers.register(_timer, first_interval=TICK_INTERVAL_S)
+    # pip runs in a session of its own: without this it would go on after Blender quits (the half-built env is
+    # removed by the next install; a download resumes)
+    atexit.unregister(cancel_all)
+    atexit.register(cancel_all)
 
 
 def unregister():
+    cancel_all()
+    atexit.unregister(cancel_all)
     for kind in _tasks:
-        cancel(kind)
         _tasks[kind] = None
     if bpy.app.timers.is_registered(_timer):
         bpy.app.timers.unregister(_timer)

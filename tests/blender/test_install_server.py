@@ -1,9 +1,10 @@
 """Install Server from the built extension zip, as a new user would: no terminal, no checkout on the path.
 
-The operator runs headless with real bpy and builds a real venv as a new user's click would (Blender's Python,
-torch's CPU build since there is no NVIDIA GPU here, the server wheel from the zip with its Qwen extra and the rest
-from the package index as this machine has it configured); then Decompose works through that env, and a reinstall
-canceled while pip installs torch leaves that working server in use and no half-built env behind.
+The operator runs headless with real bpy and builds a real venv (Blender's Python, the server wheel from the zip
+and its dependencies from the package index as this machine has it configured). To keep CI's time sane the first
+install is Torch: None (the CPU decomposer alone, about a minute); Decompose then works through that env. A reinstall
+with the default choice (torch's CPU build here, no NVIDIA GPU) is canceled while pip installs torch: the working
+server stays in use and no half-built env is left.
 """
 
 import json
@@ -98,12 +99,16 @@ def installed(extension):
     """Install Server pressed once and finished → (the task's final snapshot, progress seen, seconds)."""
     server_setup = _module("server_setup")
     assert server_setup.installed() == {}
-    started = time.perf_counter()
-    assert bpy.ops.strata.install_server() == {'FINISHED'}
-    returned_s = time.perf_counter() - started
-    assert returned_s < 1.0, f"the operator blocked Blender for {returned_s:.1f} s"
-    task = server_setup.task("install")
-    snapshot, seen = _wait(task, INSTALL_TIMEOUT_S)
+    extension.torch_build = 'NONE'
+    try:
+        started = time.perf_counter()
+        assert bpy.ops.strata.install_server() == {'FINISHED'}
+        returned_s = time.perf_counter() - started
+        assert returned_s < 1.0, f"the operator blocked Blender for {returned_s:.1f} s"
+        task = server_setup.task("install")
+        snapshot, seen = _wait(task, INSTALL_TIMEOUT_S)
+    finally:
+        extension.torch_build = 'AUTO'
     elapsed_s = time.perf_counter() - started
     print(f"\nInstall Server: {snapshot.status} in {elapsed_s:.1f} s")
     return snapshot, seen, elapsed_s
@@ -116,7 +121,7 @@ def test_install_server_builds_a_working_env_and_decompose_uses_it(extension, in
     progress = [p for p, _ in seen]
     assert progress == sorted(progress) and progress[-1] == 1.0
     stages = {stage.split(":")[0] for _, stage in seen}
-    assert {"installing torch", "installing the Strata server"} <= stages
+    assert "installing the Strata server" in stages
     assert any(line.startswith("Successfully installed") for line in snapshot.log_tail)
 
     server_setup = _module("server_setup")
@@ -124,11 +129,10 @@ def test_install_server_builds_a_working_env_and_decompose_uses_it(extension, in
     user_dir = Path(server_setup.user_dir())
     env_python = Path(record["python"])
     assert env_python.is_file() and user_dir in env_python.parents
-    assert record["torch"] == "cpu"  # no nvidia-smi here
+    assert record["torch"] == "none"
     assert [p.name for p in (user_dir / "envs").iterdir()] == [record["env"]]
     # A real install, not the checkout: the package imports from the env's own site-packages.
-    where = subprocess.run([str(env_python), "-c", "import inference_server.app, torch, diffusers; "
-                                               "print(inference_server.__file__)"],
+    where = subprocess.run([str(env_python), "-c", "import inference_server.app; print(inference_server.__file__)"],
                            capture_output=True, text=True, timeout=120, cwd=str(user_dir), env={"PATH": "/usr/bin"})
     assert where.returncode == 0, where.stderr
     assert str(env_python.parents[1]) in where.stdout
@@ -145,6 +149,7 @@ def test_canceled_reinstall_keeps_the_working_server(extension, installed, sampl
     server_setup = _module("server_setup")
     before = server_setup.installed()
     user_dir = Path(server_setup.user_dir())
+    assert extension.torch_build == 'AUTO'  # no NVIDIA GPU: torch's CPU build
     assert bpy.ops.strata.install_server() == {'FINISHED'}  # Repair / Upgrade, canceled while pip installs torch
     task = server_setup.task("install")
     snapshot, _ = _wait(task, 600, until=lambda s: s.stage.startswith("installing torch"))

@@ -309,7 +309,8 @@ class ServerInstall(BackgroundTask):
         # 7. Swap: from here on the add-on starts this env's server
         self.set_stage("switching to the new server", 0.98)
         pointer = {"python": env_python, "env": self.env_dir.name, "torch": variant, "python_version":
-                   f"{version[0]}.{version[1]}", "server": lines[-1] if lines else "", "installed_at": time.time()}
+                   f"{version[0]}.{version[1]}", "installed_at": time.time(),
+                   "server": next((line for line in reversed(lines) if line.startswith("strata ")), "strata")}
         self.check_canceled()
         _write_pointer(root, pointer)
         self.env_dir = None  # in use now: no cleanup of it from here on

@@ -103,7 +103,8 @@ class StrataPreferences(AddonPreferences):
             box.label(text=f"Installed: {record.get('server', 'strata')}, Python {record.get('python_version')}, "
                            f"torch: {record.get('torch', '?')}", icon='CHECKMARK')
         else:
-            box.label(text="Not installed: Install Server builds it in a venv of its own (1.9 GB with CPU torch)", icon='INFO')
+            box.label(text="Not installed: Install Server builds it in a venv of its own (1.9 GB with CPU torch)",
+                      icon='INFO')
         box.prop(self, "install_python")
         box.prop(self, "torch_build")
         box.prop(self, "pip_options")

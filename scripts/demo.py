@@ -12,7 +12,8 @@ Runs in the Blender venv (the bpy module). On a fresh checkout it
   5. keys a looping parallax camera move and renders a preview (MP4 if this Blender has FFmpeg, and a GIF),
   6. exports the camera view as PowerPoint and Photoshop files twice: at the peak of the move (the frame where the
      layers are shifted most, ``parallax_view.*``) and at rest (frame 1, the original framing, ``rest_view.*``),
-and prints the files it wrote. A re-run into the same folder replaces the previous run's layer and job folders. The server venv is ``$STRATA_SERVER_PYTHON`` or ``<repo>/.venv/bin/python``.
+and prints the files it wrote. A re-run into the same folder replaces the previous run's layer and job folders.
+The server venv is ``$STRATA_SERVER_PYTHON`` or ``<repo>/.venv/bin/python``.
 """
 
 from __future__ import annotations

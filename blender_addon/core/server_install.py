@@ -343,5 +343,6 @@ class ServerInstall(BackgroundTask):
             self.env_dir = None
 
 
-__all__ = ["InstallOptions", "clean_env", "ServerInstall", "find_python", "installed_python", "nvidia_gpu", "read_pointer",
+__all__ = ["InstallOptions", "clean_env", "ServerInstall", "find_python", "installed_python", "nvidia_gpu",
+           "read_pointer",
            "remove_unused_envs", "server_wheels", "torch_index_args", "check_free_space"]

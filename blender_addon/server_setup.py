@@ -61,6 +61,12 @@ def downloaded_model(prefs):
     return dict(record, path=str(folder)) if record else {}
 
 
+def server_available(context):
+    """Whether Decompose has a server to use: one set by hand, one Install Server made, or a URL."""
+    prefs = context.preferences.addons[__package__].preferences
+    return bool(prefs.connection == 'URL' or prefs.server_python or prefs.server_command or installed_server_python())
+
+
 def task(kind):
     return _tasks[kind]
 

@@ -20,7 +20,7 @@ import bpy
 import addon_utils
 
 from conftest import ADDON, EXTENSION, build_zip, configure_local_server, prefs, reset_scene
-from layout_recorder import RecordingLayout, texts
+from layout_recorder import RecordingLayout, draw_panel, texts
 
 INSTALL_TIMEOUT_S = 1200
 
@@ -99,6 +99,8 @@ def installed(extension):
     """Install Server pressed once and finished → (the task's final snapshot, progress seen, seconds)."""
     server_setup = _module("server_setup")
     assert server_setup.installed() == {}
+    hint = "No server yet: Install Server in the add-on's preferences"
+    assert hint in texts(draw_panel(_module("panels").VIEW3D_PT_strata_decompose, bpy.context), "label")
     extension.torch_build = 'NONE'
     try:
         started = time.perf_counter()
@@ -111,6 +113,8 @@ def installed(extension):
         extension.torch_build = 'AUTO'
     elapsed_s = time.perf_counter() - started
     print(f"\nInstall Server: {snapshot.status} in {elapsed_s:.1f} s")
+    if snapshot.status == "succeeded":
+        assert hint not in texts(draw_panel(_module("panels").VIEW3D_PT_strata_decompose, bpy.context), "label")
     return snapshot, seen, elapsed_s
 
 

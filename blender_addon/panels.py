@@ -29,6 +29,7 @@ class VIEW3D_PT_strata_decompose(StrataPanel, Panel):
         layout.prop(settings, "resolution", expand=True)
         layout.prop(settings, "seed")
         layout.prop(settings, "prompt")
+        layout.prop(settings, "depth")
         layout.prop(settings, "blend_like_editors")
 
         running = job_watch.active() is not None

@@ -2,18 +2,20 @@
 # Sets up both environments from scratch (idempotent):
 #   .venv          the inference server (torch CPU build pinned, diffusers, fastapi, exporters)
 #   .venv-blender  headless Blender as a Python module (bpy pins numpy<2, so it can't share the server env)
-# plus the Debian packages the tests use (LibreOffice renders PPTX files back to PNG).
+# plus the Debian packages the tests use (LibreOffice renders PPTX files back to PNG; Chromium renders the exported
+# web page headless).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 
-if [ "${STRATA_SKIP_APT:-0}" != 1 ] && { ! command -v soffice >/dev/null 2>&1 || ! command -v identify >/dev/null 2>&1; }; then
+if [ "${STRATA_SKIP_APT:-0}" != 1 ] && { ! command -v soffice >/dev/null 2>&1 || ! command -v identify >/dev/null 2>&1 \
+                                       || ! command -v chromium >/dev/null 2>&1; }; then
     SUDO=""
     [ "$(id -u)" = 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq || true
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-        libreoffice-impress fonts-dejavu-core imagemagick >/dev/null \
-        || echo "setup: LibreOffice/ImageMagick could not be installed; PPTX render and PSD read-back tests will be skipped" >&2
+        libreoffice-impress fonts-dejavu-core imagemagick chromium >/dev/null \
+        || echo "setup: LibreOffice/ImageMagick/Chromium could not be installed; PPTX render, PSD read-back and web page tests will be skipped" >&2
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -2,23 +2,14 @@
 
 import os
 
-import bpy
 from bpy.props import StringProperty
 from bpy.types import Operator
 from bpy_extras.io_utils import ExportHelper
 
 from .core.web_export import PAGE_NAME
+from .operators_animation import StackOperator
 from .operators_layers import context_root
 from .scene import stack_export
-
-
-class StackOperator:
-    @classmethod
-    def poll(cls, context):
-        if context_root(context) is None:
-            cls.poll_message_set("No Strata stack in this scene: decompose an image first")
-            return False
-        return True
 
 
 class STRATA_OT_export_gltf(StackOperator, ExportHelper, Operator):

@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 def synthetic_depths(paths):
     import numpy as np
+    from PIL import Image
 
     for index, path in enumerate(paths):
         size_px = Image.open(path).size[0]
@@ -77,7 +78,6 @@ def main(argv=None):
                 for obj in layers:
                     obj.strata.relief = 0.0
                 timings["relief off"] = time.perf_counter() - start
-                vertices = sum(len(obj.data.vertices) for obj in layers)
                 planes.remove_stack(root)
                 for name, seconds in timings.items():
                     best[name] = min(best.get(name, seconds), seconds)

@@ -7,6 +7,7 @@ WebGL runs on SwiftShader (software), as on a machine without a GPU.
 """
 
 import base64
+import fcntl
 import io
 import json
 import os
@@ -27,6 +28,12 @@ def chromium_path():
     return None
 
 
+def _fd_above_10(fd):
+    high = fcntl.fcntl(fd, fcntl.F_DUPFD, 10)
+    os.close(fd)
+    return high
+
+
 class Chromium:
     def __init__(self, width_px, height_px):
         binary = chromium_path()
@@ -36,6 +43,9 @@ class Chromium:
         self.profile = tempfile.mkdtemp(prefix="strata-chromium-")
         to_chrome_r, self._to_chrome = os.pipe()
         self._from_chrome, from_chrome_w = os.pipe()
+        # The child's ends move to fds >= 10 first, so "3<&a 4>&b" below never reads an fd it has just replaced
+        # (bash: dash takes single-digit fds only).
+        to_chrome_r, from_chrome_w = _fd_above_10(to_chrome_r), _fd_above_10(from_chrome_w)
         args = [binary, "--headless=new", "--remote-debugging-pipe", "--no-sandbox", f"--user-data-dir={self.profile}",
                 f"--window-size={width_px},{height_px}", "--hide-scrollbars", "--force-device-scale-factor=1",
                 "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--no-first-run", "--no-default-browser-check",
@@ -43,9 +53,11 @@ class Chromium:
                 "--disable-default-apps", "--mute-audio",
                 # Belt and braces: any host name resolves nowhere, so nothing could leave the machine anyway.
                 "--host-resolver-rules=MAP * ~NOTFOUND", "about:blank"]
-        self.proc = subprocess.Popen(
-            ["sh", "-c", f'exec "$0" "$@" 3<&{to_chrome_r} 4>&{from_chrome_w}', *args],
-            pass_fds=(to_chrome_r, from_chrome_w), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.log_path = os.path.join(self.profile, "chromium.log")
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                ["bash", "-c", f'exec "$0" "$@" 3<&{to_chrome_r} 4>&{from_chrome_w}', *args],
+                pass_fds=(to_chrome_r, from_chrome_w), stdout=subprocess.DEVNULL, stderr=log)
         os.close(to_chrome_r)
         os.close(from_chrome_w)
         self._buffer = b""
@@ -73,7 +85,8 @@ class Chromium:
                 continue
             chunk = os.read(self._from_chrome, 1 << 20)
             if not chunk:
-                raise EOFError("chromium closed its pipe")
+                with open(self.log_path, "rb") as log:
+                    raise EOFError("chromium closed its pipe: " + log.read()[-1000:].decode(errors="replace"))
             self._buffer += chunk
         raw, self._buffer = self._buffer.split(b"\0", 1)
         return json.loads(raw)

@@ -2,7 +2,8 @@
 # The add-on's oldest supported Blender (blender_manifest.toml: blender_version_min 4.2) against the same Blender
 # tests: add-on registration, every panel's draw, the extension zip, stack building, materials and renders (Cycles and
 # EEVEE), camera moves and previews, undo, one full decompose through the local server, relief and the GLB round
-# trip. About 25 s of tests (2 cores) plus a one-time ~370 MB bpy download; the venv lives under build/ (git-ignored) and is reused.
+# trip. About 25 s of tests (2 cores) plus a one-time ~370 MB bpy download; the venv lives under build/ (git-ignored)
+# and is reused.
 #
 #     bash scripts/test_blender_min.sh [BPY_VERSION]       (default 4.2.*; e.g. "4.5.*" for the current LTS)
 #

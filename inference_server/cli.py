@@ -147,6 +147,10 @@ def run_decompose(args: argparse.Namespace) -> int:
             source, parent = _parent_layer(args.image, args.layer)
         image, notes = load_image(source, max_pixels=args.max_pixels)
         backend = create_backend(args.backend, **_backend_options(args))
+        if params.depth:  # a missing depth model fails now, not after the decomposition's work
+            from .depth import get_estimator
+
+            get_estimator()
         bar = _ProgressBar(disable=args.quiet)
         stack = backend.decompose(image, params, bar.update, cancel)
         stack.notes = notes + list(stack.notes)

@@ -179,6 +179,10 @@ def _run_job(backend, message: dict, conn, cancel, faults: _Faults, parent_pid: 
         if mismatch:
             return {"type": "done", "job": job_id, "status": "failed", "error": mismatch}
         image, notes = load_image(message["input"], max_pixels=message.get("max_pixels", 10**9))
+        if params.depth:  # a missing depth model fails the job now, not after the decomposition's work
+            from .depth import get_estimator
+
+            get_estimator()
         cancel.raise_if_canceled()
         # 2. Decompose.
         stack: LayerStack = backend.decompose(image, params, progress, cancel)

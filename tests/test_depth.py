@@ -58,6 +58,17 @@ def test_an_unknown_depth_model_is_a_clear_error(monkeypatch, tmp_path):
         depth.DepthEstimator(str(tmp_path / "nothing-here"))
 
 
+def test_a_missing_depth_model_fails_the_cli_before_decomposing(tmp_path):
+    from test_cli import strata
+
+    image_path = tmp_path / "in.png"
+    image_path.write_bytes(png_bytes_of(sample_image(80, 60)))
+    result = strata("decompose", image_path, "-n", 2, "-o", tmp_path / "out", "--backend", "cpu", "--depth",
+                    "--quiet", env_extra={"STRATA_DEPTH_MODEL": str(tmp_path / "no-model"), "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 1 and "STRATA_DEPTH_MODEL" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_depth_writes_a_depth_map_per_layer(tmp_path, tiny_depth_model):
     from test_cli import strata
 

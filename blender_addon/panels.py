@@ -77,6 +77,7 @@ class VIEW3D_PT_strata_stack(StrataPanel, Panel):
         layout.label(text=root.name, icon='EMPTY_AXIS')
         layout.prop(root.strata, "base_distance_m")
         layout.prop(root.strata, "depth_spacing_m")
+        layout.prop(root.strata, "relief_all", slider=True)
         layout.prop(root.strata, "camera")
         row = layout.row()
         row.enabled = False

@@ -25,6 +25,12 @@ def _apply_look(self, context):
         planes.apply_layer_look(self.id_data)
 
 
+def _relief_all(self, context):
+    if self.role == 'ROOT':
+        for obj in planes.stack_layers(self.id_data):
+            obj.strata.relief = self.relief_all
+
+
 def _poll_camera(self, obj):
     return obj.type == 'CAMERA'
 
@@ -83,6 +89,9 @@ class StrataObjectSettings(PropertyGroup):
     base_distance_m: FloatProperty(
         name="Front Distance", default=5.0, min=0.01, soft_max=100.0, unit='LENGTH', update=_relayout,
         description="Distance from the rest camera to the front layer")
+    relief_all: FloatProperty(
+        name="Relief (All Layers)", default=0.0, min=0.0, max=1.0, subtype='FACTOR', update=_relief_all,
+        description="Set every layer's Relief at once (each layer can then be changed on its own)")
     image_width_px: IntProperty(name="Width", min=1, default=1, subtype='PIXEL')
     image_height_px: IntProperty(name="Height", min=1, default=1, subtype='PIXEL')
     camera: PointerProperty(name="Camera", type=bpy.types.Object, poll=_poll_camera,

@@ -145,8 +145,7 @@ def main(argv=None) -> int:
         step(f"stack '{root.name}': " + ", ".join(f"{obj.name} @ {obj.strata.depth_m:.2f} m" for obj in layers))
         written += sorted(Path(bpy.path.abspath(obj.strata.source_path)) for obj in layers)
         if args.depth_model:
-            for obj in layers:
-                obj.strata.relief = args.relief
+            root.strata.relief_all = args.relief
             written += sorted(Path(bpy.path.abspath(obj.strata.source_path).replace("layer_", "depth_"))
                               for obj in layers)
             step(f"relief {args.relief} on every layer")

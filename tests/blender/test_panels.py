@@ -165,7 +165,7 @@ def test_stack_and_layer_panels_with_a_stack_selected(stack):
     assert panels.VIEW3D_PT_strata_stack.poll(bpy.context)
     layout = draw_panel(panels.VIEW3D_PT_strata_stack, bpy.context)
     assert [kwargs["property"] for kwargs in _calls(layout, "prop")] == [
-        "base_distance_m", "depth_spacing_m", "camera", "image_width_px", "image_height_px"]
+        "base_distance_m", "depth_spacing_m", "relief_all", "camera", "image_width_px", "image_height_px"]
 
     # The layer list, no layer picked yet: its rows are the stack's planes, front first.
     scene.strata.active_layer_index = list(scene.objects).index(stack)

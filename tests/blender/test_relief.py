@@ -134,6 +134,8 @@ def test_relief_follows_relayout_and_without_a_depth_map_stays_flat(scene, tmp_p
     stack = _planes().stack_layers(root)
     ranges = [(d.min(), d.max()) for d in (camera_space_distances(root, obj) for obj in stack)]
     assert ranges[1][1] - ranges[1][0] > 0.8, "a wider spacing gives a deeper slab"
+    root.strata.relief_all = 0.25  # one slider for the whole stack
+    assert [obj.strata.relief for obj in stack] == pytest.approx([0.25] * 3)
     (tmp_path / "depth_02.png").unlink()
     stack[2].strata.relief = 0.5
     assert len(stack[2].data.vertices) == 4

@@ -8,7 +8,8 @@ The page needs nothing but itself: the player is plain WebGL written here, the l
 file, and the scene is inline JSON, so it works opened from disk (``file://``) with no network and loads nothing from
 anywhere else. Textures are sampled nearest and read through the same rest-camera projection as Blender's material,
 so the page at rest shows the image pixel for pixel. It follows the pointer (the camera slides across the frame),
-the mouse wheel (dolly), and can play the camera move exported from Blender.
+the mouse wheel (dolly), zooming in just enough that the background's edges stay out of view, and can play the
+camera move exported from Blender.
 
 Query parameters (for links and tests): ``?pointer=x,y`` (−1…1, a fixed pointer position), ``?frame=N`` (show one
 frame of the exported move), ``?play=1`` (play the move on load).
@@ -279,7 +280,14 @@ _PAGE_TEMPLATE = r"""<!DOCTYPE html>
     moved[3] += pose[0] * dx + pose[1] * dy + pose[2] * dz;
     moved[7] += pose[4] * dx + pose[5] * dy + pose[6] * dz;
     moved[11] += pose[8] * dx + pose[9] * dy + pose[10] * dz;
-    return {view: invertRigid(moved), zoom};
+    // Keep the frame covered: the background plane fills the rest frame only, so as the pointer or the wheel moves
+    // the camera, zoom in just enough that its edges stay outside the view (1 at rest: the rest view is exact).
+    const back = S.layers.length ? S.layers[0].rest_distance_m : 1;
+    const distance = back - dz;
+    const cover = Math.max(1,
+      S.frame_half[0] * distance / Math.max(1e-6, S.frame_half[0] * back - Math.abs(dx)),
+      S.frame_half[1] * distance / Math.max(1e-6, S.frame_half[1] * back - Math.abs(dy)));
+    return {view: invertRigid(moved), zoom: zoom * cover};
   }
 
   function draw() {

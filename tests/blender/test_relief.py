@@ -177,3 +177,12 @@ def test_decompose_with_depth_brings_depth_maps_that_relief_uses(scene, tiny_dep
     psnr = psnr_db(rendered, np.asarray(Image.open(sample_png).convert("RGB")))
     print(f"decomposed with depth, relief 1.0 on every layer: PSNR {psnr:.1f} dB vs the input")
     assert psnr >= PSNR_MIN_DB
+
+
+def test_depth_maps_are_read_at_16_bit_precision_without_colour_conversion(addon, tmp_path):
+    write_depth_maps(tmp_path, 1)
+    path = tmp_path / "depth_00.png"
+    read = sys.modules[f"{ADDON}.scene.relief"].load_nearness(str(path))
+    expected = np.asarray(Image.open(path), np.float64) / 65535.0
+    assert read.shape == expected.shape
+    assert np.abs(read - expected).max() < 2e-5, "16-bit values, top row first, no sRGB→linear conversion"

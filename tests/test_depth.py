@@ -85,6 +85,14 @@ def test_cli_depth_writes_a_depth_map_per_layer(tmp_path, tiny_depth_model):
     maps = [depth.read_depth_map(out / name) for name in manifest["depth"]["files"]]
     assert all(m.shape == (60, 80) and m.dtype == np.uint16 for m in maps)
     assert min(int(m.min()) for m in maps) == 0 and max(int(m.max()) for m in maps) == 65535
+    # The zip export carries the depth maps its manifest names.
+    archive = tmp_path / "layers.zip"
+    assert strata("export", out, "--zip", archive).returncode == 0
+    import zipfile
+
+    with zipfile.ZipFile(archive) as opened:
+        zipped = {name.split("/", 1)[1] for name in opened.namelist()}
+    assert set(manifest["depth"]["files"]) <= zipped
 
 
 def test_api_job_with_depth_serves_depth_maps(start_server, tiny_depth_model):

@@ -14,7 +14,12 @@ import argparse
 import tempfile
 import time
 
+import sys
+from pathlib import Path
+
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_blender_stack's synthetic layers
 
 
 def build_small_model(out_dir: str) -> str:
@@ -37,19 +42,6 @@ def build_small_model(out_dir: str) -> str:
     return out_dir
 
 
-def synthetic_layers(size_px: int, count: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(0)
-    y, x = np.mgrid[0:size_px, 0:size_px]
-    layers = []
-    for index in range(count):
-        rgba = np.zeros((size_px, size_px, 4), np.uint8)
-        rgba[..., :3] = rng.integers(0, 256, 3)
-        (cx, cy), radius = rng.uniform(0.2, 0.8, 2) * size_px, size_px * rng.uniform(0.1, 0.3)
-        rgba[..., 3] = 255 if index == 0 else ((x - cx) ** 2 + (y - cy) ** 2 < radius ** 2) * 255
-        layers.append(rgba)
-    return layers
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[640, 1024])
@@ -58,6 +50,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     import torch
 
+    from bench_blender_stack import synthetic_layer_arrays
     from inference_server import depth
     from inference_server.layers import composite_over
 
@@ -70,7 +63,7 @@ def main(argv=None) -> int:
         rows = []
         for size_px in args.sizes:
             for count in args.layers:
-                layers = synthetic_layers(size_px, count)
+                layers = synthetic_layer_arrays(count, size_px)
                 composite = composite_over(layers)
                 model_s, fill_s = [], []
                 for _ in range(args.repeats):

@@ -4,6 +4,7 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, StringProperty
 from bpy.types import AddonPreferences
 
+from . import connection
 from .core.server_process import default_python
 
 
@@ -43,6 +44,19 @@ class StrataPreferences(AddonPreferences):
         name="Offload", default='none',
         items=(('none', "None", ""), ('model', "Model", "Move whole models to the GPU when used"),
                ('sequential', "Sequential", "Lowest memory, slowest"), ('group', "Group", "Offload block groups")))
+    vram: EnumProperty(
+        name="GPU Memory", default='auto',
+        description="VRAM tier of the Qwen backend; the server says which tier it chose and why (shown below)",
+        items=(('auto', "Auto", "From the GPU's free memory, the RAM and whether the card computes in fp8"),
+               ('80', "80 GB", "bf16 transformer and text encoder, all on the GPU"),
+               ('24', "24 GB", "8-bit transformer (fp8 on RTX 40xx and newer, else int8), 8-bit text encoder"),
+               ('16', "16 GB", "4-bit transformer, 8-bit text encoder"),
+               ('12', "12 GB", "4-bit transformer and text encoder; blocks that do not fit stream from RAM"),
+               ('8', "8 GB", "4-bit, most transformer blocks stream from RAM (slowest)")))
+    transformer_file: StringProperty(
+        name="Transformer GGUF", subtype='FILE_PATH', default="",
+        description="Optional: a GGUF file of the Qwen-Image-Layered transformer (e.g. a Q8_0 or Q4 community "
+                    "build); the model above still gives the text encoder and VAE")
     layer_storage: EnumProperty(
         name="Layer Images", default='FILES',
         items=(('FILES', "Next to the .blend", "//strata/<job>/layer_XX.png, relative to the .blend (a per-user "
@@ -65,6 +79,12 @@ class StrataPreferences(AddonPreferences):
             layout.prop(self, "server_source_dir")
             layout.prop(self, "backend")
             layout.prop(self, "model")
+            if self.backend != 'cpu':
+                layout.prop(self, "vram")
+                layout.prop(self, "transformer_file")
+                tier = connection.server_state().get("tier")
+                if tier:
+                    layout.label(text=tier, icon='INFO')
         else:
             layout.prop(self, "server_url")
             layout.prop(self, "server_token")

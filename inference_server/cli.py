@@ -20,6 +20,7 @@ from pathlib import Path
 from . import __version__
 from .errors import InvalidInput, StrataError
 from .images import DEFAULT_MAX_PIXELS
+from .backends.qwen_tiers import VRAM_CHOICES
 from .params import BACKENDS, MAX_LAYERS, MIN_LAYERS, PRESETS, RESOLUTIONS
 
 TOKEN_ENV = "STRATA_TOKEN"
@@ -45,6 +46,13 @@ def _add_backend_options(parser: argparse.ArgumentParser) -> None:
                              "or Qwen/Qwen-Image-Layered)")
     parser.add_argument("--preset", choices=PRESETS,
                         help="speed/memory trade-off of the qwen backend (lowvram offloads to the CPU)")
+    parser.add_argument("--vram", choices=VRAM_CHOICES, default="auto",
+                        help="GPU memory tier of the qwen backend, in GB: 80 (bf16), 24 (8-bit), 16 (4-bit transformer, "
+                             "8-bit text encoder), 12 and 8 (4-bit, blocks streamed from RAM); auto (default) picks "
+                             "from the free VRAM, RAM and the card's fp8 support")
+    parser.add_argument("--transformer", metavar="PATH.gguf", type=Path,
+                        help="the qwen transformer from a GGUF file (e.g. a community Q8_0 or Q4 build of "
+                             "Qwen-Image-Layered); --model still gives the text encoder, VAE and configs")
 
 
 def _backend_options(args: argparse.Namespace) -> dict:
@@ -52,6 +60,12 @@ def _backend_options(args: argparse.Namespace) -> dict:
     options = {"model_id": args.model} if args.model else {}
     if args.preset:
         options["preset"] = args.preset
+    if args.backend != "cpu":
+        options["vram"] = args.vram
+        if args.transformer is not None:
+            if not args.transformer.is_file():
+                raise InvalidInput(f"--transformer {args.transformer}: no such file; give the path of a .gguf file")
+            options["transformer_path"] = str(args.transformer.resolve())
     return options
 
 
@@ -262,8 +276,12 @@ def run_serve(args: argparse.Namespace) -> int:
         return _fail("serve", f"cannot use --data-dir {args.data_dir}: {exc.strerror or exc}; pick a folder you can "
                               f"write to")
 
+    try:
+        backend_options = _backend_options(args)
+    except InvalidInput as exc:
+        return _fail("serve", str(exc))
     settings = Settings(
-        data_dir=args.data_dir, token=token, backend=args.backend, backend_options=_backend_options(args),
+        data_dir=args.data_dir, token=token, backend=args.backend, backend_options=backend_options,
         preset=args.preset, max_queue=args.max_queue, max_pixels=args.max_pixels,
         max_upload_bytes=int(args.max_upload_mib * 2**20), allow_remote=args.allow_remote,
         cancel_grace_s=args.cancel_grace_s,

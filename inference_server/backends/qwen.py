@@ -572,6 +572,8 @@ class QwenLayeredBackend:
 
         timings = dict(watch.timings_s)
         timings["denoise_per_step"] = timings["denoise"] / total_steps
+        if self._placement is not None and self._placement.swap is not None:
+            timings["model_turns"] = self._placement.swap.turn_seconds
         notes = [
             f"Qwen-Image-Layered ({self.model_id}), preset {params.preset}, offload {params.offload}, "
             f"worked at {work_width_px}×{work_height_px} px, resized to {input_width_px}×{input_height_px} px",

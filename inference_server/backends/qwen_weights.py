@@ -62,7 +62,8 @@ def quantize_linears(module, fmt: str) -> int:
     if fmt not in QUANTIZED_FORMATS:
         raise InvalidInput(f"weight format must be one of {', '.join(QUANTIZED_FORMATS)}, got {fmt!r}")
     _torchao()
-    linears = [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
+    # Already quantized ones (a block loaded quantized, then handed over again) are left alone.
+    linears = [m for m in module.modules() if isinstance(m, torch.nn.Linear) and _is_plain(m.weight)]
     if fmt == "nf4":
         from torchao.quantization.quantize_.workflows.nf4.nf4_tensor import to_nf4
 
@@ -84,8 +85,14 @@ def quantize_linears(module, fmt: str) -> int:
         from torchao.quantization import Int8WeightOnlyConfig
 
         config = Int8WeightOnlyConfig()
-    quantize_(module, config)
+    quantize_(module, config, filter_fn=lambda child, fqn: isinstance(child, torch.nn.Linear) and _is_plain(child.weight))
     return len(linears)
+
+
+def _is_plain(weight) -> bool:
+    import torch
+
+    return type(weight.data) is torch.Tensor
 
 
 def module_bytes(module) -> int:
@@ -400,6 +407,7 @@ class ModelSwap:
         self.pipe = pipe
         self.device = torch.device(device)
         self.streamed = streamed or set()
+        self.turn_seconds = 0.0
 
     def _resident_modules(self):
         transformer = self.pipe.transformer
@@ -417,15 +425,30 @@ class ModelSwap:
 
     @contextmanager
     def text_encoder_turn(self):
+        """Seconds spent moving models land in ``self.turn_seconds`` (reported as the job's "model_turns")."""
+        import time
+
+        started = time.perf_counter()
         self.transformer_to("cpu")
         _empty_cache()
         self.pipe.text_encoder.to(self.device)
+        self.turn_seconds = time.perf_counter() - started
         try:
             yield
         finally:
+            started = time.perf_counter()
             self.pipe.text_encoder.to("cpu")
             _empty_cache()
             self.transformer_to(self.device)
+            _synchronize(self.device)
+            self.turn_seconds += time.perf_counter() - started
+
+
+def _synchronize(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _empty_cache() -> None:

@@ -142,23 +142,27 @@ def run_tier(args) -> None:
     plan = choose_tier(tier, machine)
     record.update(transformer_format=plan.transformer_format, text_encoder_format=plan.text_encoder_format)
 
-    # 1. Everything but the transformer, random, on the device.
+    # 1. Everything but the transformer, random, on the device (--from-random: the transformer too, in bf16; the
+    #    backend then quantizes it block by block, as from files, and no load seconds are measured).
     started = time.perf_counter()
-    pipe = bench_gpu.build_random_pipeline(device, tiny=args.cpu_dry_run, seed=args.seed, transformer_blocks=0)
+    pipe = bench_gpu.build_random_pipeline(device, tiny=args.cpu_dry_run, seed=args.seed,
+                                           transformer_blocks=None if args.from_random else 0)
     build_s = time.perf_counter() - started
     bench_gpu._cap_caption_length(pipe.text_encoder, bench_gpu.CAPTION_MAX_NEW_TOKENS)
-    # 2. The transformer from the bf16 files, quantized as it loads (the backend's path for a model folder).
-    blocks = json.loads((Path(args.weights_dir) / "transformer" / "config.json").read_text())["num_layers"]
-    streamed = streamed_blocks(plan, blocks, TRANSFORMER_GIB[plan.transformer_format])
-    if on_cuda:
-        torch.cuda.synchronize()
-    started = time.perf_counter()
-    transformer = load_transformer_quantized(args.weights_dir, plan.transformer_format, device, dtype,
-                                             keep_on_host=streamed.__contains__)
-    if on_cuda:
-        torch.cuda.synchronize()
-    load_s = time.perf_counter() - started
-    pipe.register_modules(transformer=transformer)
+    load_s = None
+    if not args.from_random:
+        # 2. The transformer from the bf16 files, quantized as it loads (the backend's path for a model folder).
+        blocks = json.loads((Path(args.weights_dir) / "transformer" / "config.json").read_text())["num_layers"]
+        streamed = streamed_blocks(plan, blocks, TRANSFORMER_GIB[plan.transformer_format])
+        if on_cuda:
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        transformer = load_transformer_quantized(args.weights_dir, plan.transformer_format, device, dtype,
+                                                 keep_on_host=streamed.__contains__)
+        if on_cuda:
+            torch.cuda.synchronize()
+        load_s = round(time.perf_counter() - started, 1)
+        pipe.register_modules(transformer=transformer)
     # 3. The backend applies the tier: text encoder quantized, placement, turns, streaming.
     backend = QwenLayeredBackend(device=device, preset="exact", pipeline=pipe, vram=tier, machine=machine,
                                  compile_backend="none" if (args.no_compile or not on_cuda) else None)
@@ -174,7 +178,7 @@ def run_tier(args) -> None:
     else:
         resident_gib = 0.0
     pinned_gib = placement.get("pinned_host_gib", 0.0)
-    out({"stage": "setup", "summary": plan.summary, "build_s": round(build_s, 1), "load_s": round(load_s, 1),
+    out({"stage": "setup", "summary": plan.summary, "build_s": round(build_s, 1), "load_s": load_s,
          "setup_s": round(setup_s, 1), "resident_gib": round(resident_gib, 2), "streamed_blocks":
          placement.get("streamed_blocks", 0), "pinned_gib": pinned_gib, "host_peak_gib": round(host_peak_gib(), 2),
          "cap_gib": cap_gib})
@@ -204,7 +208,7 @@ def run_tier(args) -> None:
         return stack, error, np.diff(marks), peak
 
     # 4. Captioned run: caption + encode (+ the models' turns on the card).
-    stack, error, _, peak = decompose(args.sizes[0], "", 2)
+    stack, error, _, peak = decompose(args.sizes[0], "", 2) if args.caption == "yes" else (None, "skipped", [], None)
     timings = stack.timings_s if stack else {}
     out({"stage": "caption", "size": args.sizes[0], "error": error, "peak_gib": peak,
          "caption_s": _round(timings.get("caption")), "encode_s": _round(timings.get("encode")),
@@ -348,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-weights", action="store_true", help="reuse the files if they exist")
     parser.add_argument("--exact", default="yes", choices=("yes", "no"), help="also run the exact preset")
     parser.add_argument("--quant-error", default="yes", choices=("yes", "no"))
+    parser.add_argument("--caption", default="yes", choices=("yes", "no"), help="time one captioned run per tier")
+    parser.add_argument("--from-random", action="store_true",
+                        help="build the transformer in-process instead of loading the files (no load seconds)")
     parser.add_argument("--cpu-dry-run", action="store_true")
     parser.add_argument("--dry-run-capability", default="8.6", help=argparse.SUPPRESS)
     parser.add_argument("--no-compile", action="store_true")
@@ -373,9 +380,11 @@ def main(argv: list[str] | None = None) -> int:
               "--warmup-steps", str(args.warmup_steps), "--timed-steps", str(args.timed_steps)]
     common += ["--cpu-dry-run"] if args.cpu_dry_run else []
     common += ["--no-compile"] if args.no_compile else []
+    common += ["--caption", args.caption] + (["--from-random"] if args.from_random else [])
     if args.quant_error == "yes":
         stream(me + ["--worker", "quant-error"] + common, records, args.json_out)
-    if not (args.keep_weights and (Path(args.weights_dir) / "transformer" / "config.json").is_file()):
+    if not args.from_random and not (args.keep_weights and
+                                     (Path(args.weights_dir) / "transformer" / "config.json").is_file()):
         stream(me + ["--worker", "weights"] + common, records, args.json_out)
     for tier in [t.strip() for t in args.tiers.split(",") if t.strip()]:
         code = stream(me + ["--worker", tier] + common, records, args.json_out)

@@ -51,8 +51,8 @@ def test_fp8_only_where_the_card_computes_in_fp8():
 
 
 def test_a_32_gb_machine_with_little_ram_left_gets_a_tier_that_needs_less_ram():
-    # 22.5 GiB free VRAM fits the 24 GB tier, but its 8-bit transformer waits in RAM while the text encoder runs.
-    plan = choose_tier("auto", machine(22.5, available_ram_gib=18.0, total_ram_gib=32.0))
+    # 22.5 GiB free VRAM fits the 24 GB tier, but its 8-bit transformer keeps a pinned copy in RAM for the turns.
+    plan = choose_tier("auto", machine(22.5, available_ram_gib=24.0, total_ram_gib=32.0))
     assert plan.tier == "16"
     assert "larger tiers do not fit" in plan.reason and "RAM" in plan.reason
 
@@ -62,7 +62,7 @@ def test_nothing_fits_says_what_is_needed_before_loading_anything():
         choose_tier("auto", machine(5.8))
     assert "this GPU has 5.8 GiB free; the smallest tier (8 GB) needs 6.5 GiB free VRAM" in str(error.value)
     assert isinstance(error.value, ModelUnavailable)  # the server answers 503 with this message
-    with pytest.raises(TierDoesNotFit, match="12.0 GiB of RAM available; the smallest tier .* needs 14 GiB"):
+    with pytest.raises(TierDoesNotFit, match="12.0 GiB of RAM available; the smallest tier .* needs 18 GiB"):
         choose_tier("auto", machine(40.0, available_ram_gib=12.0, total_ram_gib=16.0))
 
 
@@ -89,7 +89,7 @@ def test_gguf_transformer_keeps_its_own_format_and_the_tier_picks_the_rest():
 
 def test_streaming_tiers_keep_as_many_blocks_on_the_gpu_as_fit():
     # NF4 transformer 9.9 GiB in 60 blocks: an 8 GB card keeps about half, a 12 GB card nearly all.
-    assert 30 <= resident_block_count(7.4, 9.9) <= 40
+    assert 25 <= resident_block_count(7.4, 9.9) <= 40
     assert 50 <= resident_block_count(11.2, 9.9) < 60
     assert resident_block_count(40.0, 9.9) == 60
     assert resident_block_count(1.0, 9.9) == 0

@@ -9,18 +9,19 @@ tier transformer / text encoder / placement                                  fre
                                                                              VRAM GiB avail GiB
 ==== ======================================================================= ======== ========
 80   bf16 / bf16, both resident (the ``exact`` preset and friends)             58       6
-24   8-bit (fp8 rowwise on compute capability ≥ 8.9, else int8 weight-only)    21       22
-     / 8-bit text encoder; one of the two on the GPU at a time
-16   4-bit (NF4) / 8-bit text encoder; one of the two on the GPU at a time      13       14
-12   4-bit (NF4), blocks that do not fit stream from pinned host RAM /         9.5      14
-     4-bit text encoder; one of the two on the GPU at a time
-8    as 12, most blocks streamed                                               6.5      14
+24   8-bit (fp8 rowwise on compute capability ≥ 8.9, else int8 weight-only)    21       28
+     / 4-bit text encoder; the two take turns on the GPU
+16   4-bit (NF4) / 8-bit text encoder; the two take turns on the GPU            13       22
+12   4-bit (NF4), blocks that do not fit stream from pinned host RAM /         9.5      18
+     4-bit text encoder; turns
+8    as 12, about half the blocks streamed                                     6.5      18
 ==== ======================================================================= ======== ========
 
 Sizes (real model, GiB): transformer bf16 38.1, fp8/int8 19.1, NF4 9.9; Qwen2.5-VL-7B text encoder bf16 15.4, int8
-8.3, NF4 4.7 (its 1 GiB token embedding stays bf16). "Free VRAM" is what the largest component needs on the card
-plus working memory (measured 1.2 GiB at 1024 px × 4 layers for the fp8 transformer) and the 0.25 GiB VAE; "RAM" is
-what waits in host memory while the other model is on the GPU, plus the process itself.
+8.3, NF4 5.2 (its 1 GiB token embedding stays bf16, its caption head int8). "Free VRAM" is what the largest
+component needs on the card plus working memory (2 GiB: activations at 1024 px × 4 layers, the VAE, dequantization
+buffers). "RAM": taking turns, both models keep a pinned copy in host RAM (the transformer's copy makes leaving
+the card free of copies), plus about 3 GiB for the process.
 """
 
 from __future__ import annotations
@@ -41,9 +42,9 @@ FP8_MIN_COMPUTE_CAPABILITY = (8, 9)
 # Real-model component sizes (GiB) used to size the tiers and the streamed transformer's resident part.
 TRANSFORMER_BLOCKS = 60
 TRANSFORMER_GIB = {"bf16": 38.1, "fp8": 19.1, "int8": 19.1, "nf4": 9.9}
-TEXT_ENCODER_GIB = {"bf16": 15.4, "int8": 8.3, "nf4": 4.7}
+TEXT_ENCODER_GIB = {"bf16": 15.4, "int8": 8.3, "nf4": 5.2}
 # Activations at 1024 px × 4 layers plus the VAE and its one-layer-at-a-time decode.
-WORKING_GIB = 1.5
+WORKING_GIB = 2.0
 
 
 class TierDoesNotFit(ModelUnavailable):
@@ -77,10 +78,10 @@ class TierSpec:
 
 TIERS: dict[str, TierSpec] = {
     "80": TierSpec("80", 16, 16, 58.0, 6.0, swap_models=False, stream_blocks=False),
-    "24": TierSpec("24", 8, 8, 21.0, 22.0, swap_models=True, stream_blocks=False),
-    "16": TierSpec("16", 4, 8, 13.0, 14.0, swap_models=True, stream_blocks=False),
-    "12": TierSpec("12", 4, 4, 9.5, 14.0, swap_models=True, stream_blocks=True),
-    "8": TierSpec("8", 4, 4, 6.5, 14.0, swap_models=True, stream_blocks=True),
+    "24": TierSpec("24", 8, 4, 21.0, 28.0, swap_models=True, stream_blocks=False),
+    "16": TierSpec("16", 4, 8, 13.0, 22.0, swap_models=True, stream_blocks=False),
+    "12": TierSpec("12", 4, 4, 9.5, 18.0, swap_models=True, stream_blocks=True),
+    "8": TierSpec("8", 4, 4, 6.5, 18.0, swap_models=True, stream_blocks=True),
 }
 SMALLEST_TIER = "8"
 

@@ -225,11 +225,13 @@ def quantize_text_encoder(text_encoder, fmt: str, device) -> None:
     ``device``; each part ends where it started."""
     if fmt == "bf16":
         return
-    parts = list(text_encoder.model.language_model.layers) + [text_encoder.model.visual, text_encoder.lm_head]
-    for part in parts:
+    parts = [(layer, fmt) for layer in text_encoder.model.language_model.layers]
+    # The caption head (152,064 × 3,584) stays 8-bit: NF4 dequantizes through int64 indices, 4 GiB for this one.
+    parts += [(text_encoder.model.visual, fmt), (text_encoder.lm_head, "int8")]
+    for part, part_fmt in parts:
         home = next(part.parameters()).device
         part.to(device)
-        quantize_linears(part, fmt)
+        quantize_linears(part, part_fmt)
         part.to(home)
 
 
@@ -314,54 +316,63 @@ def _quiet_torch_warnings():
 
 
 # ---------------------------------------------------------------------------------------------- placement
+class PinnedHome:
+    """Modules whose weights live in pinned host RAM and visit the device: ``onload()`` copies them there
+    (non-blocking, from pinned memory), ``offload()`` just points the modules back at the host copies, which never
+    change, so leaving the card costs no copy. Buffers (small: rotary tables) stay on the device."""
+
+    def __init__(self, modules, device) -> None:
+        import torch
+
+        self.device = torch.device(device)
+        self.entries = []
+        for module in modules:
+            for owner in module.modules():
+                for name, buffer in list(owner.named_buffers(recurse=False)):
+                    if buffer is not None:
+                        owner._buffers[name] = buffer.to(self.device)
+                for name, param in list(owner.named_parameters(recurse=False)):
+                    host = _pinned_parameter(param, pin=self.device.type == "cuda")
+                    setattr(owner, name, host)
+                    self.entries.append((owner, name, host))
+        self.on_device = False
+
+    def onload(self) -> None:
+        for owner, name, host in self.entries:
+            setattr(owner, name, _parameter_on(host, self.device))
+        self.on_device = True
+
+    def offload(self) -> None:
+        for owner, name, host in self.entries:
+            setattr(owner, name, host)
+        self.on_device = False
+
+    def host_bytes(self) -> int:
+        return sum(module_bytes_of_tensor(host.data) for _, _, host in self.entries)
+
+
 class BlockStreamer:
     """Transformer blocks kept in pinned host RAM, copied to the GPU just before their forward and dropped after.
 
     Copies go on the compute stream, non-blocking from pinned memory: the CPU never waits, the GPU copies a block
-    then computes it. The host copies stay put (one pinned copy for the process's life).
+    then computes it.
     """
 
     def __init__(self, blocks, indices, device) -> None:
-        import torch
-
-        self.device = torch.device(device)
-        self.handles = []
-        self.host_params: dict[int, list] = {}
         self.streamed = list(indices)
-        for index in self.streamed:
-            block = blocks[index]
-            block.to("cpu")
-            entries = []
-            for module in block.modules():
-                for name, param in list(module.named_parameters(recurse=False)):
-                    host = _pinned_parameter(param, pin=self.device.type == "cuda")
-                    setattr(module, name, host)
-                    entries.append((module, name, host))
-            self.host_params[index] = entries
-            self.handles.append(block.register_forward_pre_hook(self._onload(index)))
-            self.handles.append(block.register_forward_hook(self._offload(index)))
+        self.homes = {index: PinnedHome([blocks[index]], device) for index in self.streamed}
+        self.handles = []
+        for index, home in self.homes.items():
+            self.handles.append(blocks[index].register_forward_pre_hook(lambda module, args, home=home: home.onload()))
+            self.handles.append(blocks[index].register_forward_hook(
+                lambda module, args, output, home=home: (home.offload(), output)[1]))
 
-    def _onload(self, index):
-        def hook(module, args):
-            for owner, name, host in self.host_params[index]:
-                setattr(owner, name, _parameter_on(host, self.device))
-
-        return hook
-
-    def _offload(self, index):
-        def hook(module, args, output):
-            for owner, name, host in self.host_params[index]:
-                setattr(owner, name, host)
-            return output
-
-        return hook
+    @property
+    def host_params(self) -> dict[int, list]:
+        return {index: home.entries for index, home in self.homes.items()}
 
     def host_bytes(self) -> int:
-        total = 0
-        for entries in self.host_params.values():
-            for _, _, host in entries:
-                total += module_bytes_of_tensor(host.data)
-        return total
+        return sum(home.host_bytes() for home in self.homes.values())
 
 
 def _as_parameter(tensor, like):
@@ -397,9 +408,19 @@ def module_bytes_of_tensor(tensor) -> int:
     return sum(getattr(tensor, name).numel() * getattr(tensor, name).element_size() for name in inner)
 
 
+def resident_modules(transformer, streamed: set[int]):
+    """The transformer's parts that live on the GPU: everything but the streamed blocks."""
+    for name, child in transformer.named_children():
+        if name == "transformer_blocks":
+            yield from (block for index, block in enumerate(child) if index not in streamed)
+        else:
+            yield child
+
+
 class ModelSwap:
-    """The transformer's resident part and the text encoder take turns on the GPU: ``text_encoder_turn()`` moves the
-    transformer's resident modules to host RAM and the text encoder to the GPU, and back when it ends."""
+    """The transformer's resident part and the text encoder take turns on the GPU. Both keep a pinned host copy, so
+    ``text_encoder_turn()`` drops the transformer's device weights (no copy back), copies the text encoder in, and
+    afterwards drops it and copies the transformer back: host-to-device copies only."""
 
     def __init__(self, pipe, device, streamed: set[int] | None = None) -> None:
         import torch
@@ -408,20 +429,14 @@ class ModelSwap:
         self.device = torch.device(device)
         self.streamed = streamed or set()
         self.turn_seconds = 0.0
+        self.transformer_home = PinnedHome(list(self._resident_modules()), self.device)
+        self.text_encoder_home = PinnedHome([pipe.text_encoder], self.device)
 
     def _resident_modules(self):
-        transformer = self.pipe.transformer
-        for name, child in transformer.named_children():
-            if name == "transformer_blocks":
-                for index, block in enumerate(child):
-                    if index not in self.streamed:
-                        yield block
-            else:
-                yield child
+        return resident_modules(self.pipe.transformer, self.streamed)
 
-    def transformer_to(self, device) -> None:
-        for module in self._resident_modules():
-            module.to(device)
+    def host_bytes(self) -> int:
+        return self.transformer_home.host_bytes() + self.text_encoder_home.host_bytes()
 
     @contextmanager
     def text_encoder_turn(self):
@@ -429,17 +444,18 @@ class ModelSwap:
         import time
 
         started = time.perf_counter()
-        self.transformer_to("cpu")
+        self.transformer_home.offload()
         _empty_cache()
-        self.pipe.text_encoder.to(self.device)
+        self.text_encoder_home.onload()
+        _synchronize(self.device)
         self.turn_seconds = time.perf_counter() - started
         try:
             yield
         finally:
             started = time.perf_counter()
-            self.pipe.text_encoder.to("cpu")
+            self.text_encoder_home.offload()
             _empty_cache()
-            self.transformer_to(self.device)
+            self.transformer_home.onload()
             _synchronize(self.device)
             self.turn_seconds += time.perf_counter() - started
 
@@ -473,8 +489,8 @@ class TieredPlacement:
     def describe(self) -> dict:
         info = {"resident_blocks": self.resident_blocks,
                 "streamed_blocks": len(self.streamer.streamed) if self.streamer else 0}
-        if self.streamer is not None:
-            info["pinned_host_gib"] = round(self.streamer.host_bytes() / 1024**3, 2)
+        pinned = (self.streamer.host_bytes() if self.streamer else 0) + (self.swap.host_bytes() if self.swap else 0)
+        info["pinned_host_gib"] = round(pinned / 1024**3, 2)
         return info
 
 
@@ -519,12 +535,12 @@ def place_tiered(pipe, plan, device, streamed: set[int]) -> TieredPlacement:
     swap = None
     if plan.swap_models:
         swap = ModelSwap(pipe, device, streamed)
-        pipe.text_encoder.to("cpu")
         _empty_cache()
-        swap.transformer_to(device)
+        swap.transformer_home.onload()
     else:
         pipe.text_encoder.to(device)
-        ModelSwap(pipe, device, streamed).transformer_to(device)
+        for module in resident_modules(transformer, streamed):
+            module.to(device)
     return TieredPlacement(swap, streamer, len(transformer.transformer_blocks) - len(streamed))
 
 

@@ -390,10 +390,32 @@ def _as_parameter(tensor, like):
 
 
 def _pinned_parameter(param, pin: bool):
-    host = param.detach().to("cpu")
-    if pin:
-        host = host.pin_memory()
+    if not pin:
+        return _as_parameter(param.detach().to("cpu"), param)
+    try:
+        host = _pinned_copy(param.detach())
+    except (AttributeError, TypeError, NotImplementedError, RuntimeError):
+        # A tensor subclass that cannot be rebuilt from its parts: copy, then pin (two host copies for a moment).
+        host = param.detach().to("cpu").pin_memory()
     return _as_parameter(host, param)
+
+
+def _pinned_copy(tensor):
+    """``tensor`` copied straight into pinned host memory. (``.to("cpu").pin_memory()`` makes an unpinned copy
+    first; the allocator keeps such freed tens-of-MB blocks, and a whole model's worth showed up in the peak RSS.)
+    Quantized tensors (torchao subclasses) are copied part by part and rebuilt."""
+    import torch
+
+    flatten = getattr(tensor, "__tensor_flatten__", None)
+    if flatten is not None:
+        names, context = flatten()
+        parts = {name: _pinned_copy(getattr(tensor, name)) for name in names}
+        return type(tensor).__tensor_unflatten__(parts, context, tensor.size(), tensor.stride())
+    if type(tensor) is not torch.Tensor:
+        raise TypeError(f"no pinned copy for {type(tensor).__name__}")
+    pinned = torch.empty(tensor.shape, dtype=tensor.dtype, device="cpu", pin_memory=True)
+    pinned.copy_(tensor)
+    return pinned
 
 
 def _parameter_on(host, device):

@@ -224,3 +224,19 @@ def test_cli_decompose_with_a_gguf_transformer_and_its_errors(tiny_dir, gguf_pat
     unknown = subprocess.run(base + ["-o", str(tmp_path / "out3"), "--vram", "10"],
                              capture_output=True, text=True, env=env, timeout=300)
     assert unknown.returncode == 2 and "--vram" in unknown.stderr and "'10'" in unknown.stderr
+
+
+def test_server_health_names_the_tier_and_the_gguf_file(tiny_dir, gguf_path, start_server):
+    import time
+
+    server = start_server(extra_env={"HF_HUB_OFFLINE": "1"},
+                          args=("--backend", "qwen", "--model", str(tiny_dir), "--transformer", str(gguf_path)))
+    deadline = time.monotonic() + 120
+    health = server.get("/v1/health").json()
+    while not health.get("tier") and not health.get("backend_error") and time.monotonic() < deadline:
+        time.sleep(0.5)
+        health = server.get("/v1/health").json()
+    assert health["backend"] == "qwen" and health["backend_error"] is None
+    assert health["transformer"] == str(gguf_path.resolve())
+    assert health["tier"]["transformer_format"] == "gguf"
+    assert health["tier"]["summary"].startswith("80 GB tier: GGUF transformer, bf16 text encoder")

@@ -149,7 +149,6 @@ def load_transformer_quantized(model_id: str, fmt: str, device, dtype, keep_on_h
     shard's pages at most and the GPU never holds more than one unquantized block. ``keep_on_host(index)`` says
     which blocks then move to (pinned) host memory to be streamed later. ``fmt`` "bf16" loads without quantizing.
     """
-    import torch
     from accelerate import init_empty_weights
     from accelerate.utils import set_module_tensor_to_device
     from diffusers import QwenImageTransformer2DModel

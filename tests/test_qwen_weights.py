@@ -151,6 +151,10 @@ def test_streamed_blocks_live_in_host_memory_between_passes(tiny_dir, photo):
     # After the job each streamed block holds its host copies again (the device copies were dropped).
     for owner, name, host in streamer.host_params[1]:
         assert getattr(owner, name) is host
+    # The tier fixes formats and placement: a job asking for another preset does not reload the model.
+    pipe, events = backend.pipe, []
+    backend.decompose(photo, quick(layers=1, preset="exact"), progress=lambda *event: events.append(event))
+    assert backend.pipe is pipe and "load" not in {event[0] for event in events}
 
 
 def test_a_gguf_of_another_model_is_refused_with_what_it_is(tiny_dir, photo, tmp_path):

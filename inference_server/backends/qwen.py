@@ -214,7 +214,8 @@ class QwenLayeredBackend:
         """Load (or reconfigure) the pipeline for ``preset``/``offload``; returns it. Cheap when already so."""
         preset = preset or self.preset
         offload = offload or self.offload
-        if self.pipe is not None and self._configured == (preset, offload):
+        if self.pipe is not None and (self._configured == (preset, offload) or self._tiered):
+            # A VRAM tier fixes formats and placement itself; the job's preset/offload do not reload it.
             return self.pipe
         started = time.perf_counter()
         if self._given_pipeline is not None:
@@ -449,7 +450,7 @@ class QwenLayeredBackend:
         cancel.raise_if_canceled()
 
         # 2. Load the pipeline for this preset (kept between jobs; a different preset reloads)
-        if self.pipe is None or self._configured != (params.preset, params.offload):
+        if self.pipe is None or (self._configured != (params.preset, params.offload) and not self._tiered):
             progress("load", 0, 1)
             watch.start("load")
             self.load(params.preset, params.offload)

@@ -13,6 +13,7 @@ import time
 import bpy
 
 from .core.client import ServerClient, ServerError
+from .core.server_install import clean_env
 from .core.server_process import ServerProcess, ServerStartError, qwen_serve_args, tier_line
 
 _lock = threading.Lock()
@@ -33,16 +34,27 @@ def data_dir():
 
 def settings_from_preferences(prefs):
     """Everything the background thread needs, read on the main thread (threads must not touch bpy)."""
+    from . import server_setup  # it imports this module
+
+    # Without a Python or model set by hand: what Install Server and Download Model put in the user folder.
+    python = bpy.path.abspath(prefs.server_python) if prefs.server_python else ""
+    if not python and not prefs.server_command:
+        python = server_setup.installed_server_python()
+    downloaded = server_setup.downloaded_model(prefs)
+    model = downloaded.get("path") or prefs.model
+    # The transformer: a GGUF file named by hand, else the one Download Model fetched with the model (if any).
+    transformer = bpy.path.abspath(prefs.transformer_file) if prefs.transformer_file else downloaded.get("gguf", "")
     return {
         "connection": prefs.connection,
-        "python": bpy.path.abspath(prefs.server_python) if prefs.server_python else "",
+        "python": python,
+        "installed": bool(python) and not prefs.server_python,
         "command": prefs.server_command,
         "source_dir": bpy.path.abspath(prefs.server_source_dir) if prefs.server_source_dir else "",
         "backend": prefs.backend,
-        "model": prefs.model,
+        "model": model,
         "preset": prefs.preset,
         "vram": prefs.vram,
-        "transformer": bpy.path.abspath(prefs.transformer_file) if prefs.transformer_file else "",
+        "transformer": transformer or "",
         "url": prefs.server_url,
         "token": prefs.server_token,
         "data_dir": data_dir(),
@@ -52,6 +64,8 @@ def settings_from_preferences(prefs):
 def _new_process(settings):
     env = None
     cwd = None
+    if settings.get("installed"):
+        env = clean_env()  # the env Install Server built is self-contained: no PYTHONPATH from outside
     if settings["source_dir"]:
         cwd = settings["source_dir"]
         env = dict(os.environ)

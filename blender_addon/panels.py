@@ -2,7 +2,7 @@
 
 from bpy.types import Panel
 
-from . import connection, job_watch
+from . import connection, job_watch, server_setup
 from .scene import planes
 
 
@@ -59,6 +59,8 @@ class VIEW3D_PT_strata_decompose(StrataPanel, Panel):
         row.operator("strata.restart_server", text="", icon='FILE_REFRESH')
         if state["status"] == "failed":
             layout.label(text=state["message"].splitlines()[0][:120], icon='ERROR')
+        elif state["status"] == "stopped" and not server_setup.server_available(context):
+            layout.label(text="No server yet: Install Server in the add-on's preferences", icon='INFO')
 
 
 class VIEW3D_PT_strata_stack(StrataPanel, Panel):

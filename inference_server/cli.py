@@ -26,6 +26,14 @@ from .params import BACKENDS, MAX_LAYERS, MIN_LAYERS, PRESETS, RESOLUTIONS
 TOKEN_ENV = "STRATA_TOKEN"
 
 
+def _default_data_dir() -> Path:
+    """$STRATA_DATA_DIR, else the platform's per-user data folder (~/.local/share/strata on Linux), never the
+    working directory: a server started from anywhere finds the same finished jobs."""
+    from platformdirs import user_data_dir
+
+    return Path(os.environ.get("STRATA_DATA_DIR") or user_data_dir("strata", appauthor=False))
+
+
 def _layers(text: str) -> int:
     try:
         value = int(text)
@@ -45,7 +53,7 @@ def _add_backend_options(parser: argparse.ArgumentParser) -> None:
                         help="Qwen-Image-Layered weights: Hugging Face id or local folder (default: $STRATA_QWEN_MODEL "
                              "or Qwen/Qwen-Image-Layered)")
     parser.add_argument("--preset", choices=PRESETS,
-                        help="speed/memory trade-off of the qwen backend (lowvram offloads to the CPU)")
+                        help="speed/memory trade-off of the qwen backend (default exact; lowvram offloads to the CPU)")
     parser.add_argument("--vram", choices=VRAM_CHOICES, default="auto",
                         help="GPU memory tier of the qwen backend, in GB: 80 (bf16), 24 (8-bit), 16 (4-bit transformer, "
                              "8-bit text encoder), 12 and 8 (4-bit, blocks streamed from RAM); auto (default) picks "
@@ -92,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     decompose.add_argument("--prompt", help="describe the image (qwen; default: the model captions it itself)")
     decompose.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help=argparse.SUPPRESS)
     decompose.add_argument("--force", action="store_true", help="overwrite OUT if it already holds a decomposition")
-    decompose.add_argument("--quiet", action="store_true", help="no progress bar")
+    decompose.add_argument("--quiet", action="store_true",
+                           help="no progress (default: a bar per stage on a terminal, one line per stage when piped)")
     decompose.set_defaults(func=run_decompose)
 
     serve = subparsers.add_parser("serve", help="run the local HTTP server (for the Blender add-on)",
@@ -100,9 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
                                               f"${TOKEN_ENV}; without it one is generated and printed to stderr.")
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to bind (default 127.0.0.1; anything else needs --allow-remote and $STRATA_TOKEN)")
-    serve.add_argument("--port", type=int, default=8765, help="port (0 = any free port; see the 'listening' line)")
-    serve.add_argument("--data-dir", type=Path, default=Path(os.environ.get("STRATA_DATA_DIR", "strata-data")),
-                       help="where job folders live (default ./strata-data or $STRATA_DATA_DIR)")
+    serve.add_argument("--port", type=int, default=8765,
+                       help="port (default 8765; 0 = any free port, printed in the 'listening' line)")
+    serve.add_argument("--data-dir", type=Path, default=_default_data_dir(),
+                       help="where job folders live (default: $STRATA_DATA_DIR, else the per-user data folder, "
+                            "here %(default)s)")
     _add_backend_options(serve)
     serve.add_argument("--max-queue", type=int, default=8, help="queued jobs before new ones get 429 (default 8)")
     serve.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
@@ -112,8 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="allow binding a non-loopback address (requires $STRATA_TOKEN); the API then answers any "
                             "Host name")
     serve.add_argument("--cancel-grace-s", type=float, default=30.0,
-                       help="a running job that ignores a cancel request this long gets its worker restarted")
-    serve.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
+                       help="a running job that ignores a cancel request this long gets its worker restarted "
+                            "(default 30 s)")
+    serve.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"),
+                       help="server log verbosity on stderr (default warning; info adds one line per request)")
     serve.set_defaults(func=run_serve)
 
     if importlib.util.find_spec("inference_server.exports.cli") is not None:
@@ -211,22 +224,30 @@ def _read_manifest(folder: Path) -> dict:
 
 
 class _ProgressBar:
-    """tqdm bar that follows the backend's (stage, step, total) reports, one bar per stage."""
+    """tqdm bar that follows the backend's (stage, step, total) reports, one bar per stage; when stderr is not a
+    terminal (piped, logged), one plain line per stage instead of bars redrawn with carriage returns."""
 
-    def __init__(self, disable: bool) -> None:
+    def __init__(self, disable: bool, stream=None) -> None:
         self.disable = disable
+        self.stream = stream or sys.stderr
         self.bar = None
         self.stage = None
+        self.interactive = bool(getattr(self.stream, "isatty", lambda: False)())
 
     def update(self, stage: str, step: int, total: int) -> None:
         if self.disable:
+            return
+        if not self.interactive:
+            if stage != self.stage:
+                self.stage = stage
+                print(f"strata: {stage}" + (f" ({total} steps)" if total > 1 else ""), file=self.stream, flush=True)
             return
         from tqdm import tqdm
 
         if stage != self.stage or self.bar is None or self.bar.total != total:
             self.close()
             self.stage = stage
-            self.bar = tqdm(total=total, desc=stage, unit="step", leave=True, file=sys.stderr)
+            self.bar = tqdm(total=total, desc=stage, unit="step", leave=True, file=self.stream)
         self.bar.n = step
         self.bar.refresh()
 

@@ -12,10 +12,10 @@ Request handlers only touch the records under ``self._lock``.
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import re
 import shutil
-import sys
 import threading
 import time
 import uuid
@@ -28,8 +28,10 @@ import numpy as np
 
 from .errors import Busy, InvalidInput, ModelUnavailable, NotFound, QueueFull, StorageFailed
 from .layers import MANIFEST_NAME, layer_file_name, link_child, read_manifest, write_bytes_atomic, write_png_atomic
-from .params import DecomposeParams
+from .params import DecomposeParams, params_that_ran
 from .worker import backend_mismatch, worker_main
+
+logger = logging.getLogger(__name__)
 
 JOB_RECORD_NAME = "job.json"
 INPUT_NAME = "input.png"
@@ -209,7 +211,7 @@ class JobManager:
             "total": 0,
             "error": None,
             "layers": None,
-            "params": params.to_dict(),
+            "params": params_that_ran(params.to_dict(), self.backend_name),
             "parent": parent,
             "children": {},
             "notes": list(notes or []),
@@ -339,7 +341,7 @@ class JobManager:
         except OSError as exc:
             # Disk full or the folder gone: the record stays served from memory; the dispatcher (which calls this)
             # must not die with it, or no job would ever run again.
-            print(f"strata: could not write {path}: {exc}", file=sys.stderr, flush=True)
+            logger.error("could not write %s: %s", path, exc)
 
     def _finish(self, record: dict[str, Any], status: str, error: str | None, layers: int | None = None) -> None:
         record.update(status=status, error=error, finished_at=time.time())
@@ -361,8 +363,7 @@ class JobManager:
         try:
             link_child(self.jobs_dir / parent_id, layer, child["id"])
         except (OSError, ValueError) as exc:  # as in _write_record: the job record still lists the child
-            print(f"strata: could not list job {child['id']} in {self.jobs_dir / parent_id / MANIFEST_NAME}: {exc}",
-                  file=sys.stderr, flush=True)
+            logger.error("could not list job %s in %s: %s", child["id"], self.jobs_dir / parent_id / MANIFEST_NAME, exc)
 
     def _run(self) -> None:
         with self._lock:
@@ -395,7 +396,8 @@ class JobManager:
                 return
             job_id = self._queue.popleft()
             record = self._records[job_id]
-            record.update(status="running", started_at=time.time())
+            record.update(status="running", started_at=time.time(),
+                          params=params_that_ran(record["params"], self.backend_name))
             self._write_record(record)
             worker.cancel_event.clear()
             worker.cancel_requested_at = None
@@ -433,6 +435,7 @@ class JobManager:
                 record = self._records.get(message.get("job"))
                 worker.job_id = None
                 if record is not None and record["status"] == "running":
+                    record["params"] = params_that_ran(record["params"], self._describe.get("backend"))
                     if message.get("notes") is not None:
                         record["notes"] = list(message["notes"])
                     self._finish(record, message["status"], message.get("error"), message.get("layers"))

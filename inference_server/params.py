@@ -95,3 +95,20 @@ class DecomposeParams:
         if not data["extra"]:
             data.pop("extra")
         return data
+
+
+# Read by the qwen backend only: a job that ran on the CPU decomposer does not claim them (status and manifest).
+QWEN_ONLY_PARAMS = ("num_inference_steps", "resolution", "true_cfg_scale", "negative_prompt", "prompt",
+                    "cfg_normalize", "use_en_prompt", "preset", "offload")
+
+
+def params_that_ran(params: dict[str, Any], backend: str | None) -> dict[str, Any]:
+    """``params`` as they apply to ``backend`` ("auto" resolved): the backend that ran, without the settings it
+    ignores. Unchanged while the backend is not known yet."""
+    if not backend or backend == "auto":
+        return dict(params)
+    values = dict(params, backend=backend)
+    if backend == "cpu":
+        for name in QWEN_ONLY_PARAMS:
+            values.pop(name, None)
+    return values

@@ -15,7 +15,8 @@ VENV="build/bpy-${BPY_VERSION//[*.]/}"
 if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check "bpy==$BPY_VERSION" "pytest>=8" pytest-timeout pillow
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check "bpy==$BPY_VERSION" "pytest>=8" pytest-timeout pillow \
+    "setuptools>=70.1"  # builds the server wheel for the extension zip offline
 export STRATA_SERVER_PYTHON=${STRATA_SERVER_PYTHON:-$PWD/.venv/bin/python}
 export HF_HUB_OFFLINE=1
 "$VENV/bin/python" -c "import bpy; print('bpy', bpy.app.version_string)"

@@ -151,6 +151,16 @@ def test_streamed_blocks_live_in_host_memory_between_passes(tiny_dir, photo):
     # After the job each streamed block holds its host copies again (the device copies were dropped).
     for owner, name, host in streamer.host_params[1]:
         assert getattr(owner, name) is host
+    # Out of memory in a tier points at the next smaller one.
+    import torch
+
+    from inference_server.errors import OutOfMemory
+
+    backend.tier_plan.tier = "12"
+    with pytest.raises(OutOfMemory, match="in the 12 GB tier; restart the server with --vram 8"):
+        with backend._oom_as_error("exact", "denoising"):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    backend.tier_plan.tier = "8"
     # The tier fixes formats and placement: a job asking for another preset does not reload the model.
     pipe, events = backend.pipe, []
     backend.decompose(photo, quick(layers=1, preset="exact"), progress=lambda *event: events.append(event))

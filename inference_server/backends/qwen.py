@@ -374,6 +374,14 @@ class QwenLayeredBackend:
         quantize_(blocks, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()))
 
     def _oom_message(self, preset: str, stage: str) -> str:
+        if self._tiered:
+            from .qwen_tiers import TIERS
+
+            names = list(TIERS)
+            smaller = names[names.index(self.tier_plan.tier) + 1:] if self.tier_plan.tier in names else []
+            hint = f"restart the server with --vram {smaller[0]}" if smaller else "close other programs using the GPU"
+            return (f"the GPU ran out of memory while {stage} in the {self.tier_plan.tier} GB tier; {hint}, "
+                    "or use fewer layers or resolution 640")
         lighter = "lowvram" if preset != "lowvram" else "lowvram with offload=sequential"
         return (
             f"the GPU ran out of memory while {stage} with preset {preset!r}; try preset {lighter!r} "

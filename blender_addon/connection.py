@@ -55,6 +55,7 @@ def settings_from_preferences(prefs):
         "preset": prefs.preset,
         "vram": prefs.vram,
         "transformer": transformer or "",
+        "gpus": prefs.gpus,
         "url": prefs.server_url,
         "token": prefs.server_token,
         "data_dir": data_dir(),
@@ -72,6 +73,8 @@ def _new_process(settings):
         env["PYTHONPATH"] = os.pathsep.join(p for p in (cwd, env.get("PYTHONPATH", "")) if p)
     extra = qwen_serve_args(settings["backend"], settings["preset"], settings.get("vram", "auto"),
                             settings.get("transformer", ""))
+    if settings.get("gpus") == 'ALL' and settings["backend"] != 'cpu':
+        extra += ["--gpus", "all"]
     return ServerProcess(python_path=settings["python"] or None, command=settings["command"] or None,
                          backend=settings["backend"], model=settings["model"] or None, data_dir=settings["data_dir"],
                          extra_args=extra, cwd=cwd, env=env)

@@ -29,6 +29,7 @@ class VIEW3D_PT_strata_decompose(StrataPanel, Panel):
         layout.prop(settings, "resolution", expand=True)
         layout.prop(settings, "seed")
         layout.prop(settings, "prompt")
+        layout.prop(settings, "depth")
         layout.prop(settings, "blend_like_editors")
 
         running = job_watch.active() is not None
@@ -78,6 +79,7 @@ class VIEW3D_PT_strata_stack(StrataPanel, Panel):
         layout.label(text=root.name, icon='EMPTY_AXIS')
         layout.prop(root.strata, "base_distance_m")
         layout.prop(root.strata, "depth_spacing_m")
+        layout.prop(root.strata, "relief_all", slider=True)
         layout.prop(root.strata, "camera")
         row = layout.row()
         row.enabled = False

@@ -31,6 +31,7 @@ from starlette.datastructures import UploadFile
 from starlette.routing import Match
 
 from . import __version__, docs_pages
+from .depth import depth_file_name
 from .errors import InvalidInput, NotFound, QueueFull, StrataError
 from .images import DEFAULT_MAX_PIXELS, load_image
 from .jobs import JobManager, ManagerSettings
@@ -385,6 +386,18 @@ def create_app(settings: Settings) -> FastAPI:
         if not 0 <= index < count:
             raise NotFound(f"job {job_id} has {count} layers (0–{count - 1}); there is no layer {index}")
         return FileResponse(job_file(job_id, layer_file_name(index)), media_type="image/png")
+
+    @app.get("/v1/jobs/{job_id}/depth/{index}.png", response_class=FileResponse,
+             responses={200: _PNG, **_errors(400, 404, 409)},
+             summary="One layer's depth map (16-bit, 0 = farthest; jobs run with depth: true)")
+    def get_depth(job_id: str, index: int):
+        manager.job_folder(job_id)
+        count = int(manager.get(job_id).get("layers") or 0)
+        if not 0 <= index < count:
+            raise NotFound(f"job {job_id} has {count} layers (0–{count - 1}); there is no layer {index}")
+        if not manager.get(job_id).get("params", {}).get("depth"):
+            raise NotFound(f"job {job_id} was run without depth; submit it with params {{\"depth\": true}}")
+        return FileResponse(job_file(job_id, depth_file_name(index)), media_type="image/png")
 
     @app.get("/v1/health", response_model=Health, responses=_errors(), summary="Backend, device, queue")
     def health():

@@ -61,6 +61,11 @@ def _add_backend_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--transformer", metavar="PATH.gguf", type=Path,
                         help="the qwen transformer from a GGUF file (e.g. a community Q8_0 or Q4 build of "
                              "Qwen-Image-Layered); --model still gives the text encoder, VAE and configs")
+    parser.add_argument("--gpus", metavar="LIST",
+                        help="GPUs for the qwen backend, e.g. 0,1: two GPUs run the two guidance passes at the same "
+                             "time (CFG-parallel, same result as one GPU); 4, 6 or 8 GPUs add Ulysses context "
+                             "parallel inside each half; 'all' takes every GPU (an even number of them) "
+                             "(default: the first GPU)")
 
 
 def _backend_options(args: argparse.Namespace) -> dict:
@@ -74,6 +79,14 @@ def _backend_options(args: argparse.Namespace) -> dict:
             if not args.transformer.is_file():
                 raise InvalidInput(f"--transformer {args.transformer}: no such file; give the path of a .gguf file")
             options["transformer_path"] = str(args.transformer.resolve())
+    if args.gpus:
+        from .backends.qwen_parallel import ParallelLayout, parse_gpus
+
+        if args.backend == "cpu":
+            raise InvalidInput("--gpus is for the qwen backend; the cpu backend runs on the processor")
+        options["gpus"] = "all" if args.gpus == "all" else parse_gpus(args.gpus)
+        if options["gpus"] != "all" and len(options["gpus"]) > 1:
+            ParallelLayout.plan(len(options["gpus"]))
     return options
 
 
@@ -98,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     decompose.add_argument("--resolution", type=int, choices=RESOLUTIONS, help="model resolution bucket (default 640)")
     decompose.add_argument("--seed", type=int, help="random seed for a reproducible result")
     decompose.add_argument("--prompt", help="describe the image (qwen; default: the model captions it itself)")
+    decompose.add_argument("--depth", action="store_true",
+                           help="also estimate depth per layer (depth_XX.png, 16-bit; model: $STRATA_DEPTH_MODEL, a "
+                                "Hub id or folder, default Depth Anything V2 Small)")
     decompose.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help=argparse.SUPPRESS)
     decompose.add_argument("--force", action="store_true", help="overwrite OUT if it already holds a decomposition")
     decompose.add_argument("--quiet", action="store_true",
@@ -157,6 +173,8 @@ def run_decompose(args: argparse.Namespace) -> int:
     if args.output.exists() and not args.output.is_dir():
         return _fail("decompose", f"{args.output} exists and is not a folder")
     values = {"layers": args.layers, "backend": args.backend}
+    if args.depth:
+        values["depth"] = True
     for name in ("num_inference_steps", "resolution", "seed", "prompt", "preset"):
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
@@ -169,12 +187,27 @@ def run_decompose(args: argparse.Namespace) -> int:
             source, parent = _parent_layer(args.image, args.layer)
         image, notes = load_image(source, max_pixels=args.max_pixels)
         backend = create_backend(args.backend, **_backend_options(args))
+        if params.depth:  # a missing depth model fails now, not after the decomposition's work
+            from .depth import get_estimator
+
+            get_estimator()
         bar = _ProgressBar(disable=args.quiet)
         stack = backend.decompose(image, params, bar.update, cancel)
         stack.notes = notes + list(stack.notes)
         stack.parent = parent
+        depth_maps, extra_manifest = None, None
+        if params.depth:
+            from .depth import estimate_layer_depths
+
+            depth_maps, depth_entry = estimate_layer_depths(stack.composite(), [layer.rgba for layer in stack.layers],
+                                                            bar.update)
+            extra_manifest = {"depth": depth_entry}
         try:
-            stack.save(args.output)
+            if depth_maps is not None:
+                from .depth import write_depth_maps
+
+                write_depth_maps(args.output, depth_maps)
+            stack.save(args.output, extra_manifest=extra_manifest)
             if parent is not None:
                 link_child(args.image, args.layer, str(args.output.resolve()))
         except OSError as exc:  # disk full, read-only, a file in the way
@@ -297,6 +330,8 @@ def run_serve(args: argparse.Namespace) -> int:
         return _fail("serve", f"cannot use --data-dir {args.data_dir}: {exc.strerror or exc}; pick a folder you can "
                               f"write to")
 
+    # Compiled kernels outlive the process (inductor's caches): a restarted server skips recompiling them.
+    os.environ.setdefault("STRATA_COMPILE_CACHE_DIR", str((args.data_dir / "compile-cache").resolve()))
     try:
         backend_options = _backend_options(args)
     except InvalidInput as exc:

@@ -34,6 +34,8 @@ class DecomposeParams:
     seed: int | None = None
     preset: str = "exact"
     offload: str = "none"
+    # Also estimate depth per layer (``inference_server.depth``): depth_XX.png beside each layer.
+    depth: bool = False
     # Recursive decomposition: where the input came from (filled by the server, kept in the manifest).
     parent_job: str | None = None
     parent_layer: int | None = None
@@ -69,7 +71,7 @@ class DecomposeParams:
             raise InvalidInput(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
         if self.offload not in OFFLOAD_MODES:
             raise InvalidInput(f"offload must be one of {', '.join(OFFLOAD_MODES)}, got {self.offload!r}")
-        for name in ("cfg_normalize", "use_en_prompt"):
+        for name in ("cfg_normalize", "use_en_prompt", "depth"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidInput(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.parent_job is not None and not isinstance(self.parent_job, str):

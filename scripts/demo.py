@@ -12,8 +12,10 @@ Runs in the Blender venv (the bpy module). On a fresh checkout it
   5. keys a looping parallax camera move and renders a preview (MP4 if this Blender has FFmpeg, and a GIF),
   6. exports the camera view as PowerPoint and Photoshop files twice: at the peak of the move (the frame where the
      layers are shifted most, ``parallax_view.*``) and at rest (frame 1, the original framing, ``rest_view.*``),
+  7. exports the whole stack with its camera move as a GLB (glTF) and as a self-contained web page (``web/index.html``),
 and prints the files it wrote. A re-run into the same folder replaces the previous run's layer and job folders.
-The server venv is ``$STRATA_SERVER_PYTHON`` or ``<repo>/.venv/bin/python``.
+With ``--depth-model`` (a Depth Anything folder or Hub id) the server also estimates depth per layer and the layers
+get Relief. The server venv is ``$STRATA_SERVER_PYTHON`` or ``<repo>/.venv/bin/python``.
 """
 
 from __future__ import annotations
@@ -61,6 +63,10 @@ def parse_args(argv=None):
     parser.add_argument("--coverage", default="OVERSCAN", choices=("OVERSCAN", "ZOOM", "NONE"),
                         help="how the frame stays covered (default OVERSCAN: enlarge the background plane)")
     parser.add_argument("--preview-percent", type=int, default=50, help="preview resolution %% (default 50)")
+    parser.add_argument("--depth-model", default=os.environ.get("STRATA_DEPTH_MODEL"), metavar="ID_OR_DIR",
+                        help="estimate depth per layer with this Depth Anything model (default $STRATA_DEPTH_MODEL; "
+                             "unset: flat layers, no depth)")
+    parser.add_argument("--relief", type=float, default=0.6, help="Relief of every layer with --depth-model")
     parser.add_argument("--server-python", default=os.environ.get("STRATA_SERVER_PYTHON",
                                                                    str(REPO / ".venv" / "bin" / "python")))
     return parser.parse_args(argv)
@@ -137,6 +143,9 @@ def main(argv=None) -> int:
         # 4. Decompose through the operator; job_watch.tick() is what Blender's timer calls
         scene.strata.image_path = str(image_path)
         scene.strata.layers = args.layers
+        if args.depth_model:
+            os.environ["STRATA_DEPTH_MODEL"] = args.depth_model  # the server the add-on starts inherits it
+            scene.strata.depth = True
         step(f"decomposing into {args.layers} layers (starting the server on first use)")
         if bpy.ops.strata.decompose() != {'FINISHED'}:
             return 1
@@ -152,6 +161,11 @@ def main(argv=None) -> int:
         root = next(obj for obj in scene.objects if obj.strata.role == 'ROOT')
         layers = planes.stack_layers(root)
         written += sorted(Path(bpy.path.abspath(obj.strata.source_path)) for obj in layers)
+        if args.depth_model:
+            root.strata.relief_all = args.relief
+            written += sorted(Path(bpy.path.abspath(obj.strata.source_path).replace("layer_", "depth_"))
+                              for obj in layers)
+            step(f"relief {args.relief} on every layer")
 
         # 5. Parallax move, saved, previewed. The amplitude is the operator's stack-aware default (the front layer
         #    slides ~4.5% of the frame past the background) unless --amplitude is given; the background plane is
@@ -195,6 +209,15 @@ def main(argv=None) -> int:
                     return 1
                 written.append(path)
         scene.frame_set(scene.frame_start)
+
+        # 7. The whole stack with its move, for game engines (glTF) and for the web
+        glb_path = out / "parallax.glb"
+        step("exporting the stack as GLB and as a web page")
+        if bpy.ops.strata.export_gltf(filepath=str(glb_path)) != {'FINISHED'}:
+            return 1
+        if bpy.ops.strata.export_web(directory=str(out / "web")) != {'FINISHED'}:
+            return 1
+        written += [glb_path, out / "web" / "index.html"]
     finally:
         connection.stop_server()
 

@@ -2,7 +2,8 @@
 # Sets up both environments from scratch (idempotent):
 #   .venv          the inference server (torch CPU build pinned, diffusers, fastapi, exporters)
 #   .venv-blender  headless Blender as a Python module (bpy pins numpy<2, so it can't share the server env)
-# plus the Debian packages the tests use (LibreOffice renders PPTX files back to PNG).
+# plus the Debian packages the tests use (LibreOffice renders PPTX files back to PNG; Chromium renders the exported
+# web page headless).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # bpy==5.0.1 (headless Blender: the demo and the Blender tests) has wheels for Python 3.11 only. Check before
@@ -28,8 +29,9 @@ if ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
     exit 2
 fi
 
-# libgs-common: Ghostscript's CMYK ICC profile (the CMYK input test); libegl-mesa0 + libgl1-mesa-dri: EEVEE renders.
-APT_PACKAGES="libreoffice-impress fonts-dejavu-core imagemagick libgs-common libegl-mesa0 libgl1-mesa-dri"
+# libgs-common: Ghostscript's CMYK ICC profile (the CMYK input test); libegl-mesa0 + libgl1-mesa-dri: EEVEE renders;
+# chromium: renders the exported web page headless (tests/blender/test_stack_export.py).
+APT_PACKAGES="libreoffice-impress fonts-dejavu-core imagemagick libgs-common libegl-mesa0 libgl1-mesa-dri chromium"
 missing=$(for package in $APT_PACKAGES; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || echo "$package"
 done)

@@ -239,6 +239,13 @@ class JobRunner(_Runner):
             paths.append(str(path))
             entry = layers[index] if index < len(layers) and isinstance(layers[index], dict) else {}
             names.append(str(entry.get("name") or ("Background" if index == 0 else f"Layer {index}")))
+        # 4b. Depth maps beside the layers (depth_XX.png), when the job estimated them: Relief reads them there.
+        depth_files = (manifest.get("depth") or {}).get("files") or []
+        for index, name in enumerate(depth_files[:count]):
+            if self._canceled():
+                return
+            self._update(stage="downloading depth", step=index, total=count)
+            write_bytes_atomic(folder / os.path.basename(str(name)), client.depth_png(job_id, index))
         result = JobResult(job_id=job_id, server_url=client.url, layer_paths=paths, names=names,
                            width_px=int(manifest.get("width_px") or 0), height_px=int(manifest.get("height_px") or 0),
                            manifest=manifest)

@@ -20,6 +20,7 @@ from pathlib import Path
 from . import __version__
 from .errors import InvalidInput, StrataError
 from .images import DEFAULT_MAX_PIXELS
+from .backends.qwen_tiers import VRAM_CHOICES
 from .params import AUTO_LAYERS, BACKENDS, MAX_LAYERS, MIN_LAYERS, PRESETS, RESOLUTIONS
 
 TOKEN_ENV = "STRATA_TOKEN"
@@ -55,6 +56,13 @@ def _add_backend_options(parser: argparse.ArgumentParser) -> None:
                              "or Qwen/Qwen-Image-Layered)")
     parser.add_argument("--preset", choices=PRESETS,
                         help="speed/memory trade-off of the qwen backend (default exact; lowvram offloads to the CPU)")
+    parser.add_argument("--vram", choices=VRAM_CHOICES, default="auto",
+                        help="GPU memory tier of the qwen backend, in GB: 80 (bf16), 24 (8-bit), 16 (4-bit transformer, "
+                             "8-bit text encoder), 12 and 8 (4-bit, blocks streamed from RAM); auto (default) picks "
+                             "from the free VRAM, RAM and the card's fp8 support")
+    parser.add_argument("--transformer", metavar="PATH.gguf", type=Path,
+                        help="the qwen transformer from a GGUF file (e.g. a community Q8_0 or Q4 build of "
+                             "Qwen-Image-Layered); --model still gives the text encoder, VAE and configs")
     parser.add_argument("--gpus", metavar="LIST",
                         help="GPUs for the qwen backend, e.g. 0,1: two GPUs run the two guidance passes at the same "
                              "time (CFG-parallel, same result as one GPU); 4, 6 or 8 GPUs add Ulysses context "
@@ -67,6 +75,12 @@ def _backend_options(args: argparse.Namespace) -> dict:
     options = {"model_id": args.model} if args.model else {}
     if args.preset:
         options["preset"] = args.preset
+    if args.backend != "cpu":
+        options["vram"] = args.vram
+        if args.transformer is not None:
+            if not args.transformer.is_file():
+                raise InvalidInput(f"--transformer {args.transformer}: no such file; give the path of a .gguf file")
+            options["transformer_path"] = str(args.transformer.resolve())
     if args.gpus:
         from .backends.qwen_parallel import ParallelLayout, parse_gpus
 
@@ -393,8 +407,12 @@ def run_serve(args: argparse.Namespace) -> int:
 
     # Compiled kernels outlive the process (inductor's caches): a restarted server skips recompiling them.
     os.environ.setdefault("STRATA_COMPILE_CACHE_DIR", str((args.data_dir / "compile-cache").resolve()))
+    try:
+        backend_options = _backend_options(args)
+    except InvalidInput as exc:
+        return _fail("serve", str(exc))
     settings = Settings(
-        data_dir=args.data_dir, token=token, backend=args.backend, backend_options=_backend_options(args),
+        data_dir=args.data_dir, token=token, backend=args.backend, backend_options=backend_options,
         preset=args.preset, max_queue=args.max_queue, max_pixels=args.max_pixels,
         max_upload_bytes=int(args.max_upload_mib * 2**20), allow_remote=args.allow_remote,
         cancel_grace_s=args.cancel_grace_s,

@@ -1,0 +1,165 @@
+"""The replica side of ``strata serve --ray``: a Ray Serve deployment whose replicas each own one loaded backend.
+
+Runs inside Ray worker processes, possibly on other machines: nothing here touches the server's data folder. A job
+arrives as its message plus the input image's bytes; ``run`` streams back dicts (through the handle's streaming
+response) and ships the finished job's files as bytes:
+
+  {"type": "started", "replica": actor name, "pid": ..., "node_ip": ...}
+  {"type": "progress", "stage": ..., "step": ..., "total": ...}
+  {"type": "done", "status": "succeeded"|"failed"|"canceled", "error": ..., "layers": n, "notes": [...],
+   "files": {name: bytes} (succeeded only; manifest.json last), "describe": {...}, "rss_mib": ..., "peak_rss_mib": ...}
+
+Cancellation: the server sets a flag on the ``JobBoard`` actor; ``run`` polls it while the backend works in a thread
+and sets the backend's ordinary ``CancelToken``. The test-only fault hook ``STRATA_FAULT_INJECT`` (worker.py) works
+here too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import queue
+import resource
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import StrataError
+from .worker import FAULT_ENV, PROGRESS_INTERVAL_S, _Faults, decompose_job, job_outcome
+
+logger = logging.getLogger(__name__)
+
+# How often a running job asks the board whether it was canceled (one small actor call per job per interval).
+CANCEL_POLL_S = 0.2
+
+
+class JobBoard:
+    """A small Ray actor (no CPU reserved) holding the cancel flags of running jobs: replicas cannot be addressed
+    one by one through a Serve handle, but every replica can ask the board."""
+
+    def __init__(self) -> None:
+        self._canceled: set[str] = set()
+
+    def cancel(self, job_id: str) -> None:
+        self._canceled.add(job_id)
+
+    def forget(self, job_id: str) -> None:
+        self._canceled.discard(job_id)
+
+    def is_canceled(self, job_id: str) -> bool:
+        return job_id in self._canceled
+
+
+def _rss_mib() -> float:
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+class StrataReplica:
+    """One model replica: loads the backend once, then runs one job at a time (``max_ongoing_requests=1``)."""
+
+    def __init__(self, backend_name: str, backend_options: dict[str, Any], board) -> None:
+        from .backends import create_backend
+
+        self._board = board
+        self._faults = _Faults(os.environ.get(FAULT_ENV, ""))
+        if self._faults.crash_on_start:
+            os._exit(7)
+        self._backend = None
+        self._backend_error: str | None = None
+        try:
+            self._backend = create_backend(backend_name, **backend_options)
+            self._describe = dict(self._backend.describe())
+        except Exception as exc:  # a missing dependency or model: report it per job instead of crash-looping
+            self._backend_error = str(exc) if isinstance(exc, StrataError) else f"{type(exc).__name__}: {exc}"
+            self._describe = {"backend": backend_name, "device": "none", "model_loaded": False,
+                              "error": self._backend_error}
+
+    def describe(self) -> dict[str, Any]:
+        return dict(self._describe)
+
+    def _identity(self) -> dict[str, Any]:
+        import ray
+
+        context = ray.get_runtime_context()
+        return {"replica": context.get_actor_name(), "pid": os.getpid(), "node_ip": ray.util.get_node_ip_address()}
+
+    async def run(self, message: dict[str, Any], image_bytes: bytes):
+        """Run one job; an async generator so the replica's event loop (Serve's health checks) stays free while
+        the backend works in a thread."""
+        job_id = message["job"]
+        yield {"type": "started", **self._identity()}
+        if self._backend is None:
+            yield self._done({"status": "failed", "error": self._backend_error})
+            return
+        from .backends.base import CancelToken
+
+        events: queue.Queue = queue.Queue()
+        cancel = CancelToken()
+        last_sent = {"stage": None, "at": 0.0}
+
+        def progress(stage: str, step: int, total: int) -> None:
+            now = time.monotonic()
+            if stage != last_sent["stage"] or step >= total or now - last_sent["at"] >= PROGRESS_INTERVAL_S:
+                events.put({"type": "progress", "stage": stage, "step": int(step), "total": int(total)})
+                last_sent.update(stage=stage, at=now)
+            self._faults.on_progress()
+
+        def work() -> None:
+            events.put(self._run_job(message, image_bytes, progress, cancel))
+
+        thread = threading.Thread(target=work, name=f"strata-job-{job_id[:8]}", daemon=True)
+        thread.start()
+        next_poll = 0.0
+        while True:
+            try:
+                event = events.get_nowait()
+            except queue.Empty:
+                if time.monotonic() >= next_poll and not cancel.canceled:
+                    next_poll = time.monotonic() + CANCEL_POLL_S
+                    try:
+                        if await self._board.is_canceled.remote(job_id):
+                            cancel.cancel()
+                    except Exception:  # the board died with the server: nobody wants this result any more
+                        cancel.cancel()
+                await asyncio.sleep(0.02)
+                continue
+            yield event
+            if event["type"] == "done":
+                break
+        await asyncio.to_thread(thread.join)
+
+    def _run_job(self, message: dict[str, Any], image_bytes: bytes, progress, cancel) -> dict[str, Any]:
+        job_id = message["job"]
+        try:
+            stack = decompose_job(self._backend, message, image_bytes, progress, cancel)
+            # 3. Save into a scratch folder with the same writer as the local worker, and ship the files' bytes:
+            # the server writes them into the job folder (no shared disk between the nodes).
+            with tempfile.TemporaryDirectory(prefix="strata-replica-") as scratch:
+                stack.save(scratch, extra_manifest={"job": job_id})
+                names = sorted(path.name for path in Path(scratch).iterdir() if path.name != "manifest.json")
+                files = {name: (Path(scratch) / name).read_bytes() for name in names + ["manifest.json"]}
+            return self._done({"status": "succeeded", "layers": len(stack.layers), "notes": stack.notes,
+                               "files": files})
+        except Exception as exc:
+            status, error = job_outcome(exc, self._backend.name)
+            return self._done({"status": status, "error": error})
+
+    def _done(self, fields: dict[str, Any]) -> dict[str, Any]:
+        if self._backend is not None:
+            try:
+                self._describe = dict(self._backend.describe())
+            except Exception:
+                pass
+        peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return {"type": "done", "error": None, "describe": dict(self._describe), "rss_mib": _rss_mib(),
+                "peak_rss_mib": peak_rss_mib, **fields}

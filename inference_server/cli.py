@@ -113,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "--min-replicas, or 1)")
     cluster.add_argument("--gpus-per-replica", type=float,
                          help="GPUs each qwen replica reserves (default 1; 2 for a CFG-parallel backend)")
+    cluster.add_argument("--ray-app", metavar="NAME",
+                         help="send jobs to the Serve application NAME that a Serve config deployed (KubeRay "
+                              "RayService, `serve deploy`; import_path inference_server.ray_replica:build_app) "
+                              "instead of deploying one; --max-replicas then says how many jobs it is sent at once")
     serve.set_defaults(func=run_serve)
 
     if importlib.util.find_spec("inference_server.exports.cli") is not None:
@@ -323,15 +327,22 @@ def run_serve(args: argparse.Namespace) -> int:
 def _ray_settings(args: argparse.Namespace):
     """``(RaySettings | None, problem | None)`` from the --ray options."""
     ray_only = {"--min-replicas": args.min_replicas, "--max-replicas": args.max_replicas,
-                "--gpus-per-replica": args.gpus_per_replica}
+                "--gpus-per-replica": args.gpus_per_replica, "--ray-app": args.ray_app}
     if args.ray is None:
         given = [name for name, value in ray_only.items() if value is not None]
         return None, (f"{', '.join(given)} only apply with --ray" if given else None)
-    from .ray_runner import RaySettings, ray_missing_message
+    from .ray_runner import APP_NAME, RaySettings, ray_missing_message
 
-    missing = ray_missing_message()
+    address = None if args.ray == "local" else args.ray
+    missing = ray_missing_message(address)
     if missing:
         return None, missing
+    if args.ray_app is not None:
+        if args.ray == "local":
+            return None, "--ray-app needs the ADDRESS of the cluster the application runs on (e.g. --ray auto)"
+        if args.min_replicas is not None or args.gpus_per_replica is not None:
+            return None, ("--min-replicas and --gpus-per-replica come from the Serve config of the application "
+                          f"{args.ray_app!r}, not from strata serve")
     min_replicas = 1 if args.min_replicas is None else args.min_replicas
     max_replicas = args.max_replicas if args.max_replicas is not None else max(min_replicas, 1)
     if min_replicas < 0 or max_replicas < 1 or min_replicas > max_replicas:
@@ -340,9 +351,8 @@ def _ray_settings(args: argparse.Namespace):
     gpus = 1.0 if args.gpus_per_replica is None else args.gpus_per_replica
     if gpus <= 0:
         return None, f"--gpus-per-replica must be more than 0, got {gpus}"
-    address = None if args.ray == "local" else args.ray
-    return RaySettings(address=address, min_replicas=min_replicas, max_replicas=max_replicas,
-                       gpus_per_replica=gpus), None
+    return RaySettings(address=address, min_replicas=min_replicas, max_replicas=max_replicas, gpus_per_replica=gpus,
+                       app_name=args.ray_app or APP_NAME, attach=args.ray_app is not None), None
 
 
 # ------------------------------------------------------------------ entry point

@@ -17,12 +17,12 @@ here too.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import queue
 import resource
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,19 @@ logger = logging.getLogger(__name__)
 
 # How often a running job asks the board whether it was canceled (one small actor call per job per interval).
 CANCEL_POLL_S = 0.2
+RAY_NAMESPACE = "strata"
+DEPLOYMENT_NAME = "StrataReplica"
+# One job at a time per replica (a model fills its GPU); Serve queues the rest at the handle and its autoscaler
+# scales on that queue. Health checks are generous: a CPU-bound job may hold the GIL for a while.
+DEPLOYMENT_OPTIONS = dict(
+    name=DEPLOYMENT_NAME, max_ongoing_requests=1, health_check_period_s=5, health_check_timeout_s=60,
+    graceful_shutdown_timeout_s=5, graceful_shutdown_wait_loop_s=1,
+    logging_config={"log_level": "WARNING", "enable_access_log": False},
+)
+
+
+def board_name(app_name: str) -> str:
+    return f"{app_name}-job-board"
 
 
 class JobBoard:
@@ -67,10 +80,13 @@ def _rss_mib() -> float:
 class StrataReplica:
     """One model replica: loads the backend once, then runs one job at a time (``max_ongoing_requests=1``)."""
 
-    def __init__(self, backend_name: str, backend_options: dict[str, Any], board) -> None:
+    def __init__(self, backend_name: str, backend_options: dict[str, Any]) -> None:
         from .backends import create_backend
 
-        self._board = board
+        self._board = None  # found by name at the first job: the server creates it, possibly after this replica
+        # One long-lived thread runs every job: the backend's thread-local state (torch, CUDA streams) stays put, and
+        # glibc does not open a new malloc arena per job (a thread per job grew a replica by ~12 MiB a job).
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="strata-job")
         self._faults = _Faults(os.environ.get(FAULT_ENV, ""))
         if self._faults.crash_on_start:
             os._exit(7)
@@ -117,8 +133,7 @@ class StrataReplica:
         def work() -> None:
             events.put(self._run_job(message, image_bytes, progress, cancel))
 
-        thread = threading.Thread(target=work, name=f"strata-job-{job_id[:8]}", daemon=True)
-        thread.start()
+        finished = self._executor.submit(work)
         next_poll = 0.0
         while True:
             try:
@@ -127,7 +142,7 @@ class StrataReplica:
                 if time.monotonic() >= next_poll and not cancel.canceled:
                     next_poll = time.monotonic() + CANCEL_POLL_S
                     try:
-                        if await self._board.is_canceled.remote(job_id):
+                        if await self._job_board().is_canceled.remote(job_id):
                             cancel.cancel()
                     except Exception:  # the board died with the server: nobody wants this result any more
                         cancel.cancel()
@@ -136,7 +151,16 @@ class StrataReplica:
             yield event
             if event["type"] == "done":
                 break
-        await asyncio.to_thread(thread.join)
+        await asyncio.wrap_future(finished)
+
+    def _job_board(self):
+        if self._board is None:
+            import ray
+            from ray import serve
+
+            app_name = serve.get_replica_context().app_name
+            self._board = ray.get_actor(board_name(app_name), namespace=RAY_NAMESPACE)
+        return self._board
 
     def _run_job(self, message: dict[str, Any], image_bytes: bytes, progress, cancel) -> dict[str, Any]:
         job_id = message["job"]
@@ -163,3 +187,21 @@ class StrataReplica:
         peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         return {"type": "done", "error": None, "describe": dict(self._describe), "rss_mib": _rss_mib(),
                 "peak_rss_mib": peak_rss_mib, **fields}
+
+
+def replica_deployment(**options):
+    """The Serve deployment of StrataReplica with our defaults, ``options`` (replicas, resources) on top."""
+    from ray import serve
+
+    return serve.deployment(StrataReplica, **{**DEPLOYMENT_OPTIONS, **options})
+
+
+def build_app(args: dict[str, Any]):
+    """Application builder for Ray Serve config files (``serve deploy``, a KubeRay ``RayService``)::
+
+        import_path: inference_server.ray_replica:build_app
+        args: {backend: qwen, backend_options: {preset: fast}}
+
+    Replica counts, autoscaling and resources go in the config's ``deployments`` entry named ``StrataReplica``;
+    ``strata serve --ray ADDRESS --ray-app NAME`` then sends its jobs to this application."""
+    return replica_deployment().bind(args.get("backend", "auto"), dict(args.get("backend_options") or {}))

@@ -49,10 +49,20 @@ class RaySettings:
     cpus_per_replica: float = 1.0  # cpu replicas
     job_retries: int = 1  # runs after a replica died mid-job
     app_name: str = APP_NAME
+    # True: send jobs to an application a Serve config already deployed (KubeRay RayService, `serve deploy`) under
+    # app_name, instead of deploying (and at exit deleting) one; its config then sets replicas and resources.
+    attach: bool = False
 
 
-def ray_missing_message() -> str | None:
-    """Why ``--ray`` cannot work in this environment, or None."""
+def ray_missing_message(address: str | None) -> str | None:
+    """Why ``--ray`` cannot work in this environment, or None. Imports Ray, so it also settles Ray's environment:
+
+    a cluster started with ``ray start --head`` requires its token, but a joining driver's Ray defaults to sending
+    none, and Ray reads the mode once, at import: ask for the token (from RAY_AUTH_TOKEN or ~/.ray/auth_token) unless
+    RAY_AUTH_MODE says otherwise (``disabled`` for a cluster without tokens).
+    """
+    if address is not None:
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
     try:
         import ray  # noqa: F401
         from ray import serve  # noqa: F401
@@ -137,7 +147,7 @@ class RayRunner:
         try:
             if self.ray_settings.address is None:
                 serve.shutdown()
-            else:  # someone else's cluster: give its GPUs back, leave the rest running
+            elif not self.ray_settings.attach:  # someone else's cluster: give its GPUs back, leave the rest running
                 serve.delete(self.ray_settings.app_name)
         except Exception as exc:
             logger.warning("could not remove the Ray Serve application: %s", exc)
@@ -195,33 +205,29 @@ class RayRunner:
         settings = self.ray_settings
         connect(settings)
         self._connected = True
-        serve.start(proxy_location="Disabled")
-
-        from .ray_replica import JobBoard, StrataReplica
+        from .ray_replica import RAY_NAMESPACE, JobBoard, board_name, replica_deployment
 
         self._board = ray.remote(num_cpus=0)(JobBoard).options(
-            name=f"{settings.app_name}-job-board", get_if_exists=True).remote()
-        backend, actor_options = self._replica_resources(ray.cluster_resources())
-        env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
-        if env:
-            actor_options["runtime_env"] = {"env_vars": env}
-        options: dict[str, Any] = dict(
-            name="StrataReplica", max_ongoing_requests=1, ray_actor_options=actor_options,
-            logging_config={"log_level": "WARNING", "enable_access_log": False},
-            health_check_period_s=5, health_check_timeout_s=60, graceful_shutdown_timeout_s=5,
-            graceful_shutdown_wait_loop_s=1,
-        )
-        if settings.min_replicas == settings.max_replicas:
-            options["num_replicas"] = settings.max_replicas
+            name=board_name(settings.app_name), namespace=RAY_NAMESPACE, get_if_exists=True).remote()
+        if settings.attach:
+            self._handle = serve.get_app_handle(settings.app_name)
         else:
-            options["autoscaling_config"] = {
-                "min_replicas": settings.min_replicas, "max_replicas": settings.max_replicas,
-                "initial_replicas": max(settings.min_replicas, 1),
-                "target_ongoing_requests": 1, "upscale_delay_s": 3, "downscale_delay_s": 120,
-            }
-        deployment = serve.deployment(StrataReplica, **options)
-        app = deployment.bind(self.settings.backend, dict(self.settings.backend_options), self._board)
-        self._handle = serve.run(app, name=settings.app_name, route_prefix=None)
+            serve.start(proxy_location="Disabled")
+            backend, actor_options = self._replica_resources(ray.cluster_resources())
+            env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
+            if env:
+                actor_options["runtime_env"] = {"env_vars": env}
+            if settings.min_replicas == settings.max_replicas:
+                scale: dict[str, Any] = {"num_replicas": settings.max_replicas}
+            else:
+                scale = {"autoscaling_config": {
+                    "min_replicas": settings.min_replicas, "max_replicas": settings.max_replicas,
+                    "initial_replicas": max(settings.min_replicas, 1),
+                    "target_ongoing_requests": 1, "upscale_delay_s": 3, "downscale_delay_s": 120,
+                }}
+            deployment = replica_deployment(ray_actor_options=actor_options, **scale)
+            app = deployment.bind(self.settings.backend, dict(self.settings.backend_options))
+            self._handle = serve.run(app, name=settings.app_name, route_prefix=None)
         describe = self._handle.describe.remote().result(timeout_s=self.settings.ready_timeout_s)
         self._manager.runner_ready(describe)
 
@@ -386,5 +392,5 @@ class RayRunner:
             why = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
         if replica is None:
             return False, f"the Ray Serve replica assigned to this job died before starting it: {why}"
-        return True, (f"Ray Serve replica {replica['replica']} (pid {replica['pid']} on {replica['node_ip']}) died while "
-                f"running this job: {why}")
+        return True, (f"Ray Serve replica {replica['replica']} (pid {replica['pid']} on {replica['node_ip']}) died "
+                      f"while running this job: {why}")

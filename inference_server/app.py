@@ -110,7 +110,7 @@ class Health(BaseModel):
     worker_restarts: int = 0
     runner: Literal["local", "ray"] = "local"
     running_jobs: list[str] = []
-    # strata serve --ray: the replicas that have run jobs (name, pid, node_ip, job, jobs_done, rss_mib, peak_rss_mib)
+    # strata serve --ray: the replicas that have run jobs (name, pid, node_ip, job, jobs_done, peak_rss_mib)
     replicas: Optional[list[dict[str, Any]]] = None
 
 

@@ -112,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument("--max-replicas", type=int, help="replicas started when jobs queue up (default: "
                                                           "--min-replicas, or 1)")
     cluster.add_argument("--gpus-per-replica", type=float,
-                         help="GPUs each qwen replica reserves (default 1; 2 for a CFG-parallel backend)")
+                         help="GPUs each qwen replica reserves (default 1; 2 for a CFG-parallel backend; 0 runs it on "
+                              "a CPU, for tiny test models)")
     cluster.add_argument("--ray-app", metavar="NAME",
                          help="send jobs to the Serve application NAME that a Serve config deployed (KubeRay "
                               "RayService, `serve deploy`; import_path inference_server.ray_replica:build_app) "
@@ -349,8 +350,8 @@ def _ray_settings(args: argparse.Namespace):
         return None, (f"need 0 <= --min-replicas <= --max-replicas and --max-replicas >= 1, got {min_replicas} and "
                       f"{max_replicas}")
     gpus = 1.0 if args.gpus_per_replica is None else args.gpus_per_replica
-    if gpus <= 0:
-        return None, f"--gpus-per-replica must be more than 0, got {gpus}"
+    if gpus < 0:
+        return None, f"--gpus-per-replica must be 0 or more, got {gpus}"
     return RaySettings(address=address, min_replicas=min_replicas, max_replicas=max_replicas, gpus_per_replica=gpus,
                        app_name=args.ray_app or APP_NAME, attach=args.ray_app is not None), None
 

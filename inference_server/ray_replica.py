@@ -7,7 +7,7 @@ response) and ships the finished job's files as bytes:
   {"type": "started", "replica": actor name, "pid": ..., "node_ip": ...}
   {"type": "progress", "stage": ..., "step": ..., "total": ...}
   {"type": "done", "status": "succeeded"|"failed"|"canceled", "error": ..., "layers": n, "notes": [...],
-   "files": {name: bytes} (succeeded only; manifest.json last), "describe": {...}, "rss_mib": ..., "peak_rss_mib": ...}
+   "files": {name: bytes} (succeeded only; manifest.json last), "describe": {...}, "peak_rss_mib": ...}
 
 Cancellation: the server sets a flag on the ``JobBoard`` actor; ``run`` polls it while the backend works in a thread
 and sets the backend's ordinary ``CancelToken``. The test-only fault hook ``STRATA_FAULT_INJECT`` (worker.py) works
@@ -64,17 +64,6 @@ class JobBoard:
 
     def is_canceled(self, job_id: str) -> bool:
         return job_id in self._canceled
-
-
-def _rss_mib() -> float:
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
 
 
 class StrataReplica:
@@ -185,8 +174,8 @@ class StrataReplica:
             except Exception:
                 pass
         peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        return {"type": "done", "error": None, "describe": dict(self._describe), "rss_mib": _rss_mib(),
-                "peak_rss_mib": peak_rss_mib, **fields}
+        return {"type": "done", "error": None, "describe": dict(self._describe), "peak_rss_mib": peak_rss_mib,
+                **fields}
 
 
 def replica_deployment(**options):

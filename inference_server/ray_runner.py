@@ -109,7 +109,6 @@ class _Replica:
     node_ip: str
     job: str | None = None
     jobs_done: int = 0
-    rss_mib: float | None = None
     peak_rss_mib: float | None = None
 
 
@@ -144,13 +143,13 @@ class RayRunner:
         import ray
         from ray import serve
 
-        try:
-            if self.ray_settings.address is None:
-                serve.shutdown()
-            elif not self.ray_settings.attach:  # someone else's cluster: give its GPUs back, leave the rest running
+        # The private local instance simply stops with ray.shutdown() (replicas included, at once); on someone else's
+        # cluster the application is deleted, to give its GPUs back, and the rest left running.
+        if self.ray_settings.address is not None and not self.ray_settings.attach:
+            try:
                 serve.delete(self.ray_settings.app_name)
-        except Exception as exc:
-            logger.warning("could not remove the Ray Serve application: %s", exc)
+            except Exception as exc:
+                logger.warning("could not remove the Ray Serve application: %s", exc)
         ray.shutdown()
 
     def cancel(self, job_id: str) -> None:
@@ -170,7 +169,7 @@ class RayRunner:
             running = [job_id for job_id, job in self._jobs.items() if job.replica is not None]
             replicas = [
                 {"replica": name, "pid": replica.pid, "node_ip": replica.node_ip, "job": replica.job,
-                 "jobs_done": replica.jobs_done, "rss_mib": replica.rss_mib, "peak_rss_mib": replica.peak_rss_mib}
+                 "jobs_done": replica.jobs_done, "peak_rss_mib": replica.peak_rss_mib}
                 for name, replica in sorted(self._replicas.items())
             ]
             return {
@@ -236,7 +235,7 @@ class RayRunner:
         backend = self.settings.backend
         if backend == "auto":
             backend = "qwen" if cluster.get("GPU", 0) > 0 else "cpu"
-        if backend == "qwen":
+        if backend == "qwen" and self.ray_settings.gpus_per_replica > 0:
             return backend, {"num_cpus": 1, "num_gpus": self.ray_settings.gpus_per_replica}
         return backend, {"num_cpus": self.ray_settings.cpus_per_replica}
 
@@ -358,7 +357,7 @@ class RayRunner:
             if replica is not None:
                 replica.job = None
                 replica.jobs_done += 1
-                replica.rss_mib, replica.peak_rss_mib = event.get("rss_mib"), event.get("peak_rss_mib")
+                replica.peak_rss_mib = event.get("peak_rss_mib")
         if event.get("describe"):
             manager.runner_describe(event["describe"])
         if event["status"] != "succeeded":

@@ -69,7 +69,25 @@ def _quartiles(samples: list[tuple[int, float, float]], column: int, jobs: int, 
     return " / ".join(values + [f"{final_mib:.1f} MiB"])
 
 
+def save_random_model(kind: str, folder: str) -> None:
+    """Qwen-Image-Layered's architecture with random weights, saved so that ``--model FOLDER`` loads it."""
+    import importlib.util
+
+    def script(name: str):
+        spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    pipe = script("bench_gpu").build_random_pipeline("cuda" if kind == "real" else "cpu", tiny=kind == "tiny")
+    script("make_tiny_qwen_layered").save_pipeline(pipe, folder, {"purpose": "load test", "size": kind},
+                                                   marker_name="RANDOM_WEIGHTS.json")
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["--save-random-model"]:
+        save_random_model(sys.argv[2], sys.argv[3])
+        return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--threads", type=int, default=4)
@@ -82,16 +100,33 @@ def main() -> int:
                         help="extra argument for strata serve (repeat), e.g. --server-arg=--model=/weights")
     parser.add_argument("--ray", action="store_true", help="compare Ray Serve replica counts side by side")
     parser.add_argument("--replicas", default="1,2", help="with --ray: replica counts to compare (default 1,2)")
+    parser.add_argument("--random-model", choices=("real", "tiny"),
+                        help="serve Qwen-Image-Layered's architecture with random weights (real size built on the "
+                             "GPU, or tiny on the CPU; scripts/bench_gpu.py's builder), saved as a model folder and "
+                             "loaded by each replica like real weights: implies --backend qwen --model FOLDER")
     parser.add_argument("--keep-data", action="store_true", help="keep the server's data folder (default: delete it)")
     args = parser.parse_args()
-    if not args.ray:
-        return print_single(args, run_load(args, []))
-    columns = []
-    for count in (int(text) for text in args.replicas.split(",")):
-        print(f"running {args.jobs} jobs on {count} replica(s)...", file=sys.stderr, flush=True)
-        columns.append((count, run_load(args, ["--ray", "--min-replicas", str(count), "--max-replicas", str(count)],
-                                        warm_jobs=count)))
-    return print_ray(args, columns)
+    if args.random_model:
+        folder = Path(tempfile.mkdtemp(prefix="strata-random-qwen-"))
+        print(f"building the {args.random_model} random-weight model in {folder}...", file=sys.stderr, flush=True)
+        started = time.perf_counter()
+        # In a child process, so this process never holds GPU memory the replicas need.
+        subprocess.run([sys.executable, __file__, "--save-random-model", args.random_model, str(folder)], check=True)
+        print(f"built and saved in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+        args.backend = "qwen"
+        args.server_arg = [f"--model={folder}", *args.server_arg]
+    try:
+        if not args.ray:
+            return print_single(args, run_load(args, []))
+        columns = []
+        for count in (int(text) for text in args.replicas.split(",")):
+            print(f"running {args.jobs} jobs on {count} replica(s)...", file=sys.stderr, flush=True)
+            server_args = ["--ray", "--min-replicas", str(count), "--max-replicas", str(count)]
+            columns.append((count, run_load(args, server_args, warm_jobs=count)))
+        return print_ray(args, columns)
+    finally:
+        if args.random_model:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def run_load(args: argparse.Namespace, server_args: list[str], warm_jobs: int = 1) -> dict:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import os
 import shutil
 import statistics
@@ -249,7 +250,8 @@ def _ok(args: argparse.Namespace, result: dict) -> bool:
 
 
 def _percentile(values: list[float], fraction: float) -> float:
-    return values[int(fraction * (len(values) - 1))]
+    """Nearest-rank percentile of sorted ``values``."""
+    return values[max(0, math.ceil(fraction * len(values)) - 1)]
 
 
 def _print_rows(header: list[str], rows: list[tuple[str, ...]]) -> None:

@@ -20,8 +20,6 @@ import asyncio
 import concurrent.futures
 import logging
 import os
-import queue
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -108,34 +106,35 @@ class StrataReplica:
             return
         from .backends.base import CancelToken
 
-        events: queue.Queue = queue.Queue()
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
         cancel = CancelToken()
         last_sent = {"stage": None, "at": 0.0}
+
+        def send(event: dict[str, Any]) -> None:  # from the job thread
+            loop.call_soon_threadsafe(events.put_nowait, event)
 
         def progress(stage: str, step: int, total: int) -> None:
             now = time.monotonic()
             if stage != last_sent["stage"] or step >= total or now - last_sent["at"] >= PROGRESS_INTERVAL_S:
-                events.put({"type": "progress", "stage": stage, "step": int(step), "total": int(total)})
+                send({"type": "progress", "stage": stage, "step": int(step), "total": int(total)})
                 last_sent.update(stage=stage, at=now)
             self._faults.on_progress()
 
         def work() -> None:
-            events.put(self._run_job(message, image_bytes, progress, cancel))
+            send(self._run_job(message, image_bytes, progress, cancel))
 
         finished = self._executor.submit(work)
-        next_poll = 0.0
         while True:
             try:
-                event = events.get_nowait()
-            except queue.Empty:
-                if time.monotonic() >= next_poll and not cancel.canceled:
-                    next_poll = time.monotonic() + CANCEL_POLL_S
+                event = await asyncio.wait_for(events.get(), timeout=CANCEL_POLL_S)
+            except asyncio.TimeoutError:
+                if not cancel.canceled:
                     try:
                         if await self._job_board().is_canceled.remote(job_id):
                             cancel.cancel()
                     except Exception:  # the board died with the server: nobody wants this result any more
                         cancel.cancel()
-                await asyncio.sleep(0.02)
                 continue
             yield event
             if event["type"] == "done":
@@ -173,7 +172,12 @@ class StrataReplica:
                 self._describe = dict(self._backend.describe())
             except Exception:
                 pass
-        peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        try:
+            import resource  # Unix only
+
+            peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        except ImportError:
+            peak_rss_mib = None
         return {"type": "done", "error": None, "describe": dict(self._describe), "peak_rss_mib": peak_rss_mib,
                 **fields}
 

@@ -195,7 +195,7 @@ class RayRunner:
         while not self._stopping:
             self._dispatch()
             self._check_cancel_deadlines()
-            time.sleep(0.02)
+            time.sleep(0.05)  # as the local runner polls its worker's pipe
 
     def _connect_and_deploy(self) -> None:
         import ray
@@ -213,6 +213,7 @@ class RayRunner:
         else:
             serve.start(proxy_location="Disabled")
             backend, actor_options = self._replica_resources(ray.cluster_resources())
+            self._check_room_for_a_replica(actor_options, ray.cluster_resources())
             env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
             if env:
                 actor_options["runtime_env"] = {"env_vars": env}
@@ -238,6 +239,16 @@ class RayRunner:
         if backend == "qwen" and self.ray_settings.gpus_per_replica > 0:
             return backend, {"num_cpus": 1, "num_gpus": self.ray_settings.gpus_per_replica}
         return backend, {"num_cpus": self.ray_settings.cpus_per_replica}
+
+    def _check_room_for_a_replica(self, actor_options: dict[str, Any], cluster: dict[str, float]) -> None:
+        """A private instance never grows: a replica it cannot place would leave every job queued for ever."""
+        gpus = actor_options.get("num_gpus", 0)
+        if gpus > cluster.get("GPU", 0):
+            message = (f"a {self.settings.backend} replica needs {gpus:g} GPU(s) and the Ray cluster has "
+                       f"{cluster.get('GPU', 0):g}; use --backend cpu, or --gpus-per-replica 0 to run qwen on the CPU")
+            if self.ray_settings.address is None:
+                raise RuntimeError(message)
+            logger.warning("%s (waiting for the cluster to add GPU nodes)", message)
 
     # ----------------------------------------------------------------- jobs
 

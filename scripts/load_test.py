@@ -4,12 +4,13 @@ Each client submits its share of the jobs without waiting for them (so the bound
 and retry), then polls its jobs to the end. Every job must reach a terminal status; the server's and the worker's
 resident memory are sampled as jobs complete (a leak shows as growth that does not level off). Prints a table.
 
-With ``--ray`` the same load runs twice, on ``strata serve --ray`` with 1 and then 2 replicas (``--replicas``), and
-the table puts them side by side: jobs/s and its ratio to the first column, latency, and memory per replica.
+With ``--ray`` the same load runs on the local worker (the baseline, no Ray), then on ``strata serve --ray`` with 1
+and 2 replicas (``--replicas``), and the table puts them side by side: jobs/s and its ratio to 1 replica, latency,
+and memory per replica.
 
     .venv/bin/python scripts/load_test.py                 # 200 jobs, 4 threads, cpu backend
     .venv/bin/python scripts/load_test.py --jobs 1000 --threads 8 --size 128
-    .venv/bin/python scripts/load_test.py --ray --jobs 80 # 1 vs 2 Ray Serve replicas of the cpu backend
+    .venv/bin/python scripts/load_test.py --ray --jobs 80 # local worker vs 1 vs 2 Ray Serve replicas (cpu)
     .venv/bin/python scripts/load_test.py --ray --backend qwen --replicas 1,2 ...   # GPU box, see the README
 """
 
@@ -100,13 +101,20 @@ def main() -> int:
     parser.add_argument("--server-arg", action="append", default=[], metavar="ARG",
                         help="extra argument for strata serve (repeat), e.g. --server-arg=--model=/weights")
     parser.add_argument("--ray", action="store_true", help="compare Ray Serve replica counts side by side")
-    parser.add_argument("--replicas", default="1,2", help="with --ray: replica counts to compare (default 1,2)")
+    parser.add_argument("--replicas", default="0,1,2",
+                        help="with --ray: replica counts to compare; 0 is the local worker without Ray, the baseline "
+                             "(default 0,1,2)")
     parser.add_argument("--random-model", choices=("real", "tiny"),
                         help="serve Qwen-Image-Layered's architecture with random weights (real size built on the "
                              "GPU, or tiny on the CPU; scripts/bench_gpu.py's builder), saved as a model folder and "
                              "loaded by each replica like real weights: implies --backend qwen --model FOLDER")
+    parser.add_argument("--poll-s", type=float,
+                        help="client's status poll interval, and half its wait after a 429 (default 0.02 s; 0.25 s "
+                             "with --ray, so that the clients leave the CPU to the replicas being measured)")
     parser.add_argument("--keep-data", action="store_true", help="keep the server's data folder (default: delete it)")
     args = parser.parse_args()
+    if args.poll_s is None:
+        args.poll_s = 0.25 if args.ray else 0.02
     if args.random_model:
         folder = Path(tempfile.mkdtemp(prefix="strata-random-qwen-"))
         print(f"building the {args.random_model} random-weight model in {folder}...", file=sys.stderr, flush=True)
@@ -121,9 +129,10 @@ def main() -> int:
             return print_single(args, run_load(args, []))
         columns = []
         for count in (int(text) for text in args.replicas.split(",")):
-            print(f"running {args.jobs} jobs on {count} replica(s)...", file=sys.stderr, flush=True)
-            server_args = ["--ray", "--min-replicas", str(count), "--max-replicas", str(count)]
-            columns.append((count, run_load(args, server_args, warm_jobs=count)))
+            print(f"running {args.jobs} jobs on {count or 'the local worker, no'} replica(s)...", file=sys.stderr,
+                  flush=True)
+            server_args = ["--ray", "--min-replicas", str(count), "--max-replicas", str(count)] if count else []
+            columns.append((count, run_load(args, server_args, warm_jobs=max(count, 1))))
         return print_ray(args, columns)
     finally:
         if args.random_model:
@@ -183,7 +192,7 @@ def run_load(args: argparse.Namespace, server_args: list[str], warm_jobs: int = 
                         break
                     with lock:
                         retries_429[0] += 1
-                    time.sleep(0.05)
+                    time.sleep(2.5 * args.poll_s)
                 if response.status_code != 202:
                     with lock:
                         errors.append(f"submit {response.status_code}: {response.text[:200]}")
@@ -204,7 +213,7 @@ def run_load(args: argparse.Namespace, server_args: list[str], warm_jobs: int = 
                             if layer.status_code != 200:
                                 status = f"layer-fetch-{layer.status_code}"
                         break
-                    time.sleep(0.02)
+                    time.sleep(args.poll_s)
                 with lock:
                     statuses[status] = statuses.get(status, 0) + 1
                     latencies_s.append(time.perf_counter() - started)
@@ -288,8 +297,10 @@ def print_single(args: argparse.Namespace, result: dict) -> int:
 
 
 def print_ray(args: argparse.Namespace, columns: list[tuple[int, dict]]) -> int:
-    base_rate = args.jobs / columns[0][1]["wall_s"]
-    header = ["metric"] + [f"{count} replica{'s' if count > 1 else ''}" for count, _ in columns]
+    base = next((result for count, result in columns if count == 1), columns[0][1])
+    base_rate = args.jobs / base["wall_s"]
+    header = ["metric"] + [f"{count} replica{'s' if count > 1 else ''}" if count else "local worker (no Ray)"
+                           for count, _ in columns]
 
     def row(name: str, cell) -> tuple[str, ...]:
         return (name, *(cell(count, result) for count, result in columns))
@@ -300,12 +311,13 @@ def print_ray(args: argparse.Namespace, columns: list[tuple[int, dict]]) -> int:
 
     rows = [
         row("jobs/s", lambda count, result: f"{args.jobs / result['wall_s']:.2f}"),
-        row("× the first column", lambda count, result: f"{args.jobs / result['wall_s'] / base_rate:.2f}×"),
+        row("× 1 replica", lambda count, result: f"{args.jobs / result['wall_s'] / base_rate:.2f}×"),
         row("wall time", lambda count, result: f"{result['wall_s']:.1f} s"),
         row("submit → done p50 / p95", lambda count, result: f"{statistics.median(result['latencies_s']):.2f} / "
                                                              f"{_percentile(result['latencies_s'], 0.95):.2f} s"),
         row("jobs per replica", lambda count, result: " / ".join(str(replica["jobs_done"])
-                                                                  for replica in result["replicas"])),
+                                                                  for replica in result["replicas"]) or "–"),
+        row("worker RSS (no Ray)", lambda count, result: "–" if count else f"{result['rss_after'][1]:.0f} MiB"),
         row("RSS per replica (now)", lambda count, result: replica_memory(result, "rss_now_mib")),
         row("peak RSS per replica", lambda count, result: replica_memory(result, "peak_rss_mib")),
         row("server RSS after", lambda count, result: f"{result['rss_after'][0]:.0f} MiB"),

@@ -5,6 +5,14 @@
 # application never loads (Java jars, RLlib, Ray Data/Train/Tune/LLM, the dashboard's web page), and its three native
 # binaries lose their debugging symbols (`strip --strip-unneeded`; about 4 MB).
 #   bash scripts/gpu_wheels_ray.sh [DIR]      # default: .whl-ray (git-ignored)
+# Then, from the repository root, one device call on nvidia-h200-x2 (carry .whl-ray; about 7–9 minutes: the real-size
+# random model is built on GPU 0 and saved as a 57 GB folder, then served by 1 and by 2 replicas, each loading it):
+#   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site
+#     .whl-ray/*.whl && export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 || exit;
+#   python3 scripts/load_test.py --ray --random-model real --replicas 1,2 --jobs 8 --threads 2 --size 640
+#     --layers 4 --server-arg=--preset=stock --params '{"resolution": 640, "num_inference_steps": 8, "prompt":
+#     "a red bicycle against a pale yellow wall, a potted fern, a round clock, a blue sign that says OPEN"}'
+#     2>&1 | grep -v "INFO\|Failed to get queue" | tee $OUT/log | tail -40
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DIR=${1:-.whl-ray}

@@ -32,7 +32,7 @@ import numpy as np
 
 from .errors import Busy, InvalidInput, ModelUnavailable, NotFound, QueueFull, StorageFailed
 from .layers import MANIFEST_NAME, layer_file_name, link_child, read_manifest, write_bytes_atomic, write_png_atomic
-from .params import DecomposeParams
+from .params import DecomposeParams, params_that_ran
 from .worker import backend_mismatch, worker_main
 
 logger = logging.getLogger(__name__)
@@ -194,7 +194,7 @@ class JobManager:
             "total": 0,
             "error": None,
             "layers": None,
-            "params": params.to_dict(),
+            "params": params_that_ran(params.to_dict(), self.backend_name),
             "parent": parent,
             "children": {},
             "notes": list(notes or []),
@@ -280,7 +280,8 @@ class JobManager:
             job_id = self._queue.popleft()
             record = self._records[job_id]
             if mark_running:
-                record.update(status="running", started_at=time.time())
+                record.update(status="running", started_at=time.time(),
+                              params=params_that_ran(record["params"], self.backend_name))
                 self._write_record(record)
             return {
                 "type": "run",
@@ -297,7 +298,8 @@ class JobManager:
         with self._lock:
             record = self._records.get(job_id)
             if record is not None and record["status"] == "queued":
-                record.update(status="running", started_at=time.time())
+                record.update(status="running", started_at=time.time(),
+                              params=params_that_ran(record["params"], self.backend_name))
                 self._write_record(record)
 
     def job_progress(self, job_id: str, stage: str, step: int, total: int) -> None:
@@ -311,6 +313,7 @@ class JobManager:
         with self._lock:
             record = self._records.get(job_id)
             if record is not None and record["status"] not in TERMINAL:
+                record["params"] = params_that_ran(record["params"], self._describe.get("backend"))
                 if notes is not None:
                     record["notes"] = list(notes)
                 self._finish(record, status, error, layers)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import StrataError
-from .worker import FAULT_ENV, PROGRESS_INTERVAL_S, _Faults, decompose_job, job_outcome
+from .worker import FAULT_ENV, PROGRESS_INTERVAL_S, _Faults, decompose_job, job_outcome, save_job
 
 logger = logging.getLogger(__name__)
 
@@ -151,13 +151,12 @@ class StrataReplica:
         return self._board
 
     def _run_job(self, message: dict[str, Any], image_bytes: bytes, progress, cancel) -> dict[str, Any]:
-        job_id = message["job"]
         try:
-            stack = decompose_job(self._backend, message, image_bytes, progress, cancel)
+            stack, depth_maps, extra_manifest = decompose_job(self._backend, message, image_bytes, progress, cancel)
             # 3. Save into a scratch folder with the same writer as the local worker, and ship the files' bytes:
             # the server writes them into the job folder (no shared disk between the nodes).
             with tempfile.TemporaryDirectory(prefix="strata-replica-") as scratch:
-                stack.save(scratch, extra_manifest={"job": job_id})
+                save_job(scratch, stack, depth_maps, extra_manifest)
                 names = sorted(path.name for path in Path(scratch).iterdir() if path.name != "manifest.json")
                 files = {name: (Path(scratch) / name).read_bytes() for name in names + ["manifest.json"]}
             return self._done({"status": "succeeded", "layers": len(stack.layers), "notes": stack.notes,

@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 APP_NAME = "strata"
 # Environment variables a replica needs from the server's environment (a remote node has its own environment;
 # STRATA_TOKEN is deliberately not among them: replicas never see the API token).
-FORWARDED_ENV = (FAULT_ENV, "STRATA_QWEN_MODEL", "HF_HUB_OFFLINE", "HF_HOME")
+FORWARDED_ENV = (FAULT_ENV, "STRATA_QWEN_MODEL", "STRATA_DEPTH_MODEL", "HF_HUB_OFFLINE", "HF_HOME")
 # Calls routed to a replica that had already died, per job, before the job fails.
 UNSTARTED_RETRIES = 3
 _FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")

@@ -170,12 +170,11 @@ def _run_job(backend, message: dict, conn, cancel, faults: _Faults, parent_pid: 
         faults.on_progress()
 
     try:
-        stack = decompose_job(backend, message, message["input"], progress, cancel)
+        stack, depth_maps, extra_manifest = decompose_job(backend, message, message["input"], progress, cancel)
         if os.getppid() != parent_pid:
             os._exit(3)
-        # 3. Save: layers, preview, then the manifest last.
         try:
-            stack.save(message["folder"], extra_manifest={"job": job_id})
+            save_job(message["folder"], stack, depth_maps, extra_manifest)
         except OSError as exc:  # disk full, folder removed or read-only: not the backend's fault
             return {"type": "done", "job": job_id, "status": "failed",
                     "error": storage_failed_message(message["folder"], exc)}
@@ -187,8 +186,9 @@ def _run_job(backend, message: dict, conn, cancel, faults: _Faults, parent_pid: 
 
 def decompose_job(backend, message: dict, image_source, progress, cancel):
     """Steps 1–2 of a job, shared by the local worker process and Ray Serve replicas: check the parameters, load the
-    image (a path, or the bytes a replica received), decompose. Returns the LayerStack with the job's notes and
-    parent set; raises what the backend raises (map it with ``job_outcome``)."""
+    image (a path, or the bytes a replica received), decompose, estimate depth when asked. Returns ``(LayerStack with
+    the job's notes and parent set, depth maps or None, extra manifest entries)`` for ``save_job``; raises what the
+    backend raises (map it with ``job_outcome``)."""
     from .errors import InvalidInput
     from .images import load_image
 
@@ -198,13 +198,34 @@ def decompose_job(backend, message: dict, image_source, progress, cancel):
     if mismatch:
         raise InvalidInput(mismatch)
     image, notes = load_image(image_source, max_pixels=message.get("max_pixels", 10**9))
+    if params.depth:  # a missing depth model fails the job now, not after the decomposition's work
+        from .depth import get_estimator
+
+        get_estimator()
     cancel.raise_if_canceled()
     # 2. Decompose.
     stack = backend.decompose(image, params, progress, cancel)
     cancel.raise_if_canceled()
+    # 2b. Depth per layer, when asked (the depth model stays loaded in this process between jobs).
+    depth_maps, extra_manifest = None, {"job": message["job"]}
+    if params.depth:
+        from .depth import estimate_layer_depths
+
+        depth_maps, extra_manifest["depth"] = estimate_layer_depths(
+            stack.composite(), [layer.rgba for layer in stack.layers], progress)
+        cancel.raise_if_canceled()
     stack.parent = message.get("parent")
     stack.notes = list(message.get("notes", [])) + notes + list(stack.notes)
-    return stack
+    return stack, depth_maps, extra_manifest
+
+
+def save_job(folder, stack, depth_maps, extra_manifest: dict) -> None:
+    """3. Save: depth maps, layers, preview, then the manifest last (its presence means a complete job)."""
+    if depth_maps is not None:
+        from .depth import write_depth_maps
+
+        write_depth_maps(folder, depth_maps)
+    stack.save(folder, extra_manifest=extra_manifest)
 
 
 def job_outcome(exc: Exception, backend_name: str) -> tuple[str, str | None]:

@@ -29,7 +29,12 @@ REPLICAS = 2
 
 @pytest.fixture(scope="module")
 def ray_server(tmp_path_factory):
-    server = ServerProcess(tmp_path_factory.mktemp("ray-data"), {"STRATA_FAULT_INJECT": f"slow_steps:{STEP_S}"},
+    sys.path.insert(0, str(REPO / "scripts"))
+    from make_tiny_depth_anything import build_tiny_depth_model
+
+    depth_model = build_tiny_depth_model(tmp_path_factory.mktemp("tiny-depth"))
+    env = {"STRATA_FAULT_INJECT": f"slow_steps:{STEP_S}", "STRATA_DEPTH_MODEL": str(depth_model), "HF_HUB_OFFLINE": "1"}
+    server = ServerProcess(tmp_path_factory.mktemp("ray-data"), env,
                            ("--ray", "--min-replicas", str(REPLICAS), "--max-replicas", str(REPLICAS),
                             "--cancel-grace-s", "10"), ready_timeout_s=240)
     yield server
@@ -102,6 +107,16 @@ def test_forty_jobs_from_four_clients_all_succeed_on_two_replicas(ray_server):
     # Both replicas did work.
     replicas = server.get("/v1/health").json()["replicas"]
     assert len([replica for replica in replicas if replica["jobs_done"] > 0]) == REPLICAS, replicas
+
+
+def test_depth_maps_come_back_from_the_replica(ray_server):
+    server = ray_server
+    job_id = server.submit(sample_png(), layers=2, depth=True)
+    record = server.wait(job_id, timeout_s=120)
+    assert record["status"] == "succeeded", record
+    assert len(server.get(f"/v1/jobs/{job_id}/manifest").json()["depth"]["files"]) == 2
+    response = server.get(f"/v1/jobs/{job_id}/depth/1.png")
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
 
 
 def test_replica_killed_mid_job_runs_it_again_with_the_reason_and_the_next_job_succeeds(ray_server):

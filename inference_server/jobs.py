@@ -266,6 +266,8 @@ class JobManager:
                 "backend_error": self._describe.get("error"),
                 "queue_length": len(self._queue),
                 **self.runner.health(),
+                # Several GPUs (qwen_parallel): the layout and each rank's device and process.
+                **{key: self._describe[key] for key in ("parallel", "ranks") if key in self._describe},
             }
 
     # ----------------------------------------------------------------- API used by the runners

@@ -264,6 +264,8 @@ class JobManager:
                 "device": self._describe.get("device", "unknown"),
                 "model_loaded": bool(self._describe.get("model_loaded", False)),
                 "backend_error": self._describe.get("error"),
+                "tier": self._describe.get("tier"),
+                "transformer": self._describe.get("transformer"),
                 "queue_length": len(self._queue),
                 **self.runner.health(),
                 # Several GPUs (qwen_parallel): the layout and each rank's device and process.

@@ -10,6 +10,7 @@ from .errors import InvalidInput
 
 MIN_LAYERS = 1
 MAX_LAYERS = 16
+AUTO_LAYERS = "auto"
 RESOLUTIONS = (640, 1024)
 BACKENDS = ("auto", "cpu", "qwen")
 PRESETS = ("stock", "exact", "fast", "lowvram")
@@ -20,7 +21,7 @@ OFFLOAD_MODES = ("none", "model", "sequential", "group")
 class DecomposeParams:
     """What a user can ask of a decomposition. Defaults follow the Qwen-Image-Layered model card."""
 
-    layers: int = 4
+    layers: int | str = 4  # or "auto": as many as the image has (see refine.decompose_refined)
     backend: str = "auto"
     num_inference_steps: int = 50
     resolution: int = 640
@@ -42,9 +43,11 @@ class DecomposeParams:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> "DecomposeParams":
-        if isinstance(self.layers, bool) or not isinstance(self.layers, int):
-            raise InvalidInput(f"layers must be an integer, got {self.layers!r}")
-        if not MIN_LAYERS <= self.layers <= MAX_LAYERS:
+        if self.layers == AUTO_LAYERS:
+            pass
+        elif isinstance(self.layers, bool) or not isinstance(self.layers, int):
+            raise InvalidInput(f"layers must be an integer or \"auto\", got {self.layers!r}")
+        elif not MIN_LAYERS <= self.layers <= MAX_LAYERS:
             raise InvalidInput(f"layers must be between {MIN_LAYERS} and {MAX_LAYERS}, got {self.layers}")
         if self.backend not in BACKENDS:
             raise InvalidInput(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
@@ -91,6 +94,10 @@ class DecomposeParams:
                 f"unknown parameter(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}"
             )
         return cls(**values).validate()
+
+    def with_layers(self, layers: int | str) -> "DecomposeParams":
+        """A copy asking for ``layers`` instead."""
+        return dataclasses.replace(self, layers=layers).validate()
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -191,6 +191,7 @@ def decompose_job(backend, message: dict, image_source, progress, cancel):
     backend raises (map it with ``job_outcome``)."""
     from .errors import InvalidInput
     from .images import load_image
+    from .refine import decompose_refined
 
     # 1. Check inputs: params are validated again here; the image was validated on upload.
     params = DecomposeParams.from_dict(message["params"])
@@ -203,8 +204,8 @@ def decompose_job(backend, message: dict, image_source, progress, cancel):
 
         get_estimator()
     cancel.raise_if_canceled()
-    # 2. Decompose.
-    stack = backend.decompose(image, params, progress, cancel)
+    # 2. Decompose, then refine: layers at the input's size with an exact composite (every backend).
+    stack = decompose_refined(backend, image, params, progress, cancel)
     cancel.raise_if_canceled()
     # 2b. Depth per layer, when asked (the depth model stays loaded in this process between jobs).
     depth_maps, extra_manifest = None, {"job": message["job"]}

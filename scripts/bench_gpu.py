@@ -331,6 +331,31 @@ def compare_layers(records: list[dict], out=sys.stdout) -> None:
         print(f"{preset} vs stock at {size}: max |Δ| {diff.max()} / 255, mean |Δ| {diff.mean():.3f}", file=out)
 
 
+def stream_worker(command: list[str], records: list[dict], json_out: str | None, label: str = "") -> int:
+    """Run one benchmark worker process, passing its ``RESULT {json}`` lines on as they come (so a run cut short by
+    a time limit still leaves its finished records behind: in ``records`` and appended to ``json_out``)."""
+    print(f"# {label}{' '.join(command[1:])}", flush=True)
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    tail: list[str] = []
+    for line in process.stdout:
+        line = line.rstrip("\n")
+        tail = (tail + [line])[-30:]
+        if line.startswith("RESULT "):
+            record = json.loads(line[len("RESULT "):])
+            records.append(record)
+            print(line, flush=True)
+            if json_out:
+                with open(json_out, "a") as handle:
+                    handle.write(json.dumps(record) + "\n")
+    code = process.wait()
+    if code != 0:
+        print(f"# {label}exited {code}:\n" + "\n".join(tail), flush=True)
+    print(f"# {label}{time.perf_counter() - started:.0f} s", flush=True)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--presets", default=",".join(PRESETS))
@@ -387,27 +412,8 @@ def main(argv: list[str] | None = None) -> int:
             elif not arg.startswith("--presets="):
                 passed.append(arg)
         command = [sys.executable, __file__, "--worker", preset] + passed
-        print(f"# {preset}: {' '.join(command[1:])}", flush=True)
-        started = time.perf_counter()
-        # Streamed line by line so a run cut short by a time limit still leaves its finished records behind.
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        tail: list[str] = []
-        for line in process.stdout:
-            line = line.rstrip("\n")
-            tail = (tail + [line])[-25:]
-            if line.startswith("RESULT "):
-                record = json.loads(line[len("RESULT "):])
-                records.append(record)
-                print(line, flush=True)
-                if args.json_out:
-                    with open(args.json_out, "a") as handle:
-                        handle.write(json.dumps(record) + "\n")
-        if process.wait() != 0:
-            joined = "\n".join(tail)
-            print(f"# {preset} worker exited {process.returncode}:\n{joined}", flush=True)
-            records.append({"preset": preset, "stage": "setup", "error": f"worker exited {process.returncode}"})
-        print(f"# {preset}: {time.perf_counter() - started:.0f} s", flush=True)
+        if stream_worker(command, records, args.json_out, label=f"{preset}: ") != 0:
+            records.append({"preset": preset, "stage": "setup", "error": "worker exited with an error (log above)"})
     print_table(records)
     if args.save_layers:
         compare_layers(records)

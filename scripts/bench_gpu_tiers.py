@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -318,29 +316,6 @@ def print_table(records: list[dict], out=sys.stdout) -> None:
             print(f"\n{record.get('tier') or record.get('preset')}: setup failed: {record['error']}", file=out)
 
 
-def stream(command: list[str], records: list[dict], json_out: str | None) -> int:
-    print(f"# {' '.join(command[1:])}", flush=True)
-    started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    tail: list[str] = []
-    for line in process.stdout:
-        line = line.rstrip("\n")
-        tail = (tail + [line])[-30:]
-        if line.startswith("RESULT "):
-            record = json.loads(line[len("RESULT "):])
-            records.append(record)
-            print(line, flush=True)
-            if json_out:
-                with open(json_out, "a") as handle:
-                    handle.write(json.dumps(record) + "\n")
-    code = process.wait()
-    if code != 0:
-        print(f"# exited {code}:\n" + "\n".join(tail), flush=True)
-    print(f"# {time.perf_counter() - started:.0f} s", flush=True)
-    return code
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiers", default="24,16,12,8")
@@ -382,12 +357,12 @@ def main(argv: list[str] | None = None) -> int:
     common += ["--no-compile"] if args.no_compile else []
     common += ["--caption", args.caption] + (["--from-random"] if args.from_random else [])
     if args.quant_error == "yes":
-        stream(me + ["--worker", "quant-error"] + common, records, args.json_out)
+        bench_gpu.stream_worker(me + ["--worker", "quant-error"] + common, records, args.json_out)
     if not args.from_random and not (args.keep_weights and
                                      (Path(args.weights_dir) / "transformer" / "config.json").is_file()):
-        stream(me + ["--worker", "weights"] + common, records, args.json_out)
+        bench_gpu.stream_worker(me + ["--worker", "weights"] + common, records, args.json_out)
     for tier in [t.strip() for t in args.tiers.split(",") if t.strip()]:
-        code = stream(me + ["--worker", tier] + common, records, args.json_out)
+        code = bench_gpu.stream_worker(me + ["--worker", tier] + common, records, args.json_out)
         if code != 0:
             records.append({"tier": tier, "stage": "setup", "error": f"worker exited {code}"})
     if args.exact == "yes":
@@ -396,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
                    str(args.timed_steps), "--caption-presets", "exact", "--seed", str(args.seed)]
         command += ["--cpu-dry-run"] if args.cpu_dry_run else []
         before = len(records)
-        stream(command, records, args.json_out)
+        bench_gpu.stream_worker(command, records, args.json_out)
         for record in records[before:]:
             if record.get("stage") == "caption":
                 record["tier"] = "exact"

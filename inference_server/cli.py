@@ -20,16 +20,18 @@ from pathlib import Path
 from . import __version__
 from .errors import InvalidInput, StrataError
 from .images import DEFAULT_MAX_PIXELS
-from .params import BACKENDS, MAX_LAYERS, MIN_LAYERS, PRESETS, RESOLUTIONS
+from .params import AUTO_LAYERS, BACKENDS, MAX_LAYERS, MIN_LAYERS, PRESETS, RESOLUTIONS
 
 TOKEN_ENV = "STRATA_TOKEN"
 
 
-def _layers(text: str) -> int:
+def _layers(text: str) -> int | str:
+    if text.strip().lower() == AUTO_LAYERS:
+        return AUTO_LAYERS
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of layers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a whole number of layers or {AUTO_LAYERS!r}, got {text!r}") from None
     if not MIN_LAYERS <= value <= MAX_LAYERS:
         raise argparse.ArgumentTypeError(
             f"the number of layers must be between {MIN_LAYERS} and {MAX_LAYERS}, got {value}")
@@ -69,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     decompose.add_argument("--layer", type=int, metavar="K",
                            help="recursive decomposition: IMAGE is a decomposition folder; split its layer K again "
                                 "(the new manifest names its parent, the parent's lists its children)")
-    decompose.add_argument("-n", "--layers", type=_layers, default=4, help="number of layers (default 4)")
+    decompose.add_argument("-n", "--layers", type=_layers, default=4,
+                           help="number of layers, or 'auto' to let the decomposer choose (1–16); default 4")
     decompose.add_argument("-o", "--output", type=Path, required=True, metavar="OUT", help="output folder")
     _add_backend_options(decompose)
     decompose.add_argument("--steps", type=int, dest="num_inference_steps", help="denoising steps (qwen; default 50)")

@@ -10,6 +10,7 @@ from .errors import InvalidInput
 
 MIN_LAYERS = 1
 MAX_LAYERS = 16
+AUTO_LAYERS = "auto"  # ``layers`` value that lets the backend choose the count (MIN_LAYERS–MAX_LAYERS)
 RESOLUTIONS = (640, 1024)
 BACKENDS = ("auto", "cpu", "qwen")
 PRESETS = ("stock", "exact", "fast", "lowvram")
@@ -20,7 +21,7 @@ OFFLOAD_MODES = ("none", "model", "sequential", "group")
 class DecomposeParams:
     """What a user can ask of a decomposition. Defaults follow the Qwen-Image-Layered model card."""
 
-    layers: int = 4
+    layers: int | str = 4  # a count, or AUTO_LAYERS: the backend picks it (the manifest's layer_count says so)
     backend: str = "auto"
     num_inference_steps: int = 50
     resolution: int = 640
@@ -40,9 +41,11 @@ class DecomposeParams:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> "DecomposeParams":
-        if isinstance(self.layers, bool) or not isinstance(self.layers, int):
-            raise InvalidInput(f"layers must be an integer, got {self.layers!r}")
-        if not MIN_LAYERS <= self.layers <= MAX_LAYERS:
+        if self.layers == AUTO_LAYERS:
+            pass
+        elif isinstance(self.layers, bool) or not isinstance(self.layers, int):
+            raise InvalidInput(f"layers must be an integer or {AUTO_LAYERS!r}, got {self.layers!r}")
+        elif not MIN_LAYERS <= self.layers <= MAX_LAYERS:
             raise InvalidInput(f"layers must be between {MIN_LAYERS} and {MAX_LAYERS}, got {self.layers}")
         if self.backend not in BACKENDS:
             raise InvalidInput(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
@@ -78,6 +81,15 @@ class DecomposeParams:
                                               or not isinstance(self.parent_layer, int)):
             raise InvalidInput(f"parent_layer must be an integer layer index, got {self.parent_layer!r}")
         return self
+
+    @property
+    def auto_layers(self) -> bool:
+        """Whether the backend is to choose the layer count."""
+        return self.layers == AUTO_LAYERS
+
+    def layer_count(self, auto_count: int) -> int:
+        """The count to work towards: the one asked for, or ``auto_count`` (the backend's choice) for "auto"."""
+        return int(auto_count) if self.auto_layers else int(self.layers)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "DecomposeParams":

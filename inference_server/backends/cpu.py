@@ -51,7 +51,7 @@ from PIL import Image
 
 from ..errors import InvalidInput
 from ..layers import Layer, LayerStack, Stopwatch, composite_over
-from ..params import DecomposeParams
+from ..params import MAX_LAYERS, DecomposeParams
 from .base import CancelToken, ProgressCallback, no_progress
 
 EDGE_STEP = 10.0  # colour step (0–255, max over channels) between neighbours that separates two regions
@@ -151,7 +151,8 @@ class CpuDecomposer:
             raise InvalidInput(f"expected an RGB or RGBA image, got mode {image.mode!r}; convert it first")
         if image.width < 1 or image.height < 1:
             raise InvalidInput(f"the image is empty ({image.width}×{image.height})")
-        requested = int(params.layers)
+        # "auto": as many layers as the image has distinct elements, up to the most the API allows.
+        requested = params.layer_count(MAX_LAYERS)
         target = np.asarray(image.convert("RGBA"), dtype=np.uint8)
         height_px, width_px = target.shape[:2]
         alpha_in = target[..., 3].astype(np.float32) / 255.0
@@ -247,7 +248,9 @@ class CpuDecomposer:
             _correct_residual(layers, target)
         progress("residual", 1, 1)
         watch.stop()
-        if len(layers) < requested:
+        if params.auto_layers:
+            notes.append(f"layers: auto; found {len(layers)} distinct layer(s) in the image")
+        elif len(layers) < requested:
             notes.append(f"found {len(layers)} distinct layer(s) in the image, fewer than the {requested} "
                          f"requested; returned {len(layers)}")
         return self._stack(layers, params, watch, notes)

@@ -46,6 +46,9 @@ from .base import CancelToken, ProgressCallback, no_progress
 
 # The pipeline's own default; the text encoder's embeddings are cut to this many tokens.
 MAX_SEQUENCE_LENGTH = 512
+# layers: "auto" runs the model at this count (its training range is 3–8 or so); choosing the count per image
+# (merging or dropping what the model returns) hooks in at QwenLayeredBackend.layer_count.
+AUTO_LAYER_COUNT = 6
 # First Block Cache threshold of the fast preset (diffusers' default is 0.05; 0.08 skips more steps).
 FAST_CACHE_THRESHOLD = 0.08
 APPROXIMATE_PRESETS = ("fast",)
@@ -352,6 +355,10 @@ class QwenLayeredBackend:
             raise
 
     # ----------------------------------------------------------------------------------------------- decompose
+    def layer_count(self, image: Image.Image, params: DecomposeParams) -> int:
+        """How many layers the model is asked for: the requested count, or AUTO_LAYER_COUNT for "auto"."""
+        return params.layer_count(AUTO_LAYER_COUNT)
+
     def decompose(
         self,
         image: Image.Image,
@@ -376,6 +383,7 @@ class QwenLayeredBackend:
         if min(input_width_px, input_height_px) < 16:
             raise InvalidInput(f"the image is {input_width_px}×{input_height_px} px; both sides must be at least 16 px")
         seed = params.seed if params.seed is not None else secrets.randbelow(2**63)
+        layer_count = self.layer_count(image, params)
         cancel.raise_if_canceled()
 
         # 2. Load the pipeline for this preset (kept between jobs; a different preset reloads)
@@ -451,7 +459,7 @@ class QwenLayeredBackend:
                 pipeline._interrupt = True
                 raise JobCanceled(f"canceled during denoising after {step_index + 1} of {total_steps} steps")
             if step_index + 1 == total_steps:
-                progress("decode", 0, params.layers)
+                progress("decode", 0, layer_count)
             return callback_kwargs
 
         progress("denoise", 0, total_steps)
@@ -467,7 +475,7 @@ class QwenLayeredBackend:
                 negative_prompt_embeds=negative_embeds,
                 negative_prompt_embeds_mask=negative_mask,
                 true_cfg_scale=params.true_cfg_scale,
-                layers=params.layers,
+                layers=layer_count,
                 num_inference_steps=total_steps,
                 generator=generator,
                 resolution=params.resolution,
@@ -483,7 +491,7 @@ class QwenLayeredBackend:
         # The pipeline's VAE encoding of the input (tens of ms) falls into "denoise".
         watch.timings_s["denoise"] = step_ends[-1] - denoise_started
         watch.timings_s["decode"] = finished - step_ends[-1]
-        progress("decode", params.layers, params.layers)
+        progress("decode", layer_count, layer_count)
 
         # 7. Back to the input's size, as a back→front LayerStack
         if not np.isfinite(frames).all():
@@ -511,6 +519,8 @@ class QwenLayeredBackend:
             notes.append(f"preset {params.preset} is approximate (fp8 + step cache): layers differ from stock")
         if not params.prompt.strip():
             notes.append(f"caption: {prompt}")
+        if params.auto_layers:
+            notes.append(f"layers: auto; ran the model at {layer_count} layers")
         stack_params = params.to_dict()
         stack_params["seed"] = seed
         return LayerStack(

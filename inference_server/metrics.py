@@ -1,19 +1,24 @@
-"""Layer-decomposition quality, scored with the LayerD protocol (Suzuki et al. 2025, "LayerD"), written from its
-description (see shared/notes/cpu_decomposition.md §3):
+"""Layer-decomposition quality, scored exactly as LayerD's reference evaluation does (Suzuki et al. 2025,
+"LayerD", github.com/CyberAgentAILab/LayerD, ``src/layerd/evaluation``; Apache-2.0). Our own code, checked
+against that code's scores on fixed inputs (tests/test_metrics.py, fixture tests/data/layerd_reference_scores.json).
 
 1. Grouping: on both sides, repeatedly take the layers whose hard alpha (α > 0) overlaps no later remaining
-   layer and composite them into one layer. Decompositions that differ only in how disjoint elements of the
-   same depth are split up then score the same.
-2. Per pair of layers: RGB L1 = mean |ΔRGB| (straight colour in [0, 1]) over the pixels where the ground truth
-   has α > 0; soft alpha IoU = Σ min(α_p, α_g) / Σ max(α_p, α_g); cost = (L1 + 1 − IoU) / 2.
+   layer; each such set becomes one layer, composited with Pillow's ``Image.alpha_composite`` (which keeps the
+   lower layer's colour where the upper one's alpha is 0: L1 is taken over the ground truth's mask, so colour
+   under a prediction's zero alpha counts).
+2. Per pair (a, b): RGB L1 = mean |ΔRGB| (straight colour in [0, 1]) over the pixels where b has α > 0;
+   soft alpha IoU = Σ min(α_a, α_b) / Σ max(α_a, α_b), 0 when both are empty; cost = (L1 + 1 − IoU) / 2.
 3. Alignment: dynamic time warping over the cost matrix; a sample's scores are the means over the matched path.
-4. Edits: up to ``max_edits`` greedy merges of two adjacent layers (alpha-composited), on the prediction or the
-   ground truth, whichever lowers the DTW cost most; never below 2 layers, and only while a merge lowers the
-   cost (so ground truth against itself stays at 0 / 1). Scored after every edit. (LayerD's own Merge judges
-   a merge by the similarity gain on the layers matched to the two merged ones; judging by the whole
-   alignment's cost is our simplification, with the same stopping rule: no gain, no edit.)
-5. Aggregation: mean per edit level; a sample that ran out of edits carries its last value forward. Samples
-   whose ground truth has fewer than 2 layers are skipped.
+4. Edits (LayerD's ``Merge``): up to ``max_edits`` merges of two adjacent layers (``alpha_composite``), never
+   below 2 layers on a side. For each i, a merge of i and i+1 is judged locally, against only the layers the
+   current path matches to i and to i+1: the similarity (1 − cost) of the merged layer to each of those two
+   groups, paired with the best of the merged layer's or layer i+2's similarity, must beat the unmerged
+   similarity; the largest gain wins. Merges on the ground-truth side are judged with the arguments swapped
+   (so L1 is masked by the prediction's alpha); a tie goes to the ground-truth side. When no merge gains on
+   either side the sample stops there.
+5. Aggregation: mean per edit level; a sample that stopped early carries its last value forward. A ground
+   truth of fewer than 2 layers is skipped (LayerD's evaluate.py also skips predictions of fewer than 2 layers;
+   we score them, so the one-layer baseline can be measured).
 
 All layers are H×W×4 uint8 straight-alpha arrays, back to front.
 """
@@ -21,12 +26,15 @@ All layers are H×W×4 uint8 straight-alpha arrays, back to front.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import reduce
 
 import numpy as np
+from PIL import Image
 
 from .layers import composite_over
 
 DEFAULT_MAX_EDITS = 5
+_L1_EPS = 1e-8  # LayerD's RGBL1 divides by (mask pixels + eps)
 
 
 @dataclass(frozen=True)
@@ -40,129 +48,157 @@ class LevelScore:
     gt_layers: int
 
 
-def group_layers(layers: list[np.ndarray]) -> list[np.ndarray]:
-    """LayerD grouping: peel the set of unoccluded layers repeatedly; each set becomes one layer (back→front)."""
-    remaining = list(layers)
-    groups_front_to_back: list[np.ndarray] = []
+def alpha_composite(lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """``upper`` over ``lower`` with Pillow's ``Image.alpha_composite`` (its rounding, and the lower colour kept
+    where the upper alpha is 0), as LayerD merges layers."""
+    merged = Image.alpha_composite(Image.fromarray(lower, "RGBA"), Image.fromarray(upper, "RGBA"))
+    return np.asarray(merged, dtype=np.uint8)
+
+
+def group_indices(layers: list[np.ndarray]) -> list[list[int]]:
+    """LayerD grouping: index sets of layers that no later remaining layer overlaps (hard alpha), back→front."""
+    hard = [layer[..., 3] > 0 for layer in layers]
+    remaining = list(range(len(layers)))
+    groups_front_to_back = []
     while remaining:
-        hard = [layer[..., 3] > 0 for layer in remaining]
-        # covered_after[i]: union of hard alphas of the layers after i
-        covered_after = [None] * len(remaining)
-        union = np.zeros_like(hard[0])
-        for index in range(len(remaining) - 1, -1, -1):
-            covered_after[index] = union
-            union = union | hard[index]
-        top = [i for i in range(len(remaining)) if not (hard[i] & covered_after[i]).any()]
-        groups_front_to_back.append(composite_over([remaining[i] for i in top]) if len(top) > 1 else remaining[top[0]])
-        remaining = [layer for i, layer in enumerate(remaining) if i not in set(top)]
+        group = [index for position, index in enumerate(remaining)
+                 if not any((hard[index] & hard[later]).any() for later in remaining[position + 1:])]
+        groups_front_to_back.append(group)
+        remaining = [index for index in remaining if index not in group]
     return groups_front_to_back[::-1]
 
 
+def group_layers(layers: list[np.ndarray]) -> list[np.ndarray]:
+    """The grouped layers (back→front), each group alpha-composited in order."""
+    return [reduce(alpha_composite, [layers[i] for i in group]) for group in group_indices(layers)]
+
+
 def rgb_l1(pred: np.ndarray, gt: np.ndarray) -> float:
-    """Mean absolute straight-RGB difference in [0, 1] over the ground truth's visible pixels (0 if it has none)."""
-    mask = gt[..., 3] > 0
-    if not mask.any():
-        return 0.0
-    diff = np.abs(pred[..., :3][mask].astype(np.int16) - gt[..., :3][mask].astype(np.int16))
-    return float(diff.mean() / 255.0)
+    """Mean absolute straight-RGB difference in [0, 1] over ``gt``'s visible pixels (0 if it has none)."""
+    a = pred.astype(float) / 255.0
+    b = gt.astype(float) / 255.0
+    mask = b[..., 3] > 0
+    return float((np.abs(a[..., :3] - b[..., :3]).mean(-1) * mask).sum() / (mask.sum() + _L1_EPS))
 
 
 def alpha_iou(pred: np.ndarray, gt: np.ndarray) -> float:
-    """Soft IoU of the alpha channels (1 when both are empty)."""
-    a = pred[..., 3].astype(np.int32)
-    b = gt[..., 3].astype(np.int32)
+    """Soft IoU of the alpha channels (0 when both are empty, as in LayerD)."""
+    a = pred[..., 3].astype(float) / 255.0
+    b = gt[..., 3].astype(float) / 255.0
     union = np.maximum(a, b).sum()
-    if union == 0:
-        return 1.0
-    return float(np.minimum(a, b).sum() / union)
+    return float(np.minimum(a, b).sum() / union) if union > 0 else 0.0
+
+
+def pair_cost(l1: float, iou: float) -> float:
+    return (l1 + (1.0 - iou)) / 2.0
 
 
 def dtw_path(cost: np.ndarray) -> list[tuple[int, int]]:
-    """Classic DTW (steps right, down, diagonal) from (0, 0) to (n−1, m−1); returns the matched index pairs."""
+    """DTW (steps right, down, diagonal) from (0, 0) to (n−1, m−1), ties broken diagonal, then down, then right."""
     n, m = cost.shape
-    acc = np.full((n + 1, m + 1), np.inf)
-    acc[0, 0] = 0.0
-    for i in range(1, n + 1):
-        for j in range(1, m + 1):
-            acc[i, j] = cost[i - 1, j - 1] + min(acc[i - 1, j - 1], acc[i - 1, j], acc[i, j - 1])
-    path = []
-    i, j = n, m
-    while i > 0 and j > 0:
-        path.append((i - 1, j - 1))
-        step = int(np.argmin([acc[i - 1, j - 1], acc[i - 1, j], acc[i, j - 1]]))
-        if step == 0:
+    acc = np.zeros((n, m))
+    acc[0, 0] = cost[0, 0]
+    for i in range(1, n):
+        acc[i, 0] = acc[i - 1, 0] + cost[i, 0]
+    for j in range(1, m):
+        acc[0, j] = acc[0, j - 1] + cost[0, j]
+    for i in range(1, n):
+        for j in range(1, m):
+            acc[i, j] = cost[i, j] + min(acc[i - 1, j], acc[i, j - 1], acc[i - 1, j - 1])
+    i, j = n - 1, m - 1
+    path = [(i, j)]
+    while i > 0 or j > 0:
+        if i == 0:
+            j -= 1
+        elif j == 0:
+            i -= 1
+        elif acc[i - 1, j - 1] <= acc[i - 1, j] and acc[i - 1, j - 1] <= acc[i, j - 1]:
             i, j = i - 1, j - 1
-        elif step == 1:
+        elif acc[i - 1, j] <= acc[i - 1, j - 1] and acc[i - 1, j] <= acc[i, j - 1]:
             i -= 1
         else:
             j -= 1
+        path.append((i, j))
     return path[::-1]
 
 
 class _PairCache:
-    """Pair metrics keyed by array identity: a merge edit changes one layer, the other pairs are reused."""
+    """(RGB L1, IoU) of an ordered pair keyed by array identity: a merge changes one layer, other pairs are reused."""
 
     def __init__(self) -> None:
         self._values: dict[tuple[int, int], tuple[float, float]] = {}
         self._keep: list[np.ndarray] = []  # keeps ids valid for the cache's lifetime
 
-    def get(self, pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
-        key = (id(pred), id(gt))
+    def get(self, a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+        key = (id(a), id(b))
         if key not in self._values:
-            self._keep.extend((pred, gt))
-            self._values[key] = (rgb_l1(pred, gt), alpha_iou(pred, gt))
+            self._keep.extend((a, b))
+            self._values[key] = (rgb_l1(a, b), alpha_iou(a, b))
         return self._values[key]
 
+    def similarity(self, a: np.ndarray, b: np.ndarray) -> float:
+        return 1.0 - pair_cost(*self.get(a, b))
 
-def _align(pred: list[np.ndarray], gt: list[np.ndarray], cache: _PairCache) -> tuple[float, float, float]:
-    """(mean cost, mean RGB L1, mean IoU) over the DTW path."""
+
+def _align(pred: list[np.ndarray], gt: list[np.ndarray], cache: _PairCache):
+    """(DTW path, mean RGB L1, mean IoU) over the path."""
     pairs = [[cache.get(p, g) for g in gt] for p in pred]
-    l1 = np.array([[v[0] for v in row] for row in pairs])
-    iou = np.array([[v[1] for v in row] for row in pairs])
-    cost = (l1 + 1.0 - iou) / 2.0
+    cost = np.array([[pair_cost(*value) for value in row] for row in pairs])
     path = dtw_path(cost)
-    rows, cols = zip(*path)
-    return (float(cost[rows, cols].mean()), float(l1[rows, cols].mean()), float(iou[rows, cols].mean()))
+    l1 = float(np.mean([pairs[i][j][0] for i, j in path]))
+    iou = float(np.mean([pairs[i][j][1] for i, j in path]))
+    return path, l1, iou
 
 
-def _merged(layers: list[np.ndarray], index: int) -> list[np.ndarray]:
-    return layers[:index] + [composite_over([layers[index], layers[index + 1]])] + layers[index + 2:]
+def _best_merge(layers: list[np.ndarray], others: list[np.ndarray], path: list[tuple[int, int]],
+                cache: _PairCache) -> tuple[int | None, float, np.ndarray | None]:
+    """LayerD's local merge judgement on one side: (index i of the best merge of i and i+1, its gain, the merged
+    layer), or (None, -inf, None). ``path`` pairs (index in ``layers``, index in ``others``)."""
+    best: tuple[int | None, float, np.ndarray | None] = (None, float("-inf"), None)
+    if len(layers) <= 2:
+        return best
+    for i in range(len(layers) - 1):
+        merged = alpha_composite(layers[i], layers[i + 1])
+        candidates = [merged] + ([layers[i + 2]] if i + 2 < len(layers) else [])
+        matched = ([others[b] for a, b in path if a == i], [others[b] for a, b in path if a == i + 1])
+        current = (sum(cache.similarity(layers[i], other) for other in matched[0])
+                   + sum(cache.similarity(layers[i + 1], other) for other in matched[1]))
+        sums = [sum(cache.similarity(candidate, other) for other in group)
+                for candidate in candidates for group in matched]
+        merged_best = max(value + sums[0] for value in sums[1:])
+        if merged_best > current and merged_best - current > best[1]:
+            best = (i, merged_best - current, merged)
+    return best
 
 
 def score_layers(pred_layers: list[np.ndarray], gt_layers: list[np.ndarray],
                  max_edits: int = DEFAULT_MAX_EDITS) -> list[LevelScore] | None:
-    """LayerD scores at edit levels 0..max_edits, or None when the grouped ground truth has fewer than 2 layers."""
+    """LayerD scores at edit levels 0..max_edits, or None when the ground truth has fewer than 2 layers."""
     if not pred_layers or not gt_layers:
         raise ValueError("both the prediction and the ground truth need at least one layer")
     shapes = {layer.shape for layer in list(pred_layers) + list(gt_layers)}
     if len(shapes) != 1:
         raise ValueError(f"all layers must have one shape, got {sorted(shapes)}")
+    if len(gt_layers) < 2:
+        return None
     pred = group_layers(list(pred_layers))
     gt = group_layers(list(gt_layers))
-    if len(gt) < 2:
-        return None
     cache = _PairCache()
-    cost, l1, iou = _align(pred, gt, cache)
+    path, l1, iou = _align(pred, gt, cache)
     levels = [LevelScore(0, l1, iou, len(pred), len(gt))]
+    stopped = False
     for edit in range(1, max_edits + 1):
-        best = None
-        for side, layers in (("pred", pred), ("gt", gt)):
-            if len(layers) <= 2:
-                continue
-            for index in range(len(layers) - 1):
-                candidate = _merged(layers, index)
-                result = _align(candidate, gt, cache) if side == "pred" else _align(pred, candidate, cache)
-                if best is None or result[0] < best[0]:
-                    best = (result[0], result[1], result[2], side, candidate)
-        if best is None or best[0] >= cost:
-            # Out of edits (both sides at 2 layers) or no merge brings the sides closer: carry the last value.
-            levels.append(LevelScore(edit, l1, iou, len(pred), len(gt)))
-            continue
-        cost, l1, iou, side, candidate = best
-        if side == "pred":
-            pred = candidate
-        else:
-            gt = candidate
+        if not stopped:
+            pred_index, pred_gain, pred_merged = _best_merge(pred, gt, path, cache)
+            gt_index, gt_gain, gt_merged = _best_merge(gt, pred, [(j, i) for i, j in path], cache)
+            if pred_index is None and gt_index is None:
+                stopped = True  # LayerD stops the sample here; the last value carries forward
+            elif pred_gain > gt_gain:
+                pred = pred[:pred_index] + [pred_merged] + pred[pred_index + 2:]
+            else:
+                gt = gt[:gt_index] + [gt_merged] + gt[gt_index + 2:]
+            if not stopped:
+                path, l1, iou = _align(pred, gt, cache)
         levels.append(LevelScore(edit, l1, iou, len(pred), len(gt)))
     return levels
 

@@ -1,14 +1,61 @@
-"""The LayerD scoring protocol: sanity anchors a reader of the benchmark relies on."""
+"""The LayerD scoring protocol: equal to LayerD's own code on fixed inputs, and the sanity anchors a reader of
+the benchmark relies on."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
+from layerd_reference import CASE_SEEDS, REFERENCE_SCORES, make_case
 
 from inference_server.layers import composite_over
-from inference_server.metrics import (alpha_iou, dtw_path, group_layers, mean_levels, reconstruction_mae, rgb_l1,
-                                      score_layers)
+from inference_server.metrics import (alpha_composite, alpha_iou, dtw_path, group_layers, mean_levels,
+                                      reconstruction_mae, rgb_l1, score_layers)
 from inference_server.samples import make_sample
+
+REFERENCE = json.loads((Path(__file__).parent / REFERENCE_SCORES).read_text())
+
+
+@pytest.mark.parametrize("seed", CASE_SEEDS)
+def test_scores_equal_layerd_reference_code_at_every_edit_level(seed):
+    # tests/data/layerd_reference_scores.json: LayerD's LayersEditDist on the same layers
+    # (scripts/layerd_reference_scores.py). A sample LayerD stopped early carries its last value.
+    pred, gt = make_case(seed)
+    theirs = REFERENCE["cases"][str(seed)]
+    ours = score_layers(pred, gt)
+    assert len(ours) == 6
+    for level in ours:
+        expected = theirs[min(level.edits, len(theirs) - 1)]
+        assert level.rgb_l1 == pytest.approx(expected["rgb_l1"], abs=1e-12), f"L1 at e{level.edits}"
+        assert level.alpha_iou == pytest.approx(expected["alpha_iou"], abs=1e-12), f"IoU at e{level.edits}"
+
+
+def test_reference_mean_over_the_cases_at_e0_and_e5():
+    ours = mean_levels([score_layers(*make_case(seed)) for seed in CASE_SEEDS])
+    for level in (0, 5):
+        values = [REFERENCE["cases"][str(s)][min(level, len(REFERENCE["cases"][str(s)]) - 1)] for s in CASE_SEEDS]
+        assert ours[level][0] == pytest.approx(np.mean([v["rgb_l1"] for v in values]), abs=1e-12)
+        assert ours[level][1] == pytest.approx(np.mean([v["alpha_iou"] for v in values]), abs=1e-12)
+
+
+def test_grouping_keeps_the_lower_colour_under_zero_alpha_as_pillow_does():
+    lower = _solid(4, 4, (200, 10, 10))
+    upper = np.zeros((4, 4, 4), np.uint8)
+    upper[..., :3] = (0, 0, 255)  # colour, but invisible
+    upper[0, 0] = (0, 0, 255, 255)
+    merged = alpha_composite(lower, upper)
+    assert tuple(merged[3, 3]) == (200, 10, 10, 255)
+    assert tuple(merged[0, 0]) == (0, 0, 255, 255)
+    # Two disjoint layers grouped into one: where both are transparent, the lower one's colour stays.
+    left = np.zeros((4, 8, 4), np.uint8)
+    left[..., :3] = 90
+    left[:, :2, 3] = 255
+    right = np.zeros((4, 8, 4), np.uint8)
+    right[:, 6:] = (10, 20, 30, 255)
+    grouped = group_layers([left, right])
+    assert len(grouped) == 1 and tuple(grouped[0][0, 4]) == (90, 90, 90, 0)
 
 
 def _solid(height_px, width_px, rgb, box=None, alpha=255):
@@ -66,7 +113,7 @@ def test_pair_metrics_on_known_values():
     assert rgb_l1(pred, gt) == pytest.approx(51 / 255 / 3)
     assert alpha_iou(pred, gt) == pytest.approx(0.5)
     empty = np.zeros((10, 10, 4), np.uint8)
-    assert alpha_iou(empty, empty) == 1.0
+    assert alpha_iou(empty, empty) == 0.0  # as in LayerD
     assert rgb_l1(pred, empty) == 0.0
 
 

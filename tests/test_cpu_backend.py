@@ -130,6 +130,43 @@ def test_cancel_before_start_and_mid_peel(decomposer):
     assert stages_after_cancel == [], "work went on after the cancel"
 
 
+@pytest.fixture(scope="module")
+def big_poster():
+    """A 6 MP poster: big enough that each stage takes seconds on two cores."""
+    return make_sample("flat", 3000, 2000, seed=1).composite
+
+
+@pytest.mark.parametrize("stage", ["regions", "fill"])
+def test_cancel_lands_inside_a_long_stage(decomposer, big_poster, stage):
+    # Cancel a moment after the stage starts (the previous one reported done): it must stop inside the stage,
+    # not run it to the end (on 12 MP that took 7.6 s).
+    import threading
+    import time
+
+    token = CancelToken()
+    previous = {"regions": "check", "fill": "peel"}[stage]
+    canceled_at = []
+    events = []
+
+    def cancel_soon():
+        time.sleep(0.3)
+        canceled_at.append(time.perf_counter())
+        token.cancel()
+
+    def progress(stage_name, step, total):
+        events.append(stage_name)
+        if stage_name == previous and step == total and not canceled_at:
+            threading.Thread(target=cancel_soon, daemon=True).start()
+
+    with pytest.raises(JobCanceled):
+        _decompose(decomposer, big_poster, 4, progress=progress, cancel=token)
+    latency_s = time.perf_counter() - canceled_at[0]
+    assert stage not in events, f"the {stage} stage ran to its end after the cancel"
+    # One second is the target on an idle machine (bench_decompose measures it on 12 MP); this bound leaves room
+    # for a loaded CI runner.
+    assert latency_s < 4.0, f"stopped {latency_s:.2f} s after the cancel"
+
+
 def test_a_palette_image_gets_a_teaching_error(decomposer):
     image = Image.new("P", (16, 16))
     with pytest.raises(InvalidInput, match="got mode 'P'"):

@@ -75,6 +75,18 @@ INPAINT_MAX_SIDE_PX = 384  # photo holes are filled at this size, then upsampled
 TELEA_BAND_PX = 5  # (at that size) Telea fills this far into a subject's hole, a smooth fill beyond twice that
 FILL_RELAX_STEPS = 20  # smoothing passes per pyramid level of that fill (towards a membrane fill)
 
+# The running decomposition's cancel token, per thread: the long stages call _checkpoint() between their sub-steps
+# (every few hundred ms of work on a 12 MP image), so a cancel lands within a second, not at the next stage.
+_running = threading.local()
+
+
+def _checkpoint() -> None:
+    """Stop here (JobCanceled) if this thread's decomposition was canceled."""
+    token = getattr(_running, "cancel", None)
+    if token is not None:
+        token.raise_if_canceled()
+
+
 COLOR_NAMES = {
     "Red": (220, 50, 50), "Orange": (245, 150, 60), "Yellow": (235, 205, 80), "Green": (60, 170, 80),
     "Teal": (40, 160, 150), "Mint": (140, 200, 190), "Blue": (50, 110, 200), "Navy": (30, 50, 90),
@@ -135,6 +147,14 @@ class CpuDecomposer:
     def decompose(self, image: Image.Image, params: DecomposeParams,
                   progress: ProgressCallback = no_progress, cancel: CancelToken | None = None) -> LayerStack:
         cancel = cancel or CancelToken()
+        outer, _running.cancel = getattr(_running, "cancel", None), cancel
+        try:
+            return self._decompose(image, params, progress, cancel)
+        finally:
+            _running.cancel = outer
+
+    def _decompose(self, image: Image.Image, params: DecomposeParams, progress: ProgressCallback,
+                   cancel: CancelToken) -> LayerStack:
         watch = Stopwatch()
         notes: list[str] = []
 
@@ -166,6 +186,7 @@ class CpuDecomposer:
             visible = alpha_in >= 0.1
             key_rgb = _key_color(rgb[visible])
             rgb[~visible] = key_rgb
+        rgb_u8 = np.clip(rgb, 0, 255).astype(np.uint8)
         progress("check", 1, 1)
         if requested == 1:
             watch.stop()
@@ -178,7 +199,7 @@ class CpuDecomposer:
 
         # 3. Text
         begin("text")
-        words = self._detect_text(np.clip(rgb, 0, 255).astype(np.uint8), notes)
+        words = self._detect_text(rgb_u8, notes)
         progress("text", 1, 1)
 
         # 4. Elements
@@ -214,7 +235,7 @@ class CpuDecomposer:
         covering = np.zeros((height_px, width_px), bool)
         for step, element in enumerate(reversed(elements), start=1):
             cancel.raise_if_canceled()
-            element_layers[id(element)] = _peel(rgb, element, covering, alpha_in)
+            element_layers[id(element)] = _peel(rgb, rgb_u8, element, covering, alpha_in)
             covering |= element_layers[id(element)][..., 3] > 0
             progress("peel", step, len(elements))
         upper = []
@@ -345,12 +366,14 @@ def _smooth_labels(rgb: np.ndarray, step: float) -> tuple[int, np.ndarray]:
 
     height_px, width_px = rgb.shape[:2]
     step_x = np.abs(np.diff(rgb, axis=1)).max(axis=2) > step
+    _checkpoint()
     step_y = np.abs(np.diff(rgb, axis=0)).max(axis=2) > step
     edge = np.zeros((height_px, width_px), bool)
     edge[:, :-1] |= step_x
     edge[:, 1:] |= step_x
     edge[:-1, :] |= step_y
     edge[1:, :] |= step_y
+    _checkpoint()
     count, labels = cv2.connectedComponents((~edge).astype(np.uint8), connectivity=4)
     labels[edge] = 0
     return count, labels
@@ -370,6 +393,7 @@ def _join_thin_runs(count: int, labels: np.ndarray) -> tuple[int, np.ndarray]:
     if not runs.any():
         return count, labels
     # Runs a pixel apart chain up too: where the staircase steps, the runs need not touch even at corners.
+    _checkpoint()
     bridged = cv2.dilate(runs.astype(np.uint8), np.ones((3, 3), np.uint8))
     chains, chain_labels, stats, _ = cv2.connectedComponentsWithStats(bridged, connectivity=8)
     long_px = LONG_ELEMENT * max(height_px, width_px)
@@ -391,6 +415,7 @@ def _find_regions(rgb: np.ndarray) -> _Regions:
     loose = ~regions.flat[regions.labels] & (regions.labels > 0)
     if not loose.any():
         return regions
+    _checkpoint()
     strict_count, strict = _smooth_labels(rgb, EDGE_STEP_STRICT)
     labels = regions.labels.astype(np.int64)
     labels[loose] = np.where(strict[loose] > 0, strict[loose] + regions.count, 0)
@@ -398,6 +423,7 @@ def _find_regions(rgb: np.ndarray) -> _Regions:
     # Still not flat and big: most likely a flat background with a soft blob grown into it. Drop the pixels
     # the region's own colour model misses (trimmed fit), twice, so the background's model is its own.
     for _ in range(2):
+        _checkpoint()
         height_px, width_px = rgb.shape[:2]
         big_loose = ~regions.flat & (regions.areas >= 0.05 * height_px * width_px)
         big_loose[0] = False
@@ -453,10 +479,12 @@ def _region_stats(rgb: np.ndarray, count: int, labels: np.ndarray) -> _Regions:
     # Per-region normal equations from bincount sums: Σ f_i f_j and Σ f_i c.
     gram = np.zeros((count, 6, 6))
     for i in range(6):
+        _checkpoint()
         for j in range(i, 6):
             gram[:, i, j] = gram[:, j, i] = np.bincount(flat_labels, features[i] * features[j], minlength=count)
     rhs = np.zeros((count, 6, 3))
     for i in range(6):
+        _checkpoint()
         for c in range(3):
             rhs[:, i, c] = np.bincount(flat_labels, features[i] * colors[:, c], minlength=count)
     sq = np.stack([np.bincount(flat_labels, colors[:, c] ** 2, minlength=count) for c in range(3)], axis=1)
@@ -533,6 +561,7 @@ def _build_elements(rgb: np.ndarray, regions: _Regions, words) -> tuple[_Element
     word_pixels: dict[int, np.ndarray] = {}
     if words:
         for index, (box, _) in enumerate(words):
+            _checkpoint()
             x0, y0 = box.min(axis=0)
             x1, y1 = box.max(axis=0)
             margin = 0.15 * (y1 - y0)
@@ -601,7 +630,9 @@ def _build_elements(rgb: np.ndarray, regions: _Regions, words) -> tuple[_Element
     bg_lookup[list(bg_regions)] = True
     elements: list[_Element] = []
     assigned = bg_lookup[labels] & ~all_word_pixels
+    _checkpoint()
     for group in groups:
+        _checkpoint()
         lookup = np.zeros(regions.count, bool)
         lookup[group["regions"]] = True
         if group["word"] is None:
@@ -628,9 +659,9 @@ def _build_elements(rgb: np.ndarray, regions: _Regions, words) -> tuple[_Element
         # Textured blobs on a flat background: photos or cut-outs placed on the canvas.
         # Opening with a kernel ~3% of the short side drops the thin strips that anti-aliasing and JPEG ringing
         # leave along shape edges; a placed photo is much thicker than that.
-        kernel_px = max(5, int(0.03 * min(height_px, width_px)) | 1)
-        texture = cv2.morphologyEx((~assigned).astype(np.uint8), cv2.MORPH_OPEN,
-                                   cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kernel_px, kernel_px)))
+        _checkpoint()
+        texture = _open_mask(~assigned, max(5, int(0.03 * min(height_px, width_px)) | 1))
+        _checkpoint()
         count, blobs, stats, _ = cv2.connectedComponentsWithStats(texture, connectivity=8)
         for k in range(1, count):
             if stats[k, cv2.CC_STAT_AREA] >= MIN_IMAGE_FRACTION * total:
@@ -648,8 +679,27 @@ def _build_elements(rgb: np.ndarray, regions: _Regions, words) -> tuple[_Element
     if len(elements) > MAX_ELEMENTS:
         elements = elements[:MAX_ELEMENTS]
     for element in elements:
+        _checkpoint()
         _set_hull(element)
     return background, elements
+
+
+def _open_mask(mask: np.ndarray, kernel_px: int) -> np.ndarray:
+    """Morphological opening with a disc of ``kernel_px``, as uint8. A big disc on a big image is slow (seconds
+    at 12 MP), so big openings run at reduced size; the result never reaches outside ``mask``."""
+    import cv2
+
+    factor = max(1, kernel_px // 25)
+    if factor == 1:
+        disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kernel_px, kernel_px))
+        return cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, disc)
+    height_px, width_px = mask.shape
+    size = (max(1, width_px // factor), max(1, height_px // factor))
+    small = cv2.resize(mask.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0.5
+    small_px = max(3, (kernel_px // factor) | 1)  # 25 px or more: still round
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (small_px, small_px))
+    opened = cv2.morphologyEx(small.astype(np.uint8), cv2.MORPH_OPEN, disc)
+    return cv2.resize(opened, (width_px, height_px), interpolation=cv2.INTER_NEAREST) & mask.astype(np.uint8)
 
 
 def _set_hull(element: _Element) -> None:
@@ -716,6 +766,7 @@ def _split_depths(background: _Element, elements: list[_Element]) -> list[_Eleme
     tolerance = max(4.0, 1e-5 * size)  # as in _order_elements: a few pixels of hull overlap are anti-aliasing
     result: list[_Element] = []
     for element in elements:
+        _checkpoint()
         if element.kind != "shape" or element.opacity < 1.0 or element.pieces < 2:
             result.append(element)
             continue
@@ -749,6 +800,7 @@ def _split_depths(background: _Element, elements: list[_Element]) -> list[_Eleme
         joins = []
         for i in range(len(pieces)):
             for j in range(i + 1, len(pieces)):
+                _checkpoint()
                 gap = _joint_hull(pieces[i] | pieces[j]) & ~hulls[i] & ~hulls[j]
                 gap_px = float(gap.sum())
                 share = float((gap & background.mask).sum()) / gap_px if gap_px > tolerance else 0.0
@@ -895,6 +947,7 @@ def _find_subject(rgb: np.ndarray, background: _Element, elements: list[_Element
     # Holes inside the subject (the dark coffee, a pupil) belong to it.
     contours, _ = cv2.findContours(foreground, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     cv2.drawContours(foreground, contours, -1, 1, thickness=cv2.FILLED)
+    _checkpoint()
     full = _guided_upsample(foreground.astype(np.float32), rgb, scale) > 0.5
     for element in elements:
         full &= ~element.mask
@@ -925,6 +978,7 @@ def _guided_upsample(mask_small: np.ndarray, rgb: np.ndarray, scale: float) -> n
     ksize = (2 * radius_px + 1, 2 * radius_px + 1)
     mean_i = cv2.blur(guide, ksize)
     mean_p = cv2.blur(mask, ksize)
+    _checkpoint()
     var_i = cv2.blur(guide * guide, ksize) - mean_i * mean_i
     cov_ip = cv2.blur(guide * mask, ksize) - mean_i * mean_p
     a = cov_ip / (var_i + 1e-3)
@@ -951,6 +1005,7 @@ def _find_translucent(rgb: np.ndarray, background: _Element, elements: list[_Ele
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9))
     neighbours: dict[int, dict[int, np.ndarray]] = {}  # element id → {owner label: mean colour next to it}
     for element in shapes:
+        _checkpoint()
         box = _bbox_slices(element.mask, 6)
         ring = cv2.dilate(element.mask[box].astype(np.uint8), kernel).astype(bool) & ~element.mask[box]
         labels_in_ring = owner[box][ring]
@@ -1015,6 +1070,7 @@ def _order_elements(elements: list[_Element]) -> list[_Element]:
         owner[element.mask] = index
     inside = np.zeros((count, count))
     for a, ea in enumerate(elements):
+        _checkpoint()
         inside[a] = np.bincount(owner[ea.hull], minlength=count + 1)[1:]
         inside[a, a] = 0.0
     # A few pixels of hull overlap are anti-aliasing noise, not occlusion (more on bigger images).
@@ -1097,8 +1153,9 @@ def _bbox_slices(mask: np.ndarray, margin_px: int):
             slice(max(cols[0] - margin_px, 0), min(cols[-1] + margin_px + 1, width_px)))
 
 
-def _peel(rgb: np.ndarray, element: _Element, covering: np.ndarray, alpha_in: np.ndarray) -> np.ndarray:
-    """The element's straight RGBA layer (full size)."""
+def _peel(rgb: np.ndarray, rgb_u8: np.ndarray, element: _Element, covering: np.ndarray,
+          alpha_in: np.ndarray) -> np.ndarray:
+    """The element's straight RGBA layer (full size); ``rgb_u8`` is ``rgb`` as it shows (uint8)."""
     import cv2
 
     height_px, width_px = rgb.shape[:2]
@@ -1118,6 +1175,7 @@ def _peel(rgb: np.ndarray, element: _Element, covering: np.ndarray, alpha_in: np
         near_f = np.broadcast_to(element.color_rgb.astype(np.float32), crop_rgb.shape)
     else:
         near_f, _ = _nearest_colors(crop_rgb, crop_core)
+    _checkpoint()
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * BAND_PX + 1, 2 * BAND_PX + 1))
     grown = cv2.dilate(crop_core.astype(np.uint8), kernel).astype(bool)
     band = grown & ~crop_core
@@ -1125,6 +1183,7 @@ def _peel(rgb: np.ndarray, element: _Element, covering: np.ndarray, alpha_in: np
     alpha = crop_core.astype(np.float32)
     if band.any() and outside.any():
         near_b, _ = _nearest_colors(crop_rgb, outside)
+        _checkpoint()
         f = near_f[band].astype(np.float32)
         b = near_b[band].astype(np.float32)
         i = crop_rgb[band].astype(np.float32)
@@ -1176,6 +1235,7 @@ def _fill_background(rgb: np.ndarray, background: _Element, hole: np.ndarray,
         picks = picks[:: max(1, picks.size // 50_000)]  # 50k pixels pin a 6-term model down
         design = _features_at(picks // width_px, picks % width_px, height_px, width_px)
         coef, *_ = np.linalg.lstsq(design, rgb.reshape(-1, 3)[picks].astype(np.float64), rcond=None)
+        _checkpoint()
         out = rgb.astype(np.float64).copy()
         ys, xs = np.nonzero(hole)
         out[ys, xs] = _features_at(ys, xs, height_px, width_px) @ coef
@@ -1197,6 +1257,7 @@ def _fill_background(rgb: np.ndarray, background: _Element, hole: np.ndarray,
         filled = cv2.resize(filled, (width_px, height_px), interpolation=cv2.INTER_LINEAR)
     else:
         filled = cv2.inpaint(src, hole_u8, 3, cv2.INPAINT_TELEA)
+    _checkpoint()
     depth_px = cv2.distanceTransform(hole_u8, cv2.DIST_L2, 3)
     band_px = TELEA_BAND_PX / scale
     smooth_share = np.clip(depth_px / band_px - 1.0, 0.0, 1.0)  # 0 within one band of the edge, 1 past two
@@ -1207,6 +1268,7 @@ def _fill_background(rgb: np.ndarray, background: _Element, hole: np.ndarray,
         smooth_within = np.zeros_like(hole)
     smooth_share[~smooth_within] = 0.0
     if smooth_share.any():
+        _checkpoint()
         deep = smooth_share > 0
         smooth = _smooth_fill(rgb.astype(np.float64), hole)
         share = smooth_share[deep][:, None]
@@ -1236,6 +1298,7 @@ def _smooth_fill(rgb: np.ndarray, hole: np.ndarray) -> np.ndarray:
     fallback = premul.reshape(-1, 3).sum(axis=0) / max(float(weight.sum()), 1e-6)
     estimate = np.where(weight[..., None] > 1e-3, premul / np.maximum(weight, 1e-3)[..., None], fallback)
     for premul, weight in reversed(pyramid[:-1]):
+        _checkpoint()
         coarse = cv2.resize(estimate.astype(np.float32), (weight.shape[1], weight.shape[0]),
                             interpolation=cv2.INTER_LINEAR)
         coarse = cv2.GaussianBlur(coarse, (0, 0), 1.0)
@@ -1246,6 +1309,7 @@ def _smooth_fill(rgb: np.ndarray, hole: np.ndarray) -> np.ndarray:
         for _ in range(FILL_RELAX_STEPS):
             estimate = np.where(fixed[..., None], estimate, cv2.blur(estimate.astype(np.float32), (3, 3)))
     smooth = cv2.resize(estimate.astype(np.float32), (width_px, height_px), interpolation=cv2.INTER_LINEAR)
+    _checkpoint()
     # Grain: the surroundings' fine detail (image minus its blur) has some strength; the fill gets as much noise.
     detail = rgb.astype(np.float32) - cv2.GaussianBlur(rgb.astype(np.float32), (0, 0), 2.0)
     ring = cv2.dilate(hole.astype(np.uint8), np.ones((15, 15), np.uint8)).astype(bool) & ~hole
@@ -1265,6 +1329,7 @@ def _over_shares(layers_rgba: list[np.ndarray]) -> np.ndarray:
     shares = []
     transmit = None
     for rgba in reversed(layers_rgba):
+        _checkpoint()
         alpha = rgba[..., 3].astype(np.float32) / 255.0
         shares.append(alpha if transmit is None else alpha * transmit)
         transmit = (1.0 - alpha) if transmit is None else transmit * (1.0 - alpha)
@@ -1278,6 +1343,7 @@ def _over_premul(layers_rgba: list[np.ndarray], shape: tuple[int, int]) -> tuple
         return premul, np.zeros(shape, np.float32)
     shares = _over_shares(layers_rgba)
     for share, rgba in zip(shares, layers_rgba):
+        _checkpoint()
         premul += share[..., None] * rgba[..., :3]
     return premul, shares.sum(axis=0)
 
@@ -1295,10 +1361,13 @@ def _solve_bottom(target: np.ndarray, top_premul: np.ndarray, top_alpha: np.ndar
         bottom_alpha = np.clip((out_alpha - top_alpha) / np.maximum(visible, 1e-6), 0.0, 1.0)
         bottom_alpha[visible < 1e-6] = 0.0
     weight = visible * bottom_alpha
+    _checkpoint()
     solved = (out_premul - top_premul) / np.maximum(weight, 1e-6)[..., None]
+    _checkpoint()
     # Solve only where the bottom shows enough for the division to be stable; elsewhere keep the fill.
     use_solved = weight > 0.1
     color = np.where(use_solved[..., None], solved, fill_rgb)
+    _checkpoint()
     bottom = np.zeros(target.shape, np.uint8)
     bottom[..., :3] = np.clip(np.rint(color), 0, 255).astype(np.uint8)
     bottom[..., 3] = np.clip(np.rint(bottom_alpha * 255.0), 0, 255).astype(np.uint8)
@@ -1314,14 +1383,18 @@ def _correct_residual(layers: list[Layer], target: np.ndarray, tolerance: float 
     shares = _over_shares([layer.rgba for layer in layers])
     composite_premul = np.zeros(target.shape[:2] + (3,), np.float32)
     for share, layer in zip(shares, layers):
+        _checkpoint()
         composite_premul += share[..., None] * layer.rgba[..., :3]
     error_premul = (target[..., :3].astype(np.float32) * (target[..., 3:4].astype(np.float32) / 255.0)
                     - composite_premul)
+    _checkpoint()
     bad = np.abs(error_premul).max(axis=2) > tolerance
     if not bad.any():
         return
     best = np.argmax(shares, axis=0)
+    _checkpoint()
     for index, layer in enumerate(layers):
+        _checkpoint()
         pixels = bad & (best == index) & (shares[index] > 0.02)
         if not pixels.any():
             continue

@@ -67,6 +67,8 @@ MIN_ELEMENT_FRACTION_ON_PHOTO = 0.004
 LONG_ELEMENT = 0.25  # ... unless (on a flat background) they span this share of the image: rules, lines
 ELEMENT_RESIDUAL = 4.0  # flat elements (not the background) must be flatter than this (0–255 RMS)
 PHOTO_ELEMENT_RESIDUAL = 1.0  # the same on a photo background, whose smooth patches measure 0.5–3
+PHOTO_TEXTURE_SHARE = 0.45  # a blob whose inside is this much texture (or more) is a photograph, kept whole
+PHOTO_BLEED_SHARE = 0.2  # photographs touching this share of the canvas's edge is the picture, not placed on it
 MIN_IMAGE_FRACTION = 0.005  # textured blobs on a flat background at least this big become "Image" elements
 MAX_ELEMENTS = 48
 OCR_MAX_SIDE_PX = 640  # the text detector runs on a copy at most this big (time grows with pixels)
@@ -115,6 +117,7 @@ class _Element:
         self.glyph_like = False
         self.opacity = 1.0  # < 1: a translucent flat shape (its colour is color_rgb, its alpha this)
         self.regions: list[int] = []  # background only: its flat regions ([] = a photo's texture)
+        self.host: _Element | None = None  # marks drawn on a shape: that shape (they fold back into it first)
 
     @property
     def name(self) -> str:
@@ -529,23 +532,49 @@ def _build_elements(rgb: np.ndarray, regions: _Regions, words) -> tuple[_Element
     labels = regions.labels
     candidates = [k for k in range(1, regions.count) if regions.flat[k]]
 
-    # Background: the biggest flat region on the border, if it is big enough to be one.
-    border_flat = [k for k in candidates if regions.touches_border[k]]
-    bg_region = max(border_flat, key=lambda k: regions.areas[k], default=None)
-    if bg_region is not None and regions.areas[bg_region] < 0.1 * total:
-        bg_region = None
+    # Background: the flat colour that runs along most of the canvas's edge (with the other border regions its
+    # colour model explains: the four corners around a round icon are one ground), if it is big enough to be one.
+    # Border contact, not area, decides figure against ground: a disc filling an icon is the figure.
+    border_flat = [k for k in candidates if regions.touches_border[k] and regions.areas[k] >= 0.01 * total]
+    perimeter = np.concatenate([labels[0], labels[-1], labels[1:-1, 0], labels[1:-1, -1]])
+    contact = np.bincount(perimeter, minlength=regions.count)
+
+    def ground_family(k: int) -> list[int]:
+        predicted = np.einsum("ki,ic->kc", regions.features_mean[border_flat], regions.coefs[k])
+        close = ((np.linalg.norm(predicted - regions.means[border_flat], axis=1) < SAME_COLOR * 0.5)
+                 | (np.linalg.norm(regions.means[border_flat] - regions.means[k], axis=1) < SAME_COLOR * 0.5))
+        return [j for j, near in zip(border_flat, close) if near or j == k]
+
+    bg_region = None
+    if border_flat:
+        families = {k: ground_family(k) for k in border_flat}
+        bg_region = max(border_flat, key=lambda k: (contact[families[k]].sum(), regions.areas[k]))
+        if regions.areas[families[bg_region]].sum() < 0.1 * total:
+            bg_region = None
     bg_regions: set[int] = set()
     if bg_region is not None:
-        bg_regions.add(bg_region)
+        bg_regions.update(families[bg_region])
         bg_coef = regions.coefs[bg_region]
         for k in candidates:
-            if k == bg_region:
+            if k in bg_regions:
                 continue
             # The background's colour model, averaged over region k, against k's own mean: a gradient cut apart
             # by a shape continues on the other side, and the counters of letters show the background.
             predicted = regions.features_mean[k] @ bg_coef
             if np.linalg.norm(predicted - regions.means[k]) < SAME_COLOR * 0.5:
                 bg_regions.add(k)
+
+    photos: list[np.ndarray] = []
+    if bg_region is not None:
+        bg_lookup = np.zeros(regions.count, bool)
+        bg_lookup[list(bg_regions)] = True
+        photos = _photo_objects(regions, bg_lookup[labels])
+        # A photograph that runs off the canvas along a good part of its edge is the picture itself (a sky
+        # whose smooth part looked like a flat background): decompose it as a photo.
+        perimeter = np.zeros((height_px, width_px), bool)
+        perimeter[[0, -1], :] = perimeter[:, [0, -1]] = True
+        if photos and (np.logical_or.reduce(photos) & perimeter).sum() > PHOTO_BLEED_SHARE * perimeter.sum():
+            bg_region, bg_regions, photos = None, set(), []
 
     # On a photo, smooth patches of the photo itself (sky, shadows, highlights) are nearly flat too; graphics
     # placed on it are flat to the noise level.
@@ -567,7 +596,9 @@ def _build_elements(rgb: np.ndarray, regions: _Regions, words) -> tuple[_Element
             margin = 0.15 * (y1 - y0)
             inside = []
             for k in candidates:
-                if (k in bg_regions or k in word_of_region or region_boxes[k - 1] is None
+                # Letters of the background's colour (white words in a blue box on a white page) are candidates
+                # too; the background's own main region never lies inside a word box.
+                if (k == bg_region or k in word_of_region or region_boxes[k - 1] is None
                         or regions.residuals[k] > element_residual):
                     continue
                 rows, cols = region_boxes[k - 1]
@@ -585,6 +616,7 @@ def _build_elements(rgb: np.ndarray, regions: _Regions, words) -> tuple[_Element
                 else:
                     clusters.append([k])
             letters = max(clusters, key=lambda cluster: regions.areas[cluster].sum())
+            bg_regions -= set(letters)
             for k in letters:
                 word_of_region[k] = index
             # Letters touching something of their own colour (a white suit in a photo) were joined to it:
@@ -656,6 +688,24 @@ def _build_elements(rgb: np.ndarray, regions: _Regions, words) -> tuple[_Element
     if bg_region is not None:
         background = _Element("background", bg_lookup[labels] & ~all_word_pixels, regions.means[bg_region])
         background.regions = sorted(bg_regions)
+        # Photographs placed on the canvas (a product shot, a cut-out portrait) stay whole: a connected
+        # non-background blob whose inside is mostly texture is one image, with the flat-looking patches in it
+        # (a black watch face, a white reflection, its label's letters) and the holes it encloses.
+        for photo in photos:
+            _checkpoint()
+            background.mask &= ~photo
+            kept = []
+            for element in elements:
+                _checkpoint()
+                inside = float((element.mask & photo).sum()) / max(element.area, 1)
+                if inside < 0.8:
+                    element.mask = element.mask & ~photo
+                    element.area = int(element.mask.sum())
+                    if element.area > 0:
+                        kept.append(element)
+            elements = kept
+            elements.append(_Element("image", photo, rgb[photo].mean(axis=0)))
+            assigned |= photo
         # Textured blobs on a flat background: photos or cut-outs placed on the canvas.
         # Opening with a kernel ~3% of the short side drops the thin strips that anti-aliasing and JPEG ringing
         # leave along shape edges; a placed photo is much thicker than that.
@@ -681,7 +731,63 @@ def _build_elements(rgb: np.ndarray, regions: _Regions, words) -> tuple[_Element
     for element in elements:
         _checkpoint()
         _set_hull(element)
+    if bg_region is not None:
+        elements += _enclosed_ground(rgb, background, elements)
     return background, elements
+
+
+def _enclosed_ground(rgb: np.ndarray, background: _Element, elements: list[_Element]) -> list[_Element]:
+    """Background-coloured marks enclosed by a solid shape (white letters in a blue box, the glyph on a round
+    icon) are drawn on the shape, not holes through it to the background: they become elements of their own,
+    above the shape, which is completed under them. A mark is the pixels inside the shape's hull, outside every
+    element, nearer the background's colour than the shape's, in pieces that do not reach out of the hull (a
+    bay of background in a concave shape does). Glyphs and strokes keep their own mask as hull: the counters
+    of letters and the inside of a ring stay background."""
+    import cv2
+
+    height_px, width_px = rgb.shape[:2]
+    owner = np.zeros((height_px, width_px), np.int32)
+    for index, element in enumerate(elements, start=1):
+        owner[element.mask] = index
+    found = []
+    for index, shape in enumerate(elements, start=1):
+        if shape.kind != "shape" or shape.glyph_like or shape.opacity < 1.0 or shape.hull is shape.mask:
+            continue
+        _checkpoint()
+        box = _bbox_slices(shape.hull, 1)
+        hull = shape.hull[box]
+        crop = rgb[box]
+        to_ground = np.linalg.norm(crop - background.color_rgb.astype(np.float32), axis=2)
+        to_shape = np.linalg.norm(crop - shape.color_rgb.astype(np.float32), axis=2)
+        marks = hull & (owner[box] == 0) & (to_ground < to_shape)
+        if marks.sum() < MIN_ELEMENT_FRACTION * height_px * width_px or marks.sum() > 0.3 * hull.sum():
+            continue
+        count, pieces = cv2.connectedComponents(marks.astype(np.uint8), connectivity=8)
+        outside = cv2.dilate((~hull).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+        open_pieces = np.unique(pieces[outside & marks])
+        marks &= ~np.isin(pieces, open_pieces)
+        if marks.sum() < MIN_ELEMENT_FRACTION * height_px * width_px:
+            continue
+        mask = np.zeros((height_px, width_px), bool)
+        mask[box] = marks
+        background.mask &= ~mask
+        color = rgb[mask].mean(axis=0)
+        # An element of their colour there already (a word read there, a glyph's core) takes the marks around
+        # it: they are its soft edge and the letters it missed.
+        near = cv2.dilate(mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+        words = [e for e in elements + found if e is not shape and e.kind in ("text", "shape")
+                 and np.linalg.norm(e.color_rgb - color) < np.linalg.norm(shape.color_rgb - color)
+                 and (e.mask & near).any()]
+        if words:
+            words[0].mask = words[0].mask | mask
+            words[0].area = int(words[0].mask.sum())
+            _set_hull(words[0])
+            continue
+        element = _Element("shape", mask, color)
+        element.host = shape
+        _set_hull(element)
+        found.append(element)
+    return found
 
 
 def _open_mask(mask: np.ndarray, kernel_px: int) -> np.ndarray:
@@ -700,6 +806,35 @@ def _open_mask(mask: np.ndarray, kernel_px: int) -> np.ndarray:
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (small_px, small_px))
     opened = cv2.morphologyEx(small.astype(np.uint8), cv2.MORPH_OPEN, disc)
     return cv2.resize(opened, (width_px, height_px), interpolation=cv2.INTER_NEAREST) & mask.astype(np.uint8)
+
+
+def _photo_objects(regions: _Regions, background: np.ndarray) -> list[np.ndarray]:
+    """Masks of the photographs on a flat background: connected blobs of non-background pixels, holes filled,
+    whose inside (a few pixels in from their outline) is mostly texture (edge pixels or regions the colour
+    model does not explain). Flat graphics, even with text in them, are texture only along their edges."""
+    import cv2
+
+    height_px, width_px = background.shape
+    texture = (regions.labels == 0) | ~regions.flat[regions.labels]
+    count, blobs, stats, _ = cv2.connectedComponentsWithStats((~background).astype(np.uint8), connectivity=8)
+    photos = []
+    erode = np.ones((5, 5), np.uint8)
+    for k in range(1, count):
+        _checkpoint()
+        if stats[k, cv2.CC_STAT_AREA] < MIN_IMAGE_FRACTION * height_px * width_px:
+            continue
+        box = _bbox_slices(blobs == k, 2)
+        blob = (blobs[box] == k).astype(np.uint8)
+        inside = cv2.erode(blob, erode).astype(bool)
+        # Thin things (letters, strokes, small icons) are mostly outline: a photograph is solid.
+        if inside.sum() < max(50, 0.5 * blob.sum()) or texture[box][inside].mean() < PHOTO_TEXTURE_SHARE:
+            continue
+        contours, _ = cv2.findContours(blob, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(blob, contours, -1, 1, thickness=cv2.FILLED)
+        mask = np.zeros(background.shape, bool)
+        mask[box] = blob.astype(bool)
+        photos.append(mask)
+    return photos
 
 
 def _set_hull(element: _Element) -> None:
@@ -1092,6 +1227,13 @@ def _order_elements(elements: list[_Element]) -> list[_Element]:
         for a in sorted(level, key=lambda a: (rank[elements[a].kind], -elements[a].area)):
             elements[a].level = level_index
             ordered.append(elements[a])
+    # Marks drawn on a shape lie inside it only: right above their shape, so that a tight layer budget can fold
+    # them back into it.
+    for mark in [e for e in ordered if e.host is not None]:
+        host = next((i for i, e in enumerate(ordered) if e is mark.host), None)
+        if host is not None:
+            ordered.remove(mark)
+            ordered.insert(host + 1, mark)
     return ordered
 
 
@@ -1108,6 +1250,8 @@ def _fit_count(elements: list[_Element], wanted: int) -> list[list[_Element]]:
             same_kind = {e.kind for e in lower} == {e.kind for e in upper}
             area = sum(e.area for e in lower) + sum(e.area for e in upper)
             cost = (0 if same_level else 1, 0 if same_kind else 1, area)
+            if all(e.host is not None and any(e.host is h for h in lower) for e in upper):
+                cost = (-1, 0, area)  # marks on a shape go back into it before anything else is merged
             if best_cost is None or cost < best_cost:
                 best, best_cost = index, cost
         groups[best:best + 2] = [groups[best] + groups[best + 1]]
@@ -1160,9 +1304,10 @@ def _peel(rgb: np.ndarray, rgb_u8: np.ndarray, element: _Element, covering: np.n
 
     height_px, width_px = rgb.shape[:2]
     rgba = np.zeros((height_px, width_px, 4), np.uint8)
-    # Colour under zero alpha (outside the box below): the element's colour, so soft-edge edits and resampling
-    # don't bleed black.
-    rgba[..., :3] = np.clip(np.rint(element.color_rgb), 0, 255).astype(np.uint8)
+    # Colour under zero alpha away from the element: the input's own colour. It is never seen in the composite,
+    # but it is what a viewer or an editor that ignores alpha shows, what a merge with the layer below keeps
+    # (Pillow's alpha_composite keeps the lower colour under alpha 0), and it does not bleed black when resampled.
+    rgba[..., :3] = rgb_u8
     core = element.mask
     # Work inside the element's bounding box plus a margin; the colour outside it is the nearest colour anyway.
     box = _bbox_slices(element.hull, BAND_PX + 2)
@@ -1204,7 +1349,10 @@ def _peel(rgb: np.ndarray, rgb_u8: np.ndarray, element: _Element, covering: np.n
     # A layer is never more opaque than the input there (RGBA inputs).
     alpha = np.minimum(alpha, alpha_in[box])
     out = np.zeros(crop_rgb.shape[:2] + (4,), np.uint8)
-    out[..., :3] = np.clip(np.rint(near_f), 0, 255).astype(np.uint8)
+    # Near its edge (the soft band and a little beyond) the element's own colour, so a soft edge resampled in
+    # straight alpha does not pick up the colour of what lies behind it; farther out, the input's colour.
+    near = cv2.dilate(grown.astype(np.uint8), kernel).astype(bool) | (alpha > 0)
+    out[..., :3] = np.where(near[..., None], np.clip(np.rint(near_f), 0, 255), crop_rgb).astype(np.uint8)
     out[..., 3] = np.clip(np.rint(alpha * 255.0), 0, 255).astype(np.uint8)
     rgba[box] = out
     return rgba

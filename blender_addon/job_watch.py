@@ -4,12 +4,16 @@
 never fire in the bpy module). It returns the seconds until it wants to run again, or None once the job is over.
 """
 
+import logging
 import traceback
 from types import SimpleNamespace
 
 import bpy
 
+logger = logging.getLogger(__name__)
+
 TICK_INTERVAL_S = 0.2
+_LOG_LEVELS = {'ERROR': logging.ERROR, 'WARNING': logging.WARNING}
 
 
 class _Watch:
@@ -87,7 +91,7 @@ def _redraw():
 
 def notify(message, level='ERROR'):
     """Tell the user about something that happened after the operator returned (a timer has no self.report)."""
-    print(f"Strata {level.lower()}: {message}")
+    logger.log(_LOG_LEVELS.get(level, logging.INFO), "%s", message)
     window_manager = bpy.context.window_manager
     windows = list(getattr(window_manager, "windows", ()))
     if bpy.app.background or not windows:

@@ -25,13 +25,22 @@ from .params import AUTO_LAYERS, BACKENDS, MAX_LAYERS, MIN_LAYERS, PRESETS, RESO
 TOKEN_ENV = "STRATA_TOKEN"
 
 
+def _default_data_dir() -> Path:
+    """$STRATA_DATA_DIR, else the platform's per-user data folder (~/.local/share/strata on Linux), never the
+    working directory: a server started from anywhere finds the same finished jobs."""
+    from platformdirs import user_data_dir
+
+    return Path(os.environ.get("STRATA_DATA_DIR") or user_data_dir("strata", appauthor=False))
+
+
 def _layers(text: str) -> int | str:
     if text.strip().lower() == AUTO_LAYERS:
         return AUTO_LAYERS
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of layers or {AUTO_LAYERS!r}, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number of layers or {AUTO_LAYERS!r}, got {text!r}") from None
     if not MIN_LAYERS <= value <= MAX_LAYERS:
         raise argparse.ArgumentTypeError(
             f"the number of layers must be between {MIN_LAYERS} and {MAX_LAYERS}, got {value}")
@@ -90,8 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to bind (default 127.0.0.1; anything else needs --allow-remote and $STRATA_TOKEN)")
     serve.add_argument("--port", type=int, default=8765, help="port (0 = any free port; see the 'listening' line)")
-    serve.add_argument("--data-dir", type=Path, default=Path(os.environ.get("STRATA_DATA_DIR", "strata-data")),
-                       help="where job folders live (default ./strata-data or $STRATA_DATA_DIR)")
+    serve.add_argument("--data-dir", type=Path, default=_default_data_dir(),
+                       help="where job folders live (default: $STRATA_DATA_DIR, else the per-user data folder, "
+                            "here %(default)s)")
     _add_backend_options(serve)
     serve.add_argument("--max-queue", type=int, default=8, help="queued jobs before new ones get 429 (default 8)")
     serve.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,

@@ -160,7 +160,7 @@ def to_8bit_rgba(image: Image.Image, notes: list[str]) -> Image.Image:
         return Image.fromarray(gray, "L").convert("RGBA")
     if mode == "CMYK":
         notes.append("converted CMYK to RGB")
-        return _cmyk_to_rgb(image).convert("RGBA")
+        return _cmyk_to_rgb(image, notes).convert("RGBA")
     if mode in ("P", "PA"):
         has_alpha = mode == "PA" or "transparency" in image.info
         notes.append(f"converted palette image to RGBA{' (kept its transparency)' if has_alpha else ''}")
@@ -178,7 +178,7 @@ def to_8bit_rgba(image: Image.Image, notes: list[str]) -> Image.Image:
     return converted.convert("RGBA")
 
 
-def _cmyk_to_rgb(image: Image.Image) -> Image.Image:
+def _cmyk_to_rgb(image: Image.Image, notes: list[str]) -> Image.Image:
     """Use the embedded ICC profile when there is one (print CMYK is not a simple inversion), else PIL's formula."""
     icc = image.info.get("icc_profile")
     if icc:
@@ -186,9 +186,12 @@ def _cmyk_to_rgb(image: Image.Image) -> Image.Image:
             from PIL import ImageCms
 
             source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-            return ImageCms.profileToProfile(image, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
-        except Exception:  # a broken profile is common in the wild; fall back to the plain conversion
-            pass
+            converted = ImageCms.profileToProfile(image, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
+        except Exception as exc:  # a broken profile is common in the wild; fall back to the plain conversion
+            notes.append(f"the embedded ICC profile could not be used ({exc}); colours converted without it")
+        else:
+            notes.append("used the embedded ICC profile")
+            return converted
     return image.convert("RGB")
 
 
@@ -208,7 +211,11 @@ def load_image(
         if getattr(image, "is_animated", False):
             notes.append(f"animated {image.format} with {getattr(image, 'n_frames', '?')} frames: used the first frame")
             image.seek(0)
-        # 3. Decode every pixel now, so a truncated or corrupt file fails here and not inside a backend.
+        # 3. Decode every pixel now, so a truncated or corrupt file fails here and not inside a backend. Pillow
+        # reads 16-bit-per-channel colour PNGs straight into 8-bit RGB(A); only the tile's raw mode says so.
+        raw_mode = image.tile[0].args if image.tile else None
+        if isinstance(raw_mode, str) and raw_mode.startswith(("RGB;16", "RGBA;16")):
+            notes.append("reduced 16-bit colour to 8-bit per channel")
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)

@@ -12,10 +12,10 @@ Request handlers only touch the records under ``self._lock``.
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import re
 import shutil
-import sys
 import threading
 import time
 import uuid
@@ -30,6 +30,8 @@ from .errors import Busy, InvalidInput, ModelUnavailable, NotFound, QueueFull, S
 from .layers import MANIFEST_NAME, layer_file_name, link_child, read_manifest, write_bytes_atomic, write_png_atomic
 from .params import DecomposeParams
 from .worker import backend_mismatch, worker_main
+
+logger = logging.getLogger(__name__)
 
 JOB_RECORD_NAME = "job.json"
 INPUT_NAME = "input.png"
@@ -337,7 +339,7 @@ class JobManager:
         except OSError as exc:
             # Disk full or the folder gone: the record stays served from memory; the dispatcher (which calls this)
             # must not die with it, or no job would ever run again.
-            print(f"strata: could not write {path}: {exc}", file=sys.stderr, flush=True)
+            logger.error("could not write %s: %s", path, exc)
 
     def _finish(self, record: dict[str, Any], status: str, error: str | None, layers: int | None = None) -> None:
         record.update(status=status, error=error, finished_at=time.time())
@@ -359,8 +361,7 @@ class JobManager:
         try:
             link_child(self.jobs_dir / parent_id, layer, child["id"])
         except (OSError, ValueError) as exc:  # as in _write_record: the job record still lists the child
-            print(f"strata: could not list job {child['id']} in {self.jobs_dir / parent_id / MANIFEST_NAME}: {exc}",
-                  file=sys.stderr, flush=True)
+            logger.error("could not list job %s in %s: %s", child["id"], self.jobs_dir / parent_id / MANIFEST_NAME, exc)
 
     def _run(self) -> None:
         with self._lock:

@@ -11,11 +11,12 @@ against that code's scores on fixed inputs (tests/test_metrics.py, fixture tests
 3. Alignment: dynamic time warping over the cost matrix; a sample's scores are the means over the matched path.
 4. Edits (LayerD's ``Merge``): up to ``max_edits`` merges of two adjacent layers (``alpha_composite``), never
    below 2 layers on a side. For each i, a merge of i and i+1 is judged locally, against only the layers the
-   current path matches to i and to i+1: the similarity (1 − cost) of the merged layer to each of those two
-   groups, paired with the best of the merged layer's or layer i+2's similarity, must beat the unmerged
-   similarity; the largest gain wins. Merges on the ground-truth side are judged with the arguments swapped
-   (so L1 is masked by the prediction's alpha); a tie goes to the ground-truth side. When no merge gains on
-   either side the sample stops there.
+   current path matches to i (G_i) and to i+1 (G_i+1), with S = summed similarity (1 − cost) to a group: the
+   merge gains S(merged, G_i) + max(S(merged, G_i+1), S(layer i+2, G_i), S(layer i+2, G_i+1)) minus
+   S(layer i, G_i) + S(layer i+1, G_i+1), when positive (LayerD's candidate list: the merged layer, then layer
+   i+2 if there is one). The largest gain wins, the first on a tie. Merges on the ground-truth side are judged
+   with the arguments swapped (so L1 is masked by the prediction's alpha); a tie between the sides goes to the
+   ground-truth side. When no merge gains on either side the sample stops there.
 5. Aggregation: mean per edit level; a sample that stopped early carries its last value forward. A ground
    truth of fewer than 2 layers is skipped (LayerD's evaluate.py also skips predictions of fewer than 2 layers;
    we score them, so the one-layer baseline can be measured).

@@ -15,12 +15,18 @@ The "ho-*" sets (``--sets heldout`` for all four) come from inference_server.sam
 decomposer was not tuned on: 5–7 layers, several fonts and rotated text, same-colour shapes at different depths,
 strokes, badges with drop shadows, gradient-filled shapes, icons over photos, at --heldout-size (1024² default).
 With --save, each CPU result also gets a montage PNG: input, predicted layers, ground-truth layers (over a checker).
+
+The "real" set (``--set real [--data /work/data/real]``) is our own set of layered files that people made
+(PSD posters, store graphics, UI mockups, logos, illustrations, ...), built by scripts/real_layered_set.py; it
+prints one row per case and the mean, CPU decomposer and one-layer baseline side by side, each decomposed with
+the ground truth's layer count. ``--json FILE`` also writes the per-case scores.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import sys
 import threading
@@ -45,6 +51,7 @@ FLAT_GRAPHICS = ("flat", "gradient", "text")
 HELDOUT_SETS = tuple(f"ho-{kind}" for kind in HELDOUT_KINDS)
 SETS = SAMPLE_KINDS + ("jpeg",) + HELDOUT_SETS
 TARGET_L1, TARGET_IOU = 0.06, 0.75
+DEFAULT_REAL_DATA = Path("/work/data/real")
 
 
 def jpeg_round_trip(rgba: np.ndarray, quality: int) -> np.ndarray:
@@ -126,10 +133,94 @@ def cancel_latency(decomposer: CpuDecomposer, delays_s=(0.5, 1.5, 3.0, 5.0, 8.0)
     print(f"cancel latency, 4000×3000 poster: worst {worst:.2f} s ({parts})")
 
 
+def load_real_case(folder: Path) -> tuple[np.ndarray, list[np.ndarray], dict]:
+    """(composite, ground-truth layers back→front, case.json) of one case folder of the real set."""
+    with Image.open(folder / "composite.png") as image:
+        composite = np.asarray(image.convert("RGBA"), dtype=np.uint8).copy()
+    layers = []
+    for path in sorted(folder.glob("layer_*.png")):
+        with Image.open(path) as image:
+            layers.append(np.asarray(image.convert("RGBA"), dtype=np.uint8).copy())
+    info = json.loads((folder / "case.json").read_text())
+    if len(layers) != info["layers"]:
+        raise ValueError(f"{folder}: case.json says {info['layers']} layers, found {len(layers)} layer files")
+    return composite, layers, info
+
+
+def run_real_set(args, decomposer: CpuDecomposer) -> None:
+    index_path = args.data / "index.json"
+    if not index_path.exists():
+        raise SystemExit(f"no real set at {args.data}: build it with scripts/real_layered_set.py")
+    names = sorted(json.loads(index_path.read_text())["cases"])
+    if args.cases:
+        names = [name for name in names if name in set(args.cases)]
+    methods = ("cpu", "one layer")
+    rows, records = [], []
+    for name in names:
+        composite, truth, info = load_real_case(args.data / name)
+        row = {"case": name, "kind": info.get("kind", ""), "gt_layers": len(truth), "gt_groups": None,
+               "size_px": info["size_px"], "licence": info["source"]["licence"]}
+        for method in methods:
+            predicted, seconds = run_method(method, decomposer, composite, len(truth))
+            levels = score_layers(predicted, truth)
+            row["gt_groups"] = levels[0].gt_layers
+            row[method] = {"l1_e0": levels[0].rgb_l1, "iou_e0": levels[0].alpha_iou,
+                           "l1_e5": levels[-1].rgb_l1, "iou_e5": levels[-1].alpha_iou,
+                           "mae": reconstruction_mae(predicted, composite), "layers": len(predicted),
+                           "seconds": seconds, "levels": levels}
+            if args.save and method == "cpu":
+                LayerStack([Layer(p) for p in predicted]).save(args.save / f"real_{name}")
+                Image.fromarray(montage(composite, predicted, truth)).save(
+                    args.save / f"montage_real_{name}_L1-{levels[0].rgb_l1:.3f}_IoU-{levels[0].alpha_iou:.3f}.png")
+        rows.append(row)
+        records.append({k: v for k, v in row.items() if k not in methods}
+                       | {m: {k: v for k, v in row[m].items() if k != "levels"} for m in methods})
+        progress = (f"{name}: cpu L1 e0 {row['cpu']['l1_e0']:.3f} IoU e0 {row['cpu']['iou_e0']:.3f}, "
+                    f"one layer {row['one layer']['l1_e0']:.3f} / {row['one layer']['iou_e0']:.3f}")
+        print(progress, file=sys.stderr, flush=True)
+
+    header = (f"{'case':<24} {'GT':>5} | {'cpu: L1 e0':>10} {'IoU e0':>6} {'L1 e5':>6} {'IoU e5':>6} {'MAE':>5} "
+              f"{'n':>3} {'s/img':>5} | {'1 layer: L1 e0':>14} {'IoU e0':>6} {'L1 e5':>6} {'IoU e5':>6}")
+    print(f"\nReal layered set ({args.data}): {len(rows)} cases, our own (independent of the outside set), "
+          f"decomposed with the ground truth's layer count (GT: layers / LayerD groups); LayerD protocol "
+          f"(L1 ↓, IoU ↑, e0/e5: after 0/5 merge edits; MAE: composite vs input, 0–255)")
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        c, o = row["cpu"], row["one layer"]
+        gt = f"{row['gt_layers']}/{row['gt_groups']}"
+        print(f"{row['case']:<24} {gt:>5} | {c['l1_e0']:10.3f} {c['iou_e0']:6.3f} {c['l1_e5']:6.3f} "
+              f"{c['iou_e5']:6.3f} {c['mae']:5.2f} {c['layers']:>3} {c['seconds']:5.2f} | {o['l1_e0']:14.3f} "
+              f"{o['iou_e0']:6.3f} {o['l1_e5']:6.3f} {o['iou_e5']:6.3f}")
+    if rows:
+        print("-" * len(header))
+        mean = {m: mean_levels([row[m]["levels"] for row in rows]) for m in methods}
+        c, o = mean["cpu"], mean["one layer"]
+        cpu_mae = float(np.mean([row["cpu"]["mae"] for row in rows]))
+        cpu_layers = float(np.mean([row["cpu"]["layers"] for row in rows]))
+        cpu_seconds = float(np.mean([row["cpu"]["seconds"] for row in rows]))
+        gt_layers = float(np.mean([row["gt_layers"] for row in rows]))
+        print(f"{'mean':<24} {gt_layers:5.1f} | {c[0][0]:10.3f} {c[0][1]:6.3f} {c[-1][0]:6.3f} {c[-1][1]:6.3f} "
+              f"{cpu_mae:5.2f} {cpu_layers:3.1f} {cpu_seconds:5.2f} | {o[0][0]:14.3f} {o[0][1]:6.3f} "
+              f"{o[-1][0]:6.3f} {o[-1][1]:6.3f}")
+        below = [row["case"] for row in rows if row["cpu"]["iou_e5"] < row["one layer"]["iou_e5"]]
+        fewer = [row["case"] for row in rows if row["cpu"]["layers"] < row["gt_layers"]]
+        print(f"cases below the one-layer baseline on IoU e5: {len(below)} of {len(rows)}"
+              f"{' (' + ', '.join(below) + ')' if below else ''}")
+        print(f"cases with fewer layers than asked: {len(fewer)} of {len(rows)}")
+    if args.json:
+        args.json.write_text(json.dumps({"data": str(args.data), "cases": records}, indent=1))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS + ("old", "heldout"),
-                        help="sets to run; 'old' = the samples.py sets, 'heldout' = the ho-* sets")
+    parser.add_argument("--sets", "--set", nargs="+", default=list(SETS), choices=SETS + ("old", "heldout", "real"),
+                        help="sets to run; 'old' = the samples.py sets, 'heldout' = the ho-* sets, "
+                             "'real' = the real layered files (--data)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_REAL_DATA,
+                        help="folder of the real set (scripts/real_layered_set.py)")
+    parser.add_argument("--cases", nargs="*", help="real set: only these cases")
+    parser.add_argument("--json", type=Path, help="real set: also write the per-case scores to this file")
     parser.add_argument("--jpeg-quality", type=int, default=80)
     parser.add_argument("--seeds", type=int, default=6, help="images per set")
     parser.add_argument("--first-seed", type=int, default=0,
@@ -147,6 +238,13 @@ def main(argv=None) -> int:
     decomposer = CpuDecomposer(use_ocr=not args.no_ocr)
     # Warm up the text detector so its one-off load is not charged to the first image.
     decomposer.decompose(Image.fromarray(make_sample("flat", 64, 64, 0).composite), DecomposeParams(layers=2))
+    if args.save:
+        args.save.mkdir(parents=True, exist_ok=True)
+    if "real" in args.sets:
+        run_real_set(args, decomposer)
+        args.sets = [name for name in args.sets if name != "real"]
+        if not args.sets:
+            return 0
     methods = ("cpu", "one layer")
     rows = []
     flat_scores = {m: [] for m in methods}

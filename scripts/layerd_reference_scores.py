@@ -65,7 +65,8 @@ def main(argv=None) -> int:
         cases[str(seed)] = [{key: float(value) for key, value in level.items()} for level in result]
     commit = args.layerd_commit
     if not commit:
-        probe = subprocess.run(["git", "-C", str(args.layerd_src), "rev-parse", "HEAD"], capture_output=True, text=True)
+        probe = subprocess.run(["git", "-C", str(args.layerd_src), "rev-parse", "HEAD"], capture_output=True, text=True,
+                               check=False)
         commit = probe.stdout.strip()
     fixture = {
         "about": "LayerD's LayersEditDist(max_edits=5) on tests/layerd_reference.make_case(seed), per seed: the "

@@ -23,7 +23,8 @@ How a PSD becomes ground-truth layers:
    pass-through group that darkens what is below, ...) is merged with the segment below it, as far down as
    needed.
 3. Counts: empty segments go; segments covering less than --min-area of the canvas join the one below;
-   then the smallest segment joins a neighbour until at most --max-layers are left. Fewer than 2: skipped.
+   then the smallest segment joins a neighbour until at most --max-layers are left. Fewer than 2, or no two
+   layers overlapping (LayerD's grouping would leave one layer, which the input itself matches): skipped.
 4. Check: the over-composite of the segments is compared with the composite the file itself stores (what
    Photoshop showed). A file whose layers do not reproduce it (MAE > --max-mae on 0–255, or more than
    --max-bad-fraction of pixels off by more than 24 levels) is skipped with the numbers as the reason.
@@ -49,6 +50,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from inference_server.layers import composite_over, layer_file_name  # noqa: E402
+from inference_server.metrics import group_indices  # noqa: E402
 
 logger = logging.getLogger("real_layered_set")
 
@@ -57,6 +59,7 @@ DEFAULT_MIRROR = Path("/work/.mirror")
 DEFAULT_OUT = Path("/work/data/real")
 LAYERED_SUFFIXES = (".psd", ".psb", ".ora")
 GIT_LFS_PREFIX = b"version https://git-lfs"
+RETRY_REASON = "unexpected error: ImportError"
 
 
 class SkipCase(Exception):
@@ -77,7 +80,8 @@ def read_blob(mirror: Path, repository: str, commit: str, path: str) -> bytes:
     git_dir = mirror_git_dir(mirror, repository)
     if not git_dir.is_dir():
         raise SkipCase(f"no snapshot of {repository} at {git_dir} (fetch github:{repository} first)")
-    result = subprocess.run(["git", f"--git-dir={git_dir}", "show", f"{commit}:{path}"], capture_output=True)
+    result = subprocess.run(["git", f"--git-dir={git_dir}", "show", f"{commit}:{path}"], capture_output=True,
+                            check=False)
     if result.returncode != 0:
         raise SkipCase(f"git show {commit[:10]}:{path} failed: {result.stderr.decode(errors='replace').strip()}")
     data = result.stdout
@@ -261,7 +265,7 @@ def file_composite(psd) -> np.ndarray | None:
 
 
 def ora_segments(data: bytes) -> tuple[list[Segment], np.ndarray | None, list[str]]:
-    import xml.etree.ElementTree as ElementTree
+    from xml.etree import ElementTree
     import zipfile
 
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
@@ -299,7 +303,8 @@ def merge_into_lower(segments: list[Segment], index: int) -> None:
     """Merge segment ``index`` with its lower neighbour (the upper one for the bottom segment)."""
     lower = index - 1 if index > 0 else 0
     upper = lower + 1
-    merged = Segment(segments[lower].names + segments[upper].names, over(segments[lower].premul, segments[upper].premul))
+    merged = Segment(segments[lower].names + segments[upper].names,
+                     over(segments[lower].premul, segments[upper].premul))
     segments[lower:upper + 1] = [merged]
 
 
@@ -352,12 +357,15 @@ def build_case(entry: dict, args) -> dict:
             psd = PSDImage.open(io.BytesIO(data))
         except Exception as error:
             raise SkipCase(f"psd-tools cannot read it: {type(error).__name__}: {error}") from error
-        if psd.color_mode.name not in ("RGB", "GRAYSCALE"):
-            raise SkipCase(f"colour mode {psd.color_mode.name} (only RGB and greyscale files are used)")
+        if psd.color_mode.name not in ("RGB", "GRAYSCALE", "CMYK"):
+            raise SkipCase(f"colour mode {psd.color_mode.name} (only RGB, greyscale and CMYK files are used)")
         if psd.width * psd.height > args.max_canvas_px:
             raise SkipCase(f"canvas {psd.width}×{psd.height} is over {args.max_canvas_px} px")
         stored = file_composite(psd)
         segments, notes = psd_segments(psd, args.stack_tolerance)
+        if psd.color_mode.name == "CMYK":
+            # Layers and the stored composite go through the same plain CMYK → RGB conversion (Pillow's).
+            notes.append("CMYK file: converted to RGB with Pillow's plain conversion")
     elif suffix == ".ora":
         segments, stored, notes = ora_segments(data)
     else:
@@ -382,6 +390,9 @@ def build_case(entry: dict, args) -> dict:
     scale = min(1.0, args.max_side / max(width, height))
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     layers = [to_straight_u8(downscale(s.premul, size)) for s in segments]
+    if len(group_indices(layers)) < 2:
+        # LayerD's grouping would make the truth one layer: the input itself scores perfectly, nothing is measured.
+        raise SkipCase("no two layers overlap: LayerD's grouping leaves one layer")
     composite = composite_over(layers)
 
     folder = args.out / entry["case"]
@@ -418,7 +429,8 @@ def main(argv=None) -> int:
     parser.add_argument("--max-bad-fraction", type=float, default=0.01)
     parser.add_argument("--stack-tolerance", type=float, default=0.5, help="MAE (0–255) for a plain 'over' stack")
     parser.add_argument("--max-canvas-px", type=int, default=30_000_000)
-    parser.add_argument("--only-new", action="store_true", help="skip cases index.json already lists (built or skipped)")
+    parser.add_argument("--only-new", action="store_true",
+                        help="skip cases index.json already lists (built or skipped)")
     parser.add_argument("--list-mirror", type=Path, help="list the layered files of one snapshot and exit")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -435,7 +447,9 @@ def main(argv=None) -> int:
     incremental = args.cases or args.only_new
     index = json.loads(index_path.read_text()) if index_path.exists() and incremental else {"cases": {}, "skipped": {}}
     if args.only_new:
-        entries = [e for e in entries if e["case"] not in index["cases"] and e["case"] not in index["skipped"]]
+        # Cases that failed for a missing package (psd-tools' optional renderers) are tried again.
+        entries = [e for e in entries if e["case"] not in index["cases"]
+                   and index["skipped"].get(e["case"], RETRY_REASON).startswith(RETRY_REASON)]
     for entry in entries:
         try:
             record = build_case(entry, args)

@@ -7,13 +7,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 
-if [ "${STRATA_SKIP_APT:-0}" != 1 ] && { ! command -v soffice >/dev/null 2>&1 || ! command -v identify >/dev/null 2>&1; }; then
+# libgs-common: Ghostscript's CMYK ICC profile (the CMYK input test); libegl-mesa0 + libgl1-mesa-dri: EEVEE renders.
+APT_PACKAGES="libreoffice-impress fonts-dejavu-core imagemagick libgs-common libegl-mesa0 libgl1-mesa-dri"
+missing=$(for package in $APT_PACKAGES; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || echo "$package"
+done)
+if [ "${STRATA_SKIP_APT:-0}" != 1 ] && [ -n "$missing" ]; then
     SUDO=""
     [ "$(id -u)" = 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq || true
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-        libreoffice-impress fonts-dejavu-core imagemagick >/dev/null \
-        || echo "setup: LibreOffice/ImageMagick could not be installed; PPTX render and PSD read-back tests will be skipped" >&2
+    # shellcheck disable=SC2086
+    if ! DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null; then
+        # In CI a missing reader must fail the run, not turn its tests into skips.
+        [ "${CI:-}" = true ] && { echo "setup: apt-get could not install:" $missing >&2; exit 1; }
+        echo "setup: could not install" $missing "- the tests that need them will be skipped" >&2
+    fi
 fi
 
 if [ ! -x .venv/bin/python ]; then
@@ -21,7 +29,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # torch==2.13.0 is the local CPU build; any other spec would pull GBs of CUDA wheels.
 .venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0
-.venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0 -e ".[qwen,test]"
+.venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0 -e ".[qwen,test,bench]"
 
 if [ ! -x .venv-blender/bin/python ]; then
     "$PYTHON" -m venv .venv-blender

@@ -21,7 +21,7 @@ from pptx import Presentation
 from pptx.oxml.ns import qn
 from psd_tools import PSDImage
 
-from conftest import png_bytes_of
+from conftest import missing_tool, png_bytes_of
 from inference_server.errors import ImageTooLarge, InvalidInput
 from inference_server.cli import main as strata_main
 from inference_server.exports.archive import archive_bytes, write_archive
@@ -36,7 +36,7 @@ NAMES = ["Paper", "Shape A", "Shape B", "Title"]
 # LibreOffice 7.4 vs Layout.render(), measured: the poster as decomposed 73.5 dB (max error 1 level); the edited
 # poster 35.9 dB. LibreOffice snaps pictures to whole pixels while Layout.render() places them sub-pixel exact
 # (as PowerPoint does at any zoom), so the 0.4 px offset and the 1.5× rescale differ along vertical edges only.
-MIN_LIBREOFFICE_PSNR_DB = {"unedited": 60.0, "edited": 33.0}
+MIN_LIBREOFFICE_PSNR_DB = {"unedited": 70.0, "edited": 34.5}
 MAX_EDGE_PIXELS_FRACTION = 0.015  # pixels off by more than 8 levels (of 255), edited poster: measured 0.6 %
 
 
@@ -256,7 +256,7 @@ def test_pptx_refuses_a_frame_too_elongated_for_a_slide():
 def soffice() -> str:
     path = shutil.which("soffice") or shutil.which("libreoffice")
     if path is None:
-        pytest.skip("LibreOffice (soffice) is not installed: apt-get install -y libreoffice-impress")
+        missing_tool("LibreOffice (soffice) is not installed: apt-get install -y libreoffice-impress")
     return path
 
 
@@ -282,7 +282,9 @@ def test_pptx_rendered_by_libreoffice_matches_the_layout_render(poster_stack, ed
     rendered = libreoffice_pngs(soffice, [tmp_path / f"{name}.pptx" for name in layouts], tmp_path)
     for (name, layout), image in zip(layouts.items(), rendered):
         got, expected = over_white(image), over_white(layout.render())
-        assert psnr_db(got, expected) >= MIN_LIBREOFFICE_PSNR_DB[name], name
+        psnr = psnr_db(got, expected)
+        print(f"LibreOffice render of the {name} PPTX vs the layout render: {psnr:.1f} dB")
+        assert psnr >= MIN_LIBREOFFICE_PSNR_DB[name], f"{name}: {psnr:.1f} dB"
         assert (np.abs(got - expected).max(axis=2) > 8).mean() <= MAX_EDGE_PIXELS_FRACTION, name
 
     # The hidden title stays hidden and the half-transparent shape is blended, not dropped or opaque.
@@ -333,7 +335,7 @@ def test_psd_reads_back_in_imagemagick(edited_layout, tmp_path):
     """An independent PSD reader (not psd-tools, which wrote it) sees the layers, offsets and merged image."""
     identify, convert = shutil.which("identify"), shutil.which("magick") or shutil.which("convert")
     if identify is None or convert is None:
-        pytest.skip("ImageMagick is not installed: apt-get install -y imagemagick")
+        missing_tool("ImageMagick is not installed: apt-get install -y imagemagick")
     write_psd(edited_layout, tmp_path / "poster.psd")
     listing = subprocess.run([identify, "-format", "%s|%X|%Y|%w|%h|%l\n", str(tmp_path / "poster.psd")],
                              check=True, capture_output=True, text=True, timeout=60).stdout.splitlines()

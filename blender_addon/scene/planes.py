@@ -13,6 +13,7 @@ so the margin repeats the image's edge pixels while the image itself still lands
 re-layout recomputes the margins for the new depths.
 """
 
+import logging
 import os
 
 import bpy
@@ -23,6 +24,8 @@ from ..core import layout, motion
 from ..core.images import dilate_transparent, encode_png_rgba
 from ..core.jobs import write_bytes_atomic
 from . import compat
+
+logger = logging.getLogger(__name__)
 
 HSV_NODE = "Strata HSV"
 OPACITY_NODE = "Strata Opacity"
@@ -159,7 +162,7 @@ def update_overscan(root, strict=False):
             except motion.MotionError as e:
                 if strict:
                     raise
-                print(f"Strata: no overscan for '{obj.name}': {e}")
+                logger.warning("no overscan for '%s': %s", obj.name, e)
     for obj in layers:
         set_plane_extent(obj, margins[obj.name])
 

@@ -35,6 +35,13 @@ ADDON = "blender_addon"
 _exit_status = [0]
 
 
+def missing_tool(reason: str) -> None:
+    """A tool or driver a test needs is absent: skip on a developer's machine, fail in CI (see tests/conftest.py)."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI installs it through scripts/setup.sh)")
+    pytest.skip(reason)
+
+
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_USER_RESOURCES, ignore_errors=True)
     _exit_status[0] = int(exitstatus)

@@ -14,7 +14,8 @@ from bpy_extras.object_utils import world_to_camera_view
 from conftest import ADDON, psnr_db, render_camera_view  # tests/blender/conftest.py
 from conftest import _wait_for_job as wait_for_job
 
-PSNR_MIN_DB = 40.0
+# Measured 60.8 dB (anti-aliased edges of the planes); a regression in placement or colour drops far below.
+PSNR_MIN_DB = 57.0
 
 
 def _planes():

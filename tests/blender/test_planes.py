@@ -12,10 +12,11 @@ from PIL import Image
 
 import bpy
 
-from conftest import ADDON, REPO, psnr_db, render_camera_view
+from conftest import ADDON, REPO, missing_tool, psnr_db, render_camera_view
 
 WIDTH_PX, HEIGHT_PX = 120, 90
-PSNR_MIN_DB = 40.0
+# Measured: Cycles reproduces 12 soft layers exactly (inf dB), EEVEE at 64.9 dB.
+PSNR_MIN_DB = 60.0
 
 
 def _planes():
@@ -112,13 +113,36 @@ def test_stack_renders_exactly_in_eevee(addon, tmp_path):
     env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "user"))
     result = subprocess.run([sys.executable, "-c", EEVEE_SCRIPT, str(REPO), str(out), *paths], env=env,
                             capture_output=True, text=True, timeout=180)
-    if result.returncode != 0 and ("OpenGL" in result.stderr + result.stdout or result.returncode < 0):
-        pytest.skip(f"EEVEE cannot run here (no OpenGL/EGL driver): {result.stderr.strip()[-200:]}")
+    # Only a missing driver, which Blender names, is a reason to skip; a crash (negative exit code) is a failure.
+    if result.returncode > 0 and "OpenGL" in result.stderr + result.stdout:
+        missing_tool(f"EEVEE cannot run here (no OpenGL/EGL driver): {result.stderr.strip()[-200:]}")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     rendered = np.asarray(Image.open(out).convert("RGB"))
     psnr = psnr_db(rendered, editor_composite(layers))
     print(f"eevee, 6 soft layers: PSNR {psnr:.1f} dB")
     assert psnr >= PSNR_MIN_DB
+
+
+def test_blending_like_image_editors_is_what_makes_half_transparent_layers_exact(scene, tmp_path):
+    """The README's claim: with *Blend like image editors* a 63 % alpha layer renders as in an image editor; with
+    Blender's scene-linear blending the same stack is visibly off."""
+    layers = soft_layers(1)
+    y, x = np.mgrid[0:HEIGHT_PX, 0:WIDTH_PX]
+    front = np.zeros((HEIGHT_PX, WIDTH_PX, 4), np.uint8)
+    front[..., :3] = (40, 90, 200)
+    front[..., 3] = np.where(np.hypot(x - WIDTH_PX / 2, y - HEIGHT_PX / 2) < 40, 160, 0)  # 160/255 = 63 %
+    layers.append(front)
+    paths = write_layers(tmp_path, layers)
+    psnr = {}
+    for editors in (True, False):
+        root = _planes().build_stack(bpy.context, paths, ["Back", "Front"], "local", "", f"blend-{editors}",
+                                     blend_like_editors=editors)
+        rendered = render_camera_view(scene, tmp_path / f"blend-{editors}.png", samples=2)
+        psnr[editors] = psnr_db(rendered, editor_composite(layers))
+        _planes().remove_stack(root)
+    print(f"63 % alpha layer: blend like image editors {psnr[True]:.1f} dB, Blender's linear blending "
+          f"{psnr[False]:.1f} dB")
+    assert psnr[True] >= 70.0 and psnr[False] < 35.0, psnr
 
 
 def test_packed_and_linear_options(scene, tmp_path):

@@ -20,7 +20,8 @@ class HostileCase:
     name: str
     data: bytes
     status: int  # 200 = accepted
-    words: str = ""  # in the error message (rejected) or in the notes (accepted)
+    # In the error message (rejected), or in the notes (accepted); None: accepted as it is, with no notes at all.
+    words: str | None
     size: tuple[int, int] | None = None  # (width, height) after loading, for accepted cases
 
 
@@ -94,7 +95,7 @@ def corpus() -> list[HostileCase]:
         HostileCase("png_bad_crc", png[:40] + bytes([png[40] ^ 0xFF]) + png[41:], 400, "corrupt"),
         HostileCase("decompression_bomb_49MP", _bomb_png(7000, 7000), 413, "40 MP"),
         HostileCase("bomb_header_400MP", raw_png(20000, 20000, 8, 0, idat=b"x"), 413, "MP"),
-        HostileCase("zero_width", raw_png(0, 10, 8, 0, idat=b"x"), 400, ""),
+        HostileCase("zero_width", raw_png(0, 10, 8, 0, idat=b"x"), 400, "truncated or corrupt"),
         HostileCase("one_pixel", _save(Image.new("RGB", (1, 1)), "PNG"), 400, "at least 16 px"),
         HostileCase("sliver_2000x20", _save(Image.new("RGB", (2000, 20)), "PNG"), 400, "aspect ratio"),
         HostileCase("bmp_huge_header", _save(Image.new("RGB", (16, 16)), "BMP")[:18] + struct.pack("<ii", 30000, 30000)
@@ -102,7 +103,7 @@ def corpus() -> list[HostileCase]:
         HostileCase("eps", b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n", 400, "PostScript"),
         # accepted, converted, and the conversion said in the notes
         HostileCase("gray16_png", raw_png(32, 32, 16, 0, rows=gray16_rows), 200, "8-bit", (32, 32)),
-        HostileCase("rgb16_png", raw_png(32, 32, 16, 2, rows=rgb16_rows), 200, "", (32, 32)),
+        HostileCase("rgb16_png", raw_png(32, 32, 16, 2, rows=rgb16_rows), 200, "16-bit colour", (32, 32)),
         HostileCase("float_tiff", _save(Image.fromarray(np.linspace(0, 1, 32 * 32, dtype=np.float32).reshape(32, 32)),
                                                         "TIFF"), 200, "float", (32, 32)),
         HostileCase("cmyk_jpeg", _save(_gradient().convert("CMYK"), "JPEG"), 200, "CMYK", (48, 32)),
@@ -112,5 +113,5 @@ def corpus() -> list[HostileCase]:
         HostileCase("exif_rotated_jpeg", _exif_rotated_jpeg(), 200, "EXIF orientation 6", (32, 48)),
         HostileCase("one_bit", _save(Image.new("1", (32, 32), 1), "PNG"), 200, "'1'", (32, 32)),
         HostileCase("gray_alpha", _save(Image.new("LA", (32, 32), (100, 50)), "PNG"), 200, "'LA'", (32, 32)),
-        HostileCase("trailing_garbage_png", png + b"\x00garbage" * 100, 200, "", (48, 32)),
+        HostileCase("trailing_garbage_png", png + b"\x00garbage" * 100, 200, None, (48, 32)),
     ]

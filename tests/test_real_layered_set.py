@@ -1,0 +1,114 @@
+"""The real-set pipeline end to end on a layered file of our own: a git snapshot holding an OpenRaster file, the
+manifest, scripts/real_layered_set.py building the case, scripts/bench_decompose.py --set real scoring it."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from inference_server.layers import composite_over
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+REPOSITORY = "someone/poster-sources"
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def _png(rgba: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _ora(paper: np.ndarray, badge: np.ndarray, badge_xy: tuple[int, int], merged: np.ndarray) -> bytes:
+    height, width = paper.shape[:2]
+    stack = (f'<image w="{width}" h="{height}"><stack>'  # front first, as OpenRaster lists layers
+             f'<layer name="Badge" src="data/badge.png" x="{badge_xy[0]}" y="{badge_xy[1]}" opacity="1.0"/>'
+             '<layer name="Paper" src="data/paper.png" x="0" y="0"/>'
+             '<layer name="Hidden" src="data/paper.png" visibility="hidden"/></stack></image>')
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("mimetype", "image/openraster")
+        archive.writestr("stack.xml", stack)
+        archive.writestr("data/paper.png", _png(paper))
+        archive.writestr("data/badge.png", _png(badge))
+        archive.writestr("mergedimage.png", _png(merged))
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def snapshot(tmp_path):
+    """A repository snapshot with a faithful layered file and one whose stored composite disagrees with its layers."""
+    paper = np.zeros((120, 200, 4), np.uint8)
+    paper[...] = (240, 230, 210, 255)
+    badge = np.zeros((40, 60, 4), np.uint8)
+    badge[...] = (200, 30, 30, 255)
+    badge[:5] = 0  # transparent rows
+    placed = np.zeros_like(paper)
+    placed[50:90, 70:130] = badge
+    merged = composite_over([paper, placed])
+    work = tmp_path / "mirror" / REPOSITORY.replace("/", "+") / "repo"
+    work.mkdir(parents=True)
+    (work / "poster.ora").write_bytes(_ora(paper, badge, (70, 50), merged))
+    (work / "stale.ora").write_bytes(_ora(paper, badge, (70, 50), paper))
+    git = ["git", "-C", str(work), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run(git[:3] + ["init", "-q"], check=True)
+    subprocess.run(git + ["add", "."], check=True)
+    subprocess.run(git + ["commit", "-qm", "sources"], check=True)
+    commit = subprocess.run(git[:3] + ["rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    entries = [{"case": name, "kind": "poster", "repository": REPOSITORY, "path": f"{name}.ora", "commit": commit,
+                "licence": "none stated in the repository", "notes": ""} for name in ("poster", "stale")]
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"description": "test", "files": entries}))
+    return tmp_path, manifest, [paper, placed], merged
+
+
+def test_a_layered_file_becomes_a_case_and_a_disagreeing_one_is_skipped_with_the_reason(snapshot):
+    root, manifest, truth, merged = snapshot
+    builder = _script("real_layered_set")
+    out = root / "real"
+    assert builder.main(["--manifest", str(manifest), "--mirror", str(root / "mirror"), "--out", str(out)]) == 0
+    index = json.loads((out / "index.json").read_text())
+    assert list(index["cases"]) == ["poster"]
+    assert "do not reproduce the file's composite" in index["skipped"]["stale"]
+    layers = [np.asarray(Image.open(out / "poster" / f"layer_{k:02d}.png")) for k in range(2)]
+    assert not (out / "poster" / "layer_02.png").exists(), "the hidden layer is left out"
+    for built, expected in zip(layers, truth):
+        assert np.array_equal(built[..., 3], expected[..., 3])
+        visible = expected[..., 3] > 0
+        assert np.array_equal(built[visible, :3], expected[visible, :3])
+    assert np.array_equal(np.asarray(Image.open(out / "poster" / "composite.png")), merged)
+    record = json.loads((out / "poster" / "case.json").read_text())
+    assert record["source"]["repository"] == REPOSITORY and record["source"]["path"] == "poster.ora"
+    assert record["check_vs_file_composite"]["mae_255"] == 0.0
+
+
+def test_bench_scores_the_real_set_against_the_one_layer_baseline(snapshot, capsys):
+    root, manifest, _, _ = snapshot
+    out = root / "real"
+    _script("real_layered_set").main(["--manifest", str(manifest), "--mirror", str(root / "mirror"),
+                                      "--out", str(out)])
+    scores = root / "scores.json"
+    assert _script("bench_decompose").main(["--set", "real", "--data", str(out), "--json", str(scores)]) == 0
+    printed = capsys.readouterr().out
+    assert "1 cases" in printed and "poster" in printed
+    (case,) = json.loads(scores.read_text())["cases"]
+    assert case["gt_layers"] == 2
+    assert case["one layer"]["layers"] == 1
+    # The badge over plain paper is the easy case: the decomposer finds both layers.
+    assert case["cpu"]["layers"] == 2 and case["cpu"]["iou_e0"] > 0.9

@@ -8,7 +8,8 @@ Nothing runs at import: ``register()`` imports the Blender modules listed in ``_
 import importlib
 
 _modules = ("properties", "preferences", "connection", "operators", "panels", "job_watch", "operators_layers",
-            "operators_animation", "panels_layers")
+            "operators_animation", "panels_layers", "server_setup", "operators_setup", "operators_stack_export",
+            "panels_stack_export")
 
 _loaded = []
 

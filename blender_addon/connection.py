@@ -12,6 +12,7 @@ import threading
 import bpy
 
 from .core.client import ServerClient, ServerError
+from .core.server_install import clean_env
 from .core.server_process import ServerProcess, ServerStartError
 
 _lock = threading.Lock()
@@ -32,13 +33,21 @@ def data_dir():
 
 def settings_from_preferences(prefs):
     """Everything the background thread needs, read on the main thread (threads must not touch bpy)."""
+    from . import server_setup  # it imports this module
+
+    # Without a Python or model set by hand: what Install Server and Download Model put in the user folder.
+    python = bpy.path.abspath(prefs.server_python) if prefs.server_python else ""
+    if not python and not prefs.server_command:
+        python = server_setup.installed_server_python()
+    model = server_setup.downloaded_model(prefs).get("path") or prefs.model
     return {
         "connection": prefs.connection,
-        "python": bpy.path.abspath(prefs.server_python) if prefs.server_python else "",
+        "python": python,
+        "installed": bool(python) and not prefs.server_python,
         "command": prefs.server_command,
         "source_dir": bpy.path.abspath(prefs.server_source_dir) if prefs.server_source_dir else "",
         "backend": prefs.backend,
-        "model": prefs.model,
+        "model": model,
         "preset": prefs.preset,
         "url": prefs.server_url,
         "token": prefs.server_token,
@@ -49,6 +58,8 @@ def settings_from_preferences(prefs):
 def _new_process(settings):
     env = None
     cwd = None
+    if settings.get("installed"):
+        env = clean_env()  # the env Install Server built is self-contained: no PYTHONPATH from outside
     if settings["source_dir"]:
         cwd = settings["source_dir"]
         env = dict(os.environ)

@@ -94,6 +94,8 @@ def decompose_params(settings, prefs):
     }
     if settings.seed >= 0:
         params["seed"] = settings.seed
+    if getattr(settings, "depth", False):
+        params["depth"] = True
     return params
 
 

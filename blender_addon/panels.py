@@ -2,7 +2,7 @@
 
 from bpy.types import Panel
 
-from . import connection, job_watch
+from . import connection, job_watch, server_setup
 from .scene import planes
 
 
@@ -33,6 +33,7 @@ class VIEW3D_PT_strata_decompose(StrataPanel, Panel):
         layout.prop(settings, "resolution", expand=True)
         layout.prop(settings, "seed")
         layout.prop(settings, "prompt")
+        layout.prop(settings, "depth")
         layout.prop(settings, "blend_like_editors")
 
         running = job_watch.active() is not None
@@ -63,6 +64,8 @@ class VIEW3D_PT_strata_decompose(StrataPanel, Panel):
         row.operator("strata.restart_server", text="", icon='FILE_REFRESH')
         if state["status"] == "failed":
             layout.label(text=state["message"].splitlines()[0][:120], icon='ERROR')
+        elif state["status"] == "stopped" and not server_setup.server_available(context):
+            layout.label(text="No server yet: Install Server in the add-on's preferences", icon='INFO')
 
 
 class VIEW3D_PT_strata_stack(StrataPanel, Panel):
@@ -80,6 +83,7 @@ class VIEW3D_PT_strata_stack(StrataPanel, Panel):
         layout.label(text=root.name, icon='EMPTY_AXIS')
         layout.prop(root.strata, "base_distance_m")
         layout.prop(root.strata, "depth_spacing_m")
+        layout.prop(root.strata, "relief_all", slider=True)
         layout.prop(root.strata, "camera")
         row = layout.row()
         row.enabled = False

@@ -3,6 +3,7 @@
 from bpy.types import Panel, UIList
 
 from .operators_layers import active_layer, context_root
+from .scene.relief import depth_map_path as has_depth_map
 
 
 class STRATA_UL_layers(UIList):
@@ -76,6 +77,9 @@ class VIEW3D_PT_strata_layers(StrataSidebar, Panel):
         column = layout.column()
         column.prop(settings, "depth_m")
         column.prop(settings, "scale")
+        column.prop(settings, "relief", slider=True)
+        if settings.relief > 0 and not has_depth_map(obj):
+            column.label(text="No depth map: decompose with Depth on", icon='INFO')
         column.prop(settings, "opacity", slider=True)
         column.prop(settings, "hue", slider=True)
         column.prop(settings, "saturation", slider=True)

@@ -4,7 +4,10 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, StringProperty
 from bpy.types import AddonPreferences
 
+from . import server_setup
 from .core.server_process import default_python
+
+LOG_LINES_SHOWN = 6
 
 
 class StrataPreferences(AddonPreferences):
@@ -48,6 +51,25 @@ class StrataPreferences(AddonPreferences):
         items=(('FILES', "Next to the .blend", "//strata/<job>/layer_XX.png, relative to the .blend (a per-user "
                                                "folder while the file is unsaved)"),
                ('PACKED', "Packed", "Packed into the .blend")))
+    install_python: StringProperty(
+        name="Install Python", subtype='FILE_PATH',
+        description="The Python 3.10-3.12 that Install Server builds the server's venv with (empty: Blender's own, "
+                    "else the first python3.12/3.11/3.10 on PATH)")
+    torch_build: EnumProperty(
+        name="Torch", default='AUTO',
+        items=(('AUTO', "Automatic", "torch's CUDA build when nvidia-smi finds an NVIDIA GPU, else its CPU build; "
+                                     "with Qwen-Image-Layered's libraries"),
+               ('CUDA', "CUDA", "torch's CUDA build and Qwen-Image-Layered's libraries (NVIDIA GPUs)"),
+               ('CPU', "CPU", "torch's CPU build and Qwen-Image-Layered's libraries (about 1.9 GB)"),
+               ('NONE', "None", "The CPU decomposer only: no torch, no Qwen; the smallest env")))
+    pip_options: StringProperty(
+        name="Pip Options",
+        description="Extra pip arguments for Install Server, e.g. '--index-url https://mirror/simple' or "
+                    "'--extra-index-url URL --proxy http://proxy:3128' or '--find-links /wheels'")
+    gguf_file: StringProperty(
+        name="GGUF Transformer",
+        description="Optional: OWNER/REPO/FILE.gguf on the Hub; Download Model then fetches this one file for the "
+                    "transformer instead of the full bf16 weights")
     pixel_exact: BoolProperty(
         name="Pixel-Exact Textures", default=True,
         description="Closest texture filtering: the camera view reproduces the input pixel for pixel. "
@@ -58,13 +80,13 @@ class StrataPreferences(AddonPreferences):
         layout.use_property_split = True
         layout.prop(self, "connection", expand=True)
         if self.connection == 'START':
+            self.draw_install(layout.box())
+            self.draw_model(layout.box())
+            layout.label(text="Or a server installed by hand (these win over Install Server's):")
             layout.prop(self, "server_python")
-            if not self.server_python and not self.server_command:
-                layout.label(text="Set the python of the venv where the Strata server is installed", icon='INFO')
             layout.prop(self, "server_command")
             layout.prop(self, "server_source_dir")
             layout.prop(self, "backend")
-            layout.prop(self, "model")
         else:
             layout.prop(self, "server_url")
             layout.prop(self, "server_token")
@@ -73,6 +95,60 @@ class StrataPreferences(AddonPreferences):
         layout.prop(self, "layer_storage")
         layout.prop(self, "pixel_exact")
         layout.operator("strata.restart_server", icon='FILE_REFRESH')
+
+    def draw_install(self, box):
+        box.label(text="Server", icon='CONSOLE')
+        record = server_setup.installed()
+        if record:
+            box.label(text=f"Installed: {record.get('server', 'strata')}, Python {record.get('python_version')}, "
+                           f"torch: {record.get('torch', '?')}", icon='CHECKMARK')
+        else:
+            box.label(text="Not installed: Install Server builds it in a venv of its own (1.9 GB with CPU torch)",
+                      icon='INFO')
+        box.prop(self, "install_python")
+        box.prop(self, "torch_build")
+        box.prop(self, "pip_options")
+        draw_task(box, server_setup.task("install"), "strata.install_server",
+                  "Repair / Upgrade Server" if record else "Install Server", "strata.cancel_install")
+
+    def draw_model(self, box):
+        box.label(text="Model", icon='FILE_VOLUME')
+        done = server_setup.downloaded_model(self)
+        task = server_setup.task("download")
+        plan = getattr(task, "plan", None) or {}
+        if done:
+            box.label(text=f"Tier {done.get('tier')}: {done.get('description')} (downloaded)", icon='CHECKMARK')
+        elif plan:
+            box.label(text=f"Tier {plan.get('tier')}: {plan.get('description')}", icon='INFO')
+        else:
+            box.label(text="Tier: chosen for this GPU when Download Model starts (see the server's /v1/health)",
+                      icon='INFO')
+        box.prop(self, "model")
+        box.prop(self, "gguf_file")
+        draw_task(box, task, "strata.download_model", "Download Model", "strata.cancel_download")
+
+
+def draw_task(layout, task, operator, text, cancel_operator):
+    """The start button, or a progress bar with a cancel button, and the last log lines or the error."""
+    snapshot = task.snapshot() if task is not None else None
+    row = layout.row(align=True)
+    if snapshot is not None and snapshot.status == "running":
+        row.progress(factor=snapshot.progress, type='BAR', text=snapshot.stage[:90])
+        row.operator(cancel_operator, text="", icon='CANCEL')
+    else:
+        row.operator(operator, text=text, icon='IMPORT')
+    if snapshot is None:
+        return
+    if snapshot.status == "failed":
+        for line in snapshot.error.splitlines()[:4]:
+            layout.label(text=line[:160], icon='ERROR')
+    elif snapshot.status in ("succeeded", "canceled"):
+        layout.label(text=f"{task.name}: {snapshot.status}", icon='CHECKMARK' if snapshot.status == "succeeded"
+                     else 'CANCEL')
+    column = layout.column(align=True)
+    column.scale_y = 0.7
+    for line in snapshot.log_tail[-LOG_LINES_SHOWN:]:
+        column.label(text=line[:160])
 
 
 def get_preferences(context=None):

@@ -25,6 +25,12 @@ def _apply_look(self, context):
         planes.apply_layer_look(self.id_data)
 
 
+def _relief_all(self, context):
+    if self.role == 'ROOT':
+        for obj in planes.stack_layers(self.id_data):
+            obj.strata.relief = self.relief_all
+
+
 def _poll_camera(self, obj):
     return obj.type == 'CAMERA'
 
@@ -50,6 +56,9 @@ class StrataSceneSettings(PropertyGroup):
     seed: IntProperty(name="Seed", default=-1, min=-1, description="Random seed; -1 picks a new one each time")
     prompt: StringProperty(name="Prompt", default="",
                            description="What the image shows; empty lets the model caption it")
+    depth: BoolProperty(
+        name="Depth", default=False,
+        description="Also estimate depth per layer on the server (Depth Anything), for the layers' Relief")
     blend_like_editors: BoolProperty(
         name="Blend Like Image Editors", default=True,
         description="Blend layers on sRGB values like PIL, PowerPoint or Photoshop do (textures as Non-Color, view "
@@ -83,6 +92,9 @@ class StrataObjectSettings(PropertyGroup):
     base_distance_m: FloatProperty(
         name="Front Distance", default=5.0, min=0.01, soft_max=100.0, unit='LENGTH', update=_relayout,
         description="Distance from the rest camera to the front layer")
+    relief_all: FloatProperty(
+        name="Relief (All Layers)", default=0.0, min=0.0, max=1.0, subtype='FACTOR', update=_relief_all,
+        description="Set every layer's Relief at once (each layer can then be changed on its own)")
     image_width_px: IntProperty(name="Width", min=1, default=1, subtype='PIXEL')
     image_height_px: IntProperty(name="Height", min=1, default=1, subtype='PIXEL')
     camera: PointerProperty(name="Camera", type=bpy.types.Object, poll=_poll_camera,
@@ -97,6 +109,10 @@ class StrataObjectSettings(PropertyGroup):
         name="Scale", default=1.0, min=0.01, soft_max=4.0, update=_place_layer,
         description="Size relative to the camera fit, about the frame centre (1 = fills the frame from the rest "
                     "camera)")
+    relief: FloatProperty(
+        name="Relief", default=0.0, min=0.0, max=1.0, subtype='FACTOR', update=_place_layer,
+        description="Depth inside the layer from its depth map (decompose with Depth): 0 = flat; 1 = the layer's "
+                    "whole slab between its neighbours. The rest camera view stays exact")
     opacity: FloatProperty(name="Opacity", default=1.0, min=0.0, max=1.0, subtype='FACTOR', update=_apply_look)
     hue: FloatProperty(name="Hue", default=0.5, min=0.0, max=1.0, subtype='FACTOR', update=_apply_look,
                        description="0.5 keeps the hue")

@@ -15,6 +15,7 @@ import hmac
 import importlib.util
 import json
 import re
+import urllib.parse
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.datastructures import UploadFile
 from starlette.routing import Match
 
-from . import __version__
+from . import __version__, docs_pages
+from .depth import depth_file_name
 from .errors import InvalidInput, NotFound, QueueFull, StrataError
 from .images import DEFAULT_MAX_PIXELS, load_image
 from .jobs import JobManager, ManagerSettings
@@ -164,6 +166,7 @@ class GuardMiddleware:
         self.app = app
         self.settings = settings
         self.token = settings.token.encode("utf-8")
+        self.docs_cookie = docs_pages.cookie_value(settings.token).encode("ascii")
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -185,13 +188,30 @@ class GuardMiddleware:
         if not self.settings.allow_remote and host is not None and not _LOCAL_HOST.match(host.decode("latin-1")):
             return await reject(403, f"Host {host.decode('latin-1')!r} refused: this server answers only to "
                                      f"127.0.0.1/localhost (start it with --allow-remote to serve other names)")
+        if scope["path"] == docs_pages.DOCS_PATH and scope["method"] == "GET":
+            query_token = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token")
+            if query_token:
+                # /docs?token=...: a browser's way in. Checked like the header, then traded for the docs cookie
+                # and a redirect that takes the token out of the address bar.
+                if not hmac.compare_digest(query_token[0].encode("utf-8"), self.token):
+                    return await reject(401, "wrong token in /docs?token=...; use the token the server printed or "
+                                             "STRATA_TOKEN")
+                await send({"type": "http.response.start", "status": 303, "headers": [
+                    (b"location", docs_pages.DOCS_PATH.encode()), (b"content-length", b"0"),
+                    (b"set-cookie", docs_pages.cookie_header(self.settings.token)),
+                    (b"cache-control", b"no-store")]})
+                await send({"type": "http.response.body", "body": b""})
+                return
         authorization = headers.get("authorization", b"")
         scheme, _, presented = authorization.partition(b" ")
         # The scheme is case-insensitive (RFC 7235); the token is compared in constant time.
-        if scheme.lower() != b"bearer" or not hmac.compare_digest(presented.strip(), self.token):
+        bearer_ok = scheme.lower() == b"bearer" and hmac.compare_digest(presented.strip(), self.token)
+        cookie = docs_pages.presented_cookie(headers.get("cookie", b""))
+        if not bearer_ok and not (cookie and hmac.compare_digest(cookie, self.docs_cookie)):
             reason = "missing" if not authorization else "wrong"
             return await reject(401, f"{reason} bearer token: send 'Authorization: Bearer <token>' with the token the "
-                                     f"server printed or STRATA_TOKEN", [(b"www-authenticate", b"Bearer")])
+                                     f"server printed or STRATA_TOKEN (in a browser: open /docs?token=<token>)",
+                                [(b"www-authenticate", b"Bearer")])
 
         limit = self.settings.max_upload_bytes
         declared = headers.get("content-length")
@@ -266,7 +286,7 @@ def create_app(settings: Settings) -> FastAPI:
         version=__version__,
         description="Decompose one flat image into RGBA layers. Every request needs `Authorization: Bearer <token>`.",
         lifespan=lifespan,
-        docs_url=None,  # the docs pages load scripts from a CDN; this server stays offline
+        docs_url=None,  # FastAPI's docs pages load scripts from a CDN: docs_pages serves them from this machine
         redoc_url=None,
     )
     app.state.manager = manager
@@ -364,6 +384,18 @@ def create_app(settings: Settings) -> FastAPI:
             raise NotFound(f"job {job_id} has {count} layers (0–{count - 1}); there is no layer {index}")
         return FileResponse(job_file(job_id, layer_file_name(index)), media_type="image/png")
 
+    @app.get("/v1/jobs/{job_id}/depth/{index}.png", response_class=FileResponse,
+             responses={200: _PNG, **_errors(400, 404, 409)},
+             summary="One layer's depth map (16-bit, 0 = farthest; jobs run with depth: true)")
+    def get_depth(job_id: str, index: int):
+        manager.job_folder(job_id)
+        count = int(manager.get(job_id).get("layers") or 0)
+        if not 0 <= index < count:
+            raise NotFound(f"job {job_id} has {count} layers (0–{count - 1}); there is no layer {index}")
+        if not manager.get(job_id).get("params", {}).get("depth"):
+            raise NotFound(f"job {job_id} was run without depth; submit it with params {{\"depth\": true}}")
+        return FileResponse(job_file(job_id, depth_file_name(index)), media_type="image/png")
+
     @app.get("/v1/health", response_model=Health, responses=_errors(), summary="Backend, device, queue")
     def health():
         return {"status": "ok", "version": __version__, **manager.health()}
@@ -374,6 +406,7 @@ def create_app(settings: Settings) -> FastAPI:
 
         app.include_router(exports_router)
 
+    docs_pages.add_docs_routes(app)
     _declare_security(app)
     app.add_middleware(GuardMiddleware, settings=settings)
     return app

@@ -55,7 +55,7 @@ def _add_backend_options(parser: argparse.ArgumentParser) -> None:
                         help="Qwen-Image-Layered weights: Hugging Face id or local folder (default: $STRATA_QWEN_MODEL "
                              "or Qwen/Qwen-Image-Layered)")
     parser.add_argument("--preset", choices=PRESETS,
-                        help="speed/memory trade-off of the qwen backend (lowvram offloads to the CPU)")
+                        help="speed/memory trade-off of the qwen backend (default exact; lowvram offloads to the CPU)")
 
 
 def _backend_options(args: argparse.Namespace) -> dict:
@@ -88,9 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     decompose.add_argument("--resolution", type=int, choices=RESOLUTIONS, help="model resolution bucket (default 640)")
     decompose.add_argument("--seed", type=int, help="random seed for a reproducible result")
     decompose.add_argument("--prompt", help="describe the image (qwen; default: the model captions it itself)")
+    decompose.add_argument("--depth", action="store_true",
+                           help="also estimate depth per layer (depth_XX.png, 16-bit; model: $STRATA_DEPTH_MODEL, a "
+                                "Hub id or folder, default Depth Anything V2 Small)")
     decompose.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help=argparse.SUPPRESS)
     decompose.add_argument("--force", action="store_true", help="overwrite OUT if it already holds a decomposition")
-    decompose.add_argument("--quiet", action="store_true", help="no progress bar")
+    decompose.add_argument("--quiet", action="store_true",
+                           help="no progress (default: a bar per stage on a terminal, one line per stage when piped)")
     decompose.set_defaults(func=run_decompose)
 
     serve = subparsers.add_parser("serve", help="run the local HTTP server (for the Blender add-on)",
@@ -98,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
                                               f"${TOKEN_ENV}; without it one is generated and printed to stderr.")
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to bind (default 127.0.0.1; anything else needs --allow-remote and $STRATA_TOKEN)")
-    serve.add_argument("--port", type=int, default=8765, help="port (0 = any free port; see the 'listening' line)")
+    serve.add_argument("--port", type=int, default=8765,
+                       help="port (default 8765; 0 = any free port, printed in the 'listening' line)")
     serve.add_argument("--data-dir", type=Path, default=_default_data_dir(),
                        help="where job folders live (default: $STRATA_DATA_DIR, else the per-user data folder, "
                             "here %(default)s)")
@@ -111,8 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="allow binding a non-loopback address (requires $STRATA_TOKEN); the API then answers any "
                             "Host name")
     serve.add_argument("--cancel-grace-s", type=float, default=30.0,
-                       help="a running job that ignores a cancel request this long gets its worker restarted")
-    serve.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
+                       help="a running job that ignores a cancel request this long gets its worker restarted "
+                            "(default 30 s)")
+    serve.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"),
+                       help="server log verbosity on stderr (default warning; info adds one line per request)")
     serve.set_defaults(func=run_serve)
 
     if importlib.util.find_spec("inference_server.exports.cli") is not None:
@@ -143,6 +150,8 @@ def run_decompose(args: argparse.Namespace) -> int:
     if args.output.exists() and not args.output.is_dir():
         return _fail("decompose", f"{args.output} exists and is not a folder")
     values = {"layers": args.layers, "backend": args.backend}
+    if args.depth:
+        values["depth"] = True
     for name in ("num_inference_steps", "resolution", "seed", "prompt", "preset"):
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
@@ -155,12 +164,27 @@ def run_decompose(args: argparse.Namespace) -> int:
             source, parent = _parent_layer(args.image, args.layer)
         image, notes = load_image(source, max_pixels=args.max_pixels)
         backend = create_backend(args.backend, **_backend_options(args))
+        if params.depth:  # a missing depth model fails now, not after the decomposition's work
+            from .depth import get_estimator
+
+            get_estimator()
         bar = _ProgressBar(disable=args.quiet)
         stack = backend.decompose(image, params, bar.update, cancel)
         stack.notes = notes + list(stack.notes)
         stack.parent = parent
+        depth_maps, extra_manifest = None, None
+        if params.depth:
+            from .depth import estimate_layer_depths
+
+            depth_maps, depth_entry = estimate_layer_depths(stack.composite(), [layer.rgba for layer in stack.layers],
+                                                            bar.update)
+            extra_manifest = {"depth": depth_entry}
         try:
-            stack.save(args.output)
+            if depth_maps is not None:
+                from .depth import write_depth_maps
+
+                write_depth_maps(args.output, depth_maps)
+            stack.save(args.output, extra_manifest=extra_manifest)
             if parent is not None:
                 link_child(args.image, args.layer, str(args.output.resolve()))
         except OSError as exc:  # disk full, read-only, a file in the way
@@ -210,22 +234,30 @@ def _read_manifest(folder: Path) -> dict:
 
 
 class _ProgressBar:
-    """tqdm bar that follows the backend's (stage, step, total) reports, one bar per stage."""
+    """tqdm bar that follows the backend's (stage, step, total) reports, one bar per stage; when stderr is not a
+    terminal (piped, logged), one plain line per stage instead of bars redrawn with carriage returns."""
 
-    def __init__(self, disable: bool) -> None:
+    def __init__(self, disable: bool, stream=None) -> None:
         self.disable = disable
+        self.stream = stream or sys.stderr
         self.bar = None
         self.stage = None
+        self.interactive = bool(getattr(self.stream, "isatty", lambda: False)())
 
     def update(self, stage: str, step: int, total: int) -> None:
         if self.disable:
+            return
+        if not self.interactive:
+            if stage != self.stage:
+                self.stage = stage
+                print(f"strata: {stage}" + (f" ({total} steps)" if total > 1 else ""), file=self.stream, flush=True)
             return
         from tqdm import tqdm
 
         if stage != self.stage or self.bar is None or self.bar.total != total:
             self.close()
             self.stage = stage
-            self.bar = tqdm(total=total, desc=stage, unit="step", leave=True, file=sys.stderr)
+            self.bar = tqdm(total=total, desc=stage, unit="step", leave=True, file=self.stream)
         self.bar.n = step
         self.bar.refresh()
 

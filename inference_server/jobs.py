@@ -28,7 +28,7 @@ import numpy as np
 
 from .errors import Busy, InvalidInput, ModelUnavailable, NotFound, QueueFull, StorageFailed
 from .layers import MANIFEST_NAME, layer_file_name, link_child, read_manifest, write_bytes_atomic, write_png_atomic
-from .params import DecomposeParams
+from .params import DecomposeParams, params_that_ran
 from .worker import backend_mismatch, worker_main
 
 logger = logging.getLogger(__name__)
@@ -211,7 +211,7 @@ class JobManager:
             "total": 0,
             "error": None,
             "layers": None,
-            "params": params.to_dict(),
+            "params": params_that_ran(params.to_dict(), self.backend_name),
             "parent": parent,
             "children": {},
             "notes": list(notes or []),
@@ -394,7 +394,8 @@ class JobManager:
                 return
             job_id = self._queue.popleft()
             record = self._records[job_id]
-            record.update(status="running", started_at=time.time())
+            record.update(status="running", started_at=time.time(),
+                          params=params_that_ran(record["params"], self.backend_name))
             self._write_record(record)
             worker.cancel_event.clear()
             worker.cancel_requested_at = None
@@ -432,6 +433,7 @@ class JobManager:
                 record = self._records.get(message.get("job"))
                 worker.job_id = None
                 if record is not None and record["status"] == "running":
+                    record["params"] = params_that_ran(record["params"], self._describe.get("backend"))
                     if message.get("notes") is not None:
                         record["notes"] = list(message["notes"])
                     self._finish(record, message["status"], message.get("error"), message.get("layers"))

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .params import AUTO_LAYERS
+from .params import AUTO_LAYERS, params_that_ran
 
 MANIFEST_FORMAT = "strata.layers/1"
 MANIFEST_NAME = "manifest.json"
@@ -156,7 +156,7 @@ class LayerStack:
             "width_px": self.width_px,
             "height_px": self.height_px,
             "backend": self.backend,
-            "params": self.params,
+            "params": params_that_ran(self.params, self.backend),
             # What was asked for (a count, or "auto": the backend chose) and what came back.
             "layer_count": {"requested": self.params.get("layers"), "returned": len(self.layers),
                             "chosen_by_backend": self.params.get("layers") == AUTO_LAYERS},
@@ -233,12 +233,29 @@ def link_child(folder: str | os.PathLike, layer: int, child: str) -> None:
         write_manifest(folder, manifest)
 
 
+def process_umask() -> int:
+    """The process umask, read without changing it where the OS says (os.umask can only be read by setting it,
+    which races with threads creating files)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write to a temporary file beside ``path``, fsync, then rename over it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if hasattr(os, "fchmod"):  # mkstemp makes 0600 files: give the result the mode any new file gets
+            os.fchmod(fd, 0o666 & ~process_umask())
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

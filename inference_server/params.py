@@ -35,6 +35,8 @@ class DecomposeParams:
     seed: int | None = None
     preset: str = "exact"
     offload: str = "none"
+    # Also estimate depth per layer (``inference_server.depth``): depth_XX.png beside each layer.
+    depth: bool = False
     # Recursive decomposition: where the input came from (filled by the server, kept in the manifest).
     parent_job: str | None = None
     parent_layer: int | None = None
@@ -72,7 +74,7 @@ class DecomposeParams:
             raise InvalidInput(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
         if self.offload not in OFFLOAD_MODES:
             raise InvalidInput(f"offload must be one of {', '.join(OFFLOAD_MODES)}, got {self.offload!r}")
-        for name in ("cfg_normalize", "use_en_prompt"):
+        for name in ("cfg_normalize", "use_en_prompt", "depth"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidInput(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.parent_job is not None and not isinstance(self.parent_job, str):
@@ -107,3 +109,20 @@ class DecomposeParams:
         if not data["extra"]:
             data.pop("extra")
         return data
+
+
+# Read by the qwen backend only: a job that ran on the CPU decomposer does not claim them (status and manifest).
+QWEN_ONLY_PARAMS = ("num_inference_steps", "resolution", "true_cfg_scale", "negative_prompt", "prompt",
+                    "cfg_normalize", "use_en_prompt", "preset", "offload")
+
+
+def params_that_ran(params: dict[str, Any], backend: str | None) -> dict[str, Any]:
+    """``params`` as they apply to ``backend`` ("auto" resolved): the backend that ran, without the settings it
+    ignores. Unchanged while the backend is not known yet."""
+    if not backend or backend == "auto":
+        return dict(params)
+    values = dict(params, backend=backend)
+    if backend == "cpu":
+        for name in QWEN_ONLY_PARAMS:
+            values.pop(name, None)
+    return values

@@ -179,17 +179,33 @@ def _run_job(backend, message: dict, conn, cancel, faults: _Faults, parent_pid: 
         if mismatch:
             return {"type": "done", "job": job_id, "status": "failed", "error": mismatch}
         image, notes = load_image(message["input"], max_pixels=message.get("max_pixels", 10**9))
+        if params.depth:  # a missing depth model fails the job now, not after the decomposition's work
+            from .depth import get_estimator
+
+            get_estimator()
         cancel.raise_if_canceled()
         # 2. Decompose.
         stack: LayerStack = backend.decompose(image, params, progress, cancel)
         cancel.raise_if_canceled()
+        # 2b. Depth per layer, when asked (the depth model stays loaded in this process between jobs).
+        depth_maps, extra_manifest = None, {"job": job_id}
+        if params.depth:
+            from .depth import estimate_layer_depths
+
+            depth_maps, extra_manifest["depth"] = estimate_layer_depths(
+                stack.composite(), [layer.rgba for layer in stack.layers], progress)
+            cancel.raise_if_canceled()
         if os.getppid() != parent_pid:
             os._exit(3)
         # 3. Save: layers, preview, then the manifest last.
         stack.parent = message.get("parent")
         stack.notes = list(message.get("notes", [])) + notes + list(stack.notes)
         try:
-            stack.save(message["folder"], extra_manifest={"job": job_id})
+            if depth_maps is not None:
+                from .depth import write_depth_maps
+
+                write_depth_maps(message["folder"], depth_maps)
+            stack.save(message["folder"], extra_manifest=extra_manifest)
         except OSError as exc:  # disk full, folder removed or read-only: not the backend's fault
             return {"type": "done", "job": job_id, "status": "failed",
                     "error": f"could not write the job's files to {message['folder']} ({exc.strerror or exc}); free "

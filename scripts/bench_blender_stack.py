@@ -17,18 +17,27 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def synthetic_layers(folder, count, size_px):
+def synthetic_layer_arrays(count, size_px):
+    """An opaque background and ``count - 1`` discs: size_px² straight-alpha RGBA uint8 arrays, back to front."""
     import numpy as np
-    from PIL import Image
 
     rng = np.random.default_rng(0)
     y, x = np.mgrid[0:size_px, 0:size_px]
-    paths = []
+    layers = []
     for index in range(count):
         rgba = np.zeros((size_px, size_px, 4), np.uint8)
         rgba[..., :3] = rng.integers(0, 256, 3)
         (cx, cy), radius = rng.uniform(0.2, 0.8, 2) * size_px, size_px * rng.uniform(0.1, 0.3)
         rgba[..., 3] = np.where(index == 0, 255, ((x - cx) ** 2 + (y - cy) ** 2 < radius ** 2) * 255)
+        layers.append(rgba)
+    return layers
+
+
+def synthetic_layers(folder, count, size_px):
+    from PIL import Image
+
+    paths = []
+    for index, rgba in enumerate(synthetic_layer_arrays(count, size_px)):
         path = folder / f"layer_{count}_{size_px}_{index:02d}.png"
         Image.fromarray(rgba, "RGBA").save(path, compress_level=1)
         paths.append(str(path))

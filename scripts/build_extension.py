@@ -3,6 +3,9 @@
 
     .venv-blender/bin/python scripts/build_extension.py [--output-dir dist]
 
+The zip carries the server too: ``server/strata-<version>-py3-none-any.whl``, built here from this checkout, which
+the add-on's **Install Server** installs into a venv of its own (no terminal, no clone needed).
+
 Uses the extension CLI that ships with Blender (``bl_pkg/cli/blender_ext.py``), found in the bpy wheel of the
 Python running this script, or given with ``--blender-ext`` (e.g. from a Blender install's
 ``scripts/addons_core/bl_pkg/cli/``). Prints the zip's path on the last line.
@@ -14,8 +17,11 @@ import argparse
 import glob
 import importlib.util
 import os
+import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 from pathlib import Path
 
@@ -44,15 +50,55 @@ def run(cli: Path, *args: str) -> str:
     return result.stdout
 
 
-def build(output_dir: Path, cli: Path, source_dir: Path = SOURCE_DIR) -> Path:
+def _can_build_wheels() -> bool:
+    """setuptools ≥ 70.1 has bdist_wheel built in; older ones need the wheel package."""
+    try:
+        import setuptools
+    except ImportError:
+        return False
+    version = tuple(int(part) for part in re.findall(r"\d+", setuptools.__version__)[:2])
+    return version >= (70, 1) or importlib.util.find_spec("wheel") is not None
+
+
+def build_server_wheel(out_dir: Path, project_dir: Path = ROOT) -> Path:
+    """The server package as a pure-Python wheel, built from a copy of the project (the checkout stays clean)."""
+    with tempfile.TemporaryDirectory(prefix="strata-wheel-") as tmp:
+        project = Path(tmp) / "project"
+        project.mkdir()
+        for name in ("pyproject.toml", "README.md"):
+            shutil.copy2(project_dir / name, project / name)
+        shutil.copytree(project_dir / "inference_server", project / "inference_server",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        # Without build isolation when setuptools can build wheels here (fast, offline); else pip fetches it.
+        isolation = ["--no-build-isolation"] if _can_build_wheels() else []
+        result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--disable-pip-version-check",
+                                 *isolation, "-w", str(out_dir), str(project)], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise SystemExit(f"build_extension: building the server wheel failed:\n{result.stdout}{result.stderr}")
+    wheels = sorted(out_dir.glob("strata-*.whl"))
+    if len(wheels) != 1:
+        raise SystemExit(f"build_extension: expected one server wheel in {out_dir}, found {wheels}")
+    return wheels[0]
+
+
+def build(output_dir: Path, cli: Path, source_dir: Path = SOURCE_DIR, with_server: bool = True) -> Path:
     manifest = tomllib.loads((source_dir / "blender_manifest.toml").read_text(encoding="utf-8"))
     output_dir.mkdir(parents=True, exist_ok=True)
     zip_path = output_dir / f"{manifest['id']}-{manifest['version']}.zip"
     # 1. Validate the source folder (manifest fields, permissions, tags)
     print(run(cli, "validate", str(source_dir)).strip())
-    # 2. Build the zip (paths_exclude_pattern in the manifest keeps caches, dotfiles and tests out)
-    print(run(cli, "build", "--source-dir", str(source_dir), "--output-filepath", str(zip_path)).strip())
-    # 3. Validate the built zip itself, as Blender does before installing it
+    with tempfile.TemporaryDirectory(prefix="strata-extension-") as tmp:
+        staged = Path(tmp) / manifest["id"]
+        shutil.copytree(source_dir, staged)
+        # 2. The server wheel goes in server/, where Install Server looks for it
+        if with_server:
+            server_dir = staged / "server"
+            shutil.rmtree(server_dir, ignore_errors=True)
+            server_dir.mkdir()
+            print(f"server wheel: {build_server_wheel(server_dir).name}")
+        # 3. Build the zip (paths_exclude_pattern in the manifest keeps caches, dotfiles and tests out)
+        print(run(cli, "build", "--source-dir", str(staged), "--output-filepath", str(zip_path)).strip())
+    # 4. Validate the built zip itself, as Blender does before installing it
     print(run(cli, "validate", str(zip_path)).strip())
     return zip_path
 
@@ -63,9 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blender-ext", type=Path, help="path of bl_pkg/cli/blender_ext.py (default: from bpy)")
     parser.add_argument("--source-dir", type=Path, default=SOURCE_DIR,
                         help="the add-on folder (default blender_addon/)")
+    parser.add_argument("--no-server", action="store_true",
+                        help="leave the server wheel out (the add-on then needs a server installed by hand)")
     args = parser.parse_args(argv)
     cli = args.blender_ext or find_blender_ext()
-    zip_path = build(args.output_dir, cli, args.source_dir)
+    zip_path = build(args.output_dir, cli, args.source_dir, with_server=not args.no_server)
     print(zip_path)
     return 0
 

@@ -1,22 +1,28 @@
 """Strata end to end, headless, in one command: image → layers → parallax stack in Blender → video + PPTX/PSD.
 
-    .venv-blender/bin/python scripts/demo.py [--out out/demo] [--size 512x384] [--layers 4] [--move TRUCK_RIGHT]
+    .venv-blender/bin/python scripts/demo.py [--image PATH] [--out out/demo] [--size 512x384] [--layers 4]
+                                             [--move TRUCK_RIGHT]
 
 Runs in the Blender venv (the bpy module). On a fresh checkout it
-  1. writes a sample poster (``inference_server.samples``, run by the server venv's Python),
+  1. takes ``--image PATH`` or writes a sample poster (``inference_server.samples``, run by the server venv's Python),
   2. enables the add-on from this repository and points it at a local CPU server, which the add-on starts itself
      (``ServerProcess``, the same path a Blender user takes),
   3. saves an empty .blend so the layer images land beside it (``//strata/<job>/layer_XX.png``),
   4. decomposes the poster with the add-on's Decompose operator and builds the camera-exact plane stack,
   5. keys a looping parallax camera move and renders a preview (MP4 if this Blender has FFmpeg, and a GIF),
-  6. exports the camera view at the peak of the move as PowerPoint and Photoshop files,
-and prints the files it wrote. The server venv is ``$STRATA_SERVER_PYTHON`` or ``<repo>/.venv/bin/python``.
+  6. exports the camera view as PowerPoint and Photoshop files twice: at the peak of the move (the frame where the
+     layers are shifted most, ``parallax_view.*``) and at rest (frame 1, the original framing, ``rest_view.*``),
+  7. exports the whole stack with its camera move as a GLB (glTF) and as a self-contained web page (``web/index.html``),
+and prints the files it wrote. A re-run into the same folder replaces the previous run's layer and job folders.
+With ``--depth-model`` (a Depth Anything folder or Hub id) the server also estimates depth per layer and the layers
+get Relief. The server venv is ``$STRATA_SERVER_PYTHON`` or ``<repo>/.venv/bin/python``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -42,6 +48,7 @@ import os; os.replace(tmp, out)
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--image", type=Path, help="decompose this image instead of the generated sample poster")
     parser.add_argument("--out", type=Path, default=REPO / "out" / "demo", help="output folder (default out/demo)")
     parser.add_argument("--size", default="512x384", help="sample image size WxH (default 512x384)")
     parser.add_argument("--layers", type=int, default=4, help="layers to decompose into (default 4)")
@@ -56,6 +63,10 @@ def parse_args(argv=None):
     parser.add_argument("--coverage", default="OVERSCAN", choices=("OVERSCAN", "ZOOM", "NONE"),
                         help="how the frame stays covered (default OVERSCAN: enlarge the background plane)")
     parser.add_argument("--preview-percent", type=int, default=50, help="preview resolution %% (default 50)")
+    parser.add_argument("--depth-model", default=os.environ.get("STRATA_DEPTH_MODEL"), metavar="ID_OR_DIR",
+                        help="estimate depth per layer with this Depth Anything model (default $STRATA_DEPTH_MODEL; "
+                             "unset: flat layers, no depth)")
+    parser.add_argument("--relief", type=float, default=0.6, help="Relief of every layer with --depth-model")
     parser.add_argument("--server-python", default=os.environ.get("STRATA_SERVER_PYTHON",
                                                                    str(REPO / ".venv" / "bin" / "python")))
     return parser.parse_args(argv)
@@ -78,14 +89,27 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     written: list[Path] = []
 
-    # 1. Sample image, drawn by the server package (Blender's numpy can't import its dependencies)
-    image_path = out / "poster.png"
-    step(f"writing a {width_px}×{height_px} sample poster")
-    subprocess.run([server_python, "-c", "import sys; from inference_server.samples import save_sample; "
-                    "save_sample(sys.argv[1], 'flat', int(sys.argv[2]), int(sys.argv[3]), seed=int(sys.argv[4]))",
-                    str(image_path), str(width_px), str(height_px), str(args.seed)],
-                   cwd=REPO, check=True, timeout=300)
-    written.append(image_path)
+    # A re-run replaces the previous run's layers (beside the .blend) and server jobs instead of piling them up.
+    shutil.rmtree(out / "strata", ignore_errors=True)
+    if "BLENDER_USER_RESOURCES" not in os.environ:
+        shutil.rmtree(out / "blender-user", ignore_errors=True)
+
+    # 1. The image: the user's, or a sample drawn by the server package (Blender's numpy can't import its
+    #    dependencies)
+    if args.image is not None:
+        image_path = args.image.resolve()
+        if not image_path.is_file():
+            print(f"demo: no image at {image_path}", file=sys.stderr)
+            return 2
+        step(f"decomposing {image_path}")
+    else:
+        image_path = out / "poster.png"
+        step(f"writing a {width_px}×{height_px} sample poster")
+        subprocess.run([server_python, "-c", "import sys; from inference_server.samples import save_sample; "
+                        "save_sample(sys.argv[1], 'flat', int(sys.argv[2]), int(sys.argv[3]), seed=int(sys.argv[4]))",
+                        str(image_path), str(width_px), str(height_px), str(args.seed)],
+                       cwd=REPO, check=True, timeout=300)
+        written.append(image_path)
 
     # 2. Blender with the add-on. Its user folders (server job data, preferences) go under the output folder,
     #    so the demo leaves ~/.config/blender alone; set before bpy is imported, which reads them.
@@ -119,6 +143,9 @@ def main(argv=None) -> int:
         # 4. Decompose through the operator; job_watch.tick() is what Blender's timer calls
         scene.strata.image_path = str(image_path)
         scene.strata.layers = args.layers
+        if args.depth_model:
+            os.environ["STRATA_DEPTH_MODEL"] = args.depth_model  # the server the add-on starts inherits it
+            scene.strata.depth = True
         step(f"decomposing into {args.layers} layers (starting the server on first use)")
         if bpy.ops.strata.decompose() != {'FINISHED'}:
             return 1
@@ -133,8 +160,12 @@ def main(argv=None) -> int:
             return 1
         root = next(obj for obj in scene.objects if obj.strata.role == 'ROOT')
         layers = planes.stack_layers(root)
-        step(f"stack '{root.name}': " + ", ".join(f"{obj.name} @ {obj.strata.depth_m:.2f} m" for obj in layers))
         written += sorted(Path(bpy.path.abspath(obj.strata.source_path)) for obj in layers)
+        if args.depth_model:
+            root.strata.relief_all = args.relief
+            written += sorted(Path(bpy.path.abspath(obj.strata.source_path).replace("layer_", "depth_"))
+                              for obj in layers)
+            step(f"relief {args.relief} on every layer")
 
         # 5. Parallax move, saved, previewed. The amplitude is the operator's stack-aware default (the front layer
         #    slides ~4.5% of the frame past the background) unless --amplitude is given; the background plane is
@@ -145,6 +176,9 @@ def main(argv=None) -> int:
             move["amplitude"] = args.amplitude
         if bpy.ops.strata.animate_camera(**move) != {'FINISHED'}:
             return 1
+        # Logged from the stack as it is saved (after the depth spacing above), so the log and the .blend agree.
+        step(f"stack '{root.name}': " + ", ".join(f"{obj.name} @ {obj.strata.depth_m:.2f} m"
+                                                  for obj in planes.stack_layers(root)))
         bpy.ops.wm.save_mainfile()
         written.append(blend_path)
         step(f"rendering the preview ({scene.frame_end - scene.frame_start + 1} frames, Cycles on the CPU)")
@@ -162,15 +196,28 @@ def main(argv=None) -> int:
                            check=True, timeout=300)
             written.append(gif_path)
 
-        # 6. The camera view at the peak of the move, as layered files
-        scene.frame_set(scene.frame_start + args.frames // 2)
-        for kind in ("PPTX", "PSD"):
-            path = out / f"parallax_view.{kind.lower()}"
-            step(f"exporting the camera view at frame {scene.frame_current} as {kind}")
-            if bpy.ops.strata.export_view(kind=kind, filepath=str(path)) != {'FINISHED'}:
-                return 1
-            written.append(path)
+        # 6. The camera view as layered files: at the peak of the move (half-way through the loop, the layers
+        #    shifted most against each other) and at rest (frame 1: the original framing)
+        peak_frame = scene.frame_start + args.frames // 2
+        for name, frame, what in (("parallax_view", peak_frame, "at the peak of the move"),
+                                  ("rest_view", scene.frame_start, "at rest")):
+            scene.frame_set(frame)
+            for kind in ("PPTX", "PSD"):
+                path = out / f"{name}.{kind.lower()}"
+                step(f"exporting the camera view {what} (frame {frame}) as {kind}")
+                if bpy.ops.strata.export_view(kind=kind, filepath=str(path)) != {'FINISHED'}:
+                    return 1
+                written.append(path)
         scene.frame_set(scene.frame_start)
+
+        # 7. The whole stack with its move, for game engines (glTF) and for the web
+        glb_path = out / "parallax.glb"
+        step("exporting the stack as GLB and as a web page")
+        if bpy.ops.strata.export_gltf(filepath=str(glb_path)) != {'FINISHED'}:
+            return 1
+        if bpy.ops.strata.export_web(directory=str(out / "web")) != {'FINISHED'}:
+            return 1
+        written += [glb_path, out / "web" / "index.html"]
     finally:
         connection.stop_server()
 

@@ -114,6 +114,10 @@ class ServerClient:
     def layer_png(self, job_id: str, index: int) -> bytes:
         return self._request("GET", f"/v1/jobs/{urllib.parse.quote(job_id)}/layers/{int(index)}.png")
 
+    def depth_png(self, job_id: str, index: int) -> bytes:
+        """A layer's 16-bit depth map (jobs submitted with ``depth: true``)."""
+        return self._request("GET", f"/v1/jobs/{urllib.parse.quote(job_id)}/depth/{int(index)}.png")
+
     def preview_png(self, job_id: str) -> bytes:
         return self._request("GET", f"/v1/jobs/{urllib.parse.quote(job_id)}/preview.png")
 

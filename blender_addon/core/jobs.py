@@ -22,6 +22,21 @@ from .client import ServerClient, ServerError
 TERMINAL = ("succeeded", "failed", "canceled")
 
 
+def process_umask() -> int:
+    """The process umask, read without changing it where the OS says (os.umask can only be read by setting it,
+    which races with threads creating files)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write beside ``path``, fsync, then rename: a crash never leaves a half-written layer behind.
 
@@ -32,6 +47,8 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if hasattr(os, "fchmod"):  # mkstemp makes 0600 files: give the result the mode any new file gets
+            os.fchmod(fd, 0o666 & ~process_umask())
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -222,6 +239,13 @@ class JobRunner(_Runner):
             paths.append(str(path))
             entry = layers[index] if index < len(layers) and isinstance(layers[index], dict) else {}
             names.append(str(entry.get("name") or ("Background" if index == 0 else f"Layer {index}")))
+        # 4b. Depth maps beside the layers (depth_XX.png), when the job estimated them: Relief reads them there.
+        depth_files = (manifest.get("depth") or {}).get("files") or []
+        for index, name in enumerate(depth_files[:count]):
+            if self._canceled():
+                return
+            self._update(stage="downloading depth", step=index, total=count)
+            write_bytes_atomic(folder / os.path.basename(str(name)), client.depth_png(job_id, index))
         result = JobResult(job_id=job_id, server_url=client.url, layer_paths=paths, names=names,
                            width_px=int(manifest.get("width_px") or 0), height_px=int(manifest.get("height_px") or 0),
                            manifest=manifest)

@@ -45,9 +45,9 @@ class ServerProcess:
                  command: list[str] | str | None = None, cwd: str | None = None, env: dict[str, str] | None = None,
                  startup_timeout_s: float = 120.0) -> None:
         if not python_path and not command:
-            raise ServerStartError("no server to start: set the server's Python (the venv where the Strata server "
-                                   "is installed) or a full command in the add-on preferences, "
-                                   "or give the URL and token of a running server")
+            raise ServerStartError("no server to start: press Install Server in the add-on preferences, or set the "
+                                   "server's Python (the venv where the Strata server is installed) or a full "
+                                   "command there, or give the URL and token of a running server")
         self.python_path = python_path
         self.command = shlex.split(command) if isinstance(command, str) else command
         self.backend = backend

@@ -24,6 +24,7 @@ from ..core import layout, motion
 from ..core.images import dilate_transparent, encode_png_rgba
 from ..core.jobs import write_bytes_atomic
 from . import compat
+from . import relief as scene_relief
 
 logger = logging.getLogger(__name__)
 
@@ -180,13 +181,19 @@ def plane_image_node(obj):
 def set_plane_extent(obj, margins):
     """Shape the plane's quad as its image (the unit square, UV = position + 0.5) plus ``margins`` in whole texels."""
     node = plane_image_node(obj)
-    if node is None or obj.type != 'MESH' or len(obj.data.vertices) != 4:
+    if node is None or obj.type != 'MESH':
         return
     width_px, height_px = node.image.size
     left, right, bottom, top = (0, 0, 0, 0)
     if width_px and height_px:
         left, right, bottom, top = margins.texels(width_px, height_px)
         left, right, bottom, top = left / width_px, right / width_px, bottom / height_px, top / height_px
+    # A plane with Relief is a grid shaped by scene/relief (margins included); without, it is the quad below.
+    if scene_relief.apply_relief(obj, node, (left, right, bottom, top)):
+        node.extension = 'EXTEND' if max(left, right, bottom, top) > 0 else 'CLIP'
+        return
+    if len(obj.data.vertices) != 4:
+        return
     mesh = obj.data
     changed = False
     for vertex in mesh.vertices:

@@ -9,10 +9,12 @@ import os
 
 import bpy
 import numpy as np
+from mathutils import Vector
 
 from ..core import view_export
 from ..core.images import encode_png_rgba
 from . import planes
+from . import relief as scene_relief
 
 
 def camera_projection(scene: bpy.types.Scene, camera: bpy.types.Object) -> view_export.CameraProjection:
@@ -35,6 +37,14 @@ def _plane_quad(obj: bpy.types.Object):
     """[(u, v, world corner)] of the plane's four loops; UVs beyond [0, 1] are an overscan (see planes)."""
     mesh = obj.data
     uv_layer = mesh.uv_layers.active
+    if uv_layer is not None and len(mesh.loops) != 4 and scene_relief.RELIEF_KEY in obj:
+        # A relief grid exports as the flat plane it was made from: its UV extent at the layer's depth (exact at the
+        # rest pose; a moved camera sees the layer without its relief in the exported file).
+        uvs = np.empty(len(mesh.loops) * 2, np.float32)
+        uv_layer.data.foreach_get("uv", uvs)
+        (u0, v0), (u1, v1) = uvs.reshape(-1, 2).min(axis=0), uvs.reshape(-1, 2).max(axis=0)
+        return [(float(u), float(v), obj.matrix_world @ Vector((float(u) - 0.5, float(v) - 0.5, 0.0)))
+                for u, v in ((u0, v0), (u1, v0), (u1, v1), (u0, v1))]
     if uv_layer is None or len(mesh.loops) != 4:
         raise view_export.ViewExportError(f"'{obj.name}' is not a Strata image plane (one UV-mapped quad)")
     return [(*uv_layer.data[loop.index].uv, obj.matrix_world @ mesh.vertices[loop.vertex_index].co)

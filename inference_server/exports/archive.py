@@ -1,5 +1,5 @@
-"""Decomposition folder → zip: the layer PNGs, manifest.json and the flattened preview, under one top folder, with
-the layers that were decomposed again (recursive decomposition) nested inside.
+"""Decomposition folder → zip: the layer PNGs (and depth maps), manifest.json and the flattened preview, under one
+top folder, with the layers that were decomposed again (recursive decomposition) nested inside.
 
 File names inside are the folder's own (``layer_00.png``…), so the manifest's ``file`` entries stay valid after
 unzipping. A layer decomposed again is listed in the manifest's ``children`` (``{"<layer index>": [child, ...]}``,
@@ -42,6 +42,10 @@ def write_archive(folder: str | os.PathLike, path: str | os.PathLike) -> None:
 def _add_folder(archive: zipfile.ZipFile, folder: Path, prefix: str, manifest: dict, seen: set[Path]) -> None:
     names = [entry["file"] for entry in manifest["layers"]]
     names += [name for name in (PREVIEW_NAME, ORIGINAL_NAME) if (folder / name).is_file()]
+    # Depth maps (jobs run with depth) travel with their layers; only plain file names the folder really has.
+    depth_files = (manifest.get("depth") or {}).get("files") or []
+    names += [name for name in depth_files if isinstance(name, str) and name == os.path.basename(name)
+              and (folder / name).is_file()]
     for name in names:
         archive.write(folder / name, f"{prefix}/{name}", compress_type=zipfile.ZIP_STORED)
     children: dict[str, list[str]] = {}

@@ -30,6 +30,7 @@ os.environ["BLENDER_USER_RESOURCES"] = _USER_RESOURCES
 bpy = pytest.importorskip("bpy", reason="the Blender tests need the bpy module (pip install bpy==5.0.1)")
 
 ADDON = "blender_addon"
+EXTENSION = "bl_ext.user_default.strata"  # the add-on installed from the built zip
 
 
 _exit_status = [0]
@@ -177,3 +178,25 @@ def wait_for_job(addon):
 @pytest.fixture
 def addon_prefs(addon):
     return prefs()
+
+
+def build_zip(output_dir, *args):
+    """``scripts/build_extension.py`` → the zip's path (validated by Blender's extension CLI)."""
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "build_extension.py"), "--output-dir",
+                             str(output_dir), *args], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Success parsing TOML" in result.stdout  # `extension validate` ran on the source and on the zip
+    return result.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture
+def legacy_disabled(addon):
+    """Same classes and operator ids: the repo copy must be off while the installed extension is on."""
+    import addon_utils
+
+    addon_utils.disable(ADDON, default_set=True)
+    yield
+    if EXTENSION in bpy.context.preferences.addons:
+        addon_utils.disable(EXTENSION, default_set=True)
+    addon_utils.enable(ADDON, default_set=True, handle_error=None)
+    configure_local_server(prefs())

@@ -72,7 +72,7 @@ def test_decompose_panel_idle(scene):
     assert _module("job_watch").active() is None
     layout = draw_panel(_decompose_panel(), bpy.context)
     props = [kwargs["property"] for kwargs in _calls(layout, "prop")]
-    assert props == ["image_path", "layers_auto", "layers", "steps", "resolution", "seed", "prompt",
+    assert props == ["image_path", "layers_auto", "layers", "steps", "resolution", "seed", "prompt", "depth",
                      "blend_like_editors"]
     assert [kwargs["operator"] for kwargs in _calls(layout, "operator")] == ["strata.decompose",
                                                                               "strata.restart_server"]
@@ -154,7 +154,8 @@ def test_stack_panels_with_nothing_to_show_stay_hidden(scene):
     _select(scene.camera)
     panels_layers = _module("panels_layers")
     for panel in (_module("panels").VIEW3D_PT_strata_stack, panels_layers.VIEW3D_PT_strata_layers,
-                  panels_layers.VIEW3D_PT_strata_motion, panels_layers.VIEW3D_PT_strata_export_view):
+                  panels_layers.VIEW3D_PT_strata_motion, panels_layers.VIEW3D_PT_strata_export_view,
+                  _module("panels_stack_export").VIEW3D_PT_strata_export_stack):
         assert not panel.poll(bpy.context), panel.__name__
 
 
@@ -165,7 +166,7 @@ def test_stack_and_layer_panels_with_a_stack_selected(stack):
     assert panels.VIEW3D_PT_strata_stack.poll(bpy.context)
     layout = draw_panel(panels.VIEW3D_PT_strata_stack, bpy.context)
     assert [kwargs["property"] for kwargs in _calls(layout, "prop")] == [
-        "base_distance_m", "depth_spacing_m", "camera", "image_width_px", "image_height_px"]
+        "base_distance_m", "depth_spacing_m", "relief_all", "camera", "image_width_px", "image_height_px"]
 
     # The layer list, no layer picked yet: its rows are the stack's planes, front first.
     scene.strata.active_layer_index = list(scene.objects).index(stack)
@@ -182,7 +183,11 @@ def test_stack_and_layer_panels_with_a_stack_selected(stack):
     operators_layers.set_active_layer(bpy.context, middle)
     layout = draw_panel(panels_layers.VIEW3D_PT_strata_layers, bpy.context)
     props = [kwargs["property"] for kwargs in _calls(layout, "prop") if kwargs["data"] == middle.strata]
-    assert props == ["depth_m", "scale", "opacity", "hue", "saturation", "value"]
+    assert props == ["depth_m", "scale", "relief", "opacity", "hue", "saturation", "value"]
+    middle.strata.relief = 0.5  # the test stack has no depth maps: the panel says why nothing happens
+    layout = draw_panel(panels_layers.VIEW3D_PT_strata_layers, bpy.context)
+    assert "No depth map: decompose with Depth on" in texts(layout, "label")
+    middle.strata.relief = 0.0
     operators = {kwargs["operator"] for kwargs in _calls(layout, "operator")}
     assert {"strata.layer_reset_look", "strata.redecompose_layer", "strata.layer_delete",
             "strata.layer_select"} <= operators
@@ -191,6 +196,8 @@ def test_stack_and_layer_panels_with_a_stack_selected(stack):
     assert _calls(layout, "operator_menu_enum")[0]["operator"] == "strata.animate_camera"
     layout = draw_panel(panels_layers.VIEW3D_PT_strata_export_view, bpy.context)
     assert [kwargs["text"] for kwargs in _calls(layout, "operator")] == ["PowerPoint", "Photoshop"]
+    layout = draw_panel(_module("panels_stack_export").VIEW3D_PT_strata_export_stack, bpy.context)
+    assert [kwargs["operator"] for kwargs in _calls(layout, "operator")] == ["strata.export_gltf", "strata.export_web"]
 
 
 class _PrefsSelf:

@@ -105,19 +105,25 @@ EEVEE_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_stack_renders_exactly_in_eevee(addon, tmp_path):
-    """EEVEE (BLENDED materials) runs in a child process: without an OpenGL/EGL driver it aborts the process."""
-    layers = soft_layers(6, seed=1)
-    paths = write_layers(tmp_path, layers)
+def render_eevee_in_child(script, paths, tmp_path):
+    """Run an EEVEE render ``script`` (argv: repo, output PNG, layer paths) in a child process → H×W×3 uint8;
+    skips the test where EEVEE cannot run (no OpenGL/EGL driver aborts the process)."""
     out = tmp_path / "eevee.png"
     env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "user"))
-    result = subprocess.run([sys.executable, "-c", EEVEE_SCRIPT, str(REPO), str(out), *paths], env=env,
+    result = subprocess.run([sys.executable, "-c", script, str(REPO), str(out), *paths], env=env,
                             capture_output=True, text=True, timeout=180)
     # Only a missing driver, which Blender names, is a reason to skip; a crash (negative exit code) is a failure.
     if result.returncode > 0 and "OpenGL" in result.stderr + result.stdout:
         missing_tool(f"EEVEE cannot run here (no OpenGL/EGL driver): {result.stderr.strip()[-200:]}")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    rendered = np.asarray(Image.open(out).convert("RGB"))
+    return np.asarray(Image.open(out).convert("RGB"))
+
+
+def test_stack_renders_exactly_in_eevee(addon, tmp_path):
+    """EEVEE (BLENDED materials) runs in a child process: without an OpenGL/EGL driver it aborts the process."""
+    layers = soft_layers(6, seed=1)
+    paths = write_layers(tmp_path, layers)
+    rendered = render_eevee_in_child(EEVEE_SCRIPT, paths, tmp_path)
     psnr = psnr_db(rendered, editor_composite(layers))
     print(f"eevee, 6 soft layers: PSNR {psnr:.1f} dB")
     assert psnr >= PSNR_MIN_DB

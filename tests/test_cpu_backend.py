@@ -366,8 +366,8 @@ def test_a_round_icon_keeps_its_disc_as_figure_on_the_white_ground(decomposer):
         assert (found & wanted).sum() / (found | wanted).sum() > 0.97, layer.name
 
 
-def test_a_photo_on_a_flat_page_stays_one_layer(decomposer):
-    # A product shot on a white page: its dark and light patches (flat-looking on their own) stay in it.
+def test_a_photo_on_a_flat_page_is_one_image_and_no_part_of_it_is_page(decomposer):
+    # A product shot on a white page: one image layer, and its white highlights are not holes to the page.
     from inference_server.samples import photo_rgb
 
     size_w, size_h = 384, 256
@@ -378,8 +378,11 @@ def test_a_photo_on_a_flat_page_stays_one_layer(decomposer):
     stack = _decompose(decomposer, composite_over([page, photo]), 4)
     images = [layer for layer in stack.layers if layer.name.startswith("Image")]
     assert len(images) == 1, [layer.name for layer in stack.layers]
-    found, wanted = images[0].rgba[..., 3] > 127, photo[..., 3] > 127
-    assert (found & wanted).sum() / (found | wanted).sum() > 0.95
+    wanted = photo[..., 3] > 127
+    found = images[0].rgba[..., 3] > 127
+    assert (found & wanted).sum() / (found | wanted).sum() > 0.85
+    above_page = np.logical_or.reduce([layer.rgba[..., 3] > 127 for layer in stack.layers[1:]])
+    assert above_page[wanted].mean() > 0.98
 
 
 @pytest.mark.parametrize("use_ocr", [True, False])

@@ -698,19 +698,18 @@ def _build_elements(rgb: np.ndarray, regions: _Regions, words) -> tuple[_Element
         # Photographs placed on the canvas (a product shot, a cut-out portrait) stay whole: a connected
         # non-background blob whose inside is mostly texture is one image, with the flat-looking patches in it
         # (a black watch face, a white reflection, its label's letters) and the holes it encloses.
-        for photo in photos:
+        drawn = np.zeros((height_px, width_px), bool)
+        for element in elements:
+            drawn |= element.mask
+        for blob in photos:
             _checkpoint()
+            # The photograph is the texture in the blob with the holes it encloses (background-coloured
+            # highlights in it are not background). Flat shapes and words on it stay elements of their own: a
+            # badge placed on a photo looks like a flat patch of it.
+            photo = _filled(blob & ~drawn) & ~drawn
+            if photo.sum() < MIN_IMAGE_FRACTION * height_px * width_px:
+                continue
             background.mask &= ~photo
-            kept = []
-            for element in elements:
-                _checkpoint()
-                inside = float((element.mask & photo).sum()) / max(element.area, 1)
-                if inside < 0.8:
-                    element.mask = element.mask & ~photo
-                    element.area = int(element.mask.sum())
-                    if element.area > 0:
-                        kept.append(element)
-            elements = kept
             elements.append(_Element("image", photo, rgb[photo].mean(axis=0)))
             assigned |= photo
         # Textured blobs on a flat background: photos or cut-outs placed on the canvas.
@@ -813,6 +812,21 @@ def _open_mask(mask: np.ndarray, kernel_px: int) -> np.ndarray:
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (small_px, small_px))
     opened = cv2.morphologyEx(small.astype(np.uint8), cv2.MORPH_OPEN, disc)
     return cv2.resize(opened, (width_px, height_px), interpolation=cv2.INTER_NEAREST) & mask.astype(np.uint8)
+
+
+def _filled(mask: np.ndarray) -> np.ndarray:
+    """The mask with the holes its outer contours enclose filled."""
+    import cv2
+
+    if not mask.any():
+        return mask
+    box = _bbox_slices(mask, 1)
+    crop = mask[box].astype(np.uint8)
+    contours, _ = cv2.findContours(crop, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(crop, contours, -1, 1, thickness=cv2.FILLED)
+    out = np.zeros(mask.shape, bool)
+    out[box] = crop.astype(bool)
+    return out
 
 
 def _photo_objects(regions: _Regions, background: np.ndarray) -> list[np.ndarray]:

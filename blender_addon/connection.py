@@ -49,6 +49,7 @@ def settings_from_preferences(prefs):
         "backend": prefs.backend,
         "model": model,
         "preset": prefs.preset,
+        "gpus": prefs.gpus,
         "url": prefs.server_url,
         "token": prefs.server_token,
         "data_dir": data_dir(),
@@ -65,6 +66,8 @@ def _new_process(settings):
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (cwd, env.get("PYTHONPATH", "")) if p)
     extra = ["--preset", settings["preset"]] if settings["preset"] and settings["backend"] != 'cpu' else []
+    if settings.get("gpus") == 'ALL' and settings["backend"] != 'cpu':
+        extra += ["--gpus", "all"]
     return ServerProcess(python_path=settings["python"] or None, command=settings["command"] or None,
                          backend=settings["backend"], model=settings["model"] or None, data_dir=settings["data_dir"],
                          extra_args=extra, cwd=cwd, env=env)

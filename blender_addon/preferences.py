@@ -1,11 +1,36 @@
 """Add-on preferences: how to reach the server, which backend and model, where layer images go."""
 
+import threading
+
 import bpy
 from bpy.props import BoolProperty, EnumProperty, StringProperty
 from bpy.types import AddonPreferences
 
 from . import server_setup
-from .core.server_process import default_python
+from .core.server_process import count_cuda_gpus, default_python
+
+# GPUs the server's Python sees, per interpreter path: probed once in the background (importing torch takes
+# seconds), so the preferences offer the multi-GPU choice only where there are two GPUs or more.
+_gpu_counts = {}
+_gpu_lock = threading.Lock()
+
+
+def detected_gpus(python_path):
+    """The GPU count for ``python_path``, or None while it is being probed (or cannot be)."""
+    if not python_path:
+        return None
+    with _gpu_lock:
+        if python_path in _gpu_counts:
+            return _gpu_counts[python_path]
+        _gpu_counts[python_path] = None
+
+    def probe():
+        count = count_cuda_gpus(python_path)
+        with _gpu_lock:
+            _gpu_counts[python_path] = count
+
+    threading.Thread(target=probe, name="strata-gpu-probe", daemon=True).start()
+    return None
 
 LOG_LINES_SHOWN = 6
 
@@ -46,6 +71,12 @@ class StrataPreferences(AddonPreferences):
         name="Offload", default='none',
         items=(('none', "None", ""), ('model', "Model", "Move whole models to the GPU when used"),
                ('sequential', "Sequential", "Lowest memory, slowest"), ('group', "Group", "Offload block groups")))
+    gpus: EnumProperty(
+        name="GPUs", default='ONE',
+        items=(('ONE', "One GPU", "The first GPU runs the whole job"),
+               ('ALL', "All GPUs", "Two GPUs run the two guidance passes of every step at the same time "
+                                   "(CFG-parallel: about twice as fast, same result); 4 or more also split each "
+                                   "pass (Ulysses). Every GPU holds the whole model")))
     layer_storage: EnumProperty(
         name="Layer Images", default='FILES',
         items=(('FILES', "Next to the .blend", "//strata/<job>/layer_XX.png, relative to the .blend (a per-user "
@@ -87,6 +118,12 @@ class StrataPreferences(AddonPreferences):
             layout.prop(self, "server_command")
             layout.prop(self, "server_source_dir")
             layout.prop(self, "backend")
+            if self.backend != 'cpu':
+                python = (bpy.path.abspath(self.server_python) if self.server_python
+                          else server_setup.installed_server_python())
+                count = detected_gpus(python)
+                if count is not None and count >= 2:
+                    layout.prop(self, "gpus")
         else:
             layout.prop(self, "server_url")
             layout.prop(self, "server_token")

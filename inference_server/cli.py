@@ -56,6 +56,11 @@ def _add_backend_options(parser: argparse.ArgumentParser) -> None:
                              "or Qwen/Qwen-Image-Layered)")
     parser.add_argument("--preset", choices=PRESETS,
                         help="speed/memory trade-off of the qwen backend (default exact; lowvram offloads to the CPU)")
+    parser.add_argument("--gpus", metavar="LIST",
+                        help="GPUs for the qwen backend, e.g. 0,1: two GPUs run the two guidance passes at the same "
+                             "time (CFG-parallel, same result as one GPU); 4, 6 or 8 GPUs add Ulysses context "
+                             "parallel inside each half; 'all' takes every GPU (an even number of them) "
+                             "(default: the first GPU)")
 
 
 def _backend_options(args: argparse.Namespace) -> dict:
@@ -63,6 +68,14 @@ def _backend_options(args: argparse.Namespace) -> dict:
     options = {"model_id": args.model} if args.model else {}
     if args.preset:
         options["preset"] = args.preset
+    if args.gpus:
+        from .backends.qwen_parallel import ParallelLayout, parse_gpus
+
+        if args.backend == "cpu":
+            raise InvalidInput("--gpus is for the qwen backend; the cpu backend runs on the processor")
+        options["gpus"] = "all" if args.gpus == "all" else parse_gpus(args.gpus)
+        if options["gpus"] != "all" and len(options["gpus"]) > 1:
+            ParallelLayout.plan(len(options["gpus"]))
     return options
 
 
@@ -307,6 +320,8 @@ def run_serve(args: argparse.Namespace) -> int:
         return _fail("serve", f"cannot use --data-dir {args.data_dir}: {exc.strerror or exc}; pick a folder you can "
                               f"write to")
 
+    # Compiled kernels outlive the process (inductor's caches): a restarted server skips recompiling them.
+    os.environ.setdefault("STRATA_COMPILE_CACHE_DIR", str((args.data_dir / "compile-cache").resolve()))
     settings = Settings(
         data_dir=args.data_dir, token=token, backend=args.backend, backend_options=_backend_options(args),
         preset=args.preset, max_queue=args.max_queue, max_pixels=args.max_pixels,

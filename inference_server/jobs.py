@@ -289,6 +289,8 @@ class JobManager:
                 "running": worker.job_id if worker is not None else None,
                 "worker_pid": worker.process.pid if worker is not None and worker.ready else None,
                 "worker_restarts": self.worker_restarts,
+                # Several GPUs (qwen_parallel): the layout and each rank's device and process.
+                **{key: self._describe[key] for key in ("parallel", "ranks") if key in self._describe},
             }
 
     @staticmethod

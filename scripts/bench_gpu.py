@@ -342,8 +342,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json-out", default=None, help="append every record to this JSON-lines file")
     parser.add_argument("--no-compile", action="store_true", help="exact/fast without torch.compile")
     parser.add_argument("--attention-check", action="store_true", help="time the SDPA kernels and exit")
+    parser.add_argument("--speed-suite", metavar="OUT", default=None,
+                        help="run scripts/bench_gpu_speed.py instead (exact vs fast, CFG-parallel on 2 GPUs, warm-up, "
+                             "whole job by stage) with its results in OUT")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.speed_suite:
+        suite = [sys.executable, str(REPO_ROOT / "scripts" / "bench_gpu_speed.py"), "--out", args.speed_suite]
+        return subprocess.call(suite + (["--cpu-dry-run"] if args.cpu_dry_run else []))
     args.sizes = [size.strip() for size in args.sizes.split(",") if size.strip()]
 
     if args.worker:

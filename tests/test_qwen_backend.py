@@ -188,14 +188,18 @@ def test_exact_and_lowvram_presets_match_stock(tiny_qwen_dir, photo, stock_quick
     assert np.abs(premultiplied(lowvram) - premultiplied(stock)).max() <= 2.0
 
 
-def test_fast_preset_runs_and_says_it_is_approximate(tiny_qwen_dir, photo):
+@pytest.mark.parametrize("step_cache", ["none", "fbc", "taylorseer"])
+def test_fast_preset_runs_and_says_it_is_approximate(tiny_qwen_dir, photo, monkeypatch, step_cache):
     from inference_server.backends.qwen import QwenLayeredBackend
 
-    # No compile here (CPU compiles only when asked): the step cache's hooks are what this test exercises.
+    # No compile here (CPU compiles only when asked): the step caches' hooks are what this test exercises.
+    monkeypatch.setenv("STRATA_FAST_STEP_CACHE", step_cache)
     backend = QwenLayeredBackend(model_id=str(tiny_qwen_dir), device="cpu")
-    stack = backend.decompose(photo, quick(num_inference_steps=3, preset="fast"))
+    stack = backend.decompose(photo, quick(num_inference_steps=4, preset="fast"))
     assert len(stack.layers) == 1
-    assert any("approximate" in note for note in stack.notes)
+    notes = " ".join(stack.notes)
+    assert "approximate" in notes and (step_cache == "none") == ("step cache" not in notes)
+    assert stack.timings_s["first_step_s"] > 0
 
 
 def test_bad_image_mode_is_rejected_with_the_mode_named(backend):

@@ -159,9 +159,26 @@ class ServerProcess:
         self.process_exit_code = process.returncode
 
 
+def count_cuda_gpus(python_path: str, timeout_s: float = 60.0) -> int | None:
+    """How many CUDA GPUs the server's Python sees (torch), or None when it cannot tell (no torch, no python).
+
+    Run from a background thread: importing torch takes seconds.
+    """
+    probe = "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)"
+    try:
+        done = subprocess.run([python_path, "-c", probe], capture_output=True, text=True, timeout=timeout_s,
+                              stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines or not lines[-1].isdigit():
+        return None
+    return int(lines[-1])
+
+
 def default_python() -> str:
     """The server's Python from env ``STRATA_SERVER_PYTHON``, else empty (the preferences explain what to set)."""
     return os.environ.get("STRATA_SERVER_PYTHON", "")
 
 
-__all__ = ["ServerProcess", "ServerStartError", "default_python", "tail_text"]
+__all__ = ["ServerProcess", "ServerStartError", "count_cuda_gpus", "default_python", "tail_text"]

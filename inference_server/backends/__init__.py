@@ -57,10 +57,26 @@ def resolve_backend_name(name: str, model_id: str | None = None) -> str:
 
 def create_backend(name: str, **options) -> Backend:
     """Instantiate a backend by name ("auto" resolves first). Options go to the backend's constructor."""
-    name = resolve_backend_name(name, options.get("model_id"))
+    gpus = options.pop("gpus", None)
+    # Device names instead of GPU indices ("cpu" twice runs the multi-GPU code over gloo, as the tests do).
+    devices = options.pop("devices", None)
+    parallel_mode = options.pop("parallel_mode", "cfg")
+    # Naming GPUs asks for the GPU backend: no quiet fall-back to the CPU decomposer.
+    name = "qwen" if gpus and name == "auto" else resolve_backend_name(name, options.get("model_id"))
     if name == "qwen":
         from .qwen import QwenLayeredBackend
 
+        if devices and len(devices) > 1:
+            from .qwen_parallel import ParallelQwenBackend
+
+            return ParallelQwenBackend(devices, mode=parallel_mode, **options)
+        if gpus:
+            from .qwen_parallel import ParallelQwenBackend, all_gpus, cuda_devices, parse_gpus
+
+            devices = cuda_devices(all_gpus() if gpus == "all" else parse_gpus(gpus))
+            if len(devices) > 1:
+                return ParallelQwenBackend(devices, mode=parallel_mode, **options)
+            options["device"] = devices[0]
         return QwenLayeredBackend(**options)
     from .cpu import CpuDecomposer
 

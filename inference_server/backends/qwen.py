@@ -19,9 +19,9 @@ exact      stock + no text mask when the prompt has no padding (SDPA may then pi
            already drops an all-ones mask) + one VAE decode per layer (8 layers at 1024 px fit) + regional
            ``torch.compile`` of the 60 repeated transformer blocks (compiled on the first job, reused by later
            ones). Same math as stock up to bf16 rounding. H100, 640 px, 4 layers: 0.76 s/step vs 0.94 stock.
-fast       exact + fp8 weights/activations in the blocks' linear layers (torchao, CUDA only) + First Block Cache
-           (skips the remaining blocks on steps where the first block's output barely changed; env
-           STRATA_FAST_STEP_CACHE=none turns it off). Approximate: layers differ visibly from stock.
+fast       exact + fp8 weights/activations in the blocks' linear layers (torchao rowwise, CUDA only), compiled
+           the same way; a step cache (env STRATA_FAST_STEP_CACHE=fbc|taylorseer, see qwen_speed.py) is off by
+           default. Approximate: layers differ from stock.
 lowvram    bf16; the transformer streams from CPU RAM one block at a time (group offload on a side CUDA stream),
            the text encoder visits the GPU only to caption/encode. H100: 16 GiB peak, 1.8 s/step at 640 px.
 =========  =====================================================================================================
@@ -49,8 +49,6 @@ MAX_SEQUENCE_LENGTH = 512
 # layers: "auto" runs the model at this count (its training range is 3–8 or so); choosing the count per image
 # (merging or dropping what the model returns) hooks in at QwenLayeredBackend.layer_count.
 AUTO_LAYER_COUNT = 6
-# First Block Cache threshold of the fast preset (diffusers' default is 0.05; 0.08 skips more steps).
-FAST_CACHE_THRESHOLD = 0.08
 APPROXIMATE_PRESETS = ("fast",)
 
 
@@ -64,8 +62,8 @@ def sdpa_preference() -> str:
 
 
 def fast_step_cache() -> str:
-    """Step cache of the fast preset (env STRATA_FAST_STEP_CACHE): "fbc" (First Block Cache) or "none"."""
-    return os.environ.get("STRATA_FAST_STEP_CACHE", "fbc")
+    """Step cache of the fast preset (env STRATA_FAST_STEP_CACHE): "none" (default), "fbc" or "taylorseer"."""
+    return os.environ.get("STRATA_FAST_STEP_CACHE", "none")
 
 
 def torchvision_available() -> bool:
@@ -282,23 +280,45 @@ class QwenLayeredBackend:
         # b. fp8 linear layers (fast only): torchao's dynamic rowwise fp8 needs compute capability ≥ 8.9.
         if preset == "fast" and device.type == "cuda":
             self._quantize_fp8(pipe.transformer)
-        # c. Step cache (fast only): approximate by design.
-        if preset == "fast" and fast_step_cache() == "fbc":
-            from diffusers import FirstBlockCacheConfig
+        compile_backend = "none"
+        if preset in ("exact", "fast") and offload == "none":
+            compile_backend = self.compile_backend or ("inductor" if device.type == "cuda" else "none")
+        if compile_backend != "none":
+            from .qwen_speed import use_persistent_compile_cache
 
-            pipe.transformer.enable_cache(FirstBlockCacheConfig(threshold=FAST_CACHE_THRESHOLD))
+            use_persistent_compile_cache()
+        # c. Step cache (fast only, opt-in): approximate by design. Its hooks must stay outside the compiled code
+        #    (inside, they break each block's graph and recompile it block after block): the blocks' own forwards
+        #    compile first and the hooks wrap them.
+        step_cache = fast_step_cache() if preset == "fast" else "none"
+        if step_cache != "none":
+            from .qwen_speed import compile_blocks_under_step_cache, step_cache_config
+
+            if compile_backend != "none":
+                compile_blocks_under_step_cache(pipe.transformer, compile_backend, step_cache)
+                self._compiled = True
+            pipe.transformer.enable_cache(step_cache_config(step_cache))
         # d. Decode one layer at a time (the pipeline batches all layers through the VAE: 8 layers at 1024 px
         #    need over 8 GB there). Same math, per-frame independent.
         if preset != "stock":
             pipe.vae.enable_slicing()
+        from .qwen_speed import apply_caption_speedups
+
+        apply_caption_speedups(pipe)
         # e. Regional compile: the 60 identical blocks compile once and share the code.
-        if preset in ("exact", "fast") and offload == "none":
-            backend = self.compile_backend or ("inductor" if device.type == "cuda" else "none")
-            if backend != "none":
-                # The step cache's hooks call a compiler-disabled check from inside the blocks: no full graph then.
-                step_cache = preset == "fast" and fast_step_cache() == "fbc"
-                pipe.transformer.compile_repeated_blocks(fullgraph=not step_cache, backend=backend)
-                self._compiled = True
+        whole_graph = self._prepare_parallel(pipe)
+        if compile_backend != "none" and step_cache == "none":
+            pipe.transformer.compile_repeated_blocks(fullgraph=whole_graph, backend=compile_backend)
+            self._compiled = True
+
+    def _prepare_parallel(self, pipe) -> bool:
+        """Multi-GPU backends (qwen_parallel) split the model here, before compiling; returns whether each block
+        still compiles as one graph."""
+        return True
+
+    def _run_pipeline(self, pipe, **call):
+        """The pipeline's denoising loop and decoder; multi-GPU backends run it on every rank."""
+        return pipe(**call).images[0]
 
     def _quantize_fp8(self, transformer) -> None:
         try:
@@ -467,7 +487,8 @@ class QwenLayeredBackend:
         generator = torch.Generator("cpu").manual_seed(seed)
         with self._oom_as_error(params.preset, "denoising"), _quiet_pipeline_warnings(), \
                 self._attention_kernels(params.preset):
-            frames = pipe(
+            frames = self._run_pipeline(
+                pipe,
                 image=image,
                 prompt=prompt,  # with prompt_embeds given, a non-empty prompt only stops the pipeline captioning
                 prompt_embeds=prompt_embeds,
@@ -486,10 +507,12 @@ class QwenLayeredBackend:
                 # decodes; "np" gives H×W×4 floats in [0, 1] for each layer.
                 output_type="np",
                 callback_on_step_end=on_step_end,
-            ).images[0]
+            )
         finished = time.perf_counter()
         # The pipeline's VAE encoding of the input (tens of ms) falls into "denoise".
         watch.timings_s["denoise"] = step_ends[-1] - denoise_started
+        # The first step carries the compile warm-up after a (re)load, and the input's VAE encoding.
+        watch.timings_s["first_step_s"] = step_ends[0] - denoise_started
         watch.timings_s["decode"] = finished - step_ends[-1]
         progress("decode", layer_count, layer_count)
 
@@ -516,7 +539,9 @@ class QwenLayeredBackend:
             "layer 0 is the model's background layer; later layers are foreground, back to front",
         ]
         if params.preset in APPROXIMATE_PRESETS:
-            notes.append(f"preset {params.preset} is approximate (fp8 + step cache): layers differ from stock")
+            cache = fast_step_cache()
+            notes.append(f"preset {params.preset} is approximate (fp8{'' if cache == 'none' else ' + step cache ' + cache}"
+                         "): layers differ from stock")
         if not params.prompt.strip():
             notes.append(f"caption: {prompt}")
         if params.auto_layers:

@@ -225,3 +225,30 @@ def test_preferences_draw_for_both_connections(addon, connection):
     assert ("server_python" in props) == (connection == 'START')
     assert ("server_token" in props) == (connection == 'URL')
     assert "strata.restart_server" in [kwargs["operator"] for kwargs in _calls(layout, "operator")]
+
+
+def test_preferences_offer_all_gpus_only_when_the_server_python_sees_two(addon):
+    from blender_addon import connection
+    from blender_addon import preferences as preferences_module
+
+    preferences = prefs()
+    saved = (preferences.connection, preferences.backend, preferences.server_python)
+    preferences.connection, preferences.backend = 'START', 'qwen'
+    preferences.server_python = "/opt/two-gpus/bin/python"
+    try:
+        drawn = {}
+        for count in (None, 1, 2):
+            preferences_module._gpu_counts[preferences.server_python] = count
+            layout = RecordingLayout(bpy.context)
+            type(preferences).draw(_PrefsSelf(preferences, layout), bpy.context)
+            drawn[count] = "gpus" in [kwargs["property"] for kwargs in _calls(layout, "prop")]
+        assert drawn == {None: False, 1: False, 2: True}
+        preferences.gpus = 'ALL'
+        settings = connection.settings_from_preferences(preferences)
+        assert connection._new_process(settings).extra_args[-2:] == ["--gpus", "all"]
+        preferences.backend = 'cpu'
+        assert "--gpus" not in connection._new_process(connection.settings_from_preferences(preferences)).extra_args
+    finally:
+        preferences.gpus = 'ONE'
+        preferences.connection, preferences.backend, preferences.server_python = saved
+        preferences_module._gpu_counts.pop("/opt/two-gpus/bin/python", None)

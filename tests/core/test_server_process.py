@@ -69,3 +69,16 @@ def test_silent_server_times_out(tmp_path):
     with pytest.raises(ServerStartError, match="did not report listening within 1 s"):
         silent.start()
     assert not silent.is_alive()
+
+
+def test_gpu_count_probe_reads_the_server_pythons_torch(tmp_path):
+    from blender_addon.core.server_process import count_cuda_gpus
+
+    server_python = os.environ.get("STRATA_SERVER_PYTHON", sys.executable)
+    count = count_cuda_gpus(server_python)
+    assert isinstance(count, int) and count >= 0  # 0 on a machine without CUDA, like CI
+    assert count_cuda_gpus(str(tmp_path / "no-such-python")) is None
+    broken = tmp_path / "python"
+    broken.write_text("#!/bin/sh\necho not a number\n")
+    broken.chmod(0o755)
+    assert count_cuda_gpus(str(broken)) is None

@@ -706,7 +706,13 @@ def _build_elements(rgb: np.ndarray, regions: _Regions, words) -> tuple[_Element
             # The photograph is the texture in the blob with the holes it encloses (background-coloured
             # highlights in it are not background). Flat shapes and words on it stay elements of their own: a
             # badge placed on a photo looks like a flat patch of it.
-            photo = _filled(blob & ~drawn) & ~drawn
+            texture = blob & ~drawn
+            # What is left of it besides the flat elements must still be solid: JPEG ringing around a shape is
+            # texture too, but thin.
+            solid = cv2.erode(texture.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+            if solid.sum() < 0.5 * texture.sum():
+                continue
+            photo = _filled(texture) & ~drawn
             if photo.sum() < MIN_IMAGE_FRACTION * height_px * width_px:
                 continue
             background.mask &= ~photo

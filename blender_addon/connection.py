@@ -8,17 +8,18 @@ is reused by later jobs, stopped on unregister and at quit (``atexit``).
 import atexit
 import os
 import threading
+import time
 
 import bpy
 
 from .core.client import ServerClient, ServerError
 from .core.server_install import clean_env
-from .core.server_process import ServerProcess, ServerStartError
+from .core.server_process import ServerProcess, ServerStartError, qwen_serve_args, tier_line
 
 _lock = threading.Lock()
 _start_lock = threading.Lock()
 _server = None  # the ServerProcess this add-on started, if any
-_state = {"status": "stopped", "message": ""}  # stopped | starting | running | failed
+_state = {"status": "stopped", "message": "", "tier": ""}  # status: stopped | starting | running | failed
 _atexit_registered = False
 MAIN_THREAD_TIMEOUT_S = 10.0
 
@@ -39,7 +40,10 @@ def settings_from_preferences(prefs):
     python = bpy.path.abspath(prefs.server_python) if prefs.server_python else ""
     if not python and not prefs.server_command:
         python = server_setup.installed_server_python()
-    model = server_setup.downloaded_model(prefs).get("path") or prefs.model
+    downloaded = server_setup.downloaded_model(prefs)
+    model = downloaded.get("path") or prefs.model
+    # The transformer: a GGUF file named by hand, else the one Download Model fetched with the model (if any).
+    transformer = bpy.path.abspath(prefs.transformer_file) if prefs.transformer_file else downloaded.get("gguf", "")
     return {
         "connection": prefs.connection,
         "python": python,
@@ -49,6 +53,8 @@ def settings_from_preferences(prefs):
         "backend": prefs.backend,
         "model": model,
         "preset": prefs.preset,
+        "vram": prefs.vram,
+        "transformer": transformer or "",
         "gpus": prefs.gpus,
         "url": prefs.server_url,
         "token": prefs.server_token,
@@ -65,7 +71,8 @@ def _new_process(settings):
         cwd = settings["source_dir"]
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (cwd, env.get("PYTHONPATH", "")) if p)
-    extra = ["--preset", settings["preset"]] if settings["preset"] and settings["backend"] != 'cpu' else []
+    extra = qwen_serve_args(settings["backend"], settings["preset"], settings.get("vram", "auto"),
+                            settings.get("transformer", ""))
     if settings.get("gpus") == 'ALL' and settings["backend"] != 'cpu':
         extra += ["--gpus", "all"]
     return ServerProcess(python_path=settings["python"] or None, command=settings["command"] or None,
@@ -132,11 +139,26 @@ def ensure_client(settings):
             raise ServerError(str(e)) from None
         with _lock:
             _server = server
-            _state.update(status="running", message=f"running at {server.url}")
+            _state.update(status="running", message=f"running at {server.url}", tier="")
+        _record_tier(ServerClient(server.url, server.token))
         if not _atexit_registered:
             atexit.register(stop_server)
             _atexit_registered = True
         return ServerClient(server.url, server.token)
+
+
+def _record_tier(client, attempts=20, wait_s=0.5):
+    """Ask the fresh server which GPU tier it chose (its worker says so once it is up); the preferences show it."""
+    for _ in range(attempts):
+        try:
+            line = tier_line(client.health())
+        except ServerError:
+            line = ""
+        if line:
+            with _lock:
+                _state["tier"] = line
+            return
+        time.sleep(wait_s)
 
 
 def stop_server():

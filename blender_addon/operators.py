@@ -14,7 +14,7 @@ from . import connection, job_watch
 from .core.client import ServerError, layers_param
 from .core.images import InputImageError, encode_png_rgba, sniff_image
 from .core.jobs import JobRunner
-from .core.server_process import ServerStartError
+from .core.server_process import ServerStartError, tier_line
 from .preferences import get_preferences
 from .scene import planes
 
@@ -188,7 +188,9 @@ class STRATA_OT_restart_server(Operator):
             except ServerError as e:
                 self.report({'ERROR'}, f"{e} (this server was started elsewhere: restart it there)")
                 return {'CANCELLED'}
-            self.report({'INFO'}, f"Strata server at {server['url']} is up ({health.get('backend')} backend)")
+            tier = tier_line(health)
+            self.report({'INFO'}, f"Strata server at {server['url']} is up ({health.get('backend')} backend)"
+                                  + (f"; {tier}" if tier else ""))
             return {'FINISHED'}
         try:
             connection.check_settings(server)

@@ -6,7 +6,7 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, StringProperty
 from bpy.types import AddonPreferences
 
-from . import server_setup
+from . import connection, server_setup
 from .core.server_process import count_cuda_gpus, default_python
 
 # GPUs the server's Python sees, per interpreter path: probed once in the background (importing torch takes
@@ -71,6 +71,20 @@ class StrataPreferences(AddonPreferences):
         name="Offload", default='none',
         items=(('none', "None", ""), ('model', "Model", "Move whole models to the GPU when used"),
                ('sequential', "Sequential", "Lowest memory, slowest"), ('group', "Group", "Offload block groups")))
+    vram: EnumProperty(
+        name="GPU Memory", default='auto',
+        description="VRAM tier of the Qwen backend; the server says which tier it chose and why (shown below)",
+        items=(('auto', "Auto", "From the GPU's free memory, the RAM and whether the card computes in fp8"),
+               ('80', "80 GB", "bf16 transformer and text encoder, all on the GPU"),
+               ('24', "24 GB", "8-bit transformer (fp8 on RTX 40xx and newer, else int8), 8-bit text encoder"),
+               ('16', "16 GB", "4-bit transformer, 8-bit text encoder"),
+               ('12', "12 GB", "4-bit transformer and text encoder; blocks that do not fit stream from RAM"),
+               ('8', "8 GB", "4-bit, most transformer blocks stream from RAM (slowest)")))
+    transformer_file: StringProperty(
+        name="Local GGUF File", subtype='FILE_PATH', default="",
+        description="Optional: a GGUF file of the Qwen-Image-Layered transformer already on disk (e.g. a Q8_0 or Q4 "
+                    "community build); the model still gives the text encoder and VAE. Empty: the GGUF that "
+                    "Download Model fetched, if any")
     gpus: EnumProperty(
         name="GPUs", default='ONE',
         items=(('ONE', "One GPU", "The first GPU runs the whole job"),
@@ -163,6 +177,12 @@ class StrataPreferences(AddonPreferences):
         box.prop(self, "model")
         box.prop(self, "gguf_file")
         draw_task(box, task, "strata.download_model", "Download Model", "strata.cancel_download")
+        if self.backend != 'cpu':
+            box.prop(self, "vram")
+            box.prop(self, "transformer_file")
+            tier = connection.server_state().get("tier")
+            if tier:
+                box.label(text=tier, icon='INFO')
 
 
 def draw_task(layout, task, operator, text, cancel_operator):

@@ -25,7 +25,7 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.datastructures import UploadFile
 from starlette.routing import Match
@@ -104,6 +104,9 @@ class Health(BaseModel):
     device: str
     model_loaded: bool
     backend_error: Optional[str] = None
+    tier: Optional[dict[str, Any]] = Field(
+        None, description="qwen VRAM tier: tier, formats, summary ('16 GB tier: 4-bit transformer ...'), reason")
+    transformer: Optional[str] = Field(None, description="GGUF transformer file, when one is used")
     version: str
     queue_length: int
     running: Optional[str] = None

@@ -20,6 +20,7 @@ from pathlib import Path
 from . import __version__
 from .errors import InvalidInput, StrataError
 from .images import DEFAULT_MAX_PIXELS
+from .backends.qwen_tiers import VRAM_CHOICES
 from .params import AUTO_LAYERS, BACKENDS, MAX_LAYERS, MIN_LAYERS, PRESETS, RESOLUTIONS
 
 TOKEN_ENV = "STRATA_TOKEN"
@@ -56,6 +57,13 @@ def _add_backend_options(parser: argparse.ArgumentParser) -> None:
                              "or Qwen/Qwen-Image-Layered)")
     parser.add_argument("--preset", choices=PRESETS,
                         help="speed/memory trade-off of the qwen backend (default exact; lowvram offloads to the CPU)")
+    parser.add_argument("--vram", choices=VRAM_CHOICES, default="auto",
+                        help="GPU memory tier of the qwen backend, in GB: 80 (bf16), 24 (8-bit), 16 (4-bit transformer, "
+                             "8-bit text encoder), 12 and 8 (4-bit, blocks streamed from RAM); auto (default) picks "
+                             "from the free VRAM, RAM and the card's fp8 support")
+    parser.add_argument("--transformer", metavar="PATH.gguf", type=Path,
+                        help="the qwen transformer from a GGUF file (e.g. a community Q8_0 or Q4 build of "
+                             "Qwen-Image-Layered); --model still gives the text encoder, VAE and configs")
     parser.add_argument("--gpus", metavar="LIST",
                         help="GPUs for the qwen backend, e.g. 0,1: two GPUs run the two guidance passes at the same "
                              "time (CFG-parallel, same result as one GPU); 4, 6 or 8 GPUs add Ulysses context "
@@ -68,6 +76,12 @@ def _backend_options(args: argparse.Namespace) -> dict:
     options = {"model_id": args.model} if args.model else {}
     if args.preset:
         options["preset"] = args.preset
+    if args.backend != "cpu":
+        options["vram"] = args.vram
+        if args.transformer is not None:
+            if not args.transformer.is_file():
+                raise InvalidInput(f"--transformer {args.transformer}: no such file; give the path of a .gguf file")
+            options["transformer_path"] = str(args.transformer.resolve())
     if args.gpus:
         from .backends.qwen_parallel import ParallelLayout, parse_gpus
 
@@ -94,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="recursive decomposition: IMAGE is a decomposition folder; split its layer K again "
                                 "(the new manifest names its parent, the parent's lists its children)")
     decompose.add_argument("-n", "--layers", type=_layers, default=4,
-                           help="number of layers, or 'auto' to let the decomposer choose (1–16); default 4")
+                           help="number of layers, or 'auto' (as many as the image has; empty and repeated layers "
+                                "dropped) (default 4)")
     decompose.add_argument("-o", "--output", type=Path, required=True, metavar="OUT", help="output folder")
     _add_backend_options(decompose)
     decompose.add_argument("--steps", type=int, dest="num_inference_steps", help="denoising steps (qwen; default 50)")
@@ -109,6 +124,21 @@ def build_parser() -> argparse.ArgumentParser:
     decompose.add_argument("--quiet", action="store_true",
                            help="no progress (default: a bar per stage on a terminal, one line per stage when piped)")
     decompose.set_defaults(func=run_decompose)
+
+    refine = subparsers.add_parser(
+        "refine", help="bring a layer folder to the original's full resolution with an exact composite",
+        description="Refine the layers in LAYERS_DIR (ours, or any folder of layer PNGs, e.g. another tool's at a lower "
+                    "resolution) against the original image: alpha upsampled edge-aware, colours re-derived from "
+                    "the original, the composite made equal to it within 1/255. Writes layer_XX.png, preview.png "
+                    "and manifest.json into OUT.")
+    refine.add_argument("layers_dir", metavar="LAYERS_DIR", type=Path, help="folder of layers (back to front)")
+    refine.add_argument("--image", type=Path, required=True, metavar="ORIGINAL", help="the original image")
+    refine.add_argument("-o", "--output", type=Path, required=True, metavar="OUT", help="output folder")
+    refine.add_argument("--auto", action="store_true", help="drop empty and repeated layers (with a note each)")
+    refine.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help=argparse.SUPPRESS)
+    refine.add_argument("--force", action="store_true", help="overwrite OUT if it already holds a decomposition")
+    refine.add_argument("--quiet", action="store_true", help="no progress bar")
+    refine.set_defaults(func=run_refine)
 
     serve = subparsers.add_parser("serve", help="run the local HTTP server (for the Blender add-on)",
                                   description="Serve the decomposition API on 127.0.0.1. The bearer token comes from "
@@ -157,6 +187,7 @@ def run_decompose(args: argparse.Namespace) -> int:
     from .images import load_image
     from .layers import MANIFEST_NAME, link_child
     from .params import DecomposeParams
+    from .refine import decompose_refined
 
     if (args.output / MANIFEST_NAME).exists() and not args.force:
         return _fail("decompose", f"{args.output} already holds a decomposition; choose another folder or pass --force")
@@ -182,7 +213,7 @@ def run_decompose(args: argparse.Namespace) -> int:
 
             get_estimator()
         bar = _ProgressBar(disable=args.quiet)
-        stack = backend.decompose(image, params, bar.update, cancel)
+        stack = decompose_refined(backend, image, params, bar.update, cancel)
         stack.notes = notes + list(stack.notes)
         stack.parent = parent
         depth_maps, extra_manifest = None, None
@@ -215,12 +246,67 @@ def run_decompose(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
+    return _report(stack, f"({stack.width_px}×{stack.height_px} px, backend {stack.backend}) to {args.output}")
+
+
+def _report(stack, where: str, what: str = "layer") -> int:
+    """The notes on stderr, then one line saying what was written."""
     for note in stack.notes:
         print(f"note: {note}", file=sys.stderr)
     count = len(stack.layers)
-    print(f"wrote {count} layer{'' if count == 1 else 's'} ({stack.width_px}×{stack.height_px} px, "
-          f"backend {stack.backend}) to {args.output}")
+    print(f"wrote {count} {what}{'' if count == 1 else 's'} {where}")
     return 0
+
+
+def run_refine(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .backends.base import CancelToken
+    from .errors import JobCanceled
+    from .images import load_image
+    from .layers import MANIFEST_NAME, Layer, LayerStack, load_layer_files
+    from .refine import refine_layers
+
+    if not args.layers_dir.is_dir():
+        return _fail("refine", f"{args.layers_dir} is not a folder of layers")
+    if (args.output / MANIFEST_NAME).exists() and not args.force:
+        return _fail("refine", f"{args.output} already holds a decomposition; choose another folder or pass --force")
+    if args.output.exists() and not args.output.is_dir():
+        return _fail("refine", f"{args.output} exists and is not a folder")
+    cancel = CancelToken()
+    bar = None
+    try:
+        try:
+            layers, names, manifest = load_layer_files(args.layers_dir)
+        except FileNotFoundError as exc:
+            return _fail("refine", str(exc))
+        except ValueError as exc:
+            return _fail("refine", f"{exc}; every layer must be a PNG (or another image file) with alpha")
+        image, notes = load_image(args.image, max_pixels=args.max_pixels)
+        bar = _ProgressBar(disable=args.quiet)
+        result = refine_layers(layers, np.asarray(image, dtype=np.uint8), names, auto=args.auto,
+                               progress=bar.update, cancel=cancel)
+        manifest = manifest or {}
+        stack = LayerStack([Layer(rgba, name) for rgba, name in zip(result.layers, result.names)],
+                           backend=manifest.get("backend", ""), params=manifest.get("params", {}),
+                           seed=manifest.get("seed"), timings_s=result.timings_s,
+                           notes=list(manifest.get("notes", [])) + notes + result.notes,
+                           parent=manifest.get("parent"))
+        try:
+            stack.save(args.output, extra_manifest={"refined_from": str(args.layers_dir.resolve()),
+                                                    "original": str(args.image.resolve())})
+        except OSError as exc:
+            return _fail("refine", f"cannot write {args.output}: {exc.strerror or exc}; choose a folder you can "
+                                   f"write to")
+    except (KeyboardInterrupt, JobCanceled):
+        cancel.cancel()
+        return _fail("refine", "interrupted; nothing was written", 130)
+    except StrataError as exc:
+        return _fail("refine", str(exc))
+    finally:
+        if bar is not None:
+            bar.close()
+    return _report(stack, f"({stack.width_px}×{stack.height_px} px) to {args.output}", what="refined layer")
 
 
 def _parent_layer(folder: Path, layer: int) -> tuple[Path, dict]:
@@ -322,8 +408,12 @@ def run_serve(args: argparse.Namespace) -> int:
 
     # Compiled kernels outlive the process (inductor's caches): a restarted server skips recompiling them.
     os.environ.setdefault("STRATA_COMPILE_CACHE_DIR", str((args.data_dir / "compile-cache").resolve()))
+    try:
+        backend_options = _backend_options(args)
+    except InvalidInput as exc:
+        return _fail("serve", str(exc))
     settings = Settings(
-        data_dir=args.data_dir, token=token, backend=args.backend, backend_options=_backend_options(args),
+        data_dir=args.data_dir, token=token, backend=args.backend, backend_options=backend_options,
         preset=args.preset, max_queue=args.max_queue, max_pixels=args.max_pixels,
         max_upload_bytes=int(args.max_upload_mib * 2**20), allow_remote=args.allow_remote,
         cancel_grace_s=args.cancel_grace_s,

@@ -285,6 +285,8 @@ class JobManager:
                 "device": self._describe.get("device", "unknown"),
                 "model_loaded": bool(self._describe.get("model_loaded", False)),
                 "backend_error": self._describe.get("error"),
+                "tier": self._describe.get("tier"),
+                "transformer": self._describe.get("transformer"),
                 "queue_length": len(self._queue),
                 "running": worker.job_id if worker is not None else None,
                 "worker_pid": worker.process.pid if worker is not None and worker.ready else None,

@@ -214,6 +214,31 @@ class LayerStack:
         )
 
 
+def load_layer_files(folder: str | os.PathLike) -> tuple[list[np.ndarray], list[str], dict[str, Any] | None]:
+    """Layers of any layer folder, back to front, each at its own size: ours (the manifest's order and names), or
+    another tool's ``layer_*.png`` / ``*.png`` files in name order. Returns (rgba arrays, names, manifest or None).
+    Raises FileNotFoundError when there are no layers, ValueError for a file that is not a readable image."""
+    folder = Path(folder)
+    manifest = None
+    if (folder / MANIFEST_NAME).is_file():
+        manifest = read_manifest(folder)
+        entries = [(folder / entry["file"], entry.get("name", "")) for entry in manifest.get("layers", [])]
+    else:
+        files = sorted(folder.glob("layer_*.png")) or sorted(p for p in folder.glob("*.png") if p.name != PREVIEW_NAME)
+        entries = [(path, path.stem) for path in files]
+    if not entries:
+        raise FileNotFoundError(f"{folder} holds no layers (no {MANIFEST_NAME}, no layer_*.png or *.png files)")
+    layers, names = [], []
+    for path, name in entries:
+        try:
+            with Image.open(path) as image:
+                layers.append(np.asarray(image.convert("RGBA"), dtype=np.uint8).copy())
+        except (OSError, Image.DecompressionBombError) as exc:
+            raise ValueError(f"{path} is not a readable image ({exc})") from None
+        names.append(name)
+    return layers, names, manifest
+
+
 def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
     """The parsed ``manifest.json`` of a decomposition folder (OSError when unreadable, ValueError when not JSON)."""
     return json.loads((Path(folder) / MANIFEST_NAME).read_text("utf-8"))

@@ -21,7 +21,7 @@ OFFLOAD_MODES = ("none", "model", "sequential", "group")
 class DecomposeParams:
     """What a user can ask of a decomposition. Defaults follow the Qwen-Image-Layered model card."""
 
-    layers: int | str = 4  # a count, or AUTO_LAYERS: the backend picks it (the manifest's layer_count says so)
+    layers: int | str = 4  # or "auto": as many as the image has (see refine.decompose_refined)
     backend: str = "auto"
     num_inference_steps: int = 50
     resolution: int = 640
@@ -46,7 +46,7 @@ class DecomposeParams:
         if self.layers == AUTO_LAYERS:
             pass
         elif isinstance(self.layers, bool) or not isinstance(self.layers, int):
-            raise InvalidInput(f"layers must be an integer or {AUTO_LAYERS!r}, got {self.layers!r}")
+            raise InvalidInput(f"layers must be an integer or \"auto\", got {self.layers!r}")
         elif not MIN_LAYERS <= self.layers <= MAX_LAYERS:
             raise InvalidInput(f"layers must be between {MIN_LAYERS} and {MAX_LAYERS}, got {self.layers}")
         if self.backend not in BACKENDS:
@@ -103,6 +103,10 @@ class DecomposeParams:
                 f"unknown parameter(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}"
             )
         return cls(**values).validate()
+
+    def with_layers(self, layers: int | str) -> "DecomposeParams":
+        """A copy asking for ``layers`` instead."""
+        return dataclasses.replace(self, layers=layers).validate()
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -159,6 +159,7 @@ def worker_main(conn, cancel_event, backend_name: str, backend_options: dict[str
 def _run_job(backend, message: dict, conn, cancel, faults: _Faults, parent_pid: int) -> dict:
     from .images import load_image
     from .layers import LayerStack
+    from .refine import decompose_refined
 
     job_id = message["job"]
     last_sent = {"stage": None, "at": 0.0}
@@ -184,8 +185,8 @@ def _run_job(backend, message: dict, conn, cancel, faults: _Faults, parent_pid: 
 
             get_estimator()
         cancel.raise_if_canceled()
-        # 2. Decompose.
-        stack: LayerStack = backend.decompose(image, params, progress, cancel)
+        # 2. Decompose, then refine: layers at the input's size with an exact composite (every backend).
+        stack: LayerStack = decompose_refined(backend, image, params, progress, cancel)
         cancel.raise_if_canceled()
         # 2b. Depth per layer, when asked (the depth model stays loaded in this process between jobs).
         depth_maps, extra_manifest = None, {"job": job_id}

@@ -74,8 +74,11 @@ def _builder():
     return module
 
 
-def build_random_pipeline(device: str, tiny: bool, seed: int = 0):
+def build_random_pipeline(device: str, tiny: bool, seed: int = 0, transformer_blocks: int | None = None):
     """A QwenImageLayeredPipeline of the real architecture with random weights, built on ``device``.
+
+    transformer_blocks: build only this many transformer blocks (the tier benchmark loads its transformer from
+    files instead, and passes 0).
 
     Every module is created on the device in fp32 one block at a time and cast to bf16 at once, so the peak is
     the bf16 model plus one fp32 block, and nothing passes through CPU memory.
@@ -96,17 +99,18 @@ def build_random_pipeline(device: str, tiny: bool, seed: int = 0):
         dims = dict(num_layers=2, attention_head_dim=32, num_attention_heads=4, joint_attention_dim=64,
                     axes_dims_rope=(8, 12, 12)) if tiny else dict(num_layers=60)
         num_blocks = dims.pop("num_layers")
+        built_blocks = num_blocks if transformer_blocks is None else transformer_blocks
         transformer = QwenImageTransformer2DModel(num_layers=0, use_additional_t_cond=True, use_layer3d_rope=True,
                                                   **dims).to(dtype)
         from diffusers.models.transformers.transformer_qwenimage import QwenImageTransformerBlock
 
-        for _ in range(num_blocks):
+        for _ in range(built_blocks):
             transformer.transformer_blocks.append(
                 QwenImageTransformerBlock(dim=transformer.inner_dim,
                                           num_attention_heads=transformer.config.num_attention_heads,
                                           attention_head_dim=transformer.config.attention_head_dim).to(dtype)
             )
-        transformer.register_to_config(num_layers=num_blocks)
+        transformer.register_to_config(num_layers=built_blocks)
         transformer.eval()
 
         vae_dims = dict(base_dim=8, dim_mult=[1, 1, 2, 2], num_res_blocks=1) if tiny else {}
@@ -346,7 +350,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="run scripts/bench_gpu_speed.py instead (exact vs fast, CFG-parallel on 2 GPUs, warm-up, "
                              "whole job by stage) with its results in OUT")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    parser.add_argument("--tiers", default=None,
+                        help="VRAM tiers instead of presets, e.g. 24,16,12,8 (scripts/bench_gpu_tiers.py; its own "
+                             "options follow --tiers there)")
+    args, unknown = parser.parse_known_args(argv)
+    if args.tiers:
+        sys.path.insert(0, str(REPO_ROOT / "scripts"))
+        from bench_gpu_tiers import main as tiers_main
+
+        raw = list(argv if argv is not None else sys.argv[1:])
+        return tiers_main(raw)
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.speed_suite:
         suite = [sys.executable, str(REPO_ROOT / "scripts" / "bench_gpu_speed.py"), "--out", args.speed_suite]
         return subprocess.call(suite + (["--cpu-dry-run"] if args.cpu_dry_run else []))

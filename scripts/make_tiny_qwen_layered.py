@@ -1,6 +1,7 @@
 """Build a tiny, random-weight ``QwenImageLayeredPipeline`` folder, fully offline.
 
     python scripts/make_tiny_qwen_layered.py OUT_DIR
+    python scripts/make_tiny_qwen_layered.py OUT_DIR --gguf      # also OUT_DIR/transformer-Q8_0.gguf
 
 Same classes and the same layered flags as Qwen/Qwen-Image-Layered (RGBA VAE, ``use_additional_t_cond``,
 ``use_layer3d_rope``, a Qwen2.5-VL text encoder that can caption), only with a few channels and layers, so the
@@ -11,7 +12,11 @@ The tokenizer is built here rather than downloaded: a byte-level BPE vocabulary 
 plus the special tokens the pipeline's templates use (``<|im_start|>``, ``<|vision_start|>``, ``<|image_pad|>``,
 ...). Prompts therefore cost one token a byte, which is fine for a model this small.
 
-Tests import ``build_tiny_pipeline(out_dir)`` from this file.
+``--gguf`` also writes the tiny transformer as a GGUF file the way the community's Qwen-Image GGUFs are laid out
+(diffusers tensor names, architecture "qwen_image"; 2-D weights whose rows split into 32-value blocks in Q8_0 or
+Q4_0, the rest F32), which the backend loads with ``--transformer FILE.gguf`` next to ``--model OUT_DIR``.
+
+Tests import ``build_tiny_pipeline(out_dir)`` and ``write_transformer_gguf`` from this file.
 """
 
 from __future__ import annotations
@@ -242,13 +247,54 @@ def build_tiny_pipeline(out_dir: str | Path, seed: int = 0) -> Path:
     return out_dir
 
 
+GGUF_ARCH = "qwen_image"
+GGUF_TYPES = ("Q8_0", "Q4_0")
+
+
+def write_transformer_gguf(transformer_or_state: object, path: str | Path, qtype: str = "Q8_0",
+                           arch: str = GGUF_ARCH) -> Path:
+    """Write a transformer (or a name → tensor dict) as a GGUF file; 2-D weights with rows of whole 32-value blocks
+    in ``qtype``, everything else F32. Written to a temporary name and renamed, so a crash leaves no half file."""
+    import gguf
+    import numpy as np
+
+    if qtype not in GGUF_TYPES:
+        raise ValueError(f"qtype must be one of {', '.join(GGUF_TYPES)}, got {qtype!r}")
+    state = transformer_or_state.state_dict() if hasattr(transformer_or_state, "state_dict") else transformer_or_state
+    quant = getattr(gguf.GGMLQuantizationType, qtype)
+    block_size, _ = gguf.GGML_QUANT_SIZES[quant]
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    writer = gguf.GGUFWriter(str(partial), arch=arch)
+    writer.add_name("tiny random Qwen-Image-Layered transformer (tests)")
+    for name, tensor in state.items():
+        array = tensor.detach().float().cpu().numpy()
+        if array.ndim == 2 and array.shape[-1] % block_size == 0:
+            writer.add_tensor(name, gguf.quants.quantize(array, quant), raw_dtype=quant)
+        else:
+            writer.add_tensor(name, np.ascontiguousarray(array, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    partial.replace(path)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir", help="folder to write (created if missing)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    parser.add_argument("--gguf", nargs="?", const="Q8_0", choices=GGUF_TYPES, default=None,
+                        help="also write the transformer as OUT_DIR/transformer-TYPE.gguf (default type Q8_0)")
     args = parser.parse_args(argv)
     path = build_tiny_pipeline(args.out_dir, seed=args.seed)
     print(path)
+    if args.gguf:
+        from diffusers import QwenImageTransformer2DModel
+
+        transformer = QwenImageTransformer2DModel.from_pretrained(path, subfolder="transformer")
+        print(write_transformer_gguf(transformer, path / f"transformer-{args.gguf}.gguf", args.gguf))
     return 0
 
 

@@ -52,7 +52,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # torch==2.13.0 is the local CPU build; any other spec would pull GBs of CUDA wheels.
 .venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0
-.venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0 -e ".[qwen,test,bench]"
+# tiers: gguf + torchao, so the GGUF and quantize-on-load tests run on the CPU (torch stays pinned in the same call).
+.venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0 -e ".[qwen,tiers,test,bench]"
 
 if [ ! -x .venv-blender/bin/python ]; then
     "$PYTHON" -m venv .venv-blender

@@ -148,8 +148,8 @@ def test_dns_rebinding_host_is_403(client):
 @pytest.mark.parametrize("params, words", [
     ({"layers": 0}, "layers must be between 1 and 16, got 0"),
     ({"layers": 100}, "layers must be between 1 and 16, got 100"),
-    ({"layers": "4"}, "layers must be an integer or 'auto'"),
-    ({"layers": "Auto "}, "layers must be an integer or 'auto'"),
+    ({"layers": "4"}, 'layers must be an integer or "auto"'),
+    ({"layers": "Auto "}, 'layers must be an integer or "auto"'),
     ({"layres": 4}, "unknown parameter(s): layres"),
     ({"resolution": 800}, "resolution must be 640 or 1024"),
     ({"backend": "qwen"}, "this server runs the 'cpu' backend"),

@@ -88,7 +88,8 @@ def test_full_decomposition_with_cfg_reports_every_step(backend, photo, tmp_path
 
     assert len(stack.layers) == 2
     for layer in stack.layers:
-        assert layer.rgba.shape == (300, 400, 4)  # back at the input's size, RGBA
+        # the model's working size (about 640² px, the input's aspect); the refine stage brings them to 400×300
+        assert layer.rgba.shape == (544, 736, 4)
     assert [layer.name for layer in stack.layers] == ["Background", "Layer 1"]
     denoise = [event for event in events if event[0] == "denoise"]
     assert denoise == [("denoise", 0, 2), ("denoise", 1, 2), ("denoise", 2, 2)]
@@ -131,7 +132,7 @@ def test_no_seed_draws_one_records_it_and_replays_exactly(backend, photo, stock_
 
 
 def test_auto_layers_runs_the_model_at_its_auto_count_and_says_so(backend, photo, tmp_path):
-    from inference_server.backends.qwen import AUTO_LAYER_COUNT
+    from inference_server.refine import AUTO_DECOMPOSE_LAYERS as AUTO_LAYER_COUNT
 
     stack = backend.decompose(photo, quick(layers="auto"))
     assert 1 <= len(stack.layers) <= AUTO_LAYER_COUNT
@@ -228,3 +229,30 @@ def test_gpu_out_of_memory_becomes_a_teaching_error(backend):
     with pytest.raises(OutOfMemory, match="lowvram"):
         with backend._oom_as_error("exact", "denoising"):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def test_a_transparent_input_through_the_pipeline_and_refine_keeps_its_alpha_at_full_size(backend):
+    """RGBA in (a logo on transparency), layers "auto": the pipeline decomposes into AUTO_DECOMPOSE_LAYERS at its
+    working size, the refine stage brings them to the input's size, drops what is empty or repeated, and the
+    composite reproduces the input's colour and alpha within one level."""
+    from inference_server.layers import composite_over
+    from inference_server.refine import AUTO_DECOMPOSE_LAYERS, decompose_refined
+
+    height, width = 200, 320
+    logo = np.zeros((height, width, 4), np.uint8)
+    logo[40:160, 60:260] = (220, 60, 40, 255)
+    logo[80:120, 100:220] = (250, 250, 250, 255)
+    logo[30:170, 50:60, 3] = 128  # a half-transparent bar
+    logo[30:170, 50:60, :3] = (20, 90, 200)
+    events = []
+    stack = decompose_refined(backend, Image.fromarray(logo, "RGBA"), quick(layers="auto"),
+                              progress=lambda *event: events.append(event))
+    assert ("decode", AUTO_DECOMPOSE_LAYERS, AUTO_DECOMPOSE_LAYERS) in events
+    assert (stack.width_px, stack.height_px) == (width, height)
+    assert stack.params["layers"] == "auto" and 1 <= len(stack.layers) <= AUTO_DECOMPOSE_LAYERS
+    assert any(note.startswith("auto: kept") for note in stack.notes)
+    composite = composite_over([layer.rgba for layer in stack.layers]).astype(int)
+    assert np.abs(composite[..., 3] - logo[..., 3]).max() <= 1
+    shows = logo[..., 3] > 0
+    assert np.abs(composite[..., :3] - logo[..., :3].astype(int))[shows].max() <= 1
+    assert (composite[..., 3][~shows] == 0).all()

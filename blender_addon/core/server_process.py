@@ -181,4 +181,34 @@ def default_python() -> str:
     return os.environ.get("STRATA_SERVER_PYTHON", "")
 
 
-__all__ = ["ServerProcess", "ServerStartError", "count_cuda_gpus", "default_python", "tail_text"]
+__all__ = ["ServerProcess", "ServerStartError", "count_cuda_gpus", "default_python", "qwen_serve_args",
+           "tail_text", "tier_line"]
+
+
+VRAM_TIERS = ("auto", "80", "24", "16", "12", "8")
+
+
+def qwen_serve_args(backend: str, preset: str = "", vram: str = "auto", transformer: str = "") -> list[str]:
+    """``strata serve`` options for the qwen backend's preset, VRAM tier and GGUF transformer (none for cpu)."""
+    if backend == "cpu":
+        return []
+    if vram not in VRAM_TIERS:
+        raise ServerStartError(f"VRAM tier must be one of {', '.join(VRAM_TIERS)}, got {vram!r}")
+    args = ["--preset", preset] if preset else []
+    args += ["--vram", vram]
+    if transformer:
+        args += ["--transformer", transformer]
+    return args
+
+
+def tier_line(health: dict) -> str:
+    """What the preferences show about the GPU tier, from ``/v1/health``: the summary and why, or what is wrong."""
+    tier = health.get("tier") or {}
+    if tier.get("summary"):
+        return f"{tier['summary']} ({tier.get('reason', '')})".replace(" ()", "")
+    if health.get("backend_error"):
+        return f"Qwen not loaded: {health['backend_error']}"
+    if health.get("backend") == "cpu":
+        return "CPU backend (no GPU tier)"
+    return ""
+

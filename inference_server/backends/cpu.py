@@ -143,6 +143,7 @@ class CpuDecomposer:
     """Embedded classical decomposer (backend ``cpu``). Thread-safe; the OCR engine loads on first use."""
 
     name = "cpu"
+    chooses_layer_count = True  # layers: "auto" reaches decompose(): every distinct element, up to MAX_LAYERS
 
     def __init__(self, use_ocr: bool = True) -> None:
         self.use_ocr = use_ocr

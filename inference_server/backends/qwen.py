@@ -46,9 +46,6 @@ from .base import CancelToken, ProgressCallback, no_progress
 
 # The pipeline's own default; the text encoder's embeddings are cut to this many tokens.
 MAX_SEQUENCE_LENGTH = 512
-# layers: "auto" runs the model at this count (its training range is 3–8 or so); choosing the count per image
-# (merging or dropping what the model returns) hooks in at QwenLayeredBackend.layer_count.
-AUTO_LAYER_COUNT = 6
 APPROXIMATE_PRESETS = ("fast",)
 
 
@@ -115,6 +112,9 @@ class QwenLayeredBackend:
         compile_backend: str | None = None,
         load_now: bool = False,
         pipeline=None,
+        vram: str | None = None,
+        transformer_path: str | None = None,
+        machine=None,
     ) -> None:
         """
         model_id: Hub id or local folder (default: env ``STRATA_QWEN_MODEL``, else ``Qwen/Qwen-Image-Layered``).
@@ -124,6 +124,10 @@ class QwenLayeredBackend:
             compiling is off unless a backend is named, e.g. "eager" to check that the blocks trace).
         pipeline: a ready ``QwenImageLayeredPipeline`` to use instead of loading ``model_id`` (the GPU benchmark
             builds one with random weights); the backend applies one preset to it and cannot switch later.
+        vram: VRAM tier ("auto", "80", "24", "16", "12", "8"; see qwen_tiers.py), chosen here from the card's free
+            memory before anything loads. None keeps the bf16 pipeline and the job's preset/offload as they are.
+        transformer_path: a GGUF file of the transformer (``model_id`` still gives the rest and the config).
+        machine: a ``qwen_tiers.Machine`` to decide the tier on instead of probing this one (tests, benchmark).
         """
         if preset not in PRESETS:
             raise InvalidInput(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
@@ -140,6 +144,9 @@ class QwenLayeredBackend:
         self._compiled = False
         self._text_encoder_offloaded = False
         self.load_seconds: float | None = None
+        self.transformer_path = transformer_path
+        self.tier_plan = self._choose_tier(vram, machine)
+        self._placement = None
         if load_now:
             self.load(preset, offload)
 
@@ -163,7 +170,32 @@ class QwenLayeredBackend:
         }
         if self.load_seconds is not None:
             info["load_s"] = round(self.load_seconds, 2)
+        if self.transformer_path:
+            info["transformer"] = self.transformer_path
+        if self.tier_plan is not None:
+            info["tier"] = self.tier_plan.to_dict()
+            if self._placement is not None:
+                info["tier"].update(self._placement.describe())
         return info
+
+    def _choose_tier(self, vram: str | None, machine):
+        """The tier plan (or None: plain bf16 pipeline); raises TierDoesNotFit before anything loads."""
+        from .qwen_tiers import check_vram_choice, choose_tier, plan_for, probe_machine
+
+        file_format = "gguf" if self.transformer_path else None
+        if vram is None and not self.transformer_path:
+            return None
+        vram = check_vram_choice(vram or "auto")
+        if machine is None and not self.device.startswith("cuda"):
+            # No VRAM to fit on the CPU: "auto" keeps everything resident; a named tier applies its formats as is.
+            if vram == "auto" and not self.transformer_path:
+                return None
+            return plan_for("80" if vram == "auto" else vram, _cpu_machine(), file_format, "on the CPU")
+        return choose_tier(vram, machine or probe_machine(self.device), file_format)
+
+    @property
+    def _tiered(self) -> bool:
+        return self.tier_plan is not None and (self.tier_plan.tier != "80" or bool(self.transformer_path))
 
     # ----------------------------------------------------------------------------------------------- loading
     def _dtype(self):
@@ -180,7 +212,8 @@ class QwenLayeredBackend:
         """Load (or reconfigure) the pipeline for ``preset``/``offload``; returns it. Cheap when already so."""
         preset = preset or self.preset
         offload = offload or self.offload
-        if self.pipe is not None and self._configured == (preset, offload):
+        if self.pipe is not None and (self._configured == (preset, offload) or self._tiered):
+            # A VRAM tier fixes formats and placement itself; the job's preset/offload do not reload it.
             return self.pipe
         started = time.perf_counter()
         if self._given_pipeline is not None:
@@ -194,10 +227,13 @@ class QwenLayeredBackend:
             # Presets change the model in place (fp8 weights, compiled blocks, offload hooks); going to another
             # preset starts from fresh weights rather than trying to undo them.
             self.unload()
-            pipe = self._from_pretrained()
-        pipe.set_progress_bar_config(disable=True)
+            pipe = self._from_pretrained() if not self._tiered else None
         try:
-            self._apply_preset(pipe, preset, offload)
+            if self._tiered:
+                pipe = self._load_tier(pipe)
+            else:
+                pipe.set_progress_bar_config(disable=True)
+                self._apply_preset(pipe, preset, offload)
         except BaseException as error:
             pipe = None  # drop the half-configured model before freeing GPU memory
             self._free_cuda()
@@ -207,6 +243,32 @@ class QwenLayeredBackend:
         self.pipe = pipe
         self._configured = (preset, offload)
         self.load_seconds = time.perf_counter() - started
+        return pipe
+
+    def _load_tier(self, given):
+        """Load (or place the given pipeline) as the tier plan says: quantized or GGUF weights, streaming, turns."""
+        from .qwen_weights import load_tiered_pipeline, prepare_given_pipeline
+
+        import torch
+
+        plan = self.tier_plan
+        if given is not None:
+            self._placement = prepare_given_pipeline(given, plan, self.device)
+            pipe = given
+        else:
+            self._check_weights()
+            extra: dict[str, Any] = {}
+            if not torchvision_available():
+                extra["processor"] = image_only_processor_class().from_pretrained(self.model_id, subfolder="processor")
+            pipe, self._placement = load_tiered_pipeline(self.model_id, plan, self.device, self._dtype(),
+                                                         transformer_path=self.transformer_path, **extra)
+        pipe.set_progress_bar_config(disable=True)
+        pipe.vae.enable_slicing()
+        # fp8 GEMMs only pay once compiled (the dynamic activation scaling fuses into them); resident blocks only.
+        if (plan.transformer_format == "fp8" and not plan.stream_blocks and torch.device(self.device).type == "cuda"
+                and (self.compile_backend or "inductor") != "none"):
+            pipe.transformer.compile_repeated_blocks(fullgraph=True, backend=self.compile_backend or "inductor")
+            self._compiled = True
         return pipe
 
     def _from_pretrained(self):
@@ -227,6 +289,7 @@ class QwenLayeredBackend:
 
     def unload(self) -> None:
         self.pipe = None
+        self._placement = None
         self._configured = None
         self._compiled = False
         self._text_encoder_offloaded = False
@@ -331,6 +394,14 @@ class QwenLayeredBackend:
         quantize_(blocks, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()))
 
     def _oom_message(self, preset: str, stage: str) -> str:
+        if self._tiered:
+            from .qwen_tiers import TIERS
+
+            names = list(TIERS)
+            smaller = names[names.index(self.tier_plan.tier) + 1:] if self.tier_plan.tier in names else []
+            hint = f"restart the server with --vram {smaller[0]}" if smaller else "close other programs using the GPU"
+            return (f"the GPU ran out of memory while {stage} in the {self.tier_plan.tier} GB tier; {hint}, "
+                    "or use fewer layers or resolution 640")
         lighter = "lowvram" if preset != "lowvram" else "lowvram with offload=sequential"
         return (
             f"the GPU ran out of memory while {stage} with preset {preset!r}; try preset {lighter!r} "
@@ -352,6 +423,11 @@ class QwenLayeredBackend:
     @contextmanager
     def _text_encoder_on(self, pipe, device):
         """With offloading, the text encoder visits the GPU for captioning and encoding, then goes back."""
+        swap = self._placement.swap if self._placement is not None else None
+        if swap is not None:
+            with swap.text_encoder_turn():
+                yield
+            return
         if not self._text_encoder_offloaded:
             yield
             return
@@ -376,8 +452,12 @@ class QwenLayeredBackend:
 
     # ----------------------------------------------------------------------------------------------- decompose
     def layer_count(self, image: Image.Image, params: DecomposeParams) -> int:
-        """How many layers the model is asked for: the requested count, or AUTO_LAYER_COUNT for "auto"."""
-        return params.layer_count(AUTO_LAYER_COUNT)
+        """How many layers the model is asked for: the requested count, or for "auto" (when called directly;
+        jobs and the CLI go through refine.decompose_refined, which asks for a count and drops what is empty or
+        repeated) refine's AUTO_DECOMPOSE_LAYERS."""
+        from ..refine import AUTO_DECOMPOSE_LAYERS
+
+        return params.layer_count(AUTO_DECOMPOSE_LAYERS)
 
     def decompose(
         self,
@@ -407,7 +487,7 @@ class QwenLayeredBackend:
         cancel.raise_if_canceled()
 
         # 2. Load the pipeline for this preset (kept between jobs; a different preset reloads)
-        if self.pipe is None or self._configured != (params.preset, params.offload):
+        if self.pipe is None or (self._configured != (params.preset, params.offload) and not self._tiered):
             progress("load", 0, 1)
             watch.start("load")
             self.load(params.preset, params.offload)
@@ -516,7 +596,8 @@ class QwenLayeredBackend:
         watch.timings_s["decode"] = finished - step_ends[-1]
         progress("decode", layer_count, layer_count)
 
-        # 7. Back to the input's size, as a back→front LayerStack
+        # 7. A back→front LayerStack at the model's working size: the refine stage (inference_server.refine) brings
+        #    the layers to the input's size, edge-aware and with an exact composite, which a plain resize is not.
         if not np.isfinite(frames).all():
             raise StrataError(
                 f"the model produced NaN/inf values (preset {params.preset}, {params.num_inference_steps} steps); "
@@ -525,19 +606,21 @@ class QwenLayeredBackend:
         layers = []
         for index, frame in enumerate(frames):
             rgba = np.clip(np.rint(frame * 255.0), 0, 255).astype(np.uint8)
-            layer_image = Image.fromarray(rgba, "RGBA")
-            if layer_image.size != (input_width_px, input_height_px):
-                # PIL premultiplies RGBA before resampling, so no dark fringes appear at alpha edges.
-                layer_image = layer_image.resize((input_width_px, input_height_px), Image.Resampling.LANCZOS)
-            layers.append(Layer.from_image(layer_image, "Background" if index == 0 else f"Layer {index}"))
+            layers.append(Layer(rgba, "Background" if index == 0 else f"Layer {index}"))
 
         timings = dict(watch.timings_s)
         timings["denoise_per_step"] = timings["denoise"] / total_steps
+        if self._placement is not None and self._placement.swap is not None:
+            timings["model_turns"] = self._placement.swap.turn_seconds
         notes = [
             f"Qwen-Image-Layered ({self.model_id}), preset {params.preset}, offload {params.offload}, "
-            f"worked at {work_width_px}×{work_height_px} px, resized to {input_width_px}×{input_height_px} px",
+            f"worked at {work_width_px}×{work_height_px} px (input {input_width_px}×{input_height_px} px)",
             "layer 0 is the model's background layer; later layers are foreground, back to front",
         ]
+        if self.tier_plan is not None:
+            notes.append(f"VRAM tier: {self.tier_plan.summary} ({self.tier_plan.reason})")
+        if self.transformer_path:
+            notes.append(f"transformer from {self.transformer_path}")
         if params.preset in APPROXIMATE_PRESETS:
             cache = fast_step_cache()
             notes.append(f"preset {params.preset} is approximate (fp8{'' if cache == 'none' else ' + step cache ' + cache}"
@@ -548,6 +631,8 @@ class QwenLayeredBackend:
             notes.append(f"layers: auto; ran the model at {layer_count} layers")
         stack_params = params.to_dict()
         stack_params["seed"] = seed
+        if self.tier_plan is not None:
+            stack_params["vram_tier"] = self.tier_plan.tier
         return LayerStack(
             layers,
             backend=self.name,
@@ -559,6 +644,15 @@ class QwenLayeredBackend:
                 {"job": params.parent_job, "layer": params.parent_layer} if params.parent_job is not None else None
             ),
         )
+
+
+def _cpu_machine():
+    """A stand-in for the CPU device: its RAM serves as both memories (tiers run there only in tests)."""
+    from .qwen_tiers import Machine, host_ram_gib
+
+    total, available = host_ram_gib()
+    return Machine(free_vram_gib=available, total_vram_gib=total, total_ram_gib=total, available_ram_gib=available,
+                   compute_capability=(0, 0), gpu_name="the CPU")
 
 
 @contextmanager

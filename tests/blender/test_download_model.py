@@ -54,3 +54,46 @@ def test_download_model_operator_fetches_the_tier_and_the_server_uses_it(addon, 
             assert connection.settings_from_preferences(preferences)["model"] == record["path"]
         finally:
             preferences.model = ""
+
+
+def test_a_downloaded_gguf_becomes_the_servers_transformer(addon, tmp_path, monkeypatch):
+    """Download Model with a GGUF file: the server the add-on starts gets it as --transformer, unless a local GGUF
+    file is set in the preferences."""
+    tiny = tmp_path / "tiny"
+    subprocess.run([SERVER_PYTHON, str(REPO / "scripts" / "make_tiny_qwen_layered.py"), str(tiny), "--gguf"],
+                   check=True, timeout=300, capture_output=True)
+    server_setup = sys.modules[f"{ADDON}.server_setup"]
+    connection = sys.modules[f"{ADDON}.connection"]
+    preferences = prefs()
+    with HubRepoServer(tiny, REPO_ID) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        bpy.context.preferences.system.use_online_access = True
+        preferences.model = REPO_ID
+        preferences.gguf_file = f"{REPO_ID}/transformer-Q8_0.gguf"
+        preferences.backend = 'qwen'
+        try:
+            assert bpy.ops.strata.download_model() == {'FINISHED'}
+            task = server_setup.task("download")
+            deadline = time.monotonic() + 300
+            while not task.snapshot().done and time.monotonic() < deadline:
+                server_setup.tick()
+                time.sleep(0.1)
+            snapshot = task.snapshot()
+            assert snapshot.status == "succeeded", snapshot.error + "\n".join(snapshot.log_tail)
+            record = server_setup.downloaded_model(preferences)
+            settings = connection.settings_from_preferences(preferences)
+            assert settings["transformer"] == record["gguf"] and settings["transformer"].endswith(".gguf")
+            assert os.path.isfile(settings["transformer"])
+            process = connection._new_process(settings)
+            assert process.argv()[-2:] == ["--transformer", record["gguf"]]
+            local = tmp_path / "mine.gguf"
+            local.write_bytes(b"GGUF")
+            preferences.transformer_file = str(local)
+            assert connection.settings_from_preferences(preferences)["transformer"] == str(local)
+        finally:
+            preferences.model = ""
+            preferences.gguf_file = ""
+            preferences.transformer_file = ""
+            preferences.backend = 'auto'

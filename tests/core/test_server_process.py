@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from blender_addon.core.client import ServerClient, ServerError
-from blender_addon.core.server_process import ServerProcess, ServerStartError
+from blender_addon.core.server_process import ServerProcess, ServerStartError, qwen_serve_args, tier_line
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -69,6 +69,26 @@ def test_silent_server_times_out(tmp_path):
     with pytest.raises(ServerStartError, match="did not report listening within 1 s"):
         silent.start()
     assert not silent.is_alive()
+
+
+def test_qwen_serve_args_carry_the_vram_tier_and_gguf_transformer():
+    assert qwen_serve_args("cpu", "exact", "16", "/m/t.gguf") == []
+    assert qwen_serve_args("auto", "exact", "auto", "") == ["--preset", "exact", "--vram", "auto"]
+    assert qwen_serve_args("qwen", "", "12", "/models/qwen-layered-Q4_K_M.gguf") == [
+        "--vram", "12", "--transformer", "/models/qwen-layered-Q4_K_M.gguf"]
+    with pytest.raises(ServerStartError, match="VRAM tier must be one of"):
+        qwen_serve_args("qwen", "exact", "10", "")
+
+
+def test_tier_line_shows_the_chosen_tier_or_why_qwen_did_not_load():
+    health = {"backend": "qwen", "tier": {"summary": "16 GB tier: 4-bit transformer (nf4); 15.1 GiB free",
+                                          "reason": "auto: 15.1 GiB free VRAM"}}
+    assert tier_line(health) == "16 GB tier: 4-bit transformer (nf4); 15.1 GiB free (auto: 15.1 GiB free VRAM)"
+    assert tier_line({"backend": "qwen", "backend_error": "this GPU has 5.8 GiB free; the smallest tier (8 GB) "
+                                                          "needs 6.5 GiB free VRAM"}).startswith(
+        "Qwen not loaded: this GPU has 5.8 GiB free")
+    assert tier_line({"backend": "cpu"}) == "CPU backend (no GPU tier)"
+    assert tier_line({"backend": "qwen"}) == ""
 
 
 def test_gpu_count_probe_reads_the_server_pythons_torch(tmp_path):

@@ -227,6 +227,7 @@ def test_cancel_stops_the_job_and_builds_nothing(scene, local_server, tmp_path):
     if connection.server_state()["status"] != "running":  # start the server first: this test is about canceling
         connection.restart_server(connection.settings_from_preferences(local_server)).join(60)
     scene.strata.image_path = str(big)
+    scene.strata.layers_auto = False
     scene.strata.layers = 6
     before = _scene_state()
     assert bpy.ops.strata.decompose() == {'FINISHED'}

@@ -55,12 +55,13 @@ class Settings:
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     allow_remote: bool = False
     cancel_grace_s: float = 30.0
+    ray: Any = None  # ray_runner.RaySettings for strata serve --ray
 
     def manager_settings(self) -> ManagerSettings:
         return ManagerSettings(
             data_dir=Path(self.data_dir), backend=self.backend, backend_options=dict(self.backend_options),
             preset=self.preset, max_queue=self.max_queue, max_pixels=self.max_pixels,
-            cancel_grace_s=self.cancel_grace_s,
+            cancel_grace_s=self.cancel_grace_s, ray=self.ray,
         )
 
 
@@ -112,6 +113,10 @@ class Health(BaseModel):
     running: Optional[str] = None
     worker_pid: Optional[int] = None
     worker_restarts: int = 0
+    runner: Literal["local", "ray"] = "local"
+    running_jobs: list[str] = []
+    # strata serve --ray: the replicas that have run jobs (name, pid, node_ip, job, jobs_done, peak_rss_mib)
+    replicas: Optional[list[dict[str, Any]]] = None
 
 
 def _errors(*codes: int) -> dict[int, dict[str, Any]]:

@@ -163,6 +163,24 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default 30 s)")
     serve.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"),
                        help="server log verbosity on stderr (default warning; info adds one line per request)")
+    cluster = serve.add_argument_group(
+        "many GPUs and machines (Ray Serve; pip install 'strata[ray]')",
+        "Jobs run on a Ray Serve deployment of model replicas (one GPU each for qwen, one CPU each for cpu); the "
+        "HTTP API, its token and the job folders stay on this machine.")
+    cluster.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                         help="run jobs on Ray Serve: without ADDRESS on a private local Ray instance; with ADDRESS "
+                              "('auto', or HEAD:6379 of a cluster this machine is a node of) on that cluster")
+    cluster.add_argument("--min-replicas", type=int, help="replicas kept running (default 1; 0 frees the GPUs when "
+                                                          "idle, the next job waits for a model load)")
+    cluster.add_argument("--max-replicas", type=int, help="replicas started when jobs queue up (default: "
+                                                          "--min-replicas, or 1)")
+    cluster.add_argument("--gpus-per-replica", type=float,
+                         help="GPUs each qwen replica reserves (default 1; 2 for a CFG-parallel backend; 0 runs it on "
+                              "a CPU, for tiny test models)")
+    cluster.add_argument("--ray-app", metavar="NAME",
+                         help="send jobs to the Serve application NAME that a Serve config deployed (KubeRay "
+                              "RayService, `serve deploy`; import_path inference_server.ray_replica:build_app) "
+                              "instead of deploying one; --max-replicas then says how many jobs it is sent at once")
     serve.set_defaults(func=run_serve)
 
     if importlib.util.find_spec("inference_server.exports.cli") is not None:
@@ -400,6 +418,9 @@ def run_serve(args: argparse.Namespace) -> int:
         return _fail("serve", f"port must be 0..65535, got {args.port}")
     if args.max_queue < 1:
         return _fail("serve", f"--max-queue must be at least 1, got {args.max_queue}")
+    ray_settings, problem = _ray_settings(args)
+    if problem:
+        return _fail("serve", problem)
     try:  # here, not in the app's startup, so a bad folder is one line of error instead of a traceback
         (args.data_dir / "jobs").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -416,7 +437,7 @@ def run_serve(args: argparse.Namespace) -> int:
         data_dir=args.data_dir, token=token, backend=args.backend, backend_options=backend_options,
         preset=args.preset, max_queue=args.max_queue, max_pixels=args.max_pixels,
         max_upload_bytes=int(args.max_upload_mib * 2**20), allow_remote=args.allow_remote,
-        cancel_grace_s=args.cancel_grace_s,
+        cancel_grace_s=args.cancel_grace_s, ray=ray_settings,
     )
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -437,11 +458,52 @@ def run_serve(args: argparse.Namespace) -> int:
             if not self.should_exit:
                 print(json.dumps({"event": "listening", "url": url, "pid": os.getpid()}), flush=True)
 
+    if ray_settings is not None:
+        from .ray_runner import connect
+
+        try:
+            connect(ray_settings)
+        except Exception as exc:  # an unreachable address, a version mismatch with the cluster
+            sock.close()
+            return _fail("serve", f"cannot start or join Ray at {args.ray}: {type(exc).__name__}: {exc}")
     app = create_app(settings)
+    # loop and http pinned: ray[serve] brings uvloop and httptools, which uvicorn would otherwise pick up and so
+    # change how the server parses requests depending on which extras happen to be installed.
     config = uvicorn.Config(app, log_level=args.log_level, access_log=args.log_level in ("info", "debug"),
-                            timeout_graceful_shutdown=5)
+                            timeout_graceful_shutdown=5, loop="asyncio", http="h11")
     AnnouncingServer(config).run(sockets=[sock])
     return 0
+
+
+def _ray_settings(args: argparse.Namespace):
+    """``(RaySettings | None, problem | None)`` from the --ray options."""
+    ray_only = {"--min-replicas": args.min_replicas, "--max-replicas": args.max_replicas,
+                "--gpus-per-replica": args.gpus_per_replica, "--ray-app": args.ray_app}
+    if args.ray is None:
+        given = [name for name, value in ray_only.items() if value is not None]
+        return None, (f"{', '.join(given)} only apply with --ray" if given else None)
+    from .ray_runner import APP_NAME, RaySettings, ray_missing_message
+
+    address = None if args.ray == "local" else args.ray
+    missing = ray_missing_message(address)
+    if missing:
+        return None, missing
+    if args.ray_app is not None:
+        if args.ray == "local":
+            return None, "--ray-app needs the ADDRESS of the cluster the application runs on (e.g. --ray auto)"
+        if args.min_replicas is not None or args.gpus_per_replica is not None:
+            return None, ("--min-replicas and --gpus-per-replica come from the Serve config of the application "
+                          f"{args.ray_app!r}, not from strata serve")
+    min_replicas = 1 if args.min_replicas is None else args.min_replicas
+    max_replicas = args.max_replicas if args.max_replicas is not None else max(min_replicas, 1)
+    if min_replicas < 0 or max_replicas < 1 or min_replicas > max_replicas:
+        return None, (f"need 0 <= --min-replicas <= --max-replicas and --max-replicas >= 1, got {min_replicas} and "
+                      f"{max_replicas}")
+    gpus = 1.0 if args.gpus_per_replica is None else args.gpus_per_replica
+    if gpus < 0:
+        return None, f"--gpus-per-replica must be 0 or more, got {gpus}"
+    return RaySettings(address=address, min_replicas=min_replicas, max_replicas=max_replicas, gpus_per_replica=gpus,
+                       app_name=args.ray_app or APP_NAME, attach=args.ray_app is not None), None
 
 
 # ------------------------------------------------------------------ entry point

@@ -1,12 +1,16 @@
-"""Jobs: a bounded queue in front of one worker process, job records on disk, cancellation, crash recovery.
+"""Jobs: a bounded queue in front of a job runner, job records on disk, cancellation, crash recovery.
 
 Statuses follow cog: ``queued → running → succeeded | failed | canceled``. Each job has a folder
 ``DATA_DIR/jobs/<id>/`` holding ``input.png`` (the validated upload), ``job.json`` (this record, rewritten atomically
-on every status change) and, once it succeeded, the LayerStack files written by the worker.
+on every status change) and, once it succeeded, the LayerStack files.
 
-One dispatcher thread owns the worker process and its pipe: it hands out queued jobs, applies progress messages,
-notices a dead worker (a crash or ``kill -9``), fails the job it was running with the exit code and starts a new one.
-Request handlers only touch the records under ``self._lock``.
+The JobManager owns the records and the queue; a runner runs the jobs and reports back through the manager's
+``job_*`` / ``runner_*`` methods (see ``JobRunner``). Two runners exist:
+  * ``LocalWorkerRunner`` (here): one dispatcher thread owns one worker process and its pipe: it hands out queued
+    jobs, applies progress messages, notices a dead worker (a crash or ``kill -9``), fails the job it was running with
+    the exit code and starts a new one;
+  * ``ray_runner.RayRunner`` (``strata serve --ray``): jobs run on a Ray Serve deployment of model replicas.
+Request handlers only touch the records under ``self._lock``; runners take the same lock.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
@@ -53,6 +57,8 @@ class ManagerSettings:
     # model load) gets its worker killed and restarted.
     cancel_grace_s: float = 30.0
     ready_timeout_s: float = 120.0
+    # Set by ``strata serve --ray``: jobs run on Ray Serve replicas (ray_runner.RaySettings) instead of a local worker.
+    ray: Any = None
 
 
 def check_job_id(job_id: str) -> str:
@@ -62,74 +68,51 @@ def check_job_id(job_id: str) -> str:
     return job_id
 
 
-class _Worker:
-    """One worker process, its pipe and its cancel flag."""
+class JobRunner(Protocol):
+    """What runs the jobs. It pulls work with ``manager.next_job()`` and reports with ``manager.job_started /
+    job_progress / job_finished / job_lost`` and ``manager.runner_ready / runner_unavailable``."""
 
-    def __init__(self, settings: ManagerSettings) -> None:
-        context = multiprocessing.get_context("spawn")
-        self.conn, child_conn = context.Pipe(duplex=True)
-        self.cancel_event = context.Event()
-        self.process = context.Process(
-            target=worker_main,
-            args=(child_conn, self.cancel_event, settings.backend, settings.backend_options),
-            name="strata-worker",
-            daemon=True,
-        )
-        self.process.start()
-        child_conn.close()
-        self.ready = False
-        self.describe: dict[str, Any] = {}
-        self.job_id: str | None = None
-        self.cancel_requested_at: float | None = None
+    def start(self, manager: "JobManager") -> None:
+        """Begin running jobs (returns at once; the runner reports ready through the manager)."""
 
-    def stop(self, timeout_s: float = 5.0) -> None:
-        try:
-            self.conn.send({"type": "stop"})
-        except (OSError, ValueError):
-            pass
-        self.process.join(timeout_s)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join(timeout_s)
-        self.conn.close()
+    def cancel(self, job_id: str) -> None:
+        """The job left the manager's queue and is running or about to: stop it (it ends ``canceled``)."""
+
+    def health(self) -> dict[str, Any]:
+        """``running``, ``worker_pid``, ``worker_restarts`` and anything else /v1/health shows about the runner."""
+
+    def close(self) -> None:
+        """Stop the running jobs' processes; the manager fails what did not finish."""
 
 
 class JobManager:
-    def __init__(self, settings: ManagerSettings) -> None:
+    def __init__(self, settings: ManagerSettings, runner: JobRunner | None = None) -> None:
         self.settings = settings
         self.jobs_dir = Path(settings.data_dir) / "jobs"
         self._lock = threading.RLock()
         self._records: dict[str, dict[str, Any]] = {}
         self._queue: deque[str] = deque()
-        self._worker: _Worker | None = None
-        self._worker_ready = threading.Event()
+        self._ready = threading.Event()
         self._describe: dict[str, Any] = {"backend": settings.backend, "device": "unknown", "model_loaded": False}
-        self._stopping = False
-        self._thread: threading.Thread | None = None
-        self.worker_restarts = 0
-        self._failed_starts = 0
+        self._unavailable: str | None = None  # why new jobs get 503 (the runner cannot run any)
+        if runner is None and settings.ray is not None:
+            from .ray_runner import RayRunner
+
+            runner = RayRunner(settings)
+        self.runner: JobRunner = runner or LocalWorkerRunner(settings)
 
     # ----------------------------------------------------------------- lifecycle
 
     def start(self, wait_ready: bool = True) -> None:
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         self._load_existing()
-        # The dispatcher thread spawns the worker (and every replacement), not this caller: Linux sends the worker
-        # its parent-death signal (worker._die_with_parent) when the *thread* that spawned it ends, and start() runs
-        # on a server thread-pool thread that may be retired while the server lives on.
-        self._thread = threading.Thread(target=self._run, name="strata-dispatcher", daemon=True)
-        self._thread.start()
+        self.runner.start(self)
         if wait_ready:
-            self._worker_ready.wait(self.settings.ready_timeout_s)
+            self._ready.wait(self.settings.ready_timeout_s)
 
     def close(self) -> None:
-        self._stopping = True
-        if self._thread is not None:
-            self._thread.join(10)
+        self.runner.close()
         with self._lock:
-            if self._worker is not None:
-                self._worker.stop()
-                self._worker = None
             for record in self._records.values():
                 if record["status"] not in TERMINAL:
                     self._finish(record, "failed", "the server shut down before the job finished; submit it again")
@@ -156,7 +139,7 @@ class JobManager:
     def backend_name(self) -> str | None:
         """The backend the worker actually runs ("auto" resolved), once the worker has reported ready."""
         name = self._describe.get("backend")
-        return name if self._worker_ready.is_set() else None
+        return name if self._ready.is_set() else None
 
     def submit(self, params_dict: dict[str, Any], image_loader: Callable[[], tuple[Any, list[str]]] | None = None
                ) -> dict[str, Any]:
@@ -233,8 +216,8 @@ class JobManager:
 
     def _check_room(self) -> None:
         with self._lock:
-            if self._failed_starts >= WORKER_START_TRIES:
-                raise ModelUnavailable(self._describe.get("error") or "the worker process cannot start")
+            if self._unavailable is not None:
+                raise ModelUnavailable(self._unavailable)
             if len(self._queue) >= self.settings.max_queue:
                 raise QueueFull(
                     f"the queue is full ({len(self._queue)} jobs waiting, limit {self.settings.max_queue}); wait for "
@@ -256,15 +239,12 @@ class JobManager:
             status = record["status"]
             if status in TERMINAL:
                 raise Busy(f"job {job_id} already {status}; only queued or running jobs can be canceled")
-            if status == "queued":
+            if job_id in self._queue:
                 self._queue.remove(job_id)
                 self._finish(record, "canceled", None)
-            else:
+            else:  # handed to the runner (a Ray job waiting for a replica is still "queued")
                 record["cancel_requested"] = True
-                worker = self._worker
-                if worker is not None and worker.job_id == job_id:
-                    worker.cancel_event.set()
-                    worker.cancel_requested_at = time.monotonic()
+                self.runner.cancel(job_id)
             return self.public(record)
 
     def job_folder(self, job_id: str, require_succeeded: bool = True) -> Path:
@@ -279,7 +259,6 @@ class JobManager:
 
     def health(self) -> dict[str, Any]:
         with self._lock:
-            worker = self._worker
             return {
                 "backend": self._describe.get("backend", self.settings.backend),
                 "device": self._describe.get("device", "unknown"),
@@ -288,12 +267,102 @@ class JobManager:
                 "tier": self._describe.get("tier"),
                 "transformer": self._describe.get("transformer"),
                 "queue_length": len(self._queue),
-                "running": worker.job_id if worker is not None else None,
-                "worker_pid": worker.process.pid if worker is not None and worker.ready else None,
-                "worker_restarts": self.worker_restarts,
+                **self.runner.health(),
                 # Several GPUs (qwen_parallel): the layout and each rank's device and process.
                 **{key: self._describe[key] for key in ("parallel", "ranks") if key in self._describe},
             }
+
+    # ----------------------------------------------------------------- API used by the runners
+
+    def next_job(self, mark_running: bool = True) -> dict[str, Any] | None:
+        """Take the oldest queued job: the message a runner needs to run it, or None when the queue is empty.
+        ``mark_running=False`` leaves it "queued" until the runner calls ``job_started`` (a Ray job waits for a
+        replica)."""
+        with self._lock:
+            if not self._queue:
+                return None
+            job_id = self._queue.popleft()
+            record = self._records[job_id]
+            if mark_running:
+                record.update(status="running", started_at=time.time(),
+                              params=params_that_ran(record["params"], self.backend_name))
+                self._write_record(record)
+            return {
+                "type": "run",
+                "job": job_id,
+                "params": record["params"],
+                "input": record["input"],
+                "folder": str(self.jobs_dir / job_id),
+                "notes": record.get("notes", []),
+                "parent": record.get("parent"),
+                "max_pixels": max(self.settings.max_pixels, 10**8),
+            }
+
+    def job_started(self, job_id: str) -> None:
+        with self._lock:
+            record = self._records.get(job_id)
+            if record is not None and record["status"] == "queued":
+                record.update(status="running", started_at=time.time(),
+                              params=params_that_ran(record["params"], self.backend_name))
+                self._write_record(record)
+
+    def job_progress(self, job_id: str, stage: str, step: int, total: int) -> None:
+        with self._lock:
+            record = self._records.get(job_id)
+            if record is not None and record["status"] == "running":
+                record.update(stage=stage, step=step, total=total)
+
+    def job_finished(self, job_id: str, status: str, error: str | None, layers: int | None = None,
+                     notes: list[str] | None = None) -> None:
+        with self._lock:
+            record = self._records.get(job_id)
+            if record is not None and record["status"] not in TERMINAL:
+                record["params"] = params_that_ran(record["params"], self._describe.get("backend"))
+                if notes is not None:
+                    record["notes"] = list(notes)
+                self._finish(record, status, error, layers)
+
+    def job_lost(self, job_id: str, reason: str) -> None:
+        """The process running the job died: it ends "canceled" if a cancel was asked for, else "failed"."""
+        with self._lock:
+            record = self._records.get(job_id)
+            if record is not None and record["status"] not in TERMINAL:
+                if record.get("cancel_requested"):
+                    self._finish(record, "canceled", None)
+                else:
+                    self._finish(record, "failed", reason)
+
+    def job_note(self, job_id: str, note: str) -> None:
+        with self._lock:
+            record = self._records.get(job_id)
+            if record is not None:
+                record.setdefault("notes", []).append(note)
+                self._write_record(record)
+
+    def cancel_requested(self, job_id: str) -> bool:
+        with self._lock:
+            return bool(self._records.get(job_id, {}).get("cancel_requested"))
+
+    def runner_ready(self, describe: dict[str, Any]) -> None:
+        """The runner can run jobs; ``describe`` is the backend's /v1/health description."""
+        with self._lock:
+            self._describe = dict(describe)
+            self._unavailable = None
+            self._ready.set()
+
+    def runner_describe(self, describe: dict[str, Any]) -> None:
+        with self._lock:
+            self._describe = dict(describe)
+
+    def runner_unavailable(self, message: str) -> None:
+        """The runner cannot run jobs (a worker that cannot start, a Ray cluster out of reach): new jobs get 503
+        with ``message``, queued ones fail with it, and server start-up stops waiting; /v1/health shows it."""
+        with self._lock:
+            self._unavailable = message
+            self._describe = dict(self._describe, error=message, model_loaded=False)
+            self._ready.set()
+            while self._queue:
+                self._finish(self._records[self._queue.popleft()], "failed", message)
 
     @staticmethod
     def public(record: dict[str, Any]) -> dict[str, Any]:
@@ -367,6 +436,91 @@ class JobManager:
         except (OSError, ValueError) as exc:  # as in _write_record: the job record still lists the child
             logger.error("could not list job %s in %s: %s", child["id"], self.jobs_dir / parent_id / MANIFEST_NAME, exc)
 
+
+# ===================================================================== the local runner: one worker process
+
+
+class _Worker:
+    """One worker process, its pipe and its cancel flag."""
+
+    def __init__(self, settings: ManagerSettings) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.conn, child_conn = context.Pipe(duplex=True)
+        self.cancel_event = context.Event()
+        self.process = context.Process(
+            target=worker_main,
+            args=(child_conn, self.cancel_event, settings.backend, settings.backend_options),
+            name="strata-worker",
+            daemon=True,
+        )
+        self.process.start()
+        child_conn.close()
+        self.ready = False
+        self.job_id: str | None = None
+        self.cancel_requested_at: float | None = None
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        try:
+            self.conn.send({"type": "stop"})
+        except (OSError, ValueError):
+            pass
+        self.process.join(timeout_s)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout_s)
+        self.conn.close()
+
+
+class LocalWorkerRunner:
+    """Runs one job at a time in a worker process on this machine (``strata serve`` without ``--ray``)."""
+
+    def __init__(self, settings: ManagerSettings) -> None:
+        self.settings = settings
+        self._manager: JobManager | None = None
+        self._lock = threading.RLock()
+        self._worker: _Worker | None = None
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self.worker_restarts = 0
+        self._failed_starts = 0
+
+    def start(self, manager: JobManager) -> None:
+        self._manager = manager
+        self._lock = manager._lock  # one lock for records and the worker: no ordering to get wrong
+        # The dispatcher thread spawns the worker (and every replacement), not this caller: Linux sends the worker
+        # its parent-death signal (worker._die_with_parent) when the *thread* that spawned it ends, and start() runs
+        # on a server thread-pool thread that may be retired while the server lives on.
+        self._thread = threading.Thread(target=self._run, name="strata-dispatcher", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stopping = True
+        if self._thread is not None:
+            self._thread.join(10)
+        with self._lock:
+            if self._worker is not None:
+                self._worker.stop()
+                self._worker = None
+
+    def cancel(self, job_id: str) -> None:
+        with self._lock:
+            worker = self._worker
+            if worker is not None and worker.job_id == job_id:
+                worker.cancel_event.set()
+                worker.cancel_requested_at = time.monotonic()
+
+    def health(self) -> dict[str, Any]:
+        with self._lock:
+            worker = self._worker
+            running = worker.job_id if worker is not None else None
+            return {
+                "runner": "local",
+                "running": running,
+                "running_jobs": [running] if running else [],
+                "worker_pid": worker.process.pid if worker is not None and worker.ready else None,
+                "worker_restarts": self.worker_restarts,
+            }
+
     def _run(self) -> None:
         with self._lock:
             if self._stopping:
@@ -394,26 +548,14 @@ class JobManager:
 
     def _dispatch(self, worker: _Worker) -> None:
         with self._lock:
-            if not worker.ready or worker.job_id is not None or not self._queue:
+            if not worker.ready or worker.job_id is not None:
                 return
-            job_id = self._queue.popleft()
-            record = self._records[job_id]
-            record.update(status="running", started_at=time.time(),
-                          params=params_that_ran(record["params"], self.backend_name))
-            self._write_record(record)
+            message = self._manager.next_job()
+            if message is None:
+                return
             worker.cancel_event.clear()
             worker.cancel_requested_at = None
-            worker.job_id = job_id
-            message = {
-                "type": "run",
-                "job": job_id,
-                "params": record["params"],
-                "input": record["input"],
-                "folder": str(self.jobs_dir / job_id),
-                "notes": record.get("notes", []),
-                "parent": record.get("parent"),
-                "max_pixels": max(self.settings.max_pixels, 10**8),
-            }
+            worker.job_id = message["job"]
         try:
             worker.conn.send(message)
         except (OSError, ValueError):
@@ -421,39 +563,28 @@ class JobManager:
 
     def _handle(self, worker: _Worker, message: dict[str, Any]) -> None:
         kind = message.get("type")
+        manager = self._manager
         with self._lock:
             if kind == "ready":
                 worker.ready = True
                 self._failed_starts = 0
-                self._describe = dict(message.get("describe") or {})
-                self._worker_ready.set()
+                manager.runner_ready(message.get("describe") or {})
             elif kind == "progress":
-                record = self._records.get(message.get("job"))
-                if record is not None and record["status"] == "running":
-                    record.update(stage=message["stage"], step=message["step"], total=message["total"])
+                manager.job_progress(message.get("job"), message["stage"], message["step"], message["total"])
             elif kind == "done":
                 if message.get("describe"):
-                    self._describe = dict(message["describe"])
-                record = self._records.get(message.get("job"))
+                    manager.runner_describe(message["describe"])
                 worker.job_id = None
-                if record is not None and record["status"] == "running":
-                    record["params"] = params_that_ran(record["params"], self._describe.get("backend"))
-                    if message.get("notes") is not None:
-                        record["notes"] = list(message["notes"])
-                    self._finish(record, message["status"], message.get("error"), message.get("layers"))
+                manager.job_finished(message.get("job"), message["status"], message.get("error"),
+                                     message.get("layers"), message.get("notes"))
 
     def _worker_died(self, worker: _Worker) -> None:
         worker.process.join(5)
         code = worker.process.exitcode
         with self._lock:
-            job_id = worker.job_id
-            if job_id is not None:
-                record = self._records[job_id]
-                if record.get("cancel_requested"):
-                    self._finish(record, "canceled", None)
-                else:
-                    self._finish(record, "failed", f"worker process exited with code {code} while running this job "
-                                                   f"(crash or killed); the next job starts a fresh worker")
+            if worker.job_id is not None:
+                self._manager.job_lost(worker.job_id, f"worker process exited with code {code} while running this "
+                                                      f"job (crash or killed); the next job starts a fresh worker")
             try:
                 worker.conn.close()
             except OSError:
@@ -467,12 +598,9 @@ class JobManager:
                 self._failed_starts += 1
                 delay_s = min(0.5 * 2.0 ** self._failed_starts, 30.0)
                 if self._failed_starts >= WORKER_START_TRIES:
-                    message = (f"the worker process cannot start (exit code {code}, {self._failed_starts} tries); "
-                               f"see the server's error output")
-                    self._describe = dict(self._describe, error=message, model_loaded=False)
-                    self._worker_ready.set()  # stop holding up server startup; /v1/health shows the error
-                    while self._queue:
-                        self._finish(self._records[self._queue.popleft()], "failed", message)
+                    self._manager.runner_unavailable(
+                        f"the worker process cannot start (exit code {code}, {self._failed_starts} tries); see the "
+                        f"server's error output")
             self.worker_restarts += 1
         deadline = time.monotonic() + delay_s
         while time.monotonic() < deadline and not self._stopping:

@@ -157,10 +157,6 @@ def worker_main(conn, cancel_event, backend_name: str, backend_options: dict[str
 
 
 def _run_job(backend, message: dict, conn, cancel, faults: _Faults, parent_pid: int) -> dict:
-    from .images import load_image
-    from .layers import LayerStack
-    from .refine import decompose_refined
-
     job_id = message["job"]
     last_sent = {"stage": None, "at": 0.0}
 
@@ -174,59 +170,81 @@ def _run_job(backend, message: dict, conn, cancel, faults: _Faults, parent_pid: 
         faults.on_progress()
 
     try:
-        # 1. Check inputs: params are validated again here; the image was validated on upload.
-        params = DecomposeParams.from_dict(message["params"])
-        mismatch = backend_mismatch(params.backend, backend.name)
-        if mismatch:
-            return {"type": "done", "job": job_id, "status": "failed", "error": mismatch}
-        image, notes = load_image(message["input"], max_pixels=message.get("max_pixels", 10**9))
-        if params.depth:  # a missing depth model fails the job now, not after the decomposition's work
-            from .depth import get_estimator
-
-            get_estimator()
-        cancel.raise_if_canceled()
-        # 2. Decompose, then refine: layers at the input's size with an exact composite (every backend).
-        stack: LayerStack = decompose_refined(backend, image, params, progress, cancel)
-        cancel.raise_if_canceled()
-        # 2b. Depth per layer, when asked (the depth model stays loaded in this process between jobs).
-        depth_maps, extra_manifest = None, {"job": job_id}
-        if params.depth:
-            from .depth import estimate_layer_depths
-
-            depth_maps, extra_manifest["depth"] = estimate_layer_depths(
-                stack.composite(), [layer.rgba for layer in stack.layers], progress)
-            cancel.raise_if_canceled()
+        stack, depth_maps, extra_manifest = decompose_job(backend, message, message["input"], progress, cancel)
         if os.getppid() != parent_pid:
             os._exit(3)
-        # 3. Save: layers, preview, then the manifest last.
-        stack.parent = message.get("parent")
-        stack.notes = list(message.get("notes", [])) + notes + list(stack.notes)
         try:
-            if depth_maps is not None:
-                from .depth import write_depth_maps
-
-                write_depth_maps(message["folder"], depth_maps)
-            stack.save(message["folder"], extra_manifest=extra_manifest)
+            save_job(message["folder"], stack, depth_maps, extra_manifest)
         except OSError as exc:  # disk full, folder removed or read-only: not the backend's fault
             return {"type": "done", "job": job_id, "status": "failed",
-                    "error": f"could not write the job's files to {message['folder']} ({exc.strerror or exc}); free "
-                             f"disk space or check the data folder, then submit the job again"}
+                    "error": storage_failed_message(message["folder"], exc)}
         return {"type": "done", "job": job_id, "status": "succeeded", "layers": len(stack.layers), "notes": stack.notes}
-    except JobCanceled:
-        return {"type": "done", "job": job_id, "status": "canceled", "error": None}
-    except OutOfMemory as exc:
-        _free_accelerator_memory()
-        return {"type": "done", "job": job_id, "status": "failed", "error": str(exc)}
-    except StrataError as exc:
-        return {"type": "done", "job": job_id, "status": "failed", "error": str(exc)}
     except Exception as exc:
-        if _is_torch_oom(exc):
-            _free_accelerator_memory()
-            return {"type": "done", "job": job_id, "status": "failed", "error": out_of_memory_message(str(exc))}
-        traceback.print_exc()
-        return {
-            "type": "done",
-            "job": job_id,
-            "status": "failed",
-            "error": f"internal error in the {backend.name} backend: {type(exc).__name__}: {exc}",
-        }
+        status, error = job_outcome(exc, backend.name)
+        return {"type": "done", "job": job_id, "status": status, "error": error}
+
+
+def decompose_job(backend, message: dict, image_source, progress, cancel):
+    """Steps 1–2 of a job, shared by the local worker process and Ray Serve replicas: check the parameters, load the
+    image (a path, or the bytes a replica received), decompose, estimate depth when asked. Returns ``(LayerStack with
+    the job's notes and parent set, depth maps or None, extra manifest entries)`` for ``save_job``; raises what the
+    backend raises (map it with ``job_outcome``)."""
+    from .errors import InvalidInput
+    from .images import load_image
+    from .refine import decompose_refined
+
+    # 1. Check inputs: params are validated again here; the image was validated on upload.
+    params = DecomposeParams.from_dict(message["params"])
+    mismatch = backend_mismatch(params.backend, backend.name)
+    if mismatch:
+        raise InvalidInput(mismatch)
+    image, notes = load_image(image_source, max_pixels=message.get("max_pixels", 10**9))
+    if params.depth:  # a missing depth model fails the job now, not after the decomposition's work
+        from .depth import get_estimator
+
+        get_estimator()
+    cancel.raise_if_canceled()
+    # 2. Decompose, then refine: layers at the input's size with an exact composite (every backend).
+    stack = decompose_refined(backend, image, params, progress, cancel)
+    cancel.raise_if_canceled()
+    # 2b. Depth per layer, when asked (the depth model stays loaded in this process between jobs).
+    depth_maps, extra_manifest = None, {"job": message["job"]}
+    if params.depth:
+        from .depth import estimate_layer_depths
+
+        depth_maps, extra_manifest["depth"] = estimate_layer_depths(
+            stack.composite(), [layer.rgba for layer in stack.layers], progress)
+        cancel.raise_if_canceled()
+    stack.parent = message.get("parent")
+    stack.notes = list(message.get("notes", [])) + notes + list(stack.notes)
+    return stack, depth_maps, extra_manifest
+
+
+def save_job(folder, stack, depth_maps, extra_manifest: dict) -> None:
+    """3. Save: depth maps, layers, preview, then the manifest last (its presence means a complete job)."""
+    if depth_maps is not None:
+        from .depth import write_depth_maps
+
+        write_depth_maps(folder, depth_maps)
+    stack.save(folder, extra_manifest=extra_manifest)
+
+
+def job_outcome(exc: Exception, backend_name: str) -> tuple[str, str | None]:
+    """``(status, error)`` of a job whose steps raised ``exc``: canceled, or failed with a sentence that teaches."""
+    if isinstance(exc, JobCanceled):
+        return "canceled", None
+    if isinstance(exc, OutOfMemory):
+        _free_accelerator_memory()
+        return "failed", str(exc)
+    if isinstance(exc, StrataError):
+        return "failed", str(exc)
+    if _is_torch_oom(exc):
+        _free_accelerator_memory()
+        return "failed", out_of_memory_message(str(exc))
+    traceback.print_exception(exc)
+    return "failed", f"internal error in the {backend_name} backend: {type(exc).__name__}: {exc}"
+
+
+def storage_failed_message(folder, exc: OSError) -> str:
+    return (f"could not write the job's files to {folder} ({exc.strerror or exc}); free disk space or check the data "
+            f"folder, then submit the job again")

@@ -4,8 +4,14 @@ Each client submits its share of the jobs without waiting for them (so the bound
 and retry), then polls its jobs to the end. Every job must reach a terminal status; the server's and the worker's
 resident memory are sampled as jobs complete (a leak shows as growth that does not level off). Prints a table.
 
+With ``--ray`` the same load runs on the local worker (the baseline, no Ray), then on ``strata serve --ray`` with 1
+and 2 replicas (``--replicas``), and the table puts them side by side: jobs/s and its ratio to 1 replica, latency,
+and memory per replica.
+
     .venv/bin/python scripts/load_test.py                 # 200 jobs, 4 threads, cpu backend
     .venv/bin/python scripts/load_test.py --jobs 1000 --threads 8 --size 128
+    .venv/bin/python scripts/load_test.py --ray --jobs 80 # local worker vs 1 vs 2 Ray Serve replicas (cpu)
+    .venv/bin/python scripts/load_test.py --ray --backend qwen --replicas 1,2 ...   # GPU box, see the README
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import os
 import shutil
 import statistics
@@ -64,134 +71,269 @@ def _quartiles(samples: list[tuple[int, float, float]], column: int, jobs: int, 
     return " / ".join(values + [f"{final_mib:.1f} MiB"])
 
 
+def save_random_model(kind: str, folder: str) -> None:
+    """Qwen-Image-Layered's architecture with random weights, saved so that ``--model FOLDER`` loads it."""
+    import importlib.util
+
+    def script(name: str):
+        spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    pipe = script("bench_gpu").build_random_pipeline("cuda" if kind == "real" else "cpu", tiny=kind == "tiny")
+    script("make_tiny_qwen_layered").save_pipeline(pipe, folder, {"purpose": "load test", "size": kind},
+                                                   marker_name="RANDOM_WEIGHTS.json")
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["--save-random-model"]:
+        save_random_model(sys.argv[2], sys.argv[3])
+        return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--size", type=int, default=64, help="image side in px")
     parser.add_argument("--layers", type=int, default=3)
     parser.add_argument("--max-queue", type=int, default=8)
+    parser.add_argument("--backend", default="cpu", choices=("cpu", "qwen", "auto"))
+    parser.add_argument("--params", default="{}", help="extra job parameters as JSON, e.g. '{\"resolution\": 640}'")
+    parser.add_argument("--server-arg", action="append", default=[], metavar="ARG",
+                        help="extra argument for strata serve (repeat), e.g. --server-arg=--model=/weights")
+    parser.add_argument("--ray", action="store_true", help="compare Ray Serve replica counts side by side")
+    parser.add_argument("--replicas", default="0,1,2",
+                        help="with --ray: replica counts to compare; 0 is the local worker without Ray, the baseline "
+                             "(default 0,1,2)")
+    parser.add_argument("--random-model", choices=("real", "tiny"),
+                        help="serve Qwen-Image-Layered's architecture with random weights (real size built on the "
+                             "GPU, or tiny on the CPU; scripts/bench_gpu.py's builder), saved as a model folder and "
+                             "loaded by each replica like real weights: implies --backend qwen --model FOLDER")
+    parser.add_argument("--poll-s", type=float,
+                        help="client's status poll interval, and half its wait after a 429 (default 0.02 s; 0.25 s "
+                             "with --ray, so that the clients leave the CPU to the replicas being measured)")
     parser.add_argument("--keep-data", action="store_true", help="keep the server's data folder (default: delete it)")
     args = parser.parse_args()
+    if args.poll_s is None:
+        args.poll_s = 0.25 if args.ray else 0.02
+    if args.random_model:
+        folder = Path(tempfile.mkdtemp(prefix="strata-random-qwen-"))
+        print(f"building the {args.random_model} random-weight model in {folder}...", file=sys.stderr, flush=True)
+        started = time.perf_counter()
+        # In a child process, so this process never holds GPU memory the replicas need.
+        subprocess.run([sys.executable, __file__, "--save-random-model", args.random_model, str(folder)], check=True)
+        print(f"built and saved in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+        args.backend = "qwen"
+        args.server_arg = [f"--model={folder}", *args.server_arg]
+    try:
+        if not args.ray:
+            return print_single(args, run_load(args, []))
+        columns = []
+        for count in (int(text) for text in args.replicas.split(",")):
+            print(f"running {args.jobs} jobs on {count or 'the local worker, no'} replica(s)...", file=sys.stderr,
+                  flush=True)
+            server_args = ["--ray", "--min-replicas", str(count), "--max-replicas", str(count)] if count else []
+            columns.append((count, run_load(args, server_args, warm_jobs=max(count, 1))))
+        return print_ray(args, columns)
+    finally:
+        if args.random_model:
+            shutil.rmtree(folder, ignore_errors=True)
 
+
+def run_load(args: argparse.Namespace, server_args: list[str], warm_jobs: int = 1) -> dict:
+    """Start a server, warm it up, run the load, stop it; the measurements."""
     token = "load-test-token-0123456789"
     data_dir = Path(tempfile.mkdtemp(prefix="strata-load-"))
     server = subprocess.Popen(
         [sys.executable, "-m", "inference_server", "serve", "--port", "0", "--data-dir", str(data_dir),
-         "--backend", "cpu", "--max-queue", str(args.max_queue)],
+         "--backend", args.backend, "--max-queue", str(args.max_queue), *server_args, *args.server_arg],
         cwd=REPO, env=dict(os.environ, STRATA_TOKEN=token), stdout=subprocess.PIPE, text=True)
-    url = json.loads(server.stdout.readline())["url"]
-    session_headers = {"Authorization": f"Bearer {token}"}
+    try:
+        url = json.loads(server.stdout.readline())["url"]
+        session_headers = {"Authorization": f"Bearer {token}"}
+        job_params = {"layers": args.layers, **json.loads(args.params)}
 
-    def health() -> dict:
-        return requests.get(url + "/v1/health", headers=session_headers, timeout=30).json()
+        def health() -> dict:
+            return requests.get(url + "/v1/health", headers=session_headers, timeout=30).json()
 
-    # Warm up (first job imports the decomposer's modules in the worker), then take the "before" sample.
-    warm = requests.post(url + "/v1/jobs", headers=session_headers, timeout=30,
-                         files={"image": ("w.png", test_image(args.size, 0), "image/png")},
-                         data={"params": json.dumps({"layers": args.layers})}).json()["id"]
-    while requests.get(f"{url}/v1/jobs/{warm}", headers=session_headers, timeout=30).json()["status"] not in TERMINAL:
-        time.sleep(0.05)
-    worker_pid_before = health()["worker_pid"]
-    rss_before = (rss_mib(server.pid), rss_mib(worker_pid_before))
-
-    lock = threading.Lock()
-    statuses: dict[str, int] = {}
-    latencies_s: list[float] = []
-    retries_429 = [0]
-    errors: list[str] = []
-    shares = [list(range(1 + n, args.jobs + 1, args.threads)) for n in range(args.threads)]
-    rss_samples: list[tuple[int, float, float]] = []  # (jobs finished, server MiB, worker MiB)
-    done = threading.Event()
-
-    def client(indices: list[int]) -> None:
-        session = requests.Session()
-        session.headers.update(session_headers)
-        submitted: list[tuple[str, float]] = []
-        for index in indices:  # submit all, without waiting: the queue fills and answers 429
-            image = test_image(args.size, index)
-            started = time.perf_counter()
-            while True:
-                response = session.post(url + "/v1/jobs", timeout=30, files={"image": ("a.png", image, "image/png")},
-                                        data={"params": json.dumps({"layers": args.layers, "seed": index})})
-                if response.status_code != 429:
-                    break
-                with lock:
-                    retries_429[0] += 1
+        # Warm up (first job imports the decomposer's modules in the worker; one job per replica), then take the
+        # "before" sample.
+        warm = [requests.post(url + "/v1/jobs", headers=session_headers, timeout=30,
+                              files={"image": ("w.png", test_image(args.size, number), "image/png")},
+                              data={"params": json.dumps(job_params)}).json()["id"] for number in range(warm_jobs)]
+        for job_id in warm:
+            while requests.get(f"{url}/v1/jobs/{job_id}", headers=session_headers,
+                               timeout=30).json()["status"] not in TERMINAL:
                 time.sleep(0.05)
-            if response.status_code != 202:
+        worker_pid_before = health()["worker_pid"]
+        rss_before = (rss_mib(server.pid), rss_mib(worker_pid_before))
+        load_before = os.getloadavg()[0]
+
+        lock = threading.Lock()
+        statuses: dict[str, int] = {}
+        latencies_s: list[float] = []
+        retries_429 = [0]
+        errors: list[str] = []
+        shares = [list(range(1 + n, args.jobs + 1, args.threads)) for n in range(args.threads)]
+        rss_samples: list[tuple[int, float, float]] = []  # (jobs finished, server MiB, worker MiB)
+        done = threading.Event()
+
+        def client(indices: list[int]) -> None:
+            session = requests.Session()
+            session.headers.update(session_headers)
+            submitted: list[tuple[str, float]] = []
+            for index in indices:  # submit all, without waiting: the queue fills and answers 429
+                image = test_image(args.size, index)
+                started = time.perf_counter()
+                while True:
+                    response = session.post(url + "/v1/jobs", timeout=30,
+                                            files={"image": ("a.png", image, "image/png")},
+                                            data={"params": json.dumps({**job_params, "seed": index})})
+                    if response.status_code != 429:
+                        break
+                    with lock:
+                        retries_429[0] += 1
+                    time.sleep(2.5 * args.poll_s)
+                if response.status_code != 202:
+                    with lock:
+                        errors.append(f"submit {response.status_code}: {response.text[:200]}")
+                    continue
+                submitted.append((response.json()["id"], started))
+            for job_id, started in submitted:
+                deadline = time.monotonic() + 300
+                status = "timeout"
+                while time.monotonic() < deadline:
+                    record = session.get(f"{url}/v1/jobs/{job_id}", timeout=30).json()
+                    if record["status"] in TERMINAL:
+                        status = record["status"]
+                        if status == "failed":
+                            with lock:
+                                errors.append(f"job {job_id} failed: {record['error']}")
+                        if status == "succeeded":
+                            layer = session.get(f"{url}/v1/jobs/{job_id}/layers/0.png", timeout=30)
+                            if layer.status_code != 200:
+                                status = f"layer-fetch-{layer.status_code}"
+                        break
+                    time.sleep(args.poll_s)
                 with lock:
-                    errors.append(f"submit {response.status_code}: {response.text[:200]}")
-                continue
-            submitted.append((response.json()["id"], started))
-        for job_id, started in submitted:
-            deadline = time.monotonic() + 300
-            status = "timeout"
-            while time.monotonic() < deadline:
-                record = session.get(f"{url}/v1/jobs/{job_id}", timeout=30).json()
-                if record["status"] in TERMINAL:
-                    status = record["status"]
-                    if status == "failed":
-                        with lock:
-                            errors.append(f"job {job_id} failed: {record['error']}")
-                    if status == "succeeded":
-                        layer = session.get(f"{url}/v1/jobs/{job_id}/layers/0.png", timeout=30)
-                        if layer.status_code != 200:
-                            status = f"layer-fetch-{layer.status_code}"
-                    break
-                time.sleep(0.02)
-            with lock:
-                statuses[status] = statuses.get(status, 0) + 1
-                latencies_s.append(time.perf_counter() - started)
+                    statuses[status] = statuses.get(status, 0) + 1
+                    latencies_s.append(time.perf_counter() - started)
 
-    def sample_memory() -> None:
-        while not done.wait(1.0):
-            jobs = requests.get(url + "/v1/jobs", headers=session_headers, timeout=30).json()["jobs"]
-            finished = sum(job["status"] in TERMINAL for job in jobs) - 1  # not the warm-up job
-            rss_samples.append((finished, rss_mib(server.pid), rss_mib(health().get("worker_pid"))))
+        def sample_memory() -> None:
+            while not done.wait(1.0):
+                jobs = requests.get(url + "/v1/jobs", headers=session_headers, timeout=30).json()["jobs"]
+                finished = sum(job["status"] in TERMINAL for job in jobs) - len(warm)  # not the warm-up jobs
+                rss_samples.append((finished, rss_mib(server.pid), rss_mib(health().get("worker_pid"))))
 
-    started = time.perf_counter()
-    sampler = threading.Thread(target=sample_memory)
-    sampler.start()
-    threads = [threading.Thread(target=client, args=(share,)) for share in shares]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    done.set()
-    sampler.join()
-    wall_s = time.perf_counter() - started
-    final_health = health()
-    rss_after = (rss_mib(server.pid), rss_mib(final_health["worker_pid"]))
-    server.terminate()
-    server.wait(30)
-    if not args.keep_data:
-        shutil.rmtree(data_dir, ignore_errors=True)
+        started = time.perf_counter()
+        sampler = threading.Thread(target=sample_memory)
+        sampler.start()
+        threads = [threading.Thread(target=client, args=(share,)) for share in shares]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        done.set()
+        sampler.join()
+        wall_s = time.perf_counter() - started
+        final_health = health()
+        rss_after = (rss_mib(server.pid), rss_mib(final_health["worker_pid"]))
+        replicas = [dict(replica, rss_now_mib=rss_mib(replica["pid"]))
+                    for replica in final_health.get("replicas") or []]
+        load_after = os.getloadavg()[0]
+        latencies_s.sort()
+        return {"statuses": statuses, "errors": errors, "retries_429": retries_429[0], "wall_s": wall_s,
+                "latencies_s": latencies_s, "rss_before": rss_before, "rss_after": rss_after,
+                "rss_samples": rss_samples, "health": final_health, "replicas": replicas,
+                "load": (load_before, load_after)}
+    finally:
+        server.terminate()
+        server.wait(60)
+        if not args.keep_data:
+            shutil.rmtree(data_dir, ignore_errors=True)
 
-    latencies_s.sort()
+
+def _ok(args: argparse.Namespace, result: dict) -> bool:
+    statuses = result["statuses"]
+    all_terminal = sum(statuses.values()) == args.jobs and set(statuses) <= set(TERMINAL)
+    return all_terminal and not result["errors"] and statuses.get("succeeded", 0) == args.jobs
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of sorted ``values``."""
+    return values[max(0, math.ceil(fraction * len(values)) - 1)]
+
+
+def _print_rows(header: list[str], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(row[column]) for row in [tuple(header)] + rows) for column in range(len(header))]
+    print(" | ".join(cell.ljust(width) for cell, width in zip(header, widths)))
+    print("-+-".join("-" * width for width in widths))
+    for row in rows:
+        print(" | ".join(cell.ljust(width) for cell, width in zip(row, widths)))
+
+
+def print_single(args: argparse.Namespace, result: dict) -> int:
+    latencies_s, rss_before, rss_after = result["latencies_s"], result["rss_before"], result["rss_after"]
+    statuses, jobs, samples = result["statuses"], args.jobs, result["rss_samples"]
     rows = [
         ("jobs", f"{args.jobs} ({args.size}×{args.size} px, {args.layers} layers, {args.threads} client threads)"),
         ("terminal statuses", ", ".join(f"{name} {count}" for name, count in sorted(statuses.items()))),
-        ("errors (submit or job)", str(len(errors))),
-        ("429 retries", str(retries_429[0])),
-        ("wall time", f"{wall_s:.1f} s ({args.jobs / wall_s:.1f} jobs/s)"),
+        ("errors (submit or job)", str(len(result["errors"]))),
+        ("429 retries", str(result["retries_429"])),
+        ("wall time", f"{result['wall_s']:.1f} s ({args.jobs / result['wall_s']:.1f} jobs/s)"),
         ("submit → done p50 / p95 / max", f"{statistics.median(latencies_s):.3f} / "
-                                    f"{latencies_s[int(0.95 * (len(latencies_s) - 1))]:.3f} / {latencies_s[-1]:.3f} s"),
+                                          f"{_percentile(latencies_s, 0.95):.3f} / {latencies_s[-1]:.3f} s"),
         ("server RSS before → after", f"{rss_before[0]:.1f} → {rss_after[0]:.1f} MiB"),
         ("worker RSS before → after", f"{rss_before[1]:.1f} → {rss_after[1]:.1f} MiB"),
-        ("server RSS at 25/50/75/100 % done", _quartiles(rss_samples, 1, args.jobs, rss_after[0])),
-        ("worker RSS at 25/50/75/100 % done", _quartiles(rss_samples, 2, args.jobs, rss_after[1])),
-        ("worker restarts", str(final_health["worker_restarts"])),
+        ("server RSS at 25/50/75/100 % done", _quartiles(samples, 1, jobs, rss_after[0])),
+        ("worker RSS at 25/50/75/100 % done", _quartiles(samples, 2, jobs, rss_after[1])),
+        ("worker restarts", str(result["health"]["worker_restarts"])),
     ]
-    width = max(len(name) for name, _ in rows)
-    print(f"{'metric':<{width}} | value")
-    print(f"{'-' * width}-+-{'-' * 40}")
-    for name, value in rows:
-        print(f"{name:<{width}} | {value}")
-    for error in errors[:5]:
+    _print_rows(["metric", "value"], rows)
+    for error in result["errors"][:5]:
         print("error:", error)
-    all_terminal = sum(statuses.values()) == args.jobs and set(statuses) <= set(TERMINAL)
-    ok = all_terminal and not errors and statuses.get("succeeded", 0) == args.jobs
+    ok = _ok(args, result)
+    print("RESULT:", "ok" if ok else "FAILED")
+    return 0 if ok else 1
+
+
+def print_ray(args: argparse.Namespace, columns: list[tuple[int, dict]]) -> int:
+    base = next((result for count, result in columns if count == 1), columns[0][1])
+    base_rate = args.jobs / base["wall_s"]
+    header = ["metric"] + [f"{count} replica{'s' if count > 1 else ''}" if count else "local worker (no Ray)"
+                           for count, _ in columns]
+
+    def row(name: str, cell) -> tuple[str, ...]:
+        return (name, *(cell(count, result) for count, result in columns))
+
+    def replica_memory(result: dict, key: str) -> str:
+        values = [replica.get(key) for replica in result["replicas"]]
+        return " / ".join(f"{value:.0f}" for value in values if value is not None) + " MiB" if values else "–"
+
+    rows = [
+        row("jobs/s", lambda count, result: f"{args.jobs / result['wall_s']:.2f}"),
+        row("× 1 replica", lambda count, result: f"{args.jobs / result['wall_s'] / base_rate:.2f}×"),
+        row("wall time", lambda count, result: f"{result['wall_s']:.1f} s"),
+        row("submit → done p50 / p95", lambda count, result: f"{statistics.median(result['latencies_s']):.2f} / "
+                                                             f"{_percentile(result['latencies_s'], 0.95):.2f} s"),
+        row("jobs per replica", lambda count, result: " / ".join(str(replica["jobs_done"])
+                                                                  for replica in result["replicas"]) or "–"),
+        row("worker RSS (no Ray)", lambda count, result: "–" if count else f"{result['rss_after'][1]:.0f} MiB"),
+        row("RSS per replica (now)", lambda count, result: replica_memory(result, "rss_now_mib")),
+        row("peak RSS per replica", lambda count, result: replica_memory(result, "peak_rss_mib")),
+        row("server RSS after", lambda count, result: f"{result['rss_after'][0]:.0f} MiB"),
+        row("429 retries", lambda count, result: str(result["retries_429"])),
+        row("terminal statuses", lambda count, result: ", ".join(f"{name} {number}" for name, number
+                                                                 in sorted(result["statuses"].items()))),
+        row("load average before → after",
+            lambda count, result: f"{result['load'][0]:.1f} → {result['load'][1]:.1f}"),
+    ]
+    print(f"{args.jobs} jobs ({args.size}×{args.size} px, {args.layers} layers, backend {args.backend}, "
+          f"{args.threads} client threads) on strata serve --ray; {os.cpu_count()} CPUs")
+    _print_rows(header, rows)
+    ok = all(_ok(args, result) for _, result in columns)
+    for _, result in columns:
+        for error in result["errors"][:5]:
+            print("error:", error)
     print("RESULT:", "ok" if ok else "FAILED")
     return 0 if ok else 1
 

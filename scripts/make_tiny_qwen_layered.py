@@ -228,8 +228,14 @@ def build_tiny_pipeline(out_dir: str | Path, seed: int = 0) -> Path:
     """Write a loadable tiny pipeline folder to ``out_dir`` and return its path."""
     from diffusers import QwenImageLayeredPipeline
 
-    out_dir = Path(out_dir)
     pipe = QwenImageLayeredPipeline(**build_components(seed))
+    return save_pipeline(pipe, out_dir, {"seed": seed, "purpose": "tests"})
+
+
+def save_pipeline(pipe, out_dir: str | Path, marker: dict, marker_name: str = "TINY_RANDOM_WEIGHTS.json") -> Path:
+    """Save a random-weight pipeline as a folder that loads like the real model's; ``marker`` goes into the file
+    ``marker_name``, so nobody mistakes its output for the real model's."""
+    out_dir = Path(out_dir)
     pipe.save_pretrained(out_dir)
     # Without torchvision the processor is the image-only subclass; record the real class so the folder reads
     # like the real model's (the backend picks the loader by what is installed, not by this name).
@@ -242,8 +248,7 @@ def build_tiny_pipeline(out_dir: str | Path, seed: int = 0) -> Path:
         config = json.loads(processor_config.read_text())
         config["processor_class"] = "Qwen2VLProcessor"
         processor_config.write_text(json.dumps(config, indent=2) + "\n")
-    # Marks the folder as a test fixture, so nobody mistakes its output for the real model's.
-    (out_dir / "TINY_RANDOM_WEIGHTS.json").write_text(json.dumps({"seed": seed, "purpose": "tests"}) + "\n")
+    (out_dir / marker_name).write_text(json.dumps(marker) + "\n")
     return out_dir
 
 

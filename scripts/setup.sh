@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up both environments from scratch (idempotent):
-#   .venv          the inference server (torch CPU build pinned, diffusers, fastapi, exporters)
+#   .venv          the inference server (torch CPU build pinned, diffusers, fastapi, exporters, Ray Serve)
 #   .venv-blender  headless Blender as a Python module (bpy pins numpy<2, so it can't share the server env)
 # plus the Debian packages the tests use (LibreOffice renders PPTX files back to PNG; Chromium renders the exported
 # web page headless).
@@ -53,7 +53,7 @@ fi
 # torch==2.13.0 is the local CPU build; any other spec would pull GBs of CUDA wheels.
 .venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0
 # tiers: gguf + torchao, so the GGUF and quantize-on-load tests run on the CPU (torch stays pinned in the same call).
-.venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0 -e ".[qwen,tiers,test,bench]"
+.venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0 -e ".[qwen,tiers,test,bench,ray]"
 
 if [ ! -x .venv-blender/bin/python ]; then
     "$PYTHON" -m venv .venv-blender

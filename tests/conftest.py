@@ -54,7 +54,8 @@ def sample_png() -> bytes:
 class ServerProcess:
     """``python -m inference_server serve`` on 127.0.0.1:0, as the Blender add-on starts it."""
 
-    def __init__(self, data_dir: Path, extra_env: dict | None = None, args: tuple = ()) -> None:
+    def __init__(self, data_dir: Path, extra_env: dict | None = None, args: tuple = (),
+                 ready_timeout_s: float = 60) -> None:
         env = dict(os.environ, STRATA_TOKEN=TOKEN, PYTHONUNBUFFERED="1", **(extra_env or {}))
         self.data_dir = data_dir
         self.proc = subprocess.Popen(
@@ -64,7 +65,7 @@ class ServerProcess:
         )
         self.stderr_lines: list[str] = []
         threading.Thread(target=self._drain_stderr, daemon=True).start()
-        line = self._read_listening_line(timeout_s=60)
+        line = self._read_listening_line(timeout_s=ready_timeout_s)
         announcement = json.loads(line)
         assert announcement["event"] == "listening", line
         self.url = announcement["url"]

@@ -11,7 +11,7 @@ import numpy as np
 from bpy.types import Operator
 
 from . import connection, job_watch
-from .core.client import ServerError
+from .core.client import ServerError, layers_param
 from .core.images import InputImageError, encode_png_rgba, sniff_image
 from .core.jobs import JobRunner
 from .core.server_process import ServerStartError, tier_line
@@ -84,7 +84,7 @@ def layer_folder():
 
 def decompose_params(settings, prefs):
     params = {
-        "layers": settings.layers,
+        "layers": layers_param(settings.layers_auto, settings.layers),
         "num_inference_steps": settings.steps,
         "resolution": int(settings.resolution),
         "prompt": settings.prompt,
@@ -154,7 +154,8 @@ class STRATA_OT_decompose(job_watch.WhenIdle, SceneOperator, Operator):
 
         runner = JobRunner(connect, data, params, layer_folder(), job_id=job_id, file_name=file_name).start()
         job_watch.watch(runner, scene, on_success)
-        self.report({'INFO'}, f"Decomposing {file_name} into {settings.layers} layers")
+        count = "as many layers as it finds" if settings.layers_auto else f"{settings.layers} layers"
+        self.report({'INFO'}, f"Decomposing {file_name} into {count}")
         return {'FINISHED'}
 
 

@@ -24,7 +24,11 @@ class VIEW3D_PT_strata_decompose(StrataPanel, Panel):
         row = layout.row()
         row.active = settings.image is None
         row.prop(settings, "image_path")
-        layout.prop(settings, "layers")
+        row = layout.row(heading="Layers")
+        row.prop(settings, "layers_auto", text="Auto")
+        sub = row.row()
+        sub.active = not settings.layers_auto
+        sub.prop(settings, "layers", text="")
         layout.prop(settings, "steps")
         layout.prop(settings, "resolution", expand=True)
         layout.prop(settings, "seed")

@@ -43,6 +43,9 @@ class StrataSceneSettings(PropertyGroup):
     image: PointerProperty(
         name="Blender Image", type=bpy.types.Image,
         description="An image already in Blender (generated or unsaved images are sent as PNG)")
+    layers_auto: BoolProperty(
+        name="Auto", default=True,
+        description="Let the decomposer choose how many layers the image has (1–16); off: ask for Layers")
     layers: IntProperty(name="Layers", default=4, min=1, max=16, description="How many RGBA layers to produce")
     steps: IntProperty(name="Steps", default=50, min=1, max=200,
                        description="Denoising steps of the diffusion model (the CPU decomposer ignores them)")

@@ -35,12 +35,13 @@ def _default_data_dir() -> Path:
 
 
 def _layers(text: str) -> int | str:
-    if text == AUTO_LAYERS:
-        return text
+    if text.strip().lower() == AUTO_LAYERS:
+        return AUTO_LAYERS
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of layers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number of layers or {AUTO_LAYERS!r}, got {text!r}") from None
     if not MIN_LAYERS <= value <= MAX_LAYERS:
         raise argparse.ArgumentTypeError(
             f"the number of layers must be between {MIN_LAYERS} and {MAX_LAYERS}, got {value}")

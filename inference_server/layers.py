@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .params import params_that_ran
+from .params import AUTO_LAYERS, params_that_ran
 
 MANIFEST_FORMAT = "strata.layers/1"
 MANIFEST_NAME = "manifest.json"
@@ -157,6 +157,9 @@ class LayerStack:
             "height_px": self.height_px,
             "backend": self.backend,
             "params": params_that_ran(self.params, self.backend),
+            # What was asked for (a count, or "auto": the backend chose) and what came back.
+            "layer_count": {"requested": self.params.get("layers"), "returned": len(self.layers),
+                            "chosen_by_backend": self.params.get("layers") == AUTO_LAYERS},
             "seed": self.seed,
             "timings_s": {k: round(v, 4) for k, v in self.timings_s.items()},
             "notes": list(self.notes),

@@ -10,7 +10,7 @@ from .errors import InvalidInput
 
 MIN_LAYERS = 1
 MAX_LAYERS = 16
-AUTO_LAYERS = "auto"
+AUTO_LAYERS = "auto"  # ``layers`` value that lets the backend choose the count (MIN_LAYERS–MAX_LAYERS)
 RESOLUTIONS = (640, 1024)
 BACKENDS = ("auto", "cpu", "qwen")
 PRESETS = ("stock", "exact", "fast", "lowvram")
@@ -83,6 +83,15 @@ class DecomposeParams:
                                               or not isinstance(self.parent_layer, int)):
             raise InvalidInput(f"parent_layer must be an integer layer index, got {self.parent_layer!r}")
         return self
+
+    @property
+    def auto_layers(self) -> bool:
+        """Whether the backend is to choose the layer count."""
+        return self.layers == AUTO_LAYERS
+
+    def layer_count(self, auto_count: int) -> int:
+        """The count to work towards: the one asked for, or ``auto_count`` (the backend's choice) for "auto"."""
+        return int(auto_count) if self.auto_layers else int(self.layers)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "DecomposeParams":

@@ -29,6 +29,7 @@ import io
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -99,6 +100,37 @@ def run_method(method: str, decomposer: CpuDecomposer, composite: np.ndarray, la
         stack = decomposer.decompose(Image.fromarray(composite, "RGBA"), params)
         predicted = [layer.rgba for layer in stack.layers]
     return predicted, time.perf_counter() - start
+
+
+def cancel_latency(decomposer: CpuDecomposer, delays_s=(0.5, 1.5, 3.0, 5.0, 8.0)) -> None:
+    """Cancel a 12 MP poster's decomposition at several moments; print how long each took to stop."""
+    from inference_server.backends.base import CancelToken
+    from inference_server.errors import JobCanceled
+
+    image = Image.fromarray(make_sample("flat", 4000, 3000, 0).composite)
+    results = []
+    for delay_s in delays_s:
+        token, stage, canceled_at = CancelToken(), ["check"], []
+
+        def cancel_later(token=token, canceled_at=canceled_at, delay_s=delay_s):
+            time.sleep(delay_s)
+            canceled_at.append((time.perf_counter(), stage[0]))
+            token.cancel()
+
+        def progress(name, step, total, stage=stage):
+            stage[0] = name if step < total else f"after {name}"
+
+        threading.Thread(target=cancel_later, daemon=True).start()
+        try:
+            decomposer.decompose(image, DecomposeParams(layers=4), progress, token)
+        except JobCanceled:
+            at, where = canceled_at[0]
+            results.append((delay_s, where, time.perf_counter() - at))
+        else:
+            break  # finished before this delay: later ones would too
+    parts = ", ".join(f"at {d:.1f} s ({where}) {latency:.2f} s" for d, where, latency in results)
+    worst = max((latency for _, _, latency in results), default=float("nan"))
+    print(f"cancel latency, 4000×3000 poster: worst {worst:.2f} s ({parts})")
 
 
 def load_real_case(folder: Path) -> tuple[np.ndarray, list[np.ndarray], dict]:
@@ -279,6 +311,7 @@ def main(argv=None) -> int:
             # CPU seconds (all threads) tell how much work it was when other processes share the 2 cores.
             print(f"1024×1024 {kind}, 4 layers: best {min(times):.2f} s wall, {min(cpu_times):.2f} s CPU; "
                   f"median {float(np.median(times)):.2f} s wall (stages of the last run: {stages})")
+        cancel_latency(decomposer)
         print(f"load average while timing: {', '.join(f'{v:.1f}' for v in os.getloadavg())} "
               f"on {os.cpu_count()} cores")
     return 0

@@ -142,6 +142,7 @@ def main(argv=None) -> int:
 
         # 4. Decompose through the operator; job_watch.tick() is what Blender's timer calls
         scene.strata.image_path = str(image_path)
+        scene.strata.layers_auto = False  # the demo asks for --layers (the panel's default is Auto)
         scene.strata.layers = args.layers
         if args.depth_model:
             os.environ["STRATA_DEPTH_MODEL"] = args.depth_model  # the server the add-on starts inherits it

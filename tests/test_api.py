@@ -23,6 +23,16 @@ def _submit(client, image_bytes=None, params=None, **kwargs):
 # ------------------------------------------------------------------ end to end, real server
 
 
+def test_layers_auto_lets_the_decomposer_choose_and_the_manifest_says_so(server):
+    job_id = server.submit(png_bytes_of(sample_image()), layers="auto")
+    record = server.wait(job_id)
+    assert record["status"] == "succeeded", record
+    assert record["params"]["layers"] == "auto" and 2 <= record["layers"] <= 16
+    manifest = server.get(f"/v1/jobs/{job_id}/manifest").json()
+    assert manifest["layer_count"] == {"requested": "auto", "returned": record["layers"], "chosen_by_backend": True}
+    assert any(note.startswith("layers: auto") for note in record["notes"])
+
+
 def test_submit_poll_fetch_layers_and_manifest(server):
     image = sample_image()
     job_id = server.submit(png_bytes_of(image), layers=3, seed=7)
@@ -138,7 +148,8 @@ def test_dns_rebinding_host_is_403(client):
 @pytest.mark.parametrize("params, words", [
     ({"layers": 0}, "layers must be between 1 and 16, got 0"),
     ({"layers": 100}, "layers must be between 1 and 16, got 100"),
-    ({"layers": "4"}, "layers must be an integer"),
+    ({"layers": "4"}, 'layers must be an integer or "auto"'),
+    ({"layers": "Auto "}, 'layers must be an integer or "auto"'),
     ({"layres": 4}, "unknown parameter(s): layres"),
     ({"resolution": 800}, "resolution must be 640 or 1024"),
     ({"backend": "qwen"}, "this server runs the 'cpu' backend"),

@@ -36,6 +36,22 @@ def test_decompose_writes_a_layer_folder(tmp_path):
     assert again.returncode == 2 and "--force" in again.stderr, "an existing result must not be overwritten silently"
 
 
+def test_decompose_auto_chooses_the_count(tmp_path):
+    image_path = tmp_path / "in.png"
+    image_path.write_bytes(png_bytes_of(sample_image(120, 90)))
+    out = tmp_path / "out"
+    result = strata("decompose", image_path, "-n", "auto", "-o", out, "--backend", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert "note: layers: auto; found" in result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["params"]["layers"] == "auto" and manifest["layer_count"]["chosen_by_backend"]
+    assert manifest["layer_count"]["returned"] == len(manifest["layers"]) >= 2
+
+    bad = strata("decompose", image_path, "-n", "many", "-o", tmp_path / "bad", "--backend", "cpu")
+    assert bad.returncode == 2 and "a whole number of layers or 'auto'" in bad.stderr
+
+
+
 def test_decompose_layer_of_a_finished_folder_keeps_the_tree(tmp_path):
     import numpy as np
 

@@ -130,6 +130,42 @@ def test_cancel_before_start_and_mid_peel(decomposer):
     assert stages_after_cancel == [], "work went on after the cancel"
 
 
+@pytest.fixture(scope="module")
+def big_poster():
+    """A 6 MP poster: big enough that each stage takes seconds on two cores."""
+    return make_sample("flat", 3000, 2000, seed=1).composite
+
+
+@pytest.mark.parametrize("stage", ["regions", "elements", "fill", "residual"])
+def test_cancel_lands_inside_a_long_stage(decomposer, big_poster, stage, monkeypatch):
+    # The cancel arrives while the stage runs (at its second checkpoint): the decomposition must stop there, not
+    # run the stage to its end (on 12 MP a stage took up to 7.6 s). How soon, in seconds, bench_decompose measures.
+    from inference_server.backends import cpu
+
+    token = CancelToken()
+    previous = {"regions": "check", "elements": "text", "fill": "peel", "residual": "fill"}[stage]
+    events = []
+    checkpoints_in_stage = []
+    original = cpu._checkpoint
+
+    def checkpoint():
+        if events and events[-1] == previous:
+            checkpoints_in_stage.append(1)
+            if len(checkpoints_in_stage) == 2:
+                token.cancel()
+        original()
+
+    def progress(stage_name, step, total):
+        if step == total:
+            events.append(stage_name)
+
+    monkeypatch.setattr(cpu, "_checkpoint", checkpoint)
+    with pytest.raises(JobCanceled):
+        _decompose(decomposer, big_poster, 4, progress=progress, cancel=token)
+    assert len(checkpoints_in_stage) == 2, "the stage has no checkpoints, or went on after the cancel"
+    assert events[-1] == previous, f"the {stage} stage ran to its end after the cancel"
+
+
 def test_a_palette_image_gets_a_teaching_error(decomposer):
     image = Image.new("P", (16, 16))
     with pytest.raises(InvalidInput, match="got mode 'P'"):
@@ -302,3 +338,67 @@ def test_a_photo_subject_is_the_whole_person_and_the_whole_cup_and_the_hole_is_f
     assert stack.layers[0].rgba[..., 3].min() == 255, "the background has no hole"
     assert gradient[inside].mean() < 0.4 * gradient[~subject].mean()
     assert _composite_error(stack, coffee) <= 1.0
+
+
+def _drawn_layer(size_px: int, draw) -> np.ndarray:
+    """One anti-aliased RGBA layer: ``draw(ImageDraw, scale)`` paints at 4× and the result is downsampled."""
+    from PIL import ImageDraw
+
+    big = Image.new("RGBA", (size_px * 4, size_px * 4), (0, 0, 0, 0))
+    draw(ImageDraw.Draw(big), 4)
+    return np.asarray(big.resize((size_px, size_px), Image.Resampling.LANCZOS))
+
+
+def test_a_round_icon_keeps_its_disc_as_figure_on_the_white_ground(decomposer):
+    # The disc is most of the picture, but the white corners run along the edge: they are the ground, the disc
+    # a layer over it and the white glyph a layer over the disc (not a hole through it).
+    size = 256
+    ground = np.full((size, size, 4), 255, np.uint8)
+    disc = _drawn_layer(size, lambda d, s: d.ellipse([0, 0, size * s - 1, size * s - 1], fill=(220, 60, 90, 255)))
+    glyph = _drawn_layer(size, lambda d, s: d.polygon([(96 * s, 70 * s), (190 * s, 128 * s), (96 * s, 186 * s)],
+                                                      fill=(255, 255, 255, 255)))
+    truth = [ground, disc, glyph]
+    stack = _decompose(decomposer, composite_over(truth), 3)
+    assert [layer.name for layer in stack.layers][:2] == ["Background", "Red shape"]
+    for layer, true_layer in zip(stack.layers, truth):
+        found, wanted = layer.rgba[..., 3] > 127, true_layer[..., 3] > 127
+        assert (found & wanted).sum() / (found | wanted).sum() > 0.97, layer.name
+
+
+def test_a_photo_on_a_flat_page_is_one_image_and_no_part_of_it_is_page(decomposer):
+    # A product shot on a white page: one image layer, and its white highlights are not holes to the page.
+    from inference_server.samples import photo_rgb
+
+    size_w, size_h = 384, 256
+    page = np.full((size_h, size_w, 4), 255, np.uint8)
+    photo = np.zeros_like(page)
+    photo[48:208, 112:272, :3] = photo_rgb("coffee", 160, 160)
+    photo[48:208, 112:272, 3] = 255
+    stack = _decompose(decomposer, composite_over([page, photo]), 4)
+    images = [layer for layer in stack.layers if layer.name.startswith("Image")]
+    assert len(images) == 1, [layer.name for layer in stack.layers]
+    wanted = photo[..., 3] > 127
+    found = images[0].rgba[..., 3] > 127
+    assert (found & wanted).sum() / (found | wanted).sum() > 0.85
+    above_page = np.logical_or.reduce([layer.rgba[..., 3] > 127 for layer in stack.layers[1:]])
+    assert above_page[wanted].mean() > 0.98
+
+
+@pytest.mark.parametrize("use_ocr", [True, False])
+def test_small_white_text_in_a_box_lies_on_the_box_not_through_it(use_ocr):
+    # White words in a blue box on a white page share the page's colour; read or not, they are a layer above
+    # the box, and the box is whole under them (no letter-shaped holes down to the page).
+    from inference_server.samples import _font
+
+    width_px, height_px = 384, 256
+    page = np.full((height_px, width_px, 4), 255, np.uint8)
+    box = _drawn_layer(width_px, lambda d, s: d.rectangle([60 * s, 80 * s, 324 * s, 176 * s],
+                                                          fill=(40, 80, 200, 255)))[:height_px]
+    words = _drawn_layer(width_px, lambda d, s: d.text((84 * s, 110 * s), "SALE 50% OFF", font=_font(26 * s),
+                                                       fill=(255, 255, 255, 255)))[:height_px]
+    truth = [page, box, words]
+    stack = _decompose(CpuDecomposer(use_ocr=use_ocr), composite_over(truth), 3)
+    box_alpha = stack.layers[1].rgba[..., 3]
+    assert (box_alpha[box[..., 3] == 255] >= 240).mean() > 0.99, "holes in the box"
+    found, wanted = stack.layers[2].rgba[..., 3] > 127, words[..., 3] > 127
+    assert (found & wanted).sum() / (found | wanted).sum() > 0.8

@@ -131,6 +131,16 @@ def test_no_seed_draws_one_records_it_and_replays_exactly(backend, photo, stock_
     assert np.abs(layers_array(other) - layers_array(stock_quick)).max() > 10
 
 
+def test_auto_layers_runs_the_model_at_its_auto_count_and_says_so(backend, photo, tmp_path):
+    from inference_server.refine import AUTO_DECOMPOSE_LAYERS as AUTO_LAYER_COUNT
+
+    stack = backend.decompose(photo, quick(layers="auto"))
+    assert 1 <= len(stack.layers) <= AUTO_LAYER_COUNT
+    assert f"layers: auto; ran the model at {AUTO_LAYER_COUNT} layers" in stack.notes
+    manifest = LayerStack.load(stack.save(tmp_path / "job")).params
+    assert manifest["layers"] == "auto"
+
+
 def test_one_step_is_refused_before_it_makes_nan_layers(backend, photo):
     with pytest.raises(InvalidInput, match="at least 2"):
         backend.decompose(photo, quick(num_inference_steps=1))

@@ -15,6 +15,12 @@ import urllib.request
 from typing import Any
 
 EXPORT_KINDS = ("pptx", "psd", "zip")
+AUTO_LAYERS = "auto"  # the "layers" value that lets the server's decomposer choose the count
+
+
+def layers_param(auto: bool, count: int) -> int | str:
+    """The job's "layers" parameter: ``count``, or AUTO_LAYERS when the decomposer is to choose."""
+    return AUTO_LAYERS if auto else int(count)
 
 
 class ServerError(RuntimeError):

@@ -14,9 +14,13 @@ How it works, in the order of ``CpuDecomposer.decompose``:
 3. Text. rapidocr's PP-OCR detector (weights ship inside the wheel) finds words; the dominant colour among the
    regions inside a word box is its letters, which form a text element named after what it reads. Single
    "characters" are ignored: they are mostly shapes read as glyphs (a star as '★').
-4. Elements. The background is the biggest flat region touching the border (plus the regions its colour model
-   explains: a gradient cut in two by a shape, the counters of letters), or the texture when there is no such
-   region (a photo). Other flat regions are grouped by colour (per word), or by a gradient's colour model
+4. Elements. The background is the flat colour that runs along most of the canvas's edge (border contact, not
+   area, tells ground from figure: the corners around a round icon, not its disc), plus the regions its colour
+   model explains (a gradient cut in two by a shape, the counters of letters), or the texture when there is no
+   such region (a photo). Photographs placed on a flat page (solid blobs whose inside is mostly texture) stay
+   one "Image" element with the flat-looking patches and holes inside them; one running along the canvas edge
+   makes the whole picture a photo. Marks of the ground's colour enclosed by a solid shape (white words in a
+   blue box, an icon's glyph) are elements on that shape, not holes through it. Other flat regions are grouped by colour (per word), or by a gradient's colour model
    (a gradient-filled shape cut by a line); textured blobs on a flat background are "Image" elements. Pieces of
    one colour with background between them, or on both sides of another element in depth, are split into
    separate elements; words of one colour next to each other (and glyph-like shapes of their colour: words
@@ -33,13 +37,16 @@ How it works, in the order of ``CpuDecomposer.decompose``:
 7. Peel. Per element, front to back: alpha 1 (or its opacity) on its regions, alpha from the colour line
    between its colour (F, nearest own pixel) and what lies under it (B, nearest pixel outside) in a thin edge
    band, completion under the elements above it (inside its own convex hulls); colour = nearest own colour,
-   also under zero alpha so resampling does not bleed black.
+   also under zero alpha near its edge so resampling does not bleed black; farther out, the input's colour.
 8. Fill. The background's hole is filled from its colour model (flat or gradient) or by Telea inpainting
    (texture, at reduced size for big holes), which deep inside a photo subject's hole gives way to a smooth
    pull-push fill with a little grain (no radial streaks); where the layers above leave it visible, the
    background colour is solved from the input, so the composite matches.
 9. Residual. Whatever error is left (clipping, overlapping soft edges) goes into the colour of the layer that
    contributes most at that pixel. The "over" composite of the result equals the input (mean error ≤ 1/255).
+
+Cancellation is checked between stages and, through a per-thread token (``_checkpoint``), between the sub-steps
+of the long ones, so a cancel lands inside the running stage (bench_decompose measures how soon on 12 MP).
 """
 
 from __future__ import annotations
@@ -51,7 +58,7 @@ from PIL import Image
 
 from ..errors import InvalidInput
 from ..layers import Layer, LayerStack, Stopwatch, composite_over
-from ..params import DecomposeParams
+from ..params import MAX_LAYERS, DecomposeParams
 from .base import CancelToken, ProgressCallback, no_progress
 
 EDGE_STEP = 10.0  # colour step (0–255, max over channels) between neighbours that separates two regions
@@ -67,6 +74,8 @@ MIN_ELEMENT_FRACTION_ON_PHOTO = 0.004
 LONG_ELEMENT = 0.25  # ... unless (on a flat background) they span this share of the image: rules, lines
 ELEMENT_RESIDUAL = 4.0  # flat elements (not the background) must be flatter than this (0–255 RMS)
 PHOTO_ELEMENT_RESIDUAL = 1.0  # the same on a photo background, whose smooth patches measure 0.5–3
+PHOTO_TEXTURE_SHARE = 0.45  # a blob whose inside is this much texture (or more) is a photograph, kept whole
+PHOTO_BLEED_SHARE = 0.2  # photographs touching this share of the canvas's edge is the picture, not placed on it
 MIN_IMAGE_FRACTION = 0.005  # textured blobs on a flat background at least this big become "Image" elements
 MAX_ELEMENTS = 48
 OCR_MAX_SIDE_PX = 640  # the text detector runs on a copy at most this big (time grows with pixels)
@@ -74,6 +83,18 @@ SUBJECT_MAX_SIDE_PX = 256  # grabCut for a photo's subject runs at this size
 INPAINT_MAX_SIDE_PX = 384  # photo holes are filled at this size, then upsampled
 TELEA_BAND_PX = 5  # (at that size) Telea fills this far into a subject's hole, a smooth fill beyond twice that
 FILL_RELAX_STEPS = 20  # smoothing passes per pyramid level of that fill (towards a membrane fill)
+
+# The running decomposition's cancel token, per thread: the long stages call _checkpoint() between their sub-steps
+# (every few hundred ms of work on a 12 MP image), so a cancel lands inside the stage, not at the next one.
+_running = threading.local()
+
+
+def _checkpoint() -> None:
+    """Stop here (JobCanceled) if this thread's decomposition was canceled."""
+    token = getattr(_running, "cancel", None)
+    if token is not None:
+        token.raise_if_canceled()
+
 
 COLOR_NAMES = {
     "Red": (220, 50, 50), "Orange": (245, 150, 60), "Yellow": (235, 205, 80), "Green": (60, 170, 80),
@@ -103,6 +124,7 @@ class _Element:
         self.glyph_like = False
         self.opacity = 1.0  # < 1: a translucent flat shape (its colour is color_rgb, its alpha this)
         self.regions: list[int] = []  # background only: its flat regions ([] = a photo's texture)
+        self.host: _Element | None = None  # marks drawn on a shape: that shape (they fold back into it first)
 
     @property
     def name(self) -> str:
@@ -121,6 +143,7 @@ class CpuDecomposer:
     """Embedded classical decomposer (backend ``cpu``). Thread-safe; the OCR engine loads on first use."""
 
     name = "cpu"
+    chooses_layer_count = True  # layers: "auto" reaches decompose(): every distinct element, up to MAX_LAYERS
 
     def __init__(self, use_ocr: bool = True) -> None:
         self.use_ocr = use_ocr
@@ -135,6 +158,14 @@ class CpuDecomposer:
     def decompose(self, image: Image.Image, params: DecomposeParams,
                   progress: ProgressCallback = no_progress, cancel: CancelToken | None = None) -> LayerStack:
         cancel = cancel or CancelToken()
+        outer, _running.cancel = getattr(_running, "cancel", None), cancel
+        try:
+            return self._decompose(image, params, progress, cancel)
+        finally:
+            _running.cancel = outer
+
+    def _decompose(self, image: Image.Image, params: DecomposeParams, progress: ProgressCallback,
+                   cancel: CancelToken) -> LayerStack:
         watch = Stopwatch()
         notes: list[str] = []
 
@@ -151,7 +182,8 @@ class CpuDecomposer:
             raise InvalidInput(f"expected an RGB or RGBA image, got mode {image.mode!r}; convert it first")
         if image.width < 1 or image.height < 1:
             raise InvalidInput(f"the image is empty ({image.width}×{image.height})")
-        requested = int(params.layers)
+        # "auto": as many layers as the image has distinct elements, up to the most the API allows.
+        requested = params.layer_count(MAX_LAYERS)
         target = np.asarray(image.convert("RGBA"), dtype=np.uint8)
         height_px, width_px = target.shape[:2]
         alpha_in = target[..., 3].astype(np.float32) / 255.0
@@ -165,6 +197,7 @@ class CpuDecomposer:
             visible = alpha_in >= 0.1
             key_rgb = _key_color(rgb[visible])
             rgb[~visible] = key_rgb
+        rgb_u8 = np.clip(rgb, 0, 255).astype(np.uint8)
         progress("check", 1, 1)
         if requested == 1:
             watch.stop()
@@ -177,7 +210,7 @@ class CpuDecomposer:
 
         # 3. Text
         begin("text")
-        words = self._detect_text(np.clip(rgb, 0, 255).astype(np.uint8), notes)
+        words = self._detect_text(rgb_u8, notes)
         progress("text", 1, 1)
 
         # 4. Elements
@@ -213,7 +246,7 @@ class CpuDecomposer:
         covering = np.zeros((height_px, width_px), bool)
         for step, element in enumerate(reversed(elements), start=1):
             cancel.raise_if_canceled()
-            element_layers[id(element)] = _peel(rgb, element, covering, alpha_in)
+            element_layers[id(element)] = _peel(rgb, rgb_u8, element, covering, alpha_in)
             covering |= element_layers[id(element)][..., 3] > 0
             progress("peel", step, len(elements))
         upper = []
@@ -247,7 +280,9 @@ class CpuDecomposer:
             _correct_residual(layers, target)
         progress("residual", 1, 1)
         watch.stop()
-        if len(layers) < requested:
+        if params.auto_layers:
+            notes.append(f"layers: auto; found {len(layers)} distinct layer(s) in the image")
+        elif len(layers) < requested:
             notes.append(f"found {len(layers)} distinct layer(s) in the image, fewer than the {requested} "
                          f"requested; returned {len(layers)}")
         return self._stack(layers, params, watch, notes)
@@ -342,12 +377,14 @@ def _smooth_labels(rgb: np.ndarray, step: float) -> tuple[int, np.ndarray]:
 
     height_px, width_px = rgb.shape[:2]
     step_x = np.abs(np.diff(rgb, axis=1)).max(axis=2) > step
+    _checkpoint()
     step_y = np.abs(np.diff(rgb, axis=0)).max(axis=2) > step
     edge = np.zeros((height_px, width_px), bool)
     edge[:, :-1] |= step_x
     edge[:, 1:] |= step_x
     edge[:-1, :] |= step_y
     edge[1:, :] |= step_y
+    _checkpoint()
     count, labels = cv2.connectedComponents((~edge).astype(np.uint8), connectivity=4)
     labels[edge] = 0
     return count, labels
@@ -367,6 +404,7 @@ def _join_thin_runs(count: int, labels: np.ndarray) -> tuple[int, np.ndarray]:
     if not runs.any():
         return count, labels
     # Runs a pixel apart chain up too: where the staircase steps, the runs need not touch even at corners.
+    _checkpoint()
     bridged = cv2.dilate(runs.astype(np.uint8), np.ones((3, 3), np.uint8))
     chains, chain_labels, stats, _ = cv2.connectedComponentsWithStats(bridged, connectivity=8)
     long_px = LONG_ELEMENT * max(height_px, width_px)
@@ -388,6 +426,7 @@ def _find_regions(rgb: np.ndarray) -> _Regions:
     loose = ~regions.flat[regions.labels] & (regions.labels > 0)
     if not loose.any():
         return regions
+    _checkpoint()
     strict_count, strict = _smooth_labels(rgb, EDGE_STEP_STRICT)
     labels = regions.labels.astype(np.int64)
     labels[loose] = np.where(strict[loose] > 0, strict[loose] + regions.count, 0)
@@ -395,6 +434,7 @@ def _find_regions(rgb: np.ndarray) -> _Regions:
     # Still not flat and big: most likely a flat background with a soft blob grown into it. Drop the pixels
     # the region's own colour model misses (trimmed fit), twice, so the background's model is its own.
     for _ in range(2):
+        _checkpoint()
         height_px, width_px = rgb.shape[:2]
         big_loose = ~regions.flat & (regions.areas >= 0.05 * height_px * width_px)
         big_loose[0] = False
@@ -450,10 +490,12 @@ def _region_stats(rgb: np.ndarray, count: int, labels: np.ndarray) -> _Regions:
     # Per-region normal equations from bincount sums: Σ f_i f_j and Σ f_i c.
     gram = np.zeros((count, 6, 6))
     for i in range(6):
+        _checkpoint()
         for j in range(i, 6):
             gram[:, i, j] = gram[:, j, i] = np.bincount(flat_labels, features[i] * features[j], minlength=count)
     rhs = np.zeros((count, 6, 3))
     for i in range(6):
+        _checkpoint()
         for c in range(3):
             rhs[:, i, c] = np.bincount(flat_labels, features[i] * colors[:, c], minlength=count)
     sq = np.stack([np.bincount(flat_labels, colors[:, c] ** 2, minlength=count) for c in range(3)], axis=1)
@@ -498,23 +540,49 @@ def _build_elements(rgb: np.ndarray, regions: _Regions, words) -> tuple[_Element
     labels = regions.labels
     candidates = [k for k in range(1, regions.count) if regions.flat[k]]
 
-    # Background: the biggest flat region on the border, if it is big enough to be one.
-    border_flat = [k for k in candidates if regions.touches_border[k]]
-    bg_region = max(border_flat, key=lambda k: regions.areas[k], default=None)
-    if bg_region is not None and regions.areas[bg_region] < 0.1 * total:
-        bg_region = None
+    # Background: the flat colour that runs along most of the canvas's edge (with the other border regions its
+    # colour model explains: the four corners around a round icon are one ground), if it is big enough to be one.
+    # Border contact, not area, decides figure against ground: a disc filling an icon is the figure.
+    border_flat = [k for k in candidates if regions.touches_border[k] and regions.areas[k] >= 0.01 * total]
+    perimeter = np.concatenate([labels[0], labels[-1], labels[1:-1, 0], labels[1:-1, -1]])
+    contact = np.bincount(perimeter, minlength=regions.count)
+
+    def ground_family(k: int) -> list[int]:
+        predicted = np.einsum("ki,ic->kc", regions.features_mean[border_flat], regions.coefs[k])
+        close = ((np.linalg.norm(predicted - regions.means[border_flat], axis=1) < SAME_COLOR * 0.5)
+                 | (np.linalg.norm(regions.means[border_flat] - regions.means[k], axis=1) < SAME_COLOR * 0.5))
+        return [j for j, near in zip(border_flat, close) if near or j == k]
+
+    bg_region = None
+    if border_flat:
+        families = {k: ground_family(k) for k in border_flat}
+        bg_region = max(border_flat, key=lambda k: (contact[families[k]].sum(), regions.areas[k]))
+        if regions.areas[families[bg_region]].sum() < 0.1 * total:
+            bg_region = None
     bg_regions: set[int] = set()
     if bg_region is not None:
-        bg_regions.add(bg_region)
+        bg_regions.update(families[bg_region])
         bg_coef = regions.coefs[bg_region]
         for k in candidates:
-            if k == bg_region:
+            if k in bg_regions:
                 continue
             # The background's colour model, averaged over region k, against k's own mean: a gradient cut apart
             # by a shape continues on the other side, and the counters of letters show the background.
             predicted = regions.features_mean[k] @ bg_coef
             if np.linalg.norm(predicted - regions.means[k]) < SAME_COLOR * 0.5:
                 bg_regions.add(k)
+
+    photos: list[np.ndarray] = []
+    if bg_region is not None:
+        bg_lookup = np.zeros(regions.count, bool)
+        bg_lookup[list(bg_regions)] = True
+        photos = _photo_objects(regions, bg_lookup[labels])
+        # A photograph that runs off the canvas along a good part of its edge is the picture itself (a sky
+        # whose smooth part looked like a flat background): decompose it as a photo.
+        perimeter = np.zeros((height_px, width_px), bool)
+        perimeter[[0, -1], :] = perimeter[:, [0, -1]] = True
+        if photos and (np.logical_or.reduce(photos) & perimeter).sum() > PHOTO_BLEED_SHARE * perimeter.sum():
+            bg_region, bg_regions, photos = None, set(), []
 
     # On a photo, smooth patches of the photo itself (sky, shadows, highlights) are nearly flat too; graphics
     # placed on it are flat to the noise level.
@@ -530,12 +598,15 @@ def _build_elements(rgb: np.ndarray, regions: _Regions, words) -> tuple[_Element
     word_pixels: dict[int, np.ndarray] = {}
     if words:
         for index, (box, _) in enumerate(words):
+            _checkpoint()
             x0, y0 = box.min(axis=0)
             x1, y1 = box.max(axis=0)
             margin = 0.15 * (y1 - y0)
             inside = []
             for k in candidates:
-                if (k in bg_regions or k in word_of_region or region_boxes[k - 1] is None
+                # Letters of the background's colour (white words in a blue box on a white page) are candidates
+                # too; the background's own main region never lies inside a word box.
+                if (k == bg_region or k in word_of_region or region_boxes[k - 1] is None
                         or regions.residuals[k] > element_residual):
                     continue
                 rows, cols = region_boxes[k - 1]
@@ -553,6 +624,7 @@ def _build_elements(rgb: np.ndarray, regions: _Regions, words) -> tuple[_Element
                 else:
                     clusters.append([k])
             letters = max(clusters, key=lambda cluster: regions.areas[cluster].sum())
+            bg_regions -= set(letters)
             for k in letters:
                 word_of_region[k] = index
             # Letters touching something of their own colour (a white suit in a photo) were joined to it:
@@ -598,7 +670,9 @@ def _build_elements(rgb: np.ndarray, regions: _Regions, words) -> tuple[_Element
     bg_lookup[list(bg_regions)] = True
     elements: list[_Element] = []
     assigned = bg_lookup[labels] & ~all_word_pixels
+    _checkpoint()
     for group in groups:
+        _checkpoint()
         lookup = np.zeros(regions.count, bool)
         lookup[group["regions"]] = True
         if group["word"] is None:
@@ -622,12 +696,35 @@ def _build_elements(rgb: np.ndarray, regions: _Regions, words) -> tuple[_Element
     if bg_region is not None:
         background = _Element("background", bg_lookup[labels] & ~all_word_pixels, regions.means[bg_region])
         background.regions = sorted(bg_regions)
+        # Photographs placed on the canvas (a product shot, a cut-out portrait) stay whole: a connected
+        # non-background blob whose inside is mostly texture is one image, with the flat-looking patches in it
+        # (a black watch face, a white reflection, its label's letters) and the holes it encloses.
+        drawn = np.zeros((height_px, width_px), bool)
+        for element in elements:
+            drawn |= element.mask
+        for blob in photos:
+            _checkpoint()
+            # The photograph is the texture in the blob with the holes it encloses (background-coloured
+            # highlights in it are not background). Flat shapes and words on it stay elements of their own: a
+            # badge placed on a photo looks like a flat patch of it.
+            texture = blob & ~drawn
+            # What is left of it besides the flat elements must still be solid: JPEG ringing around a shape is
+            # texture too, but thin.
+            solid = cv2.erode(texture.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+            if solid.sum() < 0.5 * texture.sum():
+                continue
+            photo = _filled(texture) & ~drawn
+            if photo.sum() < MIN_IMAGE_FRACTION * height_px * width_px:
+                continue
+            background.mask &= ~photo
+            elements.append(_Element("image", photo, rgb[photo].mean(axis=0)))
+            assigned |= photo
         # Textured blobs on a flat background: photos or cut-outs placed on the canvas.
         # Opening with a kernel ~3% of the short side drops the thin strips that anti-aliasing and JPEG ringing
         # leave along shape edges; a placed photo is much thicker than that.
-        kernel_px = max(5, int(0.03 * min(height_px, width_px)) | 1)
-        texture = cv2.morphologyEx((~assigned).astype(np.uint8), cv2.MORPH_OPEN,
-                                   cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kernel_px, kernel_px)))
+        _checkpoint()
+        texture = _open_mask(~assigned, max(5, int(0.03 * min(height_px, width_px)) | 1))
+        _checkpoint()
         count, blobs, stats, _ = cv2.connectedComponentsWithStats(texture, connectivity=8)
         for k in range(1, count):
             if stats[k, cv2.CC_STAT_AREA] >= MIN_IMAGE_FRACTION * total:
@@ -645,8 +742,127 @@ def _build_elements(rgb: np.ndarray, regions: _Regions, words) -> tuple[_Element
     if len(elements) > MAX_ELEMENTS:
         elements = elements[:MAX_ELEMENTS]
     for element in elements:
+        _checkpoint()
         _set_hull(element)
+    if bg_region is not None:
+        elements += _enclosed_ground(rgb, background, elements)
     return background, elements
+
+
+def _enclosed_ground(rgb: np.ndarray, background: _Element, elements: list[_Element]) -> list[_Element]:
+    """Background-coloured marks enclosed by a solid shape (white letters in a blue box, the glyph on a round
+    icon) are drawn on the shape, not holes through it to the background: they become elements of their own,
+    above the shape, which is completed under them. A mark is the pixels inside the shape's hull, outside every
+    element, nearer the background's colour than the shape's, in pieces that do not reach out of the hull (a
+    bay of background in a concave shape does). Glyphs and strokes keep their own mask as hull: the counters
+    of letters and the inside of a ring stay background."""
+    import cv2
+
+    height_px, width_px = rgb.shape[:2]
+    owner = np.zeros((height_px, width_px), np.int32)
+    for index, element in enumerate(elements, start=1):
+        owner[element.mask] = index
+    found = []
+    for index, shape in enumerate(elements, start=1):
+        if shape.kind != "shape" or shape.glyph_like or shape.opacity < 1.0 or shape.hull is shape.mask:
+            continue
+        _checkpoint()
+        box = _bbox_slices(shape.hull, 1)
+        hull = shape.hull[box]
+        crop = rgb[box]
+        to_ground = np.linalg.norm(crop - background.color_rgb.astype(np.float32), axis=2)
+        to_shape = np.linalg.norm(crop - shape.color_rgb.astype(np.float32), axis=2)
+        marks = hull & (owner[box] == 0) & (to_ground < to_shape)
+        if marks.sum() < MIN_ELEMENT_FRACTION * height_px * width_px or marks.sum() > 0.3 * hull.sum():
+            continue
+        count, pieces = cv2.connectedComponents(marks.astype(np.uint8), connectivity=8)
+        outside = cv2.dilate((~hull).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+        open_pieces = np.unique(pieces[outside & marks])
+        marks &= ~np.isin(pieces, open_pieces)
+        if marks.sum() < MIN_ELEMENT_FRACTION * height_px * width_px:
+            continue
+        mask = np.zeros((height_px, width_px), bool)
+        mask[box] = marks
+        background.mask &= ~mask
+        color = rgb[mask].mean(axis=0)
+        # An element of their colour there already (a word read there, a glyph's core) takes the marks around
+        # it: they are its soft edge and the letters it missed.
+        near = cv2.dilate(mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+        words = [e for e in elements + found if e is not shape and e.kind in ("text", "shape")
+                 and np.linalg.norm(e.color_rgb - color) < np.linalg.norm(shape.color_rgb - color)
+                 and (e.mask & near).any()]
+        if words:
+            words[0].mask = words[0].mask | mask
+            words[0].area = int(words[0].mask.sum())
+            _set_hull(words[0])
+            continue
+        element = _Element("shape", mask, color)
+        element.host = shape
+        _set_hull(element)
+        found.append(element)
+    return found
+
+
+def _open_mask(mask: np.ndarray, kernel_px: int) -> np.ndarray:
+    """Morphological opening with a disc of ``kernel_px``, as uint8. A big disc on a big image is slow (seconds
+    at 12 MP), so big openings run at reduced size; the result never reaches outside ``mask``."""
+    import cv2
+
+    factor = max(1, kernel_px // 25)
+    if factor == 1:
+        disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kernel_px, kernel_px))
+        return cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, disc)
+    height_px, width_px = mask.shape
+    size = (max(1, width_px // factor), max(1, height_px // factor))
+    small = cv2.resize(mask.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0.5
+    small_px = max(3, (kernel_px // factor) | 1)  # 25 px or more: still round
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (small_px, small_px))
+    opened = cv2.morphologyEx(small.astype(np.uint8), cv2.MORPH_OPEN, disc)
+    return cv2.resize(opened, (width_px, height_px), interpolation=cv2.INTER_NEAREST) & mask.astype(np.uint8)
+
+
+def _filled(mask: np.ndarray) -> np.ndarray:
+    """The mask with the holes its outer contours enclose filled."""
+    import cv2
+
+    if not mask.any():
+        return mask
+    box = _bbox_slices(mask, 1)
+    crop = mask[box].astype(np.uint8)
+    contours, _ = cv2.findContours(crop, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(crop, contours, -1, 1, thickness=cv2.FILLED)
+    out = np.zeros(mask.shape, bool)
+    out[box] = crop.astype(bool)
+    return out
+
+
+def _photo_objects(regions: _Regions, background: np.ndarray) -> list[np.ndarray]:
+    """Masks of the photographs on a flat background: connected blobs of non-background pixels, holes filled,
+    whose inside (a few pixels in from their outline) is mostly texture (edge pixels or regions the colour
+    model does not explain). Flat graphics, even with text in them, are texture only along their edges."""
+    import cv2
+
+    height_px, width_px = background.shape
+    texture = (regions.labels == 0) | ~regions.flat[regions.labels]
+    count, blobs, stats, _ = cv2.connectedComponentsWithStats((~background).astype(np.uint8), connectivity=8)
+    photos = []
+    erode = np.ones((5, 5), np.uint8)
+    for k in range(1, count):
+        _checkpoint()
+        if stats[k, cv2.CC_STAT_AREA] < MIN_IMAGE_FRACTION * height_px * width_px:
+            continue
+        box = _bbox_slices(blobs == k, 2)
+        blob = (blobs[box] == k).astype(np.uint8)
+        inside = cv2.erode(blob, erode).astype(bool)
+        # Thin things (letters, strokes, small icons) are mostly outline: a photograph is solid.
+        if inside.sum() < max(50, 0.5 * blob.sum()) or texture[box][inside].mean() < PHOTO_TEXTURE_SHARE:
+            continue
+        contours, _ = cv2.findContours(blob, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(blob, contours, -1, 1, thickness=cv2.FILLED)
+        mask = np.zeros(background.shape, bool)
+        mask[box] = blob.astype(bool)
+        photos.append(mask)
+    return photos
 
 
 def _set_hull(element: _Element) -> None:
@@ -713,6 +929,7 @@ def _split_depths(background: _Element, elements: list[_Element]) -> list[_Eleme
     tolerance = max(4.0, 1e-5 * size)  # as in _order_elements: a few pixels of hull overlap are anti-aliasing
     result: list[_Element] = []
     for element in elements:
+        _checkpoint()
         if element.kind != "shape" or element.opacity < 1.0 or element.pieces < 2:
             result.append(element)
             continue
@@ -746,6 +963,7 @@ def _split_depths(background: _Element, elements: list[_Element]) -> list[_Eleme
         joins = []
         for i in range(len(pieces)):
             for j in range(i + 1, len(pieces)):
+                _checkpoint()
                 gap = _joint_hull(pieces[i] | pieces[j]) & ~hulls[i] & ~hulls[j]
                 gap_px = float(gap.sum())
                 share = float((gap & background.mask).sum()) / gap_px if gap_px > tolerance else 0.0
@@ -892,6 +1110,7 @@ def _find_subject(rgb: np.ndarray, background: _Element, elements: list[_Element
     # Holes inside the subject (the dark coffee, a pupil) belong to it.
     contours, _ = cv2.findContours(foreground, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     cv2.drawContours(foreground, contours, -1, 1, thickness=cv2.FILLED)
+    _checkpoint()
     full = _guided_upsample(foreground.astype(np.float32), rgb, scale) > 0.5
     for element in elements:
         full &= ~element.mask
@@ -922,6 +1141,7 @@ def _guided_upsample(mask_small: np.ndarray, rgb: np.ndarray, scale: float) -> n
     ksize = (2 * radius_px + 1, 2 * radius_px + 1)
     mean_i = cv2.blur(guide, ksize)
     mean_p = cv2.blur(mask, ksize)
+    _checkpoint()
     var_i = cv2.blur(guide * guide, ksize) - mean_i * mean_i
     cov_ip = cv2.blur(guide * mask, ksize) - mean_i * mean_p
     a = cov_ip / (var_i + 1e-3)
@@ -948,6 +1168,7 @@ def _find_translucent(rgb: np.ndarray, background: _Element, elements: list[_Ele
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9))
     neighbours: dict[int, dict[int, np.ndarray]] = {}  # element id → {owner label: mean colour next to it}
     for element in shapes:
+        _checkpoint()
         box = _bbox_slices(element.mask, 6)
         ring = cv2.dilate(element.mask[box].astype(np.uint8), kernel).astype(bool) & ~element.mask[box]
         labels_in_ring = owner[box][ring]
@@ -1012,6 +1233,7 @@ def _order_elements(elements: list[_Element]) -> list[_Element]:
         owner[element.mask] = index
     inside = np.zeros((count, count))
     for a, ea in enumerate(elements):
+        _checkpoint()
         inside[a] = np.bincount(owner[ea.hull], minlength=count + 1)[1:]
         inside[a, a] = 0.0
     # A few pixels of hull overlap are anti-aliasing noise, not occlusion (more on bigger images).
@@ -1033,6 +1255,13 @@ def _order_elements(elements: list[_Element]) -> list[_Element]:
         for a in sorted(level, key=lambda a: (rank[elements[a].kind], -elements[a].area)):
             elements[a].level = level_index
             ordered.append(elements[a])
+    # Marks drawn on a shape lie inside it only: right above their shape, so that a tight layer budget can fold
+    # them back into it.
+    for mark in [e for e in ordered if e.host is not None]:
+        host = next((i for i, e in enumerate(ordered) if e is mark.host), None)
+        if host is not None:
+            ordered.remove(mark)
+            ordered.insert(host + 1, mark)
     return ordered
 
 
@@ -1049,6 +1278,8 @@ def _fit_count(elements: list[_Element], wanted: int) -> list[list[_Element]]:
             same_kind = {e.kind for e in lower} == {e.kind for e in upper}
             area = sum(e.area for e in lower) + sum(e.area for e in upper)
             cost = (0 if same_level else 1, 0 if same_kind else 1, area)
+            if all(e.host is not None and any(e.host is h for h in lower) for e in upper):
+                cost = (-1, 0, area)  # marks on a shape go back into it before anything else is merged
             if best_cost is None or cost < best_cost:
                 best, best_cost = index, cost
         groups[best:best + 2] = [groups[best] + groups[best + 1]]
@@ -1094,15 +1325,17 @@ def _bbox_slices(mask: np.ndarray, margin_px: int):
             slice(max(cols[0] - margin_px, 0), min(cols[-1] + margin_px + 1, width_px)))
 
 
-def _peel(rgb: np.ndarray, element: _Element, covering: np.ndarray, alpha_in: np.ndarray) -> np.ndarray:
-    """The element's straight RGBA layer (full size)."""
+def _peel(rgb: np.ndarray, rgb_u8: np.ndarray, element: _Element, covering: np.ndarray,
+          alpha_in: np.ndarray) -> np.ndarray:
+    """The element's straight RGBA layer (full size); ``rgb_u8`` is ``rgb`` as it shows (uint8)."""
     import cv2
 
     height_px, width_px = rgb.shape[:2]
     rgba = np.zeros((height_px, width_px, 4), np.uint8)
-    # Colour under zero alpha (outside the box below): the element's colour, so soft-edge edits and resampling
-    # don't bleed black.
-    rgba[..., :3] = np.clip(np.rint(element.color_rgb), 0, 255).astype(np.uint8)
+    # Colour under zero alpha away from the element: the input's own colour. It is never seen in the composite,
+    # but it is what a viewer or an editor that ignores alpha shows, what a merge with the layer below keeps
+    # (Pillow's alpha_composite keeps the lower colour under alpha 0), and it does not bleed black when resampled.
+    rgba[..., :3] = rgb_u8
     core = element.mask
     # Work inside the element's bounding box plus a margin; the colour outside it is the nearest colour anyway.
     box = _bbox_slices(element.hull, BAND_PX + 2)
@@ -1115,6 +1348,7 @@ def _peel(rgb: np.ndarray, element: _Element, covering: np.ndarray, alpha_in: np
         near_f = np.broadcast_to(element.color_rgb.astype(np.float32), crop_rgb.shape)
     else:
         near_f, _ = _nearest_colors(crop_rgb, crop_core)
+    _checkpoint()
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * BAND_PX + 1, 2 * BAND_PX + 1))
     grown = cv2.dilate(crop_core.astype(np.uint8), kernel).astype(bool)
     band = grown & ~crop_core
@@ -1122,6 +1356,7 @@ def _peel(rgb: np.ndarray, element: _Element, covering: np.ndarray, alpha_in: np
     alpha = crop_core.astype(np.float32)
     if band.any() and outside.any():
         near_b, _ = _nearest_colors(crop_rgb, outside)
+        _checkpoint()
         f = near_f[band].astype(np.float32)
         b = near_b[band].astype(np.float32)
         i = crop_rgb[band].astype(np.float32)
@@ -1142,7 +1377,10 @@ def _peel(rgb: np.ndarray, element: _Element, covering: np.ndarray, alpha_in: np
     # A layer is never more opaque than the input there (RGBA inputs).
     alpha = np.minimum(alpha, alpha_in[box])
     out = np.zeros(crop_rgb.shape[:2] + (4,), np.uint8)
-    out[..., :3] = np.clip(np.rint(near_f), 0, 255).astype(np.uint8)
+    # Near its edge (the soft band and a little beyond) the element's own colour, so a soft edge resampled in
+    # straight alpha does not pick up the colour of what lies behind it; farther out, the input's colour.
+    near = cv2.dilate(grown.astype(np.uint8), kernel).astype(bool) | (alpha > 0)
+    out[..., :3] = np.where(near[..., None], np.clip(np.rint(near_f), 0, 255), crop_rgb).astype(np.uint8)
     out[..., 3] = np.clip(np.rint(alpha * 255.0), 0, 255).astype(np.uint8)
     rgba[box] = out
     return rgba
@@ -1173,6 +1411,7 @@ def _fill_background(rgb: np.ndarray, background: _Element, hole: np.ndarray,
         picks = picks[:: max(1, picks.size // 50_000)]  # 50k pixels pin a 6-term model down
         design = _features_at(picks // width_px, picks % width_px, height_px, width_px)
         coef, *_ = np.linalg.lstsq(design, rgb.reshape(-1, 3)[picks].astype(np.float64), rcond=None)
+        _checkpoint()
         out = rgb.astype(np.float64).copy()
         ys, xs = np.nonzero(hole)
         out[ys, xs] = _features_at(ys, xs, height_px, width_px) @ coef
@@ -1194,6 +1433,7 @@ def _fill_background(rgb: np.ndarray, background: _Element, hole: np.ndarray,
         filled = cv2.resize(filled, (width_px, height_px), interpolation=cv2.INTER_LINEAR)
     else:
         filled = cv2.inpaint(src, hole_u8, 3, cv2.INPAINT_TELEA)
+    _checkpoint()
     depth_px = cv2.distanceTransform(hole_u8, cv2.DIST_L2, 3)
     band_px = TELEA_BAND_PX / scale
     smooth_share = np.clip(depth_px / band_px - 1.0, 0.0, 1.0)  # 0 within one band of the edge, 1 past two
@@ -1204,6 +1444,7 @@ def _fill_background(rgb: np.ndarray, background: _Element, hole: np.ndarray,
         smooth_within = np.zeros_like(hole)
     smooth_share[~smooth_within] = 0.0
     if smooth_share.any():
+        _checkpoint()
         deep = smooth_share > 0
         smooth = _smooth_fill(rgb.astype(np.float64), hole)
         share = smooth_share[deep][:, None]
@@ -1233,6 +1474,7 @@ def _smooth_fill(rgb: np.ndarray, hole: np.ndarray) -> np.ndarray:
     fallback = premul.reshape(-1, 3).sum(axis=0) / max(float(weight.sum()), 1e-6)
     estimate = np.where(weight[..., None] > 1e-3, premul / np.maximum(weight, 1e-3)[..., None], fallback)
     for premul, weight in reversed(pyramid[:-1]):
+        _checkpoint()
         coarse = cv2.resize(estimate.astype(np.float32), (weight.shape[1], weight.shape[0]),
                             interpolation=cv2.INTER_LINEAR)
         coarse = cv2.GaussianBlur(coarse, (0, 0), 1.0)
@@ -1243,6 +1485,7 @@ def _smooth_fill(rgb: np.ndarray, hole: np.ndarray) -> np.ndarray:
         for _ in range(FILL_RELAX_STEPS):
             estimate = np.where(fixed[..., None], estimate, cv2.blur(estimate.astype(np.float32), (3, 3)))
     smooth = cv2.resize(estimate.astype(np.float32), (width_px, height_px), interpolation=cv2.INTER_LINEAR)
+    _checkpoint()
     # Grain: the surroundings' fine detail (image minus its blur) has some strength; the fill gets as much noise.
     detail = rgb.astype(np.float32) - cv2.GaussianBlur(rgb.astype(np.float32), (0, 0), 2.0)
     ring = cv2.dilate(hole.astype(np.uint8), np.ones((15, 15), np.uint8)).astype(bool) & ~hole
@@ -1262,6 +1505,7 @@ def _over_shares(layers_rgba: list[np.ndarray]) -> np.ndarray:
     shares = []
     transmit = None
     for rgba in reversed(layers_rgba):
+        _checkpoint()
         alpha = rgba[..., 3].astype(np.float32) / 255.0
         shares.append(alpha if transmit is None else alpha * transmit)
         transmit = (1.0 - alpha) if transmit is None else transmit * (1.0 - alpha)
@@ -1275,6 +1519,7 @@ def _over_premul(layers_rgba: list[np.ndarray], shape: tuple[int, int]) -> tuple
         return premul, np.zeros(shape, np.float32)
     shares = _over_shares(layers_rgba)
     for share, rgba in zip(shares, layers_rgba):
+        _checkpoint()
         premul += share[..., None] * rgba[..., :3]
     return premul, shares.sum(axis=0)
 
@@ -1292,10 +1537,13 @@ def _solve_bottom(target: np.ndarray, top_premul: np.ndarray, top_alpha: np.ndar
         bottom_alpha = np.clip((out_alpha - top_alpha) / np.maximum(visible, 1e-6), 0.0, 1.0)
         bottom_alpha[visible < 1e-6] = 0.0
     weight = visible * bottom_alpha
+    _checkpoint()
     solved = (out_premul - top_premul) / np.maximum(weight, 1e-6)[..., None]
+    _checkpoint()
     # Solve only where the bottom shows enough for the division to be stable; elsewhere keep the fill.
     use_solved = weight > 0.1
     color = np.where(use_solved[..., None], solved, fill_rgb)
+    _checkpoint()
     bottom = np.zeros(target.shape, np.uint8)
     bottom[..., :3] = np.clip(np.rint(color), 0, 255).astype(np.uint8)
     bottom[..., 3] = np.clip(np.rint(bottom_alpha * 255.0), 0, 255).astype(np.uint8)
@@ -1311,14 +1559,18 @@ def _correct_residual(layers: list[Layer], target: np.ndarray, tolerance: float 
     shares = _over_shares([layer.rgba for layer in layers])
     composite_premul = np.zeros(target.shape[:2] + (3,), np.float32)
     for share, layer in zip(shares, layers):
+        _checkpoint()
         composite_premul += share[..., None] * layer.rgba[..., :3]
     error_premul = (target[..., :3].astype(np.float32) * (target[..., 3:4].astype(np.float32) / 255.0)
                     - composite_premul)
+    _checkpoint()
     bad = np.abs(error_premul).max(axis=2) > tolerance
     if not bad.any():
         return
     best = np.argmax(shares, axis=0)
+    _checkpoint()
     for index, layer in enumerate(layers):
+        _checkpoint()
         pixels = bad & (best == index) & (shares[index] > 0.02)
         if not pixels.any():
             continue

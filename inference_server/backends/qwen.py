@@ -451,6 +451,14 @@ class QwenLayeredBackend:
             raise
 
     # ----------------------------------------------------------------------------------------------- decompose
+    def layer_count(self, image: Image.Image, params: DecomposeParams) -> int:
+        """How many layers the model is asked for: the requested count, or for "auto" (when called directly;
+        jobs and the CLI go through refine.decompose_refined, which asks for a count and drops what is empty or
+        repeated) refine's AUTO_DECOMPOSE_LAYERS."""
+        from ..refine import AUTO_DECOMPOSE_LAYERS
+
+        return params.layer_count(AUTO_DECOMPOSE_LAYERS)
+
     def decompose(
         self,
         image: Image.Image,
@@ -475,6 +483,7 @@ class QwenLayeredBackend:
         if min(input_width_px, input_height_px) < 16:
             raise InvalidInput(f"the image is {input_width_px}×{input_height_px} px; both sides must be at least 16 px")
         seed = params.seed if params.seed is not None else secrets.randbelow(2**63)
+        layer_count = self.layer_count(image, params)
         cancel.raise_if_canceled()
 
         # 2. Load the pipeline for this preset (kept between jobs; a different preset reloads)
@@ -550,7 +559,7 @@ class QwenLayeredBackend:
                 pipeline._interrupt = True
                 raise JobCanceled(f"canceled during denoising after {step_index + 1} of {total_steps} steps")
             if step_index + 1 == total_steps:
-                progress("decode", 0, params.layers)
+                progress("decode", 0, layer_count)
             return callback_kwargs
 
         progress("denoise", 0, total_steps)
@@ -567,7 +576,7 @@ class QwenLayeredBackend:
                 negative_prompt_embeds=negative_embeds,
                 negative_prompt_embeds_mask=negative_mask,
                 true_cfg_scale=params.true_cfg_scale,
-                layers=params.layers,
+                layers=layer_count,
                 num_inference_steps=total_steps,
                 generator=generator,
                 resolution=params.resolution,
@@ -585,7 +594,7 @@ class QwenLayeredBackend:
         # The first step carries the compile warm-up after a (re)load, and the input's VAE encoding.
         watch.timings_s["first_step_s"] = step_ends[0] - denoise_started
         watch.timings_s["decode"] = finished - step_ends[-1]
-        progress("decode", params.layers, params.layers)
+        progress("decode", layer_count, layer_count)
 
         # 7. A back→front LayerStack at the model's working size: the refine stage (inference_server.refine) brings
         #    the layers to the input's size, edge-aware and with an exact composite, which a plain resize is not.
@@ -618,6 +627,8 @@ class QwenLayeredBackend:
                          "): layers differ from stock")
         if not params.prompt.strip():
             notes.append(f"caption: {prompt}")
+        if params.auto_layers:
+            notes.append(f"layers: auto; ran the model at {layer_count} layers")
         stack_params = params.to_dict()
         stack_params["seed"] = seed
         if self.tier_plan is not None:

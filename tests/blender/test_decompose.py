@@ -40,7 +40,9 @@ def _frame_corners_ndc(scene, obj):
 
 def _decompose(scene, image_path, layers):
     scene.strata.image_path = str(image_path)
-    scene.strata.layers = layers
+    scene.strata.layers_auto = layers == "auto"
+    if layers != "auto":
+        scene.strata.layers = layers
     assert bpy.ops.strata.decompose() == {'FINISHED'}
     settings = wait_for_job()
     assert settings.job_status == "succeeded", settings.job_message
@@ -117,6 +119,7 @@ def test_generated_blender_image_is_sent_as_png(scene, local_server):
     pixels[10:30, 8:40] = (0.8, 0.1, 0.1, 1.0)
     image.pixels.foreach_set(pixels.ravel())
     scene.strata.image = image
+    scene.strata.layers_auto = False
     scene.strata.layers = 2
     assert bpy.ops.strata.decompose() == {'FINISHED'}
     settings = wait_for_job()
@@ -224,6 +227,7 @@ def test_cancel_stops_the_job_and_builds_nothing(scene, local_server, tmp_path):
     if connection.server_state()["status"] != "running":  # start the server first: this test is about canceling
         connection.restart_server(connection.settings_from_preferences(local_server)).join(60)
     scene.strata.image_path = str(big)
+    scene.strata.layers_auto = False
     scene.strata.layers = 6
     before = _scene_state()
     assert bpy.ops.strata.decompose() == {'FINISHED'}
@@ -280,3 +284,11 @@ def test_missing_server_configuration_is_reported(scene, local_server, sample_pn
     with pytest.raises(RuntimeError, match="set the server's Python"):
         bpy.ops.strata.restart_server()
     assert _scene_state() == before
+
+
+def test_auto_is_the_default_and_lets_the_decomposer_count(scene, local_server, sample_png):
+    assert scene.strata.layers_auto, "a new scene lets the decomposer choose the layer count"
+    settings = _decompose(scene, sample_png, "auto")
+    root = next(obj for obj in bpy.data.objects if obj.strata.role == 'ROOT')
+    assert len(_planes().stack_layers(root)) >= 2  # the sample poster has a background, shapes and text
+    assert "layers: auto" in settings.job_message

@@ -51,6 +51,7 @@ def test_zip_installs_enables_and_decomposes(extension_zip, legacy_disabled, sam
     configure_local_server(extension_prefs)
     scene = reset_scene()
     scene.strata.image_path = str(sample_png)
+    scene.strata.layers_auto = False
     scene.strata.layers = 2
     assert bpy.ops.strata.decompose() == {'FINISHED'}
     job_watch = sys.modules[f"{EXTENSION}.job_watch"]

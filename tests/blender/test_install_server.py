@@ -65,6 +65,7 @@ def _draw_preferences(extension_prefs):
 def _decompose(sample_png):
     scene = reset_scene()
     scene.strata.image_path = str(sample_png)
+    scene.strata.layers_auto = False
     scene.strata.layers = 2
     assert bpy.ops.strata.decompose() == {'FINISHED'}
     job_watch = _module("job_watch")

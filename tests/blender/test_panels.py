@@ -72,7 +72,8 @@ def test_decompose_panel_idle(scene):
     assert _module("job_watch").active() is None
     layout = draw_panel(_decompose_panel(), bpy.context)
     props = [kwargs["property"] for kwargs in _calls(layout, "prop")]
-    assert props == ["image_path", "layers", "steps", "resolution", "seed", "prompt", "depth", "blend_like_editors"]
+    assert props == ["image_path", "layers_auto", "layers", "steps", "resolution", "seed", "prompt", "depth",
+                     "blend_like_editors"]
     assert [kwargs["operator"] for kwargs in _calls(layout, "operator")] == ["strata.decompose",
                                                                               "strata.restart_server"]
     assert not _calls(layout, "progress")

@@ -208,6 +208,7 @@ def test_redecompose_layer_replaces_it_with_a_substack_that_renders_the_same(sce
     from blender_addon.scene import planes
 
     scene.strata.image_path = str(sample_png)
+    scene.strata.layers_auto = False
     scene.strata.layers = 3
     assert bpy.ops.strata.decompose() == {'FINISHED'}
     assert wait_for_job(120).job_status == "succeeded"

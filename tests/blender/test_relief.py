@@ -158,6 +158,7 @@ def tiny_depth_server(local_server, tmp_path_factory, monkeypatch):
 def test_decompose_with_depth_brings_depth_maps_that_relief_uses(scene, tiny_depth_server, sample_png, tmp_path):
     bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "poster.blend"))
     scene.strata.image_path = str(sample_png)
+    scene.strata.layers_auto = False
     scene.strata.layers = 3
     scene.strata.depth = True
     assert bpy.ops.strata.decompose() == {'FINISHED'}

@@ -175,3 +175,26 @@ def test_failed_build_leaves_nothing_behind(scene, tmp_path):
     with pytest.raises(RuntimeError):
         _planes().build_stack(bpy.context, paths, ["Back", "Front"], "local", "", "broken")
     assert (len(bpy.data.objects), len(bpy.data.collections), len(bpy.data.materials), len(bpy.data.images)) == before
+
+
+def test_a_stack_without_an_opaque_layer_renders_its_transparency(scene, tmp_path):
+    """Transparent inputs (a logo on nothing) stay transparent: with a transparent film the camera view's alpha is the
+    layers' "over" alpha and its colour the editor-style composite's."""
+    layers = soft_layers(4, seed=3)[1:]  # the discs alone, no opaque background
+    paths = write_layers(tmp_path, layers)
+    _planes().build_stack(bpy.context, paths, ["A", "B", "C"], "local", "", "logo")
+    scene.render.film_transparent = True
+    render_camera_view(scene, tmp_path / "rgb.png", samples=2)  # sets Cycles, CPU, samples, no dither
+    scene.render.image_settings.color_mode = 'RGBA'
+    bpy.ops.render.render(write_still=True)
+    rendered = np.asarray(Image.open(tmp_path / "rgb.png").convert("RGBA")).astype(float)
+    alpha = np.zeros((HEIGHT_PX, WIDTH_PX))
+    for rgba in layers:
+        a = rgba[..., 3] / 255.0
+        alpha = a + alpha * (1 - a)
+    alpha_psnr = psnr_db(rendered[..., 3], np.rint(alpha * 255))
+    # Straight colour × alpha against the composite over black (which is the premultiplied colour).
+    premultiplied_psnr = psnr_db(rendered[..., :3] * rendered[..., 3:] / 255.0, editor_composite(layers))
+    print(f"transparent stack: alpha {alpha_psnr:.1f} dB, premultiplied colour {premultiplied_psnr:.1f} dB")
+    assert (rendered[..., 3] == 0).mean() > 0.3, "the empty corners of a logo must stay transparent"
+    assert alpha_psnr >= 60.0 and premultiplied_psnr >= 55.0  # measured: exact (inf) and 61.2 dB

@@ -172,7 +172,7 @@ def replace_with_substack(obj, job_id, layer_paths, names):
             other.strata.layer_index += count - 1
     blend_like_editors = bpy.context.scene.strata.blend_like_editors
     created = []
-    for offset, (path, name, depth_m) in enumerate(zip(layer_paths, names, depths_m)):
+    for offset, (path, name, depth_m) in enumerate(zip(layer_paths, names, depths_m, strict=False)):
         plane = planes.create_layer_plane(root, path, f"{obj.name} / {name}", index + offset, depth_m,
                                           blend_like_editors)
         plane.strata.job_id = job_id

@@ -13,8 +13,7 @@ import bpy
 
 from . import connection
 from .core.model_download import DownloadOptions, ModelDownload, downloaded, model_folder
-from .core.server_install import (InstallOptions, ServerInstall, clean_env, installed_python, read_pointer,
-                                  server_wheels)
+from .core.server_install import InstallOptions, ServerInstall, clean_env, installed_python, read_pointer, server_wheels
 
 TICK_INTERVAL_S = 0.5
 _tasks = {"install": None, "download": None}

@@ -19,15 +19,15 @@ import urllib.parse
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from . import __version__, docs_pages
@@ -80,19 +80,19 @@ class JobCreated(BaseModel):
 class JobStatus(BaseModel):
     id: str
     status: Literal["queued", "running", "succeeded", "failed", "canceled"]
-    stage: Optional[str] = None
+    stage: str | None = None
     step: int = 0
     total: int = 0
-    error: Optional[str] = None
-    layers: Optional[int] = None
+    error: str | None = None
+    layers: int | None = None
     params: dict[str, Any]
-    parent: Optional[dict[str, Any]] = None
+    parent: dict[str, Any] | None = None
     children: dict[str, list[str]] = {}
     notes: list[str] = []
-    created_at: Optional[float] = None
-    started_at: Optional[float] = None
-    finished_at: Optional[float] = None
-    cancel_requested: Optional[bool] = None
+    created_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    cancel_requested: bool | None = None
 
 
 class JobList(BaseModel):
@@ -104,19 +104,19 @@ class Health(BaseModel):
     backend: str
     device: str
     model_loaded: bool
-    backend_error: Optional[str] = None
-    tier: Optional[dict[str, Any]] = Field(
+    backend_error: str | None = None
+    tier: dict[str, Any] | None = Field(
         None, description="qwen VRAM tier: tier, formats, summary ('16 GB tier: 4-bit transformer ...'), reason")
-    transformer: Optional[str] = Field(None, description="GGUF transformer file, when one is used")
+    transformer: str | None = Field(None, description="GGUF transformer file, when one is used")
     version: str
     queue_length: int
-    running: Optional[str] = None
-    worker_pid: Optional[int] = None
+    running: str | None = None
+    worker_pid: int | None = None
     worker_restarts: int = 0
     runner: Literal["local", "ray"] = "local"
     running_jobs: list[str] = []
     # strata serve --ray: the replicas that have run jobs (name, pid, node_ip, job, jobs_done, peak_rss_mib)
-    replicas: Optional[list[dict[str, Any]]] = None
+    replicas: list[dict[str, Any]] | None = None
 
 
 def _errors(*codes: int) -> dict[int, dict[str, Any]]:

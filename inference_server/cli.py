@@ -18,9 +18,9 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .backends.qwen_tiers import VRAM_CHOICES
 from .errors import InvalidInput, StrataError
 from .images import DEFAULT_MAX_PIXELS
-from .backends.qwen_tiers import VRAM_CHOICES
 from .params import AUTO_LAYERS, BACKENDS, MAX_LAYERS, MIN_LAYERS, PRESETS, RESOLUTIONS
 
 TOKEN_ENV = "STRATA_TOKEN"
@@ -58,8 +58,9 @@ def _add_backend_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=PRESETS,
                         help="speed/memory trade-off of the qwen backend (default exact; lowvram offloads to the CPU)")
     parser.add_argument("--vram", choices=VRAM_CHOICES, default="auto",
-                        help="GPU memory tier of the qwen backend, in GB: 80 (bf16), 24 (8-bit), 16 (4-bit transformer, "
-                             "8-bit text encoder), 12 and 8 (4-bit, blocks streamed from RAM); auto (default) picks "
+                        help="GPU memory tier of the qwen backend, in GB: 80 (bf16), 24 (8-bit), 16 (4-bit "
+                             "transformer, 8-bit text encoder), 12 and 8 (4-bit, blocks streamed from RAM); auto "
+                             "(default) picks "
                              "from the free VRAM, RAM and the card's fp8 support")
     parser.add_argument("--transformer", metavar="PATH.gguf", type=Path,
                         help="the qwen transformer from a GGUF file (e.g. a community Q8_0 or Q4 build of "
@@ -127,8 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     refine = subparsers.add_parser(
         "refine", help="bring a layer folder to the original's full resolution with an exact composite",
-        description="Refine the layers in LAYERS_DIR (ours, or any folder of layer PNGs, e.g. another tool's at a lower "
-                    "resolution) against the original image: alpha upsampled edge-aware, colours re-derived from "
+        description="Refine the layers in LAYERS_DIR (ours, or any folder of layer PNGs, e.g. another tool's at a "
+                    "lower resolution) against the original image: alpha upsampled edge-aware, colours re-derived from "
                     "the original, the composite made equal to it within 1/255. Writes layer_XX.png, preview.png "
                     "and manifest.json into OUT.")
     refine.add_argument("layers_dir", metavar="LAYERS_DIR", type=Path, help="folder of layers (back to front)")
@@ -305,7 +306,7 @@ def run_refine(args: argparse.Namespace) -> int:
         result = refine_layers(layers, np.asarray(image, dtype=np.uint8), names, auto=args.auto,
                                progress=bar.update, cancel=cancel)
         manifest = manifest or {}
-        stack = LayerStack([Layer(rgba, name) for rgba, name in zip(result.layers, result.names)],
+        stack = LayerStack([Layer(rgba, name) for rgba, name in zip(result.layers, result.names, strict=False)],
                            backend=manifest.get("backend", ""), params=manifest.get("params", {}),
                            seed=manifest.get("seed"), timings_s=result.timings_s,
                            notes=list(manifest.get("notes", [])) + notes + result.notes,

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -30,7 +31,7 @@ DEPTH_ENCODING = "uint16 nearness: 0 = farthest, 65535 = nearest of the job (rel
 # A pixel counts as "seen" in a layer when at least this much of the final colour comes from it.
 VISIBLE_WEIGHT = 0.5
 
-_estimators: dict[str, "DepthEstimator"] = {}
+_estimators: dict[str, DepthEstimator] = {}
 
 
 def depth_file_name(index: int) -> str:
@@ -140,7 +141,7 @@ def layer_depths(nearness: np.ndarray, alphas: list[np.ndarray]) -> list[np.ndar
     A layer never seen at all (entirely hidden) takes the model's value under its own alpha, then fills around it;
     an empty layer takes the background's map."""
     maps = []
-    for alpha, weight in zip(alphas, visible_weights(alphas)):
+    for alpha, weight in zip(alphas, visible_weights(alphas), strict=False):
         known = weight >= VISIBLE_WEIGHT
         if not known.any():
             known = alpha >= VISIBLE_WEIGHT

@@ -24,9 +24,10 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -72,7 +73,7 @@ class JobRunner(Protocol):
     """What runs the jobs. It pulls work with ``manager.next_job()`` and reports with ``manager.job_started /
     job_progress / job_finished / job_lost`` and ``manager.runner_ready / runner_unavailable``."""
 
-    def start(self, manager: "JobManager") -> None:
+    def start(self, manager: JobManager) -> None:
         """Begin running jobs (returns at once; the runner reports ready through the manager)."""
 
     def cancel(self, job_id: str) -> None:

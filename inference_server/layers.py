@@ -55,7 +55,7 @@ class Layer:
         return Image.fromarray(self.rgba, "RGBA")
 
     @classmethod
-    def from_image(cls, image: Image.Image, name: str = "") -> "Layer":
+    def from_image(cls, image: Image.Image, name: str = "") -> Layer:
         return cls(np.asarray(image.convert("RGBA"), dtype=np.uint8).copy(), name)
 
 
@@ -191,7 +191,7 @@ class LayerStack:
         return folder
 
     @classmethod
-    def load(cls, folder: str | os.PathLike) -> "LayerStack":
+    def load(cls, folder: str | os.PathLike) -> LayerStack:
         folder = Path(folder)
         manifest_path = folder / MANIFEST_NAME
         if not manifest_path.is_file():

@@ -25,8 +25,9 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .backends import DEFAULT_QWEN_MODEL
 
@@ -217,7 +218,7 @@ def download(model_id: str, local_dir: str | os.PathLike, gguf: str | None = Non
             continue
         last = [0.0]
 
-        def on_bytes(written: int, entry=entry, index=index) -> None:
+        def on_bytes(written: int, entry=entry, index=index, last=last) -> None:
             now = time.monotonic()
             if now - last[0] >= PROGRESS_INTERVAL_S:
                 last[0] = now

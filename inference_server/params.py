@@ -42,7 +42,7 @@ class DecomposeParams:
     parent_layer: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def validate(self) -> "DecomposeParams":
+    def validate(self) -> DecomposeParams:
         if self.layers == AUTO_LAYERS:
             pass
         elif isinstance(self.layers, bool) or not isinstance(self.layers, int):
@@ -94,7 +94,7 @@ class DecomposeParams:
         return int(auto_count) if self.auto_layers else int(self.layers)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "DecomposeParams":
+    def from_dict(cls, values: dict[str, Any]) -> DecomposeParams:
         """Build from user input (JSON or form fields), rejecting names we do not know."""
         known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         unknown = sorted(set(values) - known)
@@ -104,7 +104,7 @@ class DecomposeParams:
             )
         return cls(**values).validate()
 
-    def with_layers(self, layers: int | str) -> "DecomposeParams":
+    def with_layers(self, layers: int | str) -> DecomposeParams:
         """A copy asking for ``layers`` instead."""
         return dataclasses.replace(self, layers=layers).validate()
 

@@ -54,9 +54,9 @@ ALPHA_DENOISE_EPS = 0.01  # self-guided smoothing of a layer's own alpha: wobble
 DOUBT_FLOOR = 16.0  # (0–255)²: the colour uncertainty of a flat layer (≈ the model's colour jitter)
 FULL_DOUBT = 1.0  # ... and of a layer given at full size (only rounding to correct)
 BACKGROUND_COVERAGE = 0.9  # a bottom layer covering this much is the background: it fills opaque gaps
-ALPHA_SNAP = 0.05
+ALPHA_SNAP = 0.05  # upsampled alpha below this is 0, above 1 − this is 1 (the model's alpha noise)
 COLOUR_LINE_MIN = 40.0  # (0–255) layer and backdrop colours at least this far apart make alpha well posed
-COLOUR_LINE_FIT = 10.0  # ... and the input lies within this of the line between them  # upsampled alpha below this is 0, above 1 − this is 1 (the model's alpha noise)
+COLOUR_LINE_FIT = 10.0  # ... and the input lies within this of the line between them
 EMPTY_COVERAGE = 0.001  # "auto": layers covering less than 0.1 % of the image are dropped
 DUPLICATE_IOU = 0.92  # "auto": soft alpha IoU above which a layer repeats another (or the whole composite)
 DUPLICATE_COLOR_L1 = 8.0  # ... and their colours differ by less than this (mean, 0–255) where both show
@@ -176,7 +176,8 @@ def _extend_colour(rgba: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------------- resampling
 
-def _band_map(small_hw: tuple[int, int], full_hw: tuple[int, int], row0: int, row1: int) -> tuple[np.ndarray, np.ndarray]:
+def _band_map(small_hw: tuple[int, int], full_hw: tuple[int, int], row0: int,
+              row1: int) -> tuple[np.ndarray, np.ndarray]:
     """cv2.remap maps for rows [row0, row1) of the full frame sampling a small image (pixel centres aligned, as
     cv2.resize's bilinear does), so bands stitch seamlessly."""
     small_h, small_w = small_hw
@@ -308,7 +309,7 @@ def refine_layers(
     # premultiplied): there is nothing to upsample then, only to solve.
     layers = [rgba if rgba.shape[0] <= full_h and rgba.shape[1] <= full_w or rgba.shape[:2] == (full_h, full_w)
               else _preview(rgba, (full_w, full_h)) for rgba in layers]
-    sources = [_Source(rgba, name) for rgba, name in zip(layers, names)]
+    sources = [_Source(rgba, name) for rgba, name in zip(layers, names, strict=False)]
     notes: list[str] = []
 
     # 2. Auto: drop empty and repeated layers (before the solve, which then fills what they covered)
@@ -353,7 +354,8 @@ def refine_layers(
     for step, row0 in enumerate(bands, start=1):
         cancel.raise_if_canceled()
         row1 = min(full_h, row0 + band_rows)
-        _refine_band(sources, fits, bottom_is_background, target[row0:row1], alpha_target[row0:row1], out, row0, row1, (full_h, full_w), stats)
+        _refine_band(sources, fits, bottom_is_background, target[row0:row1], alpha_target[row0:row1], out, row0, row1,
+                     (full_h, full_w), stats)
         progress("refine", step, len(bands))
     timings["refine_solve"] = time.perf_counter() - mark
     if stats["fallback"]:
@@ -370,8 +372,9 @@ def _premultiplied(rgba: np.ndarray) -> np.ndarray:
     return rgba[..., :3].astype(np.float32) * (alpha / 255.0)
 
 
-def _refine_band(sources: list[_Source], fits: dict, bottom_is_background: bool, target: np.ndarray, alpha_target: np.ndarray,
-                 out: list[np.ndarray], row0: int, row1: int, full_hw: tuple[int, int], stats: dict[str, int]) -> None:
+def _refine_band(sources: list[_Source], fits: dict, bottom_is_background: bool, target: np.ndarray,
+                 alpha_target: np.ndarray, out: list[np.ndarray], row0: int, row1: int, full_hw: tuple[int, int],
+                 stats: dict[str, int]) -> None:
     count = len(sources)
     guide = _premultiplied(target)
     maps_by_size: dict[tuple[int, int], tuple] = {}
@@ -430,7 +433,7 @@ def _refine_band(sources: list[_Source], fits: dict, bottom_is_background: bool,
     if mixed[0].size:
         sub_shares = shares[:, mixed[0], mixed[1]]
         sub_colours = [colour[mixed] for colour in colours]
-        sub_weights = [share * doubt[mixed] for share, doubt in zip(sub_shares, doubts)]
+        sub_weights = [share * doubt[mixed] for share, doubt in zip(sub_shares, doubts, strict=False)]
         sub_target = target_rgb[mixed].astype(np.float32) * total[mixed][:, None]
         _unblend(sub_shares, sub_colours, sub_weights, sub_target)
         # c. Residual after rounding: fix the top contributor, then (rarely) every contributor
@@ -452,11 +455,11 @@ def _unblend(shares: np.ndarray, colours: list[np.ndarray], weights: list[np.nda
     """The weighted least-squares unblend on (n, 3) pixels, in place. Layers pinned at 0 or 255 take no more
     correction in that direction; the others share what is left (a few rounds)."""
     error = target_premul - _premul_sum(shares, colours)
-    norm = sum(weight * share for weight, share in zip(weights, shares))
+    norm = sum(weight * share for weight, share in zip(weights, shares, strict=False))
     step = error / np.maximum(norm, 1e-12)[:, None]
     step[norm <= 1e-12] = 0.0
     clipped = False
-    for colour, weight in zip(colours, weights):
+    for colour, weight in zip(colours, weights, strict=False):
         colour += weight[:, None] * step
         if colour.size and (colour.min() < 0.0 or colour.max() > 255.0):
             clipped = True
@@ -468,10 +471,10 @@ def _unblend(shares: np.ndarray, colours: list[np.ndarray], weights: list[np.nda
         if not (np.abs(error) > 1e-3).any():
             return
         free_weights = [weight[:, None] * np.where(error > 0, colour < 255.0, colour > 0.0)
-                        for weight, colour in zip(weights, colours)]
-        norm = sum(weight * share[:, None] for weight, share in zip(free_weights, shares))
+                        for weight, colour in zip(weights, colours, strict=False)]
+        norm = sum(weight * share[:, None] for weight, share in zip(free_weights, shares, strict=False))
         step = np.where(norm > 1e-12, error / np.maximum(norm, 1e-12), 0.0)
-        for colour, weight in zip(colours, free_weights):
+        for colour, weight in zip(colours, free_weights, strict=False):
             colour += weight * step
             np.clip(colour, 0.0, 255.0, out=colour)
 
@@ -503,7 +506,7 @@ def _round_exact(shares: np.ndarray, colours: list[np.ndarray], target_premul: n
 
 def _premul_sum(shares, colours: list[np.ndarray]) -> np.ndarray:
     premul = shares[0][..., None] * colours[0]
-    for share, colour in zip(shares[1:], colours[1:]):
+    for share, colour in zip(shares[1:], colours[1:], strict=False):
         premul += share[..., None] * colour
     return premul
 
@@ -534,7 +537,7 @@ def _colour_line_alphas(alphas: list[np.ndarray], colours: list[np.ndarray], rea
         if not where[0].size:
             continue
         # Gathering a few pixels beats whole-band arithmetic, until the layer reaches over much of the band.
-        pick = (lambda values: values[where]) if where[0].size < 0.25 * reach[index].size else None
+        pick = (lambda values, where=where: values[where]) if where[0].size < 0.25 * reach[index].size else None
         transmit_above = _transmit_at(alphas[index + 1:], pick, where[0].shape if pick else alphas[0].shape)
         premul_below, alpha_below = _composite_below(alphas[:index], colours[:index], pick)
         if pick is None:
@@ -566,7 +569,7 @@ def _transmit_at(alphas_255: list[np.ndarray], pick, shape: tuple[int, ...]) -> 
 def _composite_below(alphas_255: list[np.ndarray], colours: list[np.ndarray], pick) -> tuple[np.ndarray, np.ndarray]:
     """Premultiplied colour and alpha of the "over" composite of the given layers, at ``pick`` (or everywhere)."""
     premul = alpha_sum = None
-    for alpha_255, colour in zip(alphas_255, colours):
+    for alpha_255, colour in zip(alphas_255, colours, strict=False):
         alpha = (pick(alpha_255) if pick else alpha_255) / 255.0
         colour = pick(colour) if pick else colour
         if premul is None:
@@ -606,7 +609,7 @@ def _fit_alphas(alphas: list[np.ndarray], alpha_target: np.ndarray, bottom_is_ba
             too_much = cover > goal
             high = np.where(too_much, middle, high)
             low = np.where(too_much, low, middle)
-        for alpha, values in zip(alphas, picked):
+        for alpha, values in zip(alphas, picked, strict=False):
             alpha[over] = np.floor(low * values * 255.0 + 1e-4)
     short = (1.0 - _transmit(alphas)) < alpha_target - tolerance
     if not short.any():
@@ -643,7 +646,7 @@ def refine_stack(stack: LayerStack, image: Image.Image | np.ndarray, auto: bool 
     timings = dict(stack.timings_s)
     timings.update(result.timings_s)
     return LayerStack(
-        [Layer(rgba, name) for rgba, name in zip(result.layers, result.names)],
+        [Layer(rgba, name) for rgba, name in zip(result.layers, result.names, strict=False)],
         backend=stack.backend, params=dict(stack.params), seed=stack.seed, timings_s=timings,
         notes=list(stack.notes) + result.notes, parent=stack.parent,
     )

@@ -213,7 +213,7 @@ def make_sample(kind: str = "flat", width_px: int = 512, height_px: int = 384, s
     names: list[str] = []
     if kind == "gradient":
         other = _pick_colors(rng, (128, 128, 128), 1)[0]
-        mix = tuple(int(0.5 * a + 0.5 * b) for a, b in zip(background_rgb, other))
+        mix = tuple(int(0.5 * a + 0.5 * b) for a, b in zip(background_rgb, other, strict=False))
         layers.append(gradient_background(width_px, height_px, background_rgb, mix, rng.uniform(0, np.pi)))
         names.append("Background")
     elif kind == "photo":

@@ -16,8 +16,19 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from .layers import composite_over
-from .samples import (BACKGROUND_RGB, PHOTOS, SUPERSAMPLE, Sample, _layer, _opaque, _pick_colors,
-                      _supersampled_mask, flat_background, gradient_background, photo_rgb)
+from .samples import (
+    BACKGROUND_RGB,
+    PHOTOS,
+    SUPERSAMPLE,
+    Sample,
+    _layer,
+    _opaque,
+    _pick_colors,
+    _supersampled_mask,
+    flat_background,
+    gradient_background,
+    photo_rgb,
+)
 
 HELDOUT_KINDS = ("typeset", "depth", "badge", "icons")
 
@@ -170,7 +181,7 @@ def make_heldout_sample(kind: str = "depth", width_px: int = 1024, height_px: in
             add(flat_background(w, h, background_rgb), "Background")
         else:
             other = _pick_colors(rng, (128, 128, 128), 1)[0]
-            mix = tuple(int(0.6 * a + 0.4 * b) for a, b in zip(background_rgb, other))
+            mix = tuple(int(0.6 * a + 0.4 * b) for a, b in zip(background_rgb, other, strict=False))
             add(gradient_background(w, h, background_rgb, mix, rng.uniform(0, np.pi)), "Background")
         box_a = _random_box(rng, w, h, 0.3, 0.45)
         cx, cy = (box_a[0] + box_a[2]) / 2, (box_a[1] + box_a[3]) / 2
@@ -192,7 +203,7 @@ def make_heldout_sample(kind: str = "depth", width_px: int = 1024, height_px: in
                                                          corner_y + 0.12 * short))), "Edge dot")
     elif kind == "badge":
         other = _pick_colors(rng, (128, 128, 128), 1)[0]
-        mix = tuple(int(0.5 * a + 0.5 * b) for a, b in zip(background_rgb, other))
+        mix = tuple(int(0.5 * a + 0.5 * b) for a, b in zip(background_rgb, other, strict=False))
         add(gradient_background(w, h, background_rgb, mix, rng.uniform(0, np.pi)), "Background")
         box = _random_box(rng, w, h, 0.35, 0.5)
         add(_gradient_layer(_shape(w, h, "rect", box), colors[0], colors[1], rng.uniform(0, np.pi)),

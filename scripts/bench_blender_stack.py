@@ -47,8 +47,8 @@ def synthetic_layers(folder, count, size_px):
 def main():
     os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="strata-bench-"))
     sys.path.insert(0, str(ROOT))
-    import bpy  # noqa: F401  (addon_utils exists only once bpy is imported)
     import addon_utils
+    import bpy  # noqa: F401  (addon_utils exists only once bpy is imported)
 
     addon_utils.enable("blender_addon", default_set=True, handle_error=None)
     from blender_addon.scene import planes

@@ -112,7 +112,7 @@ def cancel_latency(decomposer: CpuDecomposer, delays_s=(0.5, 1.5, 3.0, 5.0, 8.0)
     for delay_s in delays_s:
         token, stage, canceled_at = CancelToken(), ["check"], []
 
-        def cancel_later(token=token, canceled_at=canceled_at, delay_s=delay_s):
+        def cancel_later(token=token, canceled_at=canceled_at, delay_s=delay_s, stage=stage):
             time.sleep(delay_s)
             canceled_at.append((time.perf_counter(), stage[0]))
             token.cancel()

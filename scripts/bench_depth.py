@@ -11,10 +11,9 @@ total, and the decomposition's own CPU seconds for scale are in README's CPU tab
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
-
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -49,8 +48,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     import torch
-
     from bench_blender_stack import synthetic_layer_arrays
+
     from inference_server import depth
     from inference_server.layers import composite_over
 

@@ -66,7 +66,8 @@ def main() -> int:
                 scaled_s, _ = best_of(args.repeats, psd_bytes, scaled)
                 zip_s, archive = best_of(args.repeats, archive_bytes, folder)
             print(f"{size_px:>4}×{size_px:<4} {count:>6} | {load_s:>7.3f} {pptx_s:>7.3f} {len(pptx) / 1e6:>8.2f} | "
-                  f"{psd_s:>7.3f} {len(psd) / 1e6:>7.2f} | {scaled_s:>12.3f} | {zip_s:>6.3f} {len(archive) / 1e6:>7.2f}")
+                  f"{psd_s:>7.3f} {len(psd) / 1e6:>7.2f} | {scaled_s:>12.3f} | "
+                  f"{zip_s:>6.3f} {len(archive) / 1e6:>7.2f}")
     return 0
 
 

@@ -68,7 +68,8 @@ QWEN_VOCAB_SIZE = 152064
 
 
 def _builder():
-    spec = importlib.util.spec_from_file_location("make_tiny_qwen_layered", REPO_ROOT / "scripts" / "make_tiny_qwen_layered.py")
+    spec = importlib.util.spec_from_file_location("make_tiny_qwen_layered",
+                                                  REPO_ROOT / "scripts" / "make_tiny_qwen_layered.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -84,8 +85,7 @@ def build_random_pipeline(device: str, tiny: bool, seed: int = 0, transformer_bl
     the bf16 model plus one fp32 block, and nothing passes through CPU memory.
     """
     import torch
-    from diffusers import AutoencoderKLQwenImage, QwenImageLayeredPipeline
-    from diffusers import QwenImageTransformer2DModel
+    from diffusers import AutoencoderKLQwenImage, QwenImageLayeredPipeline, QwenImageTransformer2DModel
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     builder = _builder()
@@ -300,7 +300,8 @@ def print_table(records: list[dict], out=sys.stdout) -> None:
             f"| {r['preset']} | {size_px} × {layer_count} | {per_step} | {warm} | "
             f"{t['encode']:.3f} | {t['decode']:.2f} | {r['peak_gib'] if r['peak_gib'] is not None else '-'} | {note} |"
             if t else
-            f"| {r['preset']} | {size_px} × {layer_count} | {per_step} | {warm} | - | - | {r.get('peak_gib', '-')} | {note} |",
+            f"| {r['preset']} | {size_px} × {layer_count} | {per_step} | {warm} | - | - | "
+            f"{r.get('peak_gib', '-')} | {note} |",
             file=out,
         )
     for preset, setup in setups.items():

@@ -303,7 +303,7 @@ def tables(records: list[dict], out: Path) -> str:
         if r["label"] == "setup":
             continue
         t = r.get("timings_s", {})
-        fmt = lambda key: f"{t[key]:.2f}" if key in t else "-"  # noqa: E731
+        fmt = lambda key, t=t: f"{t[key]:.2f}" if key in t else "-"  # noqa: E731
         lines.append(
             f"| {r['phase']} | {r['label']} | {r['size']} | {r['steps']} | {r.get('s_per_step', '-')} | "
             f"{', '.join(map(str, r.get('warmup_step_s', []))) or '-'} | {fmt('caption')} | {fmt('encode')} | "

@@ -8,9 +8,10 @@ Ground truth: layered images from inference_server.samples (flat, gradient, phot
 --size, 1536×1024 by default), the held-out generator (inference_server.samples_heldout, 1024²), an RGBA set
 ("transparent": the flat samples without their background layer, so the input itself is transparent), and the
 real-world set in --real (/work/data/real: ``index.json`` lists the cases, each a folder with ``composite.png`` and
-``layer_XX.png``; all of them) when it exists. From each ground truth a "model-like" output is made, as Qwen-Image-Layered returns it: every layer
-downscaled (premultiplied, area) to 640 px on the long side, a mild blur (Gaussian σ 0.6 px there), a colour
-jitter of ±3 levels (per layer and channel) and alpha noise (Gaussian σ 0.02, clipped).
+``layer_XX.png``; all of them) when it exists. From each ground truth a "model-like" output is made, as
+Qwen-Image-Layered returns it: every layer downscaled (premultiplied, area) to 640 px on the long side, a mild blur
+(Gaussian σ 0.6 px there), a colour jitter of ±3 levels (per layer and channel) and alpha noise (Gaussian σ 0.02,
+clipped).
 
 Methods, both to the input's full size: **resize** — Lanczos, premultiplied (what the qwen backend did before the
 refine stage); **refine** — ``inference_server.refine.refine_layers``. Columns per set (means over its images):
@@ -105,7 +106,7 @@ def gradient_energy(rgba: np.ndarray) -> float:
 
 
 def sharpness(pred: list[np.ndarray], gt: list[np.ndarray]) -> float:
-    ratios = [gradient_energy(p) / max(gradient_energy(g), 1e-6) for p, g in zip(pred, gt)
+    ratios = [gradient_energy(p) / max(gradient_energy(g), 1e-6) for p, g in zip(pred, gt, strict=False)
               if gradient_energy(g) > 1e-3]
     return float(np.mean(ratios)) if ratios else 1.0
 

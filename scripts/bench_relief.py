@@ -37,9 +37,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="strata-bench-"))
     sys.path.insert(0, str(ROOT))
-    import bpy
     import addon_utils
-
+    import bpy
     from bench_blender_stack import synthetic_layers
 
     addon_utils.enable("blender_addon", default_set=True, handle_error=None)

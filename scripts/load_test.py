@@ -265,10 +265,10 @@ def _percentile(values: list[float], fraction: float) -> float:
 
 def _print_rows(header: list[str], rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(row[column]) for row in [tuple(header)] + rows) for column in range(len(header))]
-    print(" | ".join(cell.ljust(width) for cell, width in zip(header, widths)))
+    print(" | ".join(cell.ljust(width) for cell, width in zip(header, widths, strict=False)))
     print("-+-".join("-" * width for width in widths))
     for row in rows:
-        print(" | ".join(cell.ljust(width) for cell, width in zip(row, widths)))
+        print(" | ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)))
 
 
 def print_single(args: argparse.Namespace, result: dict) -> int:

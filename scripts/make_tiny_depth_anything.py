@@ -1,4 +1,5 @@
-"""Build a tiny, random-weight Depth Anything folder (``DepthAnythingForDepthEstimation`` + its image processor), offline.
+"""Build a tiny, random-weight Depth Anything folder (``DepthAnythingForDepthEstimation`` + its image processor),
+offline.
 
     python scripts/make_tiny_depth_anything.py OUT_DIR
 

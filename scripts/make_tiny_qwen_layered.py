@@ -61,7 +61,8 @@ STOP_BYTES_FROM = 0x80
 
 def _byte_symbols() -> list[str]:
     """GPT-2's byte-to-unicode table: the 256 symbols a byte-level BPE uses for raw bytes, in byte order."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+                 + list(range(ord("®"), ord("ÿ") + 1)))
     codes = printable[:]
     extra = 0
     for byte in range(256):
@@ -69,7 +70,7 @@ def _byte_symbols() -> list[str]:
             printable.append(byte)
             codes.append(256 + extra)
             extra += 1
-    by_byte = dict(zip(printable, codes))
+    by_byte = dict(zip(printable, codes, strict=False))
     return [chr(by_byte[byte]) for byte in range(256)]
 
 

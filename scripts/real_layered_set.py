@@ -240,7 +240,7 @@ def psd_segments(psd, stack_tolerance_mae: float) -> tuple[list[Segment], list[s
         segments.append((start, index + 1))
         rendered.append(segment)
     result = []
-    for (start, end), premul in zip(segments, rendered):
+    for (start, end), premul in zip(segments, rendered, strict=False):
         names = [layer.name for unit in units[start:end] for layer in unit]
         result.append(Segment(names, premul))
     return result, notes
@@ -265,8 +265,8 @@ def file_composite(psd) -> np.ndarray | None:
 
 
 def ora_segments(data: bytes) -> tuple[list[Segment], np.ndarray | None, list[str]]:
-    from xml.etree import ElementTree
     import zipfile
+    from xml.etree import ElementTree
 
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         stack = ElementTree.fromstring(archive.read("stack.xml"))

@@ -9,9 +9,8 @@ import json
 import numpy as np
 import pytest
 import requests
-from PIL import Image
-
 from conftest import AUTH, TOKEN, make_client, png_bytes_of, sample_image, sample_png, wait_client
+from PIL import Image
 
 
 def _submit(client, image_bytes=None, params=None, **kwargs):

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 import requests
-
 from conftest import REPO, png_bytes_of, sample_image
+
 from inference_server.layers import LayerStack
 
 
@@ -54,9 +54,9 @@ def test_decompose_auto_chooses_the_count(tmp_path):
 
 def test_decompose_layer_of_a_finished_folder_keeps_the_tree(tmp_path):
     import numpy as np
+    from PIL import Image
 
     from inference_server.samples import make_flat_poster
-    from PIL import Image
 
     poster, _ = make_flat_poster(160, 120, seed=2)
     image_path = tmp_path / "poster.png"

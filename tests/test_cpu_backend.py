@@ -289,7 +289,7 @@ def test_a_thin_rule_and_a_gradient_shape_crossed_by_it_come_back_as_their_own_l
     stack = _decompose(decomposer, composite, 3)
     assert [layer.name for layer in stack.layers][1:] == ["Navy shape", "Yellow shape"]
     assert _composite_error(stack, composite) <= 1.0
-    for found, expected in zip(stack.layers[1:], truth[1:]):
+    for found, expected in zip(stack.layers[1:], truth[1:], strict=False):
         hard_found, hard_expected = found.rgba[..., 3] > 127, expected[..., 3] > 127
         assert (hard_found & hard_expected).sum() / (hard_found | hard_expected).sum() > 0.8
 
@@ -360,7 +360,7 @@ def test_a_round_icon_keeps_its_disc_as_figure_on_the_white_ground(decomposer):
     truth = [ground, disc, glyph]
     stack = _decompose(decomposer, composite_over(truth), 3)
     assert [layer.name for layer in stack.layers][:2] == ["Background", "Red shape"]
-    for layer, true_layer in zip(stack.layers, truth):
+    for layer, true_layer in zip(stack.layers, truth, strict=False):
         found, wanted = layer.rgba[..., 3] > 127, true_layer[..., 3] > 127
         assert (found & wanted).sum() / (found | wanted).sum() > 0.97, layer.name
 

@@ -9,9 +9,9 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import REPO, png_bytes_of, sample_image
 from PIL import Image
 
-from conftest import REPO, png_bytes_of, sample_image
 from inference_server import depth
 
 sys.path.insert(0, str(REPO / "scripts"))

@@ -6,7 +6,6 @@ import subprocess
 
 import pytest
 import requests
-
 from conftest import AUTH, TOKEN
 
 

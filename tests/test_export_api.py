@@ -9,11 +9,11 @@ import zipfile
 import numpy as np
 import pytest
 import requests
+from conftest import AUTH
 from PIL import Image
 from pptx import Presentation
 from psd_tools import PSDImage
 
-from conftest import AUTH
 from inference_server.layers import png_bytes
 from inference_server.samples import make_flat_poster
 

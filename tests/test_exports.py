@@ -16,14 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import missing_tool, png_bytes_of
 from PIL import Image
 from pptx import Presentation
 from pptx.oxml.ns import qn
 from psd_tools import PSDImage
 
-from conftest import missing_tool, png_bytes_of
-from inference_server.errors import ImageTooLarge, InvalidInput
 from inference_server.cli import main as strata_main
+from inference_server.errors import ImageTooLarge, InvalidInput
 from inference_server.exports.archive import archive_bytes, write_archive
 from inference_server.exports.layout import Layout, PlacedLayer, load_job_layout
 from inference_server.exports.pptx import build_presentation, emu_per_px, pptx_bytes, write_pptx
@@ -58,7 +58,7 @@ def psnr_db(a: np.ndarray, b: np.ndarray) -> float:
 def poster_stack() -> LayerStack:
     _, layers = make_flat_poster(WIDTH_PX, HEIGHT_PX, seed=3)
     assert len(layers) == len(NAMES)
-    return LayerStack([Layer(rgba, name) for rgba, name in zip(layers, NAMES)], backend="test")
+    return LayerStack([Layer(rgba, name) for rgba, name in zip(layers, NAMES, strict=False)], backend="test")
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def edited_layout(poster_stack) -> Layout:
 def test_from_stack_crops_each_layer_and_renders_the_original(poster_stack):
     layout = Layout.from_stack(poster_stack)
     assert [layer.name for layer in layout.layers] == NAMES
-    for placed, layer in zip(layout.layers, poster_stack.layers):
+    for placed, layer in zip(layout.layers, poster_stack.layers, strict=False):
         x, y, w, h = layer.bbox_px
         assert (placed.x_px, placed.y_px, placed.width_px, placed.height_px) == (x, y, w, h)
         assert placed.rgba.shape[:2] == (h, w)
@@ -210,7 +210,7 @@ def test_pptx_places_named_pictures_back_to_front_at_their_pixels(edited_layout,
     assert (presentation.slide_width, presentation.slide_height) == (WIDTH_PX * 9525, HEIGHT_PX * 9525)
     shapes = list(presentation.slides[0].shapes)
     assert [shape.name for shape in shapes] == NAMES  # the shape tree's order is the z-order, back first
-    for shape, layer in zip(shapes, edited_layout.cropped().layers):
+    for shape, layer in zip(shapes, edited_layout.cropped().layers, strict=False):
         assert shape.shape_type == 13  # MSO_SHAPE_TYPE.PICTURE
         assert abs(shape.left / scale - layer.x_px) <= 1 and abs(shape.top / scale - layer.y_px) <= 1
         assert abs(shape.width / scale - layer.width_px) <= 1 and abs(shape.height / scale - layer.height_px) <= 1
@@ -280,7 +280,7 @@ def test_pptx_rendered_by_libreoffice_matches_the_layout_render(poster_stack, ed
     for name, layout in layouts.items():
         write_pptx(layout, tmp_path / f"{name}.pptx")
     rendered = libreoffice_pngs(soffice, [tmp_path / f"{name}.pptx" for name in layouts], tmp_path)
-    for (name, layout), image in zip(layouts.items(), rendered):
+    for (name, layout), image in zip(layouts.items(), rendered, strict=False):
         got, expected = over_white(image), over_white(layout.render())
         psnr = psnr_db(got, expected)
         print(f"LibreOffice render of the {name} PPTX vs the layout render: {psnr:.1f} dB")
@@ -317,7 +317,7 @@ def test_psd_has_named_offset_layers_and_a_matching_composite(edited_layout, tmp
     assert psd.size == (WIDTH_PX, HEIGHT_PX)
     layers = list(psd)  # psd-tools lists the bottom layer first
     assert [layer.name for layer in layers] == NAMES
-    for psd_layer, placed in zip(layers, edited_layout.cropped().layers):
+    for psd_layer, placed in zip(layers, edited_layout.cropped().layers, strict=False):
         left, top, width, height = placed.pixel_rect()
         assert (psd_layer.left, psd_layer.top, psd_layer.width, psd_layer.height) == (left, top, width, height)
         assert psd_layer.opacity == round(placed.opacity * 255)
@@ -341,7 +341,7 @@ def test_psd_reads_back_in_imagemagick(edited_layout, tmp_path):
                              check=True, capture_output=True, text=True, timeout=60).stdout.splitlines()
     rows = [line.split("|") for line in listing]
     assert [row[5] for row in rows[1:]] == NAMES  # scene 0 is the merged image
-    for row, placed in zip(rows[1:], edited_layout.cropped().layers):
+    for row, placed in zip(rows[1:], edited_layout.cropped().layers, strict=False):
         left, top, width, height = placed.pixel_rect()
         assert (int(row[1]), int(row[2]), int(row[3]), int(row[4])) == (left, top, width, height)
     subprocess.run([convert, f"{tmp_path / 'poster.psd'}[0]", str(tmp_path / "merged.png")], check=True,
@@ -375,7 +375,7 @@ def test_zip_holds_layers_manifest_and_preview(poster_stack, tmp_path):
     with zipfile.ZipFile(tmp_path / "job.zip") as archive:
         names = archive.namelist()
         manifest = json.loads(archive.read("job/manifest.json"))
-        for entry, layer in zip(manifest["layers"], poster_stack.layers):
+        for entry, layer in zip(manifest["layers"], poster_stack.layers, strict=False):
             with Image.open(io.BytesIO(archive.read(f"job/{entry['file']}"))) as image:
                 np.testing.assert_array_equal(np.asarray(image), layer.rgba)
         with Image.open(io.BytesIO(archive.read("job/preview.png"))) as image:

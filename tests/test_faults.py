@@ -15,7 +15,6 @@ import threading
 import time
 
 import pytest
-
 from conftest import sample_png
 
 pytestmark = pytest.mark.timeout(120)

@@ -20,14 +20,18 @@ import numpy as np
 import pytest
 import requests
 import schemathesis
+from conftest import AUTH, ServerProcess, png_bytes_of
+from hostile import corpus
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from PIL import Image
-
-from conftest import AUTH, ServerProcess, png_bytes_of
-from hostile import corpus
-from schemathesis.checks import (content_type_conformance, ignored_auth, not_a_server_error,
-                                 response_schema_conformance, status_code_conformance)
+from schemathesis.checks import (
+    content_type_conformance,
+    ignored_auth,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 # Per operation; raise it for a longer hunt: STRATA_FUZZ_EXAMPLES=2000 pytest tests/test_fuzz_api.py
 MAX_EXAMPLES = int(os.environ.get("STRATA_FUZZ_EXAMPLES", "60"))

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import missing_tool, png_bytes_of, sample_image, wait_client
 from hostile import corpus, raw_png
+from PIL import Image
+
 from inference_server.errors import ImageTooLarge, InvalidInput, StrataError
 from inference_server.images import load_image
 

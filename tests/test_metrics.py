@@ -11,8 +11,16 @@ import pytest
 from layerd_reference import CASE_SEEDS, REFERENCE_SCORES, make_case
 
 from inference_server.layers import composite_over
-from inference_server.metrics import (alpha_composite, alpha_iou, dtw_path, group_layers, mean_levels,
-                                      reconstruction_mae, rgb_l1, score_layers)
+from inference_server.metrics import (
+    alpha_composite,
+    alpha_iou,
+    dtw_path,
+    group_layers,
+    mean_levels,
+    reconstruction_mae,
+    rgb_l1,
+    score_layers,
+)
 from inference_server.samples import make_sample
 
 REFERENCE = json.loads((Path(__file__).parent / REFERENCE_SCORES).read_text())

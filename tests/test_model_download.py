@@ -20,6 +20,7 @@ from blender_addon.core.model_download import DownloadOptions, ModelDownload, do
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 from hub_repo_server import HubRepoServer  # noqa: E402  (test-data code under scripts/)
+
 REPO_ID = "strata-tests/tiny-qwen-layered"
 
 

@@ -28,7 +28,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _load_builder():
-    spec = importlib.util.spec_from_file_location("make_tiny_qwen_layered", REPO_ROOT / "scripts" / "make_tiny_qwen_layered.py")
+    spec = importlib.util.spec_from_file_location("make_tiny_qwen_layered",
+                                                  REPO_ROOT / "scripts" / "make_tiny_qwen_layered.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

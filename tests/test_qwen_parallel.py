@@ -18,8 +18,8 @@ pytest.importorskip("diffusers")
 from test_qwen_backend import layers_array, photo, premultiplied, quick, tiny_qwen_dir  # noqa: E402,F401
 
 from inference_server.backends.base import CancelToken  # noqa: E402
-from inference_server.errors import InvalidInput, JobCanceled, StrataError  # noqa: E402
 from inference_server.backends.qwen_parallel import ParallelLayout, parse_gpus  # noqa: E402
+from inference_server.errors import InvalidInput, JobCanceled, StrataError  # noqa: E402
 
 STEPS = 3
 

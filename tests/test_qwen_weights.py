@@ -34,7 +34,8 @@ CARD_8GB = Machine(free_vram_gib=7.4, total_vram_gib=8.0, total_ram_gib=32.0, av
 
 
 def _builder():
-    spec = importlib.util.spec_from_file_location("make_tiny_qwen_layered", REPO_ROOT / "scripts" / "make_tiny_qwen_layered.py")
+    spec = importlib.util.spec_from_file_location("make_tiny_qwen_layered",
+                                                  REPO_ROOT / "scripts" / "make_tiny_qwen_layered.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -17,8 +17,7 @@ import threading
 import time
 
 import pytest
-
-from conftest import REPO, ServerProcess, sample_image, png_bytes_of, sample_png
+from conftest import REPO, ServerProcess, png_bytes_of, sample_image, sample_png
 
 pytest.importorskip("ray.serve", reason="needs the ray extra: pip install 'strata[ray]'")
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]

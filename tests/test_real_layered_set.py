@@ -88,7 +88,7 @@ def test_a_layered_file_becomes_a_case_and_a_disagreeing_one_is_skipped_with_the
     assert "do not reproduce the file's composite" in index["skipped"]["stale"]
     layers = [np.asarray(Image.open(out / "poster" / f"layer_{k:02d}.png")) for k in range(2)]
     assert not (out / "poster" / "layer_02.png").exists(), "the hidden layer is left out"
-    for built, expected in zip(layers, truth):
+    for built, expected in zip(layers, truth, strict=False):
         assert np.array_equal(built[..., 3], expected[..., 3])
         visible = expected[..., 3] > 0
         assert np.array_equal(built[visible, :3], expected[visible, :3])

@@ -66,7 +66,7 @@ def test_low_resolution_layers_come_back_sharp_and_exact_at_the_original_size():
     assert [layer.shape for layer in result.layers] == [(512, 768, 4)] * len(low)
     assert worst_error(result.layers, sample.composite) <= 1
     resized = [np.asarray(Image.fromarray(layer, "RGBA").resize((768, 512), Image.Resampling.LANCZOS)) for layer in low]
-    for truth, refined, plain in zip(sample.layers[1:], result.layers[1:], resized[1:]):
+    for truth, refined, plain in zip(sample.layers[1:], result.layers[1:], resized[1:], strict=False):
         # edges follow the original: alpha closer to the truth than a plain resize, colours as close (flat
         # layers downscale to their own colour; bench_refine measures jittered, blurred, noisy ones)
         assert alpha_iou(refined, truth) > alpha_iou(plain, truth)
@@ -81,7 +81,7 @@ def test_refine_works_in_bands_with_the_same_result_and_reports_progress():
     whole = refine_layers(low, sample.composite)
     events = []
     banded = refine_layers(low, sample.composite, band_budget_bytes=1, progress=lambda *e: events.append(e))
-    for a, b in zip(whole.layers, banded.layers):
+    for a, b in zip(whole.layers, banded.layers, strict=False):
         # bands stitch seamlessly: the same layers up to a level where a band edge changes a rounding
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
     assert worst_error(banded.layers, sample.composite) <= 1

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import importlib.metadata
-import tomllib
 
+import tomllib
 from conftest import REPO
+
 from inference_server import __version__
 
 

@@ -14,9 +14,9 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 TERMINAL = ("succeeded", "failed", "canceled")
 LOG_LINES_KEPT = 200
@@ -62,7 +62,7 @@ class BackgroundTask:
 
     # ----------------------------------------------------------------- main-thread side
 
-    def start(self) -> "BackgroundTask":
+    def start(self) -> BackgroundTask:
         with self._lock:
             self._state = TaskSnapshot(status="running", stage="starting", started_at=time.time())
         if self.log_path is not None:

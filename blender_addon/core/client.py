@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import socket
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -78,7 +77,7 @@ class ServerClient:
                 return response.read()
         except urllib.error.HTTPError as e:
             raise ServerError(_detail(e.read(), e.code), e.code) from None
-        except (urllib.error.URLError, ConnectionError, socket.timeout, TimeoutError) as e:
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
             reason = getattr(e, "reason", e)
             raise ServerError(f"cannot reach the Strata server at {self.url} ({reason}); start it, or check the "
                               f"URL in the add-on preferences and press Restart server") from None

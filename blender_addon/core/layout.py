@@ -66,7 +66,8 @@ def shift_offset_m(frame_width_m: float, frame_height_m: float, shift_x: float, 
 
 
 def layer_distances_m(n: int, base_distance_m: float, depth_spacing_m: float) -> list[float]:
-    """Distance from the camera of each layer, index 0 = back = farthest; the front layer sits at ``base_distance_m``."""
+    """Distance from the camera of each layer, index 0 = back = farthest; the front layer sits at
+    ``base_distance_m``."""
     if n < 0:
         raise LayoutError(f"layer count must be >= 0, got {n}")
     _check_positive(base_distance_m=base_distance_m)

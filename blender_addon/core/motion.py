@@ -300,14 +300,14 @@ def cover_zoom(geometry: StackGeometry, location_m: Vector3, rotation_euler_rad:
 def _ray_exit(quad: list[tuple[float, float]], direction: tuple[float, float]) -> float | None:
     """Parameter t where the ray t·direction from the origin leaves the convex quad, None if the origin is outside."""
     signs = set()
-    for (ax, ay), (bx, by) in zip(quad, quad[1:] + quad[:1]):
+    for (ax, ay), (bx, by) in zip(quad, quad[1:] + quad[:1], strict=False):
         cross = (bx - ax) * (0.0 - ay) - (by - ay) * (0.0 - ax)
         signs.add(cross > 0)
     if len(signs) != 1:
         return None
     best = None
     dx, dy = direction
-    for (ax, ay), (bx, by) in zip(quad, quad[1:] + quad[:1]):
+    for (ax, ay), (bx, by) in zip(quad, quad[1:] + quad[:1], strict=False):
         ex, ey = bx - ax, by - ay
         denominator = dx * ey - dy * ex
         if abs(denominator) < 1e-12:

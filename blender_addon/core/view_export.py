@@ -120,7 +120,9 @@ def layout_for_view(camera: CameraProjection, planes: list[PlaneView], name: str
         ys = [y for _, y, _ in projected]
         left, right, top, bottom = min(xs), max(xs), min(ys), max(ys)
         expected = [(left, top), (right, top), (right, bottom), (left, bottom)]
-        if max(math.hypot(x - ex, y - ey) for (x, y, _), (ex, ey) in zip(projected, expected)) > RECTANGLE_TOLERANCE_PX:
+        corner_error_px = max(math.hypot(x - ex, y - ey)
+                              for (x, y, _), (ex, ey) in zip(projected, expected, strict=False))
+        if corner_error_px > RECTANGLE_TOLERANCE_PX:
             result.warnings.append(f"'{plane.name}' is not parallel to the camera sensor (or is mirrored); it was "
                                    f"exported as its bounding rectangle")
         result.layout["layers"].append({

@@ -116,7 +116,7 @@ def set_cover_poses(root, poses, overscan_layers=False):
     try:
         update_overscan(root, strict=True)
     except motion.MotionError:
-        for key, value in zip((COVER_POSES_KEY, OVERSCAN_LAYERS_KEY), previous):
+        for key, value in zip((COVER_POSES_KEY, OVERSCAN_LAYERS_KEY), previous, strict=False):
             if value is None:
                 root.pop(key, None)
             else:
@@ -219,7 +219,7 @@ def relayout(root):
     """Recompute every plane of a stack from the root's base distance and depth spacing."""
     layers = stack_layers(root)
     distances_m = layout.layer_distances_m(len(layers), root.strata.base_distance_m, root.strata.depth_spacing_m)
-    for obj, distance_m in zip(layers, distances_m):
+    for obj, distance_m in zip(layers, distances_m, strict=False):
         # Its update callback (which runs on every assignment, same value or not) moves and rescales the plane and
         # sizes the overscan for the new depths.
         obj.strata.depth_m = distance_m
@@ -483,7 +483,7 @@ def build_stack(context, layer_paths, names, job_id, server_url, name, image_siz
                      pixel_exact=(interpolation == 'Closest'))
     distances_m = layout.layer_distances_m(len(layer_paths), base_distance_m, depth_spacing_m)
     try:
-        for index, (path, layer_name, distance_m) in enumerate(zip(layer_paths, names, distances_m)):
+        for index, (path, layer_name, distance_m) in enumerate(zip(layer_paths, names, distances_m, strict=False)):
             create_layer_plane(root, path, layer_name, index, distance_m, blend_like_editors, pack, interpolation)
     except Exception:
         remove_stack(root)  # no half-built stack: the scene keeps only what was there before

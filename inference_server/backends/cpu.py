@@ -14,20 +14,21 @@ How it works, in the order of ``CpuDecomposer.decompose``:
 3. Text. rapidocr's PP-OCR detector (weights ship inside the wheel) finds words; the dominant colour among the
    regions inside a word box is its letters, which form a text element named after what it reads. Single
    "characters" are ignored: they are mostly shapes read as glyphs (a star as '★').
-4. Elements. The background is the flat colour that runs along most of the canvas's edge (border contact, not
-   area, tells ground from figure: the corners around a round icon, not its disc), plus the regions its colour
-   model explains (a gradient cut in two by a shape, the counters of letters), or the texture when there is no
-   such region (a photo). Photographs placed on a flat page (solid blobs whose inside is mostly texture) stay
-   one "Image" element with the flat-looking patches and holes inside them; one running along the canvas edge
-   makes the whole picture a photo. Marks of the ground's colour enclosed by a solid shape (white words in a
-   blue box, an icon's glyph) are elements on that shape, not holes through it. Other flat regions are grouped by colour (per word), or by a gradient's colour model
-   (a gradient-filled shape cut by a line); textured blobs on a flat background are "Image" elements. Pieces of
-   one colour with background between them, or on both sides of another element in depth, are split into
-   separate elements; words of one colour next to each other (and glyph-like shapes of their colour: words
-   the detector missed) are one phrase. Two flat elements whose colours differ exactly as what lies under
-   them differs are one translucent sheet (colour and opacity solved). A photo with room left in the budget gets a "Subject" layer
-   (colour contrast to the border with a centre prior seeds grabCut; the salient blobs' dilated hull, reaching up
-   for a head when the subject stands on the bottom edge, is its probable region; a guided filter scales it up).
+4. Elements. The background is the flat colour that runs along most of the canvas's edge (border contact, not area,
+   tells ground from figure: the corners around a round icon, not its disc), plus the regions its colour model
+   explains (a gradient cut in two by a shape, the counters of letters), or the texture when there is no such region
+   (a photo). Photographs placed on a flat page (solid blobs whose inside is mostly texture) stay one "Image" element
+   with the flat-looking patches and holes inside them; one running along the canvas edge makes the whole picture a
+   photo. Marks of the ground's colour enclosed by a solid shape (white words in a blue box, an icon's glyph) are
+   elements on that shape, not holes through it. Other flat regions are grouped by colour (per word), or by a
+   gradient's colour model (a gradient-filled shape cut by a line); textured blobs on a flat background are "Image"
+   elements. Pieces of one colour with background between them, or on both sides of another element in depth, are
+   split into separate elements; words of one colour next to each other (and glyph-like shapes of their colour: words
+   the detector missed) are one phrase. Two flat elements whose colours differ exactly as what lies under them
+   differs are one translucent sheet (colour and opacity solved). A photo with room left in the budget gets a
+   "Subject" layer (colour contrast to the border with a centre prior seeds grabCut; the salient blobs' dilated hull,
+   reaching up for a head when the subject stands on the bottom edge, is its probable region; a guided filter scales
+   it up).
 5. Order. Element B is above A when B sits inside A's convex hulls more than A sits inside B's: an occluded
    shape has a bite taken out of it. Elements are peeled in levels (unoccluded first), text to the front.
    Glyphs and strokes (rings, outlines: thin and hollow) use their own mask, not their hulls.
@@ -551,7 +552,7 @@ def _build_elements(rgb: np.ndarray, regions: _Regions, words) -> tuple[_Element
         predicted = np.einsum("ki,ic->kc", regions.features_mean[border_flat], regions.coefs[k])
         close = ((np.linalg.norm(predicted - regions.means[border_flat], axis=1) < SAME_COLOR * 0.5)
                  | (np.linalg.norm(regions.means[border_flat] - regions.means[k], axis=1) < SAME_COLOR * 0.5))
-        return [j for j, near in zip(border_flat, close) if near or j == k]
+        return [j for j, near in zip(border_flat, close, strict=False) if near or j == k]
 
     bg_region = None
     if border_flat:
@@ -763,7 +764,7 @@ def _enclosed_ground(rgb: np.ndarray, background: _Element, elements: list[_Elem
     for index, element in enumerate(elements, start=1):
         owner[element.mask] = index
     found = []
-    for index, shape in enumerate(elements, start=1):
+    for shape in elements:
         if shape.kind != "shape" or shape.glyph_like or shape.opacity < 1.0 or shape.hull is shape.mask:
             continue
         _checkpoint()
@@ -943,7 +944,7 @@ def _split_depths(background: _Element, elements: list[_Element]) -> list[_Eleme
         hulls = [_hull_mask(piece) for piece in pieces]
         # relation[i][o]: +1 element o is above piece i, −1 piece i is above o, 0 they do not overlap.
         relation = []
-        for piece, hull in zip(pieces, hulls):
+        for piece, hull in zip(pieces, hulls, strict=False):
             row = []
             for other in others:
                 other_in_piece = float((hull & other.mask).sum())
@@ -953,7 +954,7 @@ def _split_depths(background: _Element, elements: list[_Element]) -> list[_Eleme
             relation.append(row)
         parent = list(range(len(pieces)))
 
-        def root(i: int) -> int:
+        def root(i: int, parent: list[int] = parent) -> int:
             while parent[i] != i:
                 i = parent[i]
             return i
@@ -1518,7 +1519,7 @@ def _over_premul(layers_rgba: list[np.ndarray], shape: tuple[int, int]) -> tuple
     if not layers_rgba:
         return premul, np.zeros(shape, np.float32)
     shares = _over_shares(layers_rgba)
-    for share, rgba in zip(shares, layers_rgba):
+    for share, rgba in zip(shares, layers_rgba, strict=False):
         _checkpoint()
         premul += share[..., None] * rgba[..., :3]
     return premul, shares.sum(axis=0)
@@ -1558,7 +1559,7 @@ def _correct_residual(layers: list[Layer], target: np.ndarray, tolerance: float 
     """
     shares = _over_shares([layer.rgba for layer in layers])
     composite_premul = np.zeros(target.shape[:2] + (3,), np.float32)
-    for share, layer in zip(shares, layers):
+    for share, layer in zip(shares, layers, strict=False):
         _checkpoint()
         composite_premul += share[..., None] * layer.rgba[..., :3]
     error_premul = (target[..., :3].astype(np.float32) * (target[..., 3:4].astype(np.float32) / 255.0)

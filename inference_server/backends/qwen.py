@@ -247,9 +247,9 @@ class QwenLayeredBackend:
 
     def _load_tier(self, given):
         """Load (or place the given pipeline) as the tier plan says: quantized or GGUF weights, streaming, turns."""
-        from .qwen_weights import load_tiered_pipeline, prepare_given_pipeline
-
         import torch
+
+        from .qwen_weights import load_tiered_pipeline, prepare_given_pipeline
 
         plan = self.tier_plan
         if given is not None:
@@ -284,7 +284,7 @@ class QwenLayeredBackend:
             extra["processor"] = image_only_processor_class().from_pretrained(self.model_id, subfolder="processor")
         try:
             return QwenImageLayeredPipeline.from_pretrained(self.model_id, dtype=self._dtype(), **extra)
-        except (OSError, EnvironmentError) as error:
+        except OSError as error:
             raise ModelUnavailable(f"weights not found at {self.model_id} ({error}); {DOWNLOAD_HINT}") from error
 
     def unload(self) -> None:
@@ -623,7 +623,8 @@ class QwenLayeredBackend:
             notes.append(f"transformer from {self.transformer_path}")
         if params.preset in APPROXIMATE_PRESETS:
             cache = fast_step_cache()
-            notes.append(f"preset {params.preset} is approximate (fp8{'' if cache == 'none' else ' + step cache ' + cache}"
+            with_cache = "" if cache == "none" else " + step cache " + cache
+            notes.append(f"preset {params.preset} is approximate (fp8{with_cache}"
                          "): layers differ from stock")
         if not params.prompt.strip():
             notes.append(f"caption: {prompt}")

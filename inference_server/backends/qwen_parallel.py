@@ -30,10 +30,11 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from multiprocessing.connection import wait as wait_for
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from ..errors import InvalidInput, JobCanceled, ModelUnavailable, OutOfMemory, StrataError
 from .base import no_progress
@@ -104,7 +105,7 @@ class ParallelLayout:
     ulysses_degree: int
 
     @classmethod
-    def plan(cls, world_size: int, mode: str = "cfg") -> "ParallelLayout":
+    def plan(cls, world_size: int, mode: str = "cfg") -> ParallelLayout:
         if mode not in PARALLEL_MODES:
             raise InvalidInput(f"parallel mode must be one of {', '.join(PARALLEL_MODES)}, got {mode!r}")
         if world_size < 2:

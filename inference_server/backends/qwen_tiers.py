@@ -167,7 +167,7 @@ def choose_tier(requested: str, machine: Machine, transformer_file_format: str |
     requested = check_vram_choice(requested)
     if requested == "auto":
         misses = []
-        for name, spec in TIERS.items():
+        for spec in TIERS.values():
             problem = _fits(spec, machine)
             if problem is None:
                 reason = (f"auto: {machine.free_vram_gib:.1f} GiB free VRAM, {machine.available_ram_gib:.1f} GiB "

@@ -85,7 +85,8 @@ def quantize_linears(module, fmt: str) -> int:
         from torchao.quantization import Int8WeightOnlyConfig
 
         config = Int8WeightOnlyConfig()
-    quantize_(module, config, filter_fn=lambda child, fqn: isinstance(child, torch.nn.Linear) and _is_plain(child.weight))
+    quantize_(module, config,
+              filter_fn=lambda child, fqn: isinstance(child, torch.nn.Linear) and _is_plain(child.weight))
     return len(linears)
 
 
@@ -110,14 +111,16 @@ def module_bytes(module) -> int:
 
 # ------------------------------------------------------------------------------------------ streamed loading
 def model_folder(model_id: str, subfolder: str) -> Path:
-    """The local folder of ``model_id``'s ``subfolder`` (a local checkout, or the Hub snapshot, downloaded if needed)."""
+    """The local folder of ``model_id``'s ``subfolder`` (a local checkout, or the Hub snapshot, downloaded if
+    needed)."""
     if os.path.isdir(model_id):
         folder = Path(model_id) / subfolder
     else:
         from huggingface_hub import snapshot_download
 
         try:
-            folder = Path(snapshot_download(model_id, allow_patterns=[f"{subfolder}/*", "model_index.json"])) / subfolder
+            snapshot = snapshot_download(model_id, allow_patterns=[f"{subfolder}/*", "model_index.json"])
+            folder = Path(snapshot) / subfolder
         except Exception as error:  # noqa: BLE001 - offline, missing, refused: one message
             raise ModelUnavailable(f"cannot get {model_id}/{subfolder} ({error}); {DOWNLOAD_HINT}") from error
     if not folder.is_dir():

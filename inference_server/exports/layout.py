@@ -116,7 +116,7 @@ class PlacedLayer:
     def is_empty(self) -> bool:
         return not self.rgba[..., 3].any()
 
-    def cropped_to_alpha(self) -> "PlacedLayer | None":
+    def cropped_to_alpha(self) -> PlacedLayer | None:
         """The same layer with its image cut to the pixels with alpha > 0 (placement adjusted), or None if empty."""
         bbox = alpha_bbox_px(self.rgba[..., 3])
         if bbox is None:
@@ -218,7 +218,7 @@ class Layout:
 
     @classmethod
     def from_stack(cls, stack: LayerStack, crop_to_bbox: bool = True, name: str = "Strata layers",
-                   original: np.ndarray | None = None) -> "Layout":
+                   original: np.ndarray | None = None) -> Layout:
         """Each non-empty layer at its true position; cropped to its alpha bounding box unless told otherwise."""
         placed = []
         for layer in stack.layers:
@@ -229,7 +229,7 @@ class Layout:
         return cls(stack.width_px, stack.height_px, placed, name, original)
 
     @classmethod
-    def from_json(cls, data: Any, images: dict[int, bytes]) -> "Layout":
+    def from_json(cls, data: Any, images: dict[int, bytes]) -> Layout:
         """Build from the HTTP layout JSON and one encoded image (PNG) per layer index. Raises ``InvalidInput``."""
         # 1. Check the frame
         if not isinstance(data, dict):
@@ -249,12 +249,12 @@ class Layout:
         extra = sorted(index for index in images if not 0 <= index < len(entries))
         if extra:
             raise InvalidInput(
-                f"image part(s) {['layer_%d' % i for i in extra]} have no layout entry "
+                f"image part(s) {[f'layer_{i}' for i in extra]} have no layout entry "
                 f"(the layout has {len(entries)} layers, layer_0..layer_{len(entries) - 1})")
         missing = [index for index in range(len(entries)) if index not in images]
         if missing:
             raise InvalidInput(
-                f"missing image part(s) {['layer_%d' % i for i in missing]}: send one PNG file part "
+                f"missing image part(s) {[f'layer_{i}' for i in missing]}: send one PNG file part "
                 f"named layer_<i> per layout layer")
         # 3. Check what the images decode to before decoding any: a small PNG can hold a huge flat image
         total_px = 0
@@ -312,7 +312,7 @@ class Layout:
                       * max(0, min(top + height, keep_bottom) - max(top, keep_top)))
         return total
 
-    def cropped(self) -> "Layout":
+    def cropped(self) -> Layout:
         """Every layer cut to its alpha bounding box; fully transparent layers dropped."""
         layers = [cropped for layer in self.layers if (cropped := layer.cropped_to_alpha()) is not None]
         return replace(self, layers=layers)

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import json
-from typing import Callable
+from collections.abc import Callable
 from urllib.parse import quote
 
 from fastapi import APIRouter, HTTPException, Request
@@ -21,8 +21,7 @@ from starlette.datastructures import UploadFile
 from ..app import read_form
 from ..errors import InvalidInput, StrataError
 from .archive import archive_bytes
-from .layout import (MAX_LAYOUT_LAYERS, Layout, decode_layer_image, layout_json_schema, load_job_layout,
-                     safe_file_stem)
+from .layout import MAX_LAYOUT_LAYERS, Layout, decode_layer_image, layout_json_schema, load_job_layout, safe_file_stem
 from .pptx import pptx_bytes
 from .psd import psd_bytes
 

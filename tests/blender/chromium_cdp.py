@@ -48,7 +48,8 @@ class Chromium:
         to_chrome_r, from_chrome_w = _fd_above_10(to_chrome_r), _fd_above_10(from_chrome_w)
         args = [binary, "--headless=new", "--remote-debugging-pipe", "--no-sandbox", f"--user-data-dir={self.profile}",
                 f"--window-size={width_px},{height_px}", "--hide-scrollbars", "--force-device-scale-factor=1",
-                "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--no-first-run", "--no-default-browser-check",
+                "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--no-first-run",
+                "--no-default-browser-check",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
                 "--disable-default-apps", "--mute-audio",
                 # Belt and braces: any host name resolves nowhere, so nothing could leave the machine anyway.

@@ -109,7 +109,7 @@ class RecordingLayout:
             if len(args) > len(inputs):
                 raise LayoutError(f"UILayout.{name}() takes {len(inputs)} arguments, got {len(args)}")
             by_name = {p.identifier: p for p in inputs}
-            for parameter, value in zip(inputs, args):
+            for parameter, value in zip(inputs, args, strict=False):
                 if parameter.identifier in kwargs:
                     raise LayoutError(f"UILayout.{name}(): {parameter.identifier} given twice")
                 kwargs[parameter.identifier] = value

@@ -15,9 +15,8 @@ import pytest
 
 bpy = pytest.importorskip("bpy")
 
-from mathutils import Vector  # noqa: E402  (bpy first: mathutils comes with it)
-
 from conftest import REPO, SERVER_PYTHON, psnr_db  # noqa: E402
+from mathutils import Vector  # noqa: E402  (bpy first: mathutils comes with it)
 
 WIDTH_PX, HEIGHT_PX = 64, 48
 # The stack's own camera view reproduces the input at ~50 dB (a few anti-aliased edge pixels off by a filter

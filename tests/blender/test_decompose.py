@@ -4,15 +4,13 @@ import os
 import socket
 import sys
 
+import bpy
 import numpy as np
 import pytest
-from PIL import Image
-
-import bpy
 from bpy_extras.object_utils import world_to_camera_view
-
 from conftest import ADDON, psnr_db, render_camera_view  # tests/blender/conftest.py
 from conftest import _wait_for_job as wait_for_job
+from PIL import Image
 
 # Measured 60.8 dB (anti-aliased edges of the planes); a regression in placement or colour drops far below.
 PSNR_MIN_DB = 57.0

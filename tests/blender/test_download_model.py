@@ -8,7 +8,6 @@ import sys
 import time
 
 import bpy
-
 from conftest import ADDON, REPO, SERVER_PYTHON, prefs
 
 sys.path.insert(0, str(REPO / "scripts"))

@@ -5,11 +5,9 @@ import sys
 import time
 import zipfile
 
-import pytest
-
-import bpy
 import addon_utils
-
+import bpy
+import pytest
 from conftest import ADDON, EXTENSION, REPO, build_zip, configure_local_server, reset_scene
 
 

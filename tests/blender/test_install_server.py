@@ -14,11 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
-import bpy
 import addon_utils
-
+import bpy
+import pytest
 from conftest import ADDON, EXTENSION, build_zip, configure_local_server, prefs, reset_scene
 from layout_recorder import RecordingLayout, draw_panel, texts
 

@@ -8,10 +8,8 @@ a typo in a panel fails here instead of leaving a user with a half-drawn sidebar
 import sys
 import threading
 
-import pytest
-
 import bpy
-
+import pytest
 from conftest import ADDON, prefs
 from layout_recorder import LayoutError, RecordingLayout, draw_panel, texts
 from test_planes import soft_layers, write_layers

@@ -6,13 +6,11 @@ import subprocess
 import sys
 import textwrap
 
+import bpy
 import numpy as np
 import pytest
-from PIL import Image
-
-import bpy
-
 from conftest import ADDON, REPO, missing_tool, psnr_db, render_camera_view
+from PIL import Image
 
 WIDTH_PX, HEIGHT_PX = 120, 90
 # Measured: Cycles reproduces 12 soft layers exactly (inf dB), EEVEE at 64.9 dB.

@@ -174,7 +174,8 @@ def listed(scene, root):
 
     objects = list(scene.objects)
     shown, order = layer_rows(objects, root)
-    return [obj for _, obj, visible in sorted(zip(order, objects, shown), key=lambda row: row[0]) if visible]
+    rows = sorted(zip(order, objects, shown, strict=False), key=lambda row: row[0])
+    return [obj for _, obj, visible in rows if visible]
 
 
 def test_layer_list_reorders_by_depth_and_deletes(stack, tmp_path):
@@ -233,7 +234,7 @@ def test_redecompose_layer_replaces_it_with_a_substack_that_renders_the_same(sce
     assert all(obj.name.startswith(f"{target_name} / ") for obj in subs)
     # Sub-layers sit around the old layer's depth, between its neighbours.
     assert all(abs(obj.strata.depth_m - depth_m) <= 0.25 * spacing_m + 1e-6 for obj in subs)
-    assert all(a.strata.depth_m > b.strata.depth_m for a, b in zip(subs, subs[1:]))
+    assert all(a.strata.depth_m > b.strata.depth_m for a, b in zip(subs, subs[1:], strict=False))
     assert len({obj.strata.job_id for obj in subs}) == 1
     # The job ran on the server as a recursive child of the stack's job: no re-upload of the layer.
     connection = sys.modules[f"{ADDON}.connection"]

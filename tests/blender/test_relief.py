@@ -7,14 +7,12 @@ import sys
 import textwrap
 from pathlib import Path
 
+import bpy
 import numpy as np
 import pytest
-from PIL import Image
-
-import bpy
-
 from conftest import ADDON, REPO, SERVER_PYTHON, psnr_db, render_camera_view
 from conftest import _wait_for_job as wait_for_job
+from PIL import Image
 from test_planes import HEIGHT_PX, WIDTH_PX, editor_composite, render_eevee_in_child, soft_layers, write_layers
 
 PSNR_MIN_DB = 40.0
@@ -110,7 +108,7 @@ def test_relief_stays_in_each_layers_slab_and_moves_with_the_camera(scene, tmp_p
     root, _ = relief_stack(tmp_path)
     stack = _planes().stack_layers(root)
     ranges = [(d.min(), d.max()) for d in (camera_space_distances(root, obj) for obj in stack)]
-    for (back_near, _), (_, front_far) in zip(ranges, ranges[1:]):
+    for (back_near, _), (_, front_far) in zip(ranges, ranges[1:], strict=False):
         assert front_far < back_near, f"layers cross: {ranges}"
     assert all(far - near > 0.2 for near, far in ranges), f"relief 1.0 uses most of the slab: {ranges}"
     # The rest view is the same; from a camera moved sideways the layer's own shape shows (the render changes

@@ -7,11 +7,9 @@ import struct
 import sys
 from pathlib import Path
 
+import bpy
 import numpy as np
 import pytest
-
-import bpy
-
 from conftest import ADDON, psnr_db, render_camera_view
 from test_relief import relief_stack
 

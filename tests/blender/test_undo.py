@@ -9,10 +9,8 @@ looked up by name again afterwards.
 
 import sys
 
-import pytest
-
 import bpy
-
+import pytest
 from conftest import ADDON
 from test_planes import soft_layers, write_layers
 

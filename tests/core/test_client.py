@@ -139,6 +139,7 @@ def test_export_runner_writes_the_file_off_the_calling_thread(client, poster_png
 
 def test_multipart_encoding_is_parsed_by_the_server_side_parser():
     from python_multipart.multipart import parse_options_header  # python-multipart, the server's parser
-    body, content_type = encode_multipart({"params": json.dumps({"a": 1})}, [("image", "x.png", b"\x00\x01", "image/png")])
+    body, content_type = encode_multipart({"params": json.dumps({"a": 1})},
+                                          [("image", "x.png", b"\x00\x01", "image/png")])
     kind, options = parse_options_header(content_type)
     assert kind == b"multipart/form-data" and options[b"boundary"].decode() in body.decode("latin-1")

@@ -109,7 +109,7 @@ def test_keyed_moves_use_two_keys_and_blender_easing():
 def test_easings_run_from_zero_to_one_monotonically(easing):
     values = [motion.ease(easing, i / 100) for i in range(101)]
     assert values[0] == 0 and values[-1] == pytest.approx(1.0)
-    assert all(b >= a - 1e-12 for a, b in zip(values, values[1:]))
+    assert all(b >= a - 1e-12 for a, b in zip(values, values[1:], strict=False))
 
 
 def test_dolly_through_the_front_layer_is_refused_with_the_largest_amplitude():
@@ -155,7 +155,7 @@ def background_rect(geo):
 
 def inside_convex(point, polygon):
     signs = set()
-    for (ax, ay), (bx, by) in zip(polygon, polygon[1:] + polygon[:1]):
+    for (ax, ay), (bx, by) in zip(polygon, polygon[1:] + polygon[:1], strict=False):
         cross = (bx - ax) * (point[1] - ay) - (by - ay) * (point[0] - ax)
         if abs(cross) > 1e-9:
             signs.add(cross > 0)
@@ -174,7 +174,7 @@ def test_overscan_keeps_the_framing_and_the_enlarged_background_covers_every_fra
     margins = motion.overscan_margins(path.cover_poses(), geo.far_m, background_rect(geo), (TAN_X, TAN_Y))
     half_w, half_h = TAN_X * geo.far_m, TAN_Y * geo.far_m
     # Rounded up to whole texels of a 400×300 image, as the plane is built.
-    left, right, bottom, top = (t / n for t, n in zip(margins.texels(400, 300), (400, 400, 300, 300)))
+    left, right, bottom, top = (t / n for t, n in zip(margins.texels(400, 300), (400, 400, 300, 300), strict=False))
     enlarged = [(-half_w * (1 + 2 * left), half_h * (1 + 2 * top)), (half_w * (1 + 2 * right), half_h * (1 + 2 * top)),
                 (half_w * (1 + 2 * right), -half_h * (1 + 2 * bottom)),
                 (-half_w * (1 + 2 * left), -half_h * (1 + 2 * bottom))]

@@ -57,7 +57,7 @@ def test_relief_stays_inside_the_slab_so_layers_never_cross():
         assert half == pytest.approx(0.45 * 0.5)
         positions, _, _ = relief.relief_grid(rng.random((64, 64)), 1.0, half, depth_m, WIDTH_M, HEIGHT_M)
         surfaces.append(depth_m - positions[:, 2])
-    for back, front in zip(surfaces, surfaces[1:]):
+    for back, front in zip(surfaces, surfaces[1:], strict=False):
         assert front.max() < back.min(), "a front layer's relief must stay in front of the layer behind"
     assert relief.slab_half_m([4.0], 0) == pytest.approx(0.4)
 

@@ -9,8 +9,15 @@ from pathlib import Path
 import pytest
 
 from blender_addon.core.background_task import TaskError
-from blender_addon.core.server_install import (InstallOptions, ServerInstall, check_free_space, find_python,
-                                               installed_python, remove_unused_envs, torch_index_args)
+from blender_addon.core.server_install import (
+    InstallOptions,
+    ServerInstall,
+    check_free_space,
+    find_python,
+    installed_python,
+    remove_unused_envs,
+    torch_index_args,
+)
 
 
 def test_a_chosen_python_of_the_wrong_version_is_refused_with_what_to_do():

@@ -4,12 +4,10 @@ import colorsys
 import math
 
 import numpy as np
-
 import pytest
 
 from blender_addon.core import layout
-from blender_addon.core.view_export import (CameraProjection, PlaneView, ViewExportError, apply_hsv,
-                                            layout_for_view)
+from blender_addon.core.view_export import CameraProjection, PlaneView, ViewExportError, apply_hsv, layout_for_view
 
 IDENTITY = ((1.0, 0.0, 0.0, 0.0), (0.0, 1.0, 0.0, 0.0), (0.0, 0.0, 1.0, 0.0), (0.0, 0.0, 0.0, 1.0))
 

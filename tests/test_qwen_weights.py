@@ -4,7 +4,6 @@ errors a user gets for a GGUF of another model, a truncated GGUF and a truncated
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -20,6 +19,8 @@ pytest.importorskip("diffusers")
 pytest.importorskip("gguf")
 pytest.importorskip("torchao")
 
+from test_qwen_backend import _load_builder  # noqa: E402
+
 from inference_server.backends.qwen_tiers import Machine  # noqa: E402
 from inference_server.errors import ModelUnavailable  # noqa: E402
 from inference_server.params import DecomposeParams  # noqa: E402
@@ -31,14 +32,6 @@ AMPERE_16GB = Machine(free_vram_gib=15.1, total_vram_gib=16.0, total_ram_gib=32.
 # An 8 GB card: blocks that do not fit stream from host RAM.
 CARD_8GB = Machine(free_vram_gib=7.4, total_vram_gib=8.0, total_ram_gib=32.0, available_ram_gib=24.0,
                    compute_capability=(8, 6))
-
-
-def _builder():
-    spec = importlib.util.spec_from_file_location("make_tiny_qwen_layered",
-                                                  REPO_ROOT / "scripts" / "make_tiny_qwen_layered.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +167,7 @@ def test_a_gguf_of_another_model_is_refused_with_what_it_is(tiny_dir, photo, tmp
 
     from inference_server.backends.qwen import QwenLayeredBackend
 
-    llama = _builder().write_transformer_gguf(
+    llama = _load_builder().write_transformer_gguf(
         {"token_embd.weight": torch.randn(64, 32), "blk.0.attn_q.weight": torch.randn(32, 32),
          "output_norm.weight": torch.ones(32)}, tmp_path / "llama.gguf", arch="llama")
     backend = QwenLayeredBackend(model_id=str(tiny_dir), device="cpu", transformer_path=str(llama))
@@ -193,7 +186,7 @@ def test_a_plain_qwen_image_gguf_lacks_the_layered_time_embedding(tiny_dir, phot
 
     state = QwenImageTransformer2DModel.from_pretrained(tiny_dir, subfolder="transformer").state_dict()
     state.pop("time_text_embed.addition_t_embedding.weight")
-    path = _builder().write_transformer_gguf(state, tmp_path / "qwen-image.gguf")
+    path = _load_builder().write_transformer_gguf(state, tmp_path / "qwen-image.gguf")
     backend = QwenLayeredBackend(model_id=str(tiny_dir), device="cpu", transformer_path=str(path))
     with pytest.raises(ModelUnavailable, match="addition_t_embedding.*plain Qwen-Image GGUF lacks"):
         backend.decompose(photo, quick())

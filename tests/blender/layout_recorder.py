@@ -203,6 +203,24 @@ def draw_panel(panel, context):
     return layout
 
 
+class _PrefsSelf:
+    """``self`` for ``AddonPreferences.draw``: the real preferences, with a recording layout."""
+
+    def __init__(self, preferences, layout):
+        object.__setattr__(self, "_prefs", preferences)
+        object.__setattr__(self, "layout", layout)
+
+    def __getattr__(self, name):
+        return getattr(self._prefs, name)
+
+
+def draw_preferences(preferences, context):
+    """Run the add-on preferences' ``draw`` with a recording layout → the layout; ``LayoutError`` on a bad call."""
+    layout = RecordingLayout(context)
+    type(preferences).draw(_PrefsSelf(preferences, layout), context)
+    return layout
+
+
 def texts(layout, method=None):
     """The ``text`` of every recorded call (of ``method`` only, if given), in drawing order."""
     return [kwargs.get("text", "") for name, kwargs in layout.calls if method in (None, name)]

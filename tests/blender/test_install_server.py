@@ -18,7 +18,7 @@ import addon_utils
 import bpy
 import pytest
 from conftest import ADDON, EXTENSION, build_zip, configure_local_server, prefs, reset_scene
-from layout_recorder import RecordingLayout, draw_panel, texts
+from layout_recorder import draw_panel, draw_preferences, texts
 
 INSTALL_TIMEOUT_S = 1200
 
@@ -42,22 +42,9 @@ def _wait(task, timeout_s, until=None):
     raise AssertionError(f"{task.name} did not end within {timeout_s} s: {task.snapshot().stage}")
 
 
-class _PrefsSelf:
-    """``self`` for ``AddonPreferences.draw``: the real preferences, with a recording layout."""
-
-    def __init__(self, preferences, layout):
-        object.__setattr__(self, "_prefs", preferences)
-        object.__setattr__(self, "layout", layout)
-
-    def __getattr__(self, name):
-        return getattr(self._prefs, name)
-
-
 def _draw_preferences(extension_prefs):
     """What the preferences show now → the recording layout (LayoutError on a bad call)."""
-    layout = RecordingLayout(bpy.context)
-    type(extension_prefs).draw(_PrefsSelf(extension_prefs, layout), bpy.context)
-    return layout
+    return draw_preferences(extension_prefs, bpy.context)
 
 
 def _decompose(sample_png):

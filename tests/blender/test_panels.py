@@ -11,7 +11,7 @@ import threading
 import bpy
 import pytest
 from conftest import ADDON, prefs
-from layout_recorder import LayoutError, RecordingLayout, draw_panel, texts
+from layout_recorder import LayoutError, RecordingLayout, draw_panel, draw_preferences, texts
 from test_planes import soft_layers, write_layers
 
 
@@ -198,25 +198,13 @@ def test_stack_and_layer_panels_with_a_stack_selected(stack):
     assert [kwargs["operator"] for kwargs in _calls(layout, "operator")] == ["strata.export_gltf", "strata.export_web"]
 
 
-class _PrefsSelf:
-    """``self`` for ``AddonPreferences.draw``: the real preferences, with a recording layout."""
-
-    def __init__(self, preferences, layout):
-        object.__setattr__(self, "_prefs", preferences)
-        object.__setattr__(self, "layout", layout)
-
-    def __getattr__(self, name):
-        return getattr(self._prefs, name)
-
-
 @pytest.mark.parametrize("connection", ['START', 'URL'])
 def test_preferences_draw_for_both_connections(addon, connection):
     preferences = prefs()
     saved = preferences.connection
     preferences.connection = connection
     try:
-        layout = RecordingLayout(bpy.context)
-        type(preferences).draw(_PrefsSelf(preferences, layout), bpy.context)
+        layout = draw_preferences(preferences, bpy.context)
     finally:
         preferences.connection = saved
     props = [kwargs["property"] for kwargs in _calls(layout, "prop")]
@@ -237,8 +225,7 @@ def test_preferences_offer_all_gpus_only_when_the_server_python_sees_two(addon):
         drawn = {}
         for count in (None, 1, 2):
             preferences_module._gpu_counts[preferences.server_python] = count
-            layout = RecordingLayout(bpy.context)
-            type(preferences).draw(_PrefsSelf(preferences, layout), bpy.context)
+            layout = draw_preferences(preferences, bpy.context)
             drawn[count] = "gpus" in [kwargs["property"] for kwargs in _calls(layout, "prop")]
         assert drawn == {None: False, 1: False, 2: True}
         preferences.gpus = 'ALL'

@@ -12,8 +12,10 @@ How it works, in the order of ``CpuDecomposer.decompose``:
    cut-out does not melt into the flat background around it. The short runs that make up a thin slanted line
    are chained into one region when they chain up into something long.
 3. Text. rapidocr's PP-OCR detector (weights ship inside the wheel) finds words; the dominant colour among the
-   regions inside a word box is its letters, which form a text element named after what it reads. Single
-   "characters" are ignored: they are mostly shapes read as glyphs (a star as '★').
+   regions inside a word box is its letters, which form a text element named after what it reads. Small text is
+   all anti-aliased edge (no region of it is big enough): its letters are the pixels of the box nearer the ink's
+   colour than the box's flat ground. Single "characters" are ignored: they are mostly shapes read as glyphs (a
+   star as '★').
 4. Elements. The background is the flat colour that runs along most of the canvas's edge (border contact, not area,
    tells ground from figure: the corners around a round icon, not its disc), plus the regions its colour model
    explains (a gradient cut in two by a shape, the counters of letters), or the texture when there is no such region
@@ -38,11 +40,13 @@ How it works, in the order of ``CpuDecomposer.decompose``:
 7. Peel. Per element, front to back: alpha 1 (or its opacity) on its regions, alpha from the colour line
    between its colour (F, nearest own pixel) and what lies under it (B, nearest pixel outside) in a thin edge
    band, completion under the elements above it (inside its own convex hulls); colour = nearest own colour,
-   also under zero alpha near its edge so resampling does not bleed black; farther out, the input's colour.
+   also under zero alpha near its edge (so resampling does not bleed black) and under the elements above it;
+   elsewhere, the input's colour.
 8. Fill. The background's hole is filled from its colour model (flat or gradient) or by Telea inpainting
    (texture, at reduced size for big holes), which deep inside a photo subject's hole gives way to a smooth
    pull-push fill with a little grain (no radial streaks); where the layers above leave it visible, the
-   background colour is solved from the input, so the composite matches.
+   background colour is solved from the input, so the composite matches. Under the layers above, the background
+   keeps the input's alpha (a ground that goes on under them), except for an RGBA input's transparent surround.
 9. Residual. Whatever error is left (clipping, overlapping soft edges) goes into the colour of the layer that
    contributes most at that pixel. The "over" composite of the result equals the input (mean error ≤ 1/255).
 

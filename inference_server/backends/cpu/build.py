@@ -14,6 +14,7 @@ from .regions import Regions
 from .text import Word
 from .tuning import (
     ELEMENT_RESIDUAL,
+    LETTER_CONTRAST,
     LONG_ELEMENT,
     MAX_ELEMENTS,
     MIN_ELEMENT_FRACTION,
@@ -32,6 +33,8 @@ class Letters:
 
     of_region: dict[int, int] = field(default_factory=dict)  # region → index of the word in the word list
     pixels: dict[int, np.ndarray] = field(default_factory=dict)  # word index → bool H×W, its letters' pixels
+    # word index → letter colour, for words whose letters are no regions (small text: all edge pixels)
+    loose: dict[int, np.ndarray] = field(default_factory=dict)
 
     def all_pixels(self, shape: tuple[int, int]) -> np.ndarray:
         union = np.zeros(shape, bool)
@@ -112,6 +115,11 @@ def find_letters(rgb: np.ndarray, regions: Regions, words: list[Word], candidate
                     and rows.start >= y0 - margin and rows.stop <= y1 + margin):
                 inside.append(k)
         if not inside:
+            # Small text is all anti-aliased edge: no region of it is big enough to count. Its letters are
+            # the pixels of the box that stand out from the box's own ground.
+            found = contrast_letters(rgb, box)
+            if found is not None:
+                letters.pixels[index], letters.loose[index] = found
             continue
         clusters: list[list[int]] = []
         for k in sorted(inside, key=lambda k: -regions.areas[k]):
@@ -137,6 +145,38 @@ def find_letters(rgb: np.ndarray, regions: Regions, words: list[Word], candidate
             np.abs(rgb[rows, cols] - letter_rgb).max(axis=2) < 24.0)
         letters.pixels[index] = pixels
     return letters
+
+
+def contrast_letters(rgb: np.ndarray, box_px: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(letter pixels, letter colour) inside a word box whose ground is one flat colour (the box's median colour;
+    the pixels near it vary little): the pixels nearer the ink's colour than the ground's. None where the box
+    is not ink on a flat ground (a word read on a photo, a box that is mostly ink)."""
+    import cv2
+
+    height_px, width_px = rgb.shape[:2]
+    box_mask = np.zeros((height_px, width_px), np.uint8)
+    cv2.fillPoly(box_mask, [np.rint(box_px).astype(np.int32).reshape(-1, 1, 2)], 1)
+    if not box_mask.any():
+        return None
+    rows, cols = bbox_slices(box_mask.astype(bool), 0)
+    inside = box_mask[rows, cols].astype(bool)
+    crop = rgb[rows, cols]
+    pixels = crop[inside]
+    ground = np.median(pixels, axis=0)
+    distance = np.abs(pixels - ground).max(axis=1)
+    far = distance > LETTER_CONTRAST
+    if not 0.03 <= far.mean() <= 0.6:
+        return None
+    near = distance < 0.5 * LETTER_CONTRAST
+    if near.mean() < 0.3 or float(pixels[near].std(axis=0).max()) > 10.0:
+        return None
+    ink = np.median(pixels[far & (distance >= np.median(distance[far]))], axis=0)
+    core = inside & (np.linalg.norm(crop - ink, axis=2) < np.linalg.norm(crop - ground, axis=2))
+    if core.sum() < 12:
+        return None
+    mask = np.zeros((height_px, width_px), bool)
+    mask[rows, cols] = core
+    return mask, ink
 
 
 def group_regions(regions: Regions, candidates: list[int], ground: Ground, letters: Letters,
@@ -202,6 +242,10 @@ def group_elements(regions: Regions, groups: list[RegionGroup], ground: Ground, 
             elements.append(Element(ElementKind.TEXT, mask, color, words[group.word].text))
         else:
             elements.append(Element(ElementKind.SHAPE, mask, color))
+        assigned |= mask
+    for word, color in letters.loose.items():
+        mask = letters.pixels[word]
+        elements.append(Element(ElementKind.TEXT, mask, color, words[word].text))
         assigned |= mask
     return elements, assigned
 

@@ -35,9 +35,10 @@ def over_premul(layers_rgba: list[np.ndarray], shape: tuple[int, int]) -> tuple[
 
 
 def solve_bottom(target: np.ndarray, top_premul: np.ndarray, top_alpha: np.ndarray, fill_rgb: np.ndarray,
-                  opaque: bool) -> np.ndarray:
+                  opaque: bool, complete_under: bool = False) -> np.ndarray:
     """Bottom layer such that it, under the layers above (``top_*``), equals the target where they leave it
-    visible; elsewhere it keeps ``fill_rgb``."""
+    visible; elsewhere it keeps ``fill_rgb``. Where they hide it, its alpha is 0, or with ``complete_under``
+    the input's alpha there (a background that is the picture's ground, not a transparent surround)."""
     out_alpha = target[..., 3].astype(np.float32) / 255.0
     out_premul = target[..., :3].astype(np.float32) * out_alpha[..., None]
     visible = 1.0 - top_alpha
@@ -45,7 +46,8 @@ def solve_bottom(target: np.ndarray, top_premul: np.ndarray, top_alpha: np.ndarr
         bottom_alpha = np.ones_like(out_alpha)
     else:
         bottom_alpha = np.clip((out_alpha - top_alpha) / np.maximum(visible, 1e-6), 0.0, 1.0)
-        bottom_alpha[visible < 1e-6] = 0.0
+        hidden = visible < 1e-6
+        bottom_alpha[hidden] = out_alpha[hidden] if complete_under else 0.0
     weight = visible * bottom_alpha
     checkpoint()
     solved = (out_premul - top_premul) / np.maximum(weight, 1e-6)[..., None]

@@ -145,7 +145,7 @@ class CpuDecomposer:
         fill_rgb = fill_background(rgb, background, top_alpha > 0,
                                     subject_layer[0][..., 3] > 0 if subject_layer else None)
         progress("fill", 1, 1)
-        bottom = solve_bottom(target, top_premul, top_alpha, fill_rgb, opaque)
+        bottom = solve_bottom(target, top_premul, top_alpha, fill_rgb, opaque, complete_under=not surround)
         layers = [Layer(bottom, "Background")] + upper
 
         # 9. Residual correction

@@ -76,8 +76,10 @@ def peel(rgb: np.ndarray, rgb_u8: np.ndarray, element: Element, covering: np.nda
     alpha = np.minimum(alpha, alpha_in[box])
     out = np.zeros(crop_rgb.shape[:2] + (4,), np.uint8)
     # Near its edge (the soft band and a little beyond) the element's own colour, so a soft edge resampled in
-    # straight alpha does not pick up the colour of what lies behind it; farther out, the input's colour.
-    near = cv2.dilate(grown.astype(np.uint8), kernel).astype(bool) | (alpha > 0)
+    # straight alpha does not pick up the colour of what lies behind it; so too under the elements above it, where
+    # it may go on hidden (a soft rim wider than the band, a part the hull completion misses); elsewhere the
+    # input's colour.
+    near = cv2.dilate(grown.astype(np.uint8), kernel).astype(bool) | (alpha > 0) | covering[box]
     out[..., :3] = np.where(near[..., None], np.clip(np.rint(near_f), 0, 255), crop_rgb).astype(np.uint8)
     out[..., 3] = np.clip(np.rint(alpha * 255.0), 0, 255).astype(np.uint8)
     rgba[box] = out

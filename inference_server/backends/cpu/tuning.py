@@ -17,6 +17,7 @@ PHOTO_TEXTURE_SHARE = 0.45  # a blob whose inside is this much texture (or more)
 PHOTO_BLEED_SHARE = 0.2  # photographs touching this share of the canvas's edge is the picture, not placed on it
 MIN_IMAGE_FRACTION = 0.005  # textured blobs on a flat background at least this big become "Image" elements
 MAX_ELEMENTS = 48
+LETTER_CONTRAST = 40.0  # small text: its letter pixels differ from the word box's ground by more than this
 OCR_MAX_SIDE_PX = 640  # the text detector runs on a copy at most this big (time grows with pixels)
 SUBJECT_MAX_SIDE_PX = 256  # grabCut for a photo's subject runs at this size
 INPAINT_MAX_SIDE_PX = 384  # photo holes are filled at this size, then upsampled

@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 
 from ...errors import InvalidInput
-from ...layers import Layer, LayerStack, Stopwatch, composite_over
+from ...layers import Layer, LayerStack, Stopwatch, alpha_bbox_px, composite_over
 from ...params import MAX_LAYERS, DecomposeParams
 from ..base import CancelToken, ProgressCallback, no_progress
 from .build import build_elements
@@ -128,15 +128,7 @@ class CpuDecomposer:
             element_layers[id(element)] = peel(rgb, rgb_u8, element, covering, alpha_in)
             covering |= element_layers[id(element)][..., 3] > 0
             progress("peel", step, len(elements))
-        upper = []
-        for group in groups:
-            rgba_list = [element_layers[id(e)] for e in group]
-            rgba = composite_over(rgba_list) if len(rgba_list) > 1 else rgba_list[0]
-            if len(rgba_list) > 1:
-                # composite_over leaves colour 0 where all alphas are 0: keep the front element's colour there.
-                empty = rgba[..., 3] == 0
-                rgba[empty, :3] = rgba_list[-1][empty, :3]
-            upper.append(Layer(rgba, group_name(group)))
+        upper = [Layer(merge_group([element_layers[id(e)] for e in group]), group_name(group)) for group in groups]
 
         # 8. Fill the background
         begin("fill")
@@ -180,3 +172,24 @@ def key_color(visible_rgb: np.ndarray) -> np.ndarray:
     sample = visible_rgb[:: max(1, len(visible_rgb) // 5000)]
     distance = np.linalg.norm(sample[:, None, :] - candidates[None], axis=2)
     return candidates[int(np.argmax(np.percentile(distance, 1, axis=0)))]
+
+
+def merge_group(rgba_list: list[np.ndarray]) -> np.ndarray:
+    """One layer of a group's element layers (back to front): their "over" composite where any of them has alpha,
+    the front element's colour under zero alpha. Composited only inside the box their alphas span (a group of
+    many small words on a big image costs that box, not the whole image per word)."""
+    if len(rgba_list) == 1:
+        return rgba_list[0]
+    merged = rgba_list[-1].copy()
+    merged[..., 3] = 0
+    boxes = [box for box in (alpha_bbox_px(rgba[..., 3]) for rgba in rgba_list) if box is not None]
+    if not boxes:
+        return merged
+    x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    x1, y1 = max(b[0] + b[2] for b in boxes), max(b[1] + b[3] for b in boxes)
+    inside = composite_over([rgba[y0:y1, x0:x1] for rgba in rgba_list])
+    # composite_over leaves colour 0 where all alphas are 0: keep the front element's colour there.
+    empty = inside[..., 3] == 0
+    inside[empty, :3] = merged[y0:y1, x0:x1][empty, :3]
+    merged[y0:y1, x0:x1] = inside
+    return merged

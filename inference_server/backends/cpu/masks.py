@@ -11,7 +11,10 @@ def count_pieces(mask: np.ndarray) -> tuple[int, float]:
     """(number of connected pieces, largest piece's share of the area)."""
     import cv2
 
-    count, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if not mask.any():
+        return 0, 0.0
+    crop = mask[bbox_slices(mask, 1)]  # the same pieces, at the cost of the mask's box, not the whole image
+    count, _, stats, _ = cv2.connectedComponentsWithStats(crop.astype(np.uint8), connectivity=8)
     areas = stats[1:, cv2.CC_STAT_AREA]
     return int(count - 1), float(areas.max() / max(areas.sum(), 1)) if areas.size else 0.0
 

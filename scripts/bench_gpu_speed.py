@@ -260,7 +260,7 @@ def run_one_gpu_phase(args) -> None:
     phase, out, dry = args.phase, Path(args.out), args.cpu_dry_run
     imported_s = round(time.time() - spawned_at, 2)
     deadline = args.deadline or float("inf")
-    steps50 = 3 if dry else 50
+    steps50 = 7 if dry else 50  # 7: TaylorSeer predicts steps 4 and 6
     timed = 2 if dry else 4
     size = "640x2" if dry else "640x4"
     caption_tokens = 4 if dry else CAPTION_TOKENS

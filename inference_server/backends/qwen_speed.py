@@ -110,7 +110,7 @@ def fix_coordesc_rerun_on_warm_cache() -> bool:
             original(self, reload_kernel_from_src)
 
     recheck_autotune_cache.strata_backport = True  # type: ignore[attr-defined]
-    heuristics.CachingAutotuner.recheck_autotune_cache = recheck_autotune_cache
+    heuristics.CachingAutotuner.recheck_autotune_cache = recheck_autotune_cache  # type: ignore[method-assign]
     return True
 
 

@@ -11,7 +11,9 @@
    (``vram=TIER``) quantizes the text encoder and places everything as the tier says. Then a hard cap of the tier's
    size (``torch.cuda.set_per_process_memory_fraction``) and, with the backend's own ``decompose``: one captioned
    run (caption capped at 64 tokens: a random model never stops), 640 × 4 (1 warm-up step, timed steps) and
-   1024 × 4, true CFG (s/step = both passes). Host RAM = peak RSS (VmHWM) + pinned memory of streamed blocks.
+   1024 × 4, true CFG (s/step = both passes). Host RAM = peak RSS (VmHWM), sampled apart as anonymous and
+   file-backed pages, and the machine's used memory; the pinned host copies are inside the RSS (``--pin-probe yes``
+   shows it), so the issue's "peak RSS + pinned" (printed too) counts them twice.
 3. ``exact`` runs through ``bench_gpu.py --worker exact`` (bf16, compiled, no cap) in the same call.
 4. Quantization error: one real-size transformer block, random inputs, bf16 vs each format (relative RMS of the
    block's two outputs), with PyTorch's default init (uniform) and with normal weights.

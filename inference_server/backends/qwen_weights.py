@@ -266,7 +266,7 @@ def load_text_encoder_quantized(model_id: str, fmt: str, device, dtype, on_host:
     if (folder / "generation_config.json").is_file():
         text_encoder.generation_config = GenerationConfig.from_pretrained(str(folder))
     pin = torch.device(device).type == "cuda"
-    parts = {index: layer for index, layer in enumerate(text_encoder.model.language_model.layers)}
+    parts: dict[int | str, object] = dict(enumerate(text_encoder.model.language_model.layers))
     parts.update(visual=text_encoder.model.visual, lm_head=text_encoder.lm_head)
 
     def part_done(part) -> None:
@@ -511,7 +511,7 @@ class PinnedHome:
 
         self.device = torch.device(device)
         self.entries: list = []
-        self.arenas: list[HostArena] = []
+        arenas: list[HostArena | None] = []
         pin = self.device.type == "cuda"
         for module in modules:
             for owner in module.modules():
@@ -527,9 +527,9 @@ class PinnedHome:
                     moved = _as_parameter(host, param)
                     moved._strata_arena = arena
                     setattr(owner, name, moved)
-            self.arenas += [_arena_of(param) for param in (getattr(owner, name) for owner, name, _ in params)]
+            arenas += [_arena_of(getattr(owner, name)) for owner, name, _ in params]
             self.entries += [(owner, name, getattr(owner, name)) for owner, name, _ in params]
-        self.arenas = list({id(arena): arena for arena in self.arenas if arena is not None}.values())
+        self.arenas = list({id(arena): arena for arena in arenas if arena is not None}.values())
         self.on_device = False
 
     def onload(self) -> None:
@@ -676,8 +676,8 @@ class TieredPlacement:
         self.resident_blocks = resident_blocks
 
     def describe(self) -> dict:
-        info = {"resident_blocks": self.resident_blocks,
-                "streamed_blocks": len(self.streamer.streamed) if self.streamer else 0}
+        info: dict[str, float] = {"resident_blocks": self.resident_blocks,
+                                  "streamed_blocks": len(self.streamer.streamed) if self.streamer else 0}
         parts = [part for part in (self.streamer, self.swap) if part is not None]
         # Host copies: the streamed blocks, and both models' copies when they take turns; pinned: the part of them
         # that cudaHostRegister locked (all of it on CUDA unless the OS refused).

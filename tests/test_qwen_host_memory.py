@@ -151,3 +151,20 @@ def test_compiled_blocks_still_stream_their_weights_in(tiny_dir):
     for owner, name, host in placement.streamer.host_params[1]:
         assert getattr(owner, name) is host
     assert streamed_block.attn.to_q.weight.device.type == "cpu"
+
+
+def test_without_triton_a_tier_runs_uncompiled_instead_of_failing(monkeypatch, caplog):
+    import importlib.util
+    import types
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "triton" else real_find_spec(name, *args))
+    block = torch.nn.Linear(4, 4)
+    transformer = types.SimpleNamespace(transformer_blocks=[block])
+    placement = qwen_weights.TieredPlacement(None, None, 1)
+    assert qwen_weights.compile_tier_blocks(transformer, placement, "inductor") is False
+    assert "Triton is not installed" in caplog.text
+    assert getattr(block, "_compiled_call_impl", None) is None
+    # Backends that need no Triton still compile.
+    assert qwen_weights.compile_tier_blocks(transformer, placement, "eager") is True

@@ -275,8 +275,7 @@ class QwenLayeredBackend:
             from .qwen_speed import use_persistent_compile_cache
 
             use_persistent_compile_cache()
-            compile_tier_blocks(pipe.transformer, self._placement, self.compile_backend or "inductor")
-            self._compiled = True
+            self._compiled = compile_tier_blocks(pipe.transformer, self._placement, self.compile_backend or "inductor")
         return pipe
 
     def _from_pretrained(self):

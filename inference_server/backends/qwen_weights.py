@@ -740,20 +740,27 @@ def place_tiered(pipe, plan, device, streamed: set[int]) -> TieredPlacement:
     return TieredPlacement(swap, streamer, len(transformer.transformer_blocks) - len(streamed))
 
 
-def compile_tier_blocks(transformer, placement: TieredPlacement, backend: str = "inductor") -> None:
-    """Regional compile of the transformer's blocks under a tier. Resident blocks compile whole; a streamed block
-    compiles its ``forward`` only, so the hooks that bring its weights in and drop them run outside the graph. All
-    blocks share one compiled graph (the weights are its inputs). For NF4 this fuses the 4-bit dequantization into
-    one kernel per weight (eager dequantization cost the 16 GB tier about half its step time); for fp8 the dynamic
-    activation scaling fuses into the GEMMs."""
+def compile_tier_blocks(transformer, placement: TieredPlacement, backend: str = "inductor") -> bool:
+    """Regional compile of the transformer's blocks under a tier; returns whether it compiles. Resident blocks
+    compile whole; a streamed block compiles its ``forward`` only, so the hooks that bring its weights in and drop
+    them run outside the graph. All blocks share one compiled graph (the weights are its inputs). For NF4 this fuses
+    the 4-bit dequantization into one kernel per weight (eager dequantization cost the 16 GB tier about half its
+    step time); for fp8 the dynamic activation scaling fuses into the GEMMs. Inductor needs Triton on CUDA (not in
+    PyTorch's Windows wheels): without it the tier runs eager, as it did before, rather than failing its first job."""
+    import importlib.util
+
     import torch
 
+    if backend == "inductor" and importlib.util.find_spec("triton") is None:
+        logger.warning("Triton is not installed: the tier's quantized blocks run uncompiled (slower steps)")
+        return False
     streamed = set(placement.streamer.streamed) if placement.streamer else set()
     for index, block in enumerate(transformer.transformer_blocks):
         if index in streamed:
             block.forward = torch.compile(block.forward, fullgraph=True, backend=backend)
         else:
             block.compile(fullgraph=True, backend=backend)
+    return True
 
 
 def streamed_blocks(plan, blocks: int, transformer_gib: float, free_vram_gib: float | None = None) -> set[int]:

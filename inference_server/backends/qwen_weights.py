@@ -482,17 +482,23 @@ def move_to_host(module, pin: bool) -> int:
     from wherever they are (a GPU block goes to host RAM without a pageable copy in between); returns its bytes."""
     entries = [(owner, name, param) for owner in module.modules()
                for name, param in owner.named_parameters(recurse=False) if _arena_of(param) is None]
+    arena = _into_arena(entries, pin)
+    for owner in module.modules():
+        for name, buffer in list(owner.named_buffers(recurse=False)):
+            if buffer is not None:
+                owner._buffers[name] = buffer.to("cpu")
+    return arena.nbytes
+
+
+def _into_arena(entries: list, pin: bool) -> HostArena:
+    """Replace each ``(owner, name, param)`` by its copy in one new arena."""
     arena = HostArena([param for _, _, param in entries], pin=pin)
     for (owner, name, param), host in zip(entries, arena.copies, strict=True):
         moved = _as_parameter(host, param)
         # The parameter keeps its arena (and so the pinning) alive; dropping the model unpins and frees it.
         moved._strata_arena = arena
         setattr(owner, name, moved)
-    for owner in module.modules():
-        for name, buffer in list(owner.named_buffers(recurse=False)):
-            if buffer is not None:
-                owner._buffers[name] = buffer.to("cpu")
-    return arena.nbytes
+    return arena
 
 
 def _arena_of(param) -> HostArena | None:
@@ -522,11 +528,7 @@ class PinnedHome:
                       for name, param in owner.named_parameters(recurse=False)]
             fresh = [entry for entry in params if _arena_of(entry[2]) is None]
             if fresh:
-                arena = HostArena([param for _, _, param in fresh], pin=pin)
-                for (owner, name, param), host in zip(fresh, arena.copies, strict=True):
-                    moved = _as_parameter(host, param)
-                    moved._strata_arena = arena
-                    setattr(owner, name, moved)
+                _into_arena(fresh, pin)
             arenas += [_arena_of(getattr(owner, name)) for owner, name, _ in params]
             self.entries += [(owner, name, getattr(owner, name)) for owner, name, _ in params]
         self.arenas = list({id(arena): arena for arena in arenas if arena is not None}.values())

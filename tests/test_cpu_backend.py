@@ -439,3 +439,31 @@ def test_a_nearly_opaque_image_keeps_its_background_whole_under_the_layers(decom
     assert _composite_error(stack, image) <= 1.0
     bottom_alpha = stack.layers[0].rgba[..., 3]
     assert (bottom_alpha[product[..., 3] == 255] == 255).all(), "the background has a hole under the product"
+
+
+def test_a_white_disc_bleeding_off_a_thumbnail_is_figure_not_ground(decomposer):
+    # A video thumbnail: a white disc runs off the top and bottom edges over a green halftone (the green is many
+    # small pieces between the lattice's lines). The disc touches more of the border than any green piece, but
+    # its hull leaves the corners out: it is a layer over the green ground, not the ground with green on it.
+    from PIL import ImageDraw
+
+    width_px, height_px = 384, 216
+    image = Image.new("RGBA", (width_px, height_px), (90, 200, 100, 255))
+    draw = ImageDraw.Draw(image)
+    for x in range(-height_px, width_px, 14):
+        draw.line([(x, 0), (x + height_px, height_px)], fill=(140, 225, 150, 255), width=3)
+        draw.line([(x + height_px, 0), (x, height_px)], fill=(140, 225, 150, 255), width=3)
+    disc = Image.new("L", (width_px, height_px), 0)
+    ImageDraw.Draw(disc).ellipse([32, -42, 352, 258], fill=255)
+    image.paste((255, 255, 255, 255), mask=disc)
+    rgba = np.asarray(image).copy()
+    stack = _decompose(decomposer, rgba, 4)
+    assert _composite_error(stack, rgba) <= 1.0
+    corners = [(2, 2), (2, width_px - 3), (height_px - 3, 2), (height_px - 3, width_px - 3)]
+    background = stack.layers[0].rgba
+    assert all(background[y, x, 1] > background[y, x, 0] + 30 for y, x in corners), "the ground is not green"
+    wanted = np.asarray(disc) > 127
+    discs = [layer for layer in stack.layers[1:] if (layer.rgba[..., 3] > 127)[wanted].mean() > 0.95]
+    assert discs, [layer.name for layer in stack.layers]
+    found = discs[0].rgba[..., 3] > 127
+    assert (found & wanted).sum() / (found | wanted).sum() > 0.9

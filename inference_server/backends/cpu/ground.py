@@ -11,7 +11,14 @@ from .cancel import checkpoint
 from .elements import Element, ElementKind, set_hull
 from .masks import bbox_slices
 from .regions import Regions
-from .tuning import MIN_ELEMENT_FRACTION, MIN_IMAGE_FRACTION, PHOTO_BLEED_SHARE, PHOTO_TEXTURE_SHARE, SAME_COLOR
+from .tuning import (
+    GROUND_HULL_SHARE,
+    MIN_ELEMENT_FRACTION,
+    MIN_IMAGE_FRACTION,
+    PHOTO_BLEED_SHARE,
+    PHOTO_TEXTURE_SHARE,
+    SAME_COLOR,
+)
 
 
 @dataclass
@@ -28,8 +35,9 @@ def find_ground(regions: Regions, candidates: list[int]) -> Ground:
     """The flat colour that runs along most of the canvas's edge (with the other border regions its colour model
     explains: the four corners around a round icon are one ground), if it is big enough to be one, plus the flat
     regions its model explains. Border contact, not area, decides figure against ground: a disc filling an icon
-    is the figure. A photograph running off the canvas along a good part of its edge makes the whole image a
-    photo (a sky whose smooth part looked like a flat background)."""
+    is the figure, and so is a shape whose hull leaves part of the canvas out where another border colour's hull
+    spans it (a white disc bleeding off a thumbnail's top and bottom). A photograph running off the canvas along a
+    good part of its edge makes the whole image a photo (a sky whose smooth part looked like a flat background)."""
     labels = regions.labels
     height_px, width_px = labels.shape
     total = height_px * width_px
@@ -46,7 +54,11 @@ def find_ground(regions: Regions, candidates: list[int]) -> Ground:
         return [j for j, near in zip(border_flat, close, strict=False) if near or j == k]
 
     families = {k: ground_family(k) for k in border_flat}
-    bg_region = max(border_flat, key=lambda k: (contact[families[k]].sum(), regions.areas[k]))
+    ranked = sorted(border_flat, key=lambda k: (contact[families[k]].sum(), regions.areas[k]), reverse=True)
+    # A ground lies behind everything, so its hull spans (nearly) the canvas; a disc bleeding off the top and
+    # bottom edges can touch more of the border than the ground cut into pieces around it, but its hull leaves
+    # the corners out. When no family spans the canvas, border contact alone decides.
+    bg_region = next((k for k in ranked if hull_share(labels, families[k]) >= GROUND_HULL_SHARE), ranked[0])
     if regions.areas[families[bg_region]].sum() < 0.1 * total:
         return Ground()
     bg_regions = set(families[bg_region])
@@ -68,6 +80,16 @@ def find_ground(regions: Regions, candidates: list[int]) -> Ground:
     if photos and (np.logical_or.reduce(photos) & edge).sum() > PHOTO_BLEED_SHARE * edge.sum():
         return Ground()
     return Ground(bg_region, bg_regions, photos)
+
+
+def hull_share(labels: np.ndarray, family: list[int]) -> float:
+    """The share of the canvas that the convex hull of the given regions covers."""
+    import cv2
+
+    points = cv2.findNonZero(np.isin(labels, family).astype(np.uint8))
+    if points is None:
+        return 0.0
+    return float(cv2.contourArea(cv2.convexHull(points))) / labels.size
 
 
 def enclosed_ground(rgb: np.ndarray, background: Element, elements: list[Element]) -> list[Element]:

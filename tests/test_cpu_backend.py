@@ -467,3 +467,21 @@ def test_a_white_disc_bleeding_off_a_thumbnail_is_figure_not_ground(decomposer):
     assert discs, [layer.name for layer in stack.layers]
     found = discs[0].rgba[..., 3] > 127
     assert (found & wanted).sum() / (found | wanted).sum() > 0.9
+
+
+def test_thin_white_words_on_a_card_come_back_as_letters_not_as_boxes_of_the_card(decomposer):
+    # Thin white capitals on a green card: the green counters of their O, A, R, P, D inside each word box are
+    # bigger regions than the thin letters, but they are the card's colour, so they are no letters.
+    from PIL import ImageFont
+
+    width_px, height_px = 640, 320
+    card = np.zeros((height_px, width_px, 4), np.uint8)
+    card[...] = (10, 113, 73, 255)
+    font = ImageFont.truetype("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", 22 * 4)
+    words = _drawn_layer(width_px, lambda d, s: d.text((150 * s, 120 * s), "SINGAPORE CARD", font=font,
+                                                       fill=(255, 255, 255, 255)))[:height_px]
+    truth = [card, words]
+    stack = _decompose(decomposer, composite_over(truth), 2)
+    assert len(stack.layers) == 2 and stack.layers[1].name.startswith("Text"), [layer.name for layer in stack.layers]
+    found, wanted = stack.layers[1].rgba[..., 3] > 127, words[..., 3] > 127
+    assert (found & wanted).sum() / (found | wanted).sum() > 0.7, "the text layer is not the letters"

@@ -114,6 +114,10 @@ def find_letters(rgb: np.ndarray, regions: Regions, words: list[Word], candidate
             if (cols.start >= x0 - margin and cols.stop <= x1 + margin
                     and rows.start >= y0 - margin and rows.stop <= y1 + margin):
                 inside.append(k)
+        # Letters never have the colour of the word's own ground (the box's rim): regions of that colour
+        # inside the box are counters and gaps between thin letters, which can outweigh the letters themselves.
+        rim = word_rim_rgb(rgb, box)
+        inside = [k for k in inside if rim is None or np.linalg.norm(regions.means[k] - rim) >= SAME_COLOR]
         if not inside:
             # Small text is all anti-aliased edge: no region of it is big enough to count. Its letters are
             # the pixels of the box that stand out from the box's own ground.
@@ -145,6 +149,30 @@ def find_letters(rgb: np.ndarray, regions: Regions, words: list[Word], candidate
             np.abs(rgb[rows, cols] - letter_rgb).max(axis=2) < 24.0)
         letters.pixels[index] = pixels
     return letters
+
+
+def word_rim_rgb(rgb: np.ndarray, box_px: np.ndarray) -> np.ndarray | None:
+    """The median colour of a thin ring just outside a word box (the word's own ground), None at the canvas's
+    edge or where the ring is not one colour (a word on a photo, across a shape's edge)."""
+    import cv2
+
+    height_px, width_px = rgb.shape[:2]
+    x0, y0 = np.floor(box_px.min(axis=0)).astype(int)
+    x1, y1 = np.ceil(box_px.max(axis=0)).astype(int)
+    pad_px = max(2, round(0.1 * (y1 - y0)))
+    if x0 - pad_px < 0 or y0 - pad_px < 0 or x1 + pad_px >= width_px or y1 + pad_px >= height_px:
+        return None
+    crop = rgb[y0 - pad_px:y1 + pad_px + 1, x0 - pad_px:x1 + pad_px + 1]
+    box_mask = np.zeros(crop.shape[:2], np.uint8)
+    cv2.fillPoly(box_mask, [np.rint(box_px - (x0 - pad_px, y0 - pad_px)).astype(np.int32).reshape(-1, 1, 2)], 1)
+    grown = cv2.dilate(box_mask, np.ones((2 * pad_px + 1, 2 * pad_px + 1), np.uint8))
+    ring = crop[(grown > 0) & (box_mask == 0)]
+    if len(ring) == 0:
+        return None
+    rim = np.median(ring, axis=0)
+    if (np.abs(ring - rim).max(axis=1) < 0.5 * LETTER_CONTRAST).mean() < 0.9:
+        return None
+    return rim
 
 
 def contrast_letters(rgb: np.ndarray, box_px: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:

@@ -52,6 +52,7 @@ of the long ones, so a cancel lands inside the running stage (bench_decompose me
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -151,6 +152,11 @@ class CpuDecomposer:
         self._ocr = None
         self._ocr_failed = ""
         self._ocr_lock = threading.Lock()
+        self.threads = thread_budget()
+        if self.threads is not None:
+            import cv2
+
+            cv2.setNumThreads(self.threads)
 
     def describe(self) -> dict:
         return {"backend": self.name, "device": "cpu", "model_loaded": True,
@@ -327,12 +333,25 @@ class CpuDecomposer:
                 try:
                     from rapidocr_onnxruntime import RapidOCR
 
-                    self._ocr = RapidOCR()
+                    threads = {} if self.threads is None else {"intra_op_num_threads": self.threads,
+                                                                "inter_op_num_threads": 1}
+                    self._ocr = RapidOCR(**threads)
                 except Exception as error:  # missing wheel or broken onnxruntime: decompose without text cues
                     self._ocr_failed = f"{type(error).__name__}: {error}"
             if self._ocr_failed:
                 notes.append(f"text detector unavailable ({self._ocr_failed}); text is treated as shapes")
             return self._ocr
+
+
+def thread_budget() -> int | None:
+    """Threads the decomposer's pools may use (OpenCV's, ONNX Runtime's), from ``OMP_NUM_THREADS`` as numpy's BLAS
+    reads it; None (each library's default: one thread per core) when unset. Ray sets it to a replica's CPU
+    reservation, so two 1-CPU replicas on two cores run one thread each instead of four competing."""
+    try:
+        threads = int(os.environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        return None
+    return threads if threads > 0 else None
 
 
 def _key_color(visible_rgb: np.ndarray) -> np.ndarray:

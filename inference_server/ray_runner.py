@@ -146,6 +146,8 @@ class RayRunner:
         self._handle: Any = None
         self._board: Any = None
         self._stopping = False
+        # Set when a job ends, so that the dispatcher hands the next one to the freed replica at once.
+        self._job_ended = threading.Event()
         self._connected = False
         self._thread: threading.Thread | None = None
         self.replica_deaths = 0
@@ -165,6 +167,7 @@ class RayRunner:
 
     def close(self) -> None:
         self._stopping = True
+        self._job_ended.set()
         if self._thread is not None:
             self._thread.join(30)
         if not self._connected:
@@ -224,12 +227,14 @@ class RayRunner:
             return
         next_replica_check = time.monotonic() + REPLICA_CHECK_S
         while not self._stopping:
+            self._job_ended.clear()
             self._dispatch()
             self._check_cancel_deadlines()
             if time.monotonic() >= next_replica_check:
                 self._forget_vanished_replicas()
                 next_replica_check = time.monotonic() + REPLICA_CHECK_S
-            time.sleep(0.05)  # as the local runner polls its worker's pipe
+            # New jobs are polled for, as the local runner polls its worker's pipe; a job's end wakes it at once.
+            self._job_ended.wait(0.05)
 
     def _connect_and_deploy(self) -> None:
         import ray
@@ -390,6 +395,7 @@ class RayRunner:
             with self._lock:
                 self._jobs.pop(job_id, None)
                 board = self._board
+            self._job_ended.set()
             if board is not None and not self._stopping:
                 board.forget.remote(job_id)
 

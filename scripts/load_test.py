@@ -22,6 +22,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -159,6 +160,8 @@ def serve_with_random_model(kind: str, argv: list[str]) -> int:
 
 
 def main() -> int:
+    # SIGTERM (a `timeout`) unwinds like Ctrl-C, so that the servers (and their Ray instances, GPUs) are stopped.
+    signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))
     if sys.argv[1:2] == ["--serve-random-model"]:
         return serve_with_random_model(sys.argv[2], sys.argv[3:])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -182,12 +185,12 @@ def main() -> int:
     parser.add_argument("--json", type=Path, metavar="PATH",
                         help="also write the measurements as JSON (rewritten after each server run)")
     parser.add_argument("--poll-s", type=float,
-                        help="client's status poll interval, and half its wait after a 429 (default 0.02 s; 0.25 s "
-                             "with --ray, so that the clients leave the CPU to the replicas being measured)")
+                        help="client's status poll interval; a client waits 2.5 times as long after a 429 (default "
+                             "0.02 s; 0.5 s with --ray, so that the clients leave the CPU to the replicas measured)")
     parser.add_argument("--keep-data", action="store_true", help="keep the server's data folder (default: delete it)")
     args = parser.parse_args()
     if args.poll_s is None:
-        args.poll_s = 0.25 if args.ray else 0.02
+        args.poll_s = 0.5 if args.ray else 0.02
     counts = [int(text) for text in args.replicas.split(",")]
     if args.random_model:
         if not args.ray or 0 in counts:

@@ -6,15 +6,7 @@
 # binaries lose their debugging symbols (`strip --strip-unneeded`; about 4 MB). The set was checked by running
 # `scripts/load_test.py --ray` in a Python venv holding only these wheels (cp311 builds) and the GPU image's packages.
 #   bash scripts/gpu_wheels_ray.sh [DIR]      # default: .whl-ray (git-ignored)
-# Then one device call on nvidia-h200-x2 (carry the worktree and .whl-ray; about 5 minutes: each replica builds the
-# real-size model with random weights on its GPU in ~15 s, then 8 jobs run on 1 and on 2 replicas):
-#   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site
-#     .whl-ray/*.whl && export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 || exit;
-#   python3 scripts/load_test.py --ray --random-model real --replicas 1,2 --jobs 8 --threads 2 --size 640
-#     --layers 4 --server-arg=--preset=stock --params '{"resolution": 640, "num_inference_steps": 8, "prompt":
-#     "a red bicycle against a pale yellow wall, a potted fern, a round clock, a blue sign that says OPEN"}'
-#     --json $OUT/load_test_gpu.json 2>&1 | grep -v "INFO\|Failed to get queue" | tee $OUT/log
-# The same path on this machine's CPU, with the tiny model: --random-model tiny --server-arg=--gpus-per-replica=0.
+# Then one device call on nvidia-h200-x2 runs scripts/load_test_gpu.sh with these wheels (see its header).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DIR=${1:-.whl-ray}

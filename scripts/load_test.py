@@ -72,6 +72,30 @@ def _quartiles(samples: list[tuple[int, float, float]], column: int, jobs: int, 
     return " / ".join(values + [f"{final_mib:.1f} MiB"])
 
 
+def _spin(iterations: int) -> None:
+    total = 0
+    for number in range(iterations):
+        total += number & 7
+
+
+def core_scaling(iterations: int = 20_000_000) -> float:
+    """Throughput of two processes of plain Python work on this machine over one: the most two replicas can gain
+    on its cores (hyperthreads, a shared or busy host and turbo clocks make it less than 2)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    walls = []
+    for count in (1, 2):
+        processes = [context.Process(target=_spin, args=(iterations,)) for _ in range(count)]
+        started = time.perf_counter()
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join()
+        walls.append(time.perf_counter() - started)
+    return 2 * walls[0] / walls[1]
+
+
 def process_tree_cpu_s(root_pid: int) -> dict[int, tuple[float, str]]:
     """CPU seconds (user + system) each live process below ``root_pid`` (itself included) has used so far, with its
     command line: the API server, its worker, and with --ray every Ray process (GCS, raylet, controller, replicas)."""
@@ -200,6 +224,7 @@ def main() -> int:
         result = run_load(args, [])
         _write_json(args, [(None, result)])
         return print_single(args, result)
+    args.core_scaling = core_scaling()
     columns: list[tuple[int, dict]] = []
     for count in counts:
         print(f"running {args.jobs} jobs on {count or 'the local worker, no'} replica(s)...", file=sys.stderr,
@@ -218,7 +243,7 @@ def _write_json(args: argparse.Namespace, columns: list) -> None:
              "describe": {key: value for key, value in result["health"].items() if key != "replicas"}}
             for count, result in columns]
     args.json.write_text(json.dumps({"args": {key: str(value) for key, value in vars(args).items()}, "runs": runs,
-                                     "cpus": os.cpu_count()}, indent=1, default=str))
+                                     "cpus": len(os.sched_getaffinity(0))}, indent=1, default=str))
 
 
 def run_load(args: argparse.Namespace, server_args: list[str], warm_jobs: int = 1) -> dict:
@@ -424,7 +449,8 @@ def print_ray(args: argparse.Namespace, columns: list[tuple[int, dict]]) -> int:
             lambda count, result: f"{result['load'][0]:.1f} → {result['load'][1]:.1f}"),
     ]
     print(f"{args.jobs} jobs ({args.size}×{args.size} px, {args.layers} layers, backend {args.backend}, "
-          f"{args.threads} client threads) on strata serve --ray; {os.cpu_count()} CPUs")
+          f"{args.threads} client threads) on strata serve --ray; {len(os.sched_getaffinity(0))} CPUs, on which 2 "
+          f"processes of plain Python ran {args.core_scaling:.2f}× as fast as 1")
     _print_rows(header, rows)
     ok = all(_ok(args, result) for _, result in columns)
     for _, result in columns:

@@ -7,9 +7,9 @@
 # 2. Twice: the cpu backend's 24 jobs at 1024 px on 1 and on 2 replicas with every process pinned to two of the machine's
 #    cores (taskset): the "2 cores" target measured on an otherwise idle machine. Its image has no rapidocr, so the
 #    decomposer runs without its text detector there (shorter jobs, so Ray's per-job share is larger).
-#    Not yet seen to work: on 30 November 2026 neither pinned run finished within 65 s, the first server not even
-#    starting (Ray still sizes the private instance by all 32 cores and starts workers for them, perhaps); give
-#    it CPU_TIMEOUT_S=300 first.
+#    Not yet seen to finish: on 30 November 2026 neither pinned run ended within its 65 s (the server took jobs;
+#    where the time went was not recorded: perhaps Ray, sizing the private instance by all 32 cores, started
+#    workers for them on the two). Give it CPU_TIMEOUT_S=300.
 # The same path on a CPU-only machine, as a check before spending device time:
 #   KIND=tiny PYTHON=.venv/bin/python bash scripts/load_test_gpu.sh none /tmp/load-test-gpu
 set -uo pipefail

@@ -21,7 +21,8 @@ rgb = np.full((192, 256, 3), (240, 230, 200), np.uint8)
 rgb[40:120, 30:140] = (200, 40, 40)
 backend = CpuDecomposer()
 backend.decompose(Image.fromarray(rgb).convert("RGBA"), DecomposeParams(layers=2))
-session = backend._ocr.text_det.infer.session.get_session_options() if backend._ocr else None
+engine = backend.text_detector._engine
+session = engine.text_det.infer.session.get_session_options() if engine else None
 print(json.dumps({"default": default, "cv2": cv2.getNumThreads(), "budget": backend.threads,
                   "ocr": session.intra_op_num_threads if session else None}))
 """

@@ -16,7 +16,7 @@ from .core.images import InputImageError, encode_png_rgba, sniff_image
 from .core.jobs import JobRunner
 from .core.server_process import ServerStartError, tier_line
 from .preferences import get_preferences
-from .scene import planes
+from .scene import planes, stack
 
 USER_ERRORS = (ServerError, ServerStartError, InputImageError, OSError, ValueError)
 
@@ -210,10 +210,10 @@ class STRATA_OT_relayout(Operator):
 
     @classmethod
     def poll(cls, context):
-        return context.object is not None and planes.find_root(context.object) is not None
+        return context.object is not None and stack.find_root(context.object) is not None
 
     def execute(self, context):
-        planes.relayout(planes.find_root(context.object))
+        planes.relayout(stack.find_root(context.object))
         return {'FINISHED'}
 
 

@@ -13,7 +13,7 @@ from .core.server_process import ServerStartError
 from .core.view_export import ViewExportError
 from .operators_layers import context_root, scene_roots
 from .preferences import get_preferences
-from .scene import animation, planes, view
+from .scene import animation, stack, view
 
 EXPORT_KINDS = (('PPTX', "PowerPoint (.pptx)", "One picture per layer on a slide the size of the render"),
                 ('PSD', "Photoshop (.psd)", "One pixel layer per layer, with opacity and visibility"))
@@ -70,7 +70,7 @@ class STRATA_OT_animate_camera(StackOperator, Operator):
         try:
             camera = animation.camera_for_stack(root, context)
             start_frame = scene.frame_start
-            focal_length_mm = planes.rest_lens_mm(camera, scene)
+            focal_length_mm = stack.rest_lens_mm(camera, scene)
             geometry = animation.stack_geometry(root, camera, focal_length_mm)
             if not self.properties.is_property_set("amplitude"):
                 # The stack's tasteful default; shown (and editable) in the redo panel, where it then stays put.

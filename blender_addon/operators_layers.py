@@ -18,7 +18,7 @@ from .core.jobs import JobRunner
 from .core.server_process import ServerStartError
 from .core.view_export import ViewExportError
 from .preferences import get_preferences
-from .scene import planes
+from .scene import planes, stack
 
 # A re-decomposed layer's sub-layers spread over this fraction of the stack's depth spacing, centred on the layer's
 # depth: they stay between the neighbouring layers.
@@ -32,7 +32,7 @@ def scene_roots(scene):
 
 def context_root(context):
     """The stack the UI works on: the active object's stack, else the scene's only (or first) stack."""
-    root = planes.find_root(context.active_object) if context.active_object else None
+    root = stack.find_root(context.active_object) if context.active_object else None
     if root is not None:
         return root
     roots = scene_roots(context.scene)
@@ -49,7 +49,7 @@ def active_layer(context):
         obj = context.active_object
     if obj is None or obj.strata.role != 'LAYER':
         return None, None
-    root = planes.find_root(obj)
+    root = stack.find_root(obj)
     return (root, obj) if root is not None else (None, None)
 
 
@@ -63,7 +63,7 @@ def set_active_layer(context, obj):
 
 def renumber(root):
     """Layer indices 0..n-1 in the current back → front order (after a delete or a replacement)."""
-    for index, obj in enumerate(planes.stack_layers(root)):
+    for index, obj in enumerate(stack.stack_layers(root)):
         obj.strata.layer_index = index
 
 
@@ -102,7 +102,7 @@ class STRATA_OT_layer_move(LayerOperator, Operator):
 
     def execute(self, context):
         root, obj = active_layer(context)
-        layers = planes.stack_layers(root)
+        layers = stack.stack_layers(root)
         index = layers.index(obj)
         other_index = index + (1 if self.direction == 'UP' else -1)
         if not 0 <= other_index < len(layers):
@@ -127,7 +127,7 @@ class STRATA_OT_layer_delete(LayerOperator, Operator):
         name = obj.name
         planes.remove_plane(obj)
         renumber(root)
-        count = len(planes.stack_layers(root))
+        count = len(stack.stack_layers(root))
         self.report({'INFO'}, f"Deleted layer '{name}'; {count} left")
         return {'FINISHED'}
 
@@ -161,13 +161,13 @@ def substack_depths_m(depth_m, depth_spacing_m, count):
 
 def replace_with_substack(obj, job_id, layer_paths, names):
     """Replace a layer plane by one plane per sub-layer at (about) its depth; later layers move up in the order."""
-    root = planes.find_root(obj)
+    root = stack.find_root(obj)
     settings = obj.strata
     index, count = settings.layer_index, len(layer_paths)
     depths_m = substack_depths_m(settings.depth_m, root.strata.depth_spacing_m, count)
     look = (settings.opacity, settings.hue, settings.saturation, settings.value)
     hidden = (obj.hide_viewport, obj.hide_render)
-    for other in planes.stack_layers(root):
+    for other in stack.stack_layers(root):
         if other.strata.layer_index > index:
             other.strata.layer_index += count - 1
     blend_like_editors = bpy.context.scene.strata.blend_like_editors
@@ -271,7 +271,7 @@ class STRATA_OT_replace_layer_with_stack(Operator):
 
     def execute(self, context):
         obj = bpy.data.objects.get(self.plane)
-        if obj is None or obj.strata.role != 'LAYER' or planes.find_root(obj) is None:
+        if obj is None or obj.strata.role != 'LAYER' or stack.find_root(obj) is None:
             self.report({'ERROR'}, f"layer plane '{self.plane}' is gone; the sub-layers are in the Strata folder")
             return {'CANCELLED'}
         layers = json.loads(self.layers_json)

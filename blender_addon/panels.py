@@ -3,7 +3,7 @@
 from bpy.types import Panel
 
 from . import connection, job_watch, server_setup
-from .scene import planes
+from .scene import stack
 
 
 class StrataPanel:
@@ -73,13 +73,13 @@ class VIEW3D_PT_strata_stack(StrataPanel, Panel):
 
     @classmethod
     def poll(cls, context):
-        return context.object is not None and planes.find_root(context.object) is not None
+        return context.object is not None and stack.find_root(context.object) is not None
 
     def draw(self, context):
         layout = self.layout
         layout.use_property_split = True
         layout.use_property_decorate = False
-        root = planes.find_root(context.object)
+        root = stack.find_root(context.object)
         layout.label(text=root.name, icon='EMPTY_AXIS')
         layout.prop(root.strata, "base_distance_m")
         layout.prop(root.strata, "depth_spacing_m")

@@ -1,1 +1,2 @@
-"""Blender writers of the core results: stacks of image planes (planes.py) and, from the animation helper, motion."""
+"""Blender writers of the core results: stack queries (stack.py), planes (planes.py), their materials (materials.py),
+render settings (render_settings.py), relief, camera motion (animation.py) and exports (view.py, stack_export.py)."""

@@ -13,7 +13,7 @@ from mathutils import Vector
 
 from ..core import view_export
 from ..core.images import encode_png_rgba
-from . import planes
+from . import materials, stack
 from . import relief as scene_relief
 
 
@@ -34,7 +34,7 @@ def camera_projection(scene: bpy.types.Scene, camera: bpy.types.Object) -> view_
 
 
 def _plane_quad(obj: bpy.types.Object):
-    """[(u, v, world corner)] of the plane's four loops; UVs beyond [0, 1] are an overscan (see planes)."""
+    """[(u, v, world corner)] of the plane's four loops; UVs beyond [0, 1] are an overscan (see scene.planes)."""
     mesh = obj.data
     uv_layer = mesh.uv_layers.active
     if uv_layer is not None and len(mesh.loops) != 4 and scene_relief.RELIEF_KEY in obj:
@@ -73,7 +73,7 @@ def plane_padding_px(obj: bpy.types.Object, width_px: int, height_px: int) -> tu
 
 
 def plane_image(obj: bpy.types.Object) -> bpy.types.Image:
-    node = planes.plane_image_node(obj)
+    node = materials.plane_image_node(obj)
     if node is None:
         raise view_export.ViewExportError(f"'{obj.name}' has no Strata image node with an image")
     return node.image
@@ -105,7 +105,7 @@ def plane_png(obj: bpy.types.Object) -> bytes:
 
 def collect_view(scene: bpy.types.Scene, camera: bpy.types.Object, roots, name: str):
     """(ViewLayout, layer PNGs in layout order) for every plane of ``roots`` as ``camera`` sees it now."""
-    layer_objects = [obj for root in roots for obj in planes.stack_layers(root)]
+    layer_objects = [obj for root in roots for obj in stack.stack_layers(root)]
     views = [view_export.PlaneView(name=obj.name, corners_world=plane_corners_world(obj),
                                    opacity=obj.strata.opacity, visible=not obj.hide_render)
              for obj in layer_objects]

@@ -30,7 +30,7 @@ def stack_name(scene, tmp_path):
 
 
 def _layers(root_name):
-    return _module("scene.planes").stack_layers(bpy.data.objects[root_name])
+    return _module("scene.stack").stack_layers(bpy.data.objects[root_name])
 
 
 def _exported_names(root_name):

@@ -43,17 +43,6 @@ def active():
     return _active.runner if _active is not None else None
 
 
-class WhenIdle:
-    """Operator mixin: available only while no Strata job runs (one at a time), then as the next class's poll says."""
-
-    @classmethod
-    def poll(cls, context):
-        if active() is not None:
-            cls.poll_message_set("Wait for the running Strata job to finish")
-            return False
-        return super().poll(context)
-
-
 def cancel():
     """Ask the active job to stop; ``tick()`` reports 'canceled' once the server confirms."""
     if _active is not None:

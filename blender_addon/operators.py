@@ -1,7 +1,7 @@
 """Operators: glue between the panel, the bpy-free core and the scene writers.
 
-Each one checks its input, hands slow work to a background thread and reports failures with ``self.report``;
-a failed operator leaves the scene as it was.
+Each one checks its input, hands slow work to a background thread and reports failures through
+``mixins.StrataOperator`` (its ``user_errors``); a failed operator leaves the scene as it was.
 """
 
 import os
@@ -15,6 +15,7 @@ from .core.client import ServerError, layers_param
 from .core.images import InputImageError, encode_png_rgba, sniff_image
 from .core.jobs import JobRunner
 from .core.server_process import ServerStartError, tier_line
+from .mixins import StrataOperator
 from .preferences import get_preferences
 from .scene import planes, stack
 
@@ -99,37 +100,28 @@ def decompose_params(settings, prefs):
     return params
 
 
-class SceneOperator:
-    @classmethod
-    def poll(cls, context):
-        return context.scene is not None
-
-
-class STRATA_OT_decompose(job_watch.WhenIdle, SceneOperator, Operator):
+class STRATA_OT_decompose(StrataOperator, Operator):
     """Decompose the image into layers on the Strata server and stack them as camera-exact planes"""
     bl_idname = "strata.decompose"
     bl_label = "Decompose"
     bl_options = {'REGISTER'}
+    needs, idle_only, user_errors = 'SCENE', True, USER_ERRORS
 
-    def execute(self, context):
+    def run(self, context):
         scene = context.scene
         settings = scene.strata
         prefs = get_preferences(context)
-        try:
-            data, file_name, stack_name, size_px = input_image(settings)
-            params = decompose_params(settings, prefs)
-            server = connection.settings_from_preferences(prefs)
-            connection.check_settings(server)
-            crashed = connection.crashed_message() if server["connection"] == 'START' else ""
-            if crashed:
-                raise ServerError(crashed)
-            # With a server known to be up, submit here so that refusals (busy, queue full, bad image) show at
-            # once; otherwise the background thread starts the server first and submits then.
-            client = connection.running_client(server)
-            job_id = client.submit(data, params, file_name) if client is not None else ""
-        except USER_ERRORS as e:
-            self.report({'ERROR'}, str(e))
-            return {'CANCELLED'}
+        data, file_name, stack_name, size_px = input_image(settings)
+        params = decompose_params(settings, prefs)
+        server = connection.settings_from_preferences(prefs)
+        connection.check_settings(server)
+        crashed = connection.crashed_message() if server["connection"] == 'START' else ""
+        if crashed:
+            raise ServerError(crashed)
+        # With a server known to be up, submit here so that refusals (busy, queue full, bad image) show at once;
+        # otherwise the background thread starts the server first and submits then.
+        client = connection.running_client(server)
+        job_id = client.submit(data, params, file_name) if client is not None else ""
 
         build_options = {
             "name": stack_name,
@@ -159,61 +151,51 @@ class STRATA_OT_decompose(job_watch.WhenIdle, SceneOperator, Operator):
         return {'FINISHED'}
 
 
-class STRATA_OT_cancel(Operator):
+class STRATA_OT_cancel(StrataOperator, Operator):
     """Cancel the running decomposition"""
     bl_idname = "strata.cancel"
     bl_label = "Cancel"
+    needs = 'JOB'
 
-    @classmethod
-    def poll(cls, context):
-        return job_watch.active() is not None
-
-    def execute(self, context):
+    def run(self, context):
         job_watch.cancel()
         self.report({'INFO'}, "Canceling the Strata job")
         return {'FINISHED'}
 
 
-class STRATA_OT_restart_server(Operator):
+class STRATA_OT_restart_server(StrataOperator, Operator):
     """Stop the local Strata server and start a fresh one (or check the configured running server)"""
     bl_idname = "strata.restart_server"
     bl_label = "Restart Server"
+    user_errors = (ServerStartError,)
 
-    def execute(self, context):
+    def run(self, context):
         prefs = get_preferences(context)
         server = connection.settings_from_preferences(prefs)
         if server["connection"] == 'URL':
             try:
                 health = connection.running_client(server).health()
             except ServerError as e:
-                self.report({'ERROR'}, f"{e} (this server was started elsewhere: restart it there)")
-                return {'CANCELLED'}
+                return self.refuse(f"{e} (this server was started elsewhere: restart it there)")
             tier = tier_line(health)
             self.report({'INFO'}, f"Strata server at {server['url']} is up ({health.get('backend')} backend)"
                                   + (f"; {tier}" if tier else ""))
             return {'FINISHED'}
-        try:
-            connection.check_settings(server)
-        except ServerStartError as e:
-            self.report({'ERROR'}, str(e))
-            return {'CANCELLED'}
+        connection.check_settings(server)
         connection.restart_server(server)
         self.report({'INFO'}, "Restarting the Strata server")
         return {'FINISHED'}
 
 
-class STRATA_OT_relayout(Operator):
+class STRATA_OT_relayout(StrataOperator, Operator):
     """Recompute the planes of the active stack from its depth settings"""
     bl_idname = "strata.relayout"
     bl_label = "Re-Layout Stack"
     bl_options = {'REGISTER', 'UNDO'}
+    needs = 'SELECTED_STACK'
 
-    @classmethod
-    def poll(cls, context):
-        return context.object is not None and stack.find_root(context.object) is not None
-
-    def execute(self, context):
-        planes.relayout(stack.find_root(context.object))
+    def run(self, context):
+        planes.relayout(stack.selected_root(context))
         return {'FINISHED'}
 
 

@@ -3,17 +3,13 @@
 from bpy.types import Panel
 
 from . import connection, job_watch, server_setup
+from .mixins import StrataPanel
 from .scene import stack
-
-
-class StrataPanel:
-    bl_space_type = 'VIEW_3D'
-    bl_region_type = 'UI'
-    bl_category = "Strata"
 
 
 class VIEW3D_PT_strata_decompose(StrataPanel, Panel):
     bl_label = "Decompose"
+    shows_with = None
 
     def draw(self, context):
         layout = self.layout
@@ -70,16 +66,13 @@ class VIEW3D_PT_strata_decompose(StrataPanel, Panel):
 
 class VIEW3D_PT_strata_stack(StrataPanel, Panel):
     bl_label = "Stack"
-
-    @classmethod
-    def poll(cls, context):
-        return context.object is not None and stack.find_root(context.object) is not None
+    shows_with = 'SELECTED_STACK'
 
     def draw(self, context):
         layout = self.layout
         layout.use_property_split = True
         layout.use_property_decorate = False
-        root = stack.find_root(context.object)
+        root = stack.selected_root(context)
         layout.label(text=root.name, icon='EMPTY_AXIS')
         layout.prop(root.strata, "base_distance_m")
         layout.prop(root.strata, "depth_spacing_m")

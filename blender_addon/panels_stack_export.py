@@ -2,10 +2,10 @@
 
 from bpy.types import Panel
 
-from .panels_layers import StrataSidebar
+from .mixins import StrataPanel
 
 
-class VIEW3D_PT_strata_export_stack(StrataSidebar, Panel):
+class VIEW3D_PT_strata_export_stack(StrataPanel, Panel):
     bl_label = "Export Stack"
     bl_order = 35
 

@@ -62,7 +62,9 @@ def downloaded_model(prefs):
 
 def server_available(context):
     """Whether Decompose has a server to use: one set by hand, one Install Server made, or a URL."""
-    prefs = context.preferences.addons[__package__].preferences
+    from .preferences import get_preferences  # it imports this module
+
+    prefs = get_preferences(context)
     return bool(prefs.connection == 'URL' or prefs.server_python or prefs.server_command or installed_server_python())
 
 

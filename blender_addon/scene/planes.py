@@ -255,7 +255,7 @@ def remove_plane(obj):
 def remove_stack(root):
     """Delete a stack: its planes, their meshes, materials and images, the root and its (then empty) collection."""
     collections = [c for c in root.users_collection if c.name.startswith("Strata ")]
-    for obj in [child for child in root.children if child.strata.role == 'LAYER'] + [root]:
+    for obj in [*stack_layers(root), root]:
         remove_plane(obj)
     for collection in collections:
         if not collection.all_objects:

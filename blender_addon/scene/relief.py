@@ -15,6 +15,7 @@ import bpy
 import numpy as np
 
 from ..core import relief
+from .stack import stack_layers
 
 RELIEF_KEY = "strata_relief_key"
 NODE_PREFIX = "Strata Relief"
@@ -145,8 +146,9 @@ def apply_relief(obj, image_node, margins_uv):
     depth_m = -obj.location.z
     width_m, height_m = abs(obj.scale.x), abs(obj.scale.y)
     centre_x_m, centre_y_m = obj.location.x, obj.location.y
-    depths_m = [-other.location.z for other in root.children if other.strata.role == 'LAYER']
-    index = [other for other in root.children if other.strata.role == 'LAYER'].index(obj)
+    layers = stack_layers(root)
+    depths_m = [-other.location.z for other in layers]
+    index = layers.index(obj)
     half_slab_m = relief.slab_half_m(depths_m, index)
     key = repr([round(v, 7) for v in (depth_m, width_m, height_m, centre_x_m, centre_y_m, half_slab_m,
                                       settings.relief, *margins_uv)] + [path, os.path.getmtime(path)])

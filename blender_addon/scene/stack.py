@@ -1,6 +1,9 @@
-"""Stack queries: which objects form a Strata stack, in which order, and which camera it was fitted to.
+"""Stack queries: which objects form a Strata stack, in which order, which camera it was fitted to, and which stack
+and layer the UI works on.
 
-A stack is a ROOT empty with LAYER planes as children (see ``planes``); these functions only read the scene.
+A stack is a ROOT empty with LAYER planes as children (see ``planes``). Everything here reads the scene, except
+``set_active_layer``, which only points the layer list at a plane. Panels and operators ask these functions instead
+of walking ``context`` themselves, so "the stack the UI works on" means the same thing everywhere.
 """
 
 from . import compat
@@ -42,3 +45,44 @@ def background_plane(root):
     """The plane that fills the frame behind everything: the farthest (the lowest layer index among equals)."""
     layers = stack_layers(root)
     return max(layers, key=lambda obj: (obj.strata.depth_m, -obj.strata.layer_index)) if layers else None
+
+
+def scene_roots(scene):
+    """Every stack root of ``scene``."""
+    return [obj for obj in scene.objects if obj.strata.role == 'ROOT']
+
+
+def selected_root(context):
+    """The stack of the active object, or None (the Stack panel and Re-Layout act on a selected stack only)."""
+    return find_root(context.object)
+
+
+def context_root(context):
+    """The stack the UI works on: the active object's stack, else the scene's only (or first) stack."""
+    root = find_root(context.active_object) if context.active_object else None
+    if root is not None:
+        return root
+    roots = scene_roots(context.scene)
+    return roots[0] if roots else None
+
+
+def active_layer(context):
+    """(root, plane) the layer operators act on: the layer list's active row (``Scene.strata.active_layer_index``
+    indexes ``Scene.objects``; the list filters it to one stack), else the active object if it is a layer plane."""
+    objects = context.scene.objects
+    index = context.scene.strata.active_layer_index
+    obj = objects[index] if 0 <= index < len(objects) else None
+    if obj is None or obj.strata.role != 'LAYER':
+        obj = context.active_object
+    if obj is None or obj.strata.role != 'LAYER':
+        return None, None
+    root = find_root(obj)
+    return (root, obj) if root is not None else (None, None)
+
+
+def set_active_layer(context, obj):
+    """Point the layer list at ``obj``."""
+    for index, candidate in enumerate(context.scene.objects):
+        if candidate == obj:
+            context.scene.strata.active_layer_index = index
+            return

@@ -92,7 +92,7 @@ def test_decompose_panel_while_a_job_runs_shows_progress_and_cancel(stack):
         raise ServerError("released by the test")
 
     scene = bpy.context.scene
-    _module("operators_layers").set_active_layer(bpy.context, _module("scene.stack").stack_layers(stack)[1])
+    _module("scene.stack").set_active_layer(bpy.context, _module("scene.stack").stack_layers(stack)[1])
     starters = (bpy.ops.strata.decompose, bpy.ops.strata.redecompose_layer, bpy.ops.strata.export_view)
     assert all(operator.poll() for operator in starters)
     runner = JobRunner(connect, b"", {}, "/nonexistent").start()
@@ -158,7 +158,7 @@ def test_stack_panels_with_nothing_to_show_stay_hidden(scene):
 
 
 def test_stack_and_layer_panels_with_a_stack_selected(stack):
-    panels, panels_layers, operators_layers = _module("panels"), _module("panels_layers"), _module("operators_layers")
+    panels, panels_layers, scene_stack = _module("panels"), _module("panels_layers"), _module("scene.stack")
     scene = bpy.context.scene
     _select(stack)
     assert panels.VIEW3D_PT_strata_stack.poll(bpy.context)
@@ -178,7 +178,7 @@ def test_stack_and_layer_panels_with_a_stack_selected(stack):
 
     # A layer picked: its depth, scale and look, and the per-layer operators.
     middle = _module("scene.stack").stack_layers(stack)[1]
-    operators_layers.set_active_layer(bpy.context, middle)
+    scene_stack.set_active_layer(bpy.context, middle)
     layout = draw_panel(panels_layers.VIEW3D_PT_strata_layers, bpy.context)
     props = [kwargs["property"] for kwargs in _calls(layout, "prop") if kwargs["data"] == middle.strata]
     assert props == ["depth_m", "scale", "relief", "opacity", "hue", "saturation", "value"]

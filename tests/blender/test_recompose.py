@@ -179,13 +179,12 @@ def listed(scene, root):
 
 
 def test_layer_list_reorders_by_depth_and_deletes(stack, tmp_path):
-    from blender_addon import operators_layers
-    from blender_addon.scene.stack import stack_layers
+    from blender_addon.scene.stack import set_active_layer, stack_layers
 
     scene = bpy.context.scene
     background, shape_a, shape_b, text = stack_layers(stack)
     assert listed(scene, stack) == [text, shape_b, shape_a, background]  # front on top, no camera or root
-    operators_layers.set_active_layer(bpy.context, shape_a)
+    set_active_layer(bpy.context, shape_a)
     depth_a, depth_b = shape_a.strata.depth_m, shape_b.strata.depth_m
     assert bpy.ops.strata.layer_move(direction='UP') == {'FINISHED'}
     assert stack_layers(stack) == [background, shape_b, shape_a, text]
@@ -194,7 +193,7 @@ def test_layer_list_reorders_by_depth_and_deletes(stack, tmp_path):
     assert (shape_a.strata.depth_m, shape_b.strata.depth_m) == (depth_b, depth_a)
     assert -shape_a.location.z == pytest.approx(depth_b)
 
-    operators_layers.set_active_layer(bpy.context, text)
+    set_active_layer(bpy.context, text)
     assert bpy.ops.strata.layer_move(direction='UP') == {'CANCELLED'}  # already the front layer
     text_name = text.name
     assert bpy.ops.strata.layer_delete() == {'FINISHED'}
@@ -205,8 +204,7 @@ def test_layer_list_reorders_by_depth_and_deletes(stack, tmp_path):
 
 def test_redecompose_layer_replaces_it_with_a_substack_that_renders_the_same(scene, local_server, sample_png,
                                                                             wait_for_job, tmp_path):
-    from blender_addon import operators_layers
-    from blender_addon.scene.stack import stack_layers
+    from blender_addon.scene.stack import set_active_layer, stack_layers
 
     scene.strata.image_path = str(sample_png)
     scene.strata.layers_auto = False
@@ -218,7 +216,7 @@ def test_redecompose_layer_replaces_it_with_a_substack_that_renders_the_same(sce
     layers = stack_layers(root)
     target = layers[1]
     target_name, depth_m, spacing_m = target.name, target.strata.depth_m, root.strata.depth_spacing_m
-    operators_layers.set_active_layer(bpy.context, target)
+    set_active_layer(bpy.context, target)
     bpy.ops.ed.undo_push(message="before re-decompose")
 
     assert bpy.ops.strata.redecompose_layer(layers=3) == {'FINISHED'}
@@ -253,12 +251,11 @@ def test_redecompose_layer_replaces_it_with_a_substack_that_renders_the_same(sce
 
 
 def test_redecompose_uploads_the_layer_when_its_job_is_unknown(stack, wait_for_job):
-    from blender_addon import operators_layers
-    from blender_addon.scene.stack import stack_layers
+    from blender_addon.scene.stack import set_active_layer, stack_layers
 
     shape_a = stack_layers(stack)[1]
     shape_a.strata.job_id = "not-a-job-on-this-server"
-    operators_layers.set_active_layer(bpy.context, shape_a)
+    set_active_layer(bpy.context, shape_a)
     assert bpy.ops.strata.redecompose_layer(layers=3) == {'FINISHED'}
     state = wait_for_job(120)
     assert state.job_status == "succeeded", state.job_message
@@ -269,13 +266,12 @@ def test_redecompose_uploads_the_layer_when_its_job_is_unknown(stack, wait_for_j
 
 
 def test_redecompose_with_neither_layer_file_nor_job_is_reported(stack, tmp_path):
-    from blender_addon import operators_layers
-    from blender_addon.scene.stack import stack_layers
+    from blender_addon.scene.stack import set_active_layer, stack_layers
 
     shape_a = stack_layers(stack)[1]
     shape_a.strata.job_id = ""  # built from files, no server job behind it
     Path(bpy.path.abspath(shape_a.strata.source_path)).unlink()
-    operators_layers.set_active_layer(bpy.context, shape_a)
+    set_active_layer(bpy.context, shape_a)
     names = [obj.name for obj in stack_layers(stack)]
     with pytest.raises(RuntimeError, match=f"the layer image of '{shape_a.name}' is missing"):
         bpy.ops.strata.redecompose_layer(layers=2)

@@ -1,4 +1,4 @@
-"""The add-on's link to the server: a locally started ``ServerProcess`` or the URL of a running server.
+"""The add-on's link to the server: a locally started ``AddonServerProcess`` or the URL of a running server.
 
 Starting the server takes seconds (imports, backend warm-up), so it never happens on the main thread: the first
 job starts it from its background thread, and "Restart server" restarts it on a thread of its own. The process
@@ -14,11 +14,11 @@ import bpy
 
 from .core.client import ServerClient, ServerError
 from .core.server_install import clean_env
-from .core.server_process import ServerProcess, ServerStartError, qwen_serve_args, tier_line
+from .core.server_process import AddonServerProcess, ServerStartError, qwen_serve_args, tier_line
 
 _lock = threading.Lock()
 _start_lock = threading.Lock()
-_server = None  # the ServerProcess this add-on started, if any
+_server = None  # the AddonServerProcess this add-on started, if any
 _state = {"status": "stopped", "message": "", "tier": ""}  # status: stopped | starting | running | failed
 _atexit_registered = False
 MAIN_THREAD_TIMEOUT_S = 10.0
@@ -75,7 +75,7 @@ def _new_process(settings):
                             settings.get("transformer", ""))
     if settings.get("gpus") == 'ALL' and settings["backend"] != 'cpu':
         extra += ["--gpus", "all"]
-    return ServerProcess(python_path=settings["python"] or None, command=settings["command"] or None,
+    return AddonServerProcess(python_path=settings["python"] or None, command=settings["command"] or None,
                          backend=settings["backend"], model=settings["model"] or None, data_dir=settings["data_dir"],
                          extra_args=extra, cwd=cwd, env=env)
 
@@ -107,7 +107,7 @@ def running_client(settings):
 def check_settings(settings):
     """Raise ``ServerStartError`` at once (on the main thread) when there is no way to reach a server."""
     if settings["connection"] == 'START' and not settings["python"] and not settings["command"]:
-        _new_process(settings)  # raises the teaching message of ServerProcess
+        _new_process(settings)  # raises the teaching message of AddonServerProcess
     if settings["connection"] == 'URL' and not settings["url"]:
         raise ServerStartError("no server URL: set the URL and token of the running Strata server in the add-on "
                                "preferences, or let the add-on start one")

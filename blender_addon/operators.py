@@ -12,8 +12,8 @@ from bpy.types import Operator
 
 from . import connection, job_watch
 from .core.client import ServerError, layers_param
-from .core.images import InputImageError, encode_png_rgba, sniff_image
-from .core.jobs import JobRunner
+from .core.image_bytes import InputImageError, encode_png_rgba, sniff_image
+from .core.job_runner import JobRunner
 from .core.server_process import ServerStartError, tier_line
 from .mixins import StrataOperator
 from .preferences import get_preferences

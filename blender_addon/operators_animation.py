@@ -8,7 +8,7 @@ from bpy.types import Operator
 
 from . import connection, job_watch
 from .core import motion
-from .core.jobs import ExportRunner
+from .core.job_runner import ExportRunner
 from .core.server_process import ServerStartError
 from .core.view_export import ViewExportError
 from .mixins import StrataOperator

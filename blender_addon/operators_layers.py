@@ -15,7 +15,7 @@ from bpy.types import Operator
 
 from . import connection, job_watch
 from .core.client import ServerError
-from .core.jobs import JobRunner
+from .core.job_runner import JobRunner
 from .core.server_process import ServerStartError
 from .core.view_export import ViewExportError
 from .mixins import StrataOperator

@@ -1,6 +1,6 @@
 """Blender side of Install Server and Download Model: which task runs, where things live, and a timer that redraws.
 
-The work itself is bpy-free (``core.server_install``, ``core.model_download``) and runs on a background thread;
+The work itself is bpy-free (``core.server_install``, ``core.model_download_task``) and runs on a background thread;
 this module reads the preferences on the main thread, keeps the running tasks, and redraws the preferences while
 they run. ``tick()`` is what the timer calls (tests call it directly: timers never fire in the bpy module).
 """
@@ -12,7 +12,7 @@ import sys
 import bpy
 
 from . import connection
-from .core.model_download import DownloadOptions, ModelDownload, downloaded, model_folder
+from .core.model_download_task import DownloadOptions, ModelDownload, downloaded, model_folder
 from .core.server_install import InstallOptions, ServerInstall, clean_env, installed_python, read_pointer, server_wheels
 
 TICK_INTERVAL_S = 0.5

@@ -6,7 +6,7 @@
 Runs in the Blender venv (the bpy module). On a fresh checkout it
   1. takes ``--image PATH`` or writes a sample poster (``inference_server.samples``, run by the server venv's Python),
   2. enables the add-on from this repository and points it at a local CPU server, which the add-on starts itself
-     (``ServerProcess``, the same path a Blender user takes),
+     (``AddonServerProcess``, the same path a Blender user takes),
   3. saves an empty .blend so the layer images land beside it (``//strata/<job>/layer_XX.png``),
   4. decomposes the poster with the add-on's Decompose operator and builds the camera-exact plane stack,
   5. keys a looping parallax camera move and renders a preview (MP4 if this Blender has FFmpeg, and a GIF),

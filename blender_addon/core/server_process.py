@@ -33,8 +33,9 @@ def tail_text(path: str | os.PathLike, max_chars: int = 1500) -> str:
         return ""
 
 
-class ServerProcess:
-    """``ServerProcess(python_path="/path/to/venv/bin/python", backend="cpu", data_dir=...)``, or ``command=[...]``.
+class AddonServerProcess:
+    """The server process the add-on starts and owns:
+    ``AddonServerProcess(python_path="/path/to/venv/bin/python", backend="cpu", data_dir=...)``, or ``command=[...]``.
 
     ``command`` (a list or a shell-like string) replaces ``python -m inference_server``; the serve arguments are
     appended to it either way.
@@ -181,7 +182,7 @@ def default_python() -> str:
     return os.environ.get("STRATA_SERVER_PYTHON", "")
 
 
-__all__ = ["ServerProcess", "ServerStartError", "count_cuda_gpus", "default_python", "qwen_serve_args",
+__all__ = ["AddonServerProcess", "ServerStartError", "count_cuda_gpus", "default_python", "qwen_serve_args",
            "tail_text", "tier_line"]
 
 

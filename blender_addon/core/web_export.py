@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .jobs import write_bytes_atomic
+from .job_runner import write_bytes_atomic
 
 PAGE_NAME = "index.html"
 # The pointer slides the camera up to this fraction of the front layer's distance sideways (the wheel dollies up to

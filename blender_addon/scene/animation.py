@@ -14,7 +14,7 @@ import os
 import bpy
 from mathutils import Euler, Matrix, Vector
 
-from ..core import layout, motion
+from ..core import camera_frame, motion
 from . import compat, planes, stack
 
 CAMERA_OBJECT_PATHS = ("location", "rotation_euler", "rotation_quaternion", "rotation_axis_angle")
@@ -56,7 +56,7 @@ def stack_geometry(root: bpy.types.Object, camera: bpy.types.Object, focal_lengt
         raise AnimationError(f"stack '{root.name}' has no layer planes")
     depths_m = [plane.strata.depth_m for plane in layers]
     data = camera.data
-    frame_w, frame_h = layout.frame_size_at_distance_m(1.0, data.sensor_width, focal_length_mm,
+    frame_w, frame_h = camera_frame.frame_size_at_distance_m(1.0, data.sensor_width, focal_length_mm,
                                                        root.strata.image_width_px, root.strata.image_height_px,
                                                        data.sensor_fit, data.sensor_height)
     return motion.StackGeometry(near_m=min(depths_m), far_m=max(depths_m),

@@ -7,8 +7,8 @@ named nodes are what the rest of the add-on (look, overscan, exports) finds agai
 import bpy
 import numpy as np
 
-from ..core.images import dilate_transparent, encode_png_rgba
-from ..core.jobs import write_bytes_atomic
+from ..core.image_bytes import dilate_transparent, encode_png_rgba
+from ..core.job_runner import write_bytes_atomic
 
 HSV_NODE = "Strata HSV"
 OPACITY_NODE = "Strata Opacity"
@@ -44,7 +44,7 @@ def apply_layer_look(obj):
 
 
 def _dilate_image_file(image, abs_path):
-    """Give transparent texels their neighbours' colour, rewriting the PNG atomically (see core.images)."""
+    """Give transparent texels their neighbours' colour, rewriting the PNG atomically (see core.image_bytes)."""
     width_px, height_px = image.size
     pixels = np.empty(width_px * height_px * 4, np.float32)
     image.pixels.foreach_get(pixels)

@@ -2,7 +2,7 @@
 
 A stack is a ROOT empty placed at the rest camera pose (the camera's world matrix when the stack was built) with
 one LAYER plane per image as children at local (0, 0, -depth_m), facing the camera. Each plane is a unit square
-scaled by ``core.layout.plane_size_m`` so that it exactly covers the camera frame seen from the rest pose: the
+scaled by ``core.camera_frame.plane_size_m`` so that it exactly covers the camera frame seen from the rest pose: the
 camera view reproduces the original image whatever the depths, while moving the camera gives parallax. The
 camera itself is never a parent, so it stays free to be animated.
 
@@ -23,7 +23,7 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
-from ..core import layout, motion
+from ..core import camera_frame, motion
 from . import relief as scene_relief
 from .materials import create_layer_material, load_layer_image, plane_image_node
 from .render_settings import configure_render
@@ -44,15 +44,16 @@ def plane_size_for(root, depth_m):
     camera = stack_camera(root, bpy.context.scene)
     width_px, height_px = settings.image_width_px, settings.image_height_px
     if camera is None:  # no camera: assume Blender's default 50 mm lens on a 36 mm sensor
-        width_m, height_m = layout.plane_size_m(depth_m, 36.0, 50.0, width_px, height_px)
+        width_m, height_m = camera_frame.plane_size_m(depth_m, 36.0, 50.0, width_px, height_px)
         return width_m, height_m, 0.0, 0.0
     data = camera.data
     if data.type == 'ORTHO':
-        width_m, height_m = layout.ortho_plane_size_m(data.ortho_scale, width_px, height_px, data.sensor_fit)
+        width_m, height_m = camera_frame.ortho_plane_size_m(data.ortho_scale, width_px, height_px, data.sensor_fit)
     else:
-        width_m, height_m = layout.plane_size_m(depth_m, data.sensor_width, rest_lens_mm(camera, bpy.context.scene),
-                                                width_px, height_px, data.sensor_fit, data.sensor_height)
-    centre_x_m, centre_y_m = layout.shift_offset_m(width_m, height_m, data.shift_x, data.shift_y)
+        lens_mm = rest_lens_mm(camera, bpy.context.scene)
+        width_m, height_m = camera_frame.plane_size_m(depth_m, data.sensor_width, lens_mm, width_px, height_px,
+                                                      data.sensor_fit, data.sensor_height)
+    centre_x_m, centre_y_m = camera_frame.shift_offset_m(width_m, height_m, data.shift_x, data.shift_y)
     return width_m, height_m, centre_x_m, centre_y_m
 
 
@@ -170,14 +171,14 @@ def set_plane_extent(obj, margins):
 def relayout(root):
     """Recompute every plane of a stack from the root's base distance and depth spacing."""
     layers = stack_layers(root)
-    distances_m = layout.layer_distances_m(len(layers), root.strata.base_distance_m, root.strata.depth_spacing_m)
+    distances_m = camera_frame.layer_distances_m(len(layers), root.strata.base_distance_m, root.strata.depth_spacing_m)
     for obj, distance_m in zip(layers, distances_m, strict=False):
         # Its update callback (which runs on every assignment, same value or not) moves and rescales the plane and
         # sizes the overscan for the new depths.
         obj.strata.depth_m = distance_m
     camera = stack_camera(root)
     if camera is not None and distances_m:
-        camera.data.clip_start, camera.data.clip_end = layout.clip_range_m(
+        camera.data.clip_start, camera.data.clip_end = camera_frame.clip_range_m(
             distances_m, camera.data.clip_start, camera.data.clip_end)
 
 
@@ -301,7 +302,7 @@ def build_stack(context, layer_paths, names, job_id, server_url, name, image_siz
     # The camera fits the frame by the render size, so set it before sizing planes.
     configure_render(scene, width_px, height_px, len(layer_paths), blend_like_editors,
                      pixel_exact=(interpolation == 'Closest'))
-    distances_m = layout.layer_distances_m(len(layer_paths), base_distance_m, depth_spacing_m)
+    distances_m = camera_frame.layer_distances_m(len(layer_paths), base_distance_m, depth_spacing_m)
     try:
         for index, (path, layer_name, distance_m) in enumerate(zip(layer_paths, names, distances_m, strict=False)):
             create_layer_plane(root, path, layer_name, index, distance_m, blend_like_editors, pack, interpolation)

@@ -1,7 +1,7 @@
 """Render settings that make the camera view of a stack reproduce its image: size, transparent bounces, view
 transform and pixel filter."""
 
-from ..core import layout
+from ..core import camera_frame
 
 
 def configure_render(scene, width_px, height_px, layer_count, blend_like_editors=True, pixel_exact=True):
@@ -15,7 +15,7 @@ def configure_render(scene, width_px, height_px, layer_count, blend_like_editors
     render.resolution_percentage = 100
     render.pixel_aspect_x = render.pixel_aspect_y = 1.0
     # Cycles needs transparent_max_bounces >= layer count, or the stack turns black behind the first few layers.
-    needed = layout.transparent_bounces_needed(layer_count)
+    needed = camera_frame.transparent_bounces_needed(layer_count)
     if scene.cycles.transparent_max_bounces < needed:
         scene.cycles.transparent_max_bounces = needed
     # Past min_transparent_bounces Cycles ends paths by Russian roulette once semi-transparent layers have lowered

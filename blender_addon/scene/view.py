@@ -12,7 +12,7 @@ import numpy as np
 from mathutils import Vector
 
 from ..core import view_export
-from ..core.images import encode_png_rgba
+from ..core.image_bytes import encode_png_rgba
 from . import materials, stack
 from . import relief as scene_relief
 

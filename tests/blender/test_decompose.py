@@ -246,8 +246,8 @@ def test_full_queue_is_reported_and_the_scene_is_unchanged(scene, addon_prefs, s
     # Slow steps (the server's test hook) keep the running job busy, so the queue stays full once it is full:
     # otherwise the worker may take the only queued job before the operator submits, and nothing is refused.
     env = dict(os.environ, PYTHONPATH=str(REPO), STRATA_FAULT_INJECT="slow_steps:2")
-    server = core.ServerProcess(SERVER_PYTHON, backend="cpu", data_dir=tmp_path / "data", cwd=str(REPO), env=env,
-                                extra_args=["--max-queue", "1"])
+    server = core.AddonServerProcess(SERVER_PYTHON, backend="cpu", data_dir=tmp_path / "data", cwd=str(REPO),
+                                     env=env, extra_args=["--max-queue", "1"])
     server.start()
     try:
         client = client_module.ServerClient(server.url, server.token)

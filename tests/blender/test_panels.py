@@ -82,7 +82,7 @@ def test_decompose_panel_while_a_job_runs_shows_progress_and_cancel(stack):
     """A real JobRunner held at 'connecting': the panel shows a progress bar with stage and step, and Cancel; the
     operators that start another job are disabled meanwhile (one job at a time)."""
     from blender_addon.core.client import ServerError
-    from blender_addon.core.jobs import JobRunner
+    from blender_addon.core.job_runner import JobRunner
 
     job_watch = _module("job_watch")
     release = threading.Event()

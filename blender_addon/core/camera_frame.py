@@ -1,4 +1,5 @@
-"""Camera and plane math: numbers in, numbers out.
+"""Camera-frame maths: how large the camera frame is at a distance, and the planes that fill it. Numbers in,
+numbers out.
 
 A stack is a set of planes facing the camera at increasing distance; each plane is scaled so that it exactly fills
 the camera frame seen from the rest pose. Blender's camera frame follows ``sensor_fit``: with 'AUTO' the sensor
@@ -13,14 +14,14 @@ import math
 SENSOR_FITS = ("AUTO", "HORIZONTAL", "VERTICAL")
 
 
-class LayoutError(ValueError):
+class CameraFrameError(ValueError):
     """Impossible geometry (non-positive distance, size or focal length)."""
 
 
 def _check_positive(**values: float) -> None:
     for name, value in values.items():
         if not value > 0:
-            raise LayoutError(f"{name} must be positive, got {value!r}")
+            raise CameraFrameError(f"{name} must be positive, got {value!r}")
 
 
 def frame_size_at_distance_m(distance_m: float, sensor_width_mm: float, focal_length_mm: float, width_px: int,
@@ -30,7 +31,7 @@ def frame_size_at_distance_m(distance_m: float, sensor_width_mm: float, focal_le
     _check_positive(distance_m=distance_m, sensor_width_mm=sensor_width_mm, focal_length_mm=focal_length_mm,
                     width_px=width_px, height_px=height_px)
     if sensor_fit not in SENSOR_FITS:
-        raise LayoutError(f"sensor_fit must be one of {', '.join(SENSOR_FITS)}, got {sensor_fit!r}")
+        raise CameraFrameError(f"sensor_fit must be one of {', '.join(SENSOR_FITS)}, got {sensor_fit!r}")
     aspect = width_px / height_px
     if sensor_fit == "VERTICAL":
         height_m = distance_m * (sensor_height_mm or sensor_width_mm) / focal_length_mm
@@ -69,10 +70,10 @@ def layer_distances_m(n: int, base_distance_m: float, depth_spacing_m: float) ->
     """Distance from the camera of each layer, index 0 = back = farthest; the front layer sits at
     ``base_distance_m``."""
     if n < 0:
-        raise LayoutError(f"layer count must be >= 0, got {n}")
+        raise CameraFrameError(f"layer count must be >= 0, got {n}")
     _check_positive(base_distance_m=base_distance_m)
     if depth_spacing_m < 0:
-        raise LayoutError(f"depth_spacing_m must be >= 0, got {depth_spacing_m}")
+        raise CameraFrameError(f"depth_spacing_m must be >= 0, got {depth_spacing_m}")
     return [base_distance_m + (n - 1 - index) * depth_spacing_m for index in range(n)]
 
 

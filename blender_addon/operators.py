@@ -121,6 +121,7 @@ class STRATA_OT_decompose(StrataOperator, Operator):
         # With a server known to be up, submit here so that refusals (busy, queue full, bad image) show at once;
         # otherwise the background thread starts the server first and submits then.
         client = connection.running_client(server)
+        version_warning = connection.server_version_warning(client) if client is not None else ""
         job_id = client.submit(data, params, file_name) if client is not None else ""
 
         build_options = {
@@ -147,6 +148,8 @@ class STRATA_OT_decompose(StrataOperator, Operator):
         runner = JobRunner(connect, data, params, layer_folder(), job_id=job_id, file_name=file_name).start()
         job_watch.watch(runner, scene, on_success)
         count = "as many layers as it finds" if settings.layers_auto else f"{settings.layers} layers"
+        if version_warning:
+            self.report({'WARNING'}, version_warning)
         self.report({'INFO'}, f"Decomposing {file_name} into {count}")
         return {'FINISHED'}
 
@@ -173,10 +176,14 @@ class STRATA_OT_restart_server(StrataOperator, Operator):
         prefs = get_preferences(context)
         server = connection.settings_from_preferences(prefs)
         if server["connection"] == 'URL':
+            client = connection.running_client(server)
             try:
-                health = connection.running_client(server).health()
+                health = client.health()
             except ServerError as e:
                 return self.refuse(f"{e} (this server was started elsewhere: restart it there)")
+            version_warning = connection.record_version(client.url, health)
+            if version_warning:
+                self.report({'WARNING'}, version_warning)
             tier = tier_line(health)
             self.report({'INFO'}, f"Strata server at {server['url']} is up ({health.get('backend')} backend)"
                                   + (f"; {tier}" if tier else ""))

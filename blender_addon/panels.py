@@ -58,6 +58,8 @@ class VIEW3D_PT_strata_decompose(StrataPanel, Panel):
         row = layout.row()
         row.label(text=f"Server: {state['status']}", icon='LINKED' if state['status'] == 'running' else 'UNLINKED')
         row.operator("strata.restart_server", text="", icon='FILE_REFRESH')
+        if state["version_warning"]:
+            layout.label(text=state["version_warning"], icon='ERROR')
         if state["status"] == "failed":
             layout.label(text=state["message"].splitlines()[0][:120], icon='ERROR')
         elif state["status"] == "stopped" and not server_setup.server_available(context):

@@ -145,6 +145,9 @@ class StrataPreferences(AddonPreferences):
         layout.prop(self, "offload")
         layout.prop(self, "layer_storage")
         layout.prop(self, "pixel_exact")
+        version_warning = connection.server_state()["version_warning"]
+        if version_warning:
+            layout.label(text=version_warning, icon='ERROR')
         layout.operator("strata.restart_server", icon='FILE_REFRESH')
 
     def draw_install(self, box):

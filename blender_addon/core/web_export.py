@@ -21,6 +21,7 @@ import base64
 import json
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -73,7 +74,7 @@ def scene_json(scene: WebScene) -> dict:
     """The page's inline scene: plain JSON, arrays as base64 little-endian (float32 positions, uint16 indices)."""
     if not scene.layers:
         raise WebExportError("the stack has no visible layers to export")
-    layers = []
+    layers: list[dict[str, Any]] = []
     nearest_m = None
     for layer in scene.layers:
         positions = np.asarray(layer.positions_m, np.float64).reshape(-1, 3)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The add-on's link to the server: a locally started ``AddonServerProcess`` or the URL of a running server.
 
 Starting the server takes seconds (imports, backend warm-up), so it never happens on the main thread: the first

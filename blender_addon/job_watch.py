@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Main-thread side of a running job: copy the background thread's snapshot into Scene.strata, build on success.
 
 ``tick()`` is a plain function: a ``bpy.app.timers`` callback calls it in Blender, tests call it directly (timers

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """What every Strata panel and operator shares, in one place: one panel mixin and one operator mixin.
 
 ``StrataPanel``: the sidebar tab (View3D ▸ Sidebar ▸ Strata) and when a panel shows (``shows_with``).

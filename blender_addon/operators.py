@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Operators: glue between the panel, the bpy-free core and the scene writers.
 
 Each one checks its input, hands slow work to a background thread and reports failures through

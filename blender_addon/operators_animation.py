@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Camera motion, preview render and camera-view export operators (glue over core.motion / core.view_export)."""
 
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Per-layer operators of a stack: select, reorder (depth order follows the layer order), delete.
 
 The layer list (``panels_layers.py``) shows the LAYER planes of one stack, front on top; its active row is

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Install Server and Download Model: start the bpy-free background task, report, return at once."""
 
 import bpy

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Operators that export the whole stack: glTF/GLB (Blender's exporter) and a self-contained web page."""
 
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """View3D ▸ Sidebar ▸ Strata. Panels only draw properties; ``job_watch.tick()`` fills the job fields."""
 
 from bpy.types import Panel

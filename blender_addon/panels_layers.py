@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Sidebar panels: the stack's layer list and per-layer look, camera motion, camera-view export. Draw only."""
 
 from bpy.types import Panel, UIList

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Sidebar panel: export the whole stack as glTF/GLB or as a web page. Draw only."""
 
 from bpy.types import Panel

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Add-on preferences: how to reach the server, which backend and model, where layer images go."""
 
 import threading

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Scene.strata (input, job state) and Object.strata (stack root / layer plane) property groups.
 
 Update callbacks only forward to ``scene/``: geometry in ``planes``, the layer's look in ``materials``.

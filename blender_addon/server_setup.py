@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Blender side of Install Server and Download Model: which task runs, where things live, and a timer that redraws.
 
 The work itself is bpy-free (``core.server_install``, ``core.model_download_task``) and runs on a background thread;

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """A long piece of work (installing the server, downloading weights) on a daemon thread, made of subprocesses.
 
 Blender's main thread only ever reads ``snapshot()`` (a copy taken under a lock) and calls ``cancel()``; the thread

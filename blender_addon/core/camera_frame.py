@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Camera-frame maths: how large the camera frame is at a distance, and the planes that fill it. Numbers in,
 numbers out.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Image bytes without PIL (Blender's Python has none): sniff the format and size, dilate colours under
 transparent texels, encode RGBA as PNG."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Run server work off the main thread: a decomposition job ((start the server,) submit, poll, download the layers)
 or a camera-view export (upload the layers and layout, write the file).
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Parallax camera moves: numbers in, keyframes out.
 
 Everything here lives in the stack root's frame, which is the rest camera's frame: the rest camera sits at the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Install the Strata server into a venv of its own, from the add-on's preferences, without a terminal.
 
 Layout under the extension's user folder (``bpy.utils.extension_path_user(__package__)``)::

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Start and stop a local Strata server as a child process.
 
 The server is started with ``--port 0`` and a fresh random token in ``STRATA_TOKEN``; once listening it prints one

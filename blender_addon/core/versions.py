@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The add-on's version, and whether the server it talks to is the same release.
 
 The add-on and the server ship together (the extension bundles the server wheel; Install Server installs it), so one

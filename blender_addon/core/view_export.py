@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The camera view as a flat layout: where each layer plane lands in the rendered image, in pixels.
 
 Numbers in, numbers out. A plane parallel to the camera sensor projects to an axis-aligned rectangle, which is what

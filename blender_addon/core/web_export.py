@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The stack as a self-contained web page: one ``index.html`` that plays the layers as a parallax scene (WebGL 1).
 
 Numbers in, files out (no bpy). ``scene/stack_export.py`` gathers a ``WebScene`` from Blender: every layer's mesh in the

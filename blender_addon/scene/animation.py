@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Writes ``core.motion`` camera paths as ordinary, editable keyframes, and renders quick previews.
 
 The path is in the stack root's frame (the rest camera pose); here it is carried into world space through the root's

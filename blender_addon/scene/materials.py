@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Layer images and the layer material: load (and dilate) a layer PNG, build its shadeless material, apply its look.
 
 The material is TexImage → "Strata HSV" → Emission, mixed with Transparent by alpha × opacity ("Strata Opacity"); the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Build, re-lay-out and remove a camera-exact stack of image planes.
 
 A stack is a ROOT empty placed at the rest camera pose (the camera's world matrix when the stack was built) with

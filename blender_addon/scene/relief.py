@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Relief in Blender: turn a layer plane into a displaced grid (``core.relief``) and texture it from the rest camera.
 
 A plane with ``strata.relief`` > 0 and a ``depth_XX.png`` beside its ``layer_XX.png`` gets a grid mesh built in one go

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Render settings that make the camera view of a stack reproduce its image: size, transparent bounces, view
 transform and pixel filter."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Stack queries: which objects form a Strata stack, in which order, which camera it was fitted to, and which stack
 and layer the UI works on.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Exports of a whole stack: glTF/GLB through Blender's own exporter, and a self-contained web page.
 
 glTF: the root, its layer planes (quads or relief grids, with their textures and alpha) and the stack's camera with its

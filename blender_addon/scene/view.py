@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Reads what the camera sees, for ``core.view_export``: the camera's projection, each plane's corners, its image.
 
 Only reading here; the layout math is bpy-free (``core.view_export``) and the HTTP call is the operator's.

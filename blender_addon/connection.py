@@ -21,6 +21,7 @@ from .core.client import ServerClient, ServerError
 from .core.server_install import clean_env
 from .core.server_process import AddonServerProcess, ServerStartError, qwen_serve_args, tier_line
 from .core.versions import addon_version, version_warning
+from .user_folders import server_data_folder
 
 _lock = threading.Lock()
 _start_lock = threading.Lock()
@@ -29,14 +30,6 @@ _server = None  # the AddonServerProcess this add-on started, if any
 _state = {"status": "stopped", "message": "", "tier": "", "version_warning": "", "version_url": ""}
 _atexit_registered = False
 MAIN_THREAD_TIMEOUT_S = 10.0
-
-
-def data_dir():
-    """Per-user folder for the server's job data and log (not /tmp: finished jobs survive a reboot)."""
-    try:
-        return bpy.utils.extension_path_user(__package__, path="server", create=True)
-    except (ValueError, KeyError, RuntimeError):  # loaded as a legacy add-on, not an extension
-        return bpy.utils.user_resource('DATAFILES', path=os.path.join("strata", "server"), create=True)
 
 
 def settings_from_preferences(prefs):
@@ -65,7 +58,7 @@ def settings_from_preferences(prefs):
         "gpus": prefs.gpus,
         "url": prefs.server_url,
         "token": prefs.server_token,
-        "data_dir": data_dir(),
+        "data_dir": server_data_folder(),
     }
 
 

@@ -19,6 +19,7 @@ from .core.server_process import ServerStartError, tier_line
 from .mixins import StrataOperator
 from .preferences import get_preferences
 from .scene import planes, stack
+from .user_folders import layer_folder
 
 USER_ERRORS = (ServerError, ServerStartError, InputImageError, OSError, ValueError)
 
@@ -72,16 +73,6 @@ def input_image(settings):
     _, width_px, height_px = sniff_image(data, name=file_name)
     size_px = (width_px, height_px) if width_px and height_px else None
     return data, file_name, stack_name, size_px
-
-
-def layer_folder():
-    """Where downloaded layers go: //strata next to a saved .blend, else a per-user folder (never only /tmp)."""
-    if bpy.data.filepath:
-        return os.path.join(os.path.dirname(bpy.path.abspath("//")), "strata")
-    try:
-        return bpy.utils.extension_path_user(__package__, path="layers", create=True)
-    except (ValueError, KeyError, RuntimeError):  # loaded as a legacy add-on, not an extension
-        return bpy.utils.user_resource('DATAFILES', path=os.path.join("strata", "layers"), create=True)
 
 
 def decompose_params(settings, prefs):

@@ -16,16 +16,10 @@ from .mixins import StrataOperator
 from .preferences import get_preferences
 from .scene import animation, stack, view
 from .scene.stack import context_root, scene_roots
+from .user_folders import output_folder
 
 EXPORT_KINDS = (('PPTX', "PowerPoint (.pptx)", "One picture per layer on a slide the size of the render"),
                 ('PSD', "Photoshop (.psd)", "One pixel layer per layer, with opacity and visibility"))
-
-
-def user_output_folder(kind):
-    """Beside the .blend (//strata_<kind>), or the per-user Strata folder while the file is unsaved."""
-    if bpy.data.filepath:
-        return bpy.path.abspath(f"//strata_{kind}")
-    return os.path.join(os.path.dirname(connection.data_dir()), kind)
 
 
 class STRATA_OT_animate_camera(StrataOperator, Operator):
@@ -124,7 +118,7 @@ class STRATA_OT_render_preview(StrataOperator, Operator):
             return self.refuse("the scene has no camera to render from")
         root = context_root(context)
         base = bpy.path.abspath(self.filepath) if self.filepath else os.path.join(
-            user_output_folder("preview"), bpy.path.clean_name(root.name))
+            output_folder("preview"), bpy.path.clean_name(root.name))
         written = animation.render_preview(scene, base, self.resolution_percentage, self.samples, self.video,
                                            self.frame_step, self.engine)
         where = written[0] if len(written) == 1 else f"{len(written)} frames in {os.path.dirname(written[0])}"
@@ -147,7 +141,7 @@ class STRATA_OT_export_view(StrataOperator, Operator):
     def invoke(self, context, event):
         if not self.filepath:
             root = context_root(context)
-            self.filepath = os.path.join(user_output_folder("export"),
+            self.filepath = os.path.join(output_folder("export"),
                                          f"{bpy.path.clean_name(root.name)}.{self.kind.lower()}")
         context.window_manager.fileselect_add(self)
         return {'RUNNING_MODAL'}
@@ -159,7 +153,7 @@ class STRATA_OT_export_view(StrataOperator, Operator):
             return self.refuse("the scene has no camera; the export shows what the scene camera sees")
         extension = "." + self.kind.lower()
         path = bpy.path.abspath(self.filepath) if self.filepath else os.path.join(
-            user_output_folder("export"), bpy.path.clean_name(context_root(context).name) + extension)
+            output_folder("export"), bpy.path.clean_name(context_root(context).name) + extension)
         if not path.lower().endswith(extension):
             path += extension
         roots = scene_roots(scene) if self.all_stacks else [context_root(context)]

@@ -23,6 +23,7 @@ from .mixins import StrataOperator
 from .preferences import get_preferences
 from .scene import planes, stack
 from .scene.stack import active_layer, set_active_layer
+from .user_folders import layer_folder
 
 # A re-decomposed layer's sub-layers spread over this fraction of the stack's depth spacing, centred on the layer's
 # depth: they stay between the neighbouring layers.
@@ -160,7 +161,7 @@ class STRATA_OT_redecompose_layer(StrataOperator, Operator):
                         description="How many layers to split this layer into")
 
     def run(self, context):
-        from .operators import decompose_params, layer_folder
+        from .operators import decompose_params
 
         _, obj = active_layer(context)
         prefs = get_preferences(context)

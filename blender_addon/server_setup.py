@@ -15,17 +15,10 @@ import bpy
 from . import connection
 from .core.model_download_task import DownloadOptions, ModelDownload, downloaded, model_folder
 from .core.server_install import InstallOptions, ServerInstall, clean_env, installed_python, read_pointer, server_wheels
+from .user_folders import user_folder
 
 TICK_INTERVAL_S = 0.5
 _tasks = {"install": None, "download": None}
-
-
-def user_dir():
-    """The extension's per-user folder (venvs, install log); a Blender user folder for a legacy add-on."""
-    try:
-        return bpy.utils.extension_path_user(__package__, create=True)
-    except (ValueError, KeyError, RuntimeError):
-        return bpy.utils.user_resource('DATAFILES', path="strata", create=True)
 
 
 def addon_dir():
@@ -34,11 +27,11 @@ def addon_dir():
 
 def installed():
     """The installed server env's record ({'python', 'torch', 'python_version', 'server', ...}) or {}."""
-    return read_pointer(user_dir())
+    return read_pointer(user_folder())
 
 
 def installed_server_python():
-    return installed_python(user_dir())
+    return installed_python(user_folder())
 
 
 def hub_id(prefs):
@@ -48,7 +41,7 @@ def hub_id(prefs):
 
 
 def download_folder(prefs):
-    return model_folder(user_dir(), hub_id(prefs), prefs.gguf_file)
+    return model_folder(user_folder(), hub_id(prefs), prefs.gguf_file)
 
 
 def downloaded_model(prefs):
@@ -89,7 +82,7 @@ def start_install(prefs):
         raise RuntimeError("the server install is already running")
     wheels = server_wheels(addon_dir())
     options = InstallOptions(
-        root=user_dir(), wheel=wheels[-1] if wheels else os.path.join(addon_dir(), "server", "strata-*.whl"),
+        root=user_folder(), wheel=wheels[-1] if wheels else os.path.join(addon_dir(), "server", "strata-*.whl"),
         python=bpy.path.abspath(prefs.install_python) if prefs.install_python else "",
         blender_python=sys.executable, torch_variant=prefs.torch_build.lower(), pip_options=prefs.pip_options,
         keep_pythons=_running_server_pythons)
@@ -110,7 +103,7 @@ def start_download(prefs):
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (settings["source_dir"], env.get("PYTHONPATH", "")) if p)
     options = DownloadOptions(python=settings["python"], local_dir=str(download_folder(prefs)), model=hub_id(prefs),
-                              gguf=prefs.gguf_file, log_path=os.path.join(user_dir(), "download.log"), env=env)
+                              gguf=prefs.gguf_file, log_path=os.path.join(user_folder(), "download.log"), env=env)
     _tasks["download"] = ModelDownload(options).start()
     _ensure_timer()
     return _tasks["download"]

@@ -5,91 +5,20 @@ Each one checks its input, hands slow work to a background thread and reports fa
 ``mixins.StrataOperator`` (its ``user_errors``); a failed operator leaves the scene as it was.
 """
 
-import os
-
-import bpy
-import numpy as np
 from bpy.types import Operator
 
 from . import connection, job_watch
-from .core.client import ServerError, layers_param
-from .core.image_bytes import InputImageError, encode_png_rgba, sniff_image
+from .core.client import ServerError
+from .core.image_bytes import InputImageError
 from .core.job_runner import JobRunner
 from .core.server_process import ServerStartError, tier_line
 from .mixins import StrataOperator
 from .preferences import get_preferences
 from .scene import planes, stack
+from .scene.job_input import decompose_params, input_image
 from .user_folders import layer_folder
 
 USER_ERRORS = (ServerError, ServerStartError, InputImageError, OSError, ValueError)
-
-
-def _linear_to_srgb(values):
-    return np.where(values <= 0.0031308, values * 12.92, 1.055 * np.power(np.clip(values, 0.0031308, None), 1 / 2.4)
-                    - 0.055)
-
-
-def blender_image_bytes(image):
-    """PNG/JPEG bytes of a Blender image: its file when that is what Blender shows, else its pixels as PNG."""
-    if not image.is_dirty and image.source == 'FILE':
-        if image.packed_file is not None:
-            data = bytes(image.packed_file.data)
-        else:
-            path = bpy.path.abspath(image.filepath, library=image.library)
-            data = open(path, "rb").read() if os.path.isfile(path) else b""
-        try:
-            sniff_image(data)
-            return data, bpy.path.basename(image.filepath) or f"{image.name}.png"
-        except InputImageError:
-            pass  # a format the server may not read (EXR, ...): send the pixels instead
-    width_px, height_px = image.size
-    if width_px == 0 or height_px == 0:
-        raise InputImageError(f"the Blender image {image.name!r} has no pixels (is its file missing?)")
-    pixels = np.empty(width_px * height_px * 4, np.float32)
-    image.pixels.foreach_get(pixels)
-    rgba = pixels.reshape(height_px, width_px, 4)
-    if image.is_float and image.colorspace_settings.name not in ('sRGB', 'Non-Color'):
-        rgba = rgba.copy()
-        rgba[..., :3] = _linear_to_srgb(rgba[..., :3])  # float buffers hold scene-linear values
-    data = encode_png_rgba(np.clip(np.rint(rgba * 255.0), 0, 255).astype(np.uint8)[::-1])
-    return data, f"{image.name}.png"
-
-
-def input_image(settings):
-    """(bytes, file name, stack name, (width_px, height_px) or None) of the image the panel points at."""
-    if settings.image is not None:
-        data, file_name = blender_image_bytes(settings.image)
-        stack_name = settings.image.name
-    elif settings.image_path:
-        path = bpy.path.abspath(settings.image_path)
-        if not os.path.isfile(path):
-            raise InputImageError(f"image file not found: {path}")
-        with open(path, "rb") as handle:
-            data = handle.read()
-        file_name = os.path.basename(path)
-        stack_name = os.path.splitext(file_name)[0]
-    else:
-        raise InputImageError("no input image: pick an image file or a Blender image in the Strata panel")
-    _, width_px, height_px = sniff_image(data, name=file_name)
-    size_px = (width_px, height_px) if width_px and height_px else None
-    return data, file_name, stack_name, size_px
-
-
-def decompose_params(settings, prefs):
-    params = {
-        "layers": layers_param(settings.layers_auto, settings.layers),
-        "num_inference_steps": settings.steps,
-        "resolution": int(settings.resolution),
-        "prompt": settings.prompt,
-        "backend": prefs.backend,
-        "preset": prefs.preset,
-        "offload": prefs.offload,
-    }
-    if settings.seed >= 0:
-        params["seed"] = settings.seed
-    if getattr(settings, "depth", False):
-        params["depth"] = True
-    return params
 
 
 class STRATA_OT_decompose(StrataOperator, Operator):

@@ -7,8 +7,6 @@ by ``scene.stack.active_layer``.
 """
 
 import json
-import os
-import re
 
 import bpy
 from bpy.props import EnumProperty, IntProperty, StringProperty
@@ -22,19 +20,9 @@ from .core.view_export import ViewExportError
 from .mixins import StrataOperator
 from .preferences import get_preferences
 from .scene import planes, stack
+from .scene.job_input import decompose_params, layer_source_png, source_job_layer
 from .scene.stack import active_layer, set_active_layer
 from .user_folders import layer_folder
-
-# A re-decomposed layer's sub-layers spread over this fraction of the stack's depth spacing, centred on the layer's
-# depth: they stay between the neighbouring layers.
-SUBSTACK_SPAN_FRACTION = 0.5
-_LAYER_FILE = re.compile(r"layer_(\d+)\.png$")
-
-
-def renumber(root):
-    """Layer indices 0..n-1 in the current back → front order (after a delete or a replacement)."""
-    for index, obj in enumerate(stack.stack_layers(root)):
-        obj.strata.layer_index = index
 
 
 class STRATA_OT_layer_select(StrataOperator, Operator):
@@ -91,7 +79,7 @@ class STRATA_OT_layer_delete(StrataOperator, Operator):
         root, obj = active_layer(context)
         name = obj.name
         planes.remove_plane(obj)
-        renumber(root)
+        planes.renumber(root)
         count = len(stack.stack_layers(root))
         self.report({'INFO'}, f"Deleted layer '{name}'; {count} left")
         return {'FINISHED'}
@@ -111,45 +99,6 @@ class STRATA_OT_layer_reset_look(StrataOperator, Operator):
         return {'FINISHED'}
 
 
-def source_job_layer(obj):
-    """(job id, layer index in that job) of a plane built from a server job's layer, or (job id, None)."""
-    match = _LAYER_FILE.search(bpy.path.basename(obj.strata.source_path or ""))
-    return obj.strata.job_id, (int(match.group(1)) if match else None)
-
-
-def substack_depths_m(depth_m, depth_spacing_m, count):
-    """Depths of ``count`` sub-layers (back → front) spread around ``depth_m`` within a fraction of the spacing."""
-    if count == 1:
-        return [depth_m]
-    span_m = SUBSTACK_SPAN_FRACTION * depth_spacing_m
-    return [depth_m + span_m / 2 - index * span_m / (count - 1) for index in range(count)]
-
-
-def replace_with_substack(obj, job_id, layer_paths, names):
-    """Replace a layer plane by one plane per sub-layer at (about) its depth; later layers move up in the order."""
-    root = stack.find_root(obj)
-    settings = obj.strata
-    index, count = settings.layer_index, len(layer_paths)
-    depths_m = substack_depths_m(settings.depth_m, root.strata.depth_spacing_m, count)
-    look = (settings.opacity, settings.hue, settings.saturation, settings.value)
-    hidden = (obj.hide_viewport, obj.hide_render)
-    for other in stack.stack_layers(root):
-        if other.strata.layer_index > index:
-            other.strata.layer_index += count - 1
-    blend_like_editors = bpy.context.scene.strata.blend_like_editors
-    created = []
-    for offset, (path, name, depth_m) in enumerate(zip(layer_paths, names, depths_m, strict=False)):
-        plane = planes.create_layer_plane(root, path, f"{obj.name} / {name}", index + offset, depth_m,
-                                          blend_like_editors)
-        plane.strata.job_id = job_id
-        plane.strata.opacity, plane.strata.hue, plane.strata.saturation, plane.strata.value = look
-        plane.hide_viewport, plane.hide_render = hidden
-        created.append(plane)
-    planes.remove_plane(obj)
-    renumber(root)
-    return created
-
-
 class STRATA_OT_redecompose_layer(StrataOperator, Operator):
     """Decompose the selected layer again into sub-layers (on the server) and replace its plane with them"""
     bl_idname = "strata.redecompose_layer"
@@ -161,8 +110,6 @@ class STRATA_OT_redecompose_layer(StrataOperator, Operator):
                         description="How many layers to split this layer into")
 
     def run(self, context):
-        from .operators import decompose_params
-
         _, obj = active_layer(context)
         prefs = get_preferences(context)
         params = decompose_params(context.scene.strata, prefs)
@@ -172,7 +119,7 @@ class STRATA_OT_redecompose_layer(StrataOperator, Operator):
         server = connection.settings_from_preferences(prefs)
         connection.check_settings(server)
         # Read on the main thread (bpy); only sent when the stack's job is not on the server any more.
-        image_bytes, missing = _plane_source_png(obj)
+        image_bytes, missing = layer_source_png(obj)
         if missing and not (job_id and layer_index is not None):
             raise OSError(missing)
 
@@ -208,20 +155,6 @@ def _job_on_server(client, job_id):
         raise
 
 
-def _plane_source_png(obj):
-    """(PNG bytes of the plane's layer image, '') or (None, why it is missing)."""
-    from .scene.view import plane_image
-
-    image = plane_image(obj)
-    if image.packed_file is not None:
-        return bytes(image.packed_file.data), ""
-    path = bpy.path.abspath(obj.strata.source_path or image.filepath)
-    if not os.path.isfile(path):
-        return None, f"the layer image of '{obj.name}' is missing: {path}"
-    with open(path, "rb") as handle:
-        return handle.read(), ""
-
-
 class STRATA_OT_replace_layer_with_stack(StrataOperator, Operator):
     """Replace a layer plane by the layers of a finished (re-)decomposition (one undo step)"""
     bl_idname = "strata.replace_layer_with_stack"
@@ -237,7 +170,7 @@ class STRATA_OT_replace_layer_with_stack(StrataOperator, Operator):
         if obj is None or obj.strata.role != 'LAYER' or stack.find_root(obj) is None:
             return self.refuse(f"layer plane '{self.plane}' is gone; the sub-layers are in the Strata folder")
         layers = json.loads(self.layers_json)
-        created = replace_with_substack(obj, self.job_id, layers["paths"], layers["names"])
+        created = planes.replace_with_substack(obj, self.job_id, layers["paths"], layers["names"])
         set_active_layer(context, created[-1])
         self.report({'INFO'}, f"Replaced '{self.plane}' with {len(created)} sub-layers")
         return {'FINISHED'}

@@ -13,6 +13,9 @@ from __future__ import annotations
 import math
 
 SENSOR_FITS = ("AUTO", "HORIZONTAL", "VERTICAL")
+# A re-decomposed layer's sub-layers spread over this fraction of the stack's depth spacing, centred on the layer's
+# depth: they stay between the neighbouring layers.
+SUBSTACK_SPAN_FRACTION = 0.5
 
 
 class CameraFrameError(ValueError):
@@ -76,6 +79,15 @@ def layer_distances_m(n: int, base_distance_m: float, depth_spacing_m: float) ->
     if depth_spacing_m < 0:
         raise CameraFrameError(f"depth_spacing_m must be >= 0, got {depth_spacing_m}")
     return [base_distance_m + (n - 1 - index) * depth_spacing_m for index in range(n)]
+
+
+def substack_depths_m(depth_m: float, depth_spacing_m: float, count: int) -> list[float]:
+    """Depths of ``count`` sub-layers (back → front) that replace a layer at ``depth_m``: spread around it over
+    SUBSTACK_SPAN_FRACTION of the stack's depth spacing, so they stay between the neighbouring layers."""
+    if count == 1:
+        return [depth_m]
+    span_m = SUBSTACK_SPAN_FRACTION * depth_spacing_m
+    return [depth_m + span_m / 2 - index * span_m / (count - 1) for index in range(count)]
 
 
 def fov_rad(sensor_mm: float, focal_length_mm: float) -> float:

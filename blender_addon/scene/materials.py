@@ -8,7 +8,7 @@ named nodes are what the rest of the add-on (look, overscan, exports) finds agai
 import bpy
 import numpy as np
 
-from ..core.image_bytes import dilate_transparent, encode_png_rgba
+from ..core.image_bytes import dilate_transparent, encode_png_rgba, rgba8
 from ..core.job_runner import write_bytes_atomic
 
 HSV_NODE = "Strata HSV"
@@ -44,16 +44,19 @@ def apply_layer_look(obj):
             opacity.inputs[1].default_value = settings.opacity
 
 
-def _dilate_image_file(image, abs_path):
-    """Give transparent texels their neighbours' colour, rewriting the PNG atomically (see core.image_bytes)."""
+def image_pixels(image):
+    """A Blender image's RGBA pixels as H×W×4 float32, top row first (bpy's own rows start at the bottom)."""
     width_px, height_px = image.size
     pixels = np.empty(width_px * height_px * 4, np.float32)
     image.pixels.foreach_get(pixels)
-    rgba = np.clip(np.rint(pixels.reshape(height_px, width_px, 4) * 255.0), 0, 255).astype(np.uint8)
-    dilated, changed = dilate_transparent(rgba)
+    return pixels.reshape(height_px, width_px, 4)[::-1]
+
+
+def _dilate_image_file(image, abs_path):
+    """Give transparent texels their neighbours' colour, rewriting the PNG atomically (see core.image_bytes)."""
+    dilated, changed = dilate_transparent(rgba8(image_pixels(image)))
     if changed:
-        # bpy pixels start at the bottom row; PNG rows start at the top.
-        write_bytes_atomic(abs_path, encode_png_rgba(dilated[::-1]))
+        write_bytes_atomic(abs_path, encode_png_rgba(dilated))
         image.reload()
 
 

@@ -28,7 +28,7 @@ from ..core import camera_frame, motion
 from . import relief as scene_relief
 from .materials import create_layer_material, load_layer_image, plane_image_node
 from .render_settings import configure_render
-from .stack import background_plane, rest_lens_mm, stack_camera, stack_layers
+from .stack import background_plane, find_root, rest_lens_mm, stack_camera, stack_layers
 
 logger = logging.getLogger(__name__)
 
@@ -219,6 +219,37 @@ def create_layer_plane(root, image_path, name, layer_index, depth_m, blend_like_
     settings.source_path = image.filepath
     settings.depth_m = depth_m  # its update callback places the plane
     return obj
+
+
+def renumber(root):
+    """Layer indices 0..n-1 in the current back → front order (after a delete or a replacement)."""
+    for index, obj in enumerate(stack_layers(root)):
+        obj.strata.layer_index = index
+
+
+def replace_with_substack(obj, job_id, layer_paths, names):
+    """Replace a layer plane by one plane per sub-layer at (about) its depth; later layers move up in the order."""
+    root = find_root(obj)
+    settings = obj.strata
+    index, count = settings.layer_index, len(layer_paths)
+    depths_m = camera_frame.substack_depths_m(settings.depth_m, root.strata.depth_spacing_m, count)
+    look = (settings.opacity, settings.hue, settings.saturation, settings.value)
+    hidden = (obj.hide_viewport, obj.hide_render)
+    for other in stack_layers(root):
+        if other.strata.layer_index > index:
+            other.strata.layer_index += count - 1
+    blend_like_editors = bpy.context.scene.strata.blend_like_editors
+    created = []
+    for offset, (path, name, depth_m) in enumerate(zip(layer_paths, names, depths_m, strict=False)):
+        plane = create_layer_plane(root, path, f"{obj.name} / {name}", index + offset, depth_m,
+                                   blend_like_editors)
+        plane.strata.job_id = job_id
+        plane.strata.opacity, plane.strata.hue, plane.strata.saturation, plane.strata.value = look
+        plane.hide_viewport, plane.hide_render = hidden
+        created.append(plane)
+    remove_plane(obj)
+    renumber(root)
+    return created
 
 
 def ensure_camera(context, root_name):

@@ -10,27 +10,26 @@ keeps matching UVs for exporters (glTF) that cannot carry the projection. Relief
 """
 
 import os
-import re
 
 import bpy
 import numpy as np
 
 from ..core import relief
+from ..core.job_runner import depth_file_name, layer_file_index
 from .stack import stack_layers
 
 RELIEF_KEY = "strata_relief_key"
 NODE_PREFIX = "Strata Relief"
-_LAYER_FILE = re.compile(r"layer_(\d+)\.png$")
 _nearness_cache = {}
 
 
 def depth_map_path(obj):
     """The layer's ``depth_XX.png`` (beside its ``layer_XX.png``), or None if there is none on disk."""
     source = bpy.path.abspath(obj.strata.source_path) if obj.strata.source_path else ""
-    match = _LAYER_FILE.search(os.path.basename(source))
-    if not match:
+    index = layer_file_index(source)
+    if index is None:
         return None
-    path = os.path.join(os.path.dirname(source), f"depth_{match.group(1)}.png")
+    path = os.path.join(os.path.dirname(source), depth_file_name(index))
     return path if os.path.isfile(path) else None
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from mathutils import Vector
 
 from ..core import view_export
-from ..core.image_bytes import encode_png_rgba
+from ..core.image_bytes import encode_png_rgba, rgba8
 from . import materials, stack
 from . import relief as scene_relief
 
@@ -93,11 +93,9 @@ def plane_png(obj: bpy.types.Object) -> bytes:
             and os.path.isfile(path) and path.lower().endswith(".png")):
         with open(path, "rb") as handle:
             return handle.read()
-    # Packed, non-PNG, colour-adjusted or overscanned: go through the pixels. Non-Color images hold the file's own
-    # values; bpy pixels start at the bottom row.
-    pixels = np.empty(width_px * height_px * 4, np.float32)
-    image.pixels.foreach_get(pixels)
-    rgba = np.clip(np.rint(pixels.reshape(height_px, width_px, 4)[::-1] * 255.0), 0, 255).astype(np.uint8)
+    # Packed, non-PNG, colour-adjusted or overscanned: go through the pixels (Non-Color images hold the file's own
+    # values).
+    rgba = rgba8(materials.image_pixels(image))
     rgba = view_export.apply_hsv(rgba, settings.hue, settings.saturation, settings.value)
     if left or right or top or bottom:
         rgba = np.pad(rgba, ((top, bottom), (left, right), (0, 0)), mode="edge")

@@ -69,3 +69,9 @@ def test_clip_range_only_widens_and_bounces_cover_layers():
     assert camera_frame.clip_range_m([5.0, 20.0], 0.1, 100.0) == (0.1, 100.0)
     assert camera_frame.clip_range_m([5.0, 200.0], 0.1, 100.0) == (0.1, 300.0)
     assert camera_frame.transparent_bounces_needed(12) >= 12
+
+
+def test_substack_depths_stay_between_the_neighbours():
+    """A layer re-decomposed into sub-layers: back → front around its depth, within half the stack's spacing."""
+    assert camera_frame.substack_depths_m(5.0, 1.0, 3) == pytest.approx([5.25, 5.0, 4.75])
+    assert camera_frame.substack_depths_m(5.0, 1.0, 1) == [5.0]

@@ -6,7 +6,6 @@ never fire in the bpy module). It returns the seconds until it wants to run agai
 """
 
 import logging
-import traceback
 from types import SimpleNamespace
 
 import bpy
@@ -124,7 +123,7 @@ def tick():
         try:
             watched.on_success(SimpleNamespace(scene=scene), snapshot.result)
         except Exception as e:  # the layers are on disk; say what failed instead of leaving a half-built stack
-            traceback.print_exc()
+            logger.exception("building the result of %s failed", watched.label)
             snapshot.status, snapshot.error = "failed", f"building the stack failed: {e}"
         else:
             if watched.undo:

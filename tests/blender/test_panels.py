@@ -237,3 +237,13 @@ def test_preferences_offer_all_gpus_only_when_the_server_python_sees_two(addon):
         preferences.gpus = 'ONE'
         preferences.connection, preferences.backend, preferences.server_python = saved
         preferences_module._gpu_counts.pop("/opt/two-gpus/bin/python", None)
+
+
+@pytest.mark.parametrize("operator, why", [
+    ("animate_camera", "Build a Strata stack first"), ("export_gltf", "Build a Strata stack first"),
+    ("layer_delete", "Pick a layer in the Strata layer list"), ("relayout", "Select an object of a Strata stack"),
+    ("cancel", "No Strata job is running")])
+def test_an_operator_that_cannot_run_says_why(scene, operator, why):
+    """A greyed-out button's tooltip (and a script's error) names what is missing, from the one operator mixin."""
+    with pytest.raises(RuntimeError, match=f"poll\\(\\) {why}$"):
+        getattr(bpy.ops.strata, operator)()

@@ -54,6 +54,29 @@ def test_a_server_of_another_version_is_reported_and_shown(scene, addon_prefs, s
     assert connection.server_state()["version_warning"] == ""
 
 
+def test_a_started_server_of_another_version_is_reported_and_shown(scene, local_server, sample_png, capfd):
+    """The add-on starts the server itself (a server command set in the preferences) and learns its version then."""
+    connection = _module("connection")
+    local_server.server_python = ""
+    local_server.server_command = f"{SERVER_PYTHON} -c '{PATCHED_SERVE}' {OTHER_VERSION}"
+    try:
+        connection.restart_server(connection.settings_from_preferences(local_server)).join(60)
+        assert connection.server_state()["status"] == "running", connection.server_state()["message"]
+        warning = connection.server_state()["version_warning"]
+        assert warning.startswith(f"The Strata server is version {OTHER_VERSION}, this add-on ")
+        assert warning in texts(draw_panel(_module("panels").VIEW3D_PT_strata_decompose, bpy.context), "label")
+        scene.strata.image_path = str(sample_png)
+        scene.strata.layers_auto = False
+        scene.strata.layers = 2
+        capfd.readouterr()
+        assert bpy.ops.strata.decompose() == {'FINISHED'}
+        assert f"Warning: {warning}" in capfd.readouterr().out
+        assert wait_for_job().job_status == "succeeded"
+    finally:
+        connection.stop_server()  # the next test starts the add-on's own server again
+        configure_local_server(local_server)
+
+
 def test_the_add_ons_own_server_gets_no_warning(scene, local_server, sample_png, capfd):
     connection = _module("connection")
     connection.restart_server(connection.settings_from_preferences(local_server)).join(60)

@@ -19,6 +19,19 @@ def _module(name):
     return sys.modules[f"{ADDON}.{name}"]
 
 
+def _decompose_and_read_reports(scene, image_path, capfd):
+    """Decompose ``image_path`` into 2 layers to the end → what the operator reported (its console lines)."""
+    scene.strata.image_path = str(image_path)
+    scene.strata.layers_auto = False
+    scene.strata.layers = 2
+    capfd.readouterr()
+    assert bpy.ops.strata.decompose() == {'FINISHED'}
+    reports = capfd.readouterr().out
+    settings = wait_for_job()
+    assert settings.job_status == "succeeded", settings.job_message  # a warning, not a refusal
+    return reports
+
+
 def test_a_server_of_another_version_is_reported_and_shown(scene, addon_prefs, sample_png, tmp_path, capfd):
     connection = _module("connection")
     addon_version = _module("core.versions").addon_version()
@@ -32,14 +45,7 @@ def test_a_server_of_another_version_is_reported_and_shown(scene, addon_prefs, s
     try:
         addon_prefs.connection = 'URL'
         addon_prefs.server_url, addon_prefs.server_token = server.url, server.token
-        scene.strata.image_path = str(sample_png)
-        scene.strata.layers_auto = False
-        scene.strata.layers = 2
-        capfd.readouterr()
-        assert bpy.ops.strata.decompose() == {'FINISHED'}
-        assert f"Warning: {expected}" in capfd.readouterr().out
-        settings = wait_for_job()
-        assert settings.job_status == "succeeded", settings.job_message  # a warning, not a refusal
+        assert f"Warning: {expected}" in _decompose_and_read_reports(scene, sample_png, capfd)
 
         panel = draw_panel(_module("panels").VIEW3D_PT_strata_decompose, bpy.context)
         assert expected in texts(panel, "label")
@@ -65,13 +71,7 @@ def test_a_started_server_of_another_version_is_reported_and_shown(scene, local_
         warning = connection.server_state()["version_warning"]
         assert warning.startswith(f"The Strata server is version {OTHER_VERSION}, this add-on ")
         assert warning in texts(draw_panel(_module("panels").VIEW3D_PT_strata_decompose, bpy.context), "label")
-        scene.strata.image_path = str(sample_png)
-        scene.strata.layers_auto = False
-        scene.strata.layers = 2
-        capfd.readouterr()
-        assert bpy.ops.strata.decompose() == {'FINISHED'}
-        assert f"Warning: {warning}" in capfd.readouterr().out
-        assert wait_for_job().job_status == "succeeded"
+        assert f"Warning: {warning}" in _decompose_and_read_reports(scene, sample_png, capfd)
     finally:
         connection.stop_server()  # the next test starts the add-on's own server again
         configure_local_server(local_server)
@@ -81,10 +81,6 @@ def test_the_add_ons_own_server_gets_no_warning(scene, local_server, sample_png,
     connection = _module("connection")
     connection.restart_server(connection.settings_from_preferences(local_server)).join(60)
     assert connection.server_state()["status"] == "running", connection.server_state()["message"]
-    scene.strata.image_path = str(sample_png)
-    capfd.readouterr()
-    assert bpy.ops.strata.decompose() == {'FINISHED'}
-    assert "Warning:" not in capfd.readouterr().out
-    assert wait_for_job().job_status == "succeeded"
+    assert "Warning:" not in _decompose_and_read_reports(scene, sample_png, capfd)
     assert connection.server_state()["version_warning"] == ""
     assert connection.server_state()["version_url"] == connection.current_server().url

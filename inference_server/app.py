@@ -119,15 +119,17 @@ class Health(BaseModel):
     replicas: list[dict[str, Any]] | None = None
 
 
-def _errors(*codes: int) -> dict[int, dict[str, Any]]:
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     reasons = {
         400: "bad parameter or image", 401: "missing or wrong bearer token", 403: "foreign Origin or Host",
         404: "no such job or layer", 409: "the job is not in a state that allows this",
         413: "upload or image too large",
         429: "queue full", 503: "model unavailable", 507: "the data folder cannot be written (disk full?)",
     }
-    # 401/403/413 and the general 400 come from GuardMiddleware and are added to every operation by _declare_security.
-    return {code: {"model": ErrorBody, "description": reasons[code]} for code in codes}
+    # 401/403/413 and the general 400 come from GuardMiddleware and are added to every operation by StrataAPI.openapi.
+    declared: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody, "description": reasons[code]}
+                                                 for code in codes}
+    return declared
 
 
 _PNG = {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}, "description": "PNG image"}
@@ -289,7 +291,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await run_in_threadpool(manager.close)
 
-    app = FastAPI(
+    app = StrataAPI(
         title="Strata inference server",
         version=__version__,
         description="Decompose one flat image into RGBA layers. Every request needs `Authorization: Bearer <token>`.",
@@ -415,21 +417,19 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(exports_router)
 
     docs_pages.add_docs_routes(app)
-    _declare_security(app)
     app.add_middleware(GuardMiddleware, settings=settings)
     return app
 
 
-def _declare_security(app: FastAPI) -> None:
-    """Make the schema tell the truth about what GuardMiddleware and the error handlers add to every operation
+class StrataAPI(FastAPI):
+    """FastAPI whose schema tells the truth about what GuardMiddleware and the error handlers add to every operation
     (the routers, including the exports router, need not repeat it): the bearer token, 401/403 on every route,
     413 on bodies, and 400 where FastAPI would document its 422 (our handler answers validation errors with 400)."""
-    original = app.openapi
 
-    def openapi():
-        if app.openapi_schema:
-            return app.openapi_schema
-        schema = original()
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema:
+            return self.openapi_schema
+        schema = super().openapi()
         components = schema.setdefault("components", {})
         components.setdefault("securitySchemes", {})["bearer"] = {"type": "http", "scheme": "bearer"}
         components.setdefault("schemas", {})["ErrorBody"] = ErrorBody.model_json_schema()
@@ -447,7 +447,5 @@ def _declare_security(app: FastAPI) -> None:
                     added["413"] = "request body too large"
                 for code, description in added.items():
                     responses.setdefault(code, {"description": description, **error_ref})
-        app.openapi_schema = schema
+        self.openapi_schema = schema
         return schema
-
-    app.openapi = openapi

@@ -16,12 +16,16 @@ import secrets
 import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .backends.qwen_tiers import VRAM_CHOICES
 from .errors import InvalidInput, StrataError
 from .images import DEFAULT_MAX_PIXELS
 from .params import AUTO_LAYERS, BACKENDS, MAX_LAYERS, MIN_LAYERS, PRESETS, RESOLUTIONS
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 TOKEN_ENV = "STRATA_TOKEN"
 
@@ -358,8 +362,8 @@ class _ProgressBar:
     def __init__(self, disable: bool, stream=None) -> None:
         self.disable = disable
         self.stream = stream or sys.stderr
-        self.bar = None
-        self.stage = None
+        self.bar: tqdm | None = None
+        self.stage: str | None = None
         self.interactive = bool(getattr(self.stream, "isatty", lambda: False)())
 
     def update(self, stage: str, step: int, total: int) -> None:

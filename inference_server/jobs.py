@@ -485,6 +485,12 @@ class LocalWorkerRunner:
         self.worker_restarts = 0
         self._failed_starts = 0
 
+    @property
+    def manager(self) -> JobManager:
+        if self._manager is None:
+            raise RuntimeError("LocalWorkerRunner used before start(manager)")
+        return self._manager
+
     def start(self, manager: JobManager) -> None:
         self._manager = manager
         self._lock = manager._lock  # one lock for records and the worker: no ordering to get wrong
@@ -551,7 +557,7 @@ class LocalWorkerRunner:
         with self._lock:
             if not worker.ready or worker.job_id is not None:
                 return
-            message = self._manager.next_job()
+            message = self.manager.next_job()
             if message is None:
                 return
             worker.cancel_event.clear()
@@ -564,19 +570,19 @@ class LocalWorkerRunner:
 
     def _handle(self, worker: _Worker, message: dict[str, Any]) -> None:
         kind = message.get("type")
-        manager = self._manager
+        manager = self.manager
         with self._lock:
             if kind == "ready":
                 worker.ready = True
                 self._failed_starts = 0
                 manager.runner_ready(message.get("describe") or {})
             elif kind == "progress":
-                manager.job_progress(message.get("job"), message["stage"], message["step"], message["total"])
+                manager.job_progress(message["job"], message["stage"], message["step"], message["total"])
             elif kind == "done":
                 if message.get("describe"):
                     manager.runner_describe(message["describe"])
                 worker.job_id = None
-                manager.job_finished(message.get("job"), message["status"], message.get("error"),
+                manager.job_finished(message["job"], message["status"], message.get("error"),
                                      message.get("layers"), message.get("notes"))
 
     def _worker_died(self, worker: _Worker) -> None:
@@ -584,8 +590,8 @@ class LocalWorkerRunner:
         code = worker.process.exitcode
         with self._lock:
             if worker.job_id is not None:
-                self._manager.job_lost(worker.job_id, f"worker process exited with code {code} while running this "
-                                                      f"job (crash or killed); the next job starts a fresh worker")
+                self.manager.job_lost(worker.job_id, f"worker process exited with code {code} while running this "
+                                                     f"job (crash or killed); the next job starts a fresh worker")
             try:
                 worker.conn.close()
             except OSError:
@@ -599,7 +605,7 @@ class LocalWorkerRunner:
                 self._failed_starts += 1
                 delay_s = min(0.5 * 2.0 ** self._failed_starts, 30.0)
                 if self._failed_starts >= WORKER_START_TRIES:
-                    self._manager.runner_unavailable(
+                    self.manager.runner_unavailable(
                         f"the worker process cannot start (exit code {code}, {self._failed_starts} tries); see the "
                         f"server's error output")
             self.worker_restarts += 1

@@ -158,15 +158,17 @@ def worker_main(conn, cancel_event, backend_name: str, backend_options: dict[str
 
 def _run_job(backend, message: dict, conn, cancel, faults: _Faults, parent_pid: int) -> dict:
     job_id = message["job"]
-    last_sent = {"stage": None, "at": 0.0}
+    last_stage: str | None = None
+    last_sent_s = 0.0
 
     def progress(stage: str, step: int, total: int) -> None:
+        nonlocal last_stage, last_sent_s
         if os.getppid() != parent_pid:  # orphaned: the server is gone, nobody wants this result
             os._exit(3)
         now = time.monotonic()
-        if stage != last_sent["stage"] or step >= total or now - last_sent["at"] >= PROGRESS_INTERVAL_S:
+        if stage != last_stage or step >= total or now - last_sent_s >= PROGRESS_INTERVAL_S:
             conn.send({"type": "progress", "job": job_id, "stage": stage, "step": int(step), "total": int(total)})
-            last_sent.update(stage=stage, at=now)
+            last_stage, last_sent_s = stage, now
         faults.on_progress()
 
     try:

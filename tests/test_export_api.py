@@ -14,8 +14,8 @@ from PIL import Image
 from pptx import Presentation
 from psd_tools import PSDImage
 
+from benchmarks.samples import make_flat_poster
 from inference_server.layers import png_bytes
-from inference_server.samples import make_flat_poster
 
 WIDTH_PX, HEIGHT_PX = 160, 120
 

@@ -32,7 +32,7 @@ from functools import reduce
 import numpy as np
 from PIL import Image
 
-from .layers import composite_over
+from inference_server.layers import composite_over
 
 DEFAULT_MAX_EDITS = 5
 _L1_EPS = 1e-8  # LayerD's RGBL1 divides by (mask pixels + eps)

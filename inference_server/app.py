@@ -17,7 +17,7 @@ from .api.error_handlers import add_error_handlers
 from .api.openapi import StrataAPI
 from .api.security import GuardMiddleware
 from .api.settings import Settings
-from .jobs import JobManager
+from .job_manager import JobManager
 
 __all__ = ["Settings", "create_app"]
 

@@ -1,5 +1,5 @@
 """The ``strata`` command: ``decompose`` (in-process, with a progress bar), ``serve`` (the HTTP server) and
-``export`` (registered by ``inference_server.exports.cli``).
+``export`` (registered by ``inference_server.exports.export_command``).
 
 Exit codes: 0 success, 1 the backend failed (out of memory, model missing), 2 bad input or usage, 130 interrupted.
 User mistakes print one ``strata <command>: error: ...`` line, never a traceback.
@@ -8,7 +8,6 @@ User mistakes print one ``strata <command>: error: ...`` line, never a traceback
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import ipaddress
 import json
 import os
@@ -21,7 +20,8 @@ from typing import TYPE_CHECKING
 from . import __version__
 from .backends.qwen_tiers import VRAM_CHOICES
 from .errors import InvalidInput, StrataError
-from .images import DEFAULT_MAX_PIXELS
+from .exports.export_command import add_parser as add_export_parser
+from .image_input import DEFAULT_MAX_PIXELS
 from .params import AUTO_LAYERS, BACKENDS, MAX_LAYERS, MIN_LAYERS, PRESETS, RESOLUTIONS
 
 if TYPE_CHECKING:
@@ -188,10 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "instead of deploying one; --max-replicas then says how many jobs it is sent at once")
     serve.set_defaults(func=run_serve)
 
-    if importlib.util.find_spec("inference_server.exports.cli") is not None:
-        from .exports.cli import add_parser as add_export_parser
-
-        add_export_parser(subparsers)
+    add_export_parser(subparsers)
     return parser
 
 
@@ -207,7 +204,7 @@ def run_decompose(args: argparse.Namespace) -> int:
     from .backends import create_backend
     from .backends.base import CancelToken
     from .errors import JobCanceled, ModelUnavailable, OutOfMemory
-    from .images import load_image
+    from .image_input import load_image
     from .layers import MANIFEST_NAME, link_child
     from .params import DecomposeParams
     from .refine import decompose_refined
@@ -286,7 +283,7 @@ def run_refine(args: argparse.Namespace) -> int:
 
     from .backends.base import CancelToken
     from .errors import JobCanceled
-    from .images import load_image
+    from .image_input import load_image
     from .layers import MANIFEST_NAME, Layer, LayerStack, load_layer_files
     from .refine import refine_layers
 

@@ -192,7 +192,7 @@ def decompose_job(backend, message: dict, image_source, progress, cancel):
     the job's notes and parent set, depth maps or None, extra manifest entries)`` for ``save_job``; raises what the
     backend raises (map it with ``job_outcome``)."""
     from .errors import InvalidInput
-    from .images import load_image
+    from .image_input import load_image
     from .refine import decompose_refined
 
     # 1. Check inputs: params are validated again here; the image was validated on upload.

@@ -111,7 +111,7 @@ def blender_view():
 
 
 def test_post_layout_exports_pptx_and_psd(server):
-    from inference_server.exports.layout import Layout
+    from inference_server.exports.export_layout import Layout
 
     layers, entries = blender_view()
     request = layout_request(layers, entries)

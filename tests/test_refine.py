@@ -213,7 +213,7 @@ def test_strata_refine_says_why_it_cannot(tmp_path):
 # ------------------------------------------------------------------------------------------- exports keep alpha
 
 def test_pptx_and_psd_exports_keep_a_transparent_stack_transparent(tmp_path):
-    from inference_server.exports.layout import Layout
+    from inference_server.exports.export_layout import Layout
     from inference_server.exports.pptx import write_pptx
     from inference_server.exports.psd import write_psd
 

@@ -20,7 +20,7 @@ from starlette.datastructures import UploadFile
 
 from ..errors import InvalidInput, StrataError
 from ..exports.archive import archive_bytes
-from ..exports.layout import (
+from ..exports.export_layout import (
     MAX_LAYOUT_LAYERS,
     Layout,
     decode_layer_image,
@@ -30,7 +30,7 @@ from ..exports.layout import (
 )
 from ..exports.pptx import pptx_bytes
 from ..exports.psd import psd_bytes
-from ..jobs import JobManager
+from ..job_manager import JobManager
 from .request_helpers import Manager, read_form
 
 router = APIRouter()

@@ -14,8 +14,8 @@ from starlette.datastructures import UploadFile
 from .. import __version__
 from ..depth import depth_file_name
 from ..errors import InvalidInput, NotFound
-from ..images import load_image
-from ..jobs import JobManager
+from ..image_input import load_image
+from ..job_manager import JobManager
 from ..layers import MANIFEST_NAME, PREVIEW_NAME, layer_file_name
 from .models import Health, JobCreated, JobList, JobStatus, error_responses
 from .request_helpers import Manager, ServerSettings, parse_params, read_form

@@ -11,7 +11,7 @@ from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import InvalidInput
-from ..jobs import JobManager
+from ..job_manager import JobManager
 from .settings import Settings
 
 

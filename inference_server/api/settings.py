@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..images import DEFAULT_MAX_PIXELS
-from ..jobs import ManagerSettings
+from ..image_input import DEFAULT_MAX_PIXELS
+from ..job_manager import ManagerSettings
 
 DEFAULT_MAX_UPLOAD_BYTES = 64 * 1024 * 1024
 

@@ -26,8 +26,8 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ImageTooLarge, InvalidInput
-from ..images import to_8bit_rgba
-from ..jobs import INPUT_NAME, JOB_RECORD_NAME
+from ..image_input import to_8bit_rgba
+from ..job_manager import INPUT_NAME, JOB_RECORD_NAME
 from ..layers import MANIFEST_NAME, PREVIEW_NAME, LayerStack, OverCompositor, alpha_bbox_px, read_manifest
 
 MAX_LAYOUT_LAYERS = 64

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     # Imported here: python-pptx and psd-tools are only needed when exporting.
     from .archive import write_archive
-    from .layout import load_job_layout
+    from .export_layout import load_job_layout
     from .pptx import write_pptx
     from .psd import write_psd
 

@@ -201,7 +201,7 @@ def _fail(command: str, message: str, code: int = 2) -> int:
 
 
 def run_decompose(args: argparse.Namespace) -> int:
-    from .backends import create_backend
+    from .backends import choose_backend, create_backend
     from .backends.base import CancelToken
     from .errors import JobCanceled, ModelUnavailable, OutOfMemory
     from .image_input import load_image
@@ -227,14 +227,16 @@ def run_decompose(args: argparse.Namespace) -> int:
         if args.layer is not None:
             source, parent = _parent_layer(args.image, args.layer)
         image, notes = load_image(source, max_pixels=args.max_pixels)
-        backend = create_backend(args.backend, **_backend_options(args))
+        options = _backend_options(args)
+        choice = choose_backend(args.backend, options.get("model_id"), options.get("gpus"))
+        backend = create_backend(choice.name, **options)
         if params.depth:  # a missing depth model fails now, not after the decomposition's work
             from .depth import get_estimator
 
             get_estimator()
         bar = _ProgressBar(disable=args.quiet)
         stack = decompose_refined(backend, image, params, bar.update, cancel)
-        stack.notes = notes + list(stack.notes)
+        stack.notes = notes + choice.notes() + list(stack.notes)
         stack.parent = parent
         depth_maps, extra_manifest = None, None
         if params.depth:

@@ -147,9 +147,10 @@ class JobManager:
                ) -> dict[str, Any]:
         """Queue a job and return its public record.
 
-        ``image_loader`` returns ``(PIL RGBA image, notes)`` (``images.load_image`` bound to the upload); it is only
-        called once the parameters, the backend choice and the queue's room are known to be fine, so a bad request
-        or a full queue costs no decoding. Recursive jobs pass no loader and name a parent job and layer instead.
+        ``image_loader`` returns ``(PIL RGBA image, notes)`` (``image_input.load_image`` bound to the upload); it is
+        only called once the parameters, the backend choice and the queue's room are known to be fine, so a bad
+        request or a full queue costs no decoding. Recursive jobs pass no loader and name a parent job and layer
+        instead.
         """
         params_dict = dict(params_dict)
         if self.settings.preset and "preset" not in params_dict:
@@ -266,6 +267,7 @@ class JobManager:
                 "device": self._describe.get("device", "unknown"),
                 "model_loaded": bool(self._describe.get("model_loaded", False)),
                 "backend_error": self._describe.get("error"),
+                "auto_fallback": self._describe.get("auto_fallback"),
                 "tier": self._describe.get("tier"),
                 "transformer": self._describe.get("transformer"),
                 "queue_length": len(self._queue),

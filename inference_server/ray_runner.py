@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .debug_faults import FAULT_ENV
 from .layers import write_bytes_atomic
-from .worker import FAULT_ENV, storage_failed_message
+from .worker import storage_failed_message
 
 logger = logging.getLogger(__name__)
 

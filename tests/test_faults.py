@@ -1,7 +1,7 @@
 """Failure paths of a real server (a subprocess on loopback): a worker killed mid-job, cancel mid-step, a GPU
 out-of-memory error, a full queue, a server killed and restarted (finished jobs kept, unfinished ones failed).
 
-Slow jobs and the OOM come from the worker's test-only hook ``STRATA_FAULT_INJECT`` (see worker.py): a healthy CPU
+Slow jobs and the OOM come from the debug setting ``STRATA_FAULT_INJECT`` (see debug_faults.py): a healthy CPU
 machine produces neither, and the real CPU decomposer is too fast to catch mid-step.
 """
 

@@ -44,6 +44,9 @@ class Health(BaseModel):
     device: str
     model_loaded: bool
     backend_error: str | None = None
+    auto_fallback: str | None = Field(
+        None, description="why backend auto runs the CPU decomposer instead of the GPU model (no torch, no CUDA GPU, "
+                          "no weights)")
     tier: dict[str, Any] | None = Field(
         None, description="qwen VRAM tier: tier, formats, summary ('16 GB tier: 4-bit transformer ...'), reason")
     transformer: str | None = Field(None, description="GGUF transformer file, when one is used")

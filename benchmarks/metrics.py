@@ -1,6 +1,8 @@
-"""Layer-decomposition quality, scored exactly as LayerD's reference evaluation does (Suzuki et al. 2025,
-"LayerD", github.com/CyberAgentAILab/LayerD, ``src/layerd/evaluation``; Apache-2.0). Our own code, checked
-against that code's scores on fixed inputs (tests/test_metrics.py, fixture tests/data/layerd_reference_scores.json).
+"""Layer-decomposition quality, scored exactly as LayerD's reference evaluation does (Suzuki et al. 2025, "LayerD:
+Decomposing Raster Graphic Designs into Layers", ICCV 2025; its evaluation code is Apache-2.0). Our own code, checked
+against that code's scores on fixed inputs: ``scripts/layerd_reference_scores.py`` runs LayerD's evaluation on the
+cases of ``tests/layerd_reference.py`` and writes ``tests/data/layerd_reference_scores.json``, which
+``tests/test_metrics.py`` compares with these functions.
 
 1. Grouping: on both sides, repeatedly take the layers whose hard alpha (α > 0) overlaps no later remaining
    layer; each such set becomes one layer, composited with Pillow's ``Image.alpha_composite`` (which keeps the

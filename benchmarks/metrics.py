@@ -1,5 +1,5 @@
 """Layer-decomposition quality, scored exactly as LayerD's reference evaluation does (Suzuki et al. 2025, "LayerD:
-Decomposing Raster Graphic Designs into Layers", ICCV 2025; its evaluation code is Apache-2.0). Our own code, checked
+Decomposing Raster Graphic Designs into Layers"; its evaluation code is Apache-2.0). Our own code, checked
 against that code's scores on fixed inputs: ``scripts/layerd_reference_scores.py`` runs LayerD's evaluation on the
 cases of ``tests/layerd_reference.py`` and writes ``tests/data/layerd_reference_scores.json``, which
 ``tests/test_metrics.py`` compares with these functions.

@@ -11,7 +11,9 @@
    (``vram=TIER``) quantizes the text encoder and places everything as the tier says. Then a hard cap of the tier's
    size (``torch.cuda.set_per_process_memory_fraction``) and, with the backend's own ``decompose``: one captioned
    run (caption capped at 64 tokens: a random model never stops), 640 × 4 (1 warm-up step, timed steps) and
-   1024 × 4, true CFG (s/step = both passes). Host RAM = peak RSS (VmHWM) + pinned memory of streamed blocks.
+   1024 × 4, true CFG (s/step = both passes). Host RAM = peak RSS (VmHWM), sampled apart as anonymous and
+   file-backed pages, and the machine's used memory; the pinned host copies are inside the RSS (``--pin-probe yes``
+   shows it), so the issue's "peak RSS + pinned" (printed too) counts them twice.
 3. ``exact`` runs through ``bench_gpu.py --worker exact`` (bf16, compiled, no cap) in the same call.
 4. Quantization error: one real-size transformer block, random inputs, bf16 vs each format (relative RMS of the
    block's two outputs), with PyTorch's default init (uniform) and with normal weights.
@@ -38,19 +40,119 @@ GIB = 1024**3
 DESKTOP_GIB = 0.7
 ARTIST_RAM_GIB = (64.0, 48.0)  # total, available
 SHARD_BLOCKS = 6  # about 3.8 GiB of bf16 per shard, like the Hub's 5 GB shards
+# Seconds one tier's worker takes on an H200 with --from-random (budget guard): measured 373 s for the 24 GB tier
+# with its first fp8 compile (309 s of it, cold cache) and 39 s for an eager NF4 tier without the caption run; the
+# NF4 compile is assumed as long as fp8's (not measured).
+TIER_ESTIMATE_S = {"compiled": 380, "eager": 60}
 
 
 def emit(record: dict) -> None:
     print("RESULT " + json.dumps(record), flush=True)
 
 
-def host_peak_gib() -> float:
-    """Peak resident set of this process (VmHWM), GiB."""
+def _status_kib() -> dict[str, int]:
+    values = {}
     with open("/proc/self/status") as handle:
         for line in handle:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024 / GIB
-    return float("nan")
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem", "VmLck", "VmPin"):
+                values[key] = int(rest.split()[0])
+    return values
+
+
+def _system_used_kib() -> int:
+    """MemTotal - MemAvailable: what the whole machine uses, page cache that can be dropped excluded."""
+    values = {}
+    with open("/proc/meminfo") as handle:
+        for line in handle:
+            key, _, rest = line.partition(":")
+            if key in ("MemTotal", "MemAvailable"):
+                values[key] = int(rest.split()[0])
+    return values["MemTotal"] - values["MemAvailable"]
+
+
+def host_peak_gib() -> float:
+    """Peak resident set of this process (VmHWM), GiB."""
+    return _status_kib().get("VmHWM", float("nan")) * 1024 / GIB
+
+
+class HostMemorySampler:
+    """Peaks of this process's memory every 50 ms: RSS split into anonymous (malloc'd and pinned host copies alike)
+    and file-backed (memory-mapped safetensors, libraries) pages, and the machine's used memory over its value at
+    start (pinned pages the driver allocates show there even where they are not in RSS)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peaks: dict[str, int] = {}
+        self.used_at_start = _system_used_kib()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        values = _status_kib()
+        values["SystemUsedDelta"] = _system_used_kib() - self.used_at_start
+        for key, value in values.items():
+            self.peaks[key] = max(self.peaks.get(key, 0), value)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            self._sample()
+
+    def gib(self) -> dict[str, float]:
+        self._sample()
+        names = {"VmHWM": "rss_peak_gib", "RssAnon": "rss_anon_peak_gib", "RssFile": "rss_file_peak_gib",
+                 "SystemUsedDelta": "system_used_delta_peak_gib", "VmLck": "locked_peak_gib"}
+        return {label: round(self.peaks.get(key, 0) * 1024 / GIB, 2) for key, label in names.items()}
+
+
+def pin_probe(args) -> None:
+    """Are pinned pages inside VmRSS, and what does PyTorch's pinned allocator hold for a model's weights? 40 buffers
+    of one fp8 block weight's size (3072 × 12288 bytes): PyTorch's pinned allocator vs one registered arena, each
+    read in /proc/self/status and /proc/meminfo; then host-to-device copy speed from each."""
+    import torch
+
+    from inference_server.backends.qwen_weights import HostArena
+
+    count, numel = 40, 3072 * 12288
+    torch.zeros(1, device="cuda")
+    torch.cuda.synchronize()
+
+    def reading() -> tuple[int, int, int]:
+        status = _status_kib()
+        return status["VmRSS"], status.get("RssAnon", 0), _system_used_kib()
+
+    def delta(before, after) -> dict:
+        return {"rss_gib": round((after[0] - before[0]) * 1024 / GIB, 3),
+                "rss_anon_gib": round((after[1] - before[1]) * 1024 / GIB, 3),
+                "system_used_gib": round((after[2] - before[2]) * 1024 / GIB, 3)}
+
+    def h2d_gb_s(host) -> float:
+        device = torch.empty(numel, dtype=torch.uint8, device="cuda")
+        device.copy_(host, non_blocking=True)
+        torch.cuda.synchronize()
+        started = time.perf_counter()
+        for _ in range(10):
+            device.copy_(host, non_blocking=True)
+        torch.cuda.synchronize()
+        return round(10 * numel / (time.perf_counter() - started) / 1e9, 1)
+
+    before = reading()
+    pinned = [torch.empty(numel, dtype=torch.uint8, pin_memory=True) for _ in range(count)]
+    for tensor in pinned:
+        tensor.fill_(1)
+    after_pinned = reading()
+    sources = [torch.full((numel,), 2, dtype=torch.uint8, device="cuda") for _ in range(count)]
+    arena = HostArena(sources, pin=True)
+    after_arena = reading()
+    pageable = torch.ones(numel, dtype=torch.uint8)
+    emit({"stage": "pin_probe", "bytes_gib": round(count * numel / GIB, 3),
+          "torch_pinned": delta(before, after_pinned), "arena": delta(after_pinned, after_arena),
+          "arena_is_pinned": bool(arena.copies[0].is_pinned()), "arena_registered": arena.pinned,
+          "arena_copy_ok": bool((arena.copies[-1] == 2).all()),
+          "h2d_gb_s": {"torch_pinned": h2d_gb_s(pinned[0]), "arena": h2d_gb_s(arena.copies[0]),
+                       "pageable": h2d_gb_s(pageable)}})
 
 
 # ------------------------------------------------------------------------------------------ random weights
@@ -115,6 +217,7 @@ def run_tier(args) -> None:
     from inference_server.backends.qwen_weights import load_transformer_quantized, streamed_blocks
     from inference_server.params import DecomposeParams
 
+    sampler = HostMemorySampler()
     tier = args.worker
     on_cuda = not args.cpu_dry_run
     device = "cuda" if on_cuda else "cpu"
@@ -178,8 +281,8 @@ def run_tier(args) -> None:
     pinned_gib = placement.get("pinned_host_gib", 0.0)
     out({"stage": "setup", "summary": plan.summary, "build_s": round(build_s, 1), "load_s": load_s,
          "setup_s": round(setup_s, 1), "resident_gib": round(resident_gib, 2), "streamed_blocks":
-         placement.get("streamed_blocks", 0), "pinned_gib": pinned_gib, "host_peak_gib": round(host_peak_gib(), 2),
-         "cap_gib": cap_gib})
+         placement.get("streamed_blocks", 0), "pinned_gib": pinned_gib,
+         "host_copies_gib": placement.get("host_copies_gib"), **sampler.gib(), "cap_gib": cap_gib})
 
     def decompose(size: str, prompt: str, steps: int):
         resolution, layers = (int(part) for part in size.split("x"))
@@ -205,12 +308,21 @@ def run_tier(args) -> None:
         peak = round(torch.cuda.max_memory_allocated() / GIB, 2) if on_cuda else None
         return stack, error, np.diff(marks), peak
 
-    # 4. Captioned run: caption + encode (+ the models' turns on the card).
-    stack, error, _, peak = decompose(args.sizes[0], "", 2) if args.caption == "yes" else (None, "skipped", [], None)
+    # 4. Captioned run: caption + encode (+ the models' turns on the card); its first step carries the compile.
+    stack, error, steps, peak = (decompose(args.sizes[0], "", 2) if args.caption == "yes"
+                                 else (None, "skipped", [], None))
+    compile_error = None
+    if error and error != "skipped" and backend._compiled:
+        # A compile failure costs the compile, not the tier's numbers: measure it eager and say so.
+        compile_error = error
+        _uncompile(backend.pipe.transformer)
+        backend._compiled = False
+        stack, error, steps, peak = decompose(args.sizes[0], "", 2)
     timings = stack.timings_s if stack else {}
     out({"stage": "caption", "size": args.sizes[0], "error": error, "peak_gib": peak,
          "caption_s": _round(timings.get("caption")), "encode_s": _round(timings.get("encode")),
-         "model_turns_s": _round(timings.get("model_turns"))})
+         "model_turns_s": _round(timings.get("model_turns")), "compiled": backend._compiled,
+         "compile_error": compile_error, "first_step_s": round(float(steps[0]), 1) if len(steps) else None})
     # 5. Timed sizes.
     for index, size in enumerate(args.sizes):
         timed_steps = args.timed_steps if index == 0 else max(1, args.timed_steps - 1)
@@ -221,8 +333,20 @@ def run_tier(args) -> None:
              "warmup_step_s": [round(float(v), 2) for v in steps[:args.warmup_steps]], "peak_gib": peak,
              "encode_s": _round(timings.get("encode")), "decode_s": _round(timings.get("decode")),
              "model_turns_s": _round(timings.get("model_turns")), "host_peak_gib": round(host_peak_gib(), 2)})
-    out({"stage": "host", "host_peak_gib": round(host_peak_gib(), 2), "pinned_gib": pinned_gib,
-         "host_ram_gib": round(host_peak_gib() + pinned_gib, 2)})
+    # The issue's formula adds the pinned bytes to the peak RSS; the host copies are malloc'd memory that
+    # cudaHostRegister locks in place, so they are inside RSS already and the formula counts them twice.
+    peaks = sampler.gib()
+    out({"stage": "host", "host_peak_gib": peaks["rss_peak_gib"], "pinned_gib": pinned_gib,
+         "host_ram_gib": round(peaks["rss_peak_gib"] + pinned_gib, 2), **peaks})
+
+
+def _uncompile(transformer) -> None:
+    import torch
+
+    torch._dynamo.reset()
+    for block in transformer.transformer_blocks:
+        block.__dict__.pop("forward", None)
+        block._compiled_call_impl = None
 
 
 def _round(value, digits: int = 3):
@@ -281,8 +405,9 @@ def print_table(records: list[dict], out=sys.stdout) -> None:
     names = list(dict.fromkeys([r.get("tier") or r.get("preset") for r in records
                                 if "size" in r and "stage" not in r]))
     print("\n| tier | formats (transformer / text encoder) | 640 × 4 s/step | 1024 × 4 s/step | peak GiB (cap) | "
-          "host RAM GiB (RSS + pinned) | load s | caption s | encode s | turns s |", file=out)
-    print("|---|---|---|---|---|---|---|---|---|---|", file=out)
+          "host RAM peak GiB (VmHWM: anon / file) | + pinned (issue's formula) | machine used Δ GiB | load s | "
+          "caption s | encode s | turns s |", file=out)
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|", file=out)
     for name in names:
         setup, caption, host = setups.get(name, {}), captions.get(name, {}), hosts.get(name, {})
         small, large = rows.get((name, "640x4"), {}), rows.get((name, "1024x4"), {})
@@ -299,10 +424,18 @@ def print_table(records: list[dict], out=sys.stdout) -> None:
         if setup.get("streamed_blocks"):
             formats += f", {setup['streamed_blocks']} blocks streamed"
         cap = f" ({setup['cap_gib']:g})" if setup.get("cap_gib") else ""
-        print(f"| {name} | {formats} | {cell(small)} | {cell(large)} | {small.get('peak_gib', '–')}{cap} | "
-              f"{host.get('host_ram_gib', '–')} ({host.get('host_peak_gib', '–')} + {host.get('pinned_gib', '–')}) | "
-              f"{setup.get('load_s', '–')} | {caption.get('caption_s', '–')} | {caption.get('encode_s', '–')} | "
-              f"{caption.get('model_turns_s', '–')} |", file=out)
+        rss = (f"{host['rss_peak_gib']} ({host.get('rss_anon_peak_gib', '–')} / {host.get('rss_file_peak_gib', '–')})"
+               if host.get("rss_peak_gib") is not None else host.get("host_peak_gib", "–"))
+        print(f"| {name} | {formats} | {cell(small)} | {cell(large)} | {small.get('peak_gib', '–')}{cap} | {rss} | "
+              f"{host.get('host_ram_gib', '–')} (+ {host.get('pinned_gib', '–')}) | "
+              f"{host.get('system_used_delta_peak_gib', '–')} | {setup.get('load_s') or '–'} | "
+              f"{caption.get('caption_s') or '–'} | {caption.get('encode_s') or '–'} | "
+              f"{caption.get('model_turns_s') or '–'} |", file=out)
+    for record in records:
+        if record.get("stage") == "pin_probe":
+            print(f"\npin probe ({record['bytes_gib']} GiB in 40 buffers): PyTorch's pinned allocator "
+                  f"{record['torch_pinned']}; registered arena {record['arena']}; host-to-device GB/s "
+                  f"{record['h2d_gb_s']}", file=out)
     errors = [r for r in records if r.get("stage") == "quant_error"]
     if errors:
         print("\n| format | block output relative RMS vs bf16 (default init) | (normal init) |", file=out)
@@ -334,10 +467,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run-capability", default="8.6", help=argparse.SUPPRESS)
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--json-out", default=None)
+    parser.add_argument("--pin-probe", default="no", choices=("yes", "no"),
+                        help="first measure whether pinned pages are inside VmRSS (CUDA only)")
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="skip a tier that would not finish within this many seconds of the start")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args, _ = parser.parse_known_args(argv)
     args.sizes = [size.strip() for size in args.sizes.split(",") if size.strip()]
 
+    if args.worker == "pin-probe":
+        pin_probe(args)
+        return 0
     if args.worker == "quant-error":
         quantization_error(args)
         return 0
@@ -350,18 +490,27 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     records: list[dict] = []
+    started = time.perf_counter()
     me = [sys.executable, str(Path(__file__).resolve())]
     common = ["--seed", str(args.seed), "--weights-dir", args.weights_dir, "--sizes", ",".join(args.sizes),
               "--warmup-steps", str(args.warmup_steps), "--timed-steps", str(args.timed_steps)]
     common += ["--cpu-dry-run"] if args.cpu_dry_run else []
     common += ["--no-compile"] if args.no_compile else []
     common += ["--caption", args.caption] + (["--from-random"] if args.from_random else [])
+    if args.pin_probe == "yes":
+        bench_gpu.stream_worker(me + ["--worker", "pin-probe"] + common, records, args.json_out)
     if args.quant_error == "yes":
         bench_gpu.stream_worker(me + ["--worker", "quant-error"] + common, records, args.json_out)
     if not args.from_random and not (args.keep_weights and
                                      (Path(args.weights_dir) / "transformer" / "config.json").is_file()):
         bench_gpu.stream_worker(me + ["--worker", "weights"] + common, records, args.json_out)
     for tier in [t.strip() for t in args.tiers.split(",") if t.strip()]:
+        elapsed = time.perf_counter() - started
+        estimate = TIER_ESTIMATE_S["eager" if args.no_compile or args.cpu_dry_run else "compiled"]
+        if args.budget_s is not None and elapsed + estimate > args.budget_s:
+            print(f"# {tier}: skipped, {elapsed:.0f} s of {args.budget_s:.0f} used", flush=True)
+            records.append({"tier": tier, "stage": "setup", "error": "skipped: out of the call's time"})
+            continue
         code = bench_gpu.stream_worker(me + ["--worker", tier] + common, records, args.json_out)
         if code != 0:
             records.append({"tier": tier, "stage": "setup", "error": f"worker exited {code}"})

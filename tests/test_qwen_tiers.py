@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 
 from inference_server.backends.qwen_tiers import (
+    TEXT_ENCODER_GIB,
+    TIERS,
+    TRANSFORMER_GIB,
     Machine,
     TierDoesNotFit,
     choose_tier,
@@ -55,6 +58,21 @@ def test_a_32_gb_machine_with_little_ram_left_gets_a_tier_that_needs_less_ram():
     plan = choose_tier("auto", machine(22.5, available_ram_gib=24.0, total_ram_gib=32.0))
     assert plan.tier == "16"
     assert "larger tiers do not fit" in plan.reason and "RAM" in plan.reason
+
+
+def test_a_machine_with_27_gib_available_runs_the_24_gb_tier():
+    # Measured on an H200: the 24 GB tier peaks at 26.6 GiB of host RAM (both models' host copies, 24.1 GiB, held
+    # to the byte, plus the process); it used to ask for 28.
+    assert choose_tier("auto", machine(22.5, available_ram_gib=27.5, total_ram_gib=32.0)).tier == "24"
+
+
+@pytest.mark.parametrize("tier", ["24", "16", "12", "8"])
+def test_each_tier_asks_for_its_host_copies_plus_the_process(tier):
+    # Taking turns, both models keep a host copy: each tier's RAM check covers them and 2.5 GiB for the process.
+    spec = TIERS[tier]
+    plan = choose_tier(tier, machine(spec.min_free_vram_gib + 0.5))
+    copies = TRANSFORMER_GIB[plan.transformer_format] + TEXT_ENCODER_GIB[plan.text_encoder_format]
+    assert copies + 2.5 <= spec.min_available_ram_gib < copies + 5.0
 
 
 def test_nothing_fits_says_what_is_needed_before_loading_anything():

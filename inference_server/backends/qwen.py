@@ -249,7 +249,12 @@ class QwenLayeredBackend:
         """Load (or place the given pipeline) as the tier plan says: quantized or GGUF weights, streaming, turns."""
         import torch
 
-        from .qwen_weights import load_tiered_pipeline, prepare_given_pipeline
+        from .qwen_weights import (
+            QUANTIZED_FORMATS,
+            compile_tier_blocks,
+            load_tiered_pipeline,
+            prepare_given_pipeline,
+        )
 
         plan = self.tier_plan
         if given is not None:
@@ -264,11 +269,13 @@ class QwenLayeredBackend:
                                                          transformer_path=self.transformer_path, **extra)
         pipe.set_progress_bar_config(disable=True)
         pipe.vae.enable_slicing()
-        # fp8 GEMMs only pay once compiled (the dynamic activation scaling fuses into them); resident blocks only.
-        if (plan.transformer_format == "fp8" and not plan.stream_blocks and torch.device(self.device).type == "cuda"
+        # Quantized blocks pay only once compiled (NF4's dequantization and fp8's activation scaling fuse).
+        if (plan.transformer_format in QUANTIZED_FORMATS and torch.device(self.device).type == "cuda"
                 and (self.compile_backend or "inductor") != "none"):
-            pipe.transformer.compile_repeated_blocks(fullgraph=True, backend=self.compile_backend or "inductor")
-            self._compiled = True
+            from .qwen_speed import use_persistent_compile_cache
+
+            use_persistent_compile_cache()
+            self._compiled = compile_tier_blocks(pipe.transformer, self._placement, self.compile_backend or "inductor")
         return pipe
 
     def _from_pretrained(self):

@@ -9,7 +9,7 @@ tier transformer / text encoder / placement                                  fre
                                                                              VRAM GiB avail GiB
 ==== ======================================================================= ======== ========
 80   bf16 / bf16, both resident (the ``exact`` preset and friends)             58       6
-24   8-bit (fp8 rowwise on compute capability ≥ 8.9, else int8 weight-only)    21       28
+24   8-bit (fp8 rowwise on compute capability ≥ 8.9, else int8 weight-only)    21       27
      / 4-bit text encoder; the two take turns on the GPU
 16   4-bit (NF4) / 8-bit text encoder; the two take turns on the GPU            13       22
 12   4-bit (NF4), blocks that do not fit stream from pinned host RAM /         9.5      18
@@ -21,7 +21,10 @@ Sizes (real model, GiB): transformer bf16 38.1, fp8/int8 19.1, NF4 9.9; Qwen2.5-
 8.3, NF4 5.2 (its 1 GiB token embedding stays bf16, its caption head int8). "Free VRAM" is what the largest
 component needs on the card plus working memory (2 GiB: activations at 1024 px × 4 layers, the VAE, dequantization
 buffers). "RAM": taking turns, both models keep a pinned copy in host RAM (the transformer's copy makes leaving
-the card free of copies), plus about 3 GiB for the process.
+the card free of copies), held to the byte in registered arenas (``qwen_weights.HostArena``), plus about 2.5 GiB for
+the process (CUDA, libraries, compiled code). Measured on an H200 (``scripts/bench_gpu.py --tiers``, peak VmHWM, which
+includes the pinned pages): 24 GB tier 26.6 GiB with 24.1 GiB of copies, compiled; 12 and 8 GB tiers 16.7 GiB with
+14.9 GiB of copies, eager. The 16 GB tier's 22 keeps room over its 18.1 GiB of copies + 2.5 (not re-measured).
 """
 
 from __future__ import annotations
@@ -78,7 +81,7 @@ class TierSpec:
 
 TIERS: dict[str, TierSpec] = {
     "80": TierSpec("80", 16, 16, 58.0, 6.0, swap_models=False, stream_blocks=False),
-    "24": TierSpec("24", 8, 4, 21.0, 28.0, swap_models=True, stream_blocks=False),
+    "24": TierSpec("24", 8, 4, 21.0, 27.0, swap_models=True, stream_blocks=False),
     "16": TierSpec("16", 4, 8, 13.0, 22.0, swap_models=True, stream_blocks=False),
     "12": TierSpec("12", 4, 4, 9.5, 18.0, swap_models=True, stream_blocks=True),
     "8": TierSpec("8", 4, 4, 6.5, 18.0, swap_models=True, stream_blocks=True),
@@ -166,7 +169,7 @@ def choose_tier(requested: str, machine: Machine, transformer_file_format: str |
     """
     requested = check_vram_choice(requested)
     if requested == "auto":
-        misses = []
+        misses: list[str] = []
         for spec in TIERS.values():
             problem = _fits(spec, machine)
             if problem is None:
@@ -217,7 +220,7 @@ def _plan(spec: TierSpec, machine: Machine, requested: str, reason: str, file_fo
         requested=requested,
         free_vram_gib=round(machine.free_vram_gib, 2),
         available_ram_gib=round(machine.available_ram_gib, 2),
-        compute_capability=tuple(machine.compute_capability),
+        compute_capability=(machine.compute_capability[0], machine.compute_capability[1]),
         reason=reason,
         notes=notes,
     )

@@ -410,6 +410,7 @@ def _refine_band(sources: list[_Source], fits: dict, bottom_is_background: bool,
         own = coefficients[..., 3]
         reach.append(((alpha > 0) & (alpha < 255)) | ((own > ALPHA_SNAP) & (own < 1.0 - ALPHA_SNAP)))
         # bilinear never leaves the range of its inputs: no clipping needed
+        assert source.small_colour is not None  # set together with small_alpha
         planes.append(_remap(source.small_colour, maps))
     colours = [plane[..., :3] for plane in planes]
     doubts = [plane[..., 3] for plane in planes]
@@ -531,13 +532,14 @@ def _colour_line_alphas(alphas: list[np.ndarray], colours: list[np.ndarray], rea
     as the input's, where the guided upsample alone leaves a wobble over a textured background."""
     count = len(alphas)
     for index in range(1, count):
-        if reach[index] is None:
+        layer_reach = reach[index]
+        if layer_reach is None:
             continue
-        where = np.nonzero(reach[index])
+        where = np.nonzero(layer_reach)
         if not where[0].size:
             continue
         # Gathering a few pixels beats whole-band arithmetic, until the layer reaches over much of the band.
-        pick = (lambda values, where=where: values[where]) if where[0].size < 0.25 * reach[index].size else None
+        pick = (lambda values, where=where: values[where]) if where[0].size < 0.25 * layer_reach.size else None
         transmit_above = _transmit_at(alphas[index + 1:], pick, where[0].shape if pick else alphas[0].shape)
         premul_below, alpha_below = _composite_below(alphas[:index], colours[:index], pick)
         if pick is None:
@@ -567,16 +569,20 @@ def _transmit_at(alphas_255: list[np.ndarray], pick, shape: tuple[int, ...]) -> 
 
 
 def _composite_below(alphas_255: list[np.ndarray], colours: list[np.ndarray], pick) -> tuple[np.ndarray, np.ndarray]:
-    """Premultiplied colour and alpha of the "over" composite of the given layers, at ``pick`` (or everywhere)."""
-    premul = alpha_sum = None
+    """Premultiplied colour and alpha of the "over" composite of the given layers (at least one), at ``pick`` (or
+    everywhere)."""
+    premul: np.ndarray | None = None
+    alpha_sum: np.ndarray | None = None
     for alpha_255, colour in zip(alphas_255, colours, strict=False):
         alpha = (pick(alpha_255) if pick else alpha_255) / 255.0
         colour = pick(colour) if pick else colour
-        if premul is None:
+        if premul is None or alpha_sum is None:
             premul, alpha_sum = alpha[..., None] * colour, alpha
         else:
             premul = alpha[..., None] * colour + (1.0 - alpha[..., None]) * premul
             alpha_sum = alpha + (1.0 - alpha) * alpha_sum
+    if premul is None or alpha_sum is None:
+        raise ValueError("no layers below")
     return premul, alpha_sum
 
 

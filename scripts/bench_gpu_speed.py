@@ -2,6 +2,7 @@
 then with one), the second start's warm-up, CFG-parallel `exact` on two GPUs vs one, and the whole job by stage.
 
     python scripts/bench_gpu_speed.py --out OUT              # on a 2-GPU machine (one-GPU rows run on GPU 0 and 1)
+    python scripts/bench_gpu_speed.py --out OUT --one-gpu    # one GPU: stock/exact, fast cold + caches, fast restart
     python scripts/bench_gpu_speed.py --out OUT --cpu-dry-run  # the same code paths, tiny model, CPU, gloo
 
 Real-size architecture with random weights (``bench_gpu.build_random_pipeline``: same seed on every GPU, so the
@@ -19,6 +20,15 @@ Phases:
               (captioning, timed in fast1_again, is the same text encoder in every preset and on rank 0 only:
               its time adds to any job without a prompt).
   ulysses2    GPUs 0+1: Ulysses degree 2, no CFG split (the 4-GPU layout's inner half): timed 640×4.
+
+One GPU (``--one-gpu``), phases one after the other so that none shares the GPU or the CPUs with another:
+  fastcold    fast, cold compile cache: timed steps (and what compiling cost), a 50-step job, the same job with
+              each step cache (hooks added to the same compiled blocks: no compile again), skip rates.
+  fastwarm    fast in a new process on the same compile cache: the second start's warm-up (seconds from the
+              process start to each stage, the first passes timed one by one, Dynamo's compile times), then
+              captioning: eager, again on the same image (remembered), and with a static KV cache (words compared).
+  stockexact1 stock then exact on the same random weights: timed steps, exact's 50-step job (the layers the fast
+              runs are compared with).
 """
 
 from __future__ import annotations
@@ -43,13 +53,16 @@ import bench_gpu  # noqa: E402  (scripts/bench_gpu.py: the random-weight builder
 
 GIB = 1024**3
 CAPTION_TOKENS = 128  # a random model never stops captioning: capped, about a real caption's length
-PHASES = ("exact1", "fast1", "fast1_again", "fastcache", "cfg2", "ulysses2")
+PHASES = ("exact1", "fast1", "fast1_again", "fastcache", "cfg2", "ulysses2", "fastcold", "fastwarm", "stockexact1")
+ONE_GPU_PHASES = ("fastcold", "fastwarm", "stockexact1")
+SPAWNED_AT_ENV = "STRATA_BENCH_SPAWNED_AT"  # the driver's time.time() when it started this phase
 
 
 def emit(out: Path, record: dict) -> None:
-    print("RESULT " + json.dumps(record), flush=True)
+    line = json.dumps(record, default=str)
+    print("RESULT " + line, flush=True)
     with open(out / "records.jsonl", "a") as handle:
-        handle.write(json.dumps(record) + "\n")
+        handle.write(line + "\n")
 
 
 class Runner:
@@ -114,7 +127,7 @@ class Runner:
             passes = steps * 2
             record["skip_rate"] = round(1.0 - counter.calls / passes, 3)
         if save:
-            path = self.out / f"layers_{self.phase}_{label}.npy"
+            path = Path(self.args.layers_dir or self.out) / f"layers_{self.phase}_{label}.npy"
             np.save(path, np.stack([layer.rgba for layer in stack.layers]))
             record["layers_file"] = path.name
         emit(self.out, record)
@@ -201,9 +214,213 @@ def run_phase(args) -> None:
         backend.close()
 
 
+# ---------------------------------------------------------------------------------------------------- one GPU
+class FirstCallsTimer:
+    """Times the transformer's first ``calls`` passes one by one (synchronised): where a start's warm-up goes."""
+
+    def __init__(self, transformer, calls: int, device: str) -> None:
+        import torch
+
+        self.seconds: list[float] = []
+        inner = transformer.forward
+        on_cuda = device.startswith("cuda")
+
+        def timed(*args, **kwargs):
+            if len(self.seconds) >= calls:
+                return inner(*args, **kwargs)
+            if on_cuda:
+                torch.cuda.synchronize(device)
+            started = time.perf_counter()
+            result = inner(*args, **kwargs)
+            if on_cuda:
+                torch.cuda.synchronize(device)
+            self.seconds.append(round(time.perf_counter() - started, 3))
+            return result
+
+        transformer.forward = timed
+
+
+def compile_stats() -> dict:
+    """Dynamo's and inductor's counters (cache hits, recompiles, graphs) and time per compile stage so far."""
+    from torch._dynamo import utils as dynamo_utils
+
+    counters = {group: dict(list(values.items())[:40]) for group, values in dynamo_utils.counters.items() if values}
+    try:
+        times = dynamo_utils.compile_times(repr="str", aggregate=True)
+    except Exception as error:  # noqa: BLE001 - a diagnostic only
+        times = f"unavailable: {error}"
+    return {"counters": counters, "compile_times": times}
+
+
+def run_one_gpu_phase(args) -> None:
+    """One phase of the one-GPU suite (see the module's docstring)."""
+    import torch
+
+    spawned_at = float(os.environ.get(SPAWNED_AT_ENV) or time.time())
+    phase, out, dry = args.phase, Path(args.out), args.cpu_dry_run
+    imported_s = round(time.time() - spawned_at, 2)
+    deadline = args.deadline or float("inf")
+    steps50 = 7 if dry else 50  # 7: TaylorSeer predicts steps 4 and 6
+    timed = 2 if dry else 4
+    size = "640x2" if dry else "640x4"
+    caption_tokens = 4 if dry else CAPTION_TOKENS
+    prompt = bench_gpu.PROMPT
+    device = "cpu" if dry else "cuda:0"
+    if not dry:
+        torch.cuda.set_device(torch.device(device))
+    # Recompiles and graph breaks, with their reasons, go to the phase's log.
+    torch._logging.set_logs(recompiles=True, graph_breaks=True)
+    from inference_server.backends.qwen import QwenLayeredBackend
+    from inference_server.backends.qwen_speed import BlockCallCounter, step_cache_config, use_static_caption_cache
+
+    started = time.perf_counter()
+    pipe = _factory(args)(device)
+    build_s = time.perf_counter() - started
+    bench_gpu._cap_caption_length(pipe.text_encoder, caption_tokens)
+    if phase == "stockexact1":
+        stock = QwenLayeredBackend(device=device, preset="stock", pipeline=pipe)
+        stock.load()
+        Runner(args, "stock1", stock, device).run("640x4", size, 1 + timed, prompt)
+        exact = QwenLayeredBackend(device=device, preset="exact", pipeline=pipe, compile_backend=_compile_backend(args))
+        exact.load()
+        runner = Runner(args, "exact1", exact, device)
+        runner.run("640x4", size, 1 + timed, prompt)
+        runner.run("job50", size, steps50, prompt, save=True, per_step=False)
+        return
+    # Compiling on the CPU too (tiny model, no C++ compiler: "aot_eager") so the same code paths run.
+    backend = QwenLayeredBackend(device=device, preset="fast", pipeline=pipe,
+                                 compile_backend="aot_eager" if dry else None)
+    started = time.perf_counter()
+    backend.load()
+    setup = {"phase": phase, "label": "setup", "build_s": round(build_s, 2), "imported_s": imported_s,
+             "preset_setup_s": round(time.perf_counter() - started, 2),
+             "preset_applied_s": round(time.time() - spawned_at, 2),
+             "compile_cache": os.environ.get("TORCHINDUCTOR_CACHE_DIR")}
+    emit(out, setup)
+    transformer = backend.pipe.transformer
+    calls = FirstCallsTimer(transformer, 4, device)
+    runner = Runner(args, "fast1" if phase == "fastcold" else "fast1_again", backend, device)
+    if phase == "fastcold":
+        runner.run("640x4", size, 1 + timed, prompt)
+        emit(out, {"phase": phase, "label": "compile", "first_passes_s": calls.seconds,
+                   "since_spawn_s": round(time.time() - spawned_at, 2), **compile_stats()})
+        # The step caches: hooks around the same compiled blocks (no compile again); reset by the pipeline.
+        for cache in ("taylorseer", "none", "fbc"):
+            if time.time() > deadline - (40 if cache == "fbc" else 10):
+                emit(out, {"phase": phase, "label": f"job50 {cache}", "error": "skipped: the phase's time is up"})
+                continue
+            if cache == "none":
+                runner.run("job50", size, steps50, prompt, save=True, per_step=False)
+                continue
+            transformer.enable_cache(step_cache_config(cache))
+            counter = BlockCallCounter(transformer)
+            Runner(args, f"fast_{cache}", backend, device).run("job50", size, steps50, prompt, save=True,
+                                                                per_step=False, counter=counter)
+            transformer.disable_cache()
+        emit(out, {"phase": phase, "label": "compile_end", **compile_stats()})
+        return
+    # fastwarm: the second start.
+    record = runner.run("640x4", size, 2 + timed, prompt, warmup_steps=2)
+    emit(out, {"phase": phase, "label": "warm", "imported_s": imported_s, "build_s": round(build_s, 2),
+               "preset_applied_s": setup["preset_applied_s"], "first_job_done_s": round(time.time() - spawned_at, 2),
+               "first_passes_s": calls.seconds, "warmup_step_s": record.get("warmup_step_s"),
+               "s_per_step": record.get("s_per_step"), **compile_stats()})
+    # Captioning (same text encoder in every preset): eager, the same image again (remembered), static KV cache.
+    runner.run("caption_dynamic", size, 2, "", per_step=False)
+    runner.run("caption_again", size, 2, "", per_step=False)
+    if time.time() < deadline - 60:
+        backend._captions.clear()
+        use_static_caption_cache(backend.pipe.text_encoder)
+        runner.run("caption_static_first", size, 2, "", per_step=False)
+        backend._captions.clear()
+        runner.run("caption_static", size, 2, "", per_step=False)
+
+
+def drive_one_gpu(args) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.layers_dir:
+        Path(args.layers_dir).mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    end = t0 + args.budget_s
+    phases = [p for p in ONE_GPU_PHASES if p in {q.strip() for q in args.phases.split(",")} or args.phases == "all"]
+    env = {"STRATA_COMPILE_CACHE_DIR": args.compile_cache or str(out / "compile-cache"),
+           "STRATA_FAST_STEP_CACHE": "none"}
+    # Each phase's share of what is left: the cold compile first and longest; the restart and stock/exact after.
+    reserve = {"fastcold": args.reserve_s, "fastwarm": args.reserve_s * 0.45, "stockexact1": 0.0}
+    for phase in phases:
+        deadline = end - reserve[phase]
+        if deadline - time.perf_counter() < 30:
+            print(f"# {phase} skipped: {end - time.perf_counter():.0f} s left of the budget", flush=True)
+            continue
+        extra = {**env, SPAWNED_AT_ENV: repr(time.time())}
+        wall_deadline = time.time() + (deadline - time.perf_counter())
+        wait_phases({phase: start_phase(args, phase, 0, extra, ["--deadline", repr(wall_deadline)])}, deadline)
+    records = [json.loads(line) for line in open(out / "records.jsonl")] if (out / "records.jsonl").exists() else []
+    text = one_gpu_tables(records, Path(args.layers_dir or out))
+    print(text)
+    (out / "tables.md").write_text(text)
+    return 0
+
+
+def one_gpu_tables(records: list[dict], layers: Path) -> str:
+    by = {(r["phase"], r["label"]): r for r in records}
+    lines = ["| run | steps | s/step | vs exact | first step s | caption s | encode s | denoise s | decode s | job s | "
+             "peak GiB | skip rate | note |", "|" + "---|" * 13]
+    exact = (by.get(("exact1", "640x4")) or {}).get("s_per_step")
+    for r in records:
+        if "steps" not in r:
+            if r.get("error"):
+                lines.append(f"| {r['phase']} {r['label']} | | | | | | | | | | | | {r['error'][:120]} |")
+            continue
+        t = r.get("timings_s", {})
+        fmt = lambda key, t=t: f"{t[key]:.2f}" if key in t else "-"  # noqa: E731
+        per_step = r.get("s_per_step")
+        if per_step is None and "denoise" in t and r["label"].startswith("job"):
+            per_step = round(t["denoise"] / r["steps"], 4)  # a whole job's average, its first step included
+        ratio = f"{exact / per_step:.2f}×" if exact and per_step else "-"
+        lines.append(
+            f"| {r['phase']} {r['label']} | {r['steps']} | {per_step if per_step is not None else '-'} | {ratio} | "
+            f"{fmt('first_step_s')} | {fmt('caption')} | {fmt('encode')} | {fmt('denoise')} | {fmt('decode')} | "
+            f"{r.get('job_s', '-')} | {r.get('peak_gib', '-')} | {r.get('skip_rate', '-')} | "
+            f"{(r.get('error') or r.get('caption_sha1') or '')[:120].replace('|', '/')} |")
+    lines += ["", "| layers (50 steps) | vs | max / mean abs Δ (0–255) |", "|---|---|---|"]
+    for a, b in [("fast1_job50", "exact1_job50"), ("fast_taylorseer_job50", "exact1_job50"),
+                 ("fast_taylorseer_job50", "fast1_job50"), ("fast_fbc_job50", "exact1_job50"),
+                 ("fast_fbc_job50", "fast1_job50")]:
+        lines.append(f"| {a} | {b} | {_delta(layers, f'layers_{a}.npy', f'layers_{b}.npy')} |")
+    warm = by.get(("fastwarm", "warm"))
+    if warm:
+        steady = warm.get("s_per_step") or 0.0
+        first = (warm.get("warmup_step_s") or [0.0])[0]
+        lines += ["", f"- second start: imports {warm['imported_s']} s, random weights {warm['build_s']} s, preset "
+                  f"applied at {warm['preset_applied_s']} s, first job done at {warm['first_job_done_s']} s after the "
+                  f"process started; warm-up (first step − steady step) {first - steady:.1f} s; first passes "
+                  f"{warm.get('first_passes_s')} s"]
+    cold = by.get(("fastcold", "compile"))
+    if cold:
+        fast = by.get(("fast1", "640x4")) or {}
+        first = (fast.get("warmup_step_s") or [0.0])[0]
+        lines.append(f"- cold start: first step {first} s (compile), first passes {cold.get('first_passes_s')} s")
+    dynamic, again, static = (by.get(("fast1_again", key))
+                              for key in ("caption_dynamic", "caption_again", "caption_static"))
+    if dynamic and "timings_s" in dynamic:
+        text = f"- caption ({CAPTION_TOKENS} tokens): eager {dynamic['timings_s'].get('caption')} s"
+        if again and "timings_s" in again:
+            text += f", same image again {again['timings_s'].get('caption')} s"
+        if static and "timings_s" in static:
+            text += (f", static KV cache + compiled decoding {static['timings_s'].get('caption')} s (same words: "
+                     f"{dynamic.get('caption_sha1') == static.get('caption_sha1')})")
+        lines.append(text)
+    return "\n".join(lines) + "\n"
+
+
 # ---------------------------------------------------------------------------------------------------- driver
-def start_phase(args, phase: str, gpu: int | None, extra_env: dict | None = None):
+def start_phase(args, phase: str, gpu: int | None, extra_env: dict | None = None, extra_args: list | None = None):
     command = [sys.executable, __file__, "--phase", phase, "--out", args.out, "--seed", str(args.seed)]
+    command += list(extra_args or [])
+    if args.layers_dir:
+        command += ["--layers-dir", args.layers_dir]
     if gpu is not None:
         command += ["--gpu", str(gpu)]
     if args.cpu_dry_run:
@@ -231,7 +448,7 @@ def drive(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     budget = args.budget_s
-    cache = {"STRATA_COMPILE_CACHE_DIR": str(out / "compile-cache")}
+    cache = {"STRATA_COMPILE_CACHE_DIR": args.compile_cache or str(out / "compile-cache")}
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
     # 1. One-GPU rows, GPU 0 and GPU 1 at once.
     lane0 = [p for p in ("exact1", "fastcache") if p in phases]
@@ -281,7 +498,7 @@ def drive(args) -> int:
 def _delta(out: Path, a: str, b: str) -> str:
     import numpy as np
 
-    pa, pb = out / a, out / b
+    pa, pb = out / a, out / b  # out: the folder of the layer files
     if not (pa.exists() and pb.exists()):
         return "-"
     x, y = np.load(pa).astype(np.float64), np.load(pb).astype(np.float64)
@@ -348,12 +565,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-s", type=float, default=540.0, help="the whole suite's time limit")
     parser.add_argument("--one-gpu-share", type=float, default=0.62, help="share of the budget for one-GPU rows")
     parser.add_argument("--cpu-dry-run", action="store_true")
+    parser.add_argument("--one-gpu", action="store_true", help="the one-GPU suite (fastcold, fastwarm, stockexact1)")
+    parser.add_argument("--reserve-s", type=float, default=150.0,
+                        help="one GPU: seconds of the budget kept for the phases after the cold compile")
+    parser.add_argument("--compile-cache", help="compile cache folder (default OUT/compile-cache)")
+    parser.add_argument("--layers-dir", help="where the layers of compared runs go (default OUT)")
     parser.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)
     parser.add_argument("--gpu", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--deadline", type=float, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.phase in ONE_GPU_PHASES:
+        run_one_gpu_phase(args)
+        return 0
     if args.phase:
         run_phase(args)
         return 0
+    if args.one_gpu:
+        if args.phases == ",".join(PHASES):
+            args.phases = "all"
+        return drive_one_gpu(args)
     return drive(args)
 
 

@@ -43,6 +43,7 @@ from ..layers import Layer, LayerStack, Stopwatch
 from ..params import OFFLOAD_MODES, PRESETS, DecomposeParams
 from . import DOWNLOAD_HINT, qwen_model_id, qwen_weights_problem
 from .base import CancelToken, ProgressCallback, no_progress
+from .qwen_speed import CaptionMemo, reset_step_cache
 
 # The pipeline's own default; the text encoder's embeddings are cut to this many tokens.
 MAX_SEQUENCE_LENGTH = 512
@@ -138,7 +139,7 @@ class QwenLayeredBackend:
         self.preset = preset
         self.offload = offload
         self.compile_backend = compile_backend
-        self.pipe = None
+        self.pipe: Any = None
         self._given_pipeline = pipeline
         self._configured: tuple[str, str] | None = None
         self._compiled = False
@@ -147,6 +148,7 @@ class QwenLayeredBackend:
         self.transformer_path = transformer_path
         self.tier_plan = self._choose_tier(vram, machine)
         self._placement = None
+        self._captions = CaptionMemo()
         if load_now:
             self.load(preset, offload)
 
@@ -300,6 +302,7 @@ class QwenLayeredBackend:
         self._configured = None
         self._compiled = False
         self._text_encoder_offloaded = False
+        self._captions = CaptionMemo()
         self._free_cuda()
 
     def _free_cuda(self) -> None:
@@ -357,17 +360,6 @@ class QwenLayeredBackend:
             from .qwen_speed import use_persistent_compile_cache
 
             use_persistent_compile_cache()
-        # c. Step cache (fast only, opt-in): approximate by design. Its hooks must stay outside the compiled code
-        #    (inside, they break each block's graph and recompile it block after block): the blocks' own forwards
-        #    compile first and the hooks wrap them.
-        step_cache = fast_step_cache() if preset == "fast" else "none"
-        if step_cache != "none":
-            from .qwen_speed import compile_blocks_under_step_cache, step_cache_config
-
-            if compile_backend != "none":
-                compile_blocks_under_step_cache(pipe.transformer, compile_backend, step_cache)
-                self._compiled = True
-            pipe.transformer.enable_cache(step_cache_config(step_cache))
         # d. Decode one layer at a time (the pipeline batches all layers through the VAE: 8 layers at 1024 px
         #    need over 8 GB there). Same math, per-frame independent.
         if preset != "stock":
@@ -375,9 +367,15 @@ class QwenLayeredBackend:
         from .qwen_speed import apply_caption_speedups
 
         apply_caption_speedups(pipe)
-        # e. Regional compile: the 60 identical blocks compile once and share the code.
+        # e. Regional compile: the 60 identical blocks compile once and share the code. fast (one graph per block,
+        #    Ulysses aside): real-valued RoPE, block forwards compiled with the text length dynamic, and the step
+        #    cache's hooks (opt-in, approximate) around them (qwen_speed.py).
         whole_graph = self._prepare_parallel(pipe)
-        if compile_backend != "none" and step_cache == "none":
+        if preset == "fast" and whole_graph:
+            from .qwen_speed import prepare_fast_transformer
+
+            self._compiled = prepare_fast_transformer(pipe.transformer, compile_backend, fast_step_cache())
+        elif compile_backend != "none":
             pipe.transformer.compile_repeated_blocks(fullgraph=whole_graph, backend=compile_backend)
             self._compiled = True
 
@@ -398,7 +396,12 @@ class QwenLayeredBackend:
         blocks = transformer.transformer_blocks
         # Only the blocks' linear layers: the embedders and the final projection stay bf16 (small, and the most
         # sensitive to rounding).
-        quantize_(blocks, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()))
+        # torchao's default also switches inductor's coordinate-descent tuning on, process-wide (qwen_speed.py:
+        # fast_tuning): faster kernels, minutes of tuning on a cold start, half a minute on each restart (torch 2.11).
+        from .qwen_speed import fast_tuning
+
+        quantize_(blocks, Float8DynamicActivationFloat8WeightConfig(
+            granularity=PerRow(), set_inductor_config=fast_tuning() == "coordesc"))
 
     def _oom_message(self, preset: str, stage: str) -> str:
         if self._tiered:
@@ -521,8 +524,14 @@ class QwenLayeredBackend:
             if not prompt:
                 progress("caption", 0, 1)
                 watch.start("caption")
-                with self._oom_as_error(params.preset, "captioning"), torch.inference_mode():
-                    prompt = pipe.get_image_caption(prompt_image, use_en_prompt=params.use_en_prompt, device=device)
+                caption_key = self._captions.key(prompt_image, params.use_en_prompt)
+                caption = self._captions.get(caption_key)
+                if caption is None:
+                    with self._oom_as_error(params.preset, "captioning"), torch.inference_mode():
+                        caption = pipe.get_image_caption(prompt_image, use_en_prompt=params.use_en_prompt,
+                                                         device=device)
+                    self._captions.put(caption_key, caption)
+                prompt = caption
                 watch.stop()
                 progress("caption", 1, 1)
                 # A random-weight or unlucky caption can be empty; the pipeline would then caption again.
@@ -570,6 +579,7 @@ class QwenLayeredBackend:
             return callback_kwargs
 
         progress("denoise", 0, total_steps)
+        reset_step_cache(pipe.transformer)  # a canceled job leaves its state behind
         denoise_started = time.perf_counter()
         generator = torch.Generator("cpu").manual_seed(seed)
         with self._oom_as_error(params.preset, "denoising"), _quiet_pipeline_warnings(), \

@@ -265,6 +265,10 @@ class _Follower:
     process: Any
     conn: Any
 
+    def receive(self) -> dict[str, Any] | None:
+        """The next message from this rank's pipe (raises EOFError/OSError when the pipe is gone)."""
+        return self.conn.recv()
+
 
 class _JobWatch(threading.Thread):
     """Rank 0, during one job: reads the followers' pipes and notices a follower that dies.
@@ -292,11 +296,11 @@ class _JobWatch(threading.Thread):
                 waiting = [f for f in self.followers if f.rank in self.pending]
                 ready = wait_for([f.conn for f in waiting] + [f.process.sentinel for f in waiting], timeout=0.5)
                 for item in ready:
-                    follower = by_conn.get(item) or by_sentinel[item]
-                    message = None
+                    follower: _Follower = by_conn.get(item) or by_sentinel[item]
+                    message: dict[str, Any] | None = None
                     if item is follower.conn:
                         try:
-                            message = follower.conn.recv()
+                            message = follower.receive()
                         except (EOFError, OSError):
                             message = None
                     if message is not None and message.get("type") in (DONE, CANCELED):
@@ -346,7 +350,7 @@ class ParallelQwenBackend(QwenLayeredBackend):
         self._followers: list[_Follower] = []
         self._forward: CfgParallelForward | None = None
         self._cfg_group = None
-        self._mesh = None
+        self._mesh: Any = None
         options.pop("device", None)
         load_now = options.pop("load_now", False)
         pipeline = options.pop("pipeline", None)
@@ -407,9 +411,9 @@ class ParallelQwenBackend(QwenLayeredBackend):
         # The server's worker is a daemon process, which multiprocessing forbids to have children (it could not
         # join them at exit). The followers end with it anyway: they die with their parent (PR_SET_PDEATHSIG) and
         # leave when its pipe closes.
-        me = multiprocessing.current_process()
-        was_daemon = me._config.get("daemon", False)
-        me._config["daemon"] = False
+        config = vars(multiprocessing.current_process())["_config"]
+        was_daemon = config.get("daemon", False)
+        config["daemon"] = False
         try:
             for rank in range(1, self.layout.world_size):
                 parent_conn, child_conn = context.Pipe(duplex=True)
@@ -419,7 +423,7 @@ class ParallelQwenBackend(QwenLayeredBackend):
                 child_conn.close()
                 self._followers.append(_Follower(rank, self.devices[rank], process, parent_conn))
         finally:
-            me._config["daemon"] = was_daemon
+            config["daemon"] = was_daemon
         self._expect(HELLO, timeout_s=300.0, stage="starting")
         self._init_process_group()
 
@@ -434,11 +438,11 @@ class ParallelQwenBackend(QwenLayeredBackend):
                 raise ModelUnavailable(f"GPU ranks {sorted(waiting)} did not finish {stage} within {timeout_s:.0f} s")
             items = [f.conn for f in waiting.values()] + [f.process.sentinel for f in waiting.values()]
             for item in wait_for(items, timeout=min(left_s, 1.0)):
-                follower = next(f for f in waiting.values() if item in (f.conn, f.process.sentinel))
-                message = None
+                follower: _Follower = next(f for f in waiting.values() if item in (f.conn, f.process.sentinel))
+                message: dict[str, Any] | None = None
                 if item is follower.conn:
                     try:
-                        message = follower.conn.recv()
+                        message = follower.receive()
                     except (EOFError, OSError):
                         pass
                 if message is not None and message.get("type") == kind:
@@ -641,9 +645,10 @@ def _follow_job(backend: ParallelQwenBackend, packet: dict) -> str:
     device = backend.devices[backend.rank]
     seed = packet.pop("seed")
     call = {key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in packet.items()}
-    steps = call["num_inference_steps"]
+    steps = int(call["num_inference_steps"])
     true_cfg = call.get("negative_prompt_embeds") is not None and call.get("true_cfg_scale", 1.0) > 1
     forward = backend._forward
+    assert forward is not None, "_apply_preset installs the CFG-parallel forward"
     forward.arm(steps, call.get("negative_prompt_embeds") if true_cfg else None,
                 call.get("negative_prompt_embeds_mask"))
 

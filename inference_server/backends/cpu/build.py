@@ -1,0 +1,301 @@
+"""Step 4, elements: the background, the words' letters, flat shapes grouped by colour, photographs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .cancel import checkpoint
+from .elements import Element, ElementKind, set_hull
+from .ground import Ground, enclosed_ground, find_ground
+from .masks import bbox_slices, filled, is_long, open_mask
+from .regions import Regions
+from .text import Word
+from .tuning import (
+    ELEMENT_RESIDUAL,
+    LETTER_CONTRAST,
+    LONG_ELEMENT,
+    MAX_ELEMENTS,
+    MIN_ELEMENT_FRACTION,
+    MIN_ELEMENT_FRACTION_ON_PHOTO,
+    MIN_IMAGE_FRACTION,
+    PHOTO_ELEMENT_RESIDUAL,
+    SAME_COLOR,
+)
+
+RegionBoxes = list  # scipy.ndimage.find_objects: region k's (rows, cols) slices at k − 1 (None: no pixels)
+
+
+@dataclass
+class Letters:
+    """The words' letters: which regions are a word's letters, and each word's letter pixels."""
+
+    of_region: dict[int, int] = field(default_factory=dict)  # region → index of the word in the word list
+    pixels: dict[int, np.ndarray] = field(default_factory=dict)  # word index → bool H×W, its letters' pixels
+    # word index → letter colour, for words whose letters are no regions (small text: all edge pixels)
+    loose: dict[int, np.ndarray] = field(default_factory=dict)
+
+    def all_pixels(self, shape: tuple[int, int]) -> np.ndarray:
+        union = np.zeros(shape, bool)
+        for pixels in self.pixels.values():
+            union |= pixels
+        return union
+
+
+@dataclass
+class RegionGroup:
+    """Flat regions that become one element: one colour (or one gradient's colour model), one word or none."""
+
+    word: int | None  # index in the word list: these regions are that word's letters
+    color: np.ndarray  # the first (biggest) region's mean colour
+    regions: list[int]
+
+
+def build_elements(rgb: np.ndarray, regions: Regions, words: list[Word]) -> tuple[Element, list[Element]]:
+    """The background element and the elements above it (biggest first, at most MAX_ELEMENTS, hulls set)."""
+    from scipy import ndimage
+
+    candidates = [k for k in range(1, regions.count) if regions.flat[k]]
+    ground = find_ground(regions, candidates)
+    # On a photo, smooth patches of the photo itself (sky, shadows, highlights) are nearly flat too; graphics
+    # placed on it are flat to the noise level.
+    element_residual = ELEMENT_RESIDUAL if ground.region is not None else PHOTO_ELEMENT_RESIDUAL
+    region_boxes = ndimage.find_objects(regions.labels)
+    letters = find_letters(rgb, regions, words, candidates, ground, region_boxes, element_residual)
+    groups = group_regions(regions, candidates, ground, letters, region_boxes, element_residual)
+    elements, assigned = group_elements(regions, groups, ground, letters, words)
+    if ground.region is not None:
+        background, images = photo_elements(rgb, regions, ground, letters, elements, assigned)
+        elements += images
+    else:
+        # No flat background: it is a photo (or texture); everything that is not a flat element is background.
+        mask = np.ones(regions.labels.shape, bool)
+        for element in elements:
+            mask &= ~element.mask
+        background = Element(ElementKind.BACKGROUND, mask,
+                             rgb[mask].mean(axis=0) if mask.any() else rgb.mean(axis=(0, 1)))
+        background.regions = []
+
+    elements.sort(key=lambda e: -e.area)
+    if len(elements) > MAX_ELEMENTS:
+        elements = elements[:MAX_ELEMENTS]
+    for element in elements:
+        checkpoint()
+        set_hull(element)
+    if ground.region is not None:
+        elements += enclosed_ground(rgb, background, elements)
+    return background, elements
+
+
+def find_letters(rgb: np.ndarray, regions: Regions, words: list[Word], candidates: list[int], ground: Ground,
+                 region_boxes: RegionBoxes, element_residual: float) -> Letters:
+    """A word's letters: among the regions lying wholly inside its box, the colour with the most area (parts of
+    a shape showing between the letters lie inside the box too, but cover less of it). Letter regions leave
+    ``ground.regions``."""
+    import cv2
+
+    height_px, width_px = rgb.shape[:2]
+    letters = Letters()
+    for index, word in enumerate(words):
+        checkpoint()
+        box = word.box_px
+        x0, y0 = box.min(axis=0)
+        x1, y1 = box.max(axis=0)
+        margin = 0.15 * (y1 - y0)
+        inside = []
+        for k in candidates:
+            # Letters of the background's colour (white words in a blue box on a white page) are candidates
+            # too; the background's own main region never lies inside a word box.
+            if (k == ground.region or k in letters.of_region or region_boxes[k - 1] is None
+                    or regions.residuals[k] > element_residual):
+                continue
+            rows, cols = region_boxes[k - 1]
+            if (cols.start >= x0 - margin and cols.stop <= x1 + margin
+                    and rows.start >= y0 - margin and rows.stop <= y1 + margin):
+                inside.append(k)
+        if not inside:
+            # Small text is all anti-aliased edge: no region of it is big enough to count. Its letters are
+            # the pixels of the box that stand out from the box's own ground.
+            found = contrast_letters(rgb, box)
+            if found is not None:
+                letters.pixels[index], letters.loose[index] = found
+            continue
+        clusters: list[list[int]] = []
+        for k in sorted(inside, key=lambda k: -regions.areas[k]):
+            for cluster in clusters:
+                if np.linalg.norm(regions.means[cluster[0]] - regions.means[k]) < SAME_COLOR:
+                    cluster.append(k)
+                    break
+            else:
+                clusters.append([k])
+        letter_regions = max(clusters, key=lambda cluster: regions.areas[cluster].sum())
+        ground.regions -= set(letter_regions)
+        for k in letter_regions:
+            letters.of_region[k] = index
+        # Letters touching something of their own colour (a white suit in a photo) were joined to it:
+        # inside the box, every pixel of the letters' colour is the word's.
+        letter_rgb = (regions.means[letter_regions] * regions.areas[letter_regions][:, None]).sum(axis=0)
+        letter_rgb /= regions.areas[letter_regions].sum()
+        box_mask = np.zeros((height_px, width_px), np.uint8)
+        cv2.fillPoly(box_mask, [np.rint(box).astype(np.int32).reshape(-1, 1, 2)], 1)
+        rows, cols = bbox_slices(box_mask.astype(bool), 0)
+        pixels = np.zeros((height_px, width_px), bool)
+        pixels[rows, cols] = box_mask[rows, cols].astype(bool) & (
+            np.abs(rgb[rows, cols] - letter_rgb).max(axis=2) < 24.0)
+        letters.pixels[index] = pixels
+    return letters
+
+
+def contrast_letters(rgb: np.ndarray, box_px: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(letter pixels, letter colour) inside a word box whose ground is one flat colour (the box's median colour;
+    the pixels near it vary little): the pixels nearer the ink's colour than the ground's. None where the box
+    is not ink on a flat ground (a word read on a photo, a box that is mostly ink)."""
+    import cv2
+
+    height_px, width_px = rgb.shape[:2]
+    box_mask = np.zeros((height_px, width_px), np.uint8)
+    cv2.fillPoly(box_mask, [np.rint(box_px).astype(np.int32).reshape(-1, 1, 2)], 1)
+    if not box_mask.any():
+        return None
+    rows, cols = bbox_slices(box_mask.astype(bool), 0)
+    inside = box_mask[rows, cols].astype(bool)
+    crop = rgb[rows, cols]
+    pixels = crop[inside]
+    ground = np.median(pixels, axis=0)
+    distance = np.abs(pixels - ground).max(axis=1)
+    far = distance > LETTER_CONTRAST
+    if not 0.03 <= far.mean() <= 0.6:
+        return None
+    near = distance < 0.5 * LETTER_CONTRAST
+    if near.mean() < 0.3 or float(pixels[near].std(axis=0).max()) > 10.0:
+        return None
+    ink = np.median(pixels[far & (distance >= np.median(distance[far]))], axis=0)
+    core = inside & (np.linalg.norm(crop - ink, axis=2) < np.linalg.norm(crop - ground, axis=2))
+    if core.sum() < 12:
+        return None
+    mask = np.zeros((height_px, width_px), bool)
+    mask[rows, cols] = core
+    return mask, ink
+
+
+def group_regions(regions: Regions, candidates: list[int], ground: Ground, letters: Letters,
+                  region_boxes: RegionBoxes, element_residual: float) -> list[RegionGroup]:
+    """The flat regions that are not ground, grouped by colour (and word), or by a gradient's colour model: a
+    gradient-filled shape cut apart by a line over it continues on the other side in another colour, as the
+    background does. Biggest region first."""
+    height_px, width_px = regions.labels.shape
+
+    def continues_gradient(lead: int, k: int) -> bool:
+        (lead_rows, lead_cols), (rows, cols) = region_boxes[lead - 1], region_boxes[k - 1]
+        reach_px = 0.05 * max(height_px, width_px)
+        if (cols.start > lead_cols.stop + reach_px or lead_cols.start > cols.stop + reach_px
+                or rows.start > lead_rows.stop + reach_px or lead_rows.start > rows.stop + reach_px):
+            return False  # far away: a model extrapolated that far says nothing
+        predicted = regions.features_mean[k] @ regions.coefs[lead]
+        return bool(np.linalg.norm(predicted - regions.means[k]) < SAME_COLOR * 0.5)
+
+    groups: list[RegionGroup] = []
+    for k in sorted(candidates, key=lambda k: -regions.areas[k]):
+        if k in ground.regions or regions.residuals[k] > element_residual:
+            continue
+        word = letters.of_region.get(k)
+        for group in groups:
+            if group.word == word and (np.linalg.norm(group.color - regions.means[k]) < SAME_COLOR
+                                       or continues_gradient(group.regions[0], k)):
+                group.regions.append(k)
+                break
+        else:
+            groups.append(RegionGroup(word, regions.means[k].copy(), [k]))
+    return groups
+
+
+def group_elements(regions: Regions, groups: list[RegionGroup], ground: Ground, letters: Letters,
+                   words: list[Word]) -> tuple[list[Element], np.ndarray]:
+    """One text or shape element per region group big enough to be one (or long: a rule on a flat page), and
+    the pixels the ground and these elements take (bool H×W)."""
+    labels = regions.labels
+    height_px, width_px = labels.shape
+    total = height_px * width_px
+    all_letters = letters.all_pixels((height_px, width_px))
+    bg_lookup = np.zeros(regions.count, bool)
+    bg_lookup[list(ground.regions)] = True
+    elements: list[Element] = []
+    assigned = bg_lookup[labels] & ~all_letters
+    checkpoint()
+    # On a photo, flat-looking patches of the photo itself (highlights, shadows) must be bigger to count.
+    min_fraction = MIN_ELEMENT_FRACTION if ground.region is not None else MIN_ELEMENT_FRACTION_ON_PHOTO
+    for group in groups:
+        checkpoint()
+        lookup = np.zeros(regions.count, bool)
+        lookup[group.regions] = True
+        if group.word is None:
+            mask = lookup[labels] & ~all_letters
+        else:
+            mask = lookup[labels] | letters.pixels[group.word]
+        if mask.sum() < min_fraction * total and group.word is None and not (
+                ground.region is not None and is_long(mask, LONG_ELEMENT * max(height_px, width_px))):
+            continue
+        areas = regions.areas[group.regions]
+        color = (regions.means[group.regions] * areas[:, None]).sum(axis=0) / areas.sum()
+        if group.word is not None:
+            elements.append(Element(ElementKind.TEXT, mask, color, words[group.word].text))
+        else:
+            elements.append(Element(ElementKind.SHAPE, mask, color))
+        assigned |= mask
+    for word, color in letters.loose.items():
+        mask = letters.pixels[word]
+        elements.append(Element(ElementKind.TEXT, mask, color, words[word].text))
+        assigned |= mask
+    return elements, assigned
+
+
+def photo_elements(rgb: np.ndarray, regions: Regions, ground: Ground, letters: Letters, elements: list[Element],
+                   assigned: np.ndarray) -> tuple[Element, list[Element]]:
+    """On a flat ground: the background element, and the photographs and textured blobs placed on it."""
+    import cv2
+
+    height_px, width_px = rgb.shape[:2]
+    total = height_px * width_px
+    bg_lookup = np.zeros(regions.count, bool)
+    bg_lookup[list(ground.regions)] = True
+    assert ground.region is not None
+    background = Element(ElementKind.BACKGROUND, bg_lookup[regions.labels] & ~letters.all_pixels((height_px, width_px)),
+                         regions.means[ground.region])
+    background.regions = sorted(ground.regions)
+    images: list[Element] = []
+    # Photographs placed on the canvas (a product shot, a cut-out portrait) stay whole: a connected
+    # non-background blob whose inside is mostly texture is one image, with the flat-looking patches in it
+    # (a black watch face, a white reflection, its label's letters) and the holes it encloses.
+    drawn = np.zeros((height_px, width_px), bool)
+    for element in elements:
+        drawn |= element.mask
+    for blob in ground.photos:
+        checkpoint()
+        # The photograph is the texture in the blob with the holes it encloses (background-coloured
+        # highlights in it are not background). Flat shapes and words on it stay elements of their own: a
+        # badge placed on a photo looks like a flat patch of it.
+        texture = blob & ~drawn
+        # What is left of it besides the flat elements must still be solid: JPEG ringing around a shape is
+        # texture too, but thin.
+        solid = cv2.erode(texture.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+        if solid.sum() < 0.5 * texture.sum():
+            continue
+        photo = filled(texture) & ~drawn
+        if photo.sum() < MIN_IMAGE_FRACTION * height_px * width_px:
+            continue
+        background.mask &= ~photo
+        images.append(Element(ElementKind.IMAGE, photo, rgb[photo].mean(axis=0)))
+        assigned |= photo
+    # Textured blobs on a flat background: photos or cut-outs placed on the canvas.
+    # Opening with a kernel ~3% of the short side drops the thin strips that anti-aliasing and JPEG ringing
+    # leave along shape edges; a placed photo is much thicker than that.
+    checkpoint()
+    texture = open_mask(~assigned, max(5, int(0.03 * min(height_px, width_px)) | 1))
+    checkpoint()
+    count, blobs, stats, _ = cv2.connectedComponentsWithStats(texture.astype(np.uint8), connectivity=8)
+    for k in range(1, count):
+        if stats[k, cv2.CC_STAT_AREA] >= MIN_IMAGE_FRACTION * total:
+            mask = blobs == k
+            images.append(Element(ElementKind.IMAGE, mask, rgb[mask].mean(axis=0)))
+    return background, images

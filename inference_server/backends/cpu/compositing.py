@@ -1,0 +1,91 @@
+"""Steps 8 and 9: the over-composite's shares, the bottom layer's solve and the residual correction."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...layers import Layer
+from .cancel import checkpoint
+
+
+def over_shares(layers_rgba: list[np.ndarray]) -> np.ndarray:
+    """(L, H, W) float32: how much of each layer shows in the straight-alpha "over" composite,
+    q_k = α_k · Π_{j>k} (1 − α_j). The composite's premultiplied colour is Σ q_k · colour_k, its alpha Σ q_k.
+    (The pixel-exact composite lives in layers.composite_over; these shares are what the solves need.)"""
+    shares = []
+    transmit = None
+    for rgba in reversed(layers_rgba):
+        checkpoint()
+        alpha = rgba[..., 3].astype(np.float32) / 255.0
+        shares.append(alpha if transmit is None else alpha * transmit)
+        transmit = (1.0 - alpha) if transmit is None else transmit * (1.0 - alpha)
+    return np.stack(shares[::-1])
+
+
+def over_premul(layers_rgba: list[np.ndarray], shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Premultiplied colour (0–255) and alpha (0–1) of the layers' composite, float32; zeros for no layers."""
+    premul = np.zeros(shape + (3,), np.float32)
+    if not layers_rgba:
+        return premul, np.zeros(shape, np.float32)
+    shares = over_shares(layers_rgba)
+    for share, rgba in zip(shares, layers_rgba, strict=False):
+        checkpoint()
+        premul += share[..., None] * rgba[..., :3]
+    return premul, shares.sum(axis=0)
+
+
+def solve_bottom(target: np.ndarray, top_premul: np.ndarray, top_alpha: np.ndarray, fill_rgb: np.ndarray,
+                  opaque: bool, complete_under: bool = False) -> np.ndarray:
+    """Bottom layer such that it, under the layers above (``top_*``), equals the target where they leave it
+    visible; elsewhere it keeps ``fill_rgb``. Where they hide it, its alpha is 0, or with ``complete_under``
+    the input's alpha there (a background that is the picture's ground, not a transparent surround)."""
+    out_alpha = target[..., 3].astype(np.float32) / 255.0
+    out_premul = target[..., :3].astype(np.float32) * out_alpha[..., None]
+    visible = 1.0 - top_alpha
+    if opaque:
+        bottom_alpha = np.ones_like(out_alpha)
+    else:
+        bottom_alpha = np.clip((out_alpha - top_alpha) / np.maximum(visible, 1e-6), 0.0, 1.0)
+        hidden = visible < 1e-6
+        bottom_alpha[hidden] = out_alpha[hidden] if complete_under else 0.0
+    weight = visible * bottom_alpha
+    checkpoint()
+    solved = (out_premul - top_premul) / np.maximum(weight, 1e-6)[..., None]
+    checkpoint()
+    # Solve only where the bottom shows enough for the division to be stable; elsewhere keep the fill.
+    use_solved = weight > 0.1
+    color = np.where(use_solved[..., None], solved, fill_rgb)
+    checkpoint()
+    bottom = np.zeros(target.shape, np.uint8)
+    bottom[..., :3] = np.clip(np.rint(color), 0, 255).astype(np.uint8)
+    bottom[..., 3] = np.clip(np.rint(bottom_alpha * 255.0), 0, 255).astype(np.uint8)
+    return bottom
+
+
+def correct_residual(layers: list[Layer], target: np.ndarray, tolerance: float = 0.5) -> None:
+    """Put what the composite still misses into the colour of the layer that contributes most at each pixel.
+
+    With straight-alpha "over", the composite's premultiplied colour is Σ_k colour_k · q_k where
+    q_k = α_k · Π_{j>k} (1 − α_j); changing colour_k by err · out_α / q_k fixes the pixel exactly (until clipping).
+    """
+    shares = over_shares([layer.rgba for layer in layers])
+    composite_premul = np.zeros(target.shape[:2] + (3,), np.float32)
+    for share, layer in zip(shares, layers, strict=False):
+        checkpoint()
+        composite_premul += share[..., None] * layer.rgba[..., :3]
+    error_premul = (target[..., :3].astype(np.float32) * (target[..., 3:4].astype(np.float32) / 255.0)
+                    - composite_premul)
+    checkpoint()
+    bad = np.abs(error_premul).max(axis=2) > tolerance
+    if not bad.any():
+        return
+    best = np.argmax(shares, axis=0)
+    checkpoint()
+    for index, layer in enumerate(layers):
+        checkpoint()
+        pixels = bad & (best == index) & (shares[index] > 0.02)
+        if not pixels.any():
+            continue
+        color = layer.rgba[..., :3][pixels].astype(np.float32)
+        fixed = color + error_premul[pixels] / shares[index][pixels][:, None]
+        layer.rgba[..., :3][pixels] = np.clip(np.rint(fixed), 0, 255).astype(np.uint8)

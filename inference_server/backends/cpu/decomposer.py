@@ -1,0 +1,195 @@
+"""The CPU decomposer's one call: the numbered steps of the package docstring, in order."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from ...errors import InvalidInput
+from ...layers import Layer, LayerStack, Stopwatch, alpha_bbox_px, composite_over
+from ...params import MAX_LAYERS, DecomposeParams
+from ..base import CancelToken, ProgressCallback, no_progress
+from .build import build_elements
+from .cancel import cancel_scope
+from .compositing import correct_residual, over_premul, solve_bottom
+from .depths import merge_phrases, split_depths
+from .elements import ElementKind
+from .fill import fill_background
+from .order import fit_count, group_name, order_elements
+from .peel import peel
+from .regions import find_regions
+from .subject import find_subject
+from .text import TextDetector
+from .translucent import find_translucent
+
+
+class CpuDecomposer:
+    """Embedded classical decomposer (backend ``cpu``). Thread-safe; the OCR engine loads on first use."""
+
+    name = "cpu"
+    chooses_layer_count = True  # layers: "auto" reaches decompose(): every distinct element, up to MAX_LAYERS
+
+    def __init__(self, use_ocr: bool = True) -> None:
+        self.use_ocr = use_ocr
+        self.text_detector = TextDetector(enabled=use_ocr)
+
+    def describe(self) -> dict:
+        return {"backend": self.name, "device": "cpu", "model_loaded": True,
+                "text_detector": "rapidocr" if self.text_detector.available else None}
+
+    def decompose(self, image: Image.Image, params: DecomposeParams,
+                  progress: ProgressCallback = no_progress, cancel: CancelToken | None = None) -> LayerStack:
+        cancel = cancel or CancelToken()
+        with cancel_scope(cancel):
+            return self._decompose(image, params, progress, cancel)
+
+    def _decompose(self, image: Image.Image, params: DecomposeParams, progress: ProgressCallback,
+                   cancel: CancelToken) -> LayerStack:
+        watch = Stopwatch()
+        notes: list[str] = []
+
+        def begin(stage: str) -> None:
+            """Every step: time it under its own name, and stop here if the job was canceled."""
+            watch.start(stage)
+            cancel.raise_if_canceled()
+
+        # 1. Check inputs
+        begin("check")
+        if not isinstance(image, Image.Image):
+            raise InvalidInput(f"expected a PIL image, got {type(image).__name__}")
+        if image.mode not in ("RGB", "RGBA"):
+            raise InvalidInput(f"expected an RGB or RGBA image, got mode {image.mode!r}; convert it first")
+        if image.width < 1 or image.height < 1:
+            raise InvalidInput(f"the image is empty ({image.width}×{image.height})")
+        # "auto": as many layers as the image has distinct elements, up to the most the API allows.
+        requested = params.layer_count(MAX_LAYERS)
+        target = np.asarray(image.convert("RGBA"), dtype=np.uint8)
+        height_px, width_px = target.shape[:2]
+        alpha_in = target[..., 3].astype(np.float32) / 255.0
+        opaque = bool((target[..., 3] == 255).all())
+        rgb = target[..., :3].astype(np.float32)
+        key_rgb = np.zeros(3, np.float32)
+        if not opaque:
+            # The analysis sees straight colour where the input is visible enough and one flat "key" colour,
+            # far from every visible colour, where it is (nearly) transparent; the layers' alphas are capped by
+            # the input's at the end, so soft edges against transparency come from the input itself.
+            visible = alpha_in >= 0.1
+            key_rgb = key_color(rgb[visible])
+            rgb[~visible] = key_rgb
+        rgb_u8 = np.clip(rgb, 0, 255).astype(np.uint8)
+        progress("check", 1, 1)
+        if requested == 1:
+            watch.stop()
+            return self._stack([Layer(target.copy(), "Background")], params, watch, notes)
+
+        # 2. Regions
+        begin("regions")
+        regions = find_regions(rgb)
+        progress("regions", 1, 1)
+
+        # 3. Text
+        begin("text")
+        words = self.text_detector.detect(rgb_u8, notes)
+        progress("text", 1, 1)
+
+        # 4. Elements
+        begin("elements")
+        background, elements = build_elements(rgb, regions, words)
+        elements = find_translucent(rgb, background, elements)
+        elements = split_depths(background, elements)
+        elements = merge_phrases(elements)
+        if not background.regions and len(elements) < requested - 1:
+            # A photo with room left in the layer budget: split off its main subject.
+            subject = find_subject(rgb, background, elements)
+            if subject is not None:
+                elements.append(subject)
+                background.mask &= ~subject.mask
+        progress("elements", 1, 1)
+
+        # 5. Order
+        begin("order")
+        elements = order_elements(elements)
+        progress("order", 1, 1)
+
+        # 6. Layer count
+        begin("count")
+        # An RGBA input's transparent surround is the "background" here; it ends up empty and is dropped, so it
+        # does not take a place in the layer budget.
+        surround = not opaque and float(np.abs(background.color_rgb - key_rgb).max()) < 24.0
+        groups = fit_count(elements, requested - (0 if surround else 1))
+        progress("count", 1, 1)
+
+        # 7. Peel (front to back, so each element knows what covers it)
+        watch.start("peel")
+        element_layers: dict[int, np.ndarray] = {}
+        covering = np.zeros((height_px, width_px), bool)
+        for step, element in enumerate(reversed(elements), start=1):
+            cancel.raise_if_canceled()
+            element_layers[id(element)] = peel(rgb, rgb_u8, element, covering, alpha_in)
+            covering |= element_layers[id(element)][..., 3] > 0
+            progress("peel", step, len(elements))
+        upper = [Layer(merge_group([element_layers[id(e)] for e in group]), group_name(group)) for group in groups]
+
+        # 8. Fill the background
+        begin("fill")
+        top_premul, top_alpha = over_premul([layer.rgba for layer in upper], (height_px, width_px))
+        subject_layer = [element_layers[id(e)] for e in elements if e.kind is ElementKind.IMAGE and e.text == "Subject"]
+        fill_rgb = fill_background(rgb, background, top_alpha > 0,
+                                    subject_layer[0][..., 3] > 0 if subject_layer else None)
+        progress("fill", 1, 1)
+        bottom = solve_bottom(target, top_premul, top_alpha, fill_rgb, opaque, complete_under=not surround)
+        layers = [Layer(bottom, "Background")] + upper
+
+        # 9. Residual correction
+        begin("residual")
+        correct_residual(layers, target)
+        if surround and len(layers) > 1:
+            if layers[0].coverage < 0.001:
+                layers = layers[1:]  # nothing left in the transparent surround
+            else:
+                layers[:2] = [Layer(composite_over([layers[0].rgba, layers[1].rgba]), layers[1].name)]
+            correct_residual(layers, target)
+        progress("residual", 1, 1)
+        watch.stop()
+        if params.auto_layers:
+            notes.append(f"layers: auto; found {len(layers)} distinct layer(s) in the image")
+        elif len(layers) < requested:
+            notes.append(f"found {len(layers)} distinct layer(s) in the image, fewer than the {requested} "
+                         f"requested; returned {len(layers)}")
+        return self._stack(layers, params, watch, notes)
+
+    def _stack(self, layers, params, watch, notes) -> LayerStack:
+        return LayerStack(layers, backend=self.name, params=params.to_dict(), seed=params.seed,
+                          timings_s=watch.timings_s, notes=notes)
+
+
+def key_color(visible_rgb: np.ndarray) -> np.ndarray:
+    """Of the 27 colours {0, 128, 255}³, the one farthest from (nearly) all of the visible colours."""
+    candidates = np.stack(np.meshgrid([0, 128, 255], [0, 128, 255], [0, 128, 255], indexing="ij"), -1)
+    candidates = candidates.reshape(-1, 3).astype(np.float32)
+    if visible_rgb.size == 0:
+        return candidates[-1]
+    sample = visible_rgb[:: max(1, len(visible_rgb) // 5000)]
+    distance = np.linalg.norm(sample[:, None, :] - candidates[None], axis=2)
+    return candidates[int(np.argmax(np.percentile(distance, 1, axis=0)))]
+
+
+def merge_group(rgba_list: list[np.ndarray]) -> np.ndarray:
+    """One layer of a group's element layers (back to front): their "over" composite where any of them has alpha,
+    the front element's colour under zero alpha. Composited only inside the box their alphas span (a group of
+    many small words on a big image costs that box, not the whole image per word)."""
+    if len(rgba_list) == 1:
+        return rgba_list[0]
+    merged = rgba_list[-1].copy()
+    merged[..., 3] = 0
+    boxes = [box for box in (alpha_bbox_px(rgba[..., 3]) for rgba in rgba_list) if box is not None]
+    if not boxes:
+        return merged
+    x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    x1, y1 = max(b[0] + b[2] for b in boxes), max(b[1] + b[3] for b in boxes)
+    inside = composite_over([rgba[y0:y1, x0:x1] for rgba in rgba_list])
+    # composite_over leaves colour 0 where all alphas are 0: keep the front element's colour there.
+    empty = inside[..., 3] == 0
+    inside[empty, :3] = merged[y0:y1, x0:x1][empty, :3]
+    merged[y0:y1, x0:x1] = inside
+    return merged

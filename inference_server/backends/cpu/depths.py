@@ -1,0 +1,142 @@
+"""Step 4, depth and phrases: same-coloured pieces at different depths split, words joined to phrases."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .cancel import checkpoint
+from .elements import Element, ElementKind, set_hull
+from .masks import bbox_slices, hull_mask, joint_hull
+from .tuning import BACKGROUND_GAP, MIN_ELEMENT_FRACTION, SAME_COLOR
+
+
+def split_depths(background: Element, elements: list[Element]) -> list[Element]:
+    """Split a flat element whose same-coloured pieces lie at different depths into one element per depth.
+
+    Regions are grouped by colour, so two red shapes with a blue one between them (one under it, one over it)
+    arrive as one element, and one layer would hold both. Pieces stay together when they can be one shape seen
+    around an occluder: no other element is above one piece and below the other, and little of the gap their
+    joint hull spans (beyond their own hulls) is background (the rest is other elements and their soft edges).
+    Glyph-like elements (a word's letters) are split by the depth test only.
+    """
+    if len(elements) < 2:
+        return elements
+    import cv2
+
+    size = elements[0].mask.size
+    tolerance = max(4.0, 1e-5 * size)  # as in order_elements: a few pixels of hull overlap are anti-aliasing
+    result: list[Element] = []
+    for element in elements:
+        checkpoint()
+        if element.kind is not ElementKind.SHAPE or element.opacity < 1.0 or element.pieces < 2:
+            result.append(element)
+            continue
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(element.mask.astype(np.uint8), connectivity=8)
+        big = [k for k in range(1, count) if stats[k, cv2.CC_STAT_AREA] >= MIN_ELEMENT_FRACTION * size]
+        if len(big) < 2:
+            result.append(element)
+            continue
+        others = [e for e in elements if e is not element]
+        pieces = [labels == k for k in big]
+        hulls = [hull_mask(piece) for piece in pieces]
+        # relation[i][o]: +1 element o is above piece i, −1 piece i is above o, 0 they do not overlap.
+        relation = []
+        for piece, hull in zip(pieces, hulls, strict=False):
+            row = []
+            for other in others:
+                other_in_piece = float((hull & other.mask).sum())
+                piece_in_other = float((other.hull & piece).sum())
+                row.append(1 if other_in_piece - piece_in_other > tolerance
+                           else -1 if piece_in_other - other_in_piece > tolerance else 0)
+            relation.append(row)
+        parent = list(range(len(pieces)))
+
+        def root(i: int, parent: list[int] = parent) -> int:
+            while parent[i] != i:
+                i = parent[i]
+            return i
+
+        # Candidate joins, least background in the gap first; a join must keep the whole group consistent
+        # (pieces joined through a third one must not lie on both sides of some element either).
+        joins = []
+        for i in range(len(pieces)):
+            for j in range(i + 1, len(pieces)):
+                checkpoint()
+                gap = joint_hull(pieces[i] | pieces[j]) & ~hulls[i] & ~hulls[j]
+                gap_px = float(gap.sum())
+                share = float((gap & background.mask).sum()) / gap_px if gap_px > tolerance else 0.0
+                # Background between them: two shapes, not one cut apart. (Glyph-like elements, letters of a
+                # word the detector missed, have background between every letter: only depth splits them.)
+                if share <= BACKGROUND_GAP or element.glyph_like:
+                    joins.append((share, i, j))
+        group_relation = {i: np.asarray(relation[i]) for i in range(len(pieces))}
+        for _, i, j in sorted(joins):
+            ri, rj = root(i), root(j)
+            if ri == rj or (group_relation[ri] * group_relation[rj] < 0).any():
+                continue  # something lies between them in depth
+            parent[rj] = ri
+            group_relation[ri] = np.where(group_relation[ri] != 0, group_relation[ri], group_relation[rj])
+        roots = sorted({root(i) for i in range(len(pieces))})
+        if len(roots) == 1:
+            result.append(element)
+            continue
+        # Crumbs too small to be pieces of their own go with the biggest piece.
+        masks = {r: np.zeros(element.mask.shape, bool) for r in roots}
+        for i, piece in enumerate(pieces):
+            masks[root(i)] |= piece
+        biggest = max(roots, key=lambda r: masks[r].sum())
+        masks[biggest] |= element.mask & ~np.logical_or.reduce([masks[r] for r in roots])
+        for r in roots:
+            part = Element(ElementKind.SHAPE, masks[r], element.color_rgb)
+            set_hull(part)
+            result.append(part)
+    return result
+
+
+def merge_phrases(elements: list[Element]) -> list[Element]:
+    """Words of one colour next to each other are one text element (a phrase), as a designer would set it.
+
+    The detector boxes words and lines, not phrases: a line it split in two (a rotated line, a line crossing
+    another text) would otherwise come back as one layer per word, and a word it missed (crossed by another
+    text) as glyph-like shapes of the same colour next to it.
+    """
+
+    def wordlike(element: Element) -> bool:
+        return element.kind is ElementKind.TEXT or (element.kind is ElementKind.SHAPE and element.glyph_like)
+
+    texts = [e for e in elements if wordlike(e)]
+    if len(texts) < 2 or not any(e.kind is ElementKind.TEXT for e in texts):
+        return elements
+    boxes = {}
+    for element in texts:
+        rows, cols = bbox_slices(element.mask, 0)
+        boxes[id(element)] = (cols.start, rows.start, cols.stop, rows.stop)
+    merged = list(elements)
+    changed = True
+    while changed:
+        changed = False
+        texts = [e for e in merged if wordlike(e)]
+        for first in texts:
+            for second in texts:
+                if first is second or ElementKind.TEXT not in (first.kind, second.kind):
+                    continue
+                if np.linalg.norm(first.color_rgb - second.color_rgb) >= SAME_COLOR:
+                    continue
+                a, b = boxes[id(first)], boxes[id(second)]
+                reach_px = 0.6 * min(a[3] - a[1], b[3] - b[1])  # about a word space at that size
+                if (a[0] - reach_px > b[2] or b[0] - reach_px > a[2]
+                        or a[1] - reach_px > b[3] or b[1] - reach_px > a[3]):
+                    continue
+                left, right = (first, second) if a[0] <= b[0] else (second, first)
+                phrase = Element(ElementKind.TEXT, first.mask | second.mask,
+                                  (first.color_rgb * first.area + second.color_rgb * second.area)
+                                  / max(first.area + second.area, 1),
+                                  " ".join(t for t in (left.text, right.text) if t))
+                set_hull(phrase)
+                boxes[id(phrase)] = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+                merged = [e for e in merged if e is not first and e is not second] + [phrase]
+                changed = True
+                break
+            if changed:
+                break
+    return merged

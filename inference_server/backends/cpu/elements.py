@@ -1,0 +1,81 @@
+"""What the decomposer finds on the canvas: elements (kind, core mask, hull, colour) and their names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+
+from .masks import count_pieces, hull_mask, is_stroke
+
+COLOR_NAMES = {
+    "Red": (220, 50, 50), "Orange": (245, 150, 60), "Yellow": (235, 205, 80), "Green": (60, 170, 80),
+    "Teal": (40, 160, 150), "Mint": (140, 200, 190), "Blue": (50, 110, 200), "Navy": (30, 50, 90),
+    "Purple": (110, 75, 150), "Pink": (235, 130, 170), "Brown": (130, 85, 50), "White": (250, 250, 250),
+    "Grey": (128, 128, 128), "Black": (15, 15, 15),
+}
+
+
+def color_name(rgb) -> str:
+    rgb = np.asarray(rgb, np.float64)
+    return min(COLOR_NAMES, key=lambda name: float(np.sum((np.asarray(COLOR_NAMES[name]) - rgb) ** 2)))
+
+
+class ElementKind(Enum):
+    BACKGROUND = "background"
+    SHAPE = "shape"  # flat colour (or a gradient), possibly translucent
+    TEXT = "text"  # the letters of a word or phrase the text detector read
+    IMAGE = "image"  # a photograph placed on the canvas, or a photo's subject
+
+
+@dataclass(eq=False)  # identity, not field equality: elements are compared with `is` and held in lists
+class Element:
+    """One thing on the canvas: a set of regions (or a texture mask), its kind and name."""
+
+    kind: ElementKind
+    mask: np.ndarray  # bool H×W, the pixels that certainly belong to it (its core)
+    color_rgb: np.ndarray
+    text: str = ""  # what a text element reads ("Subject" for a photo's subject)
+    hull: np.ndarray = field(init=False)  # bool H×W, union of its regions' convex hulls (occlusion, completion)
+    area: int = field(init=False)
+    level: int = 0
+    pieces: int = 1
+    glyph_like: bool = False
+    opacity: float = 1.0  # < 1: a translucent flat shape (its colour is color_rgb, its alpha this)
+    regions: list[int] = field(default_factory=list)  # background only: its flat regions ([] = a photo's texture)
+    host: Element | None = None  # marks drawn on a shape: that shape (they fold back into it first)
+
+    def __post_init__(self) -> None:
+        self.color_rgb = np.asarray(self.color_rgb, np.float64)
+        self.hull = self.mask
+        self.area = int(self.mask.sum())
+
+    @property
+    def name(self) -> str:
+        if self.kind is ElementKind.BACKGROUND:
+            return "Background"
+        if self.kind is ElementKind.TEXT:
+            return f"Text '{self.text}'" if self.text else "Text"
+        if self.kind is ElementKind.IMAGE:
+            return self.text or "Image"
+        if self.opacity < 1.0:
+            return f"Translucent {color_name(self.color_rgb).lower()} shape ({self.opacity:.0%})"
+        return f"{color_name(self.color_rgb)} shape" + ("s" if self.glyph_like else "")
+
+
+def set_hull(element: Element) -> None:
+    """The element's pieces, whether it looks like glyphs, and the hull its occlusion and completion use."""
+    # Glyphs are not convex: their hulls would claim their own counters (and whatever shows through them)
+    # as occluded parts. Text and many-piece elements (words the detector missed) keep their own mask.
+    # (A shape cut up by letters above it has one dominant piece; a word has many similar ones.)
+    element.pieces, largest_share = count_pieces(element.mask)
+    glyph_like = element.kind is ElementKind.TEXT or (element.pieces >= 3 and largest_share < 0.6)
+    element.glyph_like = glyph_like
+    # Rings, outlines and arcs are thin all along: their hull would claim the whole inside (and everything
+    # drawn there) as occluded parts of them, and completion would fill it in. They keep their own mask too.
+    if glyph_like:
+        element.hull = element.mask
+    else:
+        hull = hull_mask(element.mask)
+        element.hull = element.mask if is_stroke(element.mask, hull) else hull

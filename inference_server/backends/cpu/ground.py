@@ -1,0 +1,153 @@
+"""Step 4, the ground: the flat background (or none: a photo), the photographs placed on it, and ground-coloured
+marks enclosed by shapes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .cancel import checkpoint
+from .elements import Element, ElementKind, set_hull
+from .masks import bbox_slices
+from .regions import Regions
+from .tuning import MIN_ELEMENT_FRACTION, MIN_IMAGE_FRACTION, PHOTO_BLEED_SHARE, PHOTO_TEXTURE_SHARE, SAME_COLOR
+
+
+@dataclass
+class Ground:
+    """The flat background: its main region and every region of its colour model, and the photographs placed on
+    it. ``region`` None: no flat ground, the image is a photo (or texture)."""
+
+    region: int | None = None
+    regions: set[int] = field(default_factory=set)
+    photos: list[np.ndarray] = field(default_factory=list)  # bool H×W masks, holes filled
+
+
+def find_ground(regions: Regions, candidates: list[int]) -> Ground:
+    """The flat colour that runs along most of the canvas's edge (with the other border regions its colour model
+    explains: the four corners around a round icon are one ground), if it is big enough to be one, plus the flat
+    regions its model explains. Border contact, not area, decides figure against ground: a disc filling an icon
+    is the figure. A photograph running off the canvas along a good part of its edge makes the whole image a
+    photo (a sky whose smooth part looked like a flat background)."""
+    labels = regions.labels
+    height_px, width_px = labels.shape
+    total = height_px * width_px
+    border_flat = [k for k in candidates if regions.touches_border[k] and regions.areas[k] >= 0.01 * total]
+    if not border_flat:
+        return Ground()
+    perimeter = np.concatenate([labels[0], labels[-1], labels[1:-1, 0], labels[1:-1, -1]])
+    contact = np.bincount(perimeter, minlength=regions.count)
+
+    def ground_family(k: int) -> list[int]:
+        predicted = np.einsum("ki,ic->kc", regions.features_mean[border_flat], regions.coefs[k])
+        close = ((np.linalg.norm(predicted - regions.means[border_flat], axis=1) < SAME_COLOR * 0.5)
+                 | (np.linalg.norm(regions.means[border_flat] - regions.means[k], axis=1) < SAME_COLOR * 0.5))
+        return [j for j, near in zip(border_flat, close, strict=False) if near or j == k]
+
+    families = {k: ground_family(k) for k in border_flat}
+    bg_region = max(border_flat, key=lambda k: (contact[families[k]].sum(), regions.areas[k]))
+    if regions.areas[families[bg_region]].sum() < 0.1 * total:
+        return Ground()
+    bg_regions = set(families[bg_region])
+    bg_coef = regions.coefs[bg_region]
+    for k in candidates:
+        if k in bg_regions:
+            continue
+        # The background's colour model, averaged over region k, against k's own mean: a gradient cut apart
+        # by a shape continues on the other side, and the counters of letters show the background.
+        predicted = regions.features_mean[k] @ bg_coef
+        if np.linalg.norm(predicted - regions.means[k]) < SAME_COLOR * 0.5:
+            bg_regions.add(k)
+
+    bg_lookup = np.zeros(regions.count, bool)
+    bg_lookup[list(bg_regions)] = True
+    photos = photo_objects(regions, bg_lookup[labels])
+    edge = np.zeros((height_px, width_px), bool)
+    edge[[0, -1], :] = edge[:, [0, -1]] = True
+    if photos and (np.logical_or.reduce(photos) & edge).sum() > PHOTO_BLEED_SHARE * edge.sum():
+        return Ground()
+    return Ground(bg_region, bg_regions, photos)
+
+
+def enclosed_ground(rgb: np.ndarray, background: Element, elements: list[Element]) -> list[Element]:
+    """Background-coloured marks enclosed by a solid shape (white letters in a blue box, the glyph on a round
+    icon) are drawn on the shape, not holes through it to the background: they become elements of their own,
+    above the shape, which is completed under them. A mark is the pixels inside the shape's hull, outside every
+    element, nearer the background's colour than the shape's, in pieces that do not reach out of the hull (a
+    bay of background in a concave shape does). Glyphs and strokes keep their own mask as hull: the counters
+    of letters and the inside of a ring stay background."""
+    import cv2
+
+    height_px, width_px = rgb.shape[:2]
+    owner = np.zeros((height_px, width_px), np.int32)
+    for index, element in enumerate(elements, start=1):
+        owner[element.mask] = index
+    found: list[Element] = []
+    for shape in elements:
+        if shape.kind is not ElementKind.SHAPE or shape.glyph_like or shape.opacity < 1.0 or shape.hull is shape.mask:
+            continue
+        checkpoint()
+        box = bbox_slices(shape.hull, 1)
+        hull = shape.hull[box]
+        crop = rgb[box]
+        to_ground = np.linalg.norm(crop - background.color_rgb.astype(np.float32), axis=2)
+        to_shape = np.linalg.norm(crop - shape.color_rgb.astype(np.float32), axis=2)
+        marks = hull & (owner[box] == 0) & (to_ground < to_shape)
+        if marks.sum() < MIN_ELEMENT_FRACTION * height_px * width_px or marks.sum() > 0.3 * hull.sum():
+            continue
+        count, pieces = cv2.connectedComponents(marks.astype(np.uint8), connectivity=8)
+        outside = cv2.dilate((~hull).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+        open_pieces = np.unique(pieces[outside & marks])
+        marks &= ~np.isin(pieces, open_pieces)
+        if marks.sum() < MIN_ELEMENT_FRACTION * height_px * width_px:
+            continue
+        mask = np.zeros((height_px, width_px), bool)
+        mask[box] = marks
+        background.mask &= ~mask
+        color = rgb[mask].mean(axis=0)
+        # An element of their colour there already (a word read there, a glyph's core) takes the marks around
+        # it: they are its soft edge and the letters it missed.
+        near = cv2.dilate(mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+        words = [e for e in elements + found if e is not shape and e.kind in (ElementKind.TEXT, ElementKind.SHAPE)
+                 and np.linalg.norm(e.color_rgb - color) < np.linalg.norm(shape.color_rgb - color)
+                 and (e.mask & near).any()]
+        if words:
+            words[0].mask = words[0].mask | mask
+            words[0].area = int(words[0].mask.sum())
+            set_hull(words[0])
+            continue
+        element = Element(ElementKind.SHAPE, mask, color)
+        element.host = shape
+        set_hull(element)
+        found.append(element)
+    return found
+
+
+def photo_objects(regions: Regions, background: np.ndarray) -> list[np.ndarray]:
+    """Masks of the photographs on a flat background: connected blobs of non-background pixels, holes filled,
+    whose inside (a few pixels in from their outline) is mostly texture (edge pixels or regions the colour
+    model does not explain). Flat graphics, even with text in them, are texture only along their edges."""
+    import cv2
+
+    height_px, width_px = background.shape
+    texture = (regions.labels == 0) | ~regions.flat[regions.labels]
+    count, blobs, stats, _ = cv2.connectedComponentsWithStats((~background).astype(np.uint8), connectivity=8)
+    photos = []
+    erode = np.ones((5, 5), np.uint8)
+    for k in range(1, count):
+        checkpoint()
+        if stats[k, cv2.CC_STAT_AREA] < MIN_IMAGE_FRACTION * height_px * width_px:
+            continue
+        box = bbox_slices(blobs == k, 2)
+        blob = (blobs[box] == k).astype(np.uint8)
+        inside = cv2.erode(blob, erode).astype(bool)
+        # Thin things (letters, strokes, small icons) are mostly outline: a photograph is solid.
+        if inside.sum() < max(50, 0.5 * blob.sum()) or texture[box][inside].mean() < PHOTO_TEXTURE_SHARE:
+            continue
+        contours, _ = cv2.findContours(blob, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(blob, contours, -1, 1, thickness=cv2.FILLED)
+        mask = np.zeros(background.shape, bool)
+        mask[box] = blob.astype(bool)
+        photos.append(mask)
+    return photos

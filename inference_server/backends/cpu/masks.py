@@ -1,0 +1,101 @@
+"""Mask geometry the steps share: pieces, hulls, openings, filled holes, bounding boxes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .tuning import STROKE_THICKNESS
+
+
+def count_pieces(mask: np.ndarray) -> tuple[int, float]:
+    """(number of connected pieces, largest piece's share of the area)."""
+    import cv2
+
+    if not mask.any():
+        return 0, 0.0
+    crop = mask[bbox_slices(mask, 1)]  # the same pieces, at the cost of the mask's box, not the whole image
+    count, _, stats, _ = cv2.connectedComponentsWithStats(crop.astype(np.uint8), connectivity=8)
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    return int(count - 1), float(areas.max() / max(areas.sum(), 1)) if areas.size else 0.0
+
+
+def hull_mask(mask: np.ndarray) -> np.ndarray:
+    """Union of the convex hulls of the mask's connected parts."""
+    import cv2
+
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    hull = np.zeros(mask.shape, np.uint8)
+    for contour in contours:
+        cv2.fillPoly(hull, [cv2.convexHull(contour)], 1)
+    return hull.astype(bool) | mask
+
+
+def open_mask(mask: np.ndarray, kernel_px: int) -> np.ndarray:
+    """Morphological opening with a disc of ``kernel_px``, as uint8. A big disc on a big image is slow (seconds
+    at 12 MP), so big openings run at reduced size; the result never reaches outside ``mask``."""
+    import cv2
+
+    factor = max(1, kernel_px // 25)
+    if factor == 1:
+        disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kernel_px, kernel_px))
+        return cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, disc)
+    height_px, width_px = mask.shape
+    size = (max(1, width_px // factor), max(1, height_px // factor))
+    small = cv2.resize(mask.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0.5
+    small_px = max(3, (kernel_px // factor) | 1)  # 25 px or more: still round
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (small_px, small_px))
+    opened = cv2.morphologyEx(small.astype(np.uint8), cv2.MORPH_OPEN, disc)
+    return cv2.resize(opened, (width_px, height_px), interpolation=cv2.INTER_NEAREST) & mask.astype(np.uint8)
+
+
+def filled(mask: np.ndarray) -> np.ndarray:
+    """The mask with the holes its outer contours enclose filled."""
+    import cv2
+
+    if not mask.any():
+        return mask
+    box = bbox_slices(mask, 1)
+    crop = mask[box].astype(np.uint8)
+    contours, _ = cv2.findContours(crop, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(crop, contours, -1, 1, thickness=cv2.FILLED)
+    out = np.zeros(mask.shape, bool)
+    out[box] = crop.astype(bool)
+    return out
+
+
+def is_long(mask: np.ndarray, length_px: float) -> bool:
+    """Whether the mask spans at least ``length_px`` along x or y (a thin rule is small in area, not in size)."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return rows.size > 0 and max(rows[-1] - rows[0], cols[-1] - cols[0]) >= length_px
+
+
+def is_stroke(mask: np.ndarray, hull: np.ndarray) -> bool:
+    """Thin everywhere (thickness under STROKE_THICKNESS of the hull's size) and hollow (half its hull or less).
+    ``hull`` is the mask's ``hull_mask``."""
+    import cv2
+
+    if not mask.any():
+        return False
+    crop = mask[bbox_slices(mask, 1)].astype(np.uint8)
+    thickness_px = 2.0 * float(cv2.distanceTransform(crop, cv2.DIST_L2, 3).max())
+    hull_area = float(hull.sum())
+    return thickness_px < STROKE_THICKNESS * np.sqrt(hull_area) and crop.sum() < 0.5 * hull_area
+
+
+def joint_hull(mask: np.ndarray) -> np.ndarray:
+    """The one convex hull around all of the mask's pixels."""
+    import cv2
+
+    points = cv2.findNonZero(mask.astype(np.uint8))
+    hull = np.zeros(mask.shape, np.uint8)
+    if points is not None:
+        cv2.fillPoly(hull, [cv2.convexHull(points)], 1)
+    return hull.astype(bool) | mask
+
+
+def bbox_slices(mask: np.ndarray, margin_px: int):
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    height_px, width_px = mask.shape
+    return (slice(max(rows[0] - margin_px, 0), min(rows[-1] + margin_px + 1, height_px)),
+            slice(max(cols[0] - margin_px, 0), min(cols[-1] + margin_px + 1, width_px)))

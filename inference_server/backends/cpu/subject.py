@@ -1,0 +1,117 @@
+"""Step 4, a photo's subject: colour contrast to the border with a centre prior seeds grabCut."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .cancel import checkpoint
+from .elements import Element, ElementKind
+from .masks import hull_mask
+from .tuning import SUBJECT_MAX_SIDE_PX
+
+
+def find_subject(rgb: np.ndarray, background: Element, elements: list[Element]) -> Element | None:
+    """The photo's main subject: colour contrast to the border with a centre prior seeds grabCut.
+
+    Runs at most SUBJECT_MAX_SIDE_PX on the long side. The salient blobs only *seed* the subject: the probable
+    foreground is their dilated convex hull, generous enough that grabCut's colour models can take in a head
+    above a suit or a cup's rim whose colours look like the border's. The mask is scaled back with a guided
+    filter (edges follow the full-size image) and its outer rim is left to the peel's soft-edge band.
+    """
+    import cv2
+
+    height_px, width_px = rgb.shape[:2]
+    if min(height_px, width_px) < 24:
+        return None
+    scale = min(1.0, SUBJECT_MAX_SIDE_PX / max(height_px, width_px))
+    size = (max(8, round(width_px * scale)), max(8, round(height_px * scale)))
+    small = cv2.resize(np.clip(rgb, 0, 255).astype(np.uint8), size, interpolation=cv2.INTER_AREA)
+    lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB).astype(np.float32)
+    border = np.concatenate([lab[:3].reshape(-1, 3), lab[-3:].reshape(-1, 3),
+                             lab[:, :3].reshape(-1, 3), lab[:, -3:].reshape(-1, 3)])
+    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 10, 1.0)
+    clusters = min(6, len(border))
+    cv2.setRNGSeed(0)  # k-means++ seeding: the same photo gives the same subject
+    _, _, centers = cv2.kmeans(border, clusters, None, criteria, 2,  # type: ignore[call-overload]
+                                  cv2.KMEANS_PP_CENTERS)
+    distance = np.min(np.linalg.norm(lab[:, :, None, :] - centers[None, None], axis=3), axis=2)
+    ys, xs = np.mgrid[0:size[1], 0:size[0]].astype(np.float32)
+    centre = np.exp(-(((xs / size[0] - 0.5) ** 2) + ((ys / size[1] - 0.5) ** 2)) / (2 * 0.3 ** 2))
+    saliency = cv2.GaussianBlur(distance * centre, (0, 0), 2.0)
+    saliency_u8 = np.clip(saliency / max(float(saliency.max()), 1e-6) * 255, 0, 255).astype(np.uint8)
+    threshold, _ = cv2.threshold(saliency_u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    salient = (saliency_u8 > threshold).astype(np.uint8)
+    # Keep the big blobs (specks of odd colour in the background are not the subject).
+    count, pieces, stats, _ = cv2.connectedComponentsWithStats(salient, connectivity=8)
+    if count < 2:
+        return None
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    keep = 1 + np.flatnonzero(areas >= max(0.15 * areas.max(), 0.005 * salient.size))
+    salient = np.isin(pieces, keep)
+    side_px = min(size)
+    grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * round(0.08 * side_px) + 1,) * 2)
+    probable = cv2.dilate(hull_mask(salient).astype(np.uint8), grow)
+    if probable[-max(3, size[1] // 10):].any():
+        # A subject standing on (or near) the bottom edge, a person, may have its head above the salient part
+        # (a suit): let the probable region reach a fifth of the height further up.
+        reach_px = round(0.2 * size[1])
+        upward = cv2.getStructuringElement(cv2.MORPH_RECT, (1, reach_px + 1))
+        probable = cv2.dilate(probable, upward, anchor=(0, 0))
+    probable = probable.astype(bool)
+    mask = np.full(salient.shape, cv2.GC_PR_BGD, np.uint8)
+    mask[probable] = cv2.GC_PR_FGD
+    mask[salient & (saliency_u8 > min(255, threshold * 1.6))] = cv2.GC_FGD
+    # The frame's edge is background, except the bottom edge: people and objects often stand on it.
+    mask[:2][mask[:2] != cv2.GC_FGD] = cv2.GC_BGD
+    mask[:, :2][mask[:, :2] != cv2.GC_FGD] = cv2.GC_BGD
+    mask[:, -2:][mask[:, -2:] != cv2.GC_FGD] = cv2.GC_BGD
+    bgd_model, fgd_model = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.grabCut(small[..., ::-1].copy(), mask, None, bgd_model, fgd_model, 6,  # type: ignore[call-overload]
+                cv2.GC_INIT_WITH_MASK)
+    foreground = np.isin(mask, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.uint8)
+    count, pieces, stats, _ = cv2.connectedComponentsWithStats(foreground, connectivity=8)
+    if count < 2:
+        return None
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    keep = 1 + np.flatnonzero(areas >= max(0.2 * areas.max(), 0.01 * foreground.size))
+    foreground = np.isin(pieces, keep).astype(np.uint8)
+    # Holes inside the subject (the dark coffee, a pupil) belong to it.
+    contours, _ = cv2.findContours(foreground, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(foreground, contours, -1, 1, thickness=cv2.FILLED)
+    checkpoint()
+    full = guided_upsample(foreground.astype(np.float32), rgb, scale) > 0.5
+    for element in elements:
+        full &= ~element.mask
+    share = full.mean()
+    if not 0.02 <= share <= 0.85:
+        return None
+    # Leave the outer rim to the peel's soft-edge band.
+    rim = max(1, round(0.5 / scale))
+    core = cv2.erode(full.astype(np.uint8), np.ones((2 * rim + 1, 2 * rim + 1), np.uint8)).astype(bool)
+    if core.sum() < 0.01 * core.size:
+        return None
+    subject = Element(ElementKind.IMAGE, core, rgb[core].mean(axis=0), "Subject")
+    subject.hull = hull_mask(core)
+    return subject
+
+
+def guided_upsample(mask_small: np.ndarray, rgb: np.ndarray, scale: float) -> np.ndarray:
+    """A low-resolution mask (0–1) scaled to full size with a guided filter (He et al.) on the image's
+    luminance, so its edges move onto the photo's edges instead of staying blocky."""
+    import cv2
+
+    height_px, width_px = rgb.shape[:2]
+    mask = cv2.resize(mask_small, (width_px, height_px), interpolation=cv2.INTER_LINEAR)
+    if scale >= 1.0:
+        return mask
+    guide = (rgb @ np.array([0.299, 0.587, 0.114], np.float32)).astype(np.float32) / 255.0
+    radius_px = max(2, round(1.5 / scale))
+    ksize = (2 * radius_px + 1, 2 * radius_px + 1)
+    mean_i = cv2.blur(guide, ksize)
+    mean_p = cv2.blur(mask, ksize)
+    checkpoint()
+    var_i = cv2.blur(guide * guide, ksize) - mean_i * mean_i
+    cov_ip = cv2.blur(guide * mask, ksize) - mean_i * mean_p
+    a = cov_ip / (var_i + 1e-3)
+    b = mean_p - a * mean_i
+    return cv2.blur(a, ksize) * guide + cv2.blur(b, ksize)

@@ -1,0 +1,75 @@
+"""Step 3, text: word boxes from rapidocr's PP-OCR detector, whose weights ship inside its wheel."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from .tuning import OCR_MAX_SIDE_PX
+
+
+@dataclass(frozen=True)
+class Word:
+    """One detected word (or line): its box's 4 corner points (x, y) in image pixels, and what it reads."""
+
+    box_px: np.ndarray  # 4×2 float
+    text: str
+
+
+class TextDetector:
+    """rapidocr, loaded on first use (thread-safe); without it (missing wheel, broken onnxruntime) no words."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self._engine = None
+        self.failure = ""  # why the engine could not load ("" while it could, or was not tried yet)
+        self._lock = threading.Lock()
+
+    @property
+    def available(self) -> bool:
+        return self.enabled and not self.failure
+
+    def detect(self, rgb_u8: np.ndarray, notes: list[str]) -> list[Word]:
+        """The image's words; [] without the OCR engine (and then a note says why)."""
+        if not self.enabled:
+            return []
+        engine = self._load(notes)
+        if engine is None:
+            return []
+        height_px, width_px = rgb_u8.shape[:2]
+        if min(height_px, width_px) < 16:
+            return []
+        scale = min(1.0, OCR_MAX_SIDE_PX / max(height_px, width_px))
+        small = rgb_u8
+        if scale < 1.0:
+            small = np.asarray(Image.fromarray(rgb_u8).resize(
+                (max(1, round(width_px * scale)), max(1, round(height_px * scale))), Image.Resampling.BILINEAR))
+        import cv2
+
+        result, _ = engine(np.ascontiguousarray(cv2.cvtColor(small, cv2.COLOR_RGB2BGR)), use_cls=False)
+        words = []
+        for box, text, score in result or []:
+            if float(score) < 0.5:
+                continue
+            # One "character" is most often a shape read as a glyph (a star as '★', a bitten disc as 'D');
+            # a real single letter still comes back as its own layer, as a shape.
+            if sum(ch.isalnum() for ch in str(text)) < 2:
+                continue
+            words.append(Word(np.asarray(box, np.float64) / scale, str(text).strip()))
+        return words
+
+    def _load(self, notes: list[str]):
+        with self._lock:
+            if self._engine is None and not self.failure:
+                try:
+                    from rapidocr_onnxruntime import RapidOCR
+
+                    self._engine = RapidOCR()
+                except Exception as error:  # missing wheel or broken onnxruntime: decompose without text cues
+                    self.failure = f"{type(error).__name__}: {error}"
+            if self.failure:
+                notes.append(f"text detector unavailable ({self.failure}); text is treated as shapes")
+            return self._engine

@@ -6,12 +6,13 @@ Nothing runs at import: ``register()`` imports the Blender modules listed in ``_
 """
 
 import importlib
+from types import ModuleType
 
 _modules = ("properties", "preferences", "connection", "operators", "panels", "job_watch", "operators_layers",
             "operators_animation", "panels_layers", "server_setup", "operators_setup", "operators_stack_export",
             "panels_stack_export")
 
-_loaded = []
+_loaded: list[ModuleType] = []
 
 
 def register():

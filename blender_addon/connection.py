@@ -1,8 +1,13 @@
-"""The add-on's link to the server: a locally started ``ServerProcess`` or the URL of a running server.
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The add-on's link to the server: a locally started ``AddonServerProcess`` or the URL of a running server.
 
 Starting the server takes seconds (imports, backend warm-up), so it never happens on the main thread: the first
 job starts it from its background thread, and "Restart server" restarts it on a thread of its own. The process
 is reused by later jobs, stopped on unregister and at quit (``atexit``).
+
+Each server's ``/v1/health`` version is compared with the add-on's (``core.versions``): a started server's when it
+is up, a server reached by URL's on its first use. The warning, if any, stays in ``server_state()`` for the panel and
+the preferences, and the operators report it.
 """
 
 import atexit
@@ -14,22 +19,17 @@ import bpy
 
 from .core.client import ServerClient, ServerError
 from .core.server_install import clean_env
-from .core.server_process import ServerProcess, ServerStartError, qwen_serve_args, tier_line
+from .core.server_process import AddonServerProcess, ServerStartError, qwen_serve_args, tier_line
+from .core.versions import addon_version, version_warning
+from .user_folders import server_data_folder
 
 _lock = threading.Lock()
 _start_lock = threading.Lock()
-_server = None  # the ServerProcess this add-on started, if any
-_state = {"status": "stopped", "message": "", "tier": ""}  # status: stopped | starting | running | failed
+_server = None  # the AddonServerProcess this add-on started, if any
+# status: stopped | starting | running | failed; version_warning: about the server at version_url ('' when it matches)
+_state = {"status": "stopped", "message": "", "tier": "", "version_warning": "", "version_url": ""}
 _atexit_registered = False
 MAIN_THREAD_TIMEOUT_S = 10.0
-
-
-def data_dir():
-    """Per-user folder for the server's job data and log (not /tmp: finished jobs survive a reboot)."""
-    try:
-        return bpy.utils.extension_path_user(__package__, path="server", create=True)
-    except (ValueError, KeyError, RuntimeError):  # loaded as a legacy add-on, not an extension
-        return bpy.utils.user_resource('DATAFILES', path=os.path.join("strata", "server"), create=True)
 
 
 def settings_from_preferences(prefs):
@@ -58,7 +58,7 @@ def settings_from_preferences(prefs):
         "gpus": prefs.gpus,
         "url": prefs.server_url,
         "token": prefs.server_token,
-        "data_dir": data_dir(),
+        "data_dir": server_data_folder(),
     }
 
 
@@ -75,7 +75,7 @@ def _new_process(settings):
                             settings.get("transformer", ""))
     if settings.get("gpus") == 'ALL' and settings["backend"] != 'cpu':
         extra += ["--gpus", "all"]
-    return ServerProcess(python_path=settings["python"] or None, command=settings["command"] or None,
+    return AddonServerProcess(python_path=settings["python"] or None, command=settings["command"] or None,
                          backend=settings["backend"], model=settings["model"] or None, data_dir=settings["data_dir"],
                          extra_args=extra, cwd=cwd, env=env)
 
@@ -107,7 +107,7 @@ def running_client(settings):
 def check_settings(settings):
     """Raise ``ServerStartError`` at once (on the main thread) when there is no way to reach a server."""
     if settings["connection"] == 'START' and not settings["python"] and not settings["command"]:
-        _new_process(settings)  # raises the teaching message of ServerProcess
+        _new_process(settings)  # raises the teaching message of AddonServerProcess
     if settings["connection"] == 'URL' and not settings["url"]:
         raise ServerStartError("no server URL: set the URL and token of the running Strata server in the add-on "
                                "preferences, or let the add-on start one")
@@ -140,20 +140,26 @@ def ensure_client(settings):
         with _lock:
             _server = server
             _state.update(status="running", message=f"running at {server.url}", tier="")
-        _record_tier(ServerClient(server.url, server.token))
+        _record_health(ServerClient(server.url, server.token))
         if not _atexit_registered:
             atexit.register(stop_server)
             _atexit_registered = True
         return ServerClient(server.url, server.token)
 
 
-def _record_tier(client, attempts=20, wait_s=0.5):
-    """Ask the fresh server which GPU tier it chose (its worker says so once it is up); the preferences show it."""
+def _record_health(client, attempts=20, wait_s=0.5):
+    """Ask the fresh server its version and which GPU tier it chose (its worker says so once it is up); the panel and
+    the preferences show them."""
+    version_known = False
     for _ in range(attempts):
         try:
-            line = tier_line(client.health())
+            health = client.health()
         except ServerError:
-            line = ""
+            health = None
+        if health is not None and not version_known:
+            record_version(client.url, health)
+            version_known = True
+        line = tier_line(health) if health is not None else ""
         if line:
             with _lock:
                 _state["tier"] = line
@@ -161,11 +167,33 @@ def _record_tier(client, attempts=20, wait_s=0.5):
         time.sleep(wait_s)
 
 
+def record_version(url, health):
+    """Compare the version in ``health`` (the ``/v1/health`` answer of the server at ``url``) with the add-on's and
+    keep the warning for the panel → the warning, '' when they match."""
+    warning = version_warning(health, addon_version())
+    with _lock:
+        _state.update(version_warning=warning, version_url=url)
+    return warning
+
+
+def server_version_warning(client):
+    """The version warning about ``client``'s server: known since the add-on started it (or last asked), else asked
+    now with one quick ``/v1/health`` (a server reached by URL, on its first use)."""
+    with _lock:
+        if _state["version_url"] == client.url:
+            return _state["version_warning"]
+    try:
+        health = client.health()
+    except ServerError:
+        return ""  # the request that follows reports what is wrong with the server
+    return record_version(client.url, health)
+
+
 def stop_server():
     global _server
     with _lock:
         server, _server = _server, None
-        _state.update(status="stopped", message="")
+        _state.update(status="stopped", message="", version_warning="", version_url="")
     if server is not None:
         server.stop()
 

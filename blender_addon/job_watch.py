@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Main-thread side of a running job: copy the background thread's snapshot into Scene.strata, build on success.
 
 ``tick()`` is a plain function: a ``bpy.app.timers`` callback calls it in Blender, tests call it directly (timers
@@ -5,7 +6,6 @@ never fire in the bpy module). It returns the seconds until it wants to run agai
 """
 
 import logging
-import traceback
 from types import SimpleNamespace
 
 import bpy
@@ -41,17 +41,6 @@ def watch(runner, scene, on_success, label="Decompose", undo=True):
 def active():
     """The runner being watched, or None."""
     return _active.runner if _active is not None else None
-
-
-class WhenIdle:
-    """Operator mixin: available only while no Strata job runs (one at a time), then as the next class's poll says."""
-
-    @classmethod
-    def poll(cls, context):
-        if active() is not None:
-            cls.poll_message_set("Wait for the running Strata job to finish")
-            return False
-        return super().poll(context)
 
 
 def cancel():
@@ -134,7 +123,7 @@ def tick():
         try:
             watched.on_success(SimpleNamespace(scene=scene), snapshot.result)
         except Exception as e:  # the layers are on disk; say what failed instead of leaving a half-built stack
-            traceback.print_exc()
+            logger.exception("building the result of %s failed", watched.label)
             snapshot.status, snapshot.error = "failed", f"building the stack failed: {e}"
         else:
             if watched.undo:

@@ -1,135 +1,49 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Operators: glue between the panel, the bpy-free core and the scene writers.
 
-Each one checks its input, hands slow work to a background thread and reports failures with ``self.report``;
-a failed operator leaves the scene as it was.
+Each one checks its input, hands slow work to a background thread and reports failures through
+``mixins.StrataOperator`` (its ``user_errors``); a failed operator leaves the scene as it was.
 """
 
-import os
-
-import bpy
-import numpy as np
 from bpy.types import Operator
 
 from . import connection, job_watch
-from .core.client import ServerError, layers_param
-from .core.images import InputImageError, encode_png_rgba, sniff_image
-from .core.jobs import JobRunner
+from .core.client import ServerError
+from .core.image_bytes import InputImageError
+from .core.job_runner import JobRunner
 from .core.server_process import ServerStartError, tier_line
+from .mixins import StrataOperator
 from .preferences import get_preferences
-from .scene import planes
+from .scene import planes, stack
+from .scene.job_input import decompose_params, input_image
+from .user_folders import layer_folder
 
 USER_ERRORS = (ServerError, ServerStartError, InputImageError, OSError, ValueError)
 
 
-def _linear_to_srgb(values):
-    return np.where(values <= 0.0031308, values * 12.92, 1.055 * np.power(np.clip(values, 0.0031308, None), 1 / 2.4)
-                    - 0.055)
-
-
-def blender_image_bytes(image):
-    """PNG/JPEG bytes of a Blender image: its file when that is what Blender shows, else its pixels as PNG."""
-    if not image.is_dirty and image.source == 'FILE':
-        if image.packed_file is not None:
-            data = bytes(image.packed_file.data)
-        else:
-            path = bpy.path.abspath(image.filepath, library=image.library)
-            data = open(path, "rb").read() if os.path.isfile(path) else b""
-        try:
-            sniff_image(data)
-            return data, bpy.path.basename(image.filepath) or f"{image.name}.png"
-        except InputImageError:
-            pass  # a format the server may not read (EXR, ...): send the pixels instead
-    width_px, height_px = image.size
-    if width_px == 0 or height_px == 0:
-        raise InputImageError(f"the Blender image {image.name!r} has no pixels (is its file missing?)")
-    pixels = np.empty(width_px * height_px * 4, np.float32)
-    image.pixels.foreach_get(pixels)
-    rgba = pixels.reshape(height_px, width_px, 4)
-    if image.is_float and image.colorspace_settings.name not in ('sRGB', 'Non-Color'):
-        rgba = rgba.copy()
-        rgba[..., :3] = _linear_to_srgb(rgba[..., :3])  # float buffers hold scene-linear values
-    data = encode_png_rgba(np.clip(np.rint(rgba * 255.0), 0, 255).astype(np.uint8)[::-1])
-    return data, f"{image.name}.png"
-
-
-def input_image(settings):
-    """(bytes, file name, stack name, (width_px, height_px) or None) of the image the panel points at."""
-    if settings.image is not None:
-        data, file_name = blender_image_bytes(settings.image)
-        stack_name = settings.image.name
-    elif settings.image_path:
-        path = bpy.path.abspath(settings.image_path)
-        if not os.path.isfile(path):
-            raise InputImageError(f"image file not found: {path}")
-        with open(path, "rb") as handle:
-            data = handle.read()
-        file_name = os.path.basename(path)
-        stack_name = os.path.splitext(file_name)[0]
-    else:
-        raise InputImageError("no input image: pick an image file or a Blender image in the Strata panel")
-    _, width_px, height_px = sniff_image(data, name=file_name)
-    size_px = (width_px, height_px) if width_px and height_px else None
-    return data, file_name, stack_name, size_px
-
-
-def layer_folder():
-    """Where downloaded layers go: //strata next to a saved .blend, else a per-user folder (never only /tmp)."""
-    if bpy.data.filepath:
-        return os.path.join(os.path.dirname(bpy.path.abspath("//")), "strata")
-    try:
-        return bpy.utils.extension_path_user(__package__, path="layers", create=True)
-    except (ValueError, KeyError, RuntimeError):  # loaded as a legacy add-on, not an extension
-        return bpy.utils.user_resource('DATAFILES', path=os.path.join("strata", "layers"), create=True)
-
-
-def decompose_params(settings, prefs):
-    params = {
-        "layers": layers_param(settings.layers_auto, settings.layers),
-        "num_inference_steps": settings.steps,
-        "resolution": int(settings.resolution),
-        "prompt": settings.prompt,
-        "backend": prefs.backend,
-        "preset": prefs.preset,
-        "offload": prefs.offload,
-    }
-    if settings.seed >= 0:
-        params["seed"] = settings.seed
-    if getattr(settings, "depth", False):
-        params["depth"] = True
-    return params
-
-
-class SceneOperator:
-    @classmethod
-    def poll(cls, context):
-        return context.scene is not None
-
-
-class STRATA_OT_decompose(job_watch.WhenIdle, SceneOperator, Operator):
+class STRATA_OT_decompose(StrataOperator, Operator):
     """Decompose the image into layers on the Strata server and stack them as camera-exact planes"""
     bl_idname = "strata.decompose"
     bl_label = "Decompose"
     bl_options = {'REGISTER'}
+    needs, idle_only, user_errors = 'SCENE', True, USER_ERRORS
 
-    def execute(self, context):
+    def run(self, context):
         scene = context.scene
         settings = scene.strata
         prefs = get_preferences(context)
-        try:
-            data, file_name, stack_name, size_px = input_image(settings)
-            params = decompose_params(settings, prefs)
-            server = connection.settings_from_preferences(prefs)
-            connection.check_settings(server)
-            crashed = connection.crashed_message() if server["connection"] == 'START' else ""
-            if crashed:
-                raise ServerError(crashed)
-            # With a server known to be up, submit here so that refusals (busy, queue full, bad image) show at
-            # once; otherwise the background thread starts the server first and submits then.
-            client = connection.running_client(server)
-            job_id = client.submit(data, params, file_name) if client is not None else ""
-        except USER_ERRORS as e:
-            self.report({'ERROR'}, str(e))
-            return {'CANCELLED'}
+        data, file_name, stack_name, size_px = input_image(settings)
+        params = decompose_params(settings, prefs)
+        server = connection.settings_from_preferences(prefs)
+        connection.check_settings(server)
+        crashed = connection.crashed_message() if server["connection"] == 'START' else ""
+        if crashed:
+            raise ServerError(crashed)
+        # With a server known to be up, submit here so that refusals (busy, queue full, bad image) show at once;
+        # otherwise the background thread starts the server first and submits then.
+        client = connection.running_client(server)
+        version_warning = connection.server_version_warning(client) if client is not None else ""
+        job_id = client.submit(data, params, file_name) if client is not None else ""
 
         build_options = {
             "name": stack_name,
@@ -155,65 +69,61 @@ class STRATA_OT_decompose(job_watch.WhenIdle, SceneOperator, Operator):
         runner = JobRunner(connect, data, params, layer_folder(), job_id=job_id, file_name=file_name).start()
         job_watch.watch(runner, scene, on_success)
         count = "as many layers as it finds" if settings.layers_auto else f"{settings.layers} layers"
+        if version_warning:
+            self.report({'WARNING'}, version_warning)
         self.report({'INFO'}, f"Decomposing {file_name} into {count}")
         return {'FINISHED'}
 
 
-class STRATA_OT_cancel(Operator):
+class STRATA_OT_cancel(StrataOperator, Operator):
     """Cancel the running decomposition"""
     bl_idname = "strata.cancel"
     bl_label = "Cancel"
+    needs = 'JOB'
 
-    @classmethod
-    def poll(cls, context):
-        return job_watch.active() is not None
-
-    def execute(self, context):
+    def run(self, context):
         job_watch.cancel()
         self.report({'INFO'}, "Canceling the Strata job")
         return {'FINISHED'}
 
 
-class STRATA_OT_restart_server(Operator):
+class STRATA_OT_restart_server(StrataOperator, Operator):
     """Stop the local Strata server and start a fresh one (or check the configured running server)"""
     bl_idname = "strata.restart_server"
     bl_label = "Restart Server"
+    user_errors = (ServerStartError,)
 
-    def execute(self, context):
+    def run(self, context):
         prefs = get_preferences(context)
         server = connection.settings_from_preferences(prefs)
         if server["connection"] == 'URL':
+            client = connection.running_client(server)
             try:
-                health = connection.running_client(server).health()
+                health = client.health()
             except ServerError as e:
-                self.report({'ERROR'}, f"{e} (this server was started elsewhere: restart it there)")
-                return {'CANCELLED'}
+                return self.refuse(f"{e} (this server was started elsewhere: restart it there)")
+            version_warning = connection.record_version(client.url, health)
+            if version_warning:
+                self.report({'WARNING'}, version_warning)
             tier = tier_line(health)
             self.report({'INFO'}, f"Strata server at {server['url']} is up ({health.get('backend')} backend)"
                                   + (f"; {tier}" if tier else ""))
             return {'FINISHED'}
-        try:
-            connection.check_settings(server)
-        except ServerStartError as e:
-            self.report({'ERROR'}, str(e))
-            return {'CANCELLED'}
+        connection.check_settings(server)
         connection.restart_server(server)
         self.report({'INFO'}, "Restarting the Strata server")
         return {'FINISHED'}
 
 
-class STRATA_OT_relayout(Operator):
+class STRATA_OT_relayout(StrataOperator, Operator):
     """Recompute the planes of the active stack from its depth settings"""
     bl_idname = "strata.relayout"
     bl_label = "Re-Layout Stack"
     bl_options = {'REGISTER', 'UNDO'}
+    needs = 'SELECTED_STACK'
 
-    @classmethod
-    def poll(cls, context):
-        return context.object is not None and planes.find_root(context.object) is not None
-
-    def execute(self, context):
-        planes.relayout(planes.find_root(context.object))
+    def run(self, context):
+        planes.relayout(stack.selected_root(context))
         return {'FINISHED'}
 
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Camera motion, preview render and camera-view export operators (glue over core.motion / core.view_export)."""
 
 import os
@@ -8,38 +9,25 @@ from bpy.types import Operator
 
 from . import connection, job_watch
 from .core import motion
-from .core.jobs import ExportRunner
+from .core.job_runner import ExportRunner
 from .core.server_process import ServerStartError
 from .core.view_export import ViewExportError
-from .operators_layers import context_root, scene_roots
+from .mixins import StrataOperator
 from .preferences import get_preferences
-from .scene import animation, planes, view
+from .scene import animation, stack, view
+from .scene.stack import context_root, scene_roots
+from .user_folders import output_folder
 
 EXPORT_KINDS = (('PPTX', "PowerPoint (.pptx)", "One picture per layer on a slide the size of the render"),
                 ('PSD', "Photoshop (.psd)", "One pixel layer per layer, with opacity and visibility"))
 
 
-def user_output_folder(kind):
-    """Beside the .blend (//strata_<kind>), or the per-user Strata folder while the file is unsaved."""
-    if bpy.data.filepath:
-        return bpy.path.abspath(f"//strata_{kind}")
-    return os.path.join(os.path.dirname(connection.data_dir()), kind)
-
-
-class StackOperator:
-    @classmethod
-    def poll(cls, context):
-        if context_root(context) is None:
-            cls.poll_message_set("Build a Strata stack first")
-            return False
-        return True
-
-
-class STRATA_OT_animate_camera(StackOperator, Operator):
+class STRATA_OT_animate_camera(StrataOperator, Operator):
     """Key a parallax camera move on the stack's camera: frame 1 is the rest pose, which renders the original"""
     bl_idname = "strata.animate_camera"
     bl_label = "Animate Camera"
     bl_options = {'REGISTER', 'UNDO'}
+    needs, user_errors = 'STACK', (motion.MotionError, animation.AnimationError)
 
     preset: EnumProperty(name="Move", default='DOLLY_IN',
                          items=[(key, label, description) for key, (label, description) in motion.PRESETS.items()])
@@ -64,23 +52,19 @@ class STRATA_OT_animate_camera(StackOperator, Operator):
     loop: BoolProperty(name="Loop", default=False,
                        description="Go out and come back to the rest pose, for seamless looping")
 
-    def execute(self, context):
+    def run(self, context):
         scene = context.scene
         root = context_root(context)
-        try:
-            camera = animation.camera_for_stack(root, context)
-            start_frame = scene.frame_start
-            focal_length_mm = planes.rest_lens_mm(camera, scene)
-            geometry = animation.stack_geometry(root, camera, focal_length_mm)
-            if not self.properties.is_property_set("amplitude"):
-                # The stack's tasteful default; shown (and editable) in the redo panel, where it then stays put.
-                self.amplitude = motion.default_amplitude(self.preset, geometry)
-            path = motion.camera_path(self.preset, geometry, self.amplitude, self.duration_frames, self.easing,
-                                      start_frame, self.coverage, self.loop)
-            animation.apply_camera_path(scene, root, camera, path, self.overscan_layers)
-        except (motion.MotionError, animation.AnimationError) as e:
-            self.report({'ERROR'}, str(e))
-            return {'CANCELLED'}
+        camera = animation.camera_for_stack(root, context)
+        start_frame = scene.frame_start
+        focal_length_mm = stack.rest_lens_mm(camera, scene)
+        geometry = animation.stack_geometry(root, camera, focal_length_mm)
+        if not self.properties.is_property_set("amplitude"):
+            # The stack's tasteful default; shown (and editable) in the redo panel, where it then stays put.
+            self.amplitude = motion.default_amplitude(self.preset, geometry)
+        path = motion.camera_path(self.preset, geometry, self.amplitude, self.duration_frames, self.easing,
+                                  start_frame, self.coverage, self.loop)
+        animation.apply_camera_path(scene, root, camera, path, self.overscan_layers)
         scene.camera = camera
         for note in path.notes:
             self.report({'INFO'}, note)
@@ -93,28 +77,28 @@ class STRATA_OT_animate_camera(StackOperator, Operator):
         return {'FINISHED'}
 
 
-class STRATA_OT_clear_camera_animation(StackOperator, Operator):
+class STRATA_OT_clear_camera_animation(StrataOperator, Operator):
     """Remove the camera's keyed move and put it back at the stack's rest pose"""
     bl_idname = "strata.clear_camera_animation"
     bl_label = "Clear Camera Move"
     bl_options = {'REGISTER', 'UNDO'}
+    needs, user_errors = 'STACK', (animation.AnimationError,)
 
-    def execute(self, context):
+    def run(self, context):
         root = context_root(context)
-        try:
-            camera = animation.camera_for_stack(root, context)
-        except animation.AnimationError as e:
-            self.report({'ERROR'}, str(e))
-            return {'CANCELLED'}
+        camera = animation.camera_for_stack(root, context)
         animation.reset_to_rest(context.scene, root, camera)
         return {'FINISHED'}
 
 
-class STRATA_OT_render_preview(StackOperator, Operator):
+class STRATA_OT_render_preview(StrataOperator, Operator):
     """Render the scene's frame range at low resolution: MP4 when this Blender has FFmpeg, else PNG frames"""
     bl_idname = "strata.render_preview"
     bl_label = "Render Preview"
     bl_options = {'REGISTER'}
+    needs = 'STACK'
+    # OSError: the output folder
+    user_errors, error_prefix = (RuntimeError, OSError, animation.AnimationError), "preview render failed: "
 
     engine: EnumProperty(
         name="Engine", default='CYCLES',
@@ -128,30 +112,26 @@ class STRATA_OT_render_preview(StackOperator, Operator):
                              description="Output path without extension; empty: a strata_preview folder beside the "
                                          ".blend (or the per-user Strata folder)")
 
-    def execute(self, context):
+    def run(self, context):
         scene = context.scene
         if scene.camera is None:
-            self.report({'ERROR'}, "the scene has no camera to render from")
-            return {'CANCELLED'}
+            return self.refuse("the scene has no camera to render from")
         root = context_root(context)
         base = bpy.path.abspath(self.filepath) if self.filepath else os.path.join(
-            user_output_folder("preview"), bpy.path.clean_name(root.name))
-        try:
-            written = animation.render_preview(scene, base, self.resolution_percentage, self.samples, self.video,
-                                               self.frame_step, self.engine)
-        except (RuntimeError, OSError, animation.AnimationError) as e:  # OSError: the output folder
-            self.report({'ERROR'}, f"preview render failed: {e}")
-            return {'CANCELLED'}
+            output_folder("preview"), bpy.path.clean_name(root.name))
+        written = animation.render_preview(scene, base, self.resolution_percentage, self.samples, self.video,
+                                           self.frame_step, self.engine)
         where = written[0] if len(written) == 1 else f"{len(written)} frames in {os.path.dirname(written[0])}"
         self.report({'INFO'}, f"Preview written: {where}")
         return {'FINISHED'}
 
 
-class STRATA_OT_export_view(job_watch.WhenIdle, StackOperator, Operator):
+class STRATA_OT_export_view(StrataOperator, Operator):
     """Export what the camera sees now as layered PowerPoint or Photoshop: each plane where it lands in the image"""
     bl_idname = "strata.export_view"
     bl_label = "Export Camera View"
     bl_options = {'REGISTER'}
+    needs, idle_only, user_errors = 'STACK', True, (ViewExportError, ServerStartError)
 
     kind: EnumProperty(name="Format", items=EXPORT_KINDS, default='PPTX')
     filepath: StringProperty(name="File", subtype='FILE_PATH')
@@ -161,30 +141,25 @@ class STRATA_OT_export_view(job_watch.WhenIdle, StackOperator, Operator):
     def invoke(self, context, event):
         if not self.filepath:
             root = context_root(context)
-            self.filepath = os.path.join(user_output_folder("export"),
+            self.filepath = os.path.join(output_folder("export"),
                                          f"{bpy.path.clean_name(root.name)}.{self.kind.lower()}")
         context.window_manager.fileselect_add(self)
         return {'RUNNING_MODAL'}
 
-    def execute(self, context):
+    def run(self, context):
         scene = context.scene
         camera = scene.camera
         if camera is None:
-            self.report({'ERROR'}, "the scene has no camera; the export shows what the scene camera sees")
-            return {'CANCELLED'}
+            return self.refuse("the scene has no camera; the export shows what the scene camera sees")
         extension = "." + self.kind.lower()
         path = bpy.path.abspath(self.filepath) if self.filepath else os.path.join(
-            user_output_folder("export"), bpy.path.clean_name(context_root(context).name) + extension)
+            output_folder("export"), bpy.path.clean_name(context_root(context).name) + extension)
         if not path.lower().endswith(extension):
             path += extension
         roots = scene_roots(scene) if self.all_stacks else [context_root(context)]
-        try:
-            result, pngs = view.collect_view(scene, camera, roots, os.path.splitext(os.path.basename(path))[0])
-            settings = connection.settings_from_preferences(get_preferences(context))
-            connection.check_settings(settings)
-        except (ViewExportError, ServerStartError) as e:
-            self.report({'ERROR'}, str(e))
-            return {'CANCELLED'}
+        result, pngs = view.collect_view(scene, camera, roots, os.path.splitext(os.path.basename(path))[0])
+        settings = connection.settings_from_preferences(get_preferences(context))
+        connection.check_settings(settings)
         client = connection.running_client(settings)
         # The server renders the file and may have to be started first: both on the runner's thread, the result
         # reaches the panel (and a pop-up) through job_watch, like a decomposition's.
@@ -200,8 +175,7 @@ class STRATA_OT_export_view(job_watch.WhenIdle, StackOperator, Operator):
         job_watch.tick()
         snapshot = runner.snapshot()
         if snapshot.status != "succeeded":
-            self.report({'ERROR'}, snapshot.error or f"the export was {snapshot.status}")
-            return {'CANCELLED'}
+            return self.refuse(snapshot.error or f"the export was {snapshot.status}")
         for note in snapshot.result.manifest["notes"][:-1]:
             self.report({'WARNING'}, note)
         self.report({'INFO'}, snapshot.result.manifest["notes"][-1])

@@ -1,12 +1,12 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Per-layer operators of a stack: select, reorder (depth order follows the layer order), delete.
 
 The layer list (``panels_layers.py``) shows the LAYER planes of one stack, front on top; its active row is
-``Scene.strata.active_layer_index``, an index into ``Scene.objects`` (a UIList needs a real collection property).
+``Scene.strata.active_layer_index``, an index into ``Scene.objects`` (a UIList needs a real collection property), read
+by ``scene.stack.active_layer``.
 """
 
 import json
-import os
-import re
 
 import bpy
 from bpy.props import EnumProperty, IntProperty, StringProperty
@@ -14,101 +14,53 @@ from bpy.types import Operator
 
 from . import connection, job_watch
 from .core.client import ServerError
-from .core.jobs import JobRunner
+from .core.job_runner import JobRunner
 from .core.server_process import ServerStartError
 from .core.view_export import ViewExportError
+from .mixins import StrataOperator
 from .preferences import get_preferences
-from .scene import planes
-
-# A re-decomposed layer's sub-layers spread over this fraction of the stack's depth spacing, centred on the layer's
-# depth: they stay between the neighbouring layers.
-SUBSTACK_SPAN_FRACTION = 0.5
-_LAYER_FILE = re.compile(r"layer_(\d+)\.png$")
+from .scene import planes, stack
+from .scene.job_input import decompose_params, layer_source_png, source_job_layer
+from .scene.stack import active_layer, set_active_layer
+from .user_folders import layer_folder
 
 
-def scene_roots(scene):
-    return [obj for obj in scene.objects if obj.strata.role == 'ROOT']
-
-
-def context_root(context):
-    """The stack the UI works on: the active object's stack, else the scene's only (or first) stack."""
-    root = planes.find_root(context.active_object) if context.active_object else None
-    if root is not None:
-        return root
-    roots = scene_roots(context.scene)
-    return roots[0] if roots else None
-
-
-def active_layer(context):
-    """(root, plane) the layer operators act on: the layer list's active row (``Scene.strata.active_layer_index``
-    indexes ``Scene.objects``; the list filters it to one stack), else the active object if it is a layer plane."""
-    objects = context.scene.objects
-    index = context.scene.strata.active_layer_index
-    obj = objects[index] if 0 <= index < len(objects) else None
-    if obj is None or obj.strata.role != 'LAYER':
-        obj = context.active_object
-    if obj is None or obj.strata.role != 'LAYER':
-        return None, None
-    root = planes.find_root(obj)
-    return (root, obj) if root is not None else (None, None)
-
-
-def set_active_layer(context, obj):
-    """Point the layer list at ``obj``."""
-    for index, candidate in enumerate(context.scene.objects):
-        if candidate == obj:
-            context.scene.strata.active_layer_index = index
-            return
-
-
-def renumber(root):
-    """Layer indices 0..n-1 in the current back → front order (after a delete or a replacement)."""
-    for index, obj in enumerate(planes.stack_layers(root)):
-        obj.strata.layer_index = index
-
-
-class LayerOperator:
-    @classmethod
-    def poll(cls, context):
-        return active_layer(context)[1] is not None
-
-
-class STRATA_OT_layer_select(LayerOperator, Operator):
+class STRATA_OT_layer_select(StrataOperator, Operator):
     """Select the active layer's plane in the viewport"""
     bl_idname = "strata.layer_select"
     bl_label = "Select Layer Plane"
     bl_options = {'REGISTER', 'UNDO'}
+    needs = 'LAYER'
 
-    def execute(self, context):
+    def run(self, context):
         _, obj = active_layer(context)
         for other in context.selected_objects:
             other.select_set(False)
         if not obj.visible_get():
-            self.report({'WARNING'}, f"'{obj.name}' is hidden in the viewport")
-            return {'CANCELLED'}
+            return self.refuse(f"'{obj.name}' is hidden in the viewport", 'WARNING')
         obj.select_set(True)
         context.view_layer.objects.active = obj
         return {'FINISHED'}
 
 
-class STRATA_OT_layer_move(LayerOperator, Operator):
+class STRATA_OT_layer_move(StrataOperator, Operator):
     """Move the layer one step toward the front or the back: it swaps order and depth with its neighbour"""
     bl_idname = "strata.layer_move"
     bl_label = "Move Layer"
     bl_options = {'REGISTER', 'UNDO'}
+    needs = 'LAYER'
 
     direction: EnumProperty(items=(('UP', "Up", "Toward the front (closer to the camera)"),
                                    ('DOWN', "Down", "Toward the back (farther from the camera)")))
 
-    def execute(self, context):
+    def run(self, context):
         root, obj = active_layer(context)
-        layers = planes.stack_layers(root)
+        layers = stack.stack_layers(root)
         index = layers.index(obj)
         other_index = index + (1 if self.direction == 'UP' else -1)
         if not 0 <= other_index < len(layers):
-            self.report({'INFO'}, f"'{obj.name}' is already the {'front' if self.direction == 'UP' else 'back'} "
-                                  f"layer")
-            return {'CANCELLED'}
+            return self.refuse(f"'{obj.name}' is already the {'front' if self.direction == 'UP' else 'back'} layer",
+                               'INFO')
         other = layers[other_index]
         # Order and depth travel together, so the list order stays the depth order (and the drawing order).
         obj.strata.layer_index, other.strata.layer_index = other.strata.layer_index, obj.strata.layer_index
@@ -116,102 +68,60 @@ class STRATA_OT_layer_move(LayerOperator, Operator):
         return {'FINISHED'}
 
 
-class STRATA_OT_layer_delete(LayerOperator, Operator):
+class STRATA_OT_layer_delete(StrataOperator, Operator):
     """Delete the layer's plane (undo brings it back); the other layers keep their depths"""
     bl_idname = "strata.layer_delete"
     bl_label = "Delete Layer"
     bl_options = {'REGISTER', 'UNDO'}
+    needs = 'LAYER'
 
-    def execute(self, context):
+    def run(self, context):
         root, obj = active_layer(context)
         name = obj.name
         planes.remove_plane(obj)
-        renumber(root)
-        count = len(planes.stack_layers(root))
+        planes.renumber(root)
+        count = len(stack.stack_layers(root))
         self.report({'INFO'}, f"Deleted layer '{name}'; {count} left")
         return {'FINISHED'}
 
 
-class STRATA_OT_layer_reset_look(LayerOperator, Operator):
+class STRATA_OT_layer_reset_look(StrataOperator, Operator):
     """Reset the layer's opacity, hue, saturation and value"""
     bl_idname = "strata.layer_reset_look"
     bl_label = "Reset Colour"
     bl_options = {'REGISTER', 'UNDO'}
+    needs = 'LAYER'
 
-    def execute(self, context):
+    def run(self, context):
         _, obj = active_layer(context)
         settings = obj.strata
         settings.opacity, settings.hue, settings.saturation, settings.value = 1.0, 0.5, 1.0, 1.0
         return {'FINISHED'}
 
 
-def source_job_layer(obj):
-    """(job id, layer index in that job) of a plane built from a server job's layer, or (job id, None)."""
-    match = _LAYER_FILE.search(bpy.path.basename(obj.strata.source_path or ""))
-    return obj.strata.job_id, (int(match.group(1)) if match else None)
-
-
-def substack_depths_m(depth_m, depth_spacing_m, count):
-    """Depths of ``count`` sub-layers (back → front) spread around ``depth_m`` within a fraction of the spacing."""
-    if count == 1:
-        return [depth_m]
-    span_m = SUBSTACK_SPAN_FRACTION * depth_spacing_m
-    return [depth_m + span_m / 2 - index * span_m / (count - 1) for index in range(count)]
-
-
-def replace_with_substack(obj, job_id, layer_paths, names):
-    """Replace a layer plane by one plane per sub-layer at (about) its depth; later layers move up in the order."""
-    root = planes.find_root(obj)
-    settings = obj.strata
-    index, count = settings.layer_index, len(layer_paths)
-    depths_m = substack_depths_m(settings.depth_m, root.strata.depth_spacing_m, count)
-    look = (settings.opacity, settings.hue, settings.saturation, settings.value)
-    hidden = (obj.hide_viewport, obj.hide_render)
-    for other in planes.stack_layers(root):
-        if other.strata.layer_index > index:
-            other.strata.layer_index += count - 1
-    blend_like_editors = bpy.context.scene.strata.blend_like_editors
-    created = []
-    for offset, (path, name, depth_m) in enumerate(zip(layer_paths, names, depths_m, strict=False)):
-        plane = planes.create_layer_plane(root, path, f"{obj.name} / {name}", index + offset, depth_m,
-                                          blend_like_editors)
-        plane.strata.job_id = job_id
-        plane.strata.opacity, plane.strata.hue, plane.strata.saturation, plane.strata.value = look
-        plane.hide_viewport, plane.hide_render = hidden
-        created.append(plane)
-    planes.remove_plane(obj)
-    renumber(root)
-    return created
-
-
-class STRATA_OT_redecompose_layer(job_watch.WhenIdle, LayerOperator, Operator):
+class STRATA_OT_redecompose_layer(StrataOperator, Operator):
     """Decompose the selected layer again into sub-layers (on the server) and replace its plane with them"""
     bl_idname = "strata.redecompose_layer"
     bl_label = "Re-Decompose Layer"
     bl_options = {'REGISTER', 'UNDO'}
+    needs, idle_only, user_errors = 'LAYER', True, (ServerStartError, OSError, ViewExportError)
 
     layers: IntProperty(name="Sub-Layers", default=3, min=1, max=16,
                         description="How many layers to split this layer into")
 
-    def execute(self, context):
-        from .operators import decompose_params, layer_folder
-
+    def run(self, context):
         _, obj = active_layer(context)
         prefs = get_preferences(context)
         params = decompose_params(context.scene.strata, prefs)
         params["layers"] = self.layers
         job_id, layer_index = source_job_layer(obj)
         plane_name = obj.name
-        try:
-            server = connection.settings_from_preferences(prefs)
-            connection.check_settings(server)
-            # Read on the main thread (bpy); only sent when the stack's job is not on the server any more.
-            image_bytes, missing = _plane_source_png(obj)
-            if missing and not (job_id and layer_index is not None):
-                raise OSError(missing)
-        except (ServerStartError, OSError, ViewExportError) as e:
-            self.report({'ERROR'}, str(e))
-            return {'CANCELLED'}
+        server = connection.settings_from_preferences(prefs)
+        connection.check_settings(server)
+        # Read on the main thread (bpy); only sent when the stack's job is not on the server any more.
+        image_bytes, missing = layer_source_png(obj)
+        if missing and not (job_id and layer_index is not None):
+            raise OSError(missing)
 
         def choose_input(client):
             """On the job's thread, once the server is up: a recursive job when the layer's job is on this server
@@ -245,21 +155,7 @@ def _job_on_server(client, job_id):
         raise
 
 
-def _plane_source_png(obj):
-    """(PNG bytes of the plane's layer image, '') or (None, why it is missing)."""
-    from .scene.view import plane_image
-
-    image = plane_image(obj)
-    if image.packed_file is not None:
-        return bytes(image.packed_file.data), ""
-    path = bpy.path.abspath(obj.strata.source_path or image.filepath)
-    if not os.path.isfile(path):
-        return None, f"the layer image of '{obj.name}' is missing: {path}"
-    with open(path, "rb") as handle:
-        return handle.read(), ""
-
-
-class STRATA_OT_replace_layer_with_stack(Operator):
+class STRATA_OT_replace_layer_with_stack(StrataOperator, Operator):
     """Replace a layer plane by the layers of a finished (re-)decomposition (one undo step)"""
     bl_idname = "strata.replace_layer_with_stack"
     bl_label = "Replace Layer With Sub-Layers"
@@ -269,13 +165,12 @@ class STRATA_OT_replace_layer_with_stack(Operator):
     job_id: StringProperty(name="Job")
     layers_json: StringProperty(name="Layers", description='{"paths": [...], "names": [...]}')
 
-    def execute(self, context):
+    def run(self, context):
         obj = bpy.data.objects.get(self.plane)
-        if obj is None or obj.strata.role != 'LAYER' or planes.find_root(obj) is None:
-            self.report({'ERROR'}, f"layer plane '{self.plane}' is gone; the sub-layers are in the Strata folder")
-            return {'CANCELLED'}
+        if obj is None or obj.strata.role != 'LAYER' or stack.find_root(obj) is None:
+            return self.refuse(f"layer plane '{self.plane}' is gone; the sub-layers are in the Strata folder")
         layers = json.loads(self.layers_json)
-        created = replace_with_substack(obj, self.job_id, layers["paths"], layers["names"])
+        created = planes.replace_with_substack(obj, self.job_id, layers["paths"], layers["names"])
         set_active_layer(context, created[-1])
         self.report({'INFO'}, f"Replaced '{self.plane}' with {len(created)} sub-layers")
         return {'FINISHED'}

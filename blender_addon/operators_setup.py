@@ -1,17 +1,20 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Install Server and Download Model: start the bpy-free background task, report, return at once."""
 
 import bpy
 from bpy.types import Operator
 
 from . import server_setup
+from .mixins import StrataOperator
 from .preferences import get_preferences
 
 
-class _StartTask:
-    """Operator mixin: start ``server_setup.start_<kind>`` unless it runs already; online access is required."""
+class _StartTask(StrataOperator):
+    """Start ``server_setup.start_<kind>`` unless it runs already; online access is required."""
     kind = ""
-    needs = ""  # what online access is needed for, for the message
+    online_for = ""  # what online access is needed for, for the message
     started = ""
+    user_errors = (RuntimeError, OSError)
 
     @classmethod
     def poll(cls, context):
@@ -20,29 +23,24 @@ class _StartTask:
             return False
         return True
 
-    def execute(self, context):
+    def run(self, context):
         if not bpy.app.online_access:
-            self.report({'ERROR'}, f"Blender is set to work offline: allow online access (Preferences ▸ System ▸ "
-                                   f"Network) to {self.needs}")
-            return {'CANCELLED'}
+            return self.refuse(f"Blender is set to work offline: allow online access (Preferences ▸ System ▸ "
+                               f"Network) to {self.online_for}")
         start = server_setup.start_install if self.kind == "install" else server_setup.start_download
-        try:
-            start(get_preferences(context))
-        except (RuntimeError, OSError) as e:
-            self.report({'ERROR'}, str(e))
-            return {'CANCELLED'}
+        start(get_preferences(context))
         self.report({'INFO'}, f"{self.started} in the background (see the add-on preferences)")
         return {'FINISHED'}
 
 
-class _CancelTask:
+class _CancelTask(StrataOperator):
     kind = ""
 
     @classmethod
     def poll(cls, context):
         return server_setup.running(cls.kind)
 
-    def execute(self, context):
+    def run(self, context):
         server_setup.cancel(self.kind)
         return {'FINISHED'}
 
@@ -52,7 +50,7 @@ class STRATA_OT_install_server(_StartTask, Operator):
     Runs in the background; the previous server stays in use until the new one works"""
     bl_idname = "strata.install_server"
     bl_label = "Install Server"
-    kind, needs, started = "install", "install the server's packages", "Installing the Strata server"
+    kind, online_for, started = "install", "install the server's packages", "Installing the Strata server"
 
 
 class STRATA_OT_cancel_install(_CancelTask, Operator):
@@ -66,7 +64,7 @@ class STRATA_OT_download_model(_StartTask, Operator):
     """Download the Qwen-Image-Layered weights the chosen tier needs (resumes an interrupted download)"""
     bl_idname = "strata.download_model"
     bl_label = "Download Model"
-    kind, needs, started = "download", "download the model", "Downloading the model"
+    kind, online_for, started = "download", "download the model", "Downloading the model"
 
 
 class STRATA_OT_cancel_download(_CancelTask, Operator):

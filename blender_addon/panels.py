@@ -1,19 +1,16 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """View3D ▸ Sidebar ▸ Strata. Panels only draw properties; ``job_watch.tick()`` fills the job fields."""
 
 from bpy.types import Panel
 
 from . import connection, job_watch, server_setup
-from .scene import planes
-
-
-class StrataPanel:
-    bl_space_type = 'VIEW_3D'
-    bl_region_type = 'UI'
-    bl_category = "Strata"
+from .mixins import StrataPanel
+from .scene import stack
 
 
 class VIEW3D_PT_strata_decompose(StrataPanel, Panel):
     bl_label = "Decompose"
+    shows_with = None
 
     def draw(self, context):
         layout = self.layout
@@ -62,6 +59,8 @@ class VIEW3D_PT_strata_decompose(StrataPanel, Panel):
         row = layout.row()
         row.label(text=f"Server: {state['status']}", icon='LINKED' if state['status'] == 'running' else 'UNLINKED')
         row.operator("strata.restart_server", text="", icon='FILE_REFRESH')
+        if state["version_warning"]:
+            layout.label(text=state["version_warning"], icon='ERROR')
         if state["status"] == "failed":
             layout.label(text=state["message"].splitlines()[0][:120], icon='ERROR')
         elif state["status"] == "stopped" and not server_setup.server_available(context):
@@ -70,16 +69,13 @@ class VIEW3D_PT_strata_decompose(StrataPanel, Panel):
 
 class VIEW3D_PT_strata_stack(StrataPanel, Panel):
     bl_label = "Stack"
-
-    @classmethod
-    def poll(cls, context):
-        return context.object is not None and planes.find_root(context.object) is not None
+    shows_with = 'SELECTED_STACK'
 
     def draw(self, context):
         layout = self.layout
         layout.use_property_split = True
         layout.use_property_decorate = False
-        root = planes.find_root(context.object)
+        root = stack.selected_root(context)
         layout.label(text=root.name, icon='EMPTY_AXIS')
         layout.prop(root.strata, "base_distance_m")
         layout.prop(root.strata, "depth_spacing_m")

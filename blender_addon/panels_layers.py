@@ -1,9 +1,11 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Sidebar panels: the stack's layer list and per-layer look, camera motion, camera-view export. Draw only."""
 
 from bpy.types import Panel, UIList
 
-from .operators_layers import active_layer, context_root
+from .mixins import StrataPanel
 from .scene.relief import depth_map_path as has_depth_map
+from .scene.stack import active_layer, context_root
 
 
 class STRATA_UL_layers(UIList):
@@ -40,17 +42,7 @@ def layer_rows(objects, root):
     return shown, order
 
 
-class StrataSidebar:
-    bl_space_type = 'VIEW_3D'
-    bl_region_type = 'UI'
-    bl_category = "Strata"
-
-    @classmethod
-    def poll(cls, context):
-        return context_root(context) is not None
-
-
-class VIEW3D_PT_strata_layers(StrataSidebar, Panel):
+class VIEW3D_PT_strata_layers(StrataPanel, Panel):
     bl_label = "Layers"
     bl_order = 10
 
@@ -89,7 +81,7 @@ class VIEW3D_PT_strata_layers(StrataSidebar, Panel):
         row.operator("strata.redecompose_layer", icon='RENDERLAYERS')
 
 
-class VIEW3D_PT_strata_motion(StrataSidebar, Panel):
+class VIEW3D_PT_strata_motion(StrataPanel, Panel):
     bl_label = "Camera Motion"
     bl_order = 20
 
@@ -104,7 +96,7 @@ class VIEW3D_PT_strata_motion(StrataSidebar, Panel):
                           f"Operation panel", icon='INFO')
 
 
-class VIEW3D_PT_strata_export_view(StrataSidebar, Panel):
+class VIEW3D_PT_strata_export_view(StrataPanel, Panel):
     bl_label = "Export Camera View"
     bl_order = 30
 

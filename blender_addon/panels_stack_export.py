@@ -1,11 +1,12 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Sidebar panel: export the whole stack as glTF/GLB or as a web page. Draw only."""
 
 from bpy.types import Panel
 
-from .panels_layers import StrataSidebar
+from .mixins import StrataPanel
 
 
-class VIEW3D_PT_strata_export_stack(StrataSidebar, Panel):
+class VIEW3D_PT_strata_export_stack(StrataPanel, Panel):
     bl_label = "Export Stack"
     bl_order = 35
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Add-on preferences: how to reach the server, which backend and model, where layer images go."""
 
 import threading
@@ -145,6 +146,9 @@ class StrataPreferences(AddonPreferences):
         layout.prop(self, "offload")
         layout.prop(self, "layer_storage")
         layout.prop(self, "pixel_exact")
+        version_warning = connection.server_state()["version_warning"]
+        if version_warning:
+            layout.label(text=version_warning, icon='ERROR')
         layout.operator("strata.restart_server", icon='FILE_REFRESH')
 
     def draw_install(self, box):

@@ -1,13 +1,14 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Scene.strata (input, job state) and Object.strata (stack root / layer plane) property groups.
 
-Update callbacks only forward to ``scene/planes.py``; the geometry and material logic lives there.
+Update callbacks only forward to ``scene/``: geometry in ``planes``, the layer's look in ``materials``.
 """
 
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 from bpy.types import PropertyGroup
 
-from .scene import compat, planes
+from .scene import compat, materials, planes, stack
 
 
 def _relayout(self, context):
@@ -22,12 +23,12 @@ def _place_layer(self, context):
 
 def _apply_look(self, context):
     if self.role == 'LAYER':
-        planes.apply_layer_look(self.id_data)
+        materials.apply_layer_look(self.id_data)
 
 
 def _relief_all(self, context):
     if self.role == 'ROOT':
-        for obj in planes.stack_layers(self.id_data):
+        for obj in stack.stack_layers(self.id_data):
             obj.strata.relief = self.relief_all
 
 

@@ -1,6 +1,7 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Blender side of Install Server and Download Model: which task runs, where things live, and a timer that redraws.
 
-The work itself is bpy-free (``core.server_install``, ``core.model_download``) and runs on a background thread;
+The work itself is bpy-free (``core.server_install``, ``core.model_download_task``) and runs on a background thread;
 this module reads the preferences on the main thread, keeps the running tasks, and redraws the preferences while
 they run. ``tick()`` is what the timer calls (tests call it directly: timers never fire in the bpy module).
 """
@@ -12,19 +13,12 @@ import sys
 import bpy
 
 from . import connection
-from .core.model_download import DownloadOptions, ModelDownload, downloaded, model_folder
+from .core.model_download_task import DownloadOptions, ModelDownload, downloaded, model_folder
 from .core.server_install import InstallOptions, ServerInstall, clean_env, installed_python, read_pointer, server_wheels
+from .user_folders import user_folder
 
 TICK_INTERVAL_S = 0.5
 _tasks = {"install": None, "download": None}
-
-
-def user_dir():
-    """The extension's per-user folder (venvs, install log); a Blender user folder for a legacy add-on."""
-    try:
-        return bpy.utils.extension_path_user(__package__, create=True)
-    except (ValueError, KeyError, RuntimeError):
-        return bpy.utils.user_resource('DATAFILES', path="strata", create=True)
 
 
 def addon_dir():
@@ -33,11 +27,11 @@ def addon_dir():
 
 def installed():
     """The installed server env's record ({'python', 'torch', 'python_version', 'server', ...}) or {}."""
-    return read_pointer(user_dir())
+    return read_pointer(user_folder())
 
 
 def installed_server_python():
-    return installed_python(user_dir())
+    return installed_python(user_folder())
 
 
 def hub_id(prefs):
@@ -47,7 +41,7 @@ def hub_id(prefs):
 
 
 def download_folder(prefs):
-    return model_folder(user_dir(), hub_id(prefs), prefs.gguf_file)
+    return model_folder(user_folder(), hub_id(prefs), prefs.gguf_file)
 
 
 def downloaded_model(prefs):
@@ -62,7 +56,9 @@ def downloaded_model(prefs):
 
 def server_available(context):
     """Whether Decompose has a server to use: one set by hand, one Install Server made, or a URL."""
-    prefs = context.preferences.addons[__package__].preferences
+    from .preferences import get_preferences  # it imports this module
+
+    prefs = get_preferences(context)
     return bool(prefs.connection == 'URL' or prefs.server_python or prefs.server_command or installed_server_python())
 
 
@@ -86,7 +82,7 @@ def start_install(prefs):
         raise RuntimeError("the server install is already running")
     wheels = server_wheels(addon_dir())
     options = InstallOptions(
-        root=user_dir(), wheel=wheels[-1] if wheels else os.path.join(addon_dir(), "server", "strata-*.whl"),
+        root=user_folder(), wheel=wheels[-1] if wheels else os.path.join(addon_dir(), "server", "strata-*.whl"),
         python=bpy.path.abspath(prefs.install_python) if prefs.install_python else "",
         blender_python=sys.executable, torch_variant=prefs.torch_build.lower(), pip_options=prefs.pip_options,
         keep_pythons=_running_server_pythons)
@@ -107,7 +103,7 @@ def start_download(prefs):
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (settings["source_dir"], env.get("PYTHONPATH", "")) if p)
     options = DownloadOptions(python=settings["python"], local_dir=str(download_folder(prefs)), model=hub_id(prefs),
-                              gguf=prefs.gguf_file, log_path=os.path.join(user_dir(), "download.log"), env=env)
+                              gguf=prefs.gguf_file, log_path=os.path.join(user_folder(), "download.log"), env=env)
     _tasks["download"] = ModelDownload(options).start()
     _ensure_timer()
     return _tasks["download"]

@@ -7,7 +7,8 @@ response) and ships the finished job's files as bytes:
   {"type": "started", "replica": actor name, "pid": ..., "node_ip": ...}
   {"type": "progress", "stage": ..., "step": ..., "total": ...}
   {"type": "done", "status": "succeeded"|"failed"|"canceled", "error": ..., "layers": n, "notes": [...],
-   "files": {name: bytes} (succeeded only; manifest.json last), "describe": {...}, "peak_rss_mib": ...}
+   "files": {name: bytes} (succeeded only; manifest.json last), "describe": {...}, "peak_rss_mib": ...,
+   "peak_gpu_mib": ... (None without CUDA)}
 
 Cancellation: the server sets a flag on the ``JobBoard`` actor; ``run`` polls it while the backend works in a thread
 and sets the backend's ordinary ``CancelToken``. The debug setting ``STRATA_FAULT_INJECT`` (debug_faults.py) works
@@ -20,11 +21,13 @@ import asyncio
 import concurrent.futures
 import logging
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from .backends.base import Backend, CancelToken
 from .debug_faults import DebugFaults
 from .errors import StrataError
 from .worker import PROGRESS_INTERVAL_S, decompose_job, job_outcome, save_job
@@ -69,8 +72,6 @@ class StrataReplica:
     """One model replica: loads the backend once, then runs one job at a time (``max_ongoing_requests=1``)."""
 
     def __init__(self, backend_name: str, backend_options: dict[str, Any]) -> None:
-        from .backends import create_backend
-
         self._board = None  # found by name at the first job: the server creates it, possibly after this replica
         # One long-lived thread runs every job: the backend's thread-local state (torch, CUDA streams) stays put, and
         # glibc does not open a new malloc arena per job (a thread per job grew a replica by ~12 MiB a job).
@@ -79,12 +80,19 @@ class StrataReplica:
         self._backend = None
         self._backend_error: str | None = None
         try:
-            self._backend = create_backend(backend_name, **backend_options)
+            self._backend = self._create_backend(backend_name, backend_options)
             self._describe = dict(self._backend.describe())
         except Exception as exc:  # a missing dependency or model: report it per job instead of crash-looping
             self._backend_error = str(exc) if isinstance(exc, StrataError) else f"{type(exc).__name__}: {exc}"
             self._describe = {"backend": backend_name, "device": "none", "model_loaded": False,
                               "error": self._backend_error}
+
+    def _create_backend(self, backend_name: str, backend_options: dict[str, Any]) -> Backend:
+        """The backend this replica serves (a subclass may build it otherwise: the GPU load test builds random
+        weights straight on the replica's GPU instead of loading 57 GB of them)."""
+        from .backends import create_backend
+
+        return create_backend(backend_name, **backend_options)
 
     def describe(self) -> dict[str, Any]:
         return dict(self._describe)
@@ -100,15 +108,15 @@ class StrataReplica:
         the backend works in a thread."""
         job_id = message["job"]
         yield {"type": "started", **self._identity()}
-        if self._backend is None:
+        backend = self._backend
+        if backend is None:
             yield self._done({"status": "failed", "error": self._backend_error})
             return
-        from .backends.base import CancelToken
 
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
         cancel = CancelToken()
-        last_sent = {"stage": None, "at": 0.0}
+        last_sent: dict[str, Any] = {"stage": None, "at": 0.0}
 
         def send(event: dict[str, Any]) -> None:  # from the job thread
             loop.call_soon_threadsafe(events.put_nowait, event)
@@ -121,7 +129,7 @@ class StrataReplica:
             self._faults.on_progress()
 
         def work() -> None:
-            send(self._run_job(message, image_bytes, progress, cancel))
+            send(self._run_job(backend, message, image_bytes, progress, cancel))
 
         finished = self._executor.submit(work)
         while True:
@@ -149,9 +157,10 @@ class StrataReplica:
             self._board = ray.get_actor(board_name(app_name), namespace=RAY_NAMESPACE)
         return self._board
 
-    def _run_job(self, message: dict[str, Any], image_bytes: bytes, progress, cancel) -> dict[str, Any]:
+    def _run_job(self, backend: Backend, message: dict[str, Any], image_bytes: bytes, progress,
+                 cancel: CancelToken) -> dict[str, Any]:
         try:
-            stack, depth_maps, extra_manifest = decompose_job(self._backend, message, image_bytes, progress, cancel)
+            stack, depth_maps, extra_manifest = decompose_job(backend, message, image_bytes, progress, cancel)
             # 3. Save into a scratch folder with the same writer as the local worker, and ship the files' bytes:
             # the server writes them into the job folder (no shared disk between the nodes).
             with tempfile.TemporaryDirectory(prefix="strata-replica-") as scratch:
@@ -161,7 +170,7 @@ class StrataReplica:
             return self._done({"status": "succeeded", "layers": len(stack.layers), "notes": stack.notes,
                                "files": files})
         except Exception as exc:
-            status, error = job_outcome(exc, self._backend.name)
+            status, error = job_outcome(exc, backend.name)
             return self._done({"status": status, "error": error})
 
     def _done(self, fields: dict[str, Any]) -> dict[str, Any]:
@@ -176,7 +185,12 @@ class StrataReplica:
             peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         except ImportError:
             peak_rss_mib = None
+        torch = sys.modules.get("torch")  # never imported here for the cpu backend
+        peak_gpu_mib = None
+        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+            peak_gpu_mib = torch.cuda.max_memory_allocated() / 2**20
         return {"type": "done", "error": None, "describe": dict(self._describe), "peak_rss_mib": peak_rss_mib,
+                "peak_gpu_mib": peak_gpu_mib,
                 **fields}
 
 

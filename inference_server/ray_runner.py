@@ -24,11 +24,14 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .debug_faults import FAULT_ENV
 from .layers import write_bytes_atomic
 from .worker import storage_failed_message
+
+if TYPE_CHECKING:
+    from .job_manager import JobManager, ManagerSettings
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +41,19 @@ APP_NAME = "strata"
 FORWARDED_ENV = (FAULT_ENV, "STRATA_QWEN_MODEL", "STRATA_DEPTH_MODEL", "HF_HUB_OFFLINE", "HF_HOME")
 # Calls routed to a replica that had already died, per job, before the job fails.
 UNSTARTED_RETRIES = 3
+# How often the dispatcher checks that the idle replicas /v1/health lists still exist (autoscaling removes replicas,
+# a node can vanish): one name look-up in Ray's GCS per listed replica.
+REPLICA_CHECK_S = 5.0
+# Ray settings for the private local instance (each one can still be overridden from the environment). Ray's
+# defaults suit a cluster of many nodes; on a small machine an idle instance took 0.08 CPU-seconds a second, 0.056
+# with these, CPU that two replicas on two cores need: Serve's controller loops every 0.1 s and Serve's actors export
+# metrics every 0.1 s (nobody reads either here: no dashboard, no autoscaling while min = max), and usage statistics
+# need a reporting process (and would try to send them).
+PRIVATE_INSTANCE_ENV = {
+    "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5",
+    "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": "1000",
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
 _FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
@@ -89,6 +105,9 @@ def connect(settings: RaySettings) -> None:
         # A private instance for this server: no dashboard, and Serve runs without its HTTP proxy (see
         # _connect_and_deploy). Ray's own gRPC ports cannot be bound to loopback (Ray binds all interfaces); they
         # require Ray's cluster token (RAY_AUTH_MODE=token, the default since Ray 2.5x), kept in ~/.ray.
+        # Its processes inherit this environment: see PRIVATE_INSTANCE_ENV.
+        for name, value in PRIVATE_INSTANCE_ENV.items():
+            os.environ.setdefault(name, value)
         ray.init(address="local", include_dashboard=False, namespace="strata", logging_level=logging.WARNING,
                  configure_logging=False)
     else:
@@ -111,32 +130,45 @@ class _Replica:
     job: str | None = None
     jobs_done: int = 0
     peak_rss_mib: float | None = None
+    peak_gpu_mib: float | None = None
 
 
 class RayRunner:
-    def __init__(self, settings) -> None:
+    def __init__(self, settings: ManagerSettings) -> None:
+        if settings.ray is None:
+            raise ValueError("RayRunner needs Settings.ray")
         self.settings = settings
         self.ray_settings: RaySettings = settings.ray
-        self._manager = None
+        self._manager: JobManager | None = None
         self._lock = threading.RLock()
         self._jobs: dict[str, _Job] = {}
         self._replicas: dict[str, _Replica] = {}
-        self._handle = None
-        self._board = None
+        # Ray's handles (a serve DeploymentHandle, the JobBoard's ActorHandle), set once deployed.
+        self._handle: Any = None
+        self._board: Any = None
         self._stopping = False
+        # Set when a job ends, so that the dispatcher hands the next one to the freed replica at once.
+        self._job_ended = threading.Event()
         self._connected = False
         self._thread: threading.Thread | None = None
         self.replica_deaths = 0
 
+    @property
+    def manager(self) -> JobManager:
+        if self._manager is None:
+            raise RuntimeError("RayRunner.start(manager) has not been called")
+        return self._manager
+
     # ----------------------------------------------------------------- JobRunner
 
-    def start(self, manager) -> None:
+    def start(self, manager: JobManager) -> None:
         self._manager = manager
         self._thread = threading.Thread(target=self._run, name="strata-ray-dispatcher", daemon=True)
         self._thread.start()
 
     def close(self) -> None:
         self._stopping = True
+        self._job_ended.set()
         if self._thread is not None:
             self._thread.join(30)
         if not self._connected:
@@ -170,7 +202,8 @@ class RayRunner:
             running = [job_id for job_id, job in self._jobs.items() if job.replica is not None]
             replicas = [
                 {"replica": name, "pid": replica.pid, "node_ip": replica.node_ip, "job": replica.job,
-                 "jobs_done": replica.jobs_done, "peak_rss_mib": replica.peak_rss_mib}
+                 "jobs_done": replica.jobs_done, "peak_rss_mib": replica.peak_rss_mib,
+                 "peak_gpu_mib": replica.peak_gpu_mib}
                 for name, replica in sorted(self._replicas.items())
             ]
             return {
@@ -190,13 +223,19 @@ class RayRunner:
         except Exception as exc:
             where = self.ray_settings.address or "a local Ray instance"
             logger.exception("Ray Serve start-up failed")
-            self._manager.runner_unavailable(f"Ray Serve could not start on {where}: {type(exc).__name__}: "
+            self.manager.runner_unavailable(f"Ray Serve could not start on {where}: {type(exc).__name__}: "
                                              f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
             return
+        next_replica_check = time.monotonic() + REPLICA_CHECK_S
         while not self._stopping:
+            self._job_ended.clear()
             self._dispatch()
             self._check_cancel_deadlines()
-            time.sleep(0.05)  # as the local runner polls its worker's pipe
+            if time.monotonic() >= next_replica_check:
+                self._forget_vanished_replicas()
+                next_replica_check = time.monotonic() + REPLICA_CHECK_S
+            # New jobs are polled for, as the local runner polls its worker's pipe; a job's end wakes it at once.
+            self._job_ended.wait(0.05)
 
     def _connect_and_deploy(self) -> None:
         import ray
@@ -230,7 +269,7 @@ class RayRunner:
             app = deployment.bind(self.settings.backend, dict(self.settings.backend_options))
             self._handle = serve.run(app, name=settings.app_name, route_prefix=None)
         describe = self._handle.describe.remote().result(timeout_s=self.settings.ready_timeout_s)
-        self._manager.runner_ready(describe)
+        self.manager.runner_ready(describe)
 
     def _replica_resources(self, cluster: dict[str, float]) -> tuple[str, dict[str, Any]]:
         """The backend the replicas run and what each one reserves: a GPU (or two) for qwen, a CPU for cpu."""
@@ -258,7 +297,7 @@ class RayRunner:
             with self._lock:
                 if self._stopping or len(self._jobs) >= self.ray_settings.max_replicas:
                     return
-                message = self._manager.next_job(mark_running=False)
+                message = self.manager.next_job(mark_running=False)
                 if message is None:
                     return
                 self._jobs[message["job"]] = _Job(message)
@@ -267,24 +306,49 @@ class RayRunner:
 
     def _check_cancel_deadlines(self) -> None:
         now = time.monotonic()
+        overdue: list[str] = []
         with self._lock:
-            overdue = [job for job in self._jobs.values() if job.cancel_at is not None and job.replica is not None
-                       and now - job.cancel_at > self.settings.cancel_grace_s]
-            for job in overdue:
-                job.cancel_at = None
-        for job in overdue:  # a step that never returns: kill the replica; Serve starts a fresh one
+            for job in self._jobs.values():
+                if (job.cancel_at is not None and job.replica is not None
+                        and now - job.cancel_at > self.settings.cancel_grace_s):
+                    job.cancel_at = None
+                    overdue.append(job.replica["replica"])
+        for name in overdue:  # a step that never returns: kill the replica; Serve starts a fresh one
             import ray
 
             try:
-                ray.kill(ray.get_actor(job.replica["replica"], namespace="serve"))
+                ray.kill(ray.get_actor(name, namespace="serve"))
             except Exception as exc:
-                logger.warning("could not kill replica %s: %s", job.replica["replica"], exc)
+                logger.warning("could not kill replica %s: %s", name, exc)
+
+    def _forget_vanished_replicas(self) -> None:
+        """Drop from /v1/health the idle replicas that no longer exist: autoscaling removed them, or they died
+        between jobs (a death during a job is handled by that job). A replica actor's name is released when it
+        ends, so a failed look-up means it is gone."""
+        import ray
+
+        with self._lock:
+            idle = [name for name, replica in self._replicas.items() if replica.job is None]
+        gone = []
+        for name in idle:
+            try:
+                ray.get_actor(name, namespace="serve")
+            except ValueError:
+                gone.append(name)
+            except Exception as exc:  # the GCS not answering: keep the entries, look again later
+                logger.debug("could not look up replica %s: %s", name, exc)
+        if gone:
+            with self._lock:
+                for name in gone:
+                    replica = self._replicas.get(name)
+                    if replica is not None and replica.job is None:
+                        del self._replicas[name]
 
     def _run_job(self, message: dict[str, Any]) -> None:
         import ray.exceptions
         from ray.serve.exceptions import RequestCancelledError
 
-        manager = self._manager
+        manager = self.manager
         job_id = message["job"]
         try:
             try:
@@ -332,11 +396,14 @@ class RayRunner:
             with self._lock:
                 self._jobs.pop(job_id, None)
                 board = self._board
+            self._job_ended.set()
             if board is not None and not self._stopping:
                 board.forget.remote(job_id)
 
     def _stream(self, message: dict[str, Any], image_bytes: bytes) -> None:
         job_id = message["job"]
+        if self._handle is None:
+            raise RuntimeError("no Ray Serve deployment to send the job to")
         response = self._handle.options(stream=True).run.remote(message, image_bytes)
         with self._lock:
             job = self._jobs[job_id]
@@ -353,23 +420,24 @@ class RayRunner:
                     job.replica = {key: event.get(key) for key in ("replica", "pid", "node_ip")}
                     replica = self._replicas.setdefault(event["replica"], _Replica(event["pid"], event["node_ip"]))
                     replica.job = job_id
-                self._manager.job_started(job_id)
+                self.manager.job_started(job_id)
             elif kind == "progress":
-                self._manager.job_progress(job_id, event["stage"], event["step"], event["total"])
+                self.manager.job_progress(job_id, event["stage"], event["step"], event["total"])
             elif kind == "done":
                 self._done(job, event)
                 return
         raise RuntimeError("the replica's result stream ended without a result")
 
     def _done(self, job: _Job, event: dict[str, Any]) -> None:
-        manager = self._manager
+        manager = self.manager
         job_id = job.message["job"]
         with self._lock:
-            replica = self._replicas.get((job.replica or {}).get("replica"))
+            replica = self._replicas.get(job.replica["replica"]) if job.replica is not None else None
             if replica is not None:
                 replica.job = None
                 replica.jobs_done += 1
                 replica.peak_rss_mib = event.get("peak_rss_mib")
+                replica.peak_gpu_mib = event.get("peak_gpu_mib")
         if event.get("describe"):
             manager.runner_describe(event["describe"])
         if event["status"] != "succeeded":

@@ -43,6 +43,7 @@ def main(argv=None):
 
     addon_utils.enable("blender_addon", default_set=True, handle_error=None)
     from blender_addon.scene import planes
+    from blender_addon.scene.stack import stack_layers
 
     rows = []
     for count in (4, 8):
@@ -64,7 +65,7 @@ def main(argv=None):
                 root = planes.build_stack(bpy.context, paths, [f"L{i}" for i in range(count)], "bench", "",
                                           f"relief {count} {size_px}")
                 timings["flat stack"] = time.perf_counter() - start
-                layers = planes.stack_layers(root)
+                layers = stack_layers(root)
                 start = time.perf_counter()
                 for obj in layers:
                     obj.strata.relief = 0.7

@@ -6,7 +6,7 @@
 Runs in the Blender venv (the bpy module). On a fresh checkout it
   1. takes ``--image PATH`` or writes a sample poster (``benchmarks.samples``, run by the server venv's Python),
   2. enables the add-on from this repository and points it at a local CPU server, which the add-on starts itself
-     (``ServerProcess``, the same path a Blender user takes),
+     (``AddonServerProcess``, the same path a Blender user takes),
   3. saves an empty .blend so the layer images land beside it (``//strata/<job>/layer_XX.png``),
   4. decomposes the poster with the add-on's Decompose operator and builds the camera-exact plane stack,
   5. keys a looping parallax camera move and renders a preview (MP4 if this Blender has FFmpeg, and a GIF),
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     addon = sys.modules[ADDON]
     job_watch = sys.modules[f"{ADDON}.job_watch"]
     connection = sys.modules[f"{ADDON}.connection"]
-    planes = sys.modules[f"{ADDON}.scene.planes"]
+    scene_stack = sys.modules[f"{ADDON}.scene.stack"]
     prefs = bpy.context.preferences.addons[ADDON].preferences
     prefs.connection = 'START'
     prefs.server_python = server_python
@@ -160,7 +160,7 @@ def main(argv=None) -> int:
             print(f"demo: decomposition {scene.strata.job_status}: {scene.strata.job_message}", file=sys.stderr)
             return 1
         root = next(obj for obj in scene.objects if obj.strata.role == 'ROOT')
-        layers = planes.stack_layers(root)
+        layers = scene_stack.stack_layers(root)
         written += sorted(Path(bpy.path.abspath(obj.strata.source_path)) for obj in layers)
         if args.depth_model:
             root.strata.relief_all = args.relief
@@ -179,7 +179,7 @@ def main(argv=None) -> int:
             return 1
         # Logged from the stack as it is saved (after the depth spacing above), so the log and the .blend agree.
         step(f"stack '{root.name}': " + ", ".join(f"{obj.name} @ {obj.strata.depth_m:.2f} m"
-                                                  for obj in planes.stack_layers(root)))
+                                                  for obj in scene_stack.stack_layers(root)))
         bpy.ops.wm.save_mainfile()
         written.append(blend_path)
         step(f"rendering the preview ({scene.frame_end - scene.frame_start + 1} frames, Cycles on the CPU)")

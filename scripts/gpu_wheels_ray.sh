@@ -3,16 +3,11 @@
 # numpy, aiohttp, grpcio, ... but not Ray, diffusers or the server's web stack), for the GPU load test in the README.
 # A device call carries 64 MiB at most and Ray's wheel is 79 MB, so Ray is repacked without what a Python Serve
 # application never loads (Java jars, RLlib, Ray Data/Train/Tune/LLM, the dashboard's web page), and its three native
-# binaries lose their debugging symbols (`strip --strip-unneeded`; about 4 MB).
+# binaries lose their debugging symbols (`strip --strip-unneeded`; about 4 MB). The set was checked by running
+# `scripts/load_test.py --ray` in a Python venv holding only these wheels (cp311 builds) and the GPU image's packages;
+# grpcio-reflection must match the image's grpcio (1.84.0 in November 2026): its generated code checks.
 #   bash scripts/gpu_wheels_ray.sh [DIR]      # default: .whl-ray (git-ignored)
-# Then, from the repository root, one device call on nvidia-h200-x2 (carry .whl-ray; about 7–9 minutes: the real-size
-# random model is built on GPU 0 and saved as a 57 GB folder, then served by 1 and by 2 replicas, each loading it):
-#   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site
-#     .whl-ray/*.whl && export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 || exit;
-#   python3 scripts/load_test.py --ray --random-model real --replicas 1,2 --jobs 8 --threads 2 --size 640
-#     --layers 4 --server-arg=--preset=stock --params '{"resolution": 640, "num_inference_steps": 8, "prompt":
-#     "a red bicycle against a pale yellow wall, a potted fern, a round clock, a blue sign that says OPEN"}'
-#     2>&1 | grep -v "INFO\|Failed to get queue" | tee $OUT/log | tail -40
+# Then one device call on nvidia-h200-x2 runs scripts/load_test_gpu.sh with these wheels (see its header).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DIR=${1:-.whl-ray}
@@ -26,8 +21,8 @@ PLATFORMS="--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --p
     ray==2.60.0 jsonschema==4.26.0 jsonschema-specifications==2025.9.1 referencing==0.37.0 rpds-py==2026.9.1 \
     fastapi==0.165.0 starlette==1.10.0 pydantic==2.14.4 pydantic-core==2.50.5 typing-inspection==0.4.5 \
     annotated-types==0.8.0 annotated-doc==0.0.7 opentelemetry-api==1.45.2 importlib-metadata==10.2.0 \
-    uvicorn==0.54.0 grpcio-reflection==1.85.1 sniffio==1.3.1 python-multipart==0.0.34 python-pptx==1.0.2 \
-    xlsxwriter==3.3.1 psd-tools==1.26.0 diffusers==0.42.1 transformers==5.24.0
+    uvicorn==0.54.0 grpcio-reflection==1.84.0 sniffio==1.3.1 python-multipart==0.0.34 python-pptx==1.0.2 \
+    xlsxwriter==3.3.1 psd-tools==1.26.0 diffusers==0.42.1 transformers==5.24.0 platformdirs==4.14.8
 "$PYTHON" - "$DIR" <<'PY'
 import subprocess, sys, tempfile, zipfile
 from pathlib import Path

@@ -22,6 +22,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -71,25 +72,122 @@ def _quartiles(samples: list[tuple[int, float, float]], column: int, jobs: int, 
     return " / ".join(values + [f"{final_mib:.1f} MiB"])
 
 
-def save_random_model(kind: str, folder: str) -> None:
-    """Qwen-Image-Layered's architecture with random weights, saved so that ``--model FOLDER`` loads it."""
+def _spin(iterations: int) -> None:
+    total = 0
+    for number in range(iterations):
+        total += number & 7
+
+
+def core_scaling(iterations: int = 20_000_000) -> float:
+    """Throughput of two processes of plain Python work on this machine over one: the most two replicas can gain
+    on its cores (hyperthreads, a shared or busy host and turbo clocks make it less than 2)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    walls = []
+    for count in (1, 2):
+        processes = [context.Process(target=_spin, args=(iterations,)) for _ in range(count)]
+        started = time.perf_counter()
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join()
+        walls.append(time.perf_counter() - started)
+    return 2 * walls[0] / walls[1]
+
+
+def process_tree_cpu_s(root_pid: int) -> dict[int, tuple[float, str]]:
+    """CPU seconds (user + system) each live process below ``root_pid`` (itself included) has used so far, with its
+    command line: the API server, its worker, and with --ray every Ray process (GCS, raylet, controller, replicas)."""
+    tick_s = 1 / os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields[1])
+        cpu[int(entry)] = (int(fields[11]) + int(fields[12])) * tick_s
+    tree, frontier = {root_pid}, [root_pid]
+    while frontier:
+        children = [pid for pid, parent in parents.items() if parent in frontier and pid not in tree]
+        tree.update(children)
+        frontier = children
+    result = {}
+    for pid in tree:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                command = handle.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        result[pid] = (cpu.get(pid, 0.0), command)
+    return result
+
+
+def cpu_by_role_s(before: dict[int, tuple[float, str]], after: dict[int, tuple[float, str]], server_pid: int,
+                  worker_pids: set[int]) -> dict[str, float]:
+    """CPU seconds used between two ``process_tree_cpu_s`` snapshots, summed by role."""
+    roles = {"API server": 0.0, "worker / replicas": 0.0, "Ray's own processes": 0.0}
+    for pid, (seconds, command) in after.items():
+        used = seconds - before.get(pid, (0.0, ""))[0]
+        if pid == server_pid:
+            roles["API server"] += used
+        elif pid in worker_pids or "ServeReplica" in command:
+            roles["worker / replicas"] += used
+        else:
+            roles["Ray's own processes"] += used
+    return roles
+
+
+def _script(name: str):
     import importlib.util
 
-    def script(name: str):
-        spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
-    pipe = script("bench_gpu").build_random_pipeline("cuda" if kind == "real" else "cpu", tiny=kind == "tiny")
-    script("make_tiny_qwen_layered").save_pipeline(pipe, folder, {"purpose": "load test", "size": kind},
-                                                   marker_name="RANDOM_WEIGHTS.json")
+
+def serve_with_random_model(kind: str, argv: list[str]) -> int:
+    """``strata serve`` (``argv``) whose Ray Serve replicas each build Qwen-Image-Layered's architecture with random
+    weights (scripts/bench_gpu.py's builder: real size straight on the replica's GPU in ~15 s, or tiny on the CPU)
+    instead of loading weights: a 57 GB folder saved and loaded by every replica took minutes of the GPU machine's
+    time and measures nothing a job does. Everything else (the HTTP API, RayRunner, the deployment, the replica's job
+    path and the backend) is the product's own code."""
+    sys.path.insert(0, str(REPO))
+    from ray import serve
+
+    from inference_server import cli, ray_replica
+
+    class RandomWeightsReplica(ray_replica.StrataReplica):
+        def _create_backend(self, backend_name, backend_options):
+            from inference_server.backends.qwen import QwenLayeredBackend
+
+            started = time.perf_counter()
+            pipe = _script("bench_gpu").build_random_pipeline("cuda" if kind == "real" else "cpu",
+                                                               tiny=kind == "tiny")
+            print(f"replica pid {os.getpid()}: random {kind} model built in {time.perf_counter() - started:.1f} s",
+                  file=sys.stderr, flush=True)
+            options = {key: value for key, value in backend_options.items() if key not in ("model_id", "vram")}
+            return QwenLayeredBackend(pipeline=pipe, **options)
+
+    def deployment(**options):
+        return serve.deployment(RandomWeightsReplica, **{**ray_replica.DEPLOYMENT_OPTIONS, **options})
+
+    # What RayRunner deploys (it looks the function up when it deploys); the class travels to the replicas by value.
+    ray_replica.replica_deployment = deployment
+    return cli.main(argv)
 
 
 def main() -> int:
-    if sys.argv[1:2] == ["--save-random-model"]:
-        save_random_model(sys.argv[2], sys.argv[3])
-        return 0
+    # SIGTERM (a `timeout`) unwinds like Ctrl-C, so that the servers (and their Ray instances, GPUs) are stopped.
+    signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))
+    if sys.argv[1:2] == ["--serve-random-model"]:
+        return serve_with_random_model(sys.argv[2], sys.argv[3:])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--threads", type=int, default=4)
@@ -105,46 +203,57 @@ def main() -> int:
                         help="with --ray: replica counts to compare; 0 is the local worker without Ray, the baseline "
                              "(default 0,1,2)")
     parser.add_argument("--random-model", choices=("real", "tiny"),
-                        help="serve Qwen-Image-Layered's architecture with random weights (real size built on the "
-                             "GPU, or tiny on the CPU; scripts/bench_gpu.py's builder), saved as a model folder and "
-                             "loaded by each replica like real weights: implies --backend qwen --model FOLDER")
+                        help="with --ray: Qwen-Image-Layered's architecture with random weights, built by each "
+                             "replica (real size on its GPU, or tiny on the CPU: add --server-arg=--gpus-per-replica=0;"
+                             " scripts/bench_gpu.py's builder); implies --backend qwen")
+    parser.add_argument("--json", type=Path, metavar="PATH",
+                        help="also write the measurements as JSON (rewritten after each server run)")
     parser.add_argument("--poll-s", type=float,
-                        help="client's status poll interval, and half its wait after a 429 (default 0.02 s; 0.25 s "
-                             "with --ray, so that the clients leave the CPU to the replicas being measured)")
+                        help="client's status poll interval; a client waits 2.5 times as long after a 429 (default "
+                             "0.02 s; 0.5 s with --ray, so that the clients leave the CPU to the replicas measured)")
     parser.add_argument("--keep-data", action="store_true", help="keep the server's data folder (default: delete it)")
     args = parser.parse_args()
     if args.poll_s is None:
-        args.poll_s = 0.25 if args.ray else 0.02
+        args.poll_s = 0.5 if args.ray else 0.02
+    counts = [int(text) for text in args.replicas.split(",")]
     if args.random_model:
-        folder = Path(tempfile.mkdtemp(prefix="strata-random-qwen-"))
-        print(f"building the {args.random_model} random-weight model in {folder}...", file=sys.stderr, flush=True)
-        started = time.perf_counter()
-        # In a child process, so this process never holds GPU memory the replicas need.
-        subprocess.run([sys.executable, __file__, "--save-random-model", args.random_model, str(folder)], check=True)
-        print(f"built and saved in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+        if not args.ray or 0 in counts:
+            parser.error("--random-model runs on Ray Serve replicas: give --ray and --replicas without 0 (e.g. 1,2)")
         args.backend = "qwen"
-        args.server_arg = [f"--model={folder}", *args.server_arg]
-    try:
-        if not args.ray:
-            return print_single(args, run_load(args, []))
-        columns = []
-        for count in (int(text) for text in args.replicas.split(",")):
-            print(f"running {args.jobs} jobs on {count or 'the local worker, no'} replica(s)...", file=sys.stderr,
-                  flush=True)
-            server_args = ["--ray", "--min-replicas", str(count), "--max-replicas", str(count)] if count else []
-            columns.append((count, run_load(args, server_args, warm_jobs=max(count, 1))))
-        return print_ray(args, columns)
-    finally:
-        if args.random_model:
-            shutil.rmtree(folder, ignore_errors=True)
+    if not args.ray:
+        result = run_load(args, [])
+        _write_json(args, [(None, result)])
+        return print_single(args, result)
+    args.core_scaling = core_scaling()
+    columns: list[tuple[int, dict]] = []
+    for count in counts:
+        print(f"running {args.jobs} jobs on {count or 'the local worker, no'} replica(s)...", file=sys.stderr,
+              flush=True)
+        server_args = ["--ray", "--min-replicas", str(count), "--max-replicas", str(count)] if count else []
+        columns.append((count, run_load(args, server_args, warm_jobs=max(count, 1))))
+        _write_json(args, columns)
+    return print_ray(args, columns)
+
+
+def _write_json(args: argparse.Namespace, columns: list) -> None:
+    if args.json is None:
+        return
+    runs = [{"replica_count": count, "jobs": args.jobs, "jobs_per_s": args.jobs / result["wall_s"],
+             **{key: value for key, value in result.items() if key != "health"},
+             "describe": {key: value for key, value in result["health"].items() if key != "replicas"}}
+            for count, result in columns]
+    args.json.write_text(json.dumps({"args": {key: str(value) for key, value in vars(args).items()}, "runs": runs,
+                                     "cpus": len(os.sched_getaffinity(0))}, indent=1, default=str))
 
 
 def run_load(args: argparse.Namespace, server_args: list[str], warm_jobs: int = 1) -> dict:
     """Start a server, warm it up, run the load, stop it; the measurements."""
     token = "load-test-token-0123456789"
     data_dir = Path(tempfile.mkdtemp(prefix="strata-load-"))
+    command = ([sys.executable, __file__, "--serve-random-model", args.random_model] if args.random_model
+               else [sys.executable, "-m", "inference_server"])
     server = subprocess.Popen(
-        [sys.executable, "-m", "inference_server", "serve", "--port", "0", "--data-dir", str(data_dir),
+        [*command, "serve", "--port", "0", "--data-dir", str(data_dir),
          "--backend", args.backend, "--max-queue", str(args.max_queue), *server_args, *args.server_arg],
         cwd=REPO, env=dict(os.environ, STRATA_TOKEN=token), stdout=subprocess.PIPE, text=True)
     try:
@@ -174,6 +283,9 @@ def run_load(args: argparse.Namespace, server_args: list[str], warm_jobs: int = 
         retries_429 = [0]
         errors: list[str] = []
         shares = [list(range(1 + n, args.jobs + 1, args.threads)) for n in range(args.threads)]
+        # Encoded before the clock starts: the clients share the server's cores, and encoding a 1024 px PNG per job
+        # would be load-generator work counted against the replicas.
+        images = {index: test_image(args.size, index) for index in range(1, args.jobs + 1)}
         rss_samples: list[tuple[int, float, float]] = []  # (jobs finished, server MiB, worker MiB)
         done = threading.Event()
 
@@ -182,7 +294,7 @@ def run_load(args: argparse.Namespace, server_args: list[str], warm_jobs: int = 
             session.headers.update(session_headers)
             submitted: list[tuple[str, float]] = []
             for index in indices:  # submit all, without waiting: the queue fills and answers 429
-                image = test_image(args.size, index)
+                image = images[index]
                 started = time.perf_counter()
                 while True:
                     response = session.post(url + "/v1/jobs", timeout=30,
@@ -224,6 +336,7 @@ def run_load(args: argparse.Namespace, server_args: list[str], warm_jobs: int = 
                 finished = sum(job["status"] in TERMINAL for job in jobs) - len(warm)  # not the warm-up jobs
                 rss_samples.append((finished, rss_mib(server.pid), rss_mib(health().get("worker_pid"))))
 
+        cpu_before, client_cpu_before = process_tree_cpu_s(server.pid), sum(os.times()[:2])
         started = time.perf_counter()
         sampler = threading.Thread(target=sample_memory)
         sampler.start()
@@ -236,6 +349,10 @@ def run_load(args: argparse.Namespace, server_args: list[str], warm_jobs: int = 
         sampler.join()
         wall_s = time.perf_counter() - started
         final_health = health()
+        cpu_s = cpu_by_role_s(cpu_before, process_tree_cpu_s(server.pid), server.pid,
+                              {final_health.get("worker_pid")} | {replica["pid"] for replica in
+                                                                   final_health.get("replicas") or []})
+        cpu_s["load test's clients"] = sum(os.times()[:2]) - client_cpu_before
         rss_after = (rss_mib(server.pid), rss_mib(final_health["worker_pid"]))
         replicas = [dict(replica, rss_now_mib=rss_mib(replica["pid"]))
                     for replica in final_health.get("replicas") or []]
@@ -244,7 +361,7 @@ def run_load(args: argparse.Namespace, server_args: list[str], warm_jobs: int = 
         return {"statuses": statuses, "errors": errors, "retries_429": retries_429[0], "wall_s": wall_s,
                 "latencies_s": latencies_s, "rss_before": rss_before, "rss_after": rss_after,
                 "rss_samples": rss_samples, "health": final_health, "replicas": replicas,
-                "load": (load_before, load_after)}
+                "load": (load_before, load_after), "cpu_s": cpu_s}
     finally:
         server.terminate()
         server.wait(60)
@@ -306,8 +423,8 @@ def print_ray(args: argparse.Namespace, columns: list[tuple[int, dict]]) -> int:
         return (name, *(cell(count, result) for count, result in columns))
 
     def replica_memory(result: dict, key: str) -> str:
-        values = [replica.get(key) for replica in result["replicas"]]
-        return " / ".join(f"{value:.0f}" for value in values if value is not None) + " MiB" if values else "–"
+        values = [replica[key] for replica in result["replicas"] if replica.get(key) is not None]
+        return " / ".join(f"{value:.0f}" for value in values) + " MiB" if values else "–"
 
     rows = [
         row("jobs/s", lambda count, result: f"{args.jobs / result['wall_s']:.2f}"),
@@ -320,15 +437,20 @@ def print_ray(args: argparse.Namespace, columns: list[tuple[int, dict]]) -> int:
         row("worker RSS (no Ray)", lambda count, result: "–" if count else f"{result['rss_after'][1]:.0f} MiB"),
         row("RSS per replica (now)", lambda count, result: replica_memory(result, "rss_now_mib")),
         row("peak RSS per replica", lambda count, result: replica_memory(result, "peak_rss_mib")),
+        row("peak GPU memory per replica", lambda count, result: replica_memory(result, "peak_gpu_mib")),
         row("server RSS after", lambda count, result: f"{result['rss_after'][0]:.0f} MiB"),
         row("429 retries", lambda count, result: str(result["retries_429"])),
+        *[row(f"CPU s per job: {role}", lambda count, result, role=role: f"{result['cpu_s'][role] / args.jobs:.3f}")
+          for role in columns[0][1]["cpu_s"]],
+        row("CPU s per job, all", lambda count, result: f"{sum(result['cpu_s'].values()) / args.jobs:.3f}"),
         row("terminal statuses", lambda count, result: ", ".join(f"{name} {number}" for name, number
                                                                  in sorted(result["statuses"].items()))),
         row("load average before → after",
             lambda count, result: f"{result['load'][0]:.1f} → {result['load'][1]:.1f}"),
     ]
     print(f"{args.jobs} jobs ({args.size}×{args.size} px, {args.layers} layers, backend {args.backend}, "
-          f"{args.threads} client threads) on strata serve --ray; {os.cpu_count()} CPUs")
+          f"{args.threads} client threads) on strata serve --ray; {len(os.sched_getaffinity(0))} CPUs, on which 2 "
+          f"processes of plain Python ran {args.core_scaling:.2f}× as fast as 1")
     _print_rows(header, rows)
     ok = all(_ok(args, result) for _, result in columns)
     for _, result in columns:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from blender_addon.core.model_download import DownloadOptions, ModelDownload, downloaded
+from blender_addon.core.model_download_task import DownloadOptions, ModelDownload, downloaded
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))

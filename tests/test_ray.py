@@ -139,6 +139,19 @@ def test_replica_killed_mid_job_runs_it_again_with_the_reason_and_the_next_job_s
     assert server.wait(next_id, timeout_s=120)["status"] == "succeeded"
 
 
+def test_health_forgets_a_replica_that_is_gone(ray_server):
+    # A replica that ends between jobs (autoscaling removed it, or it died idle) leaves /v1/health's list.
+    server = ray_server
+    idle = [entry for entry in server.get("/v1/health").json()["replicas"] if entry["job"] is None]
+    assert idle, "every replica that ran a job is listed"
+    os.kill(idle[0]["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while idle[0]["replica"] in [entry["replica"] for entry in server.get("/v1/health").json()["replicas"]]:
+        assert time.monotonic() < deadline, "the dead replica is still listed"
+        time.sleep(0.5)
+    assert server.wait(server.submit(sample_png(), layers=2), timeout_s=120)["status"] == "succeeded"
+
+
 def test_cancel_running_and_queued_jobs(ray_server):
     server = ray_server
     jobs = [server.submit(sample_png(), layers=3) for _ in range(REPLICAS + 1)]

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """A long piece of work (installing the server, downloading weights) on a daemon thread, made of subprocesses.
 
 Blender's main thread only ever reads ``snapshot()`` (a copy taken under a lock) and calls ``cancel()``; the thread
@@ -175,8 +176,10 @@ class BackgroundTask:
         if self._cancel.is_set():  # canceled between the check and Popen
             _kill_group(process)
         lines: list[str] = []
+        stdout = process.stdout
+        assert stdout is not None  # Popen(stdout=PIPE)
         try:
-            for raw in iter(process.stdout.readline, b""):
+            for raw in iter(stdout.readline, b""):
                 line = raw.decode("utf-8", "replace").rstrip()
                 lines.append(line)
                 self.log(line)
@@ -184,7 +187,7 @@ class BackgroundTask:
                     on_line(line)
             code = process.wait()
         finally:
-            process.stdout.close()
+            stdout.close()
             with self._lock:
                 self._process = None
         self.check_canceled()

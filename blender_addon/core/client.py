@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """HTTP client of the Strata server, on urllib only (Blender's Python has no ``requests``).
 
 Every call raises ``ServerError`` on failure: its message is the server's ``detail`` (shown to the user as is) or,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Parallax camera moves: numbers in, keyframes out.
 
 Everything here lives in the stack root's frame, which is the rest camera's frame: the rest camera sits at the
@@ -342,8 +343,9 @@ def _pose(preset: str, geometry: StackGeometry, amplitude: float, s: float) -> t
     raise MotionError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
 
 
-def _check(preset: str, geometry: StackGeometry, amplitude: float, duration_frames: int, easing: str,
-           coverage: str) -> None:
+def _check(preset: str, geometry: StackGeometry, amplitude: float | None, duration_frames: int, easing: str,
+           coverage: str) -> float:
+    """Raise ``MotionError`` for an input the move cannot have → the amplitude, checked to be a number."""
     if coverage not in COVERAGES:
         raise MotionError(f"coverage must be one of {', '.join(COVERAGES)}, got {coverage!r}")
     if preset not in PRESETS:
@@ -362,6 +364,7 @@ def _check(preset: str, geometry: StackGeometry, amplitude: float, duration_fram
                               f"away; use an amplitude of at most {limit_m / geometry.reference_depth_m:.2f}")
     if preset == "ZOOM_OUT" and coverage == "ZOOM" and amplitude > 0:
         raise MotionError("zooming out cannot be covered by zooming in; use Overscan Background or None coverage")
+    return float(amplitude)
 
 
 def camera_path(preset: str, geometry: StackGeometry, amplitude: float | None = None, duration_frames: int = 48,
@@ -376,8 +379,8 @@ def camera_path(preset: str, geometry: StackGeometry, amplitude: float | None = 
     # 1. Check inputs
     if amplitude is None and preset in PRESETS:
         amplitude = default_amplitude(preset, geometry)
-    _check(preset, geometry, amplitude, duration_frames, easing, coverage)
-    path = CameraPath(preset, geometry, float(amplitude), duration_frames, easing, start_frame, coverage, loop)
+    amplitude = _check(preset, geometry, amplitude, duration_frames, easing, coverage)
+    path = CameraPath(preset, geometry, amplitude, duration_frames, easing, start_frame, coverage, loop)
 
     # 2. Zoom that keeps the background covering the frame at full amplitude
     if coverage == "ZOOM":
@@ -451,7 +454,7 @@ def decode_cover_poses(values) -> list[CoverPose]:
     values = [float(v) for v in values]
     if len(values) % 7:
         raise MotionError(f"stored overscan poses must be 7 numbers each, got {len(values)} numbers")
-    return [CoverPose(tuple(values[i:i + 3]), tuple(values[i + 3:i + 6]), values[i + 6])  # type: ignore[arg-type]
+    return [CoverPose(tuple(values[i:i + 3]), tuple(values[i + 3:i + 6]), values[i + 6])
             for i in range(0, len(values), 7)]
 
 

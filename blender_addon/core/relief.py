@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Relief inside a layer: its plane becomes a grid whose vertices slide along the rays from the rest camera.
 
 Numbers in, numbers out (numpy, no bpy). A layer plane is the unit square in its own coordinates, placed in the

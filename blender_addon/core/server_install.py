@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Install the Strata server into a venv of its own, from the add-on's preferences, without a terminal.
 
 Layout under the extension's user folder (``bpy.utils.extension_path_user(__package__)``)::
@@ -26,7 +27,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -213,7 +214,7 @@ def venv_python(env_dir: Path) -> Path:
     return env_dir / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 
 
-def remove_unused_envs(root: str | os.PathLike, keep: set[str] = frozenset()) -> list[str]:
+def remove_unused_envs(root: str | os.PathLike, keep: Iterable[str] = ()) -> list[str]:
     """Delete every env but the one in use and those holding a python in ``keep`` (a server still running)."""
     root = Path(root)
     current = read_pointer(root).get("env")

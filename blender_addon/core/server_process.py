@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Start and stop a local Strata server as a child process.
 
 The server is started with ``--port 0`` and a fresh random token in ``STRATA_TOKEN``; once listening it prints one
@@ -33,8 +34,9 @@ def tail_text(path: str | os.PathLike, max_chars: int = 1500) -> str:
         return ""
 
 
-class ServerProcess:
-    """``ServerProcess(python_path="/path/to/venv/bin/python", backend="cpu", data_dir=...)``, or ``command=[...]``.
+class AddonServerProcess:
+    """The server process the add-on starts and owns:
+    ``AddonServerProcess(python_path="/path/to/venv/bin/python", backend="cpu", data_dir=...)``, or ``command=[...]``.
 
     ``command`` (a list or a shell-like string) replaces ``python -m inference_server``; the serve arguments are
     appended to it either way.
@@ -44,12 +46,18 @@ class ServerProcess:
                  data_dir: str | os.PathLike | None = None, extra_args: list[str] | None = None,
                  command: list[str] | str | None = None, cwd: str | None = None, env: dict[str, str] | None = None,
                  startup_timeout_s: float = 120.0) -> None:
-        if not python_path and not command:
+        # What runs the server; the serve arguments are appended to it.
+        self.launcher: list[str]
+        if command:
+            self.launcher = shlex.split(command) if isinstance(command, str) else list(command)
+        elif python_path:
+            self.launcher = [python_path, "-m", "inference_server"]
+        else:
             raise ServerStartError("no server to start: press Install Server in the add-on preferences, or set the "
                                    "server's Python (the venv where the Strata server is installed) or a full "
                                    "command there, or give the URL and token of a running server")
         self.python_path = python_path
-        self.command = shlex.split(command) if isinstance(command, str) else command
+        self.command = self.launcher if command else None
         self.backend = backend
         self.model = model
         self.data_dir = Path(data_dir) if data_dir else Path.home() / ".strata"
@@ -63,8 +71,7 @@ class ServerProcess:
         self.log_path = self.data_dir / "server.log"
 
     def argv(self) -> list[str]:
-        base = list(self.command) if self.command else [self.python_path, "-m", "inference_server"]
-        args = base + ["serve", "--host", "127.0.0.1", "--port", "0", "--data-dir", str(self.data_dir),
+        args = self.launcher + ["serve", "--host", "127.0.0.1", "--port", "0", "--data-dir", str(self.data_dir),
                        "--backend", self.backend]
         if self.model:
             args += ["--model", self.model]
@@ -125,6 +132,7 @@ class ServerProcess:
     @staticmethod
     def _read_stdout(process: subprocess.Popen, lines: queue.Queue) -> None:
         # Keeps draining stdout after startup so a chatty server never blocks on a full pipe.
+        assert process.stdout is not None  # Popen(stdout=PIPE)
         for raw in iter(process.stdout.readline, b""):
             lines.put(raw.decode("utf-8", "replace").strip())
         lines.put(None)
@@ -181,7 +189,7 @@ def default_python() -> str:
     return os.environ.get("STRATA_SERVER_PYTHON", "")
 
 
-__all__ = ["ServerProcess", "ServerStartError", "count_cuda_gpus", "default_python", "qwen_serve_args",
+__all__ = ["AddonServerProcess", "ServerStartError", "count_cuda_gpus", "default_python", "qwen_serve_args",
            "tail_text", "tier_line"]
 
 

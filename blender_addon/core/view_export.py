@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The camera view as a flat layout: where each layer plane lands in the rendered image, in pixels.
 
 Numbers in, numbers out. A plane parallel to the camera sensor projects to an axis-aligned rectangle, which is what
@@ -7,8 +8,9 @@ rectangles back to front with opacity and visibility:
     {"width_px": W, "height_px": H, "name": "...",
      "layers": [{"name", "x_px", "y_px", "width_px", "height_px", "opacity", "visible"}, ...]}
 
-The projection follows Blender's perspective camera: the frame at unit distance comes from ``layout.frame_size_at_
-distance_m`` (sensor fit, focal length, image aspect) and a lens shift moves it by ``shift × larger side``.
+The projection follows Blender's perspective camera: the frame at unit distance comes from
+``camera_frame.frame_size_at_distance_m`` (sensor fit, focal length, image aspect) and a lens shift moves it by
+``shift × larger side``.
 Pixel (0, 0) is the top-left corner of the image, +y down.
 """
 
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import layout
+from . import camera_frame
 
 Vector3 = tuple[float, float, float]
 Matrix4 = tuple[tuple[float, float, float, float], ...]
@@ -64,10 +66,10 @@ class CameraProjection:
         depth_m = -q[2]
         if depth_m <= 1e-9:
             return math.nan, math.nan, depth_m
-        frame_w, frame_h = layout.frame_size_at_distance_m(1.0, self.sensor_width_mm, self.focal_length_mm,
+        frame_w, frame_h = camera_frame.frame_size_at_distance_m(1.0, self.sensor_width_mm, self.focal_length_mm,
                                                            self.width_px, self.height_px, self.sensor_fit,
                                                            self.sensor_height_mm)
-        offset_x, offset_y = layout.shift_offset_m(frame_w, frame_h, self.shift_x, self.shift_y)
+        offset_x, offset_y = camera_frame.shift_offset_m(frame_w, frame_h, self.shift_x, self.shift_y)
         x_px = ((q[0] / depth_m - offset_x) / frame_w + 0.5) * self.width_px
         y_px = (0.5 - (q[1] / depth_m - offset_y) / frame_h) * self.height_px
         return x_px, y_px, depth_m

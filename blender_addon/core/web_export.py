@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The stack as a self-contained web page: one ``index.html`` that plays the layers as a parallax scene (WebGL 1).
 
 Numbers in, files out (no bpy). ``scene/stack_export.py`` gathers a ``WebScene`` from Blender: every layer's mesh in the
@@ -21,10 +22,11 @@ import base64
 import json
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from .jobs import write_bytes_atomic
+from .job_runner import write_bytes_atomic
 
 PAGE_NAME = "index.html"
 # The pointer slides the camera up to this fraction of the front layer's distance sideways (the wheel dollies up to
@@ -73,7 +75,7 @@ def scene_json(scene: WebScene) -> dict:
     """The page's inline scene: plain JSON, arrays as base64 little-endian (float32 positions, uint16 indices)."""
     if not scene.layers:
         raise WebExportError("the stack has no visible layers to export")
-    layers = []
+    layers: list[dict[str, Any]] = []
     nearest_m = None
     for layer in scene.layers:
         positions = np.asarray(layer.positions_m, np.float64).reshape(-1, 3)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Writes ``core.motion`` camera paths as ordinary, editable keyframes, and renders quick previews.
 
 The path is in the stack root's frame (the rest camera pose); here it is carried into world space through the root's
@@ -14,8 +15,8 @@ import os
 import bpy
 from mathutils import Euler, Matrix, Vector
 
-from ..core import layout, motion
-from . import compat, planes
+from ..core import camera_frame, motion
+from . import compat, planes, stack
 
 CAMERA_OBJECT_PATHS = ("location", "rotation_euler", "rotation_quaternion", "rotation_axis_angle")
 CAMERA_DATA_PATHS = ("lens",)
@@ -26,7 +27,7 @@ class AnimationError(RuntimeError):
 
 
 def camera_for_stack(root: bpy.types.Object, context=None) -> bpy.types.Object:
-    camera = planes.stack_camera(root, context.scene if context else None)
+    camera = stack.stack_camera(root, context.scene if context else None)
     if camera is None or camera.type != 'CAMERA':
         raise AnimationError("the stack has no camera; set one on the stack root (Camera) or make the scene camera "
                              "active")
@@ -51,12 +52,12 @@ def _remove_fcurves(id_data, data_paths) -> None:
 
 
 def stack_geometry(root: bpy.types.Object, camera: bpy.types.Object, focal_length_mm: float) -> motion.StackGeometry:
-    layers = planes.stack_layers(root)
+    layers = stack.stack_layers(root)
     if not layers:
         raise AnimationError(f"stack '{root.name}' has no layer planes")
     depths_m = [plane.strata.depth_m for plane in layers]
     data = camera.data
-    frame_w, frame_h = layout.frame_size_at_distance_m(1.0, data.sensor_width, focal_length_mm,
+    frame_w, frame_h = camera_frame.frame_size_at_distance_m(1.0, data.sensor_width, focal_length_mm,
                                                        root.strata.image_width_px, root.strata.image_height_px,
                                                        data.sensor_fit, data.sensor_height)
     return motion.StackGeometry(near_m=min(depths_m), far_m=max(depths_m),
@@ -122,7 +123,7 @@ def apply_camera_path(scene: bpy.types.Scene, root: bpy.types.Object, camera: bp
 
 def reset_to_rest(scene: bpy.types.Scene, root: bpy.types.Object, camera: bpy.types.Object) -> None:
     """Remove the keyed move and put the camera back at the stack's rest pose and lens."""
-    focal_length_mm = planes.rest_lens_mm(camera, scene)
+    focal_length_mm = stack.rest_lens_mm(camera, scene)
     _remove_fcurves(camera, CAMERA_OBJECT_PATHS)
     _remove_fcurves(camera.data, CAMERA_DATA_PATHS)
     rest = motion.CameraKey(scene.frame_start, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0), focal_length_mm)

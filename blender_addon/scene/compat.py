@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The few bpy APIs that differ between Blender 4.2 (``blender_version_min``) and 5.0, in one place.
 
 Checked with the PyPI bpy 4.5.15 and 5.0.1 modules, and Blender's API docs for 4.2-4.3:

@@ -1,10 +1,14 @@
-"""Build and re-lay-out a camera-exact stack of image planes.
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Build, re-lay-out and remove a camera-exact stack of image planes.
 
 A stack is a ROOT empty placed at the rest camera pose (the camera's world matrix when the stack was built) with
 one LAYER plane per image as children at local (0, 0, -depth_m), facing the camera. Each plane is a unit square
-scaled by ``core.layout.plane_size_m`` so that it exactly covers the camera frame seen from the rest pose: the
+scaled by ``core.camera_frame.plane_size_m`` so that it exactly covers the camera frame seen from the rest pose: the
 camera view reproduces the original image whatever the depths, while moving the camera gives parallax. The
 camera itself is never a parent, so it stays free to be animated.
+
+Which objects form a stack is read by ``stack``; layer images and materials are ``materials``; the render settings
+that make the camera view exact are ``render_settings``.
 
 Overscan: a camera move keyed with 'OVERSCAN' coverage stores its poses on the root (``COVER_POSES_KEY``); the
 background plane (the farthest; with ``OVERSCAN_LAYERS_KEY`` every plane) then extends beyond its image by the
@@ -20,54 +24,19 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
-from ..core import layout, motion
-from ..core.images import dilate_transparent, encode_png_rgba
-from ..core.jobs import write_bytes_atomic
-from . import compat
+from ..core import camera_frame, motion
 from . import relief as scene_relief
+from .materials import create_layer_material, load_layer_image, plane_image_node
+from .render_settings import configure_render
+from .stack import background_plane, find_root, rest_lens_mm, stack_camera, stack_layers
 
 logger = logging.getLogger(__name__)
 
-HSV_NODE = "Strata HSV"
-OPACITY_NODE = "Strata Opacity"
-IMAGE_NODE = "Strata Image"
 DEFAULT_CAMERA_NAME = "Strata Camera"
 # Custom properties on the stack root: the keyed move's poses (core.motion.encode_cover_poses) and whether every
 # layer plane, not only the background, is overscanned.
 COVER_POSES_KEY = "strata_cover_poses"
 OVERSCAN_LAYERS_KEY = "strata_overscan_layers"
-
-
-def find_root(obj):
-    """The ROOT empty of the stack ``obj`` belongs to (obj itself, or a parent), or None."""
-    while obj is not None:
-        if obj.strata.role == 'ROOT':
-            return obj
-        obj = obj.parent
-    return None
-
-
-def stack_layers(root):
-    """The LAYER planes of a stack, back → front."""
-    return sorted((child for child in root.children if child.strata.role == 'LAYER'),
-                  key=lambda obj: obj.strata.layer_index)
-
-
-def stack_camera(root, scene=None):
-    camera = root.strata.camera
-    if camera is None and scene is not None:
-        camera = scene.camera
-    return camera
-
-
-def rest_lens_mm(camera, scene):
-    """The focal length of the rest pose: an animated lens (a Strata camera move) is read at the first frame,
-    which is the rest pose, so planes re-laid-out while scrubbing the move still fit the rest camera."""
-    fcurves = compat.action_fcurves(camera.data) if scene is not None else None
-    fcurve = fcurves.find("lens") if fcurves is not None else None
-    if fcurve is not None:
-        return float(fcurve.evaluate(scene.frame_start))
-    return float(camera.data.lens)
 
 
 def plane_size_for(root, depth_m):
@@ -76,15 +45,16 @@ def plane_size_for(root, depth_m):
     camera = stack_camera(root, bpy.context.scene)
     width_px, height_px = settings.image_width_px, settings.image_height_px
     if camera is None:  # no camera: assume Blender's default 50 mm lens on a 36 mm sensor
-        width_m, height_m = layout.plane_size_m(depth_m, 36.0, 50.0, width_px, height_px)
+        width_m, height_m = camera_frame.plane_size_m(depth_m, 36.0, 50.0, width_px, height_px)
         return width_m, height_m, 0.0, 0.0
     data = camera.data
     if data.type == 'ORTHO':
-        width_m, height_m = layout.ortho_plane_size_m(data.ortho_scale, width_px, height_px, data.sensor_fit)
+        width_m, height_m = camera_frame.ortho_plane_size_m(data.ortho_scale, width_px, height_px, data.sensor_fit)
     else:
-        width_m, height_m = layout.plane_size_m(depth_m, data.sensor_width, rest_lens_mm(camera, bpy.context.scene),
-                                                width_px, height_px, data.sensor_fit, data.sensor_height)
-    centre_x_m, centre_y_m = layout.shift_offset_m(width_m, height_m, data.shift_x, data.shift_y)
+        lens_mm = rest_lens_mm(camera, bpy.context.scene)
+        width_m, height_m = camera_frame.plane_size_m(depth_m, data.sensor_width, lens_mm, width_px, height_px,
+                                                      data.sensor_fit, data.sensor_height)
+    centre_x_m, centre_y_m = camera_frame.shift_offset_m(width_m, height_m, data.shift_x, data.shift_y)
     return width_m, height_m, centre_x_m, centre_y_m
 
 
@@ -128,12 +98,6 @@ def cover_poses(root):
     return motion.decode_cover_poses(root.get(COVER_POSES_KEY, ()))
 
 
-def background_plane(root):
-    """The plane that fills the frame behind everything: the farthest (the lowest layer index among equals)."""
-    layers = stack_layers(root)
-    return max(layers, key=lambda obj: (obj.strata.depth_m, -obj.strata.layer_index)) if layers else None
-
-
 def plane_overscan(root, obj, poses):
     """``core.motion.Overscan`` of one plane for ``poses``, from where the plane is now (moved or scaled too)."""
     depth_m = -obj.location.z
@@ -166,16 +130,6 @@ def update_overscan(root, strict=False):
                 logger.warning("no overscan for '%s': %s", obj.name, e)
     for obj in layers:
         set_plane_extent(obj, margins[obj.name])
-
-
-def plane_image_node(obj):
-    """The plane material's "Strata Image" texture node that has an image, or None."""
-    for slot in obj.material_slots:
-        if slot.material is not None and slot.material.node_tree is not None:
-            node = slot.material.node_tree.nodes.get(IMAGE_NODE)
-            if node is not None and node.image is not None:
-                return node
-    return None
 
 
 def set_plane_extent(obj, margins):
@@ -218,33 +172,15 @@ def set_plane_extent(obj, margins):
 def relayout(root):
     """Recompute every plane of a stack from the root's base distance and depth spacing."""
     layers = stack_layers(root)
-    distances_m = layout.layer_distances_m(len(layers), root.strata.base_distance_m, root.strata.depth_spacing_m)
+    distances_m = camera_frame.layer_distances_m(len(layers), root.strata.base_distance_m, root.strata.depth_spacing_m)
     for obj, distance_m in zip(layers, distances_m, strict=False):
         # Its update callback (which runs on every assignment, same value or not) moves and rescales the plane and
         # sizes the overscan for the new depths.
         obj.strata.depth_m = distance_m
     camera = stack_camera(root)
     if camera is not None and distances_m:
-        camera.data.clip_start, camera.data.clip_end = layout.clip_range_m(
+        camera.data.clip_start, camera.data.clip_end = camera_frame.clip_range_m(
             distances_m, camera.data.clip_start, camera.data.clip_end)
-
-
-def apply_layer_look(obj):
-    """Write the layer's opacity and hue/saturation/value into its material's named nodes."""
-    settings = obj.strata
-    for slot in obj.material_slots:
-        material = slot.material
-        if material is None or material.node_tree is None:
-            continue
-        nodes = material.node_tree.nodes
-        hsv = nodes.get(HSV_NODE)
-        if hsv is not None:
-            hsv.inputs["Hue"].default_value = settings.hue
-            hsv.inputs["Saturation"].default_value = settings.saturation
-            hsv.inputs["Value"].default_value = settings.value
-        opacity = nodes.get(OPACITY_NODE)
-        if opacity is not None:
-            opacity.inputs[1].default_value = settings.opacity
 
 
 def _unit_plane_mesh(name):
@@ -256,85 +192,6 @@ def _unit_plane_mesh(name):
         uv_layer.data[loop.index].uv = (x + 0.5, y + 0.5)
     mesh.update()
     return mesh
-
-
-def _dilate_image_file(image, abs_path):
-    """Give transparent texels their neighbours' colour, rewriting the PNG atomically (see core.images)."""
-    width_px, height_px = image.size
-    pixels = np.empty(width_px * height_px * 4, np.float32)
-    image.pixels.foreach_get(pixels)
-    rgba = np.clip(np.rint(pixels.reshape(height_px, width_px, 4) * 255.0), 0, 255).astype(np.uint8)
-    dilated, changed = dilate_transparent(rgba)
-    if changed:
-        # bpy pixels start at the bottom row; PNG rows start at the top.
-        write_bytes_atomic(abs_path, encode_png_rgba(dilated[::-1]))
-        image.reload()
-
-
-def load_layer_image(abs_path, name, blend_like_editors=True, pack=False, dilate=True):
-    image = bpy.data.images.load(abs_path, check_existing=False)
-    if image.size[0] == 0 or image.size[1] == 0:  # Blender loads lazily and does not raise on a broken file
-        bpy.data.images.remove(image)
-        raise RuntimeError(f"Blender cannot read the layer image {abs_path} (missing or corrupt)")
-    image.name = name
-    image.alpha_mode = 'STRAIGHT'
-    # Non-Color keeps the sRGB-encoded values as they are, so blending happens on them like in image editors;
-    # the view transform 'Raw' then writes them out unchanged.
-    image.colorspace_settings.name = 'Non-Color' if blend_like_editors else 'sRGB'
-    if dilate:
-        _dilate_image_file(image, abs_path)
-    if bpy.data.filepath:
-        try:
-            image.filepath = bpy.path.relpath(abs_path)
-        except ValueError:  # another drive on Windows: keep it absolute
-            pass
-    if pack:
-        image.pack()
-    return image
-
-
-def create_layer_material(name, image, interpolation='Closest'):
-    """TexImage → "Strata HSV" → Emission, mixed with Transparent by alpha × opacity ("Strata Opacity")."""
-    material = bpy.data.materials.new(name)
-    if not material.node_tree:  # Blender < 5.0 creates materials without nodes
-        material.use_nodes = True
-    # BLENDED gives exact soft alpha in EEVEE; parallel planes sort correctly by origin distance.
-    material.surface_render_method = 'BLENDED'
-    tree = material.node_tree
-    nodes, links = tree.nodes, tree.links
-    nodes.clear()
-    texture = nodes.new("ShaderNodeTexImage")
-    texture.name = texture.label = IMAGE_NODE
-    texture.image = image
-    texture.extension = 'CLIP'
-    texture.interpolation = interpolation
-    texture.location = (-700, 0)
-    hsv = nodes.new("ShaderNodeHueSaturation")
-    hsv.name = hsv.label = HSV_NODE
-    hsv.location = (-400, 100)
-    emission = nodes.new("ShaderNodeEmission")
-    emission.inputs["Strength"].default_value = 1.0
-    emission.location = (-150, 100)
-    transparent = nodes.new("ShaderNodeBsdfTransparent")
-    transparent.location = (-150, -100)
-    opacity = nodes.new("ShaderNodeMath")
-    opacity.name = opacity.label = OPACITY_NODE
-    opacity.operation = 'MULTIPLY'
-    opacity.use_clamp = True
-    opacity.inputs[1].default_value = 1.0
-    opacity.location = (-400, -150)
-    mix = nodes.new("ShaderNodeMixShader")
-    mix.location = (100, 0)
-    output = nodes.new("ShaderNodeOutputMaterial")
-    output.location = (300, 0)
-    links.new(texture.outputs["Color"], hsv.inputs["Color"])
-    links.new(hsv.outputs["Color"], emission.inputs["Color"])
-    links.new(texture.outputs["Alpha"], opacity.inputs[0])
-    links.new(opacity.outputs["Value"], mix.inputs["Fac"])
-    links.new(transparent.outputs["BSDF"], mix.inputs[1])
-    links.new(emission.outputs["Emission"], mix.inputs[2])
-    links.new(mix.outputs["Shader"], output.inputs["Surface"])
-    return material
 
 
 def create_layer_plane(root, image_path, name, layer_index, depth_m, blend_like_editors=True, pack=False,
@@ -364,6 +221,37 @@ def create_layer_plane(root, image_path, name, layer_index, depth_m, blend_like_
     return obj
 
 
+def renumber(root):
+    """Layer indices 0..n-1 in the current back → front order (after a delete or a replacement)."""
+    for index, obj in enumerate(stack_layers(root)):
+        obj.strata.layer_index = index
+
+
+def replace_with_substack(obj, job_id, layer_paths, names):
+    """Replace a layer plane by one plane per sub-layer at (about) its depth; later layers move up in the order."""
+    root = find_root(obj)
+    settings = obj.strata
+    index, count = settings.layer_index, len(layer_paths)
+    depths_m = camera_frame.substack_depths_m(settings.depth_m, root.strata.depth_spacing_m, count)
+    look = (settings.opacity, settings.hue, settings.saturation, settings.value)
+    hidden = (obj.hide_viewport, obj.hide_render)
+    for other in stack_layers(root):
+        if other.strata.layer_index > index:
+            other.strata.layer_index += count - 1
+    blend_like_editors = bpy.context.scene.strata.blend_like_editors
+    created = []
+    for offset, (path, name, depth_m) in enumerate(zip(layer_paths, names, depths_m, strict=False)):
+        plane = create_layer_plane(root, path, f"{obj.name} / {name}", index + offset, depth_m,
+                                   blend_like_editors)
+        plane.strata.job_id = job_id
+        plane.strata.opacity, plane.strata.hue, plane.strata.saturation, plane.strata.value = look
+        plane.hide_viewport, plane.hide_render = hidden
+        created.append(plane)
+    remove_plane(obj)
+    renumber(root)
+    return created
+
+
 def ensure_camera(context, root_name):
     """The scene camera, or a new one looking along +Y from the origin if the scene has none."""
     scene = context.scene
@@ -378,41 +266,6 @@ def ensure_camera(context, root_name):
     camera.matrix_world = camera.matrix_basis.copy()
     scene.camera = camera
     return camera
-
-
-def configure_render(scene, width_px, height_px, layer_count, blend_like_editors=True, pixel_exact=True):
-    """Render size = image size; enough Cycles transparent bounces; a view transform that keeps flat colours.
-
-    Measured on a 160×120 poster with a semi-transparent layer (Cycles, 4 samples): blend like editors 74.1 dB
-    PSNR against the PIL composite, scene-linear blending (sRGB textures, Standard) 28.6 dB.
-    """
-    render = scene.render
-    render.resolution_x, render.resolution_y = width_px, height_px
-    render.resolution_percentage = 100
-    render.pixel_aspect_x = render.pixel_aspect_y = 1.0
-    # Cycles needs transparent_max_bounces >= layer count, or the stack turns black behind the first few layers.
-    needed = layout.transparent_bounces_needed(layer_count)
-    if scene.cycles.transparent_max_bounces < needed:
-        scene.cycles.transparent_max_bounces = needed
-    # Past min_transparent_bounces Cycles ends paths by Russian roulette once semi-transparent layers have lowered
-    # their throughput: noise in soft edges (4 soft layers, 2 samples: 30 dB instead of exact).
-    if scene.cycles.min_transparent_bounces < needed:
-        scene.cycles.min_transparent_bounces = needed
-    # AgX (the factory default) changes flat colours; Standard keeps sRGB images as they are. With "blend like
-    # image editors" the textures are Non-Color (sRGB values taken as is), so the view must not encode again: Raw.
-    view = scene.view_settings
-    view.view_transform = 'Raw' if blend_like_editors else 'Standard'
-    view.look = 'None'
-    view.exposure = 0.0
-    view.gamma = 1.0
-    if pixel_exact:
-        # A 1-pixel box filter over Closest texels returns each texel exactly (Cycles' Blackman-Harris 1.5 px:
-        # 36 dB; EEVEE's 1.5 px film filter mixes the world into the border pixels: 35 dB, 0.5 px: 74 dB).
-        # The denoiser smears the frame border and has nothing to do on emission-only planes.
-        scene.cycles.pixel_filter_type = 'BOX'
-        scene.cycles.filter_width = 1.0
-        scene.cycles.use_denoising = False
-        scene.render.filter_size = 0.5
 
 
 def remove_plane(obj):
@@ -435,7 +288,7 @@ def remove_plane(obj):
 def remove_stack(root):
     """Delete a stack: its planes, their meshes, materials and images, the root and its (then empty) collection."""
     collections = [c for c in root.users_collection if c.name.startswith("Strata ")]
-    for obj in [child for child in root.children if child.strata.role == 'LAYER'] + [root]:
+    for obj in [*stack_layers(root), root]:
         remove_plane(obj)
     for collection in collections:
         if not collection.all_objects:
@@ -481,7 +334,7 @@ def build_stack(context, layer_paths, names, job_id, server_url, name, image_siz
     # The camera fits the frame by the render size, so set it before sizing planes.
     configure_render(scene, width_px, height_px, len(layer_paths), blend_like_editors,
                      pixel_exact=(interpolation == 'Closest'))
-    distances_m = layout.layer_distances_m(len(layer_paths), base_distance_m, depth_spacing_m)
+    distances_m = camera_frame.layer_distances_m(len(layer_paths), base_distance_m, depth_spacing_m)
     try:
         for index, (path, layer_name, distance_m) in enumerate(zip(layer_paths, names, distances_m, strict=False)):
             create_layer_plane(root, path, layer_name, index, distance_m, blend_like_editors, pack, interpolation)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Relief in Blender: turn a layer plane into a displaced grid (``core.relief``) and texture it from the rest camera.
 
 A plane with ``strata.relief`` > 0 and a ``depth_XX.png`` beside its ``layer_XX.png`` gets a grid mesh built in one go
@@ -9,26 +10,26 @@ keeps matching UVs for exporters (glTF) that cannot carry the projection. Relief
 """
 
 import os
-import re
 
 import bpy
 import numpy as np
 
 from ..core import relief
+from ..core.job_runner import depth_file_name, layer_file_index
+from .stack import stack_layers
 
 RELIEF_KEY = "strata_relief_key"
 NODE_PREFIX = "Strata Relief"
-_LAYER_FILE = re.compile(r"layer_(\d+)\.png$")
 _nearness_cache = {}
 
 
 def depth_map_path(obj):
     """The layer's ``depth_XX.png`` (beside its ``layer_XX.png``), or None if there is none on disk."""
     source = bpy.path.abspath(obj.strata.source_path) if obj.strata.source_path else ""
-    match = _LAYER_FILE.search(os.path.basename(source))
-    if not match:
+    index = layer_file_index(source)
+    if index is None:
         return None
-    path = os.path.join(os.path.dirname(source), f"depth_{match.group(1)}.png")
+    path = os.path.join(os.path.dirname(source), depth_file_name(index))
     return path if os.path.isfile(path) else None
 
 
@@ -145,8 +146,9 @@ def apply_relief(obj, image_node, margins_uv):
     depth_m = -obj.location.z
     width_m, height_m = abs(obj.scale.x), abs(obj.scale.y)
     centre_x_m, centre_y_m = obj.location.x, obj.location.y
-    depths_m = [-other.location.z for other in root.children if other.strata.role == 'LAYER']
-    index = [other for other in root.children if other.strata.role == 'LAYER'].index(obj)
+    layers = stack_layers(root)
+    depths_m = [-other.location.z for other in layers]
+    index = layers.index(obj)
     half_slab_m = relief.slab_half_m(depths_m, index)
     key = repr([round(v, 7) for v in (depth_m, width_m, height_m, centre_x_m, centre_y_m, half_slab_m,
                                       settings.relief, *margins_uv)] + [path, os.path.getmtime(path)])

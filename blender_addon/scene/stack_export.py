@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Exports of a whole stack: glTF/GLB through Blender's own exporter, and a self-contained web page.
 
 glTF: the root, its layer planes (quads or relief grids, with their textures and alpha) and the stack's camera with its
@@ -16,7 +17,7 @@ import bpy
 import numpy as np
 
 from ..core import relief, web_export
-from . import planes
+from . import materials, planes, stack
 
 LIGHT_PATH_NODE = "Strata Export Light Path"
 LIGHT_PATH_MIX_NODE = "Strata Export Camera Ray"
@@ -27,7 +28,7 @@ class StackExportError(RuntimeError):
 
 
 def _layers(root):
-    return [obj for obj in planes.stack_layers(root) if not obj.hide_render]
+    return [obj for obj in stack.stack_layers(root) if not obj.hide_render]
 
 
 def _add_unlit_hint(material):
@@ -89,9 +90,9 @@ def export_gltf(context, root, filepath):
     if not layers:
         raise StackExportError("the stack has no visible layers to export")
     scene = context.scene
-    camera = planes.stack_camera(root, scene)
+    camera = stack.stack_camera(root, scene)
     exported = [root, *layers] + ([camera] if camera is not None else [])
-    materials = {slot.material for obj in layers for slot in obj.material_slots if slot.material is not None}
+    layer_materials = {slot.material for obj in layers for slot in obj.material_slots if slot.material is not None}
     selection = [obj for obj in context.view_layer.objects if obj.select_get()]
     active = context.view_layer.objects.active
     frame = scene.frame_current
@@ -101,14 +102,14 @@ def export_gltf(context, root, filepath):
         for obj in context.view_layer.objects:
             obj.select_set(obj in exported)
         context.view_layer.objects.active = root
-        for material in materials:
+        for material in layer_materials:
             _add_unlit_hint(material)
         available = bpy.ops.export_scene.gltf.get_rna_type().properties.keys()
         result = bpy.ops.export_scene.gltf(**_gltf_options(os.path.abspath(filepath), available))
         if result != {'FINISHED'}:
             raise StackExportError(f"Blender's glTF exporter did not finish ({result})")
     finally:
-        for material in materials:
+        for material in layer_materials:
             _remove_unlit_hint(material)
         for obj in context.view_layer.objects:
             obj.select_set(obj in selection)
@@ -148,13 +149,13 @@ def _mesh_in_rest_space(root, obj):
 def gather_web_scene(context, root):
     """The stack as ``core.web_export.WebScene``: what the page shows at rest is the camera's frame 1."""
     scene = context.scene
-    camera = planes.stack_camera(root, scene)
+    camera = stack.stack_camera(root, scene)
     if camera is not None and camera.data.type != 'PERSP':
         raise StackExportError("the web page needs a perspective camera (this stack's camera is "
                                f"{camera.data.type.lower()})")
     layers = []
     for obj in _layers(root):
-        node = planes.plane_image_node(obj)
+        node = materials.plane_image_node(obj)
         if node is None:
             continue
         positions, triangles = _mesh_in_rest_space(root, obj)
@@ -169,7 +170,7 @@ def gather_web_scene(context, root):
     frames, zooms = [], []
     rest_pose, rest_zoom = None, 1.0
     if camera is not None:
-        rest_lens_mm = planes.rest_lens_mm(camera, scene)
+        rest_lens_mm = stack.rest_lens_mm(camera, scene)
         animated = camera.animation_data is not None and camera.animation_data.action is not None
         current = scene.frame_current
         try:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Reads what the camera sees, for ``core.view_export``: the camera's projection, each plane's corners, its image.
 
 Only reading here; the layout math is bpy-free (``core.view_export``) and the HTTP call is the operator's.
@@ -12,8 +13,8 @@ import numpy as np
 from mathutils import Vector
 
 from ..core import view_export
-from ..core.images import encode_png_rgba
-from . import planes
+from ..core.image_bytes import encode_png_rgba, rgba8
+from . import materials, stack
 from . import relief as scene_relief
 
 
@@ -34,7 +35,7 @@ def camera_projection(scene: bpy.types.Scene, camera: bpy.types.Object) -> view_
 
 
 def _plane_quad(obj: bpy.types.Object):
-    """[(u, v, world corner)] of the plane's four loops; UVs beyond [0, 1] are an overscan (see planes)."""
+    """[(u, v, world corner)] of the plane's four loops; UVs beyond [0, 1] are an overscan (see scene.planes)."""
     mesh = obj.data
     uv_layer = mesh.uv_layers.active
     if uv_layer is not None and len(mesh.loops) != 4 and scene_relief.RELIEF_KEY in obj:
@@ -73,7 +74,7 @@ def plane_padding_px(obj: bpy.types.Object, width_px: int, height_px: int) -> tu
 
 
 def plane_image(obj: bpy.types.Object) -> bpy.types.Image:
-    node = planes.plane_image_node(obj)
+    node = materials.plane_image_node(obj)
     if node is None:
         raise view_export.ViewExportError(f"'{obj.name}' has no Strata image node with an image")
     return node.image
@@ -92,11 +93,9 @@ def plane_png(obj: bpy.types.Object) -> bytes:
             and os.path.isfile(path) and path.lower().endswith(".png")):
         with open(path, "rb") as handle:
             return handle.read()
-    # Packed, non-PNG, colour-adjusted or overscanned: go through the pixels. Non-Color images hold the file's own
-    # values; bpy pixels start at the bottom row.
-    pixels = np.empty(width_px * height_px * 4, np.float32)
-    image.pixels.foreach_get(pixels)
-    rgba = np.clip(np.rint(pixels.reshape(height_px, width_px, 4)[::-1] * 255.0), 0, 255).astype(np.uint8)
+    # Packed, non-PNG, colour-adjusted or overscanned: go through the pixels (Non-Color images hold the file's own
+    # values).
+    rgba = rgba8(materials.image_pixels(image))
     rgba = view_export.apply_hsv(rgba, settings.hue, settings.saturation, settings.value)
     if left or right or top or bottom:
         rgba = np.pad(rgba, ((top, bottom), (left, right), (0, 0)), mode="edge")
@@ -105,7 +104,7 @@ def plane_png(obj: bpy.types.Object) -> bytes:
 
 def collect_view(scene: bpy.types.Scene, camera: bpy.types.Object, roots, name: str):
     """(ViewLayout, layer PNGs in layout order) for every plane of ``roots`` as ``camera`` sees it now."""
-    layer_objects = [obj for root in roots for obj in planes.stack_layers(root)]
+    layer_objects = [obj for root in roots for obj in stack.stack_layers(root)]
     views = [view_export.PlaneView(name=obj.name, corners_world=plane_corners_world(obj),
                                    opacity=obj.strata.opacity, visible=not obj.hide_render)
              for obj in layer_objects]

@@ -121,9 +121,9 @@ def test_every_preset_keys_a_move_whose_first_frame_renders_the_original(stack, 
 
 def background_extent(root):
     """(left, right, bottom, top) of the background plane's quad beyond its image, in texels."""
-    from blender_addon.scene import planes
+    from blender_addon.scene.stack import stack_layers
 
-    background = planes.stack_layers(root)[0]
+    background = stack_layers(root)[0]
     xs = [v.co.x for v in background.data.vertices]
     ys = [v.co.y for v in background.data.vertices]
     return (round((-0.5 - min(xs)) * WIDTH_PX), round((max(xs) - 0.5) * WIDTH_PX),
@@ -134,7 +134,7 @@ def background_extent(root):
 def test_overscan_covers_the_extreme_frame_without_zooming(stack, sample, preset, tmp_path):
     """The default coverage enlarges the background instead of zooming: the lens stays, nothing is empty, frame 1
     is still the original, and a re-layout (new depth spacing) resizes the overscan for the new depths."""
-    from blender_addon.scene import planes
+    from blender_addon.scene.stack import stack_layers
 
     scene = bpy.context.scene
     camera = scene.camera
@@ -144,7 +144,7 @@ def test_overscan_covers_the_extreme_frame_without_zooming(stack, sample, preset
         scene.frame_set(frame)
         assert camera.data.lens == pytest.approx(35.0), frame
     extent = background_extent(stack)
-    assert max(extent) > 0 and planes.stack_layers(stack)[1].data.vertices[0].co.x == pytest.approx(-0.5)
+    assert max(extent) > 0 and stack_layers(stack)[1].data.vertices[0].co.x == pytest.approx(-0.5)
     last = render_frame(scene, tmp_path / "last.png", 9)
     assert last[..., 3].min() > 0.99, f"{preset}: empty pixels at the extreme frame"
     assert np.abs(last - rest).mean() > 2 / 255  # it moved
@@ -180,11 +180,11 @@ def test_default_amplitude_moves_the_front_layer_a_few_percent_of_the_frame(stac
     past the background, measured on the planes' projections."""
     from bpy_extras.object_utils import world_to_camera_view
 
-    from blender_addon.scene import planes
+    from blender_addon.scene.stack import stack_layers
 
     scene = bpy.context.scene
     assert bpy.ops.strata.animate_camera(preset='TRUCK_RIGHT', duration_frames=8) == {'FINISHED'}
-    layers = planes.stack_layers(stack)
+    layers = stack_layers(stack)
 
     def centre_x(obj, frame):
         scene.frame_set(frame)
@@ -248,7 +248,7 @@ def test_clear_puts_the_camera_back_at_rest(stack):
 
 def test_impossible_move_is_refused_with_the_reason(stack):
     """...and the move keyed before it stays as it was: keys, frame range, camera pose, the planes' overscan."""
-    from blender_addon.scene import planes
+    from blender_addon.scene.stack import stack_layers
 
     scene = bpy.context.scene
     stack.strata.base_distance_m = 0.5  # front layer 0.5 m away, stack 3 m deep: a big dolly-in would pass it
@@ -258,7 +258,7 @@ def test_impossible_move_is_refused_with_the_reason(stack):
         camera = scene.camera
         keys = [(f.data_path, f.array_index, tuple(tuple(p.co) for p in f.keyframe_points))
                 for f in compat().action_fcurves(camera) or []]
-        quads = [tuple(tuple(v.co) for v in obj.data.vertices) for obj in planes.stack_layers(stack)]
+        quads = [tuple(tuple(v.co) for v in obj.data.vertices) for obj in stack_layers(stack)]
         return keys, (scene.frame_start, scene.frame_end), [tuple(r) for r in camera.matrix_world], quads
 
     before = state()
@@ -310,18 +310,19 @@ def test_changing_depths_mid_move_keeps_the_rest_view_exact(stack, sample, tmp_p
 def test_overscan_every_layer_extends_nearer_planes_more(stack, tmp_path):
     """With Overscan Every Layer each plane gets the margin its depth needs: the same slide is a larger part of a
     nearer (smaller) plane. The images still land exactly on the rest frame."""
-    from blender_addon.scene import planes
+    from blender_addon.scene.materials import IMAGE_NODE
+    from blender_addon.scene.stack import stack_layers
 
     scene = bpy.context.scene
     rest = render_frame(scene, tmp_path / "rest.png", 1)
     assert bpy.ops.strata.animate_camera(preset='TRUCK_LEFT', amplitude=0.4, duration_frames=6,
                                          overscan_layers=True) == {'FINISHED'}
     lefts = []
-    for obj in planes.stack_layers(stack):  # back → front
+    for obj in stack_layers(stack):  # back → front
         xs = [v.co.x for v in obj.data.vertices]
         uvs = [tuple(loop_uv.uv) for loop_uv in obj.data.uv_layers.active.data]
         assert max(xs) == pytest.approx(0.5) and min(u for u, _ in uvs) == pytest.approx(min(xs) + 0.5)
         lefts.append(-0.5 - min(xs))
-        assert obj.active_material.node_tree.nodes[planes.IMAGE_NODE].extension == 'EXTEND'
+        assert obj.active_material.node_tree.nodes[IMAGE_NODE].extension == 'EXTEND'
     assert lefts == sorted(lefts) and lefts[0] > 0
     assert np.abs(render_frame(scene, tmp_path / "first.png", 1) - rest).max() <= SAME_RENDER

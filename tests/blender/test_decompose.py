@@ -16,8 +16,8 @@ from PIL import Image
 PSNR_MIN_DB = 57.0
 
 
-def _planes():
-    return sys.modules[f"{ADDON}.scene.planes"]
+def _stack():
+    return sys.modules[f"{ADDON}.scene.stack"]
 
 
 def _connection():
@@ -52,7 +52,7 @@ def test_decompose_builds_a_camera_exact_stack(scene, local_server, sample_png, 
     bpy.ops.ed.undo_push(message="empty scene")
     settings = _decompose(scene, sample_png, 4)
     assert (settings.job_progress, settings.job_stage, settings.job_message) == (1.0, "done", "")
-    planes = _planes()
+    scene_stack = _stack()
 
     roots = [obj for obj in bpy.data.objects if obj.strata.role == 'ROOT']
     assert len(roots) == 1
@@ -61,7 +61,7 @@ def test_decompose_builds_a_camera_exact_stack(scene, local_server, sample_png, 
     assert root.strata.job_id == settings.job_id and root.strata.server_url.startswith("http://127.0.0.1:")
     # The root sits at the rest camera pose; the planes are its children, not the camera's.
     assert np.allclose(np.array(root.matrix_world), np.array(scene.camera.matrix_world), atol=1e-5)
-    layers = planes.stack_layers(root)
+    layers = scene_stack.stack_layers(root)
     assert len(layers) == 4
     assert [obj.strata.layer_index for obj in layers] == [0, 1, 2, 3]
     assert all(obj.parent == root and obj.strata.role == 'LAYER' for obj in layers)
@@ -95,12 +95,12 @@ def test_decompose_builds_a_camera_exact_stack(scene, local_server, sample_png, 
 
 def test_spacing_change_keeps_every_plane_on_the_camera_frame(scene, local_server, sample_png):
     _decompose(scene, sample_png, 3)
-    planes = _planes()
+    scene_stack = _stack()
     root = next(obj for obj in bpy.data.objects if obj.strata.role == 'ROOT')
     for spacing_m, base_m in ((0.5, 5.0), (3.0, 5.0), (3.0, 1.5)):
         root.strata.depth_spacing_m = spacing_m  # update callbacks re-lay-out the stack
         root.strata.base_distance_m = base_m
-        layers = planes.stack_layers(root)
+        layers = scene_stack.stack_layers(root)
         assert [obj.strata.depth_m for obj in layers] == pytest.approx(
             [base_m + 2 * spacing_m, base_m + spacing_m, base_m])
         for obj in layers:
@@ -126,7 +126,7 @@ def test_generated_blender_image_is_sent_as_png(scene, local_server):
     assert (root.strata.image_width_px, root.strata.image_height_px) == (64, 48)
     assert root.users_collection[0].name == "Strata Painted"
     # Unsaved .blend: layers go to a per-user folder, not /tmp.
-    path = _planes().stack_layers(root)[0].active_material.node_tree.nodes["Strata Image"].image.filepath
+    path = _stack().stack_layers(root)[0].active_material.node_tree.nodes["Strata Image"].image.filepath
     assert path.startswith(os.environ["BLENDER_USER_RESOURCES"])
 
 
@@ -136,7 +136,7 @@ def test_fewer_layers_than_asked_are_explained_in_the_panel(scene, local_server,
     Image.new("RGB", (48, 32), (40, 90, 160)).save(path)
     settings = _decompose(scene, path, layers=3)
     root = next(obj for obj in bpy.data.objects if obj.strata.role == 'ROOT')
-    assert len(_planes().stack_layers(root)) < 3
+    assert len(_stack().stack_layers(root)) < 3
     assert "fewer than the 3 requested" in settings.job_message
 
 
@@ -246,8 +246,8 @@ def test_full_queue_is_reported_and_the_scene_is_unchanged(scene, addon_prefs, s
     # Slow steps (the server's test hook) keep the running job busy, so the queue stays full once it is full:
     # otherwise the worker may take the only queued job before the operator submits, and nothing is refused.
     env = dict(os.environ, PYTHONPATH=str(REPO), STRATA_FAULT_INJECT="slow_steps:2")
-    server = core.ServerProcess(SERVER_PYTHON, backend="cpu", data_dir=tmp_path / "data", cwd=str(REPO), env=env,
-                                extra_args=["--max-queue", "1"])
+    server = core.AddonServerProcess(SERVER_PYTHON, backend="cpu", data_dir=tmp_path / "data", cwd=str(REPO),
+                                     env=env, extra_args=["--max-queue", "1"])
     server.start()
     try:
         client = client_module.ServerClient(server.url, server.token)
@@ -288,5 +288,5 @@ def test_auto_is_the_default_and_lets_the_decomposer_count(scene, local_server, 
     assert scene.strata.layers_auto, "a new scene lets the decomposer choose the layer count"
     settings = _decompose(scene, sample_png, "auto")
     root = next(obj for obj in bpy.data.objects if obj.strata.role == 'ROOT')
-    assert len(_planes().stack_layers(root)) >= 2  # the sample poster has a background, shapes and text
+    assert len(_stack().stack_layers(root)) >= 2  # the sample poster has a background, shapes and text
     assert "layers: auto" in settings.job_message

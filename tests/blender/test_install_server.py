@@ -116,7 +116,7 @@ def test_install_server_builds_a_working_env_and_decompose_uses_it(extension, in
 
     server_setup = _module("server_setup")
     record = server_setup.installed()
-    user_dir = Path(server_setup.user_dir())
+    user_dir = Path(_module("user_folders").user_folder())
     env_python = Path(record["python"])
     assert env_python.is_file() and user_dir in env_python.parents
     assert record["torch"] == "none"
@@ -138,7 +138,7 @@ def test_canceled_reinstall_keeps_the_working_server(extension, installed, sampl
     assert installed[0].status == "succeeded"
     server_setup = _module("server_setup")
     before = server_setup.installed()
-    user_dir = Path(server_setup.user_dir())
+    user_dir = Path(_module("user_folders").user_folder())
     assert extension.torch_build == 'AUTO'  # no NVIDIA GPU: torch's CPU build
     assert bpy.ops.strata.install_server() == {'FINISHED'}  # Repair / Upgrade, canceled while pip installs torch
     task = server_setup.task("install")
@@ -197,4 +197,4 @@ def test_install_errors_say_what_to_do(extension, installed):
     assert snapshot.status == "failed"
     assert "could not download torch" in snapshot.error and "Pip Options" in snapshot.error
     assert server_setup.installed() == before
-    assert [p.name for p in (Path(server_setup.user_dir()) / "envs").iterdir()] == [before["env"]]
+    assert [p.name for p in (Path(_module("user_folders").user_folder()) / "envs").iterdir()] == [before["env"]]

@@ -82,7 +82,7 @@ def test_decompose_panel_while_a_job_runs_shows_progress_and_cancel(stack):
     """A real JobRunner held at 'connecting': the panel shows a progress bar with stage and step, and Cancel; the
     operators that start another job are disabled meanwhile (one job at a time)."""
     from blender_addon.core.client import ServerError
-    from blender_addon.core.jobs import JobRunner
+    from blender_addon.core.job_runner import JobRunner
 
     job_watch = _module("job_watch")
     release = threading.Event()
@@ -92,7 +92,7 @@ def test_decompose_panel_while_a_job_runs_shows_progress_and_cancel(stack):
         raise ServerError("released by the test")
 
     scene = bpy.context.scene
-    _module("operators_layers").set_active_layer(bpy.context, _module("scene.planes").stack_layers(stack)[1])
+    _module("scene.stack").set_active_layer(bpy.context, _module("scene.stack").stack_layers(stack)[1])
     starters = (bpy.ops.strata.decompose, bpy.ops.strata.redecompose_layer, bpy.ops.strata.export_view)
     assert all(operator.poll() for operator in starters)
     runner = JobRunner(connect, b"", {}, "/nonexistent").start()
@@ -158,7 +158,7 @@ def test_stack_panels_with_nothing_to_show_stay_hidden(scene):
 
 
 def test_stack_and_layer_panels_with_a_stack_selected(stack):
-    panels, panels_layers, operators_layers = _module("panels"), _module("panels_layers"), _module("operators_layers")
+    panels, panels_layers, scene_stack = _module("panels"), _module("panels_layers"), _module("scene.stack")
     scene = bpy.context.scene
     _select(stack)
     assert panels.VIEW3D_PT_strata_stack.poll(bpy.context)
@@ -177,8 +177,8 @@ def test_stack_and_layer_panels_with_a_stack_selected(stack):
     assert len(moves) == 2
 
     # A layer picked: its depth, scale and look, and the per-layer operators.
-    middle = _module("scene.planes").stack_layers(stack)[1]
-    operators_layers.set_active_layer(bpy.context, middle)
+    middle = _module("scene.stack").stack_layers(stack)[1]
+    scene_stack.set_active_layer(bpy.context, middle)
     layout = draw_panel(panels_layers.VIEW3D_PT_strata_layers, bpy.context)
     props = [kwargs["property"] for kwargs in _calls(layout, "prop") if kwargs["data"] == middle.strata]
     assert props == ["depth_m", "scale", "relief", "opacity", "hue", "saturation", "value"]
@@ -237,3 +237,13 @@ def test_preferences_offer_all_gpus_only_when_the_server_python_sees_two(addon):
         preferences.gpus = 'ONE'
         preferences.connection, preferences.backend, preferences.server_python = saved
         preferences_module._gpu_counts.pop("/opt/two-gpus/bin/python", None)
+
+
+@pytest.mark.parametrize("operator, why", [
+    ("animate_camera", "Build a Strata stack first"), ("export_gltf", "Build a Strata stack first"),
+    ("layer_delete", "Pick a layer in the Strata layer list"), ("relayout", "Select an object of a Strata stack"),
+    ("cancel", "No Strata job is running")])
+def test_an_operator_that_cannot_run_says_why(scene, operator, why):
+    """A greyed-out button's tooltip (and a script's error) names what is missing, from the one operator mixin."""
+    with pytest.raises(RuntimeError, match=f"poll\\(\\) {why}$"):
+        getattr(bpy.ops.strata, operator)()

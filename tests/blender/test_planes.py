@@ -21,6 +21,10 @@ def _planes():
     return sys.modules[f"{ADDON}.scene.planes"]
 
 
+def _stack():
+    return sys.modules[f"{ADDON}.scene.stack"]
+
+
 def soft_layers(count, seed=0):
     """An opaque background and ``count - 1`` feathered, partly transparent discs: straight-alpha RGBA uint8."""
     rng = np.random.default_rng(seed)
@@ -66,13 +70,13 @@ def test_twelve_semi_transparent_layers_render_exactly_in_cycles(scene, tmp_path
     psnr = psnr_db(rendered, editor_composite(layers))
     print(f"cycles, 12 soft layers: PSNR {psnr:.1f} dB")
     assert psnr >= PSNR_MIN_DB
-    assert len(_planes().stack_layers(root)) == 12
+    assert len(_stack().stack_layers(root)) == 12
 
 
 def test_layer_controls_write_the_named_material_nodes(scene, tmp_path):
     paths = write_layers(tmp_path, soft_layers(2))
     root = _planes().build_stack(bpy.context, paths, ["Back", "Front"], "local", "", "look")
-    front = _planes().stack_layers(root)[1]
+    front = _stack().stack_layers(root)[1]
     front.strata.opacity = 0.25
     front.strata.hue = 0.6
     front.strata.saturation = 0.5
@@ -155,7 +159,7 @@ def test_packed_and_linear_options(scene, tmp_path):
     paths = write_layers(tmp_path, layers)
     root = _planes().build_stack(bpy.context, paths, ["Back", "Front"], "local", "", "packed", pack=True,
                                  interpolation='Linear')
-    front = _planes().stack_layers(root)[1]
+    front = _stack().stack_layers(root)[1]
     node = front.active_material.node_tree.nodes["Strata Image"]
     assert node.image.packed_file is not None and node.interpolation == 'Linear'
     # Linear filtering mixes in neighbours: the colour under transparent texels next to the disc was dilated.

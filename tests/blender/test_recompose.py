@@ -90,10 +90,10 @@ def stop_server_after():
 def test_exported_camera_view_matches_the_render(stack, tmp_path):
     """Moved camera, a scaled + moved, a hidden and a half-transparent layer: PPTX and PSD show what Blender
     renders."""
-    from blender_addon.scene import planes
+    from blender_addon.scene.stack import stack_layers
 
     scene = bpy.context.scene
-    background, shape_a, shape_b, text = planes.stack_layers(stack)
+    background, shape_a, shape_b, text = stack_layers(stack)
     shape_a.strata.scale = 0.75  # shrunk about the frame centre (the layer list's Scale)
     shape_a.location.x += 0.4  # then grabbed sideways in the viewport
     shape_b.strata.opacity = 0.5
@@ -133,10 +133,10 @@ def test_exported_camera_view_matches_the_render(stack, tmp_path):
 
 
 def test_colour_adjustment_is_baked_into_the_export(stack, tmp_path):
-    from blender_addon.scene import planes
+    from blender_addon.scene.stack import stack_layers
 
     scene = bpy.context.scene
-    background = planes.stack_layers(stack)[0]
+    background = stack_layers(stack)[0]
     background.strata.hue = 0.8
     background.strata.saturation = 0.6
     rendered = over_white(render_frame(scene, tmp_path / "hsv.png", 1))
@@ -179,34 +179,32 @@ def listed(scene, root):
 
 
 def test_layer_list_reorders_by_depth_and_deletes(stack, tmp_path):
-    from blender_addon import operators_layers
-    from blender_addon.scene import planes
+    from blender_addon.scene.stack import set_active_layer, stack_layers
 
     scene = bpy.context.scene
-    background, shape_a, shape_b, text = planes.stack_layers(stack)
+    background, shape_a, shape_b, text = stack_layers(stack)
     assert listed(scene, stack) == [text, shape_b, shape_a, background]  # front on top, no camera or root
-    operators_layers.set_active_layer(bpy.context, shape_a)
+    set_active_layer(bpy.context, shape_a)
     depth_a, depth_b = shape_a.strata.depth_m, shape_b.strata.depth_m
     assert bpy.ops.strata.layer_move(direction='UP') == {'FINISHED'}
-    assert planes.stack_layers(stack) == [background, shape_b, shape_a, text]
+    assert stack_layers(stack) == [background, shape_b, shape_a, text]
     assert listed(scene, stack) == [text, shape_a, shape_b, background]
     # Order and depth travel together: the layer now in front is also nearer the camera.
     assert (shape_a.strata.depth_m, shape_b.strata.depth_m) == (depth_b, depth_a)
     assert -shape_a.location.z == pytest.approx(depth_b)
 
-    operators_layers.set_active_layer(bpy.context, text)
+    set_active_layer(bpy.context, text)
     assert bpy.ops.strata.layer_move(direction='UP') == {'CANCELLED'}  # already the front layer
     text_name = text.name
     assert bpy.ops.strata.layer_delete() == {'FINISHED'}
-    layers = planes.stack_layers(stack)
+    layers = stack_layers(stack)
     assert [obj.strata.layer_index for obj in layers] == [0, 1, 2]
     assert text_name not in bpy.data.objects
 
 
 def test_redecompose_layer_replaces_it_with_a_substack_that_renders_the_same(scene, local_server, sample_png,
                                                                             wait_for_job, tmp_path):
-    from blender_addon import operators_layers
-    from blender_addon.scene import planes
+    from blender_addon.scene.stack import set_active_layer, stack_layers
 
     scene.strata.image_path = str(sample_png)
     scene.strata.layers_auto = False
@@ -215,16 +213,16 @@ def test_redecompose_layer_replaces_it_with_a_substack_that_renders_the_same(sce
     assert wait_for_job(120).job_status == "succeeded"
     root = next(obj for obj in scene.objects if obj.strata.role == 'ROOT')
     before = render_frame(scene, tmp_path / "before.png", scene.frame_current)
-    layers = planes.stack_layers(root)
+    layers = stack_layers(root)
     target = layers[1]
     target_name, depth_m, spacing_m = target.name, target.strata.depth_m, root.strata.depth_spacing_m
-    operators_layers.set_active_layer(bpy.context, target)
+    set_active_layer(bpy.context, target)
     bpy.ops.ed.undo_push(message="before re-decompose")
 
     assert bpy.ops.strata.redecompose_layer(layers=3) == {'FINISHED'}
     state = wait_for_job(120)
     assert state.job_status == "succeeded", state.job_message
-    after_layers = planes.stack_layers(root)
+    after_layers = stack_layers(root)
     subs = [obj for obj in after_layers if obj.strata.job_id != root.strata.job_id]
     assert len(subs) >= 2, "the CPU decomposer should split two differently coloured shapes"
     assert len(after_layers) == len(layers) - 1 + len(subs)
@@ -253,31 +251,29 @@ def test_redecompose_layer_replaces_it_with_a_substack_that_renders_the_same(sce
 
 
 def test_redecompose_uploads_the_layer_when_its_job_is_unknown(stack, wait_for_job):
-    from blender_addon import operators_layers
-    from blender_addon.scene import planes
+    from blender_addon.scene.stack import set_active_layer, stack_layers
 
-    shape_a = planes.stack_layers(stack)[1]
+    shape_a = stack_layers(stack)[1]
     shape_a.strata.job_id = "not-a-job-on-this-server"
-    operators_layers.set_active_layer(bpy.context, shape_a)
+    set_active_layer(bpy.context, shape_a)
     assert bpy.ops.strata.redecompose_layer(layers=3) == {'FINISHED'}
     state = wait_for_job(120)
     assert state.job_status == "succeeded", state.job_message
     # A shape on a transparent background: at least the shape comes back, where the old plane was.
-    layers = planes.stack_layers(stack)
+    layers = stack_layers(stack)
     assert len(layers) >= 4 and layers[0].name == "Background"
     assert all(obj.strata.job_id != "not-a-job-on-this-server" for obj in layers[1:-2])
 
 
 def test_redecompose_with_neither_layer_file_nor_job_is_reported(stack, tmp_path):
-    from blender_addon import operators_layers
-    from blender_addon.scene import planes
+    from blender_addon.scene.stack import set_active_layer, stack_layers
 
-    shape_a = planes.stack_layers(stack)[1]
+    shape_a = stack_layers(stack)[1]
     shape_a.strata.job_id = ""  # built from files, no server job behind it
     Path(bpy.path.abspath(shape_a.strata.source_path)).unlink()
-    operators_layers.set_active_layer(bpy.context, shape_a)
-    names = [obj.name for obj in planes.stack_layers(stack)]
+    set_active_layer(bpy.context, shape_a)
+    names = [obj.name for obj in stack_layers(stack)]
     with pytest.raises(RuntimeError, match=f"the layer image of '{shape_a.name}' is missing"):
         bpy.ops.strata.redecompose_layer(layers=2)
-    assert [obj.name for obj in planes.stack_layers(stack)] == names
+    assert [obj.name for obj in stack_layers(stack)] == names
     assert sys.modules[f"{ADDON}.job_watch"].active() is None

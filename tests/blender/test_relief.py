@@ -22,6 +22,10 @@ def _planes():
     return sys.modules[f"{ADDON}.scene.planes"]
 
 
+def _stack():
+    return sys.modules[f"{ADDON}.scene.stack"]
+
+
 def write_depth_maps(folder, count, seed=1):
     """Per layer a 16-bit nearness map: a tilt plus a bump, different per layer (as the server writes them)."""
     rng = np.random.default_rng(seed)
@@ -46,7 +50,7 @@ def relief_stack(tmp_path, count=4, relief=1.0):
     write_depth_maps(tmp_path, count)
     root = _planes().build_stack(bpy.context, paths, [f"L{i}" for i in range(count)], "local", "", "relief",
                                  depth_spacing_m=0.5)
-    for obj in _planes().stack_layers(root):
+    for obj in _stack().stack_layers(root):
         obj.strata.relief = relief
     bpy.context.view_layer.update()
     return root, layers
@@ -63,7 +67,7 @@ def camera_space_distances(root, obj):
 
 def test_relief_keeps_the_rest_view_exact_in_cycles(scene, tmp_path):
     root, layers = relief_stack(tmp_path)
-    assert all(len(obj.data.vertices) > 4 for obj in _planes().stack_layers(root)), "relief planes are grids"
+    assert all(len(obj.data.vertices) > 4 for obj in _stack().stack_layers(root)), "relief planes are grids"
     rendered = render_camera_view(scene, tmp_path / "cycles.png", samples=2)
     psnr = psnr_db(rendered, editor_composite(layers))
     print(f"cycles, 4 layers with relief 1.0: PSNR {psnr:.1f} dB vs the input")
@@ -77,12 +81,13 @@ EEVEE_RELIEF_SCRIPT = textwrap.dedent("""
     import bpy, addon_utils
     addon_utils.enable("blender_addon", default_set=True, handle_error=None)
     from blender_addon.scene import compat, planes
+    from blender_addon.scene.stack import stack_layers
     scene = bpy.context.scene
     root = planes.build_stack(bpy.context, paths, [f"L{i}" for i in range(len(paths))], "local", "", "eevee",
                               depth_spacing_m=0.5)
-    for obj in planes.stack_layers(root):
+    for obj in stack_layers(root):
         obj.strata.relief = 1.0
-    assert all(len(obj.data.vertices) > 4 for obj in planes.stack_layers(root))
+    assert all(len(obj.data.vertices) > 4 for obj in stack_layers(root))
     scene.render.engine = compat.eevee_engine_id()
     scene.eevee.taa_render_samples = 1
     scene.render.dither_intensity = 0.0
@@ -106,7 +111,7 @@ def test_relief_keeps_the_rest_view_exact_in_eevee(addon, tmp_path):
 
 def test_relief_stays_in_each_layers_slab_and_moves_with_the_camera(scene, tmp_path):
     root, _ = relief_stack(tmp_path)
-    stack = _planes().stack_layers(root)
+    stack = _stack().stack_layers(root)
     ranges = [(d.min(), d.max()) for d in (camera_space_distances(root, obj) for obj in stack)]
     for (back_near, _), (_, front_far) in zip(ranges, ranges[1:], strict=False):
         assert front_far < back_near, f"layers cross: {ranges}"
@@ -129,7 +134,7 @@ def test_relief_stays_in_each_layers_slab_and_moves_with_the_camera(scene, tmp_p
 def test_relief_follows_relayout_and_without_a_depth_map_stays_flat(scene, tmp_path):
     root, _ = relief_stack(tmp_path, count=3)
     root.strata.depth_spacing_m = 1.5
-    stack = _planes().stack_layers(root)
+    stack = _stack().stack_layers(root)
     ranges = [(d.min(), d.max()) for d in (camera_space_distances(root, obj) for obj in stack)]
     assert ranges[1][1] - ranges[1][0] > 0.8, "a wider spacing gives a deeper slab"
     root.strata.relief_all = 0.25  # one slider for the whole stack
@@ -163,7 +168,7 @@ def test_decompose_with_depth_brings_depth_maps_that_relief_uses(scene, tiny_dep
     settings = wait_for_job(120)
     assert settings.job_status == "succeeded", settings.job_message
     root = next(obj for obj in bpy.data.objects if obj.strata.role == 'ROOT')
-    stack = _planes().stack_layers(root)
+    stack = _stack().stack_layers(root)
     for obj in stack:
         layer_path = Path(bpy.path.abspath(obj.strata.source_path))
         depth_path = layer_path.with_name(layer_path.name.replace("layer_", "depth_"))

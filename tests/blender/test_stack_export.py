@@ -48,7 +48,7 @@ def glb_json(path):
 
 def test_glb_reimported_into_blender_reproduces_the_stack_and_camera_move(scene, tmp_path):
     root, _ = animated_relief_stack(scene, tmp_path)
-    stack = _module("scene.planes").stack_layers(root)
+    stack = _module("scene.stack").stack_layers(root)
     camera = scene.camera
     middle = (scene.frame_start + scene.frame_end) // 2
     expected = {obj.name: world_vertices(obj) for obj in stack}

@@ -30,7 +30,7 @@ def stack_name(scene, tmp_path):
 
 
 def _layers(root_name):
-    return _module("scene.planes").stack_layers(bpy.data.objects[root_name])
+    return _module("scene.stack").stack_layers(bpy.data.objects[root_name])
 
 
 def _exported_names(root_name):
@@ -51,7 +51,7 @@ def _assert_consistent(root_name, names):
 
 
 def _pick(name):
-    _module("operators_layers").set_active_layer(bpy.context, bpy.data.objects[name])
+    _module("scene.stack").set_active_layer(bpy.context, bpy.data.objects[name])
 
 
 def test_delete_layer_is_one_undo_step(stack_name):

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from blender_addon.core.client import ServerClient, ServerError, encode_multipart
-from blender_addon.core.jobs import ExportRunner, JobRunner
-from blender_addon.core.server_process import ServerProcess
+from blender_addon.core.job_runner import ExportRunner, JobRunner
+from blender_addon.core.server_process import AddonServerProcess
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -22,8 +22,8 @@ REPO = Path(__file__).resolve().parents[2]
 def server(tmp_path_factory):
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
-    process = ServerProcess(sys.executable, backend="cpu", data_dir=tmp_path_factory.mktemp("data"), cwd=str(REPO),
-                            env=env)
+    process = AddonServerProcess(sys.executable, backend="cpu", data_dir=tmp_path_factory.mktemp("data"),
+                                 cwd=str(REPO), env=env)
     process.start()
     yield process
     process.stop()

@@ -1,4 +1,4 @@
-"""The add-on's ServerProcess: starts a real `strata serve` on port 0, learns its URL, reports crashes clearly."""
+"""The add-on's AddonServerProcess: starts a real `strata serve` on port 0, learns its URL, reports crashes clearly."""
 
 import os
 import sys
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from blender_addon.core.client import ServerClient, ServerError
-from blender_addon.core.server_process import ServerProcess, ServerStartError, qwen_serve_args, tier_line
+from blender_addon.core.server_process import AddonServerProcess, ServerStartError, qwen_serve_args, tier_line
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -19,7 +19,7 @@ def _env():
 
 
 def test_start_reuse_and_stop(tmp_path):
-    server = ServerProcess(sys.executable, backend="cpu", data_dir=tmp_path / "data", cwd=str(REPO), env=_env())
+    server = AddonServerProcess(sys.executable, backend="cpu", data_dir=tmp_path / "data", cwd=str(REPO), env=_env())
     try:
         url = server.start()
         assert url.startswith("http://127.0.0.1:")
@@ -39,7 +39,7 @@ def test_start_reuse_and_stop(tmp_path):
 
 
 def test_crash_is_reported_with_exit_code_and_log(tmp_path):
-    server = ServerProcess(sys.executable, backend="cpu", data_dir=tmp_path / "data", cwd=str(REPO), env=_env())
+    server = AddonServerProcess(sys.executable, backend="cpu", data_dir=tmp_path / "data", cwd=str(REPO), env=_env())
     server.start()
     server.process.kill()
     server.process.wait()
@@ -50,7 +50,7 @@ def test_crash_is_reported_with_exit_code_and_log(tmp_path):
 
 
 def test_server_that_dies_at_startup_explains_why(tmp_path):
-    bad = ServerProcess(command=[sys.executable, "-c", "import sys; sys.stderr.write('boom: no weights\\n'); "
+    bad = AddonServerProcess(command=[sys.executable, "-c", "import sys; sys.stderr.write('boom: no weights\\n'); "
                                                       "sys.exit(3)"], data_dir=tmp_path / "data")
     with pytest.raises(ServerStartError, match="exited with code 3(.|\n)*boom: no weights"):
         bad.start()
@@ -58,13 +58,13 @@ def test_server_that_dies_at_startup_explains_why(tmp_path):
 
 def test_missing_python_and_nothing_configured(tmp_path):
     with pytest.raises(ServerStartError, match="does not exist"):
-        ServerProcess(str(tmp_path / "nope" / "python"), data_dir=tmp_path).start()
+        AddonServerProcess(str(tmp_path / "nope" / "python"), data_dir=tmp_path).start()
     with pytest.raises(ServerStartError, match="set the server's Python"):
-        ServerProcess(None)
+        AddonServerProcess(None)
 
 
 def test_silent_server_times_out(tmp_path):
-    silent = ServerProcess(command=[sys.executable, "-c", "import time; time.sleep(30)"], data_dir=tmp_path,
+    silent = AddonServerProcess(command=[sys.executable, "-c", "import time; time.sleep(30)"], data_dir=tmp_path,
                            startup_timeout_s=1.0)
     with pytest.raises(ServerStartError, match="did not report listening within 1 s"):
         silent.start()

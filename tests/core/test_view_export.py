@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from blender_addon.core import layout
+from blender_addon.core import camera_frame
 from blender_addon.core.view_export import CameraProjection, PlaneView, ViewExportError, apply_hsv, layout_for_view
 
 IDENTITY = ((1.0, 0.0, 0.0, 0.0), (0.0, 1.0, 0.0, 0.0), (0.0, 0.0, 1.0, 0.0), (0.0, 0.0, 0.0, 1.0))
@@ -19,7 +19,7 @@ def camera(width_px=640, height_px=480, sensor_fit="AUTO", matrix=IDENTITY, **kw
 
 def stack_plane(cam, distance_m, name="layer", centre=(0.0, 0.0), scale=1.0, **kwargs):
     """A plane at ``distance_m`` sized like scene/planes.py sizes it: it exactly fills the rest camera's frame."""
-    width_m, height_m = layout.plane_size_m(distance_m, cam.sensor_width_mm, cam.focal_length_mm, cam.width_px,
+    width_m, height_m = camera_frame.plane_size_m(distance_m, cam.sensor_width_mm, cam.focal_length_mm, cam.width_px,
                                             cam.height_px, cam.sensor_fit, cam.sensor_height_mm)
     hw, hh = width_m / 2 * scale, height_m / 2 * scale
     cx, cy = centre
@@ -49,8 +49,8 @@ def test_trucking_moves_near_layers_further_than_far_ones():
     cam = camera(matrix=translated(x=0.5))
     far, near = stack_plane(cam, 8.0, "far"), stack_plane(cam, 4.0, "near")
     entries = {e["name"]: e for e in layout_for_view(cam, [far, near]).layout["layers"]}
-    frame_w_far = layout.frame_size_at_distance_m(8.0, 36.0, 50.0, 640, 480)[0]
-    frame_w_near = layout.frame_size_at_distance_m(4.0, 36.0, 50.0, 640, 480)[0]
+    frame_w_far = camera_frame.frame_size_at_distance_m(8.0, 36.0, 50.0, 640, 480)[0]
+    frame_w_near = camera_frame.frame_size_at_distance_m(4.0, 36.0, 50.0, 640, 480)[0]
     # The camera moved right, so the image moves left, by the move's share of the frame width at that depth.
     assert entries["far"]["x_px"] == pytest.approx(-0.5 / frame_w_far * 640, abs=1e-3)
     assert entries["near"]["x_px"] == pytest.approx(-0.5 / frame_w_near * 640, abs=1e-3)
@@ -78,7 +78,7 @@ def test_layers_are_listed_far_to_near_with_hidden_ones_kept_and_marked():
 
 def test_moved_and_scaled_plane_lands_where_the_camera_sees_it():
     cam = camera()
-    frame_w, frame_h = layout.frame_size_at_distance_m(5.0, 36.0, 50.0, 640, 480)
+    frame_w, frame_h = camera_frame.frame_size_at_distance_m(5.0, 36.0, 50.0, 640, 480)
     plane = stack_plane(cam, 5.0, centre=(frame_w / 4, frame_h / 4), scale=0.5)
     entry = layout_for_view(cam, [plane]).layout["layers"][0]
     # Half size, centred a quarter frame right and up → top-left at (320, 0) in a 640×480 image.

@@ -3,7 +3,7 @@
 import os
 import stat
 
-from blender_addon.core.jobs import write_bytes_atomic
+from blender_addon.core.job_runner import write_bytes_atomic
 
 
 def test_written_files_follow_the_umask(tmp_path):

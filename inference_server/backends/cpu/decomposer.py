@@ -20,6 +20,7 @@ from .peel import peel
 from .regions import find_regions
 from .subject import find_subject
 from .text import TextDetector
+from .threads import thread_budget
 from .translucent import find_translucent
 
 
@@ -31,7 +32,12 @@ class CpuDecomposer:
 
     def __init__(self, use_ocr: bool = True) -> None:
         self.use_ocr = use_ocr
-        self.text_detector = TextDetector(enabled=use_ocr)
+        self.threads = thread_budget()
+        if self.threads is not None:
+            import cv2
+
+            cv2.setNumThreads(self.threads)
+        self.text_detector = TextDetector(enabled=use_ocr, threads=self.threads)
 
     def describe(self) -> dict:
         return {"backend": self.name, "device": "cpu", "model_loaded": True,

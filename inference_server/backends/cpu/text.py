@@ -22,8 +22,9 @@ class Word:
 class TextDetector:
     """rapidocr, loaded on first use (thread-safe); without it (missing wheel, broken onnxruntime) no words."""
 
-    def __init__(self, enabled: bool = True) -> None:
+    def __init__(self, enabled: bool = True, threads: int | None = None) -> None:
         self.enabled = enabled
+        self.threads = threads  # ONNX Runtime's; None: one per core
         self._engine = None
         self.failure = ""  # why the engine could not load ("" while it could, or was not tried yet)
         self._lock = threading.Lock()
@@ -67,7 +68,9 @@ class TextDetector:
                 try:
                     from rapidocr_onnxruntime import RapidOCR
 
-                    self._engine = RapidOCR()
+                    options = {} if self.threads is None else {"intra_op_num_threads": self.threads,
+                                                                "inter_op_num_threads": 1}
+                    self._engine = RapidOCR(**options)
                 except Exception as error:  # missing wheel or broken onnxruntime: decompose without text cues
                     self.failure = f"{type(error).__name__}: {error}"
             if self.failure:

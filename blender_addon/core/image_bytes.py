@@ -1,5 +1,6 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Image bytes without PIL (Blender's Python has none): sniff the format and size, dilate colours under
-transparent texels, encode RGBA as PNG."""
+transparent texels, convert float pixels, encode RGBA as PNG."""
 
 from __future__ import annotations
 
@@ -102,6 +103,17 @@ def dilate_transparent(rgba: np.ndarray, iterations: int = 4) -> tuple[np.ndarra
     else:
         region[filled] = color[filled].astype(rgba.dtype)
     return out, changed
+
+
+def linear_to_srgb(values: np.ndarray) -> np.ndarray:
+    """Scene-linear values → sRGB-encoded values (the sRGB transfer curve), both in 0..1."""
+    return np.where(values <= 0.0031308, values * 12.92,
+                    1.055 * np.power(np.clip(values, 0.0031308, None), 1 / 2.4) - 0.055)
+
+
+def rgba8(pixels: np.ndarray) -> np.ndarray:
+    """Float pixels in 0..1 → uint8 (rounded, clipped)."""
+    return np.clip(np.rint(pixels * 255.0), 0, 255).astype(np.uint8)
 
 
 def encode_png_rgba(rgba: np.ndarray, level: int = 1) -> bytes:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Download Model: run ``python -m inference_server.model_download`` in the server's env and follow its progress.
 
 The download itself lives in the server package (it needs huggingface_hub, which Blender's Python lacks); this

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from blender_addon.core.images import InputImageError, dilate_transparent, encode_png_rgba, sniff_image
+from blender_addon.core.image_bytes import InputImageError, dilate_transparent, encode_png_rgba, sniff_image
 
 
 def _encoded(image, fmt):

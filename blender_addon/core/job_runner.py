@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Run server work off the main thread: a decomposition job ((start the server,) submit, poll, download the layers)
 or a camera-view export (upload the layers and layout, write the file).
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tempfile
 import threading
 import time
@@ -20,6 +22,7 @@ from typing import Any
 
 from .client import ServerClient, ServerError
 
+_LAYER_FILE = re.compile(r"layer_(\d+)\.png$")
 TERMINAL = ("succeeded", "failed", "canceled")
 
 
@@ -65,6 +68,17 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 
 def layer_file_name(index: int) -> str:
     return f"layer_{index:02d}.png"
+
+
+def layer_file_index(path: str) -> int | None:
+    """The layer index a ``layer_file_name`` file carries (``.../layer_03.png`` → 3), or None for another file."""
+    match = _LAYER_FILE.search(os.path.basename(path))
+    return int(match.group(1)) if match else None
+
+
+def depth_file_name(index: int) -> str:
+    """The depth map of layer ``index``, beside it (as the server's ``depth.depth_file_name`` names it)."""
+    return f"depth_{index:02d}.png"
 
 
 @dataclass

@@ -1,4 +1,6 @@
-"""Camera and plane math: numbers in, numbers out.
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Camera-frame maths: how large the camera frame is at a distance, and the planes that fill it. Numbers in,
+numbers out.
 
 A stack is a set of planes facing the camera at increasing distance; each plane is scaled so that it exactly fills
 the camera frame seen from the rest pose. Blender's camera frame follows ``sensor_fit``: with 'AUTO' the sensor
@@ -11,16 +13,19 @@ from __future__ import annotations
 import math
 
 SENSOR_FITS = ("AUTO", "HORIZONTAL", "VERTICAL")
+# A re-decomposed layer's sub-layers spread over this fraction of the stack's depth spacing, centred on the layer's
+# depth: they stay between the neighbouring layers.
+SUBSTACK_SPAN_FRACTION = 0.5
 
 
-class LayoutError(ValueError):
+class CameraFrameError(ValueError):
     """Impossible geometry (non-positive distance, size or focal length)."""
 
 
 def _check_positive(**values: float) -> None:
     for name, value in values.items():
         if not value > 0:
-            raise LayoutError(f"{name} must be positive, got {value!r}")
+            raise CameraFrameError(f"{name} must be positive, got {value!r}")
 
 
 def frame_size_at_distance_m(distance_m: float, sensor_width_mm: float, focal_length_mm: float, width_px: int,
@@ -30,7 +35,7 @@ def frame_size_at_distance_m(distance_m: float, sensor_width_mm: float, focal_le
     _check_positive(distance_m=distance_m, sensor_width_mm=sensor_width_mm, focal_length_mm=focal_length_mm,
                     width_px=width_px, height_px=height_px)
     if sensor_fit not in SENSOR_FITS:
-        raise LayoutError(f"sensor_fit must be one of {', '.join(SENSOR_FITS)}, got {sensor_fit!r}")
+        raise CameraFrameError(f"sensor_fit must be one of {', '.join(SENSOR_FITS)}, got {sensor_fit!r}")
     aspect = width_px / height_px
     if sensor_fit == "VERTICAL":
         height_m = distance_m * (sensor_height_mm or sensor_width_mm) / focal_length_mm
@@ -69,11 +74,20 @@ def layer_distances_m(n: int, base_distance_m: float, depth_spacing_m: float) ->
     """Distance from the camera of each layer, index 0 = back = farthest; the front layer sits at
     ``base_distance_m``."""
     if n < 0:
-        raise LayoutError(f"layer count must be >= 0, got {n}")
+        raise CameraFrameError(f"layer count must be >= 0, got {n}")
     _check_positive(base_distance_m=base_distance_m)
     if depth_spacing_m < 0:
-        raise LayoutError(f"depth_spacing_m must be >= 0, got {depth_spacing_m}")
+        raise CameraFrameError(f"depth_spacing_m must be >= 0, got {depth_spacing_m}")
     return [base_distance_m + (n - 1 - index) * depth_spacing_m for index in range(n)]
+
+
+def substack_depths_m(depth_m: float, depth_spacing_m: float, count: int) -> list[float]:
+    """Depths of ``count`` sub-layers (back → front) that replace a layer at ``depth_m``: spread around it over
+    SUBSTACK_SPAN_FRACTION of the stack's depth spacing, so they stay between the neighbouring layers."""
+    if count == 1:
+        return [depth_m]
+    span_m = SUBSTACK_SPAN_FRACTION * depth_spacing_m
+    return [depth_m + span_m / 2 - index * span_m / (count - 1) for index in range(count)]
 
 
 def fov_rad(sensor_mm: float, focal_length_mm: float) -> float:

@@ -1,5 +1,5 @@
 """The ``strata`` command: ``decompose`` (in-process, with a progress bar), ``serve`` (the HTTP server) and
-``export`` (registered by ``inference_server.exports.cli``).
+``export`` (registered by ``inference_server.exports.export_command``).
 
 Exit codes: 0 success, 1 the backend failed (out of memory, model missing), 2 bad input or usage, 130 interrupted.
 User mistakes print one ``strata <command>: error: ...`` line, never a traceback.
@@ -8,7 +8,6 @@ User mistakes print one ``strata <command>: error: ...`` line, never a traceback
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import ipaddress
 import json
 import os
@@ -16,12 +15,17 @@ import secrets
 import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .backends.qwen_tiers import VRAM_CHOICES
 from .errors import InvalidInput, StrataError
-from .images import DEFAULT_MAX_PIXELS
+from .exports.export_command import add_parser as add_export_parser
+from .image_input import DEFAULT_MAX_PIXELS
 from .params import AUTO_LAYERS, BACKENDS, MAX_LAYERS, MIN_LAYERS, PRESETS, RESOLUTIONS
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 TOKEN_ENV = "STRATA_TOKEN"
 
@@ -184,10 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "instead of deploying one; --max-replicas then says how many jobs it is sent at once")
     serve.set_defaults(func=run_serve)
 
-    if importlib.util.find_spec("inference_server.exports.cli") is not None:
-        from .exports.cli import add_parser as add_export_parser
-
-        add_export_parser(subparsers)
+    add_export_parser(subparsers)
     return parser
 
 
@@ -200,10 +201,10 @@ def _fail(command: str, message: str, code: int = 2) -> int:
 
 
 def run_decompose(args: argparse.Namespace) -> int:
-    from .backends import create_backend
+    from .backends import choose_backend, create_backend
     from .backends.base import CancelToken
     from .errors import JobCanceled, ModelUnavailable, OutOfMemory
-    from .images import load_image
+    from .image_input import load_image
     from .layers import MANIFEST_NAME, link_child
     from .params import DecomposeParams
     from .refine import decompose_refined
@@ -226,14 +227,16 @@ def run_decompose(args: argparse.Namespace) -> int:
         if args.layer is not None:
             source, parent = _parent_layer(args.image, args.layer)
         image, notes = load_image(source, max_pixels=args.max_pixels)
-        backend = create_backend(args.backend, **_backend_options(args))
+        options = _backend_options(args)
+        choice = choose_backend(args.backend, options.get("model_id"), options.get("gpus"))
+        backend = create_backend(choice.name, **options)
         if params.depth:  # a missing depth model fails now, not after the decomposition's work
             from .depth import get_estimator
 
             get_estimator()
         bar = _ProgressBar(disable=args.quiet)
         stack = decompose_refined(backend, image, params, bar.update, cancel)
-        stack.notes = notes + list(stack.notes)
+        stack.notes = notes + choice.notes() + list(stack.notes)
         stack.parent = parent
         depth_maps, extra_manifest = None, None
         if params.depth:
@@ -282,7 +285,7 @@ def run_refine(args: argparse.Namespace) -> int:
 
     from .backends.base import CancelToken
     from .errors import JobCanceled
-    from .images import load_image
+    from .image_input import load_image
     from .layers import MANIFEST_NAME, Layer, LayerStack, load_layer_files
     from .refine import refine_layers
 
@@ -358,8 +361,8 @@ class _ProgressBar:
     def __init__(self, disable: bool, stream=None) -> None:
         self.disable = disable
         self.stream = stream or sys.stderr
-        self.bar = None
-        self.stage = None
+        self.bar: tqdm | None = None
+        self.stage: str | None = None
         self.interactive = bool(getattr(self.stream, "isatty", lambda: False)())
 
     def update(self, stage: str, step: int, total: int) -> None:

@@ -56,7 +56,9 @@ class DepthEstimator:
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         try:
             self.processor = AutoImageProcessor.from_pretrained(model_id)
-            self.model = DepthAnythingForDepthEstimation.from_pretrained(model_id).to(self.device).eval()
+            # Typed as the plain torch Module: transformers' own ``to`` is wrapped in a way type checkers misread.
+            model: torch.nn.Module = DepthAnythingForDepthEstimation.from_pretrained(model_id)
+            self.model = model.to(self.device).eval()
         except (OSError, ValueError) as exc:
             raise ModelUnavailable(
                 f"cannot load the depth model {model_id!r} ({str(exc).splitlines()[0]}); download "
@@ -140,7 +142,7 @@ def layer_depths(nearness: np.ndarray, alphas: list[np.ndarray]) -> list[np.ndar
 
     A layer never seen at all (entirely hidden) takes the model's value under its own alpha, then fills around it;
     an empty layer takes the background's map."""
-    maps = []
+    maps: list[np.ndarray] = []
     for alpha, weight in zip(alphas, visible_weights(alphas), strict=False):
         known = weight >= VISIBLE_WEIGHT
         if not known.any():

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -49,17 +50,9 @@ class DownloadError(RuntimeError):
 def download_plan(model_id: str, gguf: str | None = None) -> dict[str, Any]:
     """Which files the chosen tier needs: {'tier', 'description', 'repo', 'ignore', 'gguf': (repo, file) | None}.
 
-    The tier chooser (``backends/qwen_tiers.py``, when present) decides by GPU memory; it may offer
-    ``download_plan(model_id, gguf)`` returning the same keys. Without it: the full bf16 pipeline, or the pipeline
-    without its transformer weights plus one GGUF file for the transformer.
+    The full bf16 pipeline, or the pipeline without its transformer weights plus one GGUF file for the transformer.
     """
-    try:
-        from .backends import qwen_tiers  # type: ignore[attr-defined]
-    except ImportError:
-        qwen_tiers = None
-    if qwen_tiers is not None and hasattr(qwen_tiers, "download_plan"):
-        return dict(qwen_tiers.download_plan(model_id, gguf))
-    gpu_tier = _gpu_tier(qwen_tiers)
+    gpu_tier = _gpu_tier()
     if gguf:
         repo, _, filename = gguf.rpartition("/")
         if repo.count("/") != 1 or not filename.endswith(".gguf"):
@@ -70,17 +63,17 @@ def download_plan(model_id: str, gguf: str | None = None) -> dict[str, Any]:
             "ignore": list(IGNORE_PATTERNS), "gguf": None}
 
 
-def _gpu_tier(qwen_tiers) -> str:
-    """'; on this GPU: <the tier chooser's summary>' when it and a CUDA GPU are here, else ''. Every tier but GGUF
+def _gpu_tier() -> str:
+    """'; on this GPU: <the tier chooser's summary>' when a CUDA GPU is here, else a note. Every tier but GGUF
     loads the bf16 weights (quantizing them on load), so the download is the same; this says what will run."""
-    if qwen_tiers is None or not hasattr(qwen_tiers, "choose_tier") or not hasattr(qwen_tiers, "probe_machine"):
-        return ""
+    from .backends.qwen_tiers import choose_tier, probe_machine
+
     try:
         import torch
 
         if not torch.cuda.is_available():
             return "; no CUDA GPU here, the VRAM tier is chosen where the server runs"
-        return "; on this GPU: " + qwen_tiers.choose_tier("auto", qwen_tiers.probe_machine()).summary
+        return "; on this GPU: " + choose_tier("auto", probe_machine()).summary
     except Exception as exc:  # a tier that does not fit is worth saying, never worth failing the download for
         return f"; VRAM tier: {exc}"
 
@@ -89,33 +82,24 @@ def _emit(event: str, **fields: Any) -> None:
     print(json.dumps({"event": event, **fields}), flush=True)
 
 
-class _CountingFile:
-    """The part file as ``http_get`` sees it, reporting the bytes written so far."""
+class _CountingFile(io.BufferedWriter):
+    """The part file, opened for appending, as ``http_get`` sees it: reports the bytes written so far."""
 
-    def __init__(self, handle, start: int, report: Callable[[int], None]) -> None:
-        self._handle = handle
+    def __init__(self, path: Path, start: int, report: Callable[[int], None]) -> None:
+        super().__init__(io.FileIO(path, "ab"))
         self.written = start
         self._report = report
 
-    def write(self, data: bytes) -> int:
-        count = self._handle.write(data)
-        self.written += len(data)
+    def write(self, data, /) -> int:
+        count = super().write(data)
+        self.written += count
         self._report(self.written)
         return count
 
-    def seek(self, *args):
-        return self._handle.seek(*args)
-
-    def tell(self):
-        return self._handle.tell()
-
-    def truncate(self, *args):
-        result = self._handle.truncate(*args)
-        self.written = self._handle.tell()
+    def truncate(self, size: int | None = None, /) -> int:
+        result = super().truncate(size)
+        self.written = self.tell()
         return result
-
-    def flush(self):
-        return self._handle.flush()
 
 
 def _files_of(repo: str, ignore: list[str], only: str | None = None) -> tuple[str, list[dict[str, Any]]]:
@@ -123,7 +107,7 @@ def _files_of(repo: str, ignore: list[str], only: str | None = None) -> tuple[st
     from huggingface_hub import HfApi
 
     info = HfApi().model_info(repo, files_metadata=True)
-    files = []
+    files: list[dict[str, Any]] = []
     for sibling in info.siblings or []:
         name = sibling.rfilename
         if only is not None and name != only:
@@ -135,6 +119,8 @@ def _files_of(repo: str, ignore: list[str], only: str | None = None) -> tuple[st
         files.append({"name": name, "size": sibling.size, "sha256": sha256})
     if only is not None and not files:
         raise DownloadError(f"{repo} has no file {only!r}; check the GGUF file name")
+    if info.sha is None:  # the files below would be fetched from a moving branch, not one commit
+        raise DownloadError(f"the Hub did not say which commit {repo} is at; try again later")
     return info.sha, files
 
 
@@ -154,10 +140,9 @@ def _fetch(repo: str, commit: str, entry: dict[str, Any], dest: Path, partial_di
     if size is not None and have > size:  # not this file's bytes: start over
         part.unlink()
         have = 0
-    with open(part, "ab") as handle:
-        counting = _CountingFile(handle, have, on_bytes)
+    with _CountingFile(part, have, on_bytes) as handle:
         if size is None or have < size:
-            http_get(metadata.location, counting, resume_size=have, headers=build_hf_headers(),
+            http_get(metadata.location, handle, resume_size=have, headers=build_hf_headers(),
                      expected_size=size, displayed_filename=entry["name"])
         handle.flush()
         os.fsync(handle.fileno())

@@ -11,7 +11,7 @@ response) and ships the finished job's files as bytes:
    "peak_gpu_mib": ... (None without CUDA)}
 
 Cancellation: the server sets a flag on the ``JobBoard`` actor; ``run`` polls it while the backend works in a thread
-and sets the backend's ordinary ``CancelToken``. The test-only fault hook ``STRATA_FAULT_INJECT`` (worker.py) works
+and sets the backend's ordinary ``CancelToken``. The debug setting ``STRATA_FAULT_INJECT`` (debug_faults.py) works
 here too.
 """
 
@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from .backends.base import Backend, CancelToken
+from .debug_faults import DebugFaults
 from .errors import StrataError
-from .worker import FAULT_ENV, PROGRESS_INTERVAL_S, _Faults, decompose_job, job_outcome, save_job
+from .worker import PROGRESS_INTERVAL_S, decompose_job, job_outcome, save_job
 
 logger = logging.getLogger(__name__)
 
@@ -75,9 +76,7 @@ class StrataReplica:
         # One long-lived thread runs every job: the backend's thread-local state (torch, CUDA streams) stays put, and
         # glibc does not open a new malloc arena per job (a thread per job grew a replica by ~12 MiB a job).
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="strata-job")
-        self._faults = _Faults(os.environ.get(FAULT_ENV, ""))
-        if self._faults.crash_on_start:
-            os._exit(7)
+        self._faults = DebugFaults.from_environment()
         self._backend = None
         self._backend_error: str | None = None
         try:

@@ -26,11 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .debug_faults import FAULT_ENV
 from .layers import write_bytes_atomic
-from .worker import FAULT_ENV, storage_failed_message
+from .worker import storage_failed_message
 
 if TYPE_CHECKING:
-    from .jobs import JobManager, ManagerSettings
+    from .job_manager import JobManager, ManagerSettings
 
 logger = logging.getLogger(__name__)
 

@@ -15,13 +15,8 @@ Cancellation is a shared ``multiprocessing.Event`` the manager sets; the backend
 usual ``CancelToken`` interface. The worker writes the job's files itself (``LayerStack.save``), so layers never
 travel through the pipe.
 
-Test-only fault hook: the environment variable ``STRATA_FAULT_INJECT`` (read once when the worker starts) holds
-comma-separated faults, used by ``tests/test_faults.py`` to exercise failure paths that a healthy CPU machine never
-produces. Unset in normal use.
-  ``oom_once``          the first progress report of the first job raises ``torch.cuda.OutOfMemoryError``, so the
-                        error comes out of the backend's own call stack, as a real GPU OOM would
-  ``slow_steps:S``      sleep S seconds in every progress report, so a job lasts long enough to cancel or kill
-  ``crash_on_start``    the worker exits (code 7) before reporting ready, as a broken install would
+Failure paths a healthy machine never produces (an OOM, a slow step, a crash on start) are injected through the
+debug setting ``STRATA_FAULT_INJECT`` (``debug_faults.py``), for the tests only.
 """
 
 from __future__ import annotations
@@ -32,10 +27,10 @@ import time
 import traceback
 from typing import Any
 
+from .debug_faults import DebugFaults
 from .errors import JobCanceled, OutOfMemory, StrataError
 from .params import DecomposeParams
 
-FAULT_ENV = "STRATA_FAULT_INJECT"
 # Progress messages are throttled to this interval (a backend may report every row); stage changes always go through.
 PROGRESS_INTERVAL_S = 0.1
 
@@ -69,32 +64,6 @@ def _free_accelerator_memory() -> None:
         torch.cuda.empty_cache()
 
 
-class _Faults:
-    def __init__(self, spec: str) -> None:
-        self.oom_once = False
-        self.slow_step_s = 0.0
-        self.crash_on_start = False
-        for item in filter(None, (part.strip() for part in spec.split(","))):
-            name, _, value = item.partition(":")
-            if name == "oom_once":
-                self.oom_once = True
-            elif name == "slow_steps":
-                self.slow_step_s = float(value or 0.5)
-            elif name == "crash_on_start":
-                self.crash_on_start = True
-            else:
-                raise ValueError(f"{FAULT_ENV}: unknown fault {name!r} (known: oom_once, slow_steps:S, crash_on_start)")
-
-    def on_progress(self) -> None:
-        if self.slow_step_s:
-            time.sleep(self.slow_step_s)
-        if self.oom_once:
-            self.oom_once = False
-            import torch
-
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected by test hook)")
-
-
 def _die_with_parent() -> None:
     """If the server is killed (kill -9, power button), its worker must not live on, finish the job and write into
     a folder the next server has already marked failed. Linux: ask the kernel to SIGKILL us when the parent dies.
@@ -115,21 +84,21 @@ def worker_main(conn, cancel_event, backend_name: str, backend_options: dict[str
     """Entry point of the worker process (must stay importable at module level for ``spawn``)."""
     _die_with_parent()
     parent_pid = os.getppid()
-    from .backends import create_backend
+    from .backends import BackendChoice, choose_backend, create_backend
     from .backends.base import CancelToken
 
     class SharedCancelToken(CancelToken):
         def __init__(self, event) -> None:
             self._event = event
 
-    faults = _Faults(os.environ.get(FAULT_ENV, ""))
-    if faults.crash_on_start:
-        os._exit(7)
+    faults = DebugFaults.from_environment()
     backend = None
     backend_error = None
+    choice = BackendChoice(backend_name)
     try:
-        backend = create_backend(backend_name, **backend_options)
-        describe = dict(backend.describe())
+        choice = choose_backend(backend_name, backend_options.get("model_id"), backend_options.get("gpus"))
+        backend = create_backend(choice.name, **backend_options)
+        describe = _describe(backend, choice)
     except Exception as exc:  # a missing dependency or model: report it per job instead of crash-looping
         backend_error = str(exc) if isinstance(exc, StrataError) else f"{type(exc).__name__}: {exc}"
         describe = {"backend": backend_name, "device": "none", "model_loaded": False, "error": backend_error}
@@ -148,25 +117,37 @@ def worker_main(conn, cancel_event, backend_name: str, backend_options: dict[str
         if backend is None:
             conn.send({"type": "done", "job": job_id, "status": "failed", "error": backend_error, "describe": describe})
             continue
+        if choice.auto_fallback:
+            message = dict(message, notes=[*message.get("notes", []), *choice.notes()])
         result = _run_job(backend, message, conn, SharedCancelToken(cancel_event), faults, parent_pid)
         try:
-            result["describe"] = dict(backend.describe())
+            result["describe"] = _describe(backend, choice)
         except Exception:
             result["describe"] = describe
         conn.send(result)
 
 
-def _run_job(backend, message: dict, conn, cancel, faults: _Faults, parent_pid: int) -> dict:
+def _describe(backend, choice) -> dict[str, Any]:
+    """The backend's /v1/health description, with why ``auto`` did not use the GPU model when it did not."""
+    describe = dict(backend.describe())
+    if choice.auto_fallback:
+        describe["auto_fallback"] = choice.auto_fallback
+    return describe
+
+
+def _run_job(backend, message: dict, conn, cancel, faults: DebugFaults, parent_pid: int) -> dict:
     job_id = message["job"]
-    last_sent = {"stage": None, "at": 0.0}
+    last_stage: str | None = None
+    last_sent_s = 0.0
 
     def progress(stage: str, step: int, total: int) -> None:
+        nonlocal last_stage, last_sent_s
         if os.getppid() != parent_pid:  # orphaned: the server is gone, nobody wants this result
             os._exit(3)
         now = time.monotonic()
-        if stage != last_sent["stage"] or step >= total or now - last_sent["at"] >= PROGRESS_INTERVAL_S:
+        if stage != last_stage or step >= total or now - last_sent_s >= PROGRESS_INTERVAL_S:
             conn.send({"type": "progress", "job": job_id, "stage": stage, "step": int(step), "total": int(total)})
-            last_sent.update(stage=stage, at=now)
+            last_stage, last_sent_s = stage, now
         faults.on_progress()
 
     try:
@@ -190,7 +171,7 @@ def decompose_job(backend, message: dict, image_source, progress, cancel):
     the job's notes and parent set, depth maps or None, extra manifest entries)`` for ``save_job``; raises what the
     backend raises (map it with ``job_outcome``)."""
     from .errors import InvalidInput
-    from .images import load_image
+    from .image_input import load_image
     from .refine import decompose_refined
 
     # 1. Check inputs: params are validated again here; the image was validated on upload.

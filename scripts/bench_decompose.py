@@ -4,14 +4,14 @@
     .venv/bin/python scripts/bench_decompose.py --sets flat --seeds 3 --save /tmp/bench
     .venv/bin/python scripts/bench_decompose.py --sets heldout --seeds 4 --save /tmp/bench   # held-out, 1024²
 
-For each set (kind of image, see inference_server.samples) and each method (the CPU decomposer, and the trivial
+For each set (kind of image, see benchmarks.samples) and each method (the CPU decomposer, and the trivial
 "one opaque layer" baseline) it prints RGB L1 (lower is better) and soft alpha IoU (higher is better) at edit
 levels 0 and 5, reconstruction error of the composite (0–255), mean layer counts and seconds per image; then
 the time of a 1024×1024 poster and photo. The "jpeg" set is the flat posters through JPEG compression. The
 quality target on the flat-graphics sets (flat, gradient, text) at edit level 0 is RGB L1 ≤ 0.06 and alpha
 IoU ≥ 0.75.
 
-The "ho-*" sets (``--sets heldout`` for all four) come from inference_server.samples_heldout, a generator the
+The "ho-*" sets (``--sets heldout`` for all four) come from benchmarks.samples_heldout, a generator the
 decomposer was not tuned on: 5–7 layers, several fonts and rotated text, same-colour shapes at different depths,
 strokes, badges with drop shadows, gradient-filled shapes, icons over photos, at --heldout-size (1024² default).
 With --save, each CPU result also gets a montage PNG: input, predicted layers, ground-truth layers (over a checker).
@@ -38,12 +38,12 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.metrics import mean_levels, reconstruction_mae, score_layers  # noqa: E402
+from benchmarks.samples import SAMPLE_KINDS, make_sample  # noqa: E402
+from benchmarks.samples_heldout import HELDOUT_KINDS, make_heldout_sample  # noqa: E402
 from inference_server.backends.cpu import CpuDecomposer  # noqa: E402
 from inference_server.layers import Layer, LayerStack  # noqa: E402
-from inference_server.metrics import mean_levels, reconstruction_mae, score_layers  # noqa: E402
 from inference_server.params import DecomposeParams  # noqa: E402
-from inference_server.samples import SAMPLE_KINDS, make_sample  # noqa: E402
-from inference_server.samples_heldout import HELDOUT_KINDS, make_heldout_sample  # noqa: E402
 
 FLAT_GRAPHICS = ("flat", "gradient", "text")
 # "jpeg": the flat posters saved as JPEG (quality --jpeg-quality) before decomposing, scored against the clean

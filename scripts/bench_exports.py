@@ -18,12 +18,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from benchmarks.samples import make_flat_poster  # noqa: E402
 from inference_server.exports.archive import archive_bytes  # noqa: E402
-from inference_server.exports.layout import load_job_layout  # noqa: E402
+from inference_server.exports.export_layout import load_job_layout  # noqa: E402
 from inference_server.exports.pptx import pptx_bytes  # noqa: E402
 from inference_server.exports.psd import psd_bytes  # noqa: E402
 from inference_server.layers import Layer, LayerStack  # noqa: E402
-from inference_server.samples import make_flat_poster  # noqa: E402
 
 
 def tinted(rgba: np.ndarray, red_shift: int) -> np.ndarray:

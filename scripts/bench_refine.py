@@ -4,8 +4,8 @@
     .venv/bin/python scripts/bench_refine.py --seeds 2 --sets flat,semi --no-timing
     taskset -c 0,1 .venv/bin/python scripts/bench_refine.py --timing-only
 
-Ground truth: layered images from inference_server.samples (flat, gradient, photo, cutout, semi, text; at
---size, 1536×1024 by default), the held-out generator (inference_server.samples_heldout, 1024²), an RGBA set
+Ground truth: layered images from benchmarks.samples (flat, gradient, photo, cutout, semi, text; at
+--size, 1536×1024 by default), the held-out generator (benchmarks.samples_heldout, 1024²), an RGBA set
 ("transparent": the flat samples without their background layer, so the input itself is transparent), and the
 real-world set in --real (/work/data/real: ``index.json`` lists the cases, each a folder with ``composite.png`` and
 ``layer_XX.png``; all of them) when it exists. From each ground truth a "model-like" output is made, as
@@ -16,7 +16,7 @@ clipped).
 Methods, both to the input's full size: **resize** — Lanczos, premultiplied (what the qwen backend did before the
 refine stage); **refine** — ``inference_server.refine.refine_layers``. Columns per set (means over its images):
 composite PSNR (dB, vs the input, colour premultiplied + alpha) and the worst pixel's error (0–255, max over all
-images and channels); LayerD RGB L1 ↓ and soft alpha IoU ↑ (inference_server.metrics, edit level 0); sharpness
+images and channels); LayerD RGB L1 ↓ and soft alpha IoU ↑ (benchmarks.metrics, edit level 0); sharpness
 = mean gradient magnitude of each layer (premultiplied colour and alpha, Sobel) / the ground truth's, averaged over
 layers. Then timings of refine alone: 1024² × 4 layers and 4096² × 8 layers (distinct layers: a flat poster's
 and other posters' shapes and text on top), wall and CPU seconds (median of --repeats; on a shared machine the CPU
@@ -44,11 +44,11 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.metrics import score_layers  # noqa: E402
+from benchmarks.samples import SAMPLE_KINDS, make_sample  # noqa: E402
+from benchmarks.samples_heldout import HELDOUT_KINDS, make_heldout_sample  # noqa: E402
 from inference_server.layers import composite_over  # noqa: E402
-from inference_server.metrics import score_layers  # noqa: E402
 from inference_server.refine import refine_layers  # noqa: E402
-from inference_server.samples import SAMPLE_KINDS, make_sample  # noqa: E402
-from inference_server.samples_heldout import HELDOUT_KINDS, make_heldout_sample  # noqa: E402
 
 MODEL_SIDE_PX = 640
 BLUR_SIGMA_PX = 0.6

@@ -4,7 +4,7 @@
                                              [--move TRUCK_RIGHT]
 
 Runs in the Blender venv (the bpy module). On a fresh checkout it
-  1. takes ``--image PATH`` or writes a sample poster (``inference_server.samples``, run by the server venv's Python),
+  1. takes ``--image PATH`` or writes a sample poster (``benchmarks.samples``, run by the server venv's Python),
   2. enables the add-on from this repository and points it at a local CPU server, which the add-on starts itself
      (``AddonServerProcess``, the same path a Blender user takes),
   3. saves an empty .blend so the layer images land beside it (``//strata/<job>/layer_XX.png``),
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
     else:
         image_path = out / "poster.png"
         step(f"writing a {width_px}×{height_px} sample poster")
-        subprocess.run([server_python, "-c", "import sys; from inference_server.samples import save_sample; "
+        subprocess.run([server_python, "-c", "import sys; from benchmarks.samples import save_sample; "
                         "save_sample(sys.argv[1], 'flat', int(sys.argv[2]), int(sys.argv[3]), seed=int(sys.argv[4]))",
                         str(image_path), str(width_px), str(height_px), str(args.seed)],
                        cwd=REPO, check=True, timeout=300)

@@ -7,7 +7,7 @@ evaluation package is plain numpy/Pillow (and scikit-image), so it runs in our s
 ``layerd.evaluation`` and the grouping function in ``layerd.data.crello`` are used: the package's model,
 renderer and inpainting imports are replaced by empty stand-ins, so torch models, skia and fonts are not needed.
 No LayerD code is copied into this repository; the fixture holds only its scores. tests/test_metrics.py asserts
-that inference_server.metrics gives the same scores.
+that benchmarks.metrics gives the same scores.
 """
 
 from __future__ import annotations

@@ -49,8 +49,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.metrics import group_indices  # noqa: E402
 from inference_server.layers import composite_over, layer_file_name  # noqa: E402
-from inference_server.metrics import group_indices  # noqa: E402
 
 logger = logging.getLogger("real_layered_set")
 

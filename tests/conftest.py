@@ -51,7 +51,7 @@ def sample_png() -> bytes:
     return png_bytes_of(sample_image())
 
 
-class ServerProcess:
+class ServerUnderTest:
     """``python -m inference_server serve`` on 127.0.0.1:0, as the Blender add-on starts it."""
 
     def __init__(self, data_dir: Path, extra_env: dict | None = None, args: tuple = (),
@@ -112,11 +112,11 @@ class ServerProcess:
 
 @pytest.fixture
 def start_server(tmp_path):
-    """Factory: start_server(data_dir=None, extra_env=None, args=()) -> ServerProcess, stopped after the test."""
-    started: list[ServerProcess] = []
+    """Factory: start_server(data_dir=None, extra_env=None, args=()) -> ServerUnderTest, stopped after the test."""
+    started: list[ServerUnderTest] = []
 
-    def start(data_dir: Path | None = None, extra_env: dict | None = None, args: tuple = ()) -> ServerProcess:
-        server = ServerProcess(data_dir or tmp_path / "data", extra_env, args)
+    def start(data_dir: Path | None = None, extra_env: dict | None = None, args: tuple = ()) -> ServerUnderTest:
+        server = ServerUnderTest(data_dir or tmp_path / "data", extra_env, args)
         started.append(server)
         return server
 
@@ -128,7 +128,7 @@ def start_server(tmp_path):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """One real server subprocess shared by a test module."""
-    process = ServerProcess(tmp_path_factory.mktemp("server-data"))
+    process = ServerUnderTest(tmp_path_factory.mktemp("server-data"))
     yield process
     process.stop()
 

@@ -287,3 +287,19 @@ def test_data_folder_that_cannot_be_written_is_507_and_the_server_recovers(tmp_p
         (tmp_path / "jobs-away").rename(jobs)
         job_id = _submit(local, sample_png(), {"layers": 2}).json()["id"]
         assert wait_client(local, job_id)["status"] == "succeeded"
+
+
+def test_auto_backend_that_falls_back_to_the_cpu_says_why(start_server):
+    # This machine has no CUDA GPU (CI neither): `auto` runs the CPU decomposer, and the log, /v1/health and the
+    # job's notes (status and manifest) name the reason instead of switching silently.
+    server = start_server(args=("--backend", "auto"))
+    health = server.get("/v1/health").json()
+    assert health["backend"] == "cpu"
+    reason = health["auto_fallback"]
+    assert "CUDA" in reason or "torch" in reason, reason
+    job = server.wait(server.submit(sample_png(), layers=3))
+    assert job["status"] == "succeeded", job
+    note = f"backend auto runs the CPU decomposer, not Qwen-Image-Layered: {reason}"
+    assert note in job["notes"]
+    assert note in server.get(f"/v1/jobs/{job['id']}/manifest").json()["notes"]
+    assert any(reason in line for line in server.stderr_lines), server.stderr_lines

@@ -56,7 +56,7 @@ def test_decompose_layer_of_a_finished_folder_keeps_the_tree(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from inference_server.samples import make_flat_poster
+    from benchmarks.samples import make_flat_poster
 
     poster, _ = make_flat_poster(160, 120, seed=2)
     image_path = tmp_path / "poster.png"

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from benchmarks.metrics import mean_levels, reconstruction_mae, score_layers
+from benchmarks.samples import make_flat_poster, make_sample
 from inference_server.backends.base import CancelToken
 from inference_server.backends.cpu import CpuDecomposer
 from inference_server.errors import InvalidInput, JobCanceled
 from inference_server.layers import LayerStack, composite_over
-from inference_server.metrics import mean_levels, reconstruction_mae, score_layers
 from inference_server.params import DecomposeParams
-from inference_server.samples import make_flat_poster, make_sample
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +193,7 @@ def test_a_decomposition_survives_save_and_load(decomposer, tmp_path):
 
 
 def test_a_photo_splits_into_subject_and_background_not_colour_noise(decomposer):
-    from inference_server.samples import photo_rgb
+    from benchmarks.samples import photo_rgb
 
     rgb = photo_rgb("chelsea", 256, 192)  # the cat fills the middle of the frame
     stack = _decompose(decomposer, rgb, 2)
@@ -237,22 +237,22 @@ def _top_layer_at(stack: LayerStack, y: int, x: int) -> int:
 
 
 def _poster(width_px: int, height_px: int, layers: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-    from inference_server.samples import flat_background
+    from benchmarks.samples import flat_background
 
     layers = [flat_background(width_px, height_px, (241, 236, 226))] + layers
     return composite_over(layers), layers
 
 
 def test_two_same_colour_shapes_at_different_depths_come_back_as_separate_layers(decomposer):
-    from inference_server.samples import _layer
-    from inference_server.samples_heldout import _shape
+    from benchmarks.samples import flat_layer
+    from benchmarks.samples_heldout import shape_mask
 
     red, navy, teal = (230, 57, 70), (29, 53, 87), (42, 157, 143)
     composite, _ = _poster(384, 288, [
-        _layer(red, _shape(384, 288, "rect", (30, 40, 190, 180))),  # under the navy disc
-        _layer(navy, _shape(384, 288, "ellipse", (140, 90, 280, 230))),
-        _layer(red, _shape(384, 288, "rect", (240, 170, 350, 270))),  # over it
-        _layer(teal, _shape(384, 288, "ellipse", (40, 150, 160, 270), stroke_px=4)),  # a ring over the first
+        flat_layer(red, shape_mask(384, 288, "rect", (30, 40, 190, 180))),  # under the navy disc
+        flat_layer(navy, shape_mask(384, 288, "ellipse", (140, 90, 280, 230))),
+        flat_layer(red, shape_mask(384, 288, "rect", (240, 170, 350, 270))),  # over it
+        flat_layer(teal, shape_mask(384, 288, "ellipse", (40, 150, 160, 270), stroke_px=4)),  # a ring over the first
     ])
     stack = _decompose(decomposer, composite, 5)
     assert _composite_error(stack, composite) <= 1.0
@@ -262,12 +262,12 @@ def test_two_same_colour_shapes_at_different_depths_come_back_as_separate_layers
 
 
 def test_a_ring_over_a_shape_stays_a_ring_and_stays_on_top(decomposer):
-    from inference_server.samples import _layer
-    from inference_server.samples_heldout import _shape
+    from benchmarks.samples import flat_layer
+    from benchmarks.samples_heldout import shape_mask
 
     composite, _ = _poster(384, 288, [
-        _layer((106, 76, 147), _shape(384, 288, "rect", (100, 60, 300, 200))),
-        _layer((42, 157, 143), _shape(384, 288, "ellipse", (50, 40, 170, 160), stroke_px=8)),
+        flat_layer((106, 76, 147), shape_mask(384, 288, "rect", (100, 60, 300, 200))),
+        flat_layer((42, 157, 143), shape_mask(384, 288, "ellipse", (50, 40, 170, 160), stroke_px=8)),
     ])
     stack = _decompose(decomposer, composite, 3)
     assert len(stack.layers) == 3
@@ -279,12 +279,12 @@ def test_a_ring_over_a_shape_stays_a_ring_and_stays_on_top(decomposer):
 
 
 def test_a_thin_rule_and_a_gradient_shape_crossed_by_it_come_back_as_their_own_layers(decomposer):
-    from inference_server.samples import _layer
-    from inference_server.samples_heldout import _gradient_layer, _shape
+    from benchmarks.samples import flat_layer
+    from benchmarks.samples_heldout import gradient_layer, shape_mask
 
-    gradient = _gradient_layer(_shape(768, 576, "rect", (200, 150, 500, 450)), (29, 53, 87), (106, 76, 147), 0.7)
+    gradient = gradient_layer(shape_mask(768, 576, "rect", (200, 150, 500, 450)), (29, 53, 87), (106, 76, 147), 0.7)
     # 4 px: thinner rules have no pixel off their anti-aliased edges and still stay in the background.
-    rule = _layer((233, 196, 106), _shape(768, 576, "line", (40, 280, 730, 320), stroke_px=4))
+    rule = flat_layer((233, 196, 106), shape_mask(768, 576, "line", (40, 280, 730, 320), stroke_px=4))
     composite, truth = _poster(768, 576, [gradient, rule])
     stack = _decompose(decomposer, composite, 3)
     assert [layer.name for layer in stack.layers][1:] == ["Navy shape", "Yellow shape"]
@@ -295,7 +295,7 @@ def test_a_thin_rule_and_a_gradient_shape_crossed_by_it_come_back_as_their_own_l
 
 
 def test_a_phrase_crossed_by_other_text_comes_back_as_one_text_layer(decomposer):
-    from inference_server.samples_heldout import make_heldout_sample
+    from benchmarks.samples_heldout import make_heldout_sample
 
     sample = make_heldout_sample("typeset", 1024, 1024, seed=0)  # "Book now", rotated, crossing "Grand Opening"
     stack = _decompose(decomposer, sample.composite, len(sample.layers))
@@ -367,7 +367,7 @@ def test_a_round_icon_keeps_its_disc_as_figure_on_the_white_ground(decomposer):
 
 def test_a_photo_on_a_flat_page_is_one_image_and_no_part_of_it_is_page(decomposer):
     # A product shot on a white page: one image layer, and its white highlights are not holes to the page.
-    from inference_server.samples import photo_rgb
+    from benchmarks.samples import photo_rgb
 
     size_w, size_h = 384, 256
     page = np.full((size_h, size_w, 4), 255, np.uint8)
@@ -388,13 +388,13 @@ def test_a_photo_on_a_flat_page_is_one_image_and_no_part_of_it_is_page(decompose
 def test_small_white_text_in_a_box_lies_on_the_box_not_through_it(use_ocr):
     # White words in a blue box on a white page share the page's colour; read or not, they are a layer above
     # the box, and the box is whole under them (no letter-shaped holes down to the page).
-    from inference_server.samples import _font
+    from benchmarks.samples import font
 
     width_px, height_px = 384, 256
     page = np.full((height_px, width_px, 4), 255, np.uint8)
     box = _drawn_layer(width_px, lambda d, s: d.rectangle([60 * s, 80 * s, 324 * s, 176 * s],
                                                           fill=(40, 80, 200, 255)))[:height_px]
-    words = _drawn_layer(width_px, lambda d, s: d.text((84 * s, 110 * s), "SALE 50% OFF", font=_font(26 * s),
+    words = _drawn_layer(width_px, lambda d, s: d.text((84 * s, 110 * s), "SALE 50% OFF", font=font(26 * s),
                                                        fill=(255, 255, 255, 255)))[:height_px]
     truth = [page, box, words]
     stack = _decompose(CpuDecomposer(use_ocr=use_ocr), composite_over(truth), 3)
@@ -408,14 +408,14 @@ def test_small_text_on_a_page_comes_back_as_a_text_layer(decomposer):
     # Letters 11 px high are all anti-aliased edge: no region of them is big enough to count. The words the
     # detector reads still become a text layer (the box's pixels that stand out from its flat ground), and the
     # page under them is filled with the page's colour.
-    from inference_server.samples import _font
+    from benchmarks.samples import font
 
     size_px = 512
     page = np.zeros((size_px, size_px, 4), np.uint8)
     page[...] = (246, 242, 232, 255)
     badge = _drawn_layer(size_px, lambda d, s: d.ellipse([300 * s, 60 * s, 460 * s, 220 * s], fill=(200, 60, 50, 255)))
     words = _drawn_layer(size_px, lambda d, s: d.text((40 * s, 330 * s), "Open daily from nine to five",
-                                                      font=_font(15 * s), fill=(40, 40, 40, 255)))
+                                                      font=font(15 * s), fill=(40, 40, 40, 255)))
     truth = [page, badge, words]
     stack = _decompose(decomposer, composite_over(truth), 3)
     texts = [layer for layer in stack.layers if layer.name.startswith("Text")]

@@ -14,8 +14,8 @@ from PIL import Image
 from pptx import Presentation
 from psd_tools import PSDImage
 
+from benchmarks.samples import make_flat_poster
 from inference_server.layers import png_bytes
-from inference_server.samples import make_flat_poster
 
 WIDTH_PX, HEIGHT_PX = 160, 120
 
@@ -111,7 +111,7 @@ def blender_view():
 
 
 def test_post_layout_exports_pptx_and_psd(server):
-    from inference_server.exports.layout import Layout
+    from inference_server.exports.export_layout import Layout
 
     layers, entries = blender_view()
     request = layout_request(layers, entries)

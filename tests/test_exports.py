@@ -22,14 +22,14 @@ from pptx import Presentation
 from pptx.oxml.ns import qn
 from psd_tools import PSDImage
 
+from benchmarks.samples import make_flat_poster
 from inference_server.cli import main as strata_main
 from inference_server.errors import ImageTooLarge, InvalidInput
 from inference_server.exports.archive import archive_bytes, write_archive
-from inference_server.exports.layout import Layout, PlacedLayer, load_job_layout
+from inference_server.exports.export_layout import Layout, PlacedLayer, load_job_layout
 from inference_server.exports.pptx import build_presentation, emu_per_px, pptx_bytes, write_pptx
 from inference_server.exports.psd import psd_bytes, write_psd
 from inference_server.layers import Layer, LayerStack, png_bytes
-from inference_server.samples import make_flat_poster
 
 WIDTH_PX, HEIGHT_PX = 320, 240
 NAMES = ["Paper", "Shape A", "Shape B", "Title"]

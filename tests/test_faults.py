@@ -1,7 +1,7 @@
 """Failure paths of a real server (a subprocess on loopback): a worker killed mid-job, cancel mid-step, a GPU
 out-of-memory error, a full queue, a server killed and restarted (finished jobs kept, unfinished ones failed).
 
-Slow jobs and the OOM come from the worker's test-only hook ``STRATA_FAULT_INJECT`` (see worker.py): a healthy CPU
+Slow jobs and the OOM come from the debug setting ``STRATA_FAULT_INJECT`` (see debug_faults.py): a healthy CPU
 machine produces neither, and the real CPU decomposer is too fast to catch mid-step.
 """
 
@@ -36,9 +36,9 @@ def _wait_running_step(server, job_id, min_step=1, timeout_s=30.0):
 
 @pytest.fixture(scope="module")
 def slow_server(tmp_path_factory):
-    from conftest import ServerProcess
+    from conftest import ServerUnderTest
 
-    server = ServerProcess(tmp_path_factory.mktemp("slow"), {"STRATA_FAULT_INJECT": f"slow_steps:{STEP_S}"},
+    server = ServerUnderTest(tmp_path_factory.mktemp("slow"), {"STRATA_FAULT_INJECT": f"slow_steps:{STEP_S}"},
                            ("--max-queue", "2", "--cancel-grace-s", "2"))
     yield server
     server.stop()
@@ -189,7 +189,7 @@ def test_real_qwen_pipeline_cancels_mid_denoise(start_server, tmp_path):
     model_dir = builder.build_tiny_pipeline(tmp_path / "tiny-qwen")
 
     server = start_server(extra_env={"HF_HUB_OFFLINE": "1"}, args=("--backend", "qwen", "--model", str(model_dir)))
-    # ServerProcess passes --backend cpu first; the later --backend qwen wins (argparse keeps the last).
+    # ServerUnderTest passes --backend cpu first; the later --backend qwen wins (argparse keeps the last).
     assert server.get("/v1/health").json()["backend"] == "qwen"
     job_id = server.submit(sample_png(), layers=2, num_inference_steps=200, prompt="a red and a blue rectangle")
     deadline = time.monotonic() + 90
@@ -252,7 +252,7 @@ def test_worker_outlives_the_thread_that_started_the_server(tmp_path):
     # Linux sends the parent-death signal when the *thread* that spawned the worker ends. The server starts from a
     # thread pool whose idle threads are retired after a while; under load that retired the starting thread and
     # SIGKILLed the worker mid-job (found by scripts/load_test.py: one job "exited with code -9" in 200).
-    from inference_server.jobs import JobManager, ManagerSettings
+    from inference_server.job_manager import JobManager, ManagerSettings
 
     manager = JobManager(ManagerSettings(data_dir=tmp_path, backend="cpu"))
     starter = threading.Thread(target=manager.start)

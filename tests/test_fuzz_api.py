@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import requests
 import schemathesis
-from conftest import AUTH, ServerProcess, png_bytes_of
+from conftest import AUTH, ServerUnderTest, png_bytes_of
 from hostile import corpus
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -44,7 +44,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory):
-    server = ServerProcess(tmp_path_factory.mktemp("fuzz"), args=("--max-queue", "4"))
+    server = ServerUnderTest(tmp_path_factory.mktemp("fuzz"), args=("--max-queue", "4"))
     yield server
     server.stop()
 
@@ -163,7 +163,7 @@ def test_fuzzing_reached_the_success_paths():
 
 
 def test_layout_schema_matches_the_parser():
-    from inference_server.exports.layout import LAYER_KEYS, LAYOUT_KEYS, MAX_LAYOUT_LAYERS
+    from inference_server.exports.export_layout import LAYER_KEYS, LAYOUT_KEYS, MAX_LAYOUT_LAYERS
 
     for path in LAYOUT_OPERATIONS:
         body = _schema_document()["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]

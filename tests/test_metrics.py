@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from layerd_reference import CASE_SEEDS, REFERENCE_SCORES, make_case
 
-from inference_server.layers import composite_over
-from inference_server.metrics import (
+from benchmarks.metrics import (
     alpha_composite,
     alpha_iou,
     dtw_path,
@@ -21,7 +20,8 @@ from inference_server.metrics import (
     rgb_l1,
     score_layers,
 )
-from inference_server.samples import make_sample
+from benchmarks.samples import make_sample
+from inference_server.layers import composite_over
 
 REFERENCE = json.loads((Path(__file__).parent / REFERENCE_SCORES).read_text())
 

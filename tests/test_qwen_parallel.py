@@ -129,7 +129,7 @@ def test_server_worker_runs_the_ranks_and_survives_a_dead_one(tiny_qwen_dir, tmp
 
     from conftest import sample_image
 
-    from inference_server.jobs import JobManager, ManagerSettings
+    from inference_server.job_manager import JobManager, ManagerSettings
 
     manager = JobManager(ManagerSettings(
         data_dir=tmp_path, backend="qwen",

@@ -17,7 +17,7 @@ import threading
 import time
 
 import pytest
-from conftest import REPO, ServerProcess, png_bytes_of, sample_image, sample_png
+from conftest import REPO, ServerUnderTest, png_bytes_of, sample_image, sample_png
 
 pytest.importorskip("ray.serve", reason="needs the ray extra: pip install 'strata[ray]'")
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -33,7 +33,7 @@ def ray_server(tmp_path_factory):
 
     depth_model = build_tiny_depth_model(tmp_path_factory.mktemp("tiny-depth"))
     env = {"STRATA_FAULT_INJECT": f"slow_steps:{STEP_S}", "STRATA_DEPTH_MODEL": str(depth_model), "HF_HUB_OFFLINE": "1"}
-    server = ServerProcess(tmp_path_factory.mktemp("ray-data"), env,
+    server = ServerUnderTest(tmp_path_factory.mktemp("ray-data"), env,
                            ("--ray", "--min-replicas", str(REPLICAS), "--max-replicas", str(REPLICAS),
                             "--cancel-grace-s", "10"), ready_timeout_s=240)
     yield server

@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from benchmarks.metrics import alpha_iou, rgb_l1
+from benchmarks.samples import make_sample
 from inference_server.backends.base import CancelToken
 from inference_server.backends.cpu import CpuDecomposer
 from inference_server.errors import InvalidInput, JobCanceled
 from inference_server.layers import Layer, LayerStack, composite_over
-from inference_server.metrics import alpha_iou, rgb_l1
 from inference_server.params import DecomposeParams
 from inference_server.refine import decompose_refined, refine_layers, refine_stack
-from inference_server.samples import make_sample
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -213,7 +213,7 @@ def test_strata_refine_says_why_it_cannot(tmp_path):
 # ------------------------------------------------------------------------------------------- exports keep alpha
 
 def test_pptx_and_psd_exports_keep_a_transparent_stack_transparent(tmp_path):
-    from inference_server.exports.layout import Layout
+    from inference_server.exports.export_layout import Layout
     from inference_server.exports.pptx import write_pptx
     from inference_server.exports.psd import write_psd
 

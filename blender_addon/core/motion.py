@@ -454,7 +454,7 @@ def decode_cover_poses(values) -> list[CoverPose]:
     values = [float(v) for v in values]
     if len(values) % 7:
         raise MotionError(f"stored overscan poses must be 7 numbers each, got {len(values)} numbers")
-    return [CoverPose(tuple(values[i:i + 3]), tuple(values[i + 3:i + 6]), values[i + 6])  # type: ignore[arg-type]
+    return [CoverPose(tuple(values[i:i + 3]), tuple(values[i + 3:i + 6]), values[i + 6])
             for i in range(0, len(values), 7)]
 
 

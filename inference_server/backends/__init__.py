@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from dataclasses import dataclass
 
 from ..errors import InvalidInput
 from .base import Backend, CancelToken, ProgressCallback, no_progress
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_QWEN_MODEL = "Qwen/Qwen-Image-Layered"
 DOWNLOAD_HINT = (
@@ -36,23 +40,55 @@ def qwen_weights_problem(model_id: str) -> str | None:
     return None
 
 
-def qwen_available(model_id: str | None = None) -> bool:
-    """True when CUDA is usable and the weights are on disk (a local folder or the Hugging Face cache)."""
+def qwen_unavailable_reason(model_id: str | None = None) -> str | None:
+    """Why the qwen backend cannot run here (no torch, no usable CUDA GPU, no weights on disk); None when it can."""
     try:
         import torch
     except ImportError:
-        return False
+        return "torch is not installed in the server env (pip install 'strata[qwen]')"
     if not torch.cuda.is_available():
-        return False
-    return qwen_weights_problem(model_id or qwen_model_id()) is None
+        if torch.version.cuda is None:
+            return f"this torch build ({torch.__version__}) has no CUDA support"
+        return "torch sees no CUDA GPU (no NVIDIA driver, or CUDA_VISIBLE_DEVICES hides the GPUs)"
+    return qwen_weights_problem(model_id or qwen_model_id())
+
+
+def qwen_available(model_id: str | None = None) -> bool:
+    """True when CUDA is usable and the weights are on disk (a local folder or the Hugging Face cache)."""
+    return qwen_unavailable_reason(model_id) is None
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    """The backend to run ("cpu" or "qwen") and, when ``auto`` settled for the CPU, why the GPU model was not used."""
+
+    name: str
+    auto_fallback: str | None = None
+
+    def notes(self) -> list[str]:
+        """The job notes (manifest, job status) that say why ``auto`` ran the CPU decomposer, if it did."""
+        if not self.auto_fallback:
+            return []
+        return [f"backend auto runs the CPU decomposer, not Qwen-Image-Layered: {self.auto_fallback}"]
+
+
+def choose_backend(name: str, model_id: str | None = None, gpus: object = None) -> BackendChoice:
+    """Resolve ``auto``: the GPU model when it can run here, else the CPU decomposer with the reason (also logged)."""
+    if name == "auto":
+        if gpus:  # naming GPUs asks for the GPU backend: no quiet fall-back to the CPU decomposer
+            return BackendChoice("qwen")
+        reason = qwen_unavailable_reason(model_id)
+        if reason is None:
+            return BackendChoice("qwen")
+        logger.warning("backend auto: running the CPU decomposer, not Qwen-Image-Layered: %s", reason)
+        return BackendChoice("cpu", auto_fallback=reason)
+    if name not in ("cpu", "qwen"):
+        raise InvalidInput(f"backend must be auto, cpu or qwen, got {name!r}")
+    return BackendChoice(name)
 
 
 def resolve_backend_name(name: str, model_id: str | None = None) -> str:
-    if name == "auto":
-        return "qwen" if qwen_available(model_id) else "cpu"
-    if name not in ("cpu", "qwen"):
-        raise InvalidInput(f"backend must be auto, cpu or qwen, got {name!r}")
-    return name
+    return choose_backend(name, model_id).name
 
 
 def create_backend(name: str, **options) -> Backend:
@@ -61,8 +97,7 @@ def create_backend(name: str, **options) -> Backend:
     # Device names instead of GPU indices ("cpu" twice runs the multi-GPU code over gloo, as the tests do).
     devices = options.pop("devices", None)
     parallel_mode = options.pop("parallel_mode", "cfg")
-    # Naming GPUs asks for the GPU backend: no quiet fall-back to the CPU decomposer.
-    name = "qwen" if gpus and name == "auto" else resolve_backend_name(name, options.get("model_id"))
+    name = choose_backend(name, options.get("model_id"), gpus).name
     if name == "qwen":
         from .qwen import QwenLayeredBackend
 
@@ -90,7 +125,10 @@ __all__ = [
     "no_progress",
     "create_backend",
     "resolve_backend_name",
+    "choose_backend",
+    "BackendChoice",
     "qwen_available",
+    "qwen_unavailable_reason",
     "qwen_model_id",
     "qwen_weights_problem",
     "DEFAULT_QWEN_MODEL",

@@ -267,7 +267,7 @@ def _text_length_dynamic(compiled):
                 maybe_mark_dynamic(part, 0)
         return compiled(*args, **kwargs)
 
-    forward.compiled = compiled  # type: ignore[attr-defined]
+    forward.compiled = compiled
     return forward
 
 
@@ -318,8 +318,8 @@ def _rope_taking_cos_sin(complex_rope):
         rotated = torch.stack([-imaginary, real], dim=-1).flatten(3)
         return (x.float() * cos[:, None, :] + rotated * sin[:, None, :]).type_as(x)
 
-    apply_rotary_emb_qwen.takes_cos_sin = True  # type: ignore[attr-defined]
-    apply_rotary_emb_qwen.complex_rope = complex_rope  # type: ignore[attr-defined]
+    apply_rotary_emb_qwen.takes_cos_sin = True
+    apply_rotary_emb_qwen.complex_rope = complex_rope
     return apply_rotary_emb_qwen
 
 

@@ -19,9 +19,9 @@ import zipfile
 from pathlib import Path
 
 from ..errors import InvalidInput
-from ..jobs import JOB_ID_PATTERN
+from ..job_manager import JOB_ID_PATTERN
 from ..layers import MANIFEST_NAME, PREVIEW_NAME, write_bytes_atomic
-from .layout import ORIGINAL_NAME, check_job_folder, safe_file_stem
+from .export_layout import ORIGINAL_NAME, check_job_folder, safe_file_stem
 
 CHILDREN_FOLDER = "children"
 

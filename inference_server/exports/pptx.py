@@ -26,7 +26,7 @@ from pptx.util import Emu
 
 from ..errors import InvalidInput
 from ..layers import png_bytes, write_bytes_atomic
-from .layout import Layout, PlacedLayer
+from .export_layout import Layout, PlacedLayer
 
 EMU_PER_INCH = 914400
 EMU_PER_PX_96DPI = 9525

@@ -21,7 +21,7 @@ from psd_tools.api.layers import PixelLayer
 from psd_tools.constants import Compression
 
 from ..layers import write_bytes_atomic
-from .layout import Layout
+from .export_layout import Layout
 
 MAX_PSD_LAYER_NAME_CHARS = 255
 

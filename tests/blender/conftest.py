@@ -131,7 +131,7 @@ def scene(addon):
 def sample_png(tmp_path_factory):
     """A 160×120 flat poster (background, shapes, text) drawn by the server package's sample generator."""
     path = tmp_path_factory.mktemp("samples") / "poster.png"
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); from inference_server.samples import save_sample; "
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from benchmarks.samples import save_sample; "
             "save_sample(sys.argv[2], 'flat', 160, 120, seed=7)")
     subprocess.run([SERVER_PYTHON, "-c", code, str(REPO), str(path)], check=True, timeout=120)
     return path

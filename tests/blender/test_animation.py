@@ -1,7 +1,7 @@
 """Parallax camera moves in real Blender: frame 1 renders the original, keys evaluate to the planned path.
 
 Renders are Cycles on the CPU at the sample's own tiny size (64×48), so every preset is rendered in well under a
-second. The sample layers come from ``inference_server.samples`` (written by the server venv: bpy's numpy can't
+second. The sample layers come from ``benchmarks.samples`` (written by the server venv: bpy's numpy can't
 import scikit-image).
 """
 
@@ -29,7 +29,7 @@ def write_sample_layers(folder: Path, kind="flat", width_px=WIDTH_PX, height_px=
     """layer_XX.png + composite.png of a sample, written by the server venv; → (layer paths, names)."""
     code = (
         "import sys, json\n"
-        "from inference_server.samples import make_sample\n"
+        "from benchmarks.samples import make_sample\n"
         "from inference_server.layers import write_png_atomic\n"
         f"s = make_sample({kind!r}, {width_px}, {height_px}, {seed})\n"
         "for i, layer in enumerate(s.layers): write_png_atomic(sys.argv[1] + f'/layer_{i:02d}.png', layer)\n"

@@ -30,7 +30,7 @@ READ_BACK = r'''
 import io, json, sys
 import numpy as np
 from PIL import Image
-from inference_server.exports.layout import Layout, PlacedLayer
+from inference_server.exports.export_layout import Layout, PlacedLayer
 from inference_server.layers import write_png_atomic
 
 path, kind, width_px, height_px, out_png = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]

@@ -36,7 +36,7 @@ def client(server):
 
 @pytest.fixture(scope="module")
 def poster_png():
-    from inference_server.samples import make_flat_poster
+    from benchmarks.samples import make_flat_poster
 
     composite, _ = make_flat_poster(96, 72, seed=3)
     buffer = io.BytesIO()

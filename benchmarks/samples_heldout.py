@@ -1,5 +1,5 @@
 """A held-out set of layered images for the decomposition benchmark: kinds of element and layout that
-``inference_server.samples`` never makes (and the CPU decomposer was not tuned on), with ground-truth layers.
+``benchmarks.samples`` never makes (and the CPU decomposer was not tuned on), with ground-truth layers.
 
 What differs from ``samples``: 5–7 layers per image; several texts in DejaVu Serif / Mono / Sans Bold at different
 sizes and colours, one of them rotated; two shapes of the *same* colour at different depths with another shape
@@ -13,37 +13,31 @@ elements cut off by the image's edge. Sizes scale with the image, so it runs at 
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from PIL import Image, ImageDraw, ImageFilter
 
-from .layers import composite_over
+from inference_server.layers import composite_over
+
 from .samples import (
     BACKGROUND_RGB,
     PHOTOS,
     SUPERSAMPLE,
     Sample,
-    _layer,
-    _opaque,
-    _pick_colors,
-    _supersampled_mask,
     flat_background,
+    flat_layer,
+    font,
     gradient_background,
+    opaque,
     photo_rgb,
+    pick_colors,
+    supersampled_mask,
 )
 
 HELDOUT_KINDS = ("typeset", "depth", "badge", "icons")
 
-FONT_DIR = "/usr/share/fonts/truetype/dejavu/"
 FONT_FILES = ["DejaVuSerif.ttf", "DejaVuSansMono.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif-Bold.ttf",
               "DejaVuSansMono-Bold.ttf", "DejaVuSans.ttf"]
 PHRASES = ["Grand Opening", "LIMITED", "Jazz Night", "free entry", "since 1998", "TICKETS", "Workshop",
            "10:00-18:00", "Book now", "MARKET"]
-
-
-def _font(name: str, size_px: int) -> ImageFont.ImageFont:
-    try:
-        return ImageFont.truetype(FONT_DIR + name, size_px)
-    except OSError:
-        return ImageFont.load_default(size=size_px)
 
 
 def _text_alpha(rng, width_px: int, height_px: int, phrase: str, font_name: str, height_share: float,
@@ -52,13 +46,14 @@ def _text_alpha(rng, width_px: int, height_px: int, phrase: str, font_name: str,
     at ``anchor`` (centre, px) or a random place where it fits."""
     size_px = max(8, int(height_share * height_px))
     while True:
-        font = _font(font_name, size_px * SUPERSAMPLE)
-        left, top, right, bottom = font.getbbox(phrase)
+        phrase_font = font(size_px * SUPERSAMPLE, font_name)
+        left, top, right, bottom = phrase_font.getbbox(phrase)
         if (right - left) / SUPERSAMPLE <= 0.8 * width_px or size_px <= 8:
             break
         size_px = int(size_px * 0.85)
-    tile = Image.new("L", (right - left + 8 * SUPERSAMPLE, bottom - top + 8 * SUPERSAMPLE), 0)
-    ImageDraw.Draw(tile).text((4 * SUPERSAMPLE - left, 4 * SUPERSAMPLE - top), phrase, font=font, fill=255)
+    # Pillow's FreeType boxes are whole pixels (typed as float for its other layouts).
+    tile = Image.new("L", (int(right - left) + 8 * SUPERSAMPLE, int(bottom - top) + 8 * SUPERSAMPLE), 0)
+    ImageDraw.Draw(tile).text((4 * SUPERSAMPLE - left, 4 * SUPERSAMPLE - top), phrase, font=phrase_font, fill=255)
     if angle_deg:
         tile = tile.rotate(angle_deg, resample=Image.Resampling.BICUBIC, expand=True)
     tile_w, tile_h = tile.width / SUPERSAMPLE, tile.height / SUPERSAMPLE
@@ -70,7 +65,7 @@ def _text_alpha(rng, width_px: int, height_px: int, phrase: str, font_name: str,
     return np.asarray(big.resize((width_px, height_px), Image.Resampling.BOX), np.float64) / 255.0
 
 
-def _shape(width_px: int, height_px: int, kind: str, box, stroke_px: float = 0.0) -> np.ndarray:
+def shape_mask(width_px: int, height_px: int, kind: str, box, stroke_px: float = 0.0) -> np.ndarray:
     """Anti-aliased shape in ``box`` (x0, y0, x1, y1 px, may extend past the frame); ``stroke_px`` > 0 draws
     only its outline that thick."""
 
@@ -95,7 +90,7 @@ def _shape(width_px: int, height_px: int, kind: str, box, stroke_px: float = 0.0
         else:  # "line": from (x0, y0) to (x1, y1)
             canvas.line((x0, y0, x1, y1), fill=255, width=max(1, int(round(stroke_px * scale))))
 
-    return _supersampled_mask(width_px, height_px, draw)
+    return supersampled_mask(width_px, height_px, draw)
 
 
 def _random_box(rng, width_px: int, height_px: int, low: float, high: float, aspect=(0.7, 1.4)):
@@ -107,7 +102,7 @@ def _random_box(rng, width_px: int, height_px: int, low: float, high: float, asp
     return (cx - size_w / 2, cy - size_h / 2, cx + size_w / 2, cy + size_h / 2)
 
 
-def _gradient_layer(alpha: np.ndarray, color_a, color_b, angle_rad: float) -> np.ndarray:
+def gradient_layer(alpha: np.ndarray, color_a, color_b, angle_rad: float) -> np.ndarray:
     """A shape filled with a linear gradient across its own bounding box."""
     height_px, width_px = alpha.shape
     ys, xs = np.nonzero(alpha > 0)
@@ -128,13 +123,13 @@ def _gradient_layer(alpha: np.ndarray, color_a, color_b, angle_rad: float) -> np
 def _badge_with_shadow(rng, width_px: int, height_px: int, color_rgb, box) -> np.ndarray:
     """A rounded badge over its soft drop shadow (black, ~45% at most, offset down-right), as one layer."""
     short = min(width_px, height_px)
-    badge = _shape(width_px, height_px, "pill", box)
+    badge = shape_mask(width_px, height_px, "pill", box)
     offset = 0.012 * short
     shadow_box = (box[0] + offset, box[1] + offset, box[2] + offset, box[3] + offset)
-    shadow = _shape(width_px, height_px, "pill", shadow_box)
+    shadow = shape_mask(width_px, height_px, "pill", shadow_box)
     blurred = Image.fromarray(np.rint(shadow * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(0.012 * short))
     shadow_alpha = np.asarray(blurred, np.float64) / 255.0 * rng.uniform(0.35, 0.55)
-    return composite_over([_layer((0, 0, 0), shadow_alpha), _layer(color_rgb, badge)])
+    return composite_over([flat_layer((0, 0, 0), shadow_alpha), flat_layer(color_rgb, badge)])
 
 
 def make_heldout_sample(kind: str = "depth", width_px: int = 1024, height_px: int = 1024, seed: int = 0) -> Sample:
@@ -156,7 +151,7 @@ def make_heldout_sample(kind: str = "depth", width_px: int = 1024, height_px: in
     w, h = width_px, height_px
     short = min(w, h)
     background_rgb = BACKGROUND_RGB[int(rng.integers(len(BACKGROUND_RGB)))]
-    colors = _pick_colors(rng, background_rgb, 5)
+    colors = pick_colors(rng, background_rgb, 5)
     phrases = list(rng.permutation(PHRASES))
     fonts = list(rng.permutation(FONT_FILES))
     layers: list[np.ndarray] = []
@@ -169,18 +164,18 @@ def make_heldout_sample(kind: str = "depth", width_px: int = 1024, height_px: in
     if kind == "typeset":
         add(flat_background(w, h, background_rgb), "Background")
         y = rng.uniform(0.15, 0.85) * h
-        add(_layer(colors[4], _shape(w, h, "line", (0.06 * w, y, 0.94 * w, y + rng.uniform(-0.05, 0.05) * h),
+        add(flat_layer(colors[4], shape_mask(w, h, "line", (0.06 * w, y, 0.94 * w, y + rng.uniform(-0.05, 0.05) * h),
                                      stroke_px=max(1.5, 0.004 * short))), "Rule")
         for index in range(4):
             angle = float(rng.choice([-1, 1]) * rng.uniform(8, 25)) if index == 3 else 0.0
             share = rng.uniform(0.04, 0.11)
-            add(_layer(colors[index], _text_alpha(rng, w, h, str(phrases[index]), str(fonts[index]), share, angle)),
+            add(flat_layer(colors[index], _text_alpha(rng, w, h, str(phrases[index]), str(fonts[index]), share, angle)),
                 f"Text '{phrases[index]}'")
     elif kind == "depth":
         if rng.uniform() < 0.5:
             add(flat_background(w, h, background_rgb), "Background")
         else:
-            other = _pick_colors(rng, (128, 128, 128), 1)[0]
+            other = pick_colors(rng, (128, 128, 128), 1)[0]
             mix = tuple(int(0.6 * a + 0.4 * b) for a, b in zip(background_rgb, other, strict=False))
             add(gradient_background(w, h, background_rgb, mix, rng.uniform(0, np.pi)), "Background")
         box_a = _random_box(rng, w, h, 0.3, 0.45)
@@ -192,46 +187,46 @@ def make_heldout_sample(kind: str = "depth", width_px: int = 1024, height_px: in
         qx, qy = bx + rng.uniform(0.1, 0.2) * short * rng.choice([-1, 1]), by + rng.uniform(0.08, 0.15) * short
         box_c = (qx - size_c / 2, qy - size_c / 2, qx + size_c / 2, qy + size_c / 2)
         kinds = list(rng.permutation(["ellipse", "rect", "star"]))
-        add(_layer(colors[0], _shape(w, h, str(kinds[0]), box_a)), f"Shape A {kinds[0]}")
-        add(_layer(colors[1], _shape(w, h, str(kinds[1]), box_b)), f"Shape B {kinds[1]}")
-        add(_layer(colors[0], _shape(w, h, str(kinds[2]), box_c)), f"Shape C {kinds[2]} (A's colour)")
+        add(flat_layer(colors[0], shape_mask(w, h, str(kinds[0]), box_a)), f"Shape A {kinds[0]}")
+        add(flat_layer(colors[1], shape_mask(w, h, str(kinds[1]), box_b)), f"Shape B {kinds[1]}")
+        add(flat_layer(colors[0], shape_mask(w, h, str(kinds[2]), box_c)), f"Shape C {kinds[2]} (A's colour)")
         ring = _random_box(rng, w, h, 0.2, 0.3, aspect=(1.0, 1.0))
-        add(_layer(colors[2], _shape(w, h, "ellipse", ring, stroke_px=max(2.0, 0.006 * short))), "Ring")
+        add(flat_layer(colors[2], shape_mask(w, h, "ellipse", ring, stroke_px=max(2.0, 0.006 * short))), "Ring")
         corner_x = rng.choice([-0.04, 0.92]) * w
         corner_y = rng.choice([-0.04, 0.92]) * h
-        add(_layer(colors[3], _shape(w, h, "ellipse", (corner_x, corner_y, corner_x + 0.12 * short,
+        add(flat_layer(colors[3], shape_mask(w, h, "ellipse", (corner_x, corner_y, corner_x + 0.12 * short,
                                                          corner_y + 0.12 * short))), "Edge dot")
     elif kind == "badge":
-        other = _pick_colors(rng, (128, 128, 128), 1)[0]
+        other = pick_colors(rng, (128, 128, 128), 1)[0]
         mix = tuple(int(0.5 * a + 0.5 * b) for a, b in zip(background_rgb, other, strict=False))
         add(gradient_background(w, h, background_rgb, mix, rng.uniform(0, np.pi)), "Background")
         box = _random_box(rng, w, h, 0.35, 0.5)
-        add(_gradient_layer(_shape(w, h, "rect", box), colors[0], colors[1], rng.uniform(0, np.pi)),
+        add(gradient_layer(shape_mask(w, h, "rect", box), colors[0], colors[1], rng.uniform(0, np.pi)),
             "Gradient shape")
         bw, bh = rng.uniform(0.35, 0.5) * w, rng.uniform(0.1, 0.14) * h
         bx, by = rng.uniform(0.05 * w, 0.95 * w - bw), rng.uniform(0.05 * h, 0.95 * h - bh)
         add(_badge_with_shadow(rng, w, h, colors[2], (bx, by, bx + bw, by + bh)), "Badge")
         text_rgb = (255, 255, 255) if np.mean(colors[2]) < 150 else (20, 20, 20)
-        add(_layer(text_rgb, _text_alpha(rng, w, h, str(phrases[0]), "DejaVuSans-Bold.ttf", 0.55 * bh / h,
+        add(flat_layer(text_rgb, _text_alpha(rng, w, h, str(phrases[0]), "DejaVuSans-Bold.ttf", 0.55 * bh / h,
                                          anchor=(bx + bw / 2, by + bh / 2))), f"Text '{phrases[0]}'")
         y = rng.uniform(0.05, 0.95) * h
-        add(_layer(colors[3], _shape(w, h, "line", (0.1 * w, y, 0.9 * w, y), stroke_px=max(2.0, 0.003 * short))),
-            "Line")
-        add(_layer(colors[4], _text_alpha(rng, w, h, str(phrases[1]), str(fonts[0]), rng.uniform(0.04, 0.07))),
+        line = shape_mask(w, h, "line", (0.1 * w, y, 0.9 * w, y), stroke_px=max(2.0, 0.003 * short))
+        add(flat_layer(colors[3], line), "Line")
+        add(flat_layer(colors[4], _text_alpha(rng, w, h, str(phrases[1]), str(fonts[0]), rng.uniform(0.04, 0.07))),
             f"Text '{phrases[1]}'")
     else:  # icons
-        add(_opaque(photo_rgb(PHOTOS[int(rng.integers(len(PHOTOS)))], w, h)), "Background")
+        add(opaque(photo_rgb(PHOTOS[int(rng.integers(len(PHOTOS)))], w, h)), "Background")
         for index, icon in enumerate(["star", "ellipse", "pill"]):
             box = _random_box(rng, w, h, 0.07, 0.12, aspect=(0.5, 1.0) if icon == "pill" else (1.0, 1.0))
-            add(_layer(colors[index], _shape(w, h, icon, box)), f"Icon {icon}")
+            add(flat_layer(colors[index], shape_mask(w, h, icon, box)), f"Icon {icon}")
         bar_top = rng.uniform(0.75, 0.85) * h
         bar_rgb = (20, 20, 20) if rng.uniform() < 0.5 else (250, 250, 250)
-        add(_layer(bar_rgb, _shape(w, h, "rect", (-0.05 * w, bar_top, 1.05 * w, bar_top + 0.1 * h)), 0.8),
+        add(flat_layer(bar_rgb, shape_mask(w, h, "rect", (-0.05 * w, bar_top, 1.05 * w, bar_top + 0.1 * h)), 0.8),
             "Caption bar (80%)")
         text_rgb = (250, 250, 250) if bar_rgb[0] < 128 else (20, 20, 20)
-        add(_layer(text_rgb, _text_alpha(rng, w, h, str(phrases[0]), str(fonts[0]), 0.05,
+        add(flat_layer(text_rgb, _text_alpha(rng, w, h, str(phrases[0]), str(fonts[0]), 0.05,
                                          anchor=(w / 2, bar_top + 0.05 * h))), f"Text '{phrases[0]}'")
-        add(_layer(colors[3], _text_alpha(rng, w, h, str(phrases[1]), "DejaVuSans-Bold.ttf", 0.06,
+        add(flat_layer(colors[3], _text_alpha(rng, w, h, str(phrases[1]), "DejaVuSans-Bold.ttf", 0.06,
                                           anchor=(rng.uniform(0.3, 0.7) * w, rng.uniform(0.1, 0.25) * h))),
             f"Text '{phrases[1]}'")
     return Sample(kind=kind, seed=seed, composite=composite_over(layers), layers=layers, names=names)

@@ -1,4 +1,4 @@
-"""HTTP export routes (included by ``app.py``; auth and the Origin check are app-wide middleware).
+"""Export routes (auth and the Origin check are app-wide middleware, ``security.GuardMiddleware``).
 
 - ``GET /v1/jobs/{id}/export.pptx|export.psd|export.zip``: a finished job's layers (``?with_original=true`` adds the
   original image as a first slide to the PowerPoint).
@@ -18,12 +18,20 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from ..app import read_form
 from ..errors import InvalidInput, StrataError
-from .archive import archive_bytes
-from .layout import MAX_LAYOUT_LAYERS, Layout, decode_layer_image, layout_json_schema, load_job_layout, safe_file_stem
-from .pptx import pptx_bytes
-from .psd import psd_bytes
+from ..exports.archive import archive_bytes
+from ..exports.export_layout import (
+    MAX_LAYOUT_LAYERS,
+    Layout,
+    decode_layer_image,
+    layout_json_schema,
+    load_job_layout,
+    safe_file_stem,
+)
+from ..exports.pptx import pptx_bytes
+from ..exports.psd import psd_bytes
+from ..job_manager import JobManager
+from .request_helpers import Manager, read_form
 
 router = APIRouter()
 
@@ -73,14 +81,6 @@ def _layout_body(with_original: bool) -> dict:
         "additionalProperties": False}, "encoding": encoding}}}}
 
 
-def _job_folder(request: Request, job_id: str):
-    """The succeeded job's folder from the app's JobManager (404 unknown id, 409 not finished)."""
-    manager = getattr(request.app.state, "manager", None)
-    if manager is None:
-        raise HTTPException(status_code=503, detail="the job store is not running")
-    return manager.job_folder(job_id, require_succeeded=True)
-
-
 def _file_response(data: bytes, stem: str, extension: str) -> Response:
     stem = safe_file_stem(stem)
     ascii_stem = stem.encode("ascii", "replace").decode("ascii").replace("?", "_")
@@ -97,8 +97,8 @@ async def _call(function: Callable, *args):
         raise HTTPException(status_code=error.http_status, detail=str(error)) from None
 
 
-def _job_export(request: Request, job_id: str, kind: str, with_original: bool) -> bytes:
-    folder = _job_folder(request, job_id)
+def _job_export(manager: JobManager, job_id: str, kind: str, with_original: bool) -> bytes:
+    folder = manager.job_folder(job_id, require_succeeded=True)  # 404 unknown id, 409 not finished
     if kind == "zip":
         return archive_bytes(folder, top_folder=f"strata-{job_id}")
     layout = load_job_layout(folder)
@@ -109,22 +109,22 @@ def _job_export(request: Request, job_id: str, kind: str, with_original: bool) -
 
 @router.get("/v1/jobs/{job_id}/export.pptx", responses=_responses("pptx", 404, 409),
             summary="A finished job as PowerPoint: one picture per layer")
-async def export_job_pptx(request: Request, job_id: str, with_original: bool = False) -> Response:
-    data = await _call(_job_export, request, job_id, "pptx", with_original)
+async def export_job_pptx(job_id: str, manager: Manager, with_original: bool = False) -> Response:
+    data = await _call(_job_export, manager, job_id, "pptx", with_original)
     return _file_response(data, f"strata-{job_id}", "pptx")
 
 
 @router.get("/v1/jobs/{job_id}/export.psd", responses=_responses("psd", 404, 409),
             summary="A finished job as a layered Photoshop file")
-async def export_job_psd(request: Request, job_id: str) -> Response:
-    data = await _call(_job_export, request, job_id, "psd", False)
+async def export_job_psd(job_id: str, manager: Manager) -> Response:
+    data = await _call(_job_export, manager, job_id, "psd", False)
     return _file_response(data, f"strata-{job_id}", "psd")
 
 
 @router.get("/v1/jobs/{job_id}/export.zip", responses=_responses("zip", 404, 409),
             summary="A finished job's layer PNGs, manifest.json and preview.png")
-async def export_job_zip(request: Request, job_id: str) -> Response:
-    data = await _call(_job_export, request, job_id, "zip", False)
+async def export_job_zip(job_id: str, manager: Manager) -> Response:
+    data = await _call(_job_export, manager, job_id, "zip", False)
     return _file_response(data, f"strata-{job_id}", "zip")
 
 

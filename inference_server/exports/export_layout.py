@@ -26,8 +26,8 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ImageTooLarge, InvalidInput
-from ..images import to_8bit_rgba
-from ..jobs import INPUT_NAME, JOB_RECORD_NAME
+from ..image_input import to_8bit_rgba
+from ..job_manager import INPUT_NAME, JOB_RECORD_NAME
 from ..layers import MANIFEST_NAME, PREVIEW_NAME, LayerStack, OverCompositor, alpha_bbox_px, read_manifest
 
 MAX_LAYOUT_LAYERS = 64
@@ -220,12 +220,12 @@ class Layout:
     def from_stack(cls, stack: LayerStack, crop_to_bbox: bool = True, name: str = "Strata layers",
                    original: np.ndarray | None = None) -> Layout:
         """Each non-empty layer at its true position; cropped to its alpha bounding box unless told otherwise."""
-        placed = []
+        placed: list[PlacedLayer] = []
         for layer in stack.layers:
             full = PlacedLayer(layer.name, layer.rgba, 0, 0, stack.width_px, stack.height_px)
-            if full.is_empty:
-                continue
-            placed.append(full.cropped_to_alpha() if crop_to_bbox else full)
+            kept = full.cropped_to_alpha() if crop_to_bbox else (None if full.is_empty else full)
+            if kept is not None:  # an empty layer has nothing to place
+                placed.append(kept)
         return cls(stack.width_px, stack.height_px, placed, name, original)
 
     @classmethod

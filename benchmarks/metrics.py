@@ -1,6 +1,8 @@
-"""Layer-decomposition quality, scored exactly as LayerD's reference evaluation does (Suzuki et al. 2025,
-"LayerD", github.com/CyberAgentAILab/LayerD, ``src/layerd/evaluation``; Apache-2.0). Our own code, checked
-against that code's scores on fixed inputs (tests/test_metrics.py, fixture tests/data/layerd_reference_scores.json).
+"""Layer-decomposition quality, scored exactly as LayerD's reference evaluation does (Suzuki et al. 2025, "LayerD:
+Decomposing Raster Graphic Designs into Layers"; its evaluation code is Apache-2.0). Our own code, checked
+against that code's scores on fixed inputs: ``scripts/layerd_reference_scores.py`` runs LayerD's evaluation on the
+cases of ``tests/layerd_reference.py`` and writes ``tests/data/layerd_reference_scores.json``, which
+``tests/test_metrics.py`` compares with these functions.
 
 1. Grouping: on both sides, repeatedly take the layers whose hard alpha (α > 0) overlaps no later remaining
    layer; each such set becomes one layer, composited with Pillow's ``Image.alpha_composite`` (which keeps the
@@ -32,7 +34,7 @@ from functools import reduce
 import numpy as np
 from PIL import Image
 
-from .layers import composite_over
+from inference_server.layers import composite_over
 
 DEFAULT_MAX_EDITS = 5
 _L1_EPS = 1e-8  # LayerD's RGBL1 divides by (mask pixels + eps)
@@ -151,11 +153,23 @@ def _align(pred: list[np.ndarray], gt: list[np.ndarray], cache: _PairCache):
     return path, l1, iou
 
 
+@dataclass
+class _Merge:
+    """Merging layers ``index`` and ``index + 1`` into ``merged`` gains ``gain`` similarity."""
+
+    index: int
+    gain: float
+    merged: np.ndarray
+
+    def apply(self, layers: list[np.ndarray]) -> list[np.ndarray]:
+        return layers[:self.index] + [self.merged] + layers[self.index + 2:]
+
+
 def _best_merge(layers: list[np.ndarray], others: list[np.ndarray], path: list[tuple[int, int]],
-                cache: _PairCache) -> tuple[int | None, float, np.ndarray | None]:
-    """LayerD's local merge judgement on one side: (index i of the best merge of i and i+1, its gain, the merged
-    layer), or (None, -inf, None). ``path`` pairs (index in ``layers``, index in ``others``)."""
-    best: tuple[int | None, float, np.ndarray | None] = (None, float("-inf"), None)
+                cache: _PairCache) -> _Merge | None:
+    """LayerD's local merge judgement on one side: the best merge of some layer i with i+1, or None when no merge
+    gains. ``path`` pairs (index in ``layers``, index in ``others``)."""
+    best: _Merge | None = None
     if len(layers) <= 2:
         return best
     for i in range(len(layers) - 1):
@@ -167,8 +181,8 @@ def _best_merge(layers: list[np.ndarray], others: list[np.ndarray], path: list[t
         sums = [sum(cache.similarity(candidate, other) for other in group)
                 for candidate in candidates for group in matched]
         merged_best = max(value + sums[0] for value in sums[1:])
-        if merged_best > current and merged_best - current > best[1]:
-            best = (i, merged_best - current, merged)
+        if merged_best > current and (best is None or merged_best - current > best.gain):
+            best = _Merge(i, merged_best - current, merged)
     return best
 
 
@@ -190,14 +204,14 @@ def score_layers(pred_layers: list[np.ndarray], gt_layers: list[np.ndarray],
     stopped = False
     for edit in range(1, max_edits + 1):
         if not stopped:
-            pred_index, pred_gain, pred_merged = _best_merge(pred, gt, path, cache)
-            gt_index, gt_gain, gt_merged = _best_merge(gt, pred, [(j, i) for i, j in path], cache)
-            if pred_index is None and gt_index is None:
+            pred_merge = _best_merge(pred, gt, path, cache)
+            gt_merge = _best_merge(gt, pred, [(j, i) for i, j in path], cache)
+            if pred_merge is None and gt_merge is None:
                 stopped = True  # LayerD stops the sample here; the last value carries forward
-            elif pred_gain > gt_gain:
-                pred = pred[:pred_index] + [pred_merged] + pred[pred_index + 2:]
-            else:
-                gt = gt[:gt_index] + [gt_merged] + gt[gt_index + 2:]
+            elif pred_merge is not None and (gt_merge is None or pred_merge.gain > gt_merge.gain):
+                pred = pred_merge.apply(pred)
+            elif gt_merge is not None:
+                gt = gt_merge.apply(gt)
             if not stopped:
                 path, l1, iou = _align(pred, gt, cache)
         levels.append(LevelScore(edit, l1, iou, len(pred), len(gt)))

@@ -15,7 +15,7 @@ from hostile import corpus, raw_png
 from PIL import Image
 
 from inference_server.errors import ImageTooLarge, InvalidInput, StrataError
-from inference_server.images import load_image
+from inference_server.image_input import load_image
 
 CASES = corpus()
 

@@ -11,13 +11,16 @@ well-separated flat colours, so "background + a few shapes + text" is a well-def
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from .layers import composite_over, write_png_atomic
+from inference_server.layers import composite_over, write_png_atomic
 
 SUPERSAMPLE = 4  # shapes and text are drawn at 4× and box-filtered down: anti-aliased edges
 
@@ -37,11 +40,8 @@ PALETTE_RGB = [
 ]
 BACKGROUND_RGB = [(241, 236, 226), (250, 250, 250), (222, 235, 247), (38, 38, 48), (16, 42, 67)]
 
-FONT_CANDIDATES = [
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf",
-    "/usr/share/fonts/dejavu/DejaVuSans-Bold.ttf",
-    "DejaVuSans-Bold.ttf",
-]
+# The DejaVu family: Debian's fonts-dejavu-core (scripts/setup.sh installs it) and matplotlib both ship these files.
+DEFAULT_FONT_FILE = "DejaVuSans-Bold.ttf"
 WORDS = ["SALE", "NEW", "OPEN", "HELLO", "STRATA", "SUMMER", "50% OFF", "JOIN US"]
 PHOTOS = ["astronaut", "coffee", "chelsea", "rocket"]
 
@@ -59,17 +59,38 @@ class Sample:
     names: list[str] = field(default_factory=list)
 
 
-def _font(size_px: int) -> ImageFont.ImageFont:
-    for candidate in FONT_CANDIDATES:
-        try:
-            return ImageFont.truetype(candidate, size_px)
-        except OSError:
-            continue
-    # Pillow ≥ 10.1 ships a scalable default font; only used where DejaVu is not installed.
-    return ImageFont.load_default(size=size_px)
+class FontNotFound(RuntimeError):
+    """A sample needs a font file this machine does not have; the message says how to install it."""
 
 
-def _supersampled_mask(width_px: int, height_px: int, draw_fn) -> np.ndarray:
+@cache
+def font_path(file_name: str) -> Path:
+    """Where ``file_name`` (say ``DejaVuSerif.ttf``) is installed: fontconfig's list of fonts first, then the copy
+    bundled with matplotlib. Samples need the same glyphs on every machine, so there is no fallback font."""
+    if shutil.which("fc-list"):
+        listed = subprocess.run(["fc-list", "--format", r"%{file}\n"], capture_output=True, text=True, check=False)
+        for line in listed.stdout.splitlines():
+            if Path(line).name == file_name:
+                return Path(line)
+    try:
+        import matplotlib
+    except ImportError:
+        pass
+    else:
+        bundled = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / file_name
+        if bundled.is_file():
+            return bundled
+    raise FontNotFound(f"the sample images need the font {file_name}, which neither fontconfig (fc-list) nor "
+                       f"matplotlib has here: install the DejaVu fonts (apt install fonts-dejavu-core; "
+                       f"scripts/setup.sh does) or pip install matplotlib, which bundles them")
+
+
+def font(size_px: int, file_name: str = DEFAULT_FONT_FILE) -> ImageFont.FreeTypeFont:
+    """The TrueType font ``file_name`` at ``size_px`` (see ``font_path``)."""
+    return ImageFont.truetype(str(font_path(file_name)), size_px)
+
+
+def supersampled_mask(width_px: int, height_px: int, draw_fn) -> np.ndarray:
     """Draw white-on-black at SUPERSAMPLE× with ``draw_fn(draw, scale)``, box-filter down → float alpha in [0, 1]."""
     big = Image.new("L", (width_px * SUPERSAMPLE, height_px * SUPERSAMPLE), 0)
     draw_fn(ImageDraw.Draw(big), SUPERSAMPLE)
@@ -77,7 +98,7 @@ def _supersampled_mask(width_px: int, height_px: int, draw_fn) -> np.ndarray:
     return np.asarray(small, dtype=np.float64) / 255.0
 
 
-def _layer(color_rgb, alpha: np.ndarray, opacity: float = 1.0) -> np.ndarray:
+def flat_layer(color_rgb, alpha: np.ndarray, opacity: float = 1.0) -> np.ndarray:
     """Full-size straight-alpha layer of one flat colour; fully transparent pixels are (0, 0, 0, 0)."""
     height_px, width_px = alpha.shape
     a8 = np.clip(np.rint(alpha * opacity * 255.0), 0, 255).astype(np.uint8)
@@ -88,12 +109,13 @@ def _layer(color_rgb, alpha: np.ndarray, opacity: float = 1.0) -> np.ndarray:
     return rgba
 
 
-def _opaque(rgb: np.ndarray) -> np.ndarray:
+def opaque(rgb: np.ndarray) -> np.ndarray:
+    """H×W×3 → H×W×4 uint8 with alpha 255."""
     return np.dstack([rgb.astype(np.uint8), np.full(rgb.shape[:2], 255, np.uint8)])
 
 
 def flat_background(width_px: int, height_px: int, color_rgb) -> np.ndarray:
-    return _opaque(np.broadcast_to(np.asarray(color_rgb, np.uint8), (height_px, width_px, 3)))
+    return opaque(np.broadcast_to(np.asarray(color_rgb, np.uint8), (height_px, width_px, 3)))
 
 
 def gradient_background(width_px: int, height_px: int, color_a_rgb, color_b_rgb, angle_rad: float) -> np.ndarray:
@@ -102,12 +124,15 @@ def gradient_background(width_px: int, height_px: int, color_a_rgb, color_b_rgb,
     proj = xs * np.cos(angle_rad) + ys * np.sin(angle_rad)
     t = (proj - proj.min()) / max(proj.max() - proj.min(), 1e-9)
     rgb = (1 - t)[..., None] * np.asarray(color_a_rgb, np.float64) + t[..., None] * np.asarray(color_b_rgb, np.float64)
-    return _opaque(np.clip(np.rint(rgb), 0, 255))
+    return opaque(np.clip(np.rint(rgb), 0, 255))
 
 
 def photo_rgb(name: str, width_px: int, height_px: int) -> np.ndarray:
     """One of scikit-image's bundled photos, scaled to cover W×H and centre-cropped (no download needed)."""
-    import skimage.data
+    try:
+        import skimage.data
+    except ImportError:
+        raise ImportError("the photo samples come from scikit-image: pip install 'strata[bench]'") from None
 
     photo = getattr(skimage.data, name)()[..., :3]
     image = Image.fromarray(photo)
@@ -118,7 +143,7 @@ def photo_rgb(name: str, width_px: int, height_px: int) -> np.ndarray:
     return np.asarray(resized.crop((left, top, left + width_px, top + height_px)), dtype=np.uint8)
 
 
-def _pick_colors(rng: np.random.Generator, background_rgb, count: int) -> list[tuple[int, int, int]]:
+def pick_colors(rng: np.random.Generator, background_rgb, count: int) -> list[tuple[int, int, int]]:
     """``count`` palette colours, each far from the background and from each other."""
     bg = np.asarray(background_rgb, np.float64)
     candidates = [c for c in PALETTE_RGB if np.abs(np.asarray(c) - bg).sum() > 150]
@@ -154,25 +179,25 @@ def _shape_alpha(rng: np.random.Generator, width_px: int, height_px: int, kind: 
             x0, y0, x1, y1 = scaled
             canvas.polygon([((x0 + x1) / 2, y0), (x1, y1), (x0, y1)], fill=255)
 
-    return _supersampled_mask(width_px, height_px, draw)
+    return supersampled_mask(width_px, height_px, draw)
 
 
 def _text_alpha(rng: np.random.Generator, width_px: int, height_px: int, word: str) -> np.ndarray:
     """A word in DejaVu Sans Bold, sized to about 60% of the width (capped by height), at a random place."""
-    probe = _font(100)
+    probe = font(100)
     left, top, right, bottom = probe.getbbox(word)
     size_px = int(min(100 * 0.6 * width_px / max(right - left, 1), 100 * 0.22 * height_px / max(bottom - top, 1)))
     size_px = max(size_px, 6)
-    font = _font(size_px * SUPERSAMPLE)
-    left, top, right, bottom = font.getbbox(word)
+    word_font = font(size_px * SUPERSAMPLE)
+    left, top, right, bottom = word_font.getbbox(word)
     text_w, text_h = (right - left) / SUPERSAMPLE, (bottom - top) / SUPERSAMPLE
     x = rng.uniform(2, max(width_px - text_w - 2, 3))
     y = rng.uniform(2, max(height_px - text_h - 2, 3))
 
     def draw(canvas: ImageDraw.ImageDraw, scale: int) -> None:
-        canvas.text((x * scale - left, y * scale - top), word, font=font, fill=255)
+        canvas.text((x * scale - left, y * scale - top), word, font=word_font, fill=255)
 
-    return _supersampled_mask(width_px, height_px, draw)
+    return supersampled_mask(width_px, height_px, draw)
 
 
 def _feathered_cutout(rng: np.random.Generator, width_px: int, height_px: int) -> np.ndarray:
@@ -205,19 +230,19 @@ def make_sample(kind: str = "flat", width_px: int = 512, height_px: int = 384, s
     # Separate stream per kind so that adding a kind never changes the others.
     rng = np.random.default_rng([seed, SAMPLE_KINDS.index(kind)])
     background_rgb = BACKGROUND_RGB[int(rng.integers(len(BACKGROUND_RGB)))]
-    colors = _pick_colors(rng, background_rgb, 4)
+    colors = pick_colors(rng, background_rgb, 4)
     shape_kinds = ["ellipse", "rect", "triangle"]
     word = WORDS[int(rng.integers(len(WORDS)))]
 
     layers: list[np.ndarray] = []
     names: list[str] = []
     if kind == "gradient":
-        other = _pick_colors(rng, (128, 128, 128), 1)[0]
+        other = pick_colors(rng, (128, 128, 128), 1)[0]
         mix = tuple(int(0.5 * a + 0.5 * b) for a, b in zip(background_rgb, other, strict=False))
         layers.append(gradient_background(width_px, height_px, background_rgb, mix, rng.uniform(0, np.pi)))
         names.append("Background")
     elif kind == "photo":
-        layers.append(_opaque(photo_rgb(PHOTOS[int(rng.integers(len(PHOTOS)))], width_px, height_px)))
+        layers.append(opaque(photo_rgb(PHOTOS[int(rng.integers(len(PHOTOS)))], width_px, height_px)))
         names.append("Background")
     else:
         layers.append(flat_background(width_px, height_px, background_rgb))
@@ -226,32 +251,32 @@ def make_sample(kind: str = "flat", width_px: int = 512, height_px: int = 384, s
     if kind in ("flat", "gradient"):
         for index in range(2):
             shape = shape_kinds[int(rng.integers(3))]
-            layers.append(_layer(colors[index], _shape_alpha(rng, width_px, height_px, shape)))
+            layers.append(flat_layer(colors[index], _shape_alpha(rng, width_px, height_px, shape)))
             names.append(f"Shape {shape}")
     elif kind == "photo":
         shape = shape_kinds[int(rng.integers(3))]
-        layers.append(_layer(colors[0], _shape_alpha(rng, width_px, height_px, shape)))
+        layers.append(flat_layer(colors[0], _shape_alpha(rng, width_px, height_px, shape)))
         names.append(f"Shape {shape}")
     elif kind == "cutout":
         layers.append(_feathered_cutout(rng, width_px, height_px))
         names.append("Cut-out")
         shape = shape_kinds[int(rng.integers(3))]
-        layers.append(_layer(colors[0], _shape_alpha(rng, width_px, height_px, shape)))
+        layers.append(flat_layer(colors[0], _shape_alpha(rng, width_px, height_px, shape)))
         names.append(f"Shape {shape}")
     elif kind == "semi":
         shape = shape_kinds[int(rng.integers(3))]
-        layers.append(_layer(colors[0], _shape_alpha(rng, width_px, height_px, shape)))
+        layers.append(flat_layer(colors[0], _shape_alpha(rng, width_px, height_px, shape)))
         names.append(f"Shape {shape}")
         opacity = float(rng.uniform(0.3, 0.8))
-        layers.append(_layer(colors[1], _shape_alpha(rng, width_px, height_px, "ellipse"), opacity))
+        layers.append(flat_layer(colors[1], _shape_alpha(rng, width_px, height_px, "ellipse"), opacity))
         names.append(f"Translucent ellipse ({opacity:.0%})")
     elif kind == "text":
         other_word = WORDS[(WORDS.index(word) + 1 + int(rng.integers(len(WORDS) - 1))) % len(WORDS)]
-        layers.append(_layer(colors[1], _text_alpha(rng, width_px, height_px, other_word)))
+        layers.append(flat_layer(colors[1], _text_alpha(rng, width_px, height_px, other_word)))
         names.append(f"Text '{other_word}'")
 
     text_color = colors[3] if kind != "photo" else (255, 255, 255)
-    layers.append(_layer(text_color, _text_alpha(rng, width_px, height_px, word)))
+    layers.append(flat_layer(text_color, _text_alpha(rng, width_px, height_px, word)))
     names.append(f"Text '{word}'")
     return Sample(kind=kind, seed=seed, composite=composite_over(layers), layers=layers, names=names)
 

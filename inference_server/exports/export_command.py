@@ -38,18 +38,19 @@ def run(args: argparse.Namespace) -> int:
         return 2
     # Imported here: python-pptx and psd-tools are only needed when exporting.
     from .archive import write_archive
-    from .layout import load_job_layout
+    from .export_layout import load_job_layout
     from .pptx import write_pptx
     from .psd import write_psd
 
     try:  # both load_job_layout and write_archive check the folder (check_job_folder) before writing anything
-        layout = load_job_layout(args.job_dir) if (args.pptx or args.psd) else None
-        if args.pptx:
-            write_pptx(layout, args.pptx, with_original=args.with_original)
-            print(f"wrote {args.pptx} ({len(layout.layers)} layers)")
-        if args.psd:
-            write_psd(layout, args.psd)
-            print(f"wrote {args.psd} ({len(layout.layers)} layers)")
+        if args.pptx or args.psd:
+            layout = load_job_layout(args.job_dir)
+            if args.pptx:
+                write_pptx(layout, args.pptx, with_original=args.with_original)
+                print(f"wrote {args.pptx} ({len(layout.layers)} layers)")
+            if args.psd:
+                write_psd(layout, args.psd)
+                print(f"wrote {args.psd} ({len(layout.layers)} layers)")
         if args.zip:
             write_archive(args.job_dir, args.zip)
             print(f"wrote {args.zip}")

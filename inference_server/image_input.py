@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from .errors import ImageTooLarge, InvalidInput
 
@@ -85,7 +85,8 @@ def _describe_non_image(head: bytes) -> str:
     return f"not a recognisable image (first bytes: {head[:8].hex(' ')})"
 
 
-def _open(data: bytes | str | os.PathLike, max_pixels: int) -> Image.Image:
+def _open(data: bytes | str | os.PathLike, max_pixels: int) -> ImageFile.ImageFile:
+    source: io.BytesIO | Path
     if isinstance(data, (bytes, bytearray, memoryview)):
         raw = bytes(data)
         source = io.BytesIO(raw)
@@ -187,6 +188,8 @@ def _cmyk_to_rgb(image: Image.Image, notes: list[str]) -> Image.Image:
 
             source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
             converted = ImageCms.profileToProfile(image, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
+            if converted is None:  # only an in-place conversion returns nothing; this one is not in place
+                raise ValueError("the colour conversion returned no image")
         except Exception as exc:  # a broken profile is common in the wild; fall back to the plain conversion
             notes.append(f"the embedded ICC profile could not be used ({exc}); colours converted without it")
         else:
@@ -203,7 +206,8 @@ def load_image(
     Raises InvalidInput (400) for anything that is not a usable image and ImageTooLarge (413) above ``max_pixels``.
     """
     notes: list[str] = []
-    image = _open(data, max_pixels)
+    opened = _open(data, max_pixels)
+    image: Image.Image = opened  # becomes the rotated copy after step 4
     try:
         # 1. Check the declared size before decoding anything.
         _check_size(image.width, image.height, max_pixels)
@@ -213,7 +217,7 @@ def load_image(
             image.seek(0)
         # 3. Decode every pixel now, so a truncated or corrupt file fails here and not inside a backend. Pillow
         # reads 16-bit-per-channel colour PNGs straight into 8-bit RGB(A); only the tile's raw mode says so.
-        raw_mode = image.tile[0].args if image.tile else None
+        raw_mode = opened.tile[0].args if opened.tile else None
         if isinstance(raw_mode, str) and raw_mode.startswith(("RGB;16", "RGBA;16")):
             notes.append("reduced 16-bit colour to 8-bit per channel")
         try:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Layer-decomposition quality, scored exactly as LayerD's reference evaluation does (Suzuki et al. 2025, "LayerD:
 Decomposing Raster Graphic Designs into Layers"; its evaluation code is Apache-2.0). Our own code, checked
 against that code's scores on fixed inputs: ``scripts/layerd_reference_scores.py`` runs LayerD's evaluation on the

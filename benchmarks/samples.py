@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Deterministic layered test images with ground truth, for tests, the demo and the decomposition benchmark.
 
 Every generator returns the composite (H×W×4 uint8, opaque unless asked otherwise) and the ground-truth layers

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """A held-out set of layered images for the decomposition benchmark: kinds of element and layout that
 ``benchmarks.samples`` never makes (and the CPU decomposer was not tuned on), with ground-truth layers.
 

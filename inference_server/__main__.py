@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """``python -m inference_server ...`` is the ``strata`` command."""
 
 import sys

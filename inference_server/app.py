@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The HTTP API: a FastAPI app built by ``create_app(settings)`` (nothing is created at import time) from the parts in
 ``inference_server.api``: the job, export and docs routers, GuardMiddleware (token, Origin/Host, body size; see
 ``api/security.py`` for the security model) and the JSON error handlers.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The ``strata`` command: ``decompose`` (in-process, with a progress bar), ``serve`` (the HTTP server) and
 ``export`` (registered by ``inference_server.exports.export_command``).
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """A debug setting, not a feature: injected faults, so tests can drive failure paths a healthy CPU machine never
 produces. ``STRATA_FAULT_INJECT`` (read once when a worker process or a Ray replica starts) holds comma-separated
 faults; it is unset in normal use, and a worker that finds it set says so in the log.

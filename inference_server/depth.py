@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Depth per layer: a monocular depth model on the composite, completed inside each layer where it was hidden.
 
 The model (``DepthAnythingForDepthEstimation`` through transformers; default Depth Anything V2 Small, a Hub id or a

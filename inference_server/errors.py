@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Errors that teach: each one says what was wrong and what to do instead.
 
 The HTTP layer maps them to status codes through ``http_status``; the CLI prints ``str(e)``.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Turn whatever a user uploads into one straight-alpha RGBA image, or a clear error that says why not.
 
 Every check that can be made from the header (format, size) is made before a single pixel is decoded, so a

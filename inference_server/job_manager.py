@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Jobs: a bounded queue in front of a job runner, job records on disk, cancellation, crash recovery.
 
 Statuses follow cog: ``queued → running → succeeded | failed | canceled``. Each job has a folder

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The layer stack: ordered straight-alpha RGBA layers, their composite, and the job folder on disk.
 
 A job folder holds ``layer_00.png`` (back) … ``layer_NN.png`` (front), ``preview.png`` (the composite) and

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The local job runner (``strata serve`` without ``--ray``): one worker process on this machine runs one job at a
 time. A dispatcher thread owns the worker process and its pipe: it hands out the JobManager's queued jobs, applies
 progress messages, notices a dead worker (a crash or ``kill -9``), fails the job it was running with the exit code and

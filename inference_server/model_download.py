@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Download the Qwen-Image-Layered weights a tier needs into a local folder, resumably, with per-file progress.
 
     python -m inference_server.model_download --local-dir DIR [--model Qwen/Qwen-Image-Layered] [--gguf REPO/FILE.gguf]

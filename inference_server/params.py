@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Decomposition parameters: one validated dataclass shared by the CLI, the HTTP API and the backends."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The replica side of ``strata serve --ray``: a Ray Serve deployment whose replicas each own one loaded backend.
 
 Runs inside Ray worker processes, possibly on other machines: nothing here touches the server's data folder. A job

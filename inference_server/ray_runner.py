@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The server side of ``strata serve --ray``: a JobRunner that runs jobs on a Ray Serve deployment of replicas.
 
 The HTTP job API stays this process's FastAPI app (token, Origin/Host checks, job folders, errors unchanged); only the

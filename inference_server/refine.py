@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The refine stage: every backend's layers pass through it before they are written (and ``strata refine`` runs it
 alone on any layer folder).
 

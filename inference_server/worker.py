@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The worker process: owns the backend (so a loaded pipeline stays loaded between jobs) and runs one job at a time.
 
 It is started with the ``spawn`` method (a clean interpreter: no inherited threads or CUDA state) and talks to the

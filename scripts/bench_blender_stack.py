@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-3.0-or-later
 """How long the Blender main thread is busy when a stack is built (the only part of a job that can freeze the UI).
 
     .venv-blender/bin/python scripts/bench_blender_stack.py

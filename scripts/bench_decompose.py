@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Layer-decomposition benchmark: generated layered images with ground truth, scored with the LayerD protocol.
 
     .venv/bin/python scripts/bench_decompose.py                 # all sets, 512×384, 6 seeds each

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Seconds that depth per layer adds to a job: Depth Anything V2 Small's architecture (random weights, built offline:
 honest for speed, never for quality) on the composite, then the per-layer hidden-area completion.
 

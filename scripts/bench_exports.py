@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Export speed and file size: PPTX, PSD and zip of a decomposition folder, for a few sizes and layer counts.
 
     .venv/bin/python scripts/bench_exports.py [--sizes 640 1024] [--layers 4 8 16] [--repeats 3]

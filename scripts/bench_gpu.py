@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """GPU benchmark of the Qwen-Image-Layered backend: stock vs each preset, per stage, with peak memory.
 
     python scripts/bench_gpu.py                       # every preset, 640 and 1024 px, 4 and 8 layers

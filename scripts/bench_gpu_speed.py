@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Speed suite of the qwen backend, side by side in one run per machine: one GPU `exact` vs `fast` (no step cache,
 then with one), the second start's warm-up, CFG-parallel `exact` on two GPUs vs one, and the whole job by stage.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """GPU benchmark of the qwen backend's VRAM tiers, side by side with ``exact`` (``bench_gpu.py --tiers`` runs this).
 
     python scripts/bench_gpu.py --tiers 24,16,12,8 --weights-dir /tmp/qwen-random --out-json OUT/tiers.json

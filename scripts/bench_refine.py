@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Refine-stage benchmark: resize-only against refine, at full resolution, against ground-truth layers.
 
     .venv/bin/python scripts/bench_refine.py                       # generated sets + /work/data/real if present

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Seconds the Blender main thread spends placing Relief on a stack (grid meshes built with foreach_set).
 
     .venv-blender/bin/python scripts/bench_relief.py [--repeats 3]

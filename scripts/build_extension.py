@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Build the installable Blender extension zip from blender_addon/ and validate it.
 
     .venv-blender/bin/python scripts/build_extension.py [--output-dir dist]

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Does an exported stack GLB load elsewhere? Khronos glTF-Validator, then three.js's GLTFLoader in headless Chromium.
 
     .venv/bin/python scripts/check_glb_threejs.py out/demo/parallax.glb --reference out/demo/poster.png

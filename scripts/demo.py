@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Strata end to end, headless, in one command: image → layers → parallax stack in Blender → video + PPTX/PSD.
 
     .venv-blender/bin/python scripts/demo.py [--image PATH] [--out out/demo] [--size 512x384] [--layers 4]

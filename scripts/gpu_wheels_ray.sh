@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Wheels that `strata serve --ray --backend qwen` needs on the lent GPU machines (Python 3.12; their image has torch,
 # numpy, aiohttp, grpcio, ... but not Ray, diffusers or the server's web stack), for the GPU load test in the README.
 # A device call carries 64 MiB at most and Ray's wheel is 79 MB, so Ray is repacked without what a Python Serve

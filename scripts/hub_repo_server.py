@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """A Hub-like HTTP server on 127.0.0.1 serving one local folder as a model repository (test data, not product code).
 
     python scripts/hub_repo_server.py FOLDER OWNER/NAME     # then HF_ENDPOINT=<printed url> ... Download Model

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Score the fixed test layer sets with LayerD's own evaluation code and write the reference fixture.
 
     .venv/bin/python scripts/layerd_reference_scores.py --layerd-src /path/to/LayerD/src

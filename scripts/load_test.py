@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Load test: many small jobs from several client threads against a real ``strata serve`` on loopback.
 
 Each client submits its share of the jobs without waiting for them (so the bounded queue fills and clients meet 429

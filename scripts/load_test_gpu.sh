@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # The device call behind the README's Ray Serve rows measured on nvidia-h200-x2 (run from the repository root there,
 # with the wheels of scripts/gpu_wheels_ray.sh carried; about 6 minutes):
 #   bash scripts/load_test_gpu.sh [WHEEL_DIR|none] [OUT_DIR]

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Build a tiny, random-weight Depth Anything folder (``DepthAnythingForDepthEstimation`` + its image processor),
 offline.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Build a tiny, random-weight ``QwenImageLayeredPipeline`` folder, fully offline.
 
     python scripts/make_tiny_qwen_layered.py OUT_DIR

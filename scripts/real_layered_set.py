@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Build the "real" benchmark set: layered files that people made and committed to public repositories.
 
     .venv/bin/python scripts/real_layered_set.py                      # every case in the manifest

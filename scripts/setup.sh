@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Sets up both environments from scratch (idempotent):
 #   .venv          the inference server (torch CPU build pinned, diffusers, fastapi, exporters, Ray Serve)
 #   .venv-blender  headless Blender as a Python module (bpy pins numpy<2, so it can't share the server env)

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Runs the whole test suite: plain-Python tests in the server env, then the Blender tests in the bpy env
 # (they start real server subprocesses from .venv). Extra arguments go to both pytest runs.
 set -uo pipefail

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # The add-on's oldest supported Blender (blender_manifest.toml: blender_version_min 4.2) against the same Blender
 # tests: add-on registration, every panel's draw, the extension zip, stack building, materials and renders (Cycles and
 # EEVEE), camera moves and previews, undo, one full decompose through the local server, relief and the GLB round

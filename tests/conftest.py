@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Shared fixtures for the server tests: a real ``strata serve`` subprocess on loopback, and an in-process app."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Fixed random layer sets on which our metrics are checked against LayerD's reference evaluation.
 
 ``make_case(seed)`` builds a (prediction, ground truth) pair of small RGBA layer lists from numpy's PCG64

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The HTTP API as a client sees it: a real server on loopback for the end-to-end paths, TestClient for the many
 small request/response cases."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The benchmarks package's sample generators: same glyphs on every machine, or a clear error."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The ``strata`` command as a user runs it (a subprocess: real exit codes, real stderr)."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The embedded CPU decomposer: its layers composite back to the input, honour the requested count, stop when
 asked, and split simple posters into the layers they were made of."""
 

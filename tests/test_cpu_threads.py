@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The CPU decomposer keeps its thread pools to ``OMP_NUM_THREADS``: what Ray sets for a replica that reserves one CPU,
 so that two replicas sharing two cores run one thread each instead of oversubscribing them."""
 

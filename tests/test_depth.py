@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Depth per layer: the hidden-area completion, the 16-bit files, and the real loading path on a tiny random
 Depth Anything built offline (``scripts/make_tiny_depth_anything.py``), through the CLI and the HTTP API."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """``GET /`` says where things are; ``/docs`` serves Swagger UI from this machine, behind the token (a browser gets in
 with ``/docs?token=`` once, traded for a strict HttpOnly cookie); cross-site use stays refused."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Export endpoints on a real ``strata serve`` (CPU backend) on loopback, as the Blender add-on calls them."""
 
 from __future__ import annotations

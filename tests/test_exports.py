@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Exports: the files a user opens in PowerPoint/Photoshop show the layers where they were, named, in order.
 
 Every exporter is checked against ``Layout.render()``; the PowerPoint file is also rendered by LibreOffice.

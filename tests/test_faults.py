@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Failure paths of a real server (a subprocess on loopback): a worker killed mid-job, cancel mid-step, a GPU
 out-of-memory error, a full queue, a server killed and restarted (finished jobs kept, unfinished ones failed).
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """What a new user hit on a fresh clone (issue 16): the status of a CPU job says what ran, output files follow the
 umask, piped progress is one line per stage, ``--help`` shows the defaults."""
 

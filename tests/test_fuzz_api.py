@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Property-based fuzzing of the HTTP API from its own OpenAPI schema (schemathesis), against a real server on
 loopback, with the bearer token: no request may produce a 5xx, a response outside the schema, or hang.
 

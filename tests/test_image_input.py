@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Image input: every hostile or unusual file either becomes a correct RGBA image (and the notes say what was
 converted) or is refused with a specific 4xx message — through ``load_image`` and through the HTTP API."""
 

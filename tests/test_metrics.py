@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The LayerD scoring protocol: equal to LayerD's own code on fixed inputs, and the sanity anchors a reader of
 the benchmark relies on."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Download Model against a Hub-like HTTP server on 127.0.0.1 serving the tiny pipeline: progress per file, a killed
 download resumes with a Range request, the folder loads with ``from_pretrained``, and a too-small disk is refused
 before a byte is fetched. The download runs as the add-on runs it: ``python -m inference_server.model_download``

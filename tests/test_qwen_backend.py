@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The Qwen-Image-Layered backend on a tiny random-weight copy of the real pipeline, on CPU.
 
 The folder comes from ``scripts/make_tiny_qwen_layered.py`` (same classes and layered flags as the real model) and

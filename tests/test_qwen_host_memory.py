@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Host RAM of the VRAM tiers, on CPU: the host copies hold a model's bytes exactly (one arena per module, never
 PyTorch's power-of-two pinned allocator), quantized weights survive the copy, the text encoder streams from its
 safetensors one decoder layer at a time (the whole bf16 model never sits in host RAM), and compiled blocks still

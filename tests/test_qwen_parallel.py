@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """CFG-parallel Qwen-Image-Layered on CPU: two real processes over gloo, the tiny random-weight pipeline.
 
 The same code runs over NCCL on GPUs (``strata serve --gpus 0,1``); here rank 0 is the test process and rank 1 a

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The fast preset's speed measures on the tiny random-weight pipeline, on CPU: real-valued RoPE (same layers),
 one compiled graph for every prompt length, TaylorSeer's step schedule and its reset after a cancel, and the
 remembered captions. Speed itself is measured by scripts/bench_gpu_speed.py, not here."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The VRAM tier chooser on given machines: which tier, which formats, and what it says when nothing fits."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The qwen backend's other weight formats on the tiny random-weight pipeline, on CPU: a GGUF transformer file
 through diffusers' GGUF loader, quantization on load (torchao int8 weight-only and NF4), streamed blocks, and the
 errors a user gets for a GGUF of another model, a truncated GGUF and a truncated safetensors shard."""

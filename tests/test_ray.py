@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """``strata serve --ray``: the same HTTP job API with the jobs on a Ray Serve deployment of two CPU replicas.
 
 One real server with its own local Ray instance is shared by the module (Ray's start-up takes tens of seconds); the

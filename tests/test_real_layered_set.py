@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The real-set pipeline end to end on a layered file of our own: a git snapshot holding an OpenRaster file, the
 manifest, scripts/real_layered_set.py building the case, scripts/bench_decompose.py --set real scoring it."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The refine stage: layers at the input's full resolution whose composite equals the input within one level,
 for every backend, opaque or transparent inputs; ``strata refine`` on a folder another tool wrote."""
 

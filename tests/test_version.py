@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """One version for the whole product: the server package, the installed distribution and the Blender extension."""
 
 from __future__ import annotations

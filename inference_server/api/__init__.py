@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The HTTP API's parts, assembled by ``inference_server.app.create_app``:
 
 - ``settings``: what a server is started with (``Settings``);

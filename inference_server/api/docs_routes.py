@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """``GET /`` (where things are) and ``/docs`` (Swagger UI, served from this machine, never from a CDN).
 
 In a browser, open ``/docs?token=<token>`` once: ``security.GuardMiddleware`` trades the token for a docs cookie.

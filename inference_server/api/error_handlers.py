@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Every error as JSON ``{"detail": "<a sentence that says what to do>"}``, with the right status."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Export routes (auth and the Origin check are app-wide middleware, ``security.GuardMiddleware``).
 
 - ``GET /v1/jobs/{id}/export.pptx|export.psd|export.zip``: a finished job's layers (``?with_original=true`` adds the

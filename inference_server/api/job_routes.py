@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """``/v1/jobs``: submit a decomposition, follow it, cancel it, fetch its files; ``/v1/health``."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Response models (for an accurate OpenAPI schema) and the error responses each route declares."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """``StrataAPI``: FastAPI whose schema tells the truth about what GuardMiddleware and the error handlers add to every
 operation, so the routers need not repeat it."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """What the routes need from a request: its multipart form, the ``params`` JSON, the app's job manager and
 settings (set on ``app.state`` by ``create_app``; routes take them through ``Depends``)."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Who may use the server: a local tool that a web page must not be able to drive.
 
   * the server binds 127.0.0.1 unless started with ``--allow-remote`` and a token from the environment;

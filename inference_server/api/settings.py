@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """What a server is started with (``strata serve`` builds one from its flags)."""
 
 from __future__ import annotations

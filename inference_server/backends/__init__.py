@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Backend registry. Backends import their heavy dependencies (torch, diffusers) lazily, inside the backend."""
 
 from __future__ import annotations

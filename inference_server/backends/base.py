@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """What every backend offers: one ``decompose`` call, progress reports and cooperative cancellation."""
 
 from __future__ import annotations

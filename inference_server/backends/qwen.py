@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Qwen-Image-Layered backend: diffusers' ``QwenImageLayeredPipeline``, loaded once and kept between jobs.
 
 ``decompose`` runs the pipeline's own stages one by one (caption, encode, denoise, decode) so each can report

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Qwen-Image-Layered on several GPUs: CFG-parallel, with Ulysses context parallel inside each branch from 4 GPUs.
 
 Every denoising step runs the transformer twice (true CFG: the prompt, then the negative prompt). With CFG-parallel

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Speed measures of the qwen backend that outlive one process or change results: the on-disk compile cache, the
 optional step cache of the ``fast`` preset, and the step counter that reports a step cache's skip rate.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """VRAM tiers of the qwen backend: which weight formats and placement fit the GPU (and host RAM) an artist owns.
 
 ``choose_tier(requested, machine)`` is plain Python over a ``Machine`` (free VRAM, total and available RAM, compute

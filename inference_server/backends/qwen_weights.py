@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Weight formats of the qwen backend besides the plain bf16 pipeline: GGUF transformer files, quantization on load
 from the bf16 safetensors (streamed one shard and one block at a time), transformer blocks streamed from pinned host
 RAM, and the text encoder and transformer taking turns on the GPU.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Exports of a decomposition or of Blender's recomposed view: PowerPoint, Photoshop PSD, and a zip of PNGs.
 
 ``layout.Layout`` is the bpy-free model every exporter takes; ``Layout.render()`` is the picture they must match.

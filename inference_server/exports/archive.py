@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Decomposition folder → zip: the layer PNGs (and depth maps), manifest.json and the flattened preview, under one
 top folder, with the layers that were decomposed again (recursive decomposition) nested inside.
 

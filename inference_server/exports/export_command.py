@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """``strata export JOB_DIR [--pptx OUT] [--psd OUT] [--zip OUT] [--with-original]``."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """A bpy-free description of layers placed in a frame: what every exporter writes and what tests compare against.
 
 A ``Layout`` is a W×H frame and its layers, back to front. Each ``PlacedLayer`` is an RGBA image put at

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Layout → PowerPoint: one slide, one picture per layer at its true position, back to front.
 
 Choices:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Layout → Photoshop PSD: one named pixel layer per layer, offsets, opacity, hidden layers, and the merged image.
 
 Built with psd-tools (``PSDImage.new`` + ``PixelLayer.frompil``). Choices:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Headless Chromium (Debian's ``chromium``) driven over the DevTools protocol on a pipe, for the web-page tests.
 
 ``--remote-debugging-pipe``: Chromium reads commands on fd 3 and writes answers and events on fd 4, NUL-separated

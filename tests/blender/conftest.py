@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Fixtures for the Blender tests: real bpy (one import per process), the add-on enabled, a real CPU server.
 
 Run them in the Blender venv, in one pytest process (bpy can be imported only once):

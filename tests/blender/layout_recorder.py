@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """A stand-in for ``bpy.types.UILayout`` that checks every call against Blender's own RNA description of it.
 
 The bpy module runs in background mode, where Blender builds no UI: a panel's ``draw()`` never runs, so a typo in a

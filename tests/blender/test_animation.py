@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Parallax camera moves in real Blender: frame 1 renders the original, keys evaluate to the planned path.
 
 Renders are Cycles on the CPU at the sample's own tiny size (64×48), so every preset is rendered in well under a

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Decompose from the panel's operator into a camera-exact stack of image planes, with a real CPU server."""
 
 import os

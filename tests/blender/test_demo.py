@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The README's one command, ``scripts/demo.py``, end to end at a tiny size: every file it lists is there; a re-run
 on the user's own image (``--image``) replaces the first run's layers instead of adding a second job folder.
 

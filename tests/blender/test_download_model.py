@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Download Model from the add-on's preferences against a Hub-like server on 127.0.0.1 serving the tiny pipeline:
 the operator returns at once, the task reports the tier and per-file progress, and afterwards the server is started
 with the downloaded folder as its model."""

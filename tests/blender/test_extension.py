@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The built extension zip installs into a user repository, enables as ``bl_ext.user_default.strata`` and works."""
 
 import shutil

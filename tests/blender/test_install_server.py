@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Install Server from the built extension zip, as a new user would: no terminal, no checkout on the path.
 
 The operator runs headless with real bpy and builds a real venv (Blender's Python, the server wheel from the zip

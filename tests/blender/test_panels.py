@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Every panel, the layer UIList and the preferences really draw, in each state a user meets.
 
 Background bpy builds no UI, so ``draw()`` is called with ``layout_recorder.RecordingLayout``, which checks each call

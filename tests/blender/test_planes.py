@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The plane stack itself (no server): many semi-transparent layers render back to the editor-style composite in
 Cycles and in EEVEE, and materials expose the named nodes the layer controls drive."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Recomposition in 3D, checked against what the camera renders: the camera-view PPTX/PSD export, the layer list
 operators and re-decomposing one layer into a sub-stack, all with the add-on's own real CPU server.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Relief inside layers: with depth maps beside the layers, planes become displaced grids that still render the
 input exactly from the rest camera (Cycles and EEVEE), show parallax inside the layer when the camera moves, stay
 between their neighbours, and go back to flat quads at Relief 0."""

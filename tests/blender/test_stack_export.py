@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Exports of the whole stack: GLB through Blender's glTF exporter (re-imported, it reproduces the stack and the camera
 move), and the self-contained web page rendered in headless Chromium (matches Blender's frame 1, loads nothing from
 outside its folder, follows the pointer)."""

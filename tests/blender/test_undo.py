@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Ctrl+Z after the layer operators: each one is a single undo step, and the stack it leaves (before and after undo)
 is consistent: layer indices 0..n-1 back to front, and the camera-view export lists exactly those planes.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """A server of another release than the add-on: the operators report it, the panel and the preferences show it, and
 the job still runs. The server is the real one on loopback, announcing another version (as in
 tests/core/test_versions.py)."""

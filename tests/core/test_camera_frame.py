@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Camera/plane math of the add-on (bpy-free): planes fill the frame at any distance, layers ordered back→front."""
 
 import math

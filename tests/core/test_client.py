@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The add-on's urllib client against a real `strata serve` subprocess (CPU backend): the calls Blender makes."""
 
 import io

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """bpy-free image helpers of the add-on: format sniffing, PNG encoding, transparent-texel dilation."""
 
 import io

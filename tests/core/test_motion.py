@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Parallax camera moves (bpy-free): rest pose first, parallax grows with spacing, the background stays covered
 (by overscan, the default, without changing the framing; or by zooming), tasteful default amplitudes."""
 

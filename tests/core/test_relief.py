@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Relief grid maths (bpy-free): vertices stay on their rest rays, a tilted plane of known depth comes out tilted,
 relief stays inside the slab between neighbouring layers."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Install Server's bpy-free parts that need no package index: choosing a Python, the torch build, the disk check,
 and what counts as the installed server. (The whole install runs in tests/blender/test_install_server.py.)"""
 

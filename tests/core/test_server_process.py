@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The add-on's AddonServerProcess: starts a real `strata serve` on port 0, learns its URL, reports crashes clearly."""
 
 import os

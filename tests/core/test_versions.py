@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The add-on's version check against real servers on loopback: the real server package as it is, and the same
 package announcing another release (its ``__version__`` set before any of its modules reads it), as a server
 installed from an older or newer wheel answers."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Camera view → layout JSON (bpy-free): rectangles in pixels, drawing order, hidden layers, odd cameras."""
 
 import colorsys

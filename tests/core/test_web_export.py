@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The web page writer (bpy-free): one self-contained file, layers back to front, nothing fetched from elsewhere."""
 
 import base64

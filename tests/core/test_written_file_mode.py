@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Files the add-on writes (layer PNGs, camera-view exports) get the mode any new file gets, not mkstemp's 0600."""
 
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """A corpus of hostile and unusual image files, generated at test time (no binaries in the repository).
 
 ``corpus()`` returns ``HostileCase`` entries: the bytes, and what a user should get — either the image accepted

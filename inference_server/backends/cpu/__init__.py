@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The embedded CPU decomposer: LayerD-style "peel and fill" with classical parts, no network weights to download.
 
 How it works, in the order of ``CpuDecomposer.decompose``:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Step 4, elements: the background, the words' letters, flat shapes grouped by colour, photographs."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The running decomposition's cancel token, per thread.
 
 The long stages call ``checkpoint()`` between their sub-steps (every few hundred ms of work on a 12 MP image), so a

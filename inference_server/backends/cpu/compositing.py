@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Steps 8 and 9: the over-composite's shares, the bottom layer's solve and the residual correction."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The CPU decomposer's one call: the numbered steps of the package docstring, in order."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Step 4, depth and phrases: same-coloured pieces at different depths split, words joined to phrases."""
 
 from __future__ import annotations

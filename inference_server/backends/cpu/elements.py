@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """What the decomposer finds on the canvas: elements (kind, core mask, hull, colour) and their names."""
 
 from __future__ import annotations

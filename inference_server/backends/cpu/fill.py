@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Step 8, fill: the background's colour under the layers above (colour model, Telea, pull-push)."""
 
 from __future__ import annotations

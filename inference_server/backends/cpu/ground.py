@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Step 4, the ground: the flat background (or none: a photo), the photographs placed on it, and ground-coloured
 marks enclosed by shapes."""
 

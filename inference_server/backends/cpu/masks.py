@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Mask geometry the steps share: pieces, hulls, openings, filled holes, bounding boxes."""
 
 from __future__ import annotations

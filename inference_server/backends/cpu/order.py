@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Steps 5 and 6: depth order of the elements, and merging neighbours to the requested layer count."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Step 7, peel: an element's straight RGBA layer (alpha in a soft-edge band, completion, colour)."""
 
 from __future__ import annotations

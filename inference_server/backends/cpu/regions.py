@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Step 2, regions: connected smooth regions of the image, each with a quadratic colour model."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Step 4, a photo's subject: colour contrast to the border with a centre prior seeds grabCut."""
 
 from __future__ import annotations

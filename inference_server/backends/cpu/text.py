@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Step 3, text: word boxes from rapidocr's PP-OCR detector, whose weights ship inside its wheel."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """How many threads the decomposer's libraries may use."""
 
 from __future__ import annotations

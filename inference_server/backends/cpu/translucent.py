@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Step 4, translucent sheets: two flat elements that are one translucent shape over two things."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The CPU decomposer's thresholds and working sizes, in one place (colours on the 0–255 scale)."""
 
 EDGE_STEP = 10.0  # colour step (0–255, max over channels) between neighbours that separates two regions

@@ -229,7 +229,7 @@ def run_decompose(args: argparse.Namespace) -> int:
             source, parent = _parent_layer(args.image, args.layer)
         image, notes = load_image(source, max_pixels=args.max_pixels)
         options = _backend_options(args)
-        choice = choose_backend(args.backend, options.get("model_id"), options.get("gpus"))
+        choice = choose_backend(args.backend, options.get("model_id"), options.get("gpus"), log_fallback=False)
         backend = create_backend(choice.name, **options)
         if params.depth:  # a missing depth model fails now, not after the decomposition's work
             from .depth import get_estimator

@@ -53,6 +53,16 @@ def test_decompose_auto_chooses_the_count(tmp_path):
 
 
 
+def test_decompose_auto_on_a_machine_without_a_gpu_says_why_once(tmp_path):
+    # This machine (and CI) has no CUDA GPU: `auto` runs the CPU decomposer and says why, once on stderr.
+    image_path = tmp_path / "in.png"
+    image_path.write_bytes(png_bytes_of(sample_image(80, 60)))
+    result = strata("decompose", image_path, "-n", 2, "-o", tmp_path / "out", "--backend", "auto")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("runs the CPU decomposer, not Qwen-Image-Layered") == 1, result.stderr
+    assert result.stderr.count("running the CPU decomposer") == 0, result.stderr
+
+
 def test_decompose_layer_of_a_finished_folder_keeps_the_tree(tmp_path):
     import numpy as np
     from PIL import Image

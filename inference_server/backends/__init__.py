@@ -73,15 +73,18 @@ class BackendChoice:
         return [f"backend auto runs the CPU decomposer, not Qwen-Image-Layered: {self.auto_fallback}"]
 
 
-def choose_backend(name: str, model_id: str | None = None, gpus: object = None) -> BackendChoice:
-    """Resolve ``auto``: the GPU model when it can run here, else the CPU decomposer with the reason (also logged)."""
+def choose_backend(name: str, model_id: str | None = None, gpus: object = None, *, log_fallback: bool = True
+                   ) -> BackendChoice:
+    """Resolve ``auto``: the GPU model when it can run here, else the CPU decomposer with the reason (also logged,
+    unless ``log_fallback`` is false: the CLI prints the job's notes on stderr already, so it would say it twice)."""
     if name == "auto":
         if gpus:  # naming GPUs asks for the GPU backend: no quiet fall-back to the CPU decomposer
             return BackendChoice("qwen")
         reason = qwen_unavailable_reason(model_id)
         if reason is None:
             return BackendChoice("qwen")
-        logger.warning("backend auto: running the CPU decomposer, not Qwen-Image-Layered: %s", reason)
+        if log_fallback:
+            logger.warning("backend auto: running the CPU decomposer, not Qwen-Image-Layered: %s", reason)
         return BackendChoice("cpu", auto_fallback=reason)
     if name not in ("cpu", "qwen"):
         raise InvalidInput(f"backend must be auto, cpu or qwen, got {name!r}")

@@ -162,15 +162,51 @@ def _cap_caption_length(text_encoder, max_new_tokens: int) -> None:
     text_encoder.generate = capped_generate
 
 
-def run_worker(args) -> None:
-    """One preset, every size; prints one JSON line per measurement."""
+def timed_decompose(backend, size: str, prompt: str, steps: int, *, seed: int, on_cuda: bool,
+                    error_chars: int | None = None, **param_options):
+    """Run ``backend`` once on a random RGBA image of ``size`` ("640x4": side px x layers).
+
+    Returns (stack or None, error or None, per-step seconds, peak GiB); an exception (an OOM under a cap, a NaN) is
+    a result too, its message cut to ``error_chars`` where given. ``param_options`` go to DecomposeParams (preset,
+    offload)."""
     import numpy as np
     import torch
     from PIL import Image
 
     from inference_server.backends.base import CancelToken
-    from inference_server.backends.qwen import QwenLayeredBackend
     from inference_server.params import DecomposeParams
+
+    resolution, layers = (int(part) for part in size.split("x"))
+    image = Image.fromarray(
+        np.random.default_rng(0).integers(0, 255, (resolution, resolution, 4), dtype=np.uint8), "RGBA"
+    )
+    marks: list[float] = []
+
+    def progress(stage, step, total):
+        if stage == "denoise":
+            if on_cuda:
+                torch.cuda.synchronize()
+            marks.append(time.perf_counter())
+
+    params = DecomposeParams(layers=layers, num_inference_steps=steps, resolution=resolution, prompt=prompt,
+                             seed=seed, **param_options).validate()
+    if on_cuda:
+        torch.cuda.reset_peak_memory_stats()
+    stack = error = None
+    try:
+        stack = backend.decompose(image, params, progress=progress, cancel=CancelToken())
+    except Exception as failure:  # noqa: BLE001 - an OOM or NaN is a result too
+        error = f"{type(failure).__name__}: {str(failure)[:error_chars]}"
+    peak = round(torch.cuda.max_memory_allocated() / GIB, 2) if on_cuda else None
+    return stack, error, np.diff(marks), peak  # marks[0] is the "0 of N" report before the first step
+
+
+def run_worker(args) -> None:
+    """One preset, every size; prints one JSON line per measurement."""
+    import numpy as np
+    import torch
+
+    from inference_server.backends.qwen import QwenLayeredBackend
 
     device = "cpu" if args.cpu_dry_run else "cuda"
     preset = args.worker
@@ -205,30 +241,8 @@ def run_worker(args) -> None:
     emit({"stage": "setup", "build_s": build_s, "preset_setup_s": setup_s, "resident_gib": resident_gib})
 
     def decompose(size: str, prompt: str, steps: int):
-        """Run the backend once; returns (stack or None, error or None, per-step seconds, peak GiB)."""
-        resolution, layers = (int(part) for part in size.split("x"))
-        image = Image.fromarray(
-            np.random.default_rng(0).integers(0, 255, (resolution, resolution, 4), dtype=np.uint8), "RGBA"
-        )
-        marks: list[float] = []
-
-        def progress(stage, step, total):
-            if stage == "denoise":
-                if on_cuda:
-                    torch.cuda.synchronize()
-                marks.append(time.perf_counter())
-
-        params = DecomposeParams(layers=layers, num_inference_steps=steps, resolution=resolution, prompt=prompt,
-                                 seed=args.seed, preset=preset, offload=offload).validate()
-        if on_cuda:
-            torch.cuda.reset_peak_memory_stats()
-        stack = error = None
-        try:
-            stack = backend.decompose(image, params, progress=progress, cancel=CancelToken())
-        except Exception as failure:  # noqa: BLE001 - an OOM or NaN is a result too
-            error = f"{type(failure).__name__}: {failure}"
-        peak = round(torch.cuda.max_memory_allocated() / GIB, 2) if on_cuda else None
-        return stack, error, np.diff(marks), peak  # marks[0] is the "0 of N" report before the first step
+        return timed_decompose(backend, size, prompt, steps, seed=args.seed, on_cuda=on_cuda, preset=preset,
+                               offload=offload)
 
     if preset in args.caption_presets.split(","):
         # Captioning depends on the image size only; one short run at the first size times it.

@@ -208,15 +208,11 @@ def write_random_transformer(folder: Path, device: str, tiny: bool, seed: int) -
 
 # ------------------------------------------------------------------------------------------------ one tier
 def run_tier(args) -> None:
-    import numpy as np
     import torch
-    from PIL import Image
 
-    from inference_server.backends.base import CancelToken
     from inference_server.backends.qwen import QwenLayeredBackend
     from inference_server.backends.qwen_tiers import TRANSFORMER_GIB, Machine, choose_tier
     from inference_server.backends.qwen_weights import load_transformer_quantized, streamed_blocks
-    from inference_server.params import DecomposeParams
 
     sampler = HostMemorySampler()
     tier = args.worker
@@ -286,28 +282,8 @@ def run_tier(args) -> None:
          "host_copies_gib": placement.get("host_copies_gib"), **sampler.gib(), "cap_gib": cap_gib})
 
     def decompose(size: str, prompt: str, steps: int):
-        resolution, layers = (int(part) for part in size.split("x"))
-        image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (resolution, resolution, 4),
-                                                                  dtype=np.uint8), "RGBA")
-        marks: list[float] = []
-
-        def progress(stage, step, total):
-            if stage == "denoise":
-                if on_cuda:
-                    torch.cuda.synchronize()
-                marks.append(time.perf_counter())
-
-        params = DecomposeParams(layers=layers, num_inference_steps=steps, resolution=resolution, prompt=prompt,
-                                 seed=args.seed, preset="exact").validate()
-        if on_cuda:
-            torch.cuda.reset_peak_memory_stats()
-        stack = error = None
-        try:
-            stack = backend.decompose(image, params, progress=progress, cancel=CancelToken())
-        except Exception as failure:  # noqa: BLE001 - an OOM under the cap is a result too
-            error = f"{type(failure).__name__}: {str(failure)[:300]}"
-        peak = round(torch.cuda.max_memory_allocated() / GIB, 2) if on_cuda else None
-        return stack, error, np.diff(marks), peak
+        return bench_gpu.timed_decompose(backend, size, prompt, steps, seed=args.seed, on_cuda=on_cuda,
+                                         error_chars=300, preset="exact")
 
     # 4. Captioned run: caption + encode (+ the models' turns on the card); its first step carries the compile.
     stack, error, steps, peak = (decompose(args.sizes[0], "", 2) if args.caption == "yes"

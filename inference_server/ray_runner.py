@@ -164,6 +164,9 @@ class RayRunner:
 
     def start(self, manager: JobManager) -> None:
         self._manager = manager
+        # One lock for the records and the runner, as the local runner has: the manager calls cancel() holding its
+        # lock and the dispatcher calls next_job() holding this one; two locks deadlocked the server that way.
+        self._lock = manager._lock
         self._thread = threading.Thread(target=self._run, name="strata-ray-dispatcher", daemon=True)
         self._thread.start()
 

@@ -486,3 +486,76 @@ def test_thin_white_words_on_a_card_come_back_as_letters_not_as_boxes_of_the_car
     assert len(stack.layers) == 2 and stack.layers[1].name.startswith("Text"), [layer.name for layer in stack.layers]
     found, wanted = stack.layers[1].rgba[..., 3] > 127, words[..., 3] > 127
     assert (found & wanted).sum() / (found | wanted).sum() > 0.7, "the text layer is not the letters"
+
+
+@pytest.mark.parametrize("margin_px", [0, 8])
+def test_a_grid_of_photos_comes_back_as_one_layer_per_photo_over_the_page(decomposer, margin_px):
+    # Nine photos in a 3×3 grid with thin white gutters (bleeding off the canvas, or inside a margin): each photo
+    # is one whole layer, not one "subject" over a smeared fill, and the page under them is white.
+    from benchmarks.samples import photo_rgb
+
+    size_px, gutter_px = 384, 6
+    cell_px = (size_px - 2 * margin_px - 2 * gutter_px) // 3
+    names = ["astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "retina", "cat", "astronaut",
+             "coffee"]
+    page = np.full((size_px, size_px, 4), 255, np.uint8)
+    tiles = []
+    for index, name in enumerate(names):
+        y = margin_px + (index // 3) * (cell_px + gutter_px)
+        x = margin_px + (index % 3) * (cell_px + gutter_px)
+        photo = photo_rgb(name, cell_px + 7 * index, cell_px)[:, 7 * index:]  # the repeated ones cropped apart
+        page[y:y + cell_px, x:x + cell_px, :3] = photo
+        tile = np.zeros((size_px, size_px), bool)
+        tile[y:y + cell_px, x:x + cell_px] = True
+        tiles.append(tile)
+    stack = _decompose(decomposer, page, 10)
+    assert [layer.name for layer in stack.layers] == ["Background"] + ["Image"] * 9
+    assert _composite_error(stack, page) <= 1.0
+    for tile in tiles:
+        ious = [((layer.rgba[..., 3] > 127) & tile).sum() / ((layer.rgba[..., 3] > 127) | tile).sum()
+                for layer in stack.layers[1:]]
+        assert max(ious) > 0.97
+    under = np.logical_or.reduce(tiles)
+    assert np.abs(stack.layers[0].rgba[..., :3][under].astype(float) - 255).max() < 12, "the page is not white"
+
+
+def test_asking_for_a_layer_per_word_splits_a_phrase_back_into_its_words(decomposer):
+    # Two words set close together read as one phrase (one layer when the budget is tight); asked for one layer
+    # per word, the user gets them, not fewer layers than asked.
+    from benchmarks.samples import font
+
+    width_px, height_px = 384, 256
+    page = np.full((height_px, width_px, 4), 255, np.uint8)
+    first = _drawn_layer(width_px, lambda d, s: d.text((60 * s, 70 * s), "Summer", font=font(40 * s),
+                                                       fill=(200, 40, 40, 255)))[:height_px]
+    second = _drawn_layer(width_px, lambda d, s: d.text((80 * s, 106 * s), "Festival", font=font(40 * s),
+                                                        fill=(200, 40, 40, 255)))[:height_px]
+    image = composite_over([page, first, second])
+    tight = _decompose(decomposer, image, 2)
+    assert [layer.name for layer in tight.layers] == ["Background", "Text 'Summer Festival'"]
+    stack = _decompose(decomposer, image, 3)
+    assert sorted(layer.name for layer in stack.layers) == ["Background", "Text 'Festival'", "Text 'Summer'"]
+    for layer in stack.layers[1:]:
+        wanted = (first if "Summer" in layer.name else second)[..., 3] > 127
+        found = layer.rgba[..., 3] > 127
+        assert (found & wanted).sum() / (found | wanted).sum() > 0.8, layer.name
+    assert _composite_error(stack, image) <= 1.0
+
+
+def test_small_letters_on_a_button_leave_no_holes_of_their_counters_in_it(decomposer):
+    # The inside of an 'a' or an 'o' on a green button is green, but too small to be a region of its own: it
+    # belongs to the button, which comes back whole under the words, not with letter-shaped holes.
+    from benchmarks.samples import font
+
+    size_px = 512
+    page = np.zeros((size_px, size_px, 4), np.uint8)
+    page[...] = (48, 56, 82, 255)
+    button = _drawn_layer(size_px, lambda d, s: d.rectangle([96 * s, 220 * s, 416 * s, 268 * s],
+                                                            fill=(84, 192, 96, 255)))
+    words = _drawn_layer(size_px, lambda d, s: d.text((118 * s, 232 * s), "Clique aqui duas vezes", font=font(20 * s),
+                                                      fill=(236, 236, 236, 255)))
+    stack = _decompose(decomposer, composite_over([page, button, words]), 3)
+    buttons = [layer for layer in stack.layers if layer.name == "Green shape"]
+    assert buttons, [layer.name for layer in stack.layers]
+    inside = button[..., 3] == 255
+    assert (buttons[0].rgba[..., 3][inside] >= 240).mean() > 0.995, "holes in the button"

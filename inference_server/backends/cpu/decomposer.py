@@ -13,15 +13,16 @@ from ..base import CancelToken, ProgressCallback, no_progress
 from .build import build_elements
 from .cancel import cancel_scope
 from .compositing import correct_residual, over_premul, solve_bottom
-from .depths import merge_phrases, split_depths
+from .depths import merge_phrases, split_depths, split_phrases
 from .elements import ElementKind
 from .fill import fill_background
 from .order import fit_count, group_name, order_elements
-from .peel import peel
+from .peel import Claims, peel
 from .regions import find_regions
 from .subject import find_subject
 from .text import TextDetector
 from .threads import thread_budget
+from .tiles import find_photo_tiles, tile_elements
 from .translucent import find_translucent
 
 
@@ -105,12 +106,19 @@ class CpuDecomposer:
         elements = find_translucent(rgb, background, elements)
         elements = split_depths(background, elements)
         elements = merge_phrases(elements)
-        if not background.regions and len(elements) < requested - 1:
+        tiles, page_rgb = find_photo_tiles(rgb, regions)
+        if tiles:
+            elements = tile_elements(rgb, background, elements, tiles, page_rgb)
+        if not background.regions and not tiles and len(elements) < requested - 1:
             # A photo with room left in the layer budget: split off its main subject.
             subject = find_subject(rgb, background, elements)
             if subject is not None:
                 elements.append(subject)
                 background.mask &= ~subject.mask
+        if not params.auto_layers:
+            # Room left in a layer count the user chose: phrases go back to their words. ("auto" keeps phrases: a
+            # designer sets a line as one text.)
+            elements = split_phrases(elements, requested - 1)
         progress("elements", 1, 1)
 
         # 5. Order
@@ -130,9 +138,11 @@ class CpuDecomposer:
         watch.start("peel")
         element_layers: dict[int, np.ndarray] = {}
         covering = np.zeros((height_px, width_px), bool)
+        claims = Claims.of(elements, background)
         for step, element in enumerate(reversed(elements), start=1):
             cancel.raise_if_canceled()
-            element_layers[id(element)] = peel(rgb, rgb_u8, element, covering, alpha_in)
+            element_layers[id(element)] = peel(rgb, rgb_u8, element, covering, alpha_in, claims,
+                                               len(elements) - step + 1)
             covering |= element_layers[id(element)][..., 3] > 0
             progress("peel", step, len(elements))
         upper = [Layer(merge_group([element_layers[id(e)] for e in group]), group_name(group)) for group in groups]

@@ -134,6 +134,7 @@ def merge_phrases(elements: list[Element]) -> list[Element]:
                                   / max(first.area + second.area, 1),
                                   " ".join(t for t in (left.text, right.text) if t))
                 set_hull(phrase)
+                phrase.parts = [first, second]
                 boxes[id(phrase)] = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
                 merged = [e for e in merged if e is not first and e is not second] + [phrase]
                 changed = True
@@ -141,3 +142,32 @@ def merge_phrases(elements: list[Element]) -> list[Element]:
             if changed:
                 break
     return merged
+
+
+def split_phrases(elements: list[Element], wanted: int) -> list[Element]:
+    """Phrases back into the words they joined, biggest phrase first, while there are fewer than ``wanted``
+    elements: a user who asks for more layers than the image has elements gets its words one a layer (a word
+    cloud, a menu) rather than fewer layers than asked."""
+    elements = list(elements)
+    split = False
+    while len(elements) < wanted:
+        phrases = [e for e in elements if e.parts]
+        if not phrases:
+            break
+        phrase = max(phrases, key=lambda e: e.area)
+        elements = [e for e in elements if e is not phrase] + phrase.parts
+        split = True
+    if split:
+        # Word boxes can overlap (a tight word cloud), and so can the letters read in them: each pixel goes to
+        # one word, or the two layers would both hold it.
+        taken = np.zeros(elements[0].mask.shape, bool)
+        for element in elements:
+            if element.kind is not ElementKind.TEXT:
+                continue
+            if (element.mask & taken).any():
+                element.mask = element.mask & ~taken
+                element.area = int(element.mask.sum())
+                set_hull(element)
+            taken |= element.mask
+        elements = [e for e in elements if e.area > 0]
+    return elements

@@ -46,6 +46,7 @@ class Element:
     opacity: float = 1.0  # < 1: a translucent flat shape (its colour is color_rgb, its alpha this)
     regions: list[int] = field(default_factory=list)  # background only: its flat regions ([] = a photo's texture)
     host: Element | None = None  # marks drawn on a shape: that shape (they fold back into it first)
+    parts: list[Element] = field(default_factory=list)  # a phrase: the two texts it joined (split back on demand)
 
     def __post_init__(self) -> None:
         self.color_rgb = np.asarray(self.color_rgb, np.float64)

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .cancel import checkpoint
-from .elements import Element
-from .masks import bbox_slices
-from .tuning import BAND_PX
+from .elements import Element, ElementKind
+from .masks import bbox_slices, filled
+from .tuning import BAND_PX, MIN_REGION_FRACTION, SAME_COLOR
 
 
 def nearest_colors(rgb: np.ndarray, source: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -24,9 +26,48 @@ def nearest_colors(rgb: np.ndarray, source: np.ndarray) -> tuple[np.ndarray, np.
     return rgb.reshape(-1, 3)[nearest].reshape(rgb.shape), distance
 
 
+def counters(crop_rgb: np.ndarray, crop_core: np.ndarray, element: Element, loose: np.ndarray) -> np.ndarray:
+    """The counters of small letters on a shape (the green inside an 'a' or an 'o' on a green button): too small
+    to be regions, they belong to nothing and would show as letter-shaped holes in the shape. Small pieces of the
+    shape's colour in the holes of its core that nothing owns. (Holes only: a gap between two pieces of one
+    colour is no counter.)"""
+    import cv2
+
+    holes = filled(crop_core) & ~crop_core & loose
+    if not holes.any():
+        return holes
+    holes &= np.abs(crop_rgb - element.color_rgb.astype(np.float32)).max(axis=2) < 0.5 * SAME_COLOR
+    max_piece_px = 4 * max(6, int(MIN_REGION_FRACTION * element.mask.size))  # a region's least size, and its rim
+    count, pieces = cv2.connectedComponents(holes.astype(np.uint8), connectivity=8)
+    sizes = np.bincount(pieces.ravel(), minlength=count)
+    sizes[0] = 0
+    return holes & (sizes <= max_piece_px)[pieces]
+
+
+@dataclass
+class Claims:
+    """Who owns which pixel: every element's core (its 1-based index in ``cores``, 0 = none), each core's colour,
+    and the pixels that nothing owns (neither an element nor the background)."""
+
+    cores: np.ndarray  # int32 H×W
+    colors_rgb: np.ndarray  # (elements + 1)×3, row 0 unused
+    loose: np.ndarray  # bool H×W
+
+    @classmethod
+    def of(cls, elements: list[Element], background: Element) -> Claims:
+        cores = np.zeros(background.mask.shape, np.int32)
+        for index, element in enumerate(elements, start=1):
+            cores[element.mask] = index
+        colors = np.zeros((len(elements) + 1, 3))
+        for index, element in enumerate(elements, start=1):
+            colors[index] = element.color_rgb
+        return cls(cores, colors, (cores == 0) & ~background.mask)
+
+
 def peel(rgb: np.ndarray, rgb_u8: np.ndarray, element: Element, covering: np.ndarray,
-          alpha_in: np.ndarray) -> np.ndarray:
-    """The element's straight RGBA layer (full size); ``rgb_u8`` is ``rgb`` as it shows (uint8)."""
+          alpha_in: np.ndarray, claims: Claims | None = None, index: int = 0) -> np.ndarray:
+    """The element's straight RGBA layer (full size); ``rgb_u8`` is ``rgb`` as it shows (uint8); ``claims``: what
+    the other elements own (``index``: this element's number there), which its soft edge does not take."""
     import cv2
 
     height_px, width_px = rgb.shape[:2]
@@ -45,8 +86,9 @@ def peel(rgb: np.ndarray, rgb_u8: np.ndarray, element: Element, covering: np.nda
         closing = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
         crop_core = cv2.morphologyEx(crop_core.astype(np.uint8), cv2.MORPH_CLOSE, closing).astype(bool)
         near_f = np.broadcast_to(element.color_rgb.astype(np.float32), crop_rgb.shape)
+        core_distance_px = np.zeros(crop_core.shape, np.float32)  # (unused: no edge split for translucent sheets)
     else:
-        near_f, _ = nearest_colors(crop_rgb, crop_core)
+        near_f, core_distance_px = nearest_colors(crop_rgb, crop_core)
     checkpoint()
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * BAND_PX + 1, 2 * BAND_PX + 1))
     grown = cv2.dilate(crop_core.astype(np.uint8), kernel).astype(bool)
@@ -67,12 +109,25 @@ def peel(rgb: np.ndarray, rgb_u8: np.ndarray, element: Element, covering: np.nda
         alpha[band] = np.where(denom > 15.0 ** 2, np.clip(projected, 0.0, 1.0), fallback)
     elif band.any():
         alpha[band] = 1.0
+    if claims is not None:
+        # Another element's core is that element's, not a soft edge of this one; and between two elements of one
+        # colour (the words of a phrase) each takes the edge pixels nearer its own core: two layers would
+        # otherwise claim the same pixels, and their layers could not be told apart as disjoint.
+        crop_cores = claims.cores[box]
+        others = (crop_cores > 0) & (crop_cores != index)
+        alpha[band & others] = 0.0
+        similar = others & (np.linalg.norm(claims.colors_rgb[crop_cores] - element.color_rgb, axis=2) < SAME_COLOR)
+        if similar.any() and not translucent:
+            other_distance_px = cv2.distanceTransform((~similar).astype(np.uint8), cv2.DIST_L2, 5)
+            alpha[band & (other_distance_px < core_distance_px)] = 0.0
     if translucent:
         # Over B the observed colour is B + a·(F − B): the projection already is the alpha, up to the opacity.
         alpha = np.minimum(alpha, element.opacity)
     # Complete the element under what covers it, inside its own hulls.
     completion = element.hull[box] & covering[box] & ~crop_core
     alpha[completion] = element.opacity
+    if claims is not None and element.kind is ElementKind.SHAPE and not element.glyph_like and not translucent:
+        alpha[counters(crop_rgb, crop_core, element, claims.loose[box])] = 1.0
     # A layer is never more opaque than the input there (RGBA inputs).
     alpha = np.minimum(alpha, alpha_in[box])
     out = np.zeros(crop_rgb.shape[:2] + (4,), np.uint8)

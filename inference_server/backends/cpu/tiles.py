@@ -1,0 +1,165 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Step 4, photo tiles: rectangular photographs laid out on the canvas (a grid of photos, a picture in a page),
+each kept whole as one image element."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .cancel import checkpoint
+from .elements import Element, ElementKind, set_hull
+from .regions import Regions
+from .tuning import EDGE_STEP, MIN_IMAGE_FRACTION, PHOTO_ELEMENT_RESIDUAL, SAME_COLOR
+
+MAX_CUT_DEPTH = 6  # a grid of grids is deep enough
+TILE_RIM_PAGE = 0.3  # along each side of a photo tile, at most this share is the page's colour
+TILE_TEXTURE = 0.2  # a photo tile is at least this much texture (edge pixels, regions no colour model explains)
+TILE_DOMINANT = 0.3  # and no region flat to the noise level covers this share of it: a panel's ground does
+TILE_COLORS = 16  # and has at least this many colours (5 bits a channel, each 0.2 % of the tile or more)
+
+
+def find_photo_tiles(rgb: np.ndarray, regions: Regions) -> tuple[list[tuple[slice, slice]], np.ndarray]:
+    """(boxes (rows, cols) of the rectangular photographs on the canvas, the page's colour). The canvas is cut
+    along gutters (rows or columns of the page's colour all along: the page between the photos) into boxes,
+    recursively (an XY cut); the boxes that are photographs to their edge (``is_photo_box``) are tiles. The whole
+    canvas is no tile (a photo is not placed on itself)."""
+    height_px, width_px = rgb.shape[:2]
+    texture = (regions.labels == 0) | ~regions.flat[regions.labels]
+    min_area = max(MIN_IMAGE_FRACTION * height_px * width_px, 256)
+    tiles: list[tuple[slice, slice]] = []
+
+    # The page's colour: that of the rows and columns running across the whole canvas in one colour (the outer
+    # gutters). Only lines of that colour cut: a dark photo's columns are one colour too.
+    whole = (slice(0, height_px), slice(0, width_px))
+    lines = [rgb[k] for k in np.flatnonzero(line_spans(rgb, 0) <= EDGE_STEP)]
+    lines += [rgb[:, k] for k in np.flatnonzero(line_spans(rgb, 1) <= EDGE_STEP)]
+    if not lines:
+        return [], np.zeros(3)
+    page_rgb = np.median(np.stack([line.mean(axis=0) for line in lines]), axis=0)
+
+    def uniform(rows: slice, cols: slice, axis: int) -> np.ndarray:
+        """Per row (axis 0) or column (axis 1) of the box: whether it is page colour all along (a gutter)."""
+        crop = rgb[rows, cols]
+        far = np.abs(crop - page_rgb).max(axis=-1).max(axis=1 - axis)
+        return far <= EDGE_STEP
+
+    def runs(flags: np.ndarray) -> list[tuple[int, int]]:
+        """Maximal runs of False (content between gutters) as [start, stop)."""
+        edges = np.flatnonzero(np.diff(np.concatenate([[True], flags, [True]]).astype(np.int8)))
+        return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=False)]
+
+    def cut(rows: slice, cols: slice, depth: int) -> None:
+        checkpoint()
+        if (rows.stop - rows.start) * (cols.stop - cols.start) < min_area:
+            return
+        # Trim the margins (gutters at the box's ends) first.
+        row_runs = runs(uniform(rows, cols, 0))
+        if not row_runs:
+            return
+        rows = slice(rows.start + row_runs[0][0], rows.start + row_runs[-1][1])
+        col_runs = runs(uniform(rows, cols, 1))
+        if not col_runs:
+            return
+        cols = slice(cols.start + col_runs[0][0], cols.start + col_runs[-1][1])
+        row_runs = runs(uniform(rows, cols, 0))
+        if depth < MAX_CUT_DEPTH and len(row_runs) > 1:
+            for a, b in row_runs:
+                cut(slice(rows.start + a, rows.start + b), cols, depth + 1)
+            return
+        col_runs = runs(uniform(rows, cols, 1))
+        if depth < MAX_CUT_DEPTH and len(col_runs) > 1:
+            for a, b in col_runs:
+                cut(rows, slice(cols.start + a, cols.start + b), depth + 1)
+            return
+        if ((rows.stop - rows.start) * (cols.stop - cols.start) >= min_area
+                and is_photo_box(rgb, regions, texture, page_rgb, rows, cols)):
+            tiles.append((rows, cols))
+
+    cut(*whole, 0)
+    whole = [t for t in tiles if (t[0].stop - t[0].start) * (t[1].stop - t[1].start) >= 0.9 * height_px * width_px]
+    return [t for t in tiles if t not in whole], page_rgb
+
+
+def line_spans(rgb: np.ndarray, axis: int) -> np.ndarray:
+    """Per row (axis 0) or column (axis 1): its colour span (max over channels of max − min along it)."""
+    return (rgb.max(axis=1 - axis) - rgb.min(axis=1 - axis)).max(axis=-1)
+
+
+def is_photo_box(rgb: np.ndarray, regions: Regions, texture: np.ndarray, page_rgb: np.ndarray, rows: slice,
+                 cols: slice) -> bool:
+    """A photograph to the box's edge: along each side, little of the page's colour (a cut-out on a page touches
+    its box at a few points only); inside, some texture and many colours (a flat card with a gradient has the
+    colours, not the texture), and no big region flat to the noise level (a panel of text has its ground)."""
+    crop = rgb[rows, cols]
+    if min(crop.shape[:2]) < 16:
+        return False
+    page = np.abs(crop - page_rgb).max(axis=-1) <= EDGE_STEP
+    rim_px = 3
+    sides = (page[:rim_px], page[-rim_px:], page[:, :rim_px], page[:, -rim_px:])
+    if any(side.mean() > TILE_RIM_PAGE for side in sides):
+        return False
+    if texture[rows, cols].mean() < TILE_TEXTURE:
+        return False
+    # Colours at 5 bits a channel; a bin counts when it holds 0.2 % of the box or more.
+    bins = (np.clip(crop, 0, 255).astype(np.int32) >> 3) @ np.array([1024, 32, 1])
+    counts = np.bincount(bins.ravel(), minlength=32768)
+    if int((counts >= 0.002 * bins.size).sum()) < TILE_COLORS:
+        return False
+    # A panel of text and line art has the colours and the texture (every letter's edge), but one flat region, its
+    # ground, covers much of it, flat to the noise level; a photo's sky is grainy.
+    labels = regions.labels[rows, cols]
+    areas = np.bincount(labels.ravel(), minlength=regions.count)
+    areas[0] = 0
+    biggest = int(np.argmax(areas))
+    return not (areas[biggest] > TILE_DOMINANT * labels.size and regions.residuals[biggest] < PHOTO_ELEMENT_RESIDUAL)
+
+
+def tile_elements(rgb: np.ndarray, background: Element, elements: list[Element],
+                  tiles: list[tuple[slice, slice]], page_rgb: np.ndarray) -> list[Element]:
+    """The elements with one image element per photo tile. Flat patches of a photo (a black sky, a white
+    highlight) that the region step found as shapes go back into their photo, and so do images found inside it;
+    text and shapes drawn over the photo (not reaching its edge) stay elements of their own, above it."""
+    height_px, width_px = rgb.shape[:2]
+    kept = list(elements)
+    for rows, cols in tiles:
+        checkpoint()
+        tile = np.zeros((height_px, width_px), bool)
+        tile[rows, cols] = True
+        inner = np.zeros_like(tile)
+        inner[rows.start + 2:rows.stop - 2, cols.start + 2:cols.stop - 2] = True
+        photo = tile.copy()
+        remaining = []
+        for element in kept:
+            inside = float((element.mask & tile).sum()) / max(element.area, 1)
+            patch = element.kind is not ElementKind.TEXT and inside > 0.9 and (
+                element.kind is ElementKind.IMAGE or (element.mask & ~inner).any())
+            if patch:
+                continue
+            if element.kind is not ElementKind.TEXT and inside > 0:
+                element.mask = element.mask & ~tile
+                element.area = int(element.mask.sum())
+                if element.area == 0:
+                    continue
+                set_hull(element)
+            photo &= ~element.mask
+            remaining.append(element)
+        kept = remaining
+        background.mask &= ~photo
+        image = Element(ElementKind.IMAGE, photo, rgb[photo].mean(axis=0) if photo.any() else rgb.mean(axis=(0, 1)))
+        image.hull = tile
+        kept.append(image)
+    if not background.regions:
+        # No flat ground was found (the page shows only in thin gutters between the photos, too little to be a
+        # ground): the page-coloured shapes reaching the canvas's edge are the background, and the fill fits its
+        # colour model (label 0 stands for "no region of its own") instead of inpainting photo texture under them.
+        edge = np.zeros(background.mask.shape, bool)
+        edge[[0, -1], :] = edge[:, [0, -1]] = True
+        page = [e for e in kept if e.kind is ElementKind.SHAPE and (e.mask & edge).any()
+                and np.linalg.norm(e.color_rgb - page_rgb) < 0.5 * SAME_COLOR]
+        for element in page:
+            background.mask |= element.mask
+        kept = [e for e in kept if not any(e is p for p in page)]
+        if page:
+            background.regions = [0]
+            background.color_rgb = np.asarray(page_rgb, np.float64)
+    return [element for element in kept if element.area > 0]

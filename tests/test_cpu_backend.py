@@ -559,3 +559,25 @@ def test_small_letters_on_a_button_leave_no_holes_of_their_counters_in_it(decomp
     assert buttons, [layer.name for layer in stack.layers]
     inside = button[..., 3] == 255
     assert (buttons[0].rgba[..., 3][inside] >= 240).mean() > 0.995, "holes in the button"
+
+
+def test_asking_for_a_layer_per_button_splits_a_row_of_same_coloured_buttons(decomposer):
+    # Three red buttons on a blue bar are one colour, one layer when the budget is tight; asked for a layer per
+    # button, each comes back as its own layer instead of fewer layers than asked.
+    width_px, height_px = 384, 256
+    page = np.full((height_px, width_px, 4), 255, np.uint8)
+    bar = _drawn_layer(width_px, lambda d, s: d.rectangle([24 * s, 96 * s, 360 * s, 160 * s],
+                                                         fill=(40, 70, 160, 255)))[:height_px]
+    buttons = [_drawn_layer(width_px, lambda d, s, x=x: d.rounded_rectangle(
+        [x * s, 108 * s, (x + 88) * s, 148 * s], radius=8 * s, fill=(220, 50, 50, 255)))[:height_px]
+        for x in (40, 148, 256)]
+    image = composite_over([page, bar] + buttons)
+    assert len(_decompose(decomposer, image, 3).layers) == 3
+    stack = _decompose(decomposer, image, 5)
+    assert len(stack.layers) == 5, [layer.name for layer in stack.layers]
+    for button in buttons:
+        wanted = button[..., 3] > 127
+        ious = [((layer.rgba[..., 3] > 127) & wanted).sum() / ((layer.rgba[..., 3] > 127) | wanted).sum()
+                for layer in stack.layers[1:]]
+        assert max(ious) > 0.9
+    assert _composite_error(stack, image) <= 1.0

@@ -13,7 +13,7 @@ from ..base import CancelToken, ProgressCallback, no_progress
 from .build import build_elements
 from .cancel import cancel_scope
 from .compositing import correct_residual, over_premul, solve_bottom
-from .depths import merge_phrases, split_depths, split_phrases
+from .depths import merge_phrases, split_depths, split_phrases, split_pieces
 from .elements import ElementKind
 from .fill import fill_background
 from .order import fit_count, group_name, order_elements
@@ -119,6 +119,7 @@ class CpuDecomposer:
             # Room left in a layer count the user chose: phrases go back to their words. ("auto" keeps phrases: a
             # designer sets a line as one text.)
             elements = split_phrases(elements, requested - 1)
+            elements = split_pieces(elements, requested - 1)
         progress("elements", 1, 1)
 
         # 5. Order

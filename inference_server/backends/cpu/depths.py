@@ -8,7 +8,7 @@ import numpy as np
 from .cancel import checkpoint
 from .elements import Element, ElementKind, set_hull
 from .masks import bbox_slices, hull_mask, joint_hull
-from .tuning import BACKGROUND_GAP, MIN_ELEMENT_FRACTION, SAME_COLOR
+from .tuning import BACKGROUND_GAP, MIN_ELEMENT_FRACTION, MIN_IMAGE_FRACTION, SAME_COLOR
 
 
 def split_depths(background: Element, elements: list[Element]) -> list[Element]:
@@ -170,4 +170,51 @@ def split_phrases(elements: list[Element], wanted: int) -> list[Element]:
                 set_hull(element)
             taken |= element.mask
         elements = [e for e in elements if e.area > 0]
+    return elements
+
+
+SOLID_PIECES = 0.8  # buttons and dots fill this much of their convex hulls (on average); letters less
+
+
+def split_pieces(elements: list[Element], wanted: int) -> list[Element]:
+    """Shapes and images made of separate pieces (a row of same-coloured tabs, two cut-outs) split into one element
+    per piece, the element with the biggest second piece first, while there are fewer than ``wanted`` elements:
+    a user who asks for more layers than the image has elements gets its parts rather than fewer layers. Words
+    the detector missed (glyph-like shapes whose pieces are not solid, as letters are not) stay whole."""
+    import cv2
+
+    elements = list(elements)
+    size = elements[0].mask.size if elements else 0
+    pieces_of: dict[int, list[np.ndarray]] = {}
+    for element in elements:
+        if element.opacity < 1.0 or element.kind not in (ElementKind.SHAPE, ElementKind.IMAGE):
+            continue
+        checkpoint()
+        box = bbox_slices(element.mask, 0)
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(element.mask[box].astype(np.uint8),
+                                                                   connectivity=8)
+        least = (MIN_IMAGE_FRACTION if element.kind is ElementKind.IMAGE else MIN_ELEMENT_FRACTION) * size
+        big = sorted((k for k in range(1, count) if stats[k, cv2.CC_STAT_AREA] >= least),
+                     key=lambda k: -stats[k, cv2.CC_STAT_AREA])
+        if len(big) >= 2:
+            pieces = []
+            for k in big:
+                piece = np.zeros(element.mask.shape, bool)
+                piece[box] = labels == k
+                pieces.append(piece)
+            solidity = np.mean([piece.sum() / max(hull_mask(piece).sum(), 1) for piece in pieces])
+            if not element.glyph_like or solidity >= SOLID_PIECES:
+                pieces_of[id(element)] = pieces
+    while len(elements) < wanted and pieces_of:
+        checkpoint()
+        element = max((e for e in elements if id(e) in pieces_of), key=lambda e: int(pieces_of[id(e)][1].sum()))
+        pieces = pieces_of.pop(id(element))[:1 + wanted - len(elements)]
+        # The biggest piece keeps the crumbs too small to be pieces (and the pieces beyond the budget).
+        pieces[0] = element.mask & ~np.logical_or.reduce(pieces[1:])
+        elements.remove(element)
+        for piece in pieces:
+            part = Element(element.kind, piece, element.color_rgb, element.text)
+            part.host = element.host
+            set_hull(part)
+            elements.append(part)
     return elements

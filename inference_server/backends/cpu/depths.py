@@ -183,8 +183,10 @@ def split_pieces(elements: list[Element], wanted: int) -> list[Element]:
     the detector missed (glyph-like shapes whose pieces are not solid, as letters are not) stay whole."""
     import cv2
 
+    if len(elements) >= wanted or not elements:
+        return elements
     elements = list(elements)
-    size = elements[0].mask.size if elements else 0
+    size = elements[0].mask.size
     pieces_of: dict[int, list[np.ndarray]] = {}
     for element in elements:
         if element.opacity < 1.0 or element.kind not in (ElementKind.SHAPE, ElementKind.IMAGE):

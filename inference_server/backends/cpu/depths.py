@@ -174,27 +174,34 @@ def split_phrases(elements: list[Element], wanted: int) -> list[Element]:
 
 
 SOLID_PIECES = 0.8  # buttons and dots fill this much of their convex hulls (on average); letters less
+PIECE_GAP = 0.01  # pieces closer than this share of the image's long side are one shape (cut by a thin line)
 
 
 def split_pieces(elements: list[Element], wanted: int) -> list[Element]:
     """Shapes and images made of separate pieces (a row of same-coloured tabs, two cut-outs) split into one element
     per piece, the element with the biggest second piece first, while there are fewer than ``wanted`` elements:
     a user who asks for more layers than the image has elements gets its parts rather than fewer layers. Words
-    the detector missed (glyph-like shapes whose pieces are not solid, as letters are not) stay whole."""
+    the detector missed (glyph-like shapes whose pieces are not solid, as letters are not) stay whole, and so do
+    pieces a thin gap apart (one shape cut by a rule or a line over it)."""
     import cv2
 
     if len(elements) >= wanted or not elements:
         return elements
     elements = list(elements)
     size = elements[0].mask.size
+    gap_px = max(3, round(PIECE_GAP * max(elements[0].mask.shape)))
+    bridge = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (gap_px + 1, gap_px + 1))
     pieces_of: dict[int, list[np.ndarray]] = {}
     for element in elements:
         if element.opacity < 1.0 or element.kind not in (ElementKind.SHAPE, ElementKind.IMAGE):
             continue
         checkpoint()
-        box = bbox_slices(element.mask, 0)
-        count, labels, stats, _ = cv2.connectedComponentsWithStats(element.mask[box].astype(np.uint8),
-                                                                   connectivity=8)
+        box = bbox_slices(element.mask, gap_px)
+        crop = element.mask[box].astype(np.uint8)
+        # Pieces closer than the gap are one piece here: the dilated mask's components, cut back to the mask.
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(cv2.dilate(crop, bridge), connectivity=8)
+        labels = np.where(crop > 0, labels, 0)
+        stats[:, cv2.CC_STAT_AREA] = np.bincount(labels.ravel(), minlength=count)
         least = (MIN_IMAGE_FRACTION if element.kind is ElementKind.IMAGE else MIN_ELEMENT_FRACTION) * size
         big = sorted((k for k in range(1, count) if stats[k, cv2.CC_STAT_AREA] >= least),
                      key=lambda k: -stats[k, cv2.CC_STAT_AREA])

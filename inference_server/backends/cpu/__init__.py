@@ -28,10 +28,16 @@ How it works, in the order of ``CpuDecomposer.decompose``:
    elements. Pieces of one colour with background between them, or on both sides of another element in depth, are
    split into separate elements; words of one colour next to each other (and glyph-like shapes of their colour: words
    the detector missed) are one phrase. Two flat elements whose colours differ exactly as what lies under them
-   differs are one translucent sheet (colour and opacity solved). A photo with room left in the budget gets a
+   differs are one translucent sheet (colour and opacity solved). Rectangular photographs laid out on a page (a
+   grid of photos, a picture in a layout) are found by cutting the canvas along gutters of the page's colour (an
+   XY cut): each box that is a photo to its edge (textured, many colours, no flat ground inside, little page
+   colour along its sides) is one "Image" element, with the flat patches of it that reach its edge. A photo
+   with no photo grid and room left in the budget gets a
    "Subject" layer (colour contrast to the border with a centre prior seeds grabCut; the salient blobs' dilated hull,
    reaching up for a head when the subject stands on the bottom edge, is its probable region; a guided filter scales
-   it up).
+   it up). With a layer count the user chose and room left in it, phrases go back to their words and shapes or
+   images made of separate pieces (a row of same-coloured buttons; not pieces a thin line apart, nor letters)
+   split into a layer per piece, so that asking for N layers gives N where the image has that much.
 5. Order. Element B is above A when B sits inside A's convex hulls more than A sits inside B's: an occluded
    shape has a bite taken out of it. Elements are peeled in levels (unoccluded first), text to the front.
    Glyphs and strokes (rings, outlines: thin and hollow) use their own mask, not their hulls.
@@ -42,7 +48,10 @@ How it works, in the order of ``CpuDecomposer.decompose``:
    between its colour (F, nearest own pixel) and what lies under it (B, nearest pixel outside) in a thin edge
    band, completion under the elements above it (inside its own convex hulls); colour = nearest own colour,
    also under zero alpha near its edge (so resampling does not bleed black) and under the elements above it;
-   elsewhere, the input's colour.
+   elsewhere, the input's colour. The band leaves alone another element's core where its alpha is under 0.5,
+   and between two elements of one colour each takes the edge pixels nearer its own core (two layers do not both
+   hold a pixel); the counters of small letters on a shape (too small to be regions, owned by nothing) are the
+   shape's, so a button has no letter-shaped holes under its words.
 8. Fill. The background's hole is filled from its colour model (flat or gradient) or by Telea inpainting
    (texture, at reduced size for big holes), which deep inside a photo subject's hole gives way to a smooth
    pull-push fill with a little grain (no radial streaks); where the layers above leave it visible, the
@@ -55,9 +64,9 @@ Cancellation is checked between stages and, through a per-thread token (``cancel
 of the long ones, so a cancel lands inside the running stage (bench_decompose measures how soon on 12 MP).
 
 The steps live one module each: ``decomposer`` (the call, steps 1 and 6's wiring), ``regions`` (2), ``text`` (3),
-``build``, ``ground``, ``translucent``, ``depths`` and ``subject`` (4), ``order`` (5 and 6), ``peel`` (7), ``fill`` (8)
-and ``compositing`` (8's solve and 9); ``elements`` holds the element record, ``masks`` the mask geometry,
-``tuning`` the thresholds and ``cancel`` the per-thread cancel checkpoint.
+``build``, ``ground``, ``translucent``, ``depths``, ``tiles`` and ``subject`` (4), ``order`` (5 and 6), ``peel`` (7),
+``fill`` (8) and ``compositing`` (8's solve and 9); ``elements`` holds the element record, ``masks`` the mask
+geometry, ``tuning`` the thresholds and ``cancel`` the per-thread cancel checkpoint.
 """
 
 from .decomposer import CpuDecomposer

@@ -8,7 +8,7 @@ import numpy as np
 from .cancel import checkpoint
 from .elements import Element, ElementKind, set_hull
 from .masks import bbox_slices, hull_mask, joint_hull
-from .tuning import BACKGROUND_GAP, MIN_ELEMENT_FRACTION, MIN_IMAGE_FRACTION, SAME_COLOR
+from .tuning import BACKGROUND_GAP, MIN_ELEMENT_FRACTION, MIN_IMAGE_FRACTION, PIECE_GAP, SAME_COLOR, SOLID_PIECES
 
 
 def split_depths(background: Element, elements: list[Element]) -> list[Element]:
@@ -171,10 +171,6 @@ def split_phrases(elements: list[Element], wanted: int) -> list[Element]:
             taken |= element.mask
         elements = [e for e in elements if e.area > 0]
     return elements
-
-
-SOLID_PIECES = 0.8  # buttons and dots fill this much of their convex hulls (on average); letters less
-PIECE_GAP = 0.01  # pieces closer than this share of the image's long side are one shape (cut by a thin line)
 
 
 def split_pieces(elements: list[Element], wanted: int) -> list[Element]:

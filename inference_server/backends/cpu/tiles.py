@@ -9,13 +9,18 @@ import numpy as np
 from .cancel import checkpoint
 from .elements import Element, ElementKind, set_hull
 from .regions import Regions
-from .tuning import EDGE_STEP, MIN_IMAGE_FRACTION, PHOTO_ELEMENT_RESIDUAL, SAME_COLOR
+from .tuning import (
+    EDGE_STEP,
+    MIN_IMAGE_FRACTION,
+    PHOTO_ELEMENT_RESIDUAL,
+    SAME_COLOR,
+    TILE_COLORS,
+    TILE_DOMINANT,
+    TILE_RIM_PAGE,
+    TILE_TEXTURE,
+)
 
 MAX_CUT_DEPTH = 6  # a grid of grids is deep enough
-TILE_RIM_PAGE = 0.3  # along each side of a photo tile, at most this share is the page's colour
-TILE_TEXTURE = 0.2  # a photo tile is at least this much texture (edge pixels, regions no colour model explains)
-TILE_DOMINANT = 0.3  # and no region flat to the noise level covers this share of it: a panel's ground does
-TILE_COLORS = 16  # and has at least this many colours (5 bits a channel, each 0.2 % of the tile or more)
 
 
 def find_photo_tiles(rgb: np.ndarray, regions: Regions) -> tuple[list[tuple[slice, slice]], np.ndarray]:

@@ -110,15 +110,14 @@ def peel(rgb: np.ndarray, rgb_u8: np.ndarray, element: Element, covering: np.nda
     elif band.any():
         alpha[band] = 1.0
     if claims is not None:
-        # Two layers should not both hold a pixel: LayerD's scoring, and an editor's eye, see faint alpha of one
-        # layer over another as overlap. Another element's core is that element's where this one's edge model
-        # says it is mostly not this one (alpha < 0.5: a text's edge band over a panel); a feathered edge over a
-        # lower element keeps its stronger alpha. Between two elements of one colour (the words of a phrase) each
-        # takes the edge pixels nearer its own core.
+        # Two layers should not both hold a pixel (LayerD's scoring, and an editor's eye, see faint alpha of one
+        # layer over another as overlap): between two elements of one colour (the words of a phrase, side by side
+        # or with overlapping boxes) the other's core is the other's, and each takes the edge pixels nearer its own
+        # core. (Other elements' cores stay under a soft edge: a feathered cut-out over a shape keeps its edge.)
         crop_cores = claims.cores[box]
         others = (crop_cores > 0) & (crop_cores != index)
         similar = others & (np.linalg.norm(claims.colors_rgb[crop_cores] - element.color_rgb, axis=2) < SAME_COLOR)
-        alpha[band & (similar | (others & (alpha < 0.5)))] = 0.0
+        alpha[band & similar] = 0.0
         if similar.any() and not translucent:
             other_distance_px = cv2.distanceTransform((~similar).astype(np.uint8), cv2.DIST_L2, 5)
             alpha[band & (other_distance_px < core_distance_px)] = 0.0

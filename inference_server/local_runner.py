@@ -83,9 +83,9 @@ class LocalWorkerRunner:
         if self._thread is not None:
             self._thread.join(10)
         with self._lock:
-            if self._worker is not None:
-                self._worker.stop()
-                self._worker = None
+            worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.stop()  # up to seconds: not under the lock that status requests take
 
     def cancel(self, job_id: str) -> None:
         with self._lock:

@@ -164,8 +164,8 @@ class RayRunner:
 
     def start(self, manager: JobManager) -> None:
         self._manager = manager
-        # One lock for the records and the runner, as the local runner has: the manager calls cancel() holding its
-        # lock and the dispatcher calls next_job() holding this one; two locks deadlocked the server that way.
+        # One lock for the records and the runner, as the local runner has: with two, the dispatcher (holding this
+        # one, calling next_job()) and a cancel request (holding the manager's, calling cancel()) deadlocked.
         self._lock = manager._lock
         self._thread = threading.Thread(target=self._run, name="strata-ray-dispatcher", daemon=True)
         self._thread.start()

@@ -86,6 +86,37 @@ class JobRunner(Protocol):
         """Stop the running jobs' processes; the manager fails what did not finish."""
 
 
+class DispatcherRunner:
+    """What both runners share: one dispatcher thread (the subclass's ``_run``) started by ``start``, and the
+    manager's lock as their own, so that no two locks can be taken in opposite orders (with a lock of its own, the Ray
+    runner's dispatcher, holding it and calling ``next_job()``, deadlocked with a cancel request holding the
+    manager's lock and calling ``cancel()``)."""
+
+    dispatcher_name = "strata-dispatcher"
+
+    def __init__(self, settings: ManagerSettings) -> None:
+        self.settings = settings
+        self._manager: JobManager | None = None
+        self._lock = threading.RLock()  # the manager's, from start() on
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    @property
+    def manager(self) -> JobManager:
+        if self._manager is None:
+            raise RuntimeError(f"{type(self).__name__} used before start(manager)")
+        return self._manager
+
+    def start(self, manager: JobManager) -> None:
+        self._manager = manager
+        self._lock = manager._lock
+        self._thread = threading.Thread(target=self._run, name=self.dispatcher_name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
 class JobManager:
     def __init__(self, settings: ManagerSettings, runner: JobRunner | None = None) -> None:
         self.settings = settings

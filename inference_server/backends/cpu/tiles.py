@@ -36,17 +36,18 @@ def find_photo_tiles(rgb: np.ndarray, regions: Regions) -> tuple[list[tuple[slic
     # The page's colour: that of the rows and columns running across the whole canvas in one colour (the outer
     # gutters). Only lines of that colour cut: a dark photo's columns are one colour too.
     whole = (slice(0, height_px), slice(0, width_px))
-    lines = [rgb[k] for k in np.flatnonzero(line_spans(rgb, 0) <= EDGE_STEP)]
-    lines += [rgb[:, k] for k in np.flatnonzero(line_spans(rgb, 1) <= EDGE_STEP)]
-    if not lines:
+    rgb_u8 = np.clip(rgb, 0, 255).astype(np.uint8)
+    row_lines = np.flatnonzero(line_spans(rgb_u8, 0) <= EDGE_STEP)
+    col_lines = np.flatnonzero(line_spans(rgb_u8, 1) <= EDGE_STEP)
+    if not row_lines.size and not col_lines.size:
         return [], np.zeros(3)
-    page_rgb = np.median(np.stack([line.mean(axis=0) for line in lines]), axis=0)
+    means = [rgb[row_lines].mean(axis=1), rgb[:, col_lines].mean(axis=0)]
+    page_rgb = np.median(np.concatenate([m.reshape(-1, 3) for m in means]), axis=0)
+    page = (np.abs(rgb - page_rgb) <= EDGE_STEP).all(axis=2)
 
     def uniform(rows: slice, cols: slice, axis: int) -> np.ndarray:
         """Per row (axis 0) or column (axis 1) of the box: whether it is page colour all along (a gutter)."""
-        crop = rgb[rows, cols]
-        far = np.abs(crop - page_rgb).max(axis=-1).max(axis=1 - axis)
-        return far <= EDGE_STEP
+        return page[rows, cols].all(axis=1 - axis)
 
     def runs(flags: np.ndarray) -> list[tuple[int, int]]:
         """Maximal runs of False (content between gutters) as [start, stop)."""
@@ -85,9 +86,9 @@ def find_photo_tiles(rgb: np.ndarray, regions: Regions) -> tuple[list[tuple[slic
     return [t for t in tiles if t not in whole], page_rgb
 
 
-def line_spans(rgb: np.ndarray, axis: int) -> np.ndarray:
+def line_spans(rgb_u8: np.ndarray, axis: int) -> np.ndarray:
     """Per row (axis 0) or column (axis 1): its colour span (max over channels of max − min along it)."""
-    return (rgb.max(axis=1 - axis) - rgb.min(axis=1 - axis)).max(axis=-1)
+    return (rgb_u8.max(axis=1 - axis).astype(np.int16) - rgb_u8.min(axis=1 - axis)).max(axis=-1)
 
 
 def is_photo_box(rgb: np.ndarray, regions: Regions, texture: np.ndarray, page_rgb: np.ndarray, rows: slice,
@@ -98,7 +99,7 @@ def is_photo_box(rgb: np.ndarray, regions: Regions, texture: np.ndarray, page_rg
     crop = rgb[rows, cols]
     if min(crop.shape[:2]) < 16:
         return False
-    page = np.abs(crop - page_rgb).max(axis=-1) <= EDGE_STEP
+    page = (np.abs(crop - page_rgb) <= EDGE_STEP).all(axis=2)
     rim_px = 3
     sides = (page[:rim_px], page[-rim_px:], page[:, :rim_px], page[:, -rim_px:])
     if any(side.mean() > TILE_RIM_PAGE for side in sides):

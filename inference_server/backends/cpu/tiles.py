@@ -82,8 +82,8 @@ def find_photo_tiles(rgb: np.ndarray, regions: Regions) -> tuple[list[tuple[slic
             tiles.append((rows, cols))
 
     cut(*whole, 0)
-    whole = [t for t in tiles if (t[0].stop - t[0].start) * (t[1].stop - t[1].start) >= 0.9 * height_px * width_px]
-    return [t for t in tiles if t not in whole], page_rgb
+    canvas_px = height_px * width_px
+    return [t for t in tiles if (t[0].stop - t[0].start) * (t[1].stop - t[1].start) < 0.9 * canvas_px], page_rgb
 
 
 def line_spans(rgb_u8: np.ndarray, axis: int) -> np.ndarray:

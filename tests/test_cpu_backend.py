@@ -486,3 +486,43 @@ def test_thin_white_words_on_a_card_come_back_as_letters_not_as_boxes_of_the_car
     assert len(stack.layers) == 2 and stack.layers[1].name.startswith("Text"), [layer.name for layer in stack.layers]
     found, wanted = stack.layers[1].rgba[..., 3] > 127, words[..., 3] > 127
     assert (found & wanted).sum() / (found | wanted).sum() > 0.7, "the text layer is not the letters"
+
+
+def test_a_disc_laid_over_a_tiled_pattern_stays_above_it_though_a_cable_crosses_its_edge(decomposer):
+    # A thumbnail: a white disc over a lattice of green tiles, and a joystick's cable in the tiles' colour drawn
+    # from the tiles onto the disc. The cable puts tile-coloured pixels inside the disc's hull, but the disc's
+    # edge cuts the tiles it touches into slivers: the disc lies above the pattern, so its layer is in front
+    # (not the pattern layer over the disc, the order that hid the lattice's continuation from the user).
+    from PIL import ImageDraw
+
+    width_px, height_px = 480, 270
+    image = Image.new("RGBA", (width_px, height_px), (150, 230, 150, 255))
+    draw = ImageDraw.Draw(image)
+    for row in range(-1, height_px // 24 + 2):
+        for col in range(-1, width_px // 24 + 2):
+            cx, cy = col * 24 + (12 if row % 2 else 0), row * 24
+            draw.polygon([(cx, cy - 10), (cx + 10, cy), (cx, cy + 10), (cx - 10, cy)], fill=(60, 170, 75, 255))
+    disc = Image.new("L", (width_px, height_px), 0)
+    ImageDraw.Draw(disc).ellipse([70, -60, 410, 330], fill=255)
+    image.paste((255, 255, 255, 255), mask=disc)
+    ImageDraw.Draw(image).line([(40, 240), (90, 215), (140, 225), (170, 200)], fill=(60, 170, 75, 255), width=3)
+    rgba = np.asarray(image).copy()
+    stack = _decompose(decomposer, rgba, 4)
+    assert _composite_error(stack, rgba) <= 1.0
+    tile, disc_centre = (120, 36), (135, 240)  # (y, x): a whole tile left of the disc, the disc's middle
+    assert rgba[tile][1] == 170 and rgba[disc_centre][0] == 255
+    names = [layer.name for layer in stack.layers]
+    assert 0 < _top_layer_at(stack, *tile) < _top_layer_at(stack, *disc_centre), names
+
+
+def test_a_cut_out_with_nothing_to_split_comes_back_as_exactly_the_input(decomposer):
+    # One feathered blob on transparency, three layers asked: there is one thing in it, and that one layer is
+    # the input itself, soft edge included (not a rebuild whose faint edge pixels drift in alpha or colour).
+    ys, xs = np.mgrid[0:160, 0:200]
+    radius = np.sqrt(((xs - 100) / 70.0) ** 2 + ((ys - 80) / 55.0) ** 2)
+    rgba = np.zeros((160, 200, 4), np.uint8)
+    rgba[..., :3] = (200, 90, 40)
+    rgba[..., 3] = np.clip((1.0 - radius) * 6.0, 0.0, 1.0) * 255
+    stack = _decompose(decomposer, rgba, 3)
+    assert len(stack.layers) == 1 and "fewer than the 3 requested" in " ".join(stack.notes)
+    assert np.array_equal(stack.layers[0].rgba, rgba)

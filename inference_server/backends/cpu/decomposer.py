@@ -156,6 +156,10 @@ class CpuDecomposer:
             else:
                 layers[:2] = [Layer(composite_over([layers[0].rgba, layers[1].rgba]), layers[1].name)]
             correct_residual(layers, target)
+        if len(layers) == 1:
+            # Nothing came apart: the one layer is the input itself, not a rebuild of it (which drifts in the
+            # straight colour and alpha of faint pixels the residual correction leaves alone).
+            layers = [Layer(target.copy(), layers[0].name)]
         progress("residual", 1, 1)
         watch.stop()
         if params.auto_layers:

@@ -526,3 +526,35 @@ def test_a_cut_out_with_nothing_to_split_comes_back_as_exactly_the_input(decompo
     stack = _decompose(decomposer, rgba, 3)
     assert len(stack.layers) == 1 and "fewer than the 3 requested" in " ".join(stack.notes)
     assert np.array_equal(stack.layers[0].rgba, rgba)
+
+
+def test_thin_strokes_of_a_sketch_come_with_its_bold_ones_not_painted_into_the_background(decomposer):
+    # White line art on black: a dozen bold strokes and thirty hairlines (1 px and less, all anti-aliased edge,
+    # so no region catches them). The hairlines are the same ink: they belong in the line-art layer, not left
+    # behind in the background layer, where moving the line art in depth would leave them stuck on the wall.
+    size_px = 384
+    rng = np.random.default_rng(0)
+
+    def sketch(draw, scale):
+        for stroke in range(42):
+            x, y = rng.uniform(40, size_px - 40, 2)
+            points = [(x * scale, y * scale)]
+            for _ in range(4):
+                x, y = x + rng.uniform(-30, 30), y + rng.uniform(-30, 30)
+                points.append((x * scale, y * scale))
+            width = 4 * scale if stroke < 12 else int(rng.choice([3, 4, 5]))
+            draw.line(points, fill=(255, 255, 255, 255), width=width)
+
+    ground = np.zeros((size_px, size_px, 4), np.uint8)
+    ground[..., 3] = 255
+    lines = _drawn_layer(size_px, sketch)
+    composite = composite_over([ground, lines])
+    stack = _decompose(decomposer, composite, 2)
+    assert len(stack.layers) == 2 and _composite_error(stack, composite) <= 1.0
+    wanted = lines[..., 3] > 127
+    found = stack.layers[1].rgba[..., 3] > 127
+    assert (found & wanted).sum() / wanted.sum() > 0.95
+    found_alpha, wanted_alpha = stack.layers[1].rgba[..., 3] / 255.0, lines[..., 3] / 255.0
+    assert np.minimum(found_alpha, wanted_alpha).sum() / np.maximum(found_alpha, wanted_alpha).sum() > 0.8
+    left_bright = stack.layers[0].rgba[..., :3].max(axis=2) > 100
+    assert (left_bright & wanted).sum() < 0.02 * wanted.sum(), "line pixels left in the background layer"

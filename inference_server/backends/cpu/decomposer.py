@@ -16,6 +16,7 @@ from .compositing import correct_residual, over_premul, solve_bottom
 from .depths import merge_phrases, split_depths
 from .elements import ElementKind
 from .fill import fill_background
+from .leftovers import join_leftovers
 from .order import fit_count, group_name, order_elements
 from .peel import peel
 from .regions import find_regions
@@ -105,6 +106,7 @@ class CpuDecomposer:
         elements = find_translucent(rgb, background, elements)
         elements = split_depths(background, elements)
         elements = merge_phrases(elements)
+        join_leftovers(rgb, background, elements)
         if not background.regions and len(elements) < requested - 1:
             # A photo with room left in the layer budget: split off its main subject.
             subject = find_subject(rgb, background, elements)

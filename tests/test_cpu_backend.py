@@ -558,3 +558,28 @@ def test_thin_strokes_of_a_sketch_come_with_its_bold_ones_not_painted_into_the_b
     assert np.minimum(found_alpha, wanted_alpha).sum() / np.maximum(found_alpha, wanted_alpha).sum() > 0.8
     left_bright = stack.layers[0].rgba[..., :3].max(axis=2) > 100
     assert (left_bright & wanted).sum() < 0.02 * wanted.sum(), "line pixels left in the background layer"
+
+
+def test_small_marks_drawn_inside_a_shape_move_with_the_shape_not_with_the_background(decomposer):
+    # A logo: a yellow tile on a maroon ground with sixteen small orange marks drawn on it (each smaller than any
+    # region, so no element takes them). They lie inside the tile, surrounded by it: they are part of the tile's
+    # layer, not holes in it that leave orange specks painted into the background.
+    size_px = 384
+    ground = np.zeros((size_px, size_px, 4), np.uint8)
+    ground[...] = (80, 35, 40, 255)
+    tile = _drawn_layer(size_px, lambda d, s: d.rounded_rectangle([92 * s, 92 * s, 292 * s, 292 * s], 20 * s,
+                                                                  fill=(240, 200, 80, 255)))
+
+    def marks(draw, scale):
+        for row in range(4):
+            for col in range(4):
+                x, y = 120 + 45 * col, 120 + 45 * row
+                draw.ellipse([x * scale, y * scale, (x + 5) * scale, (y + 5) * scale], fill=(215, 130, 40, 255))
+
+    composite = composite_over([ground, tile, _drawn_layer(size_px, marks)])
+    stack = _decompose(decomposer, composite, 2)
+    assert len(stack.layers) == 2 and _composite_error(stack, composite) <= 1.0
+    centres = [(122 + 45 * row, 122 + 45 * col) for row in range(4) for col in range(4)]
+    assert all(stack.layers[1].rgba[y, x, 3] == 255 for y, x in centres), "marks left out of the tile's layer"
+    background = stack.layers[0].rgba[..., :3].astype(int)
+    assert all(abs(background[y, x] - (80, 35, 40)).max() < 24 for y, x in centres), "marks painted into the ground"

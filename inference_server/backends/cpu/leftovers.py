@@ -45,6 +45,8 @@ def join_leftovers(rgb: np.ndarray, background: Element, elements: list[Element]
     owner = np.zeros((height_px, width_px), np.int32)
     for index, host in enumerate(hosts, start=1):
         owner[host.mask] = index
+    if not owner.any():
+        return
     distance, label = cv2.distanceTransformWithLabels((owner == 0).astype(np.uint8), cv2.DIST_L2, 5,
                                                       labelType=cv2.DIST_LABEL_PIXEL)
     positions = np.flatnonzero(owner.ravel())

@@ -9,7 +9,6 @@ import numpy as np
 
 from .cancel import checkpoint
 from .elements import Element, ElementKind, set_hull
-from .peel import nearest_colors
 from .tuning import BAND_PX, LEFTOVER_REACH, MIN_LEFTOVER_ALPHA, SAME_COLOR
 
 
@@ -35,22 +34,28 @@ def join_leftovers(rgb: np.ndarray, background: Element, elements: list[Element]
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * BAND_PX + 1, 2 * BAND_PX + 1))
     banded = cv2.dilate(taken.astype(np.uint8), kernel).astype(bool)
     checkpoint()
-    ground_rgb, _ = nearest_colors(rgb, background.mask)
-    checkpoint()
-    unlike = np.linalg.norm(rgb - ground_rgb, axis=2) > SAME_COLOR
-    leftover = unlike & ~banded & ~background.mask
-    if not leftover.any():
+    # Colours are compared only where no element or the ground already is (few pixels on a big image).
+    candidates = np.flatnonzero(~banded & ~background.mask)
+    if candidates.size == 0:
         return
-    # Which host is nearest to each pixel (index into hosts), and how far.
+    flat_rgb = rgb.reshape(-1, 3)
+    ground_at, _ = nearest_pixel(background.mask)
+    checkpoint()
+    unlike = np.linalg.norm(flat_rgb[candidates] - flat_rgb[ground_at(candidates)], axis=1) > SAME_COLOR
+    if not unlike.any():
+        return
+    leftover = np.zeros(height_px * width_px, bool)
+    leftover[candidates[unlike]] = True
+    leftover = leftover.reshape(height_px, width_px)
+    # Which host is nearest to a pixel (index into hosts, from 1), and how far.
     owner = np.zeros((height_px, width_px), np.int32)
     for index, host in enumerate(hosts, start=1):
         owner[host.mask] = index
     if not owner.any():
         return
-    distance, label = cv2.distanceTransformWithLabels((owner == 0).astype(np.uint8), cv2.DIST_L2, 5,
-                                                      labelType=cv2.DIST_LABEL_PIXEL)
-    positions = np.flatnonzero(owner.ravel())
-    nearest_host = owner.ravel()[positions[np.maximum(label.ravel() - 1, 0)]].reshape(height_px, width_px)
+    checkpoint()
+    host_at, distance = nearest_pixel(owner > 0)
+    checkpoint()
     reach_px = LEFTOVER_REACH * float(np.hypot(height_px, width_px))
     count, pieces, stats, _ = cv2.connectedComponentsWithStats(leftover.astype(np.uint8), connectivity=8)
     ring_px = 2 * BAND_PX + 2
@@ -62,7 +67,8 @@ def join_leftovers(rgb: np.ndarray, background: Element, elements: list[Element]
         x, y, w, h = stats[piece, :4]
         box = (slice(y, y + h), slice(x, x + w))
         mask = pieces[box] == piece
-        joined, host = blend_of_nearest(rgb[box][mask], ground_rgb[box][mask], nearest_host[box][mask], hosts)
+        at = (np.arange(y, y + h)[:, None] * width_px + np.arange(x, x + w)[None, :])[mask]
+        joined, host = blend_of_nearest(flat_rgb[at], flat_rgb[ground_at(at)], owner.ravel()[host_at(at)], hosts)
         if host is not None and float(distance[box][mask].min()) <= reach_px:
             piece_joined = np.zeros(mask.shape, bool)
             piece_joined[mask] = joined
@@ -91,6 +97,18 @@ def join_leftovers(rgb: np.ndarray, background: Element, elements: list[Element]
         if id(host) in grown:
             host.area = int(host.mask.sum())
             set_hull(host)
+
+
+def nearest_pixel(source: np.ndarray):
+    """(a function from flat pixel indices to the flat index of the nearest ``source`` pixel, each pixel's
+    distance to it in px); ``source`` is not empty. Only the pixels asked about are looked up."""
+    import cv2
+
+    distance, label = cv2.distanceTransformWithLabels((~source).astype(np.uint8), cv2.DIST_L2, 5,
+                                                      labelType=cv2.DIST_LABEL_PIXEL)
+    positions = np.flatnonzero(source.ravel())
+    labels = label.ravel()
+    return (lambda at: positions[np.maximum(labels[at] - 1, 0)]), distance
 
 
 def blend_of_nearest(piece_rgb: np.ndarray, ground_rgb: np.ndarray, nearest: np.ndarray,

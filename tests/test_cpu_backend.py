@@ -561,9 +561,10 @@ def test_thin_strokes_of_a_sketch_come_with_its_bold_ones_not_painted_into_the_b
 
 
 def test_small_marks_drawn_inside_a_shape_move_with_the_shape_not_with_the_background(decomposer):
-    # A logo: a yellow tile on a maroon ground with sixteen small orange marks drawn on it (each smaller than any
-    # region, so no element takes them). They lie inside the tile, surrounded by it: they are part of the tile's
-    # layer, not holes in it that leave orange specks painted into the background.
+    # A logo: a yellow tile on a maroon ground with sixteen small darker marks (its shading) drawn on it, each
+    # smaller than any region, so no element takes them. They lie inside the tile, surrounded by it, in a shade
+    # of its colour: they are part of the tile's layer, not holes in it that leave specks painted into the
+    # background.
     size_px = 384
     ground = np.zeros((size_px, size_px, 4), np.uint8)
     ground[...] = (80, 35, 40, 255)
@@ -574,7 +575,7 @@ def test_small_marks_drawn_inside_a_shape_move_with_the_shape_not_with_the_backg
         for row in range(4):
             for col in range(4):
                 x, y = 120 + 45 * col, 120 + 45 * row
-                draw.ellipse([x * scale, y * scale, (x + 5) * scale, (y + 5) * scale], fill=(215, 130, 40, 255))
+                draw.ellipse([x * scale, y * scale, (x + 5) * scale, (y + 5) * scale], fill=(225, 165, 60, 255))
 
     composite = composite_over([ground, tile, _drawn_layer(size_px, marks)])
     stack = _decompose(decomposer, composite, 2)

@@ -33,8 +33,8 @@ How it works, in the order of ``CpuDecomposer.decompose``:
    reaching up for a head when the subject stands on the bottom edge, is its probable region; a guided filter scales
    it up).
    On a flat ground, strokes no region caught (hairlines of a sketch, all anti-aliased edge) join the element whose
-   colour over the ground they show, within reach, and marks too small to be regions join the element around them,
-   instead of staying painted into the background.
+   colour over the ground they show, within reach, and marks too small to be regions join the element around them
+   when they are a shade of its colour, instead of staying painted into the background.
 5. Order. Element B is above A when B sits inside A's convex hulls more than A sits inside B's: an occluded
    shape has a bite taken out of it. Elements are peeled in levels (unoccluded first), text to the front.
    Glyphs and strokes (rings, outlines: thin and hollow) use their own mask, not their hulls.

@@ -17,8 +17,9 @@ def join_leftovers(rgb: np.ndarray, background: Element, elements: list[Element]
     explained as one opaque element's colour F over that ground colour B: I = B + α(F − B). Where the nearest
     such element (in reach, its colour at least SAME_COLOR from the ground's) explains a leftover piece to within
     half of SAME_COLOR, the piece's pixels with α ≥ MIN_LEFTOVER_ALPHA join its core (the peel's band then
-    gives them their soft edge). A piece that is no such blend joins, whole, the element that surrounds it: where
-    elements, and (nearly) no ground, lie around it. Only on a flat ground: on a photo, what no element took is
+    gives them their soft edge). A piece that is no such blend joins, whole, the element around it nearest its
+    colour, where elements, and (nearly) no ground, lie around it and that colour is a shade of its own (within
+    twice SAME_COLOR). Only on a flat ground: on a photo, what no element took is
     the photo."""
     import cv2
 
@@ -85,8 +86,14 @@ def join_leftovers(rgb: np.ndarray, background: Element, elements: list[Element]
             owned_px, ground_px = int((owners > 0).sum()), int(background.mask[outer][ring].sum())
             if owned_px < 0.2 * owners.size or ground_px > 0.1 * (owned_px + ground_px):
                 continue
+            # Of the elements around it, the one nearest its colour, if that is near (a cell's shading is a
+            # shade of its waffle; a white speck on a dark pill is no part of the pill).
             values, votes = np.unique(owners[owners > 0], return_counts=True)
-            host = hosts[int(values[np.argmax(votes)]) - 1]
+            color = rgb[box][mask].mean(axis=0)
+            around = [hosts[int(value) - 1] for value in values[votes >= 0.1 * owned_px]]
+            host = min(around, key=lambda e: float(np.linalg.norm(e.color_rgb - color)))
+            if float(np.linalg.norm(host.color_rgb - color)) > 2 * SAME_COLOR:
+                continue
             piece_joined = mask
         if not piece_joined.any():
             continue

@@ -19,8 +19,7 @@ def join_leftovers(rgb: np.ndarray, background: Element, elements: list[Element]
     half of SAME_COLOR, the piece's pixels with α ≥ MIN_LEFTOVER_ALPHA join its core (the peel's band then
     gives them their soft edge). A piece that is no such blend joins, whole, the element around it nearest its
     colour, where elements, and (nearly) no ground, lie around it and that colour is a shade of its own (within
-    twice SAME_COLOR). Only on a flat ground: on a photo, what no element took is
-    the photo."""
+    twice SAME_COLOR). Only on a flat ground: on a photo, what no element took is the photo."""
     import cv2
 
     if not background.regions or not background.mask.any() or not elements:

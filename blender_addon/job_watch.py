@@ -10,6 +10,8 @@ from types import SimpleNamespace
 
 import bpy
 
+from .redraw import tag_redraw
+
 logger = logging.getLogger(__name__)
 
 TICK_INTERVAL_S = 0.2
@@ -70,14 +72,6 @@ def _result_notes(snapshot):
     return "\n".join(str(note) for note in snapshot.result.manifest.get("notes") or [])
 
 
-def _redraw():
-    window_manager = bpy.context.window_manager
-    for window in getattr(window_manager, "windows", ()):
-        for area in window.screen.areas:
-            if area.type == 'VIEW_3D':
-                area.tag_redraw()
-
-
 def notify(message, level='ERROR'):
     """Tell the user about something that happened after the operator returned (a timer has no self.report)."""
     logger.log(_LOG_LEVELS.get(level, logging.INFO), "%s", message)
@@ -116,7 +110,7 @@ def tick():
         return None
     if not snapshot.done:
         _write_state(scene, snapshot)
-        _redraw()
+        tag_redraw('VIEW_3D')
         return TICK_INTERVAL_S
     _active = None
     if snapshot.status == "succeeded":
@@ -133,7 +127,7 @@ def tick():
         notify(snapshot.error)
     elif notes := _result_notes(snapshot):
         notify(notes, level='INFO')
-    _redraw()
+    tag_redraw('VIEW_3D')
     return None
 
 

@@ -15,6 +15,7 @@ import bpy
 from . import connection
 from .core.model_download_task import DownloadOptions, ModelDownload, downloaded, model_folder
 from .core.server_install import InstallOptions, ServerInstall, clean_env, installed_python, read_pointer, server_wheels
+from .redraw import tag_redraw
 from .user_folders import user_folder
 
 TICK_INTERVAL_S = 0.5
@@ -115,16 +116,9 @@ def cancel(kind):
         current.cancel()
 
 
-def _redraw():
-    for window in getattr(bpy.context.window_manager, "windows", ()):
-        for area in window.screen.areas:
-            if area.type == 'PREFERENCES':
-                area.tag_redraw()
-
-
 def tick():
     """Redraw the preferences while a task runs → seconds to the next tick, or None when none runs."""
-    _redraw()
+    tag_redraw('PREFERENCES')
     if running("install") or running("download"):
         return TICK_INTERVAL_S
     return None

@@ -11,7 +11,9 @@ The JobManager owns the records and the queue; a runner runs the jobs and report
     queued jobs, applies progress messages, notices a dead worker (a crash or ``kill -9``), fails the job it was
     running with the exit code and starts a new one;
   * ``ray_runner.RayRunner`` (``strata serve --ray``): jobs run on a Ray Serve deployment of model replicas.
-Request handlers only touch the records under ``self._lock``; runners take the same lock.
+Request handlers only touch the records under ``self._lock``; runners share that one lock (two locks taken in
+opposite orders deadlocked the server once). Nothing that can wait long runs under it: no Ray call, no pipe read,
+no image encoding; only small job.json writes.
 """
 
 from __future__ import annotations
@@ -82,6 +84,37 @@ class JobRunner(Protocol):
 
     def close(self) -> None:
         """Stop the running jobs' processes; the manager fails what did not finish."""
+
+
+class DispatcherRunner:
+    """What both runners share: one dispatcher thread (the subclass's ``_run``) started by ``start``, and the
+    manager's lock as their own, so that no two locks can be taken in opposite orders (with a lock of its own, the Ray
+    runner's dispatcher, holding it and calling ``next_job()``, deadlocked with a cancel request holding the
+    manager's lock and calling ``cancel()``)."""
+
+    dispatcher_name = "strata-dispatcher"
+
+    def __init__(self, settings: ManagerSettings) -> None:
+        self.settings = settings
+        self._manager: JobManager | None = None
+        self._lock = threading.RLock()  # the manager's, from start() on
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    @property
+    def manager(self) -> JobManager:
+        if self._manager is None:
+            raise RuntimeError(f"{type(self).__name__} used before start(manager)")
+        return self._manager
+
+    def start(self, manager: JobManager) -> None:
+        self._manager = manager
+        self._lock = manager._lock
+        self._thread = threading.Thread(target=self._run, name=self.dispatcher_name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        raise NotImplementedError
 
 
 class JobManager:
@@ -243,13 +276,19 @@ class JobManager:
             status = record["status"]
             if status in TERMINAL:
                 raise Busy(f"job {job_id} already {status}; only queued or running jobs can be canceled")
-            if job_id in self._queue:
+            handed_to_runner = job_id not in self._queue  # a Ray job waiting for a replica is still "queued"
+            if handed_to_runner:
+                record["cancel_requested"] = True
+            else:
                 self._queue.remove(job_id)
                 self._finish(record, "canceled", None)
-            else:  # handed to the runner (a Ray job waiting for a replica is still "queued")
-                record["cancel_requested"] = True
-                self.runner.cancel(job_id)
-            return self.public(record)
+            public = self.public(record)
+        if handed_to_runner:
+            # Outside the lock: the Ray runner reaches the job through Ray calls, which can wait on Ray's control
+            # store; status requests and the runners' progress reports must not wait with them. A job that ends
+            # meanwhile is simply no longer found by the runner.
+            self.runner.cancel(job_id)
+        return public
 
     def job_folder(self, job_id: str, require_succeeded: bool = True) -> Path:
         with self._lock:

@@ -8,11 +8,10 @@ starts a new one. The worker's side of the pipe is ``worker.py``.
 from __future__ import annotations
 
 import multiprocessing
-import threading
 import time
 from typing import Any
 
-from .job_manager import JobManager, ManagerSettings
+from .job_manager import DispatcherRunner, ManagerSettings
 from .worker import worker_main
 
 # Workers that die before reporting ready, in a row, before jobs are refused with 503 (restarts continue, slower).
@@ -50,42 +49,27 @@ class _Worker:
         self.conn.close()
 
 
-class LocalWorkerRunner:
-    """Runs one job at a time in a worker process on this machine (``strata serve`` without ``--ray``)."""
+class LocalWorkerRunner(DispatcherRunner):
+    """Runs one job at a time in a worker process on this machine (``strata serve`` without ``--ray``).
+
+    The dispatcher thread spawns the worker (and every replacement), not the caller of ``start()``: Linux sends the
+    worker its parent-death signal (worker._die_with_parent) when the *thread* that spawned it ends, and start() runs
+    on a server thread-pool thread that may be retired while the server lives on."""
 
     def __init__(self, settings: ManagerSettings) -> None:
-        self.settings = settings
-        self._manager: JobManager | None = None
-        self._lock = threading.RLock()
+        super().__init__(settings)
         self._worker: _Worker | None = None
-        self._stopping = False
-        self._thread: threading.Thread | None = None
         self.worker_restarts = 0
         self._failed_starts = 0
-
-    @property
-    def manager(self) -> JobManager:
-        if self._manager is None:
-            raise RuntimeError("LocalWorkerRunner used before start(manager)")
-        return self._manager
-
-    def start(self, manager: JobManager) -> None:
-        self._manager = manager
-        self._lock = manager._lock  # one lock for records and the worker: no ordering to get wrong
-        # The dispatcher thread spawns the worker (and every replacement), not this caller: Linux sends the worker
-        # its parent-death signal (worker._die_with_parent) when the *thread* that spawned it ends, and start() runs
-        # on a server thread-pool thread that may be retired while the server lives on.
-        self._thread = threading.Thread(target=self._run, name="strata-dispatcher", daemon=True)
-        self._thread.start()
 
     def close(self) -> None:
         self._stopping = True
         if self._thread is not None:
             self._thread.join(10)
         with self._lock:
-            if self._worker is not None:
-                self._worker.stop()
-                self._worker = None
+            worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.stop()  # up to seconds: not under the lock that status requests take
 
     def cancel(self, job_id: str) -> None:
         with self._lock:

@@ -24,14 +24,14 @@ import logging
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
+from .backends import BackendChoice, choose_backend
 from .backends.base import Backend, CancelToken
 from .debug_faults import DebugFaults
 from .errors import StrataError
-from .worker import PROGRESS_INTERVAL_S, decompose_job, job_outcome, save_job
+from .worker import ProgressReporter, decompose_job, describe_backend, job_outcome, save_job
 
 logger = logging.getLogger(__name__)
 
@@ -80,9 +80,13 @@ class StrataReplica:
         self._faults = DebugFaults.from_environment()
         self._backend = None
         self._backend_error: str | None = None
+        self._choice = BackendChoice(backend_name)
         try:
-            self._backend = self._create_backend(backend_name, backend_options)
-            self._describe = dict(self._backend.describe())
+            # "auto" is settled here, on the replica's node, as the local worker settles it; when that means the CPU
+            # decomposer, the reason shows in /v1/health (auto_fallback) and in every job's notes.
+            self._choice = choose_backend(backend_name, backend_options.get("model_id"), backend_options.get("gpus"))
+            self._backend = self._create_backend(self._choice.name, backend_options)
+            self._describe = describe_backend(self._backend, self._choice)
         except Exception as exc:  # a missing dependency or model: report it per job instead of crash-looping
             self._backend_error = str(exc) if isinstance(exc, StrataError) else f"{type(exc).__name__}: {exc}"
             self._describe = {"backend": backend_name, "device": "none", "model_loaded": False,
@@ -113,21 +117,16 @@ class StrataReplica:
         if backend is None:
             yield self._done({"status": "failed", "error": self._backend_error})
             return
+        message = dict(message, notes=[*message.get("notes", []), *self._choice.notes()])
 
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
         cancel = CancelToken()
-        last_sent: dict[str, Any] = {"stage": None, "at": 0.0}
 
         def send(event: dict[str, Any]) -> None:  # from the job thread
             loop.call_soon_threadsafe(events.put_nowait, event)
 
-        def progress(stage: str, step: int, total: int) -> None:
-            now = time.monotonic()
-            if stage != last_sent["stage"] or step >= total or now - last_sent["at"] >= PROGRESS_INTERVAL_S:
-                send({"type": "progress", "stage": stage, "step": int(step), "total": int(total)})
-                last_sent.update(stage=stage, at=now)
-            self._faults.on_progress()
+        progress = ProgressReporter(send, self._faults)
 
         def work() -> None:
             send(self._run_job(backend, message, image_bytes, progress, cancel))
@@ -177,7 +176,7 @@ class StrataReplica:
     def _done(self, fields: dict[str, Any]) -> dict[str, Any]:
         if self._backend is not None:
             try:
-                self._describe = dict(self._backend.describe())
+                self._describe = describe_backend(self._backend, self._choice)
             except Exception:
                 pass
         try:

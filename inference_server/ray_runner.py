@@ -28,11 +28,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .debug_faults import FAULT_ENV
+from .job_manager import DispatcherRunner
 from .layers import write_bytes_atomic
 from .worker import storage_failed_message
 
 if TYPE_CHECKING:
-    from .job_manager import JobManager, ManagerSettings
+    from .job_manager import ManagerSettings
 
 logger = logging.getLogger(__name__)
 
@@ -134,41 +135,25 @@ class _Replica:
     peak_gpu_mib: float | None = None
 
 
-class RayRunner:
+class RayRunner(DispatcherRunner):
+    dispatcher_name = "strata-ray-dispatcher"
+
     def __init__(self, settings: ManagerSettings) -> None:
         if settings.ray is None:
             raise ValueError("RayRunner needs Settings.ray")
-        self.settings = settings
+        super().__init__(settings)
         self.ray_settings: RaySettings = settings.ray
-        self._manager: JobManager | None = None
-        self._lock = threading.RLock()
         self._jobs: dict[str, _Job] = {}
         self._replicas: dict[str, _Replica] = {}
         # Ray's handles (a serve DeploymentHandle, the JobBoard's ActorHandle), set once deployed.
         self._handle: Any = None
         self._board: Any = None
-        self._stopping = False
         # Set when a job ends, so that the dispatcher hands the next one to the freed replica at once.
         self._job_ended = threading.Event()
         self._connected = False
-        self._thread: threading.Thread | None = None
         self.replica_deaths = 0
 
-    @property
-    def manager(self) -> JobManager:
-        if self._manager is None:
-            raise RuntimeError("RayRunner.start(manager) has not been called")
-        return self._manager
-
     # ----------------------------------------------------------------- JobRunner
-
-    def start(self, manager: JobManager) -> None:
-        self._manager = manager
-        # One lock for the records and the runner, as the local runner has: the manager calls cancel() holding its
-        # lock and the dispatcher calls next_job() holding this one; two locks deadlocked the server that way.
-        self._lock = manager._lock
-        self._thread = threading.Thread(target=self._run, name="strata-ray-dispatcher", daemon=True)
-        self._thread.start()
 
     def close(self) -> None:
         self._stopping = True

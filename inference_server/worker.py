@@ -26,14 +26,37 @@ import os
 import sys
 import time
 import traceback
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from .debug_faults import DebugFaults
 from .errors import JobCanceled, OutOfMemory, StrataError
 from .params import DecomposeParams
 
+if TYPE_CHECKING:
+    from .backends import Backend, BackendChoice
+
 # Progress messages are throttled to this interval (a backend may report every row); stage changes always go through.
 PROGRESS_INTERVAL_S = 0.1
+
+
+class ProgressReporter:
+    """The backend's progress callback in a worker process or a Ray replica: passes ``{"type": "progress", "stage",
+    "step", "total"}`` to ``send`` at most every PROGRESS_INTERVAL_S, a new stage and a stage's last step always,
+    and gives the debug faults (slow steps, an injected OOM) their turn on every call."""
+
+    def __init__(self, send: Callable[[dict[str, Any]], None], faults: DebugFaults) -> None:
+        self._send = send
+        self._faults = faults
+        self._last_stage: str | None = None
+        self._last_sent_s = 0.0
+
+    def __call__(self, stage: str, step: int, total: int) -> None:
+        now = time.monotonic()
+        if stage != self._last_stage or step >= total or now - self._last_sent_s >= PROGRESS_INTERVAL_S:
+            self._send({"type": "progress", "stage": stage, "step": int(step), "total": int(total)})
+            self._last_stage, self._last_sent_s = stage, now
+        self._faults.on_progress()
 
 
 def backend_mismatch(requested: str, actual: str) -> str | None:
@@ -99,7 +122,7 @@ def worker_main(conn, cancel_event, backend_name: str, backend_options: dict[str
     try:
         choice = choose_backend(backend_name, backend_options.get("model_id"), backend_options.get("gpus"))
         backend = create_backend(choice.name, **backend_options)
-        describe = _describe(backend, choice)
+        describe = describe_backend(backend, choice)
     except Exception as exc:  # a missing dependency or model: report it per job instead of crash-looping
         backend_error = str(exc) if isinstance(exc, StrataError) else f"{type(exc).__name__}: {exc}"
         describe = {"backend": backend_name, "device": "none", "model_loaded": False, "error": backend_error}
@@ -118,18 +141,18 @@ def worker_main(conn, cancel_event, backend_name: str, backend_options: dict[str
         if backend is None:
             conn.send({"type": "done", "job": job_id, "status": "failed", "error": backend_error, "describe": describe})
             continue
-        if choice.auto_fallback:
-            message = dict(message, notes=[*message.get("notes", []), *choice.notes()])
+        message = dict(message, notes=[*message.get("notes", []), *choice.notes()])
         result = _run_job(backend, message, conn, SharedCancelToken(cancel_event), faults, parent_pid)
         try:
-            result["describe"] = _describe(backend, choice)
+            result["describe"] = describe_backend(backend, choice)
         except Exception:
             result["describe"] = describe
         conn.send(result)
 
 
-def _describe(backend, choice) -> dict[str, Any]:
-    """The backend's /v1/health description, with why ``auto`` did not use the GPU model when it did not."""
+def describe_backend(backend: Backend, choice: BackendChoice) -> dict[str, Any]:
+    """The backend's /v1/health description, with why ``auto`` did not use the GPU model when it did not (the local
+    worker and the Ray replicas both report it)."""
     describe = dict(backend.describe())
     if choice.auto_fallback:
         describe["auto_fallback"] = choice.auto_fallback
@@ -138,18 +161,12 @@ def _describe(backend, choice) -> dict[str, Any]:
 
 def _run_job(backend, message: dict, conn, cancel, faults: DebugFaults, parent_pid: int) -> dict:
     job_id = message["job"]
-    last_stage: str | None = None
-    last_sent_s = 0.0
+    report = ProgressReporter(lambda event: conn.send(dict(event, job=job_id)), faults)
 
     def progress(stage: str, step: int, total: int) -> None:
-        nonlocal last_stage, last_sent_s
         if os.getppid() != parent_pid:  # orphaned: the server is gone, nobody wants this result
             os._exit(3)
-        now = time.monotonic()
-        if stage != last_stage or step >= total or now - last_sent_s >= PROGRESS_INTERVAL_S:
-            conn.send({"type": "progress", "job": job_id, "stage": stage, "step": int(step), "total": int(total)})
-            last_stage, last_sent_s = stage, now
-        faults.on_progress()
+        report(stage, step, total)
 
     try:
         stack, depth_maps, extra_manifest = decompose_job(backend, message, message["input"], progress, cancel)

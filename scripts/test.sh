@@ -16,7 +16,8 @@ run_pytest() {
 }
 
 status=0
-run_pytest .venv/bin/python -m pytest tests --ignore=tests/blender -q -p no:cacheprovider "$@" || status=1
+# --durations: the slowest tests end the log, so a CI run shows which ones come near their time limits.
+run_pytest .venv/bin/python -m pytest tests --ignore=tests/blender -q -p no:cacheprovider --durations=15 "$@" || status=1
 # --confcutdir keeps tests/conftest.py (server env imports) out of the bpy env.
 run_pytest .venv-blender/bin/python -m pytest tests/blender --confcutdir=tests/blender -q -p no:cacheprovider "$@" || status=1
 exit $status

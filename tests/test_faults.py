@@ -268,3 +268,53 @@ def test_worker_outlives_the_thread_that_started_the_server(tmp_path):
         assert _alive(pid)
     finally:
         manager.close()
+
+
+def test_status_requests_answer_while_a_cancel_is_reaching_the_job(tmp_path, monkeypatch):
+    # The Ray runner reaches a running job through Ray calls, which wait while Ray's control store is slow. The
+    # manager must not hold its lock (which every status request and progress report takes) through that wait.
+    from conftest import sample_image
+
+    from inference_server.job_manager import JobManager, ManagerSettings
+    from inference_server.local_runner import LocalWorkerRunner
+
+    class RunnerSlowToReachJobs(LocalWorkerRunner):
+        def __init__(self, settings) -> None:
+            super().__init__(settings)
+            self.reached = threading.Event()
+
+        def cancel(self, job_id: str) -> None:
+            self.reached.wait(20)  # as a Ray call waiting on the control store
+            super().cancel(job_id)
+
+    monkeypatch.setenv("STRATA_FAULT_INJECT", f"slow_steps:{STEP_S}")  # the spawned worker inherits it
+    settings = ManagerSettings(data_dir=tmp_path, backend="cpu")
+    runner = RunnerSlowToReachJobs(settings)
+    manager = JobManager(settings, runner)
+    manager.start()
+    try:
+        job_id = manager.submit({"layers": 3}, lambda: (sample_image().convert("RGBA"), []))["id"]
+        deadline = time.monotonic() + 30
+        while manager.get(job_id)["step"] < 1:
+            assert time.monotonic() < deadline, manager.get(job_id)
+            time.sleep(0.02)
+        canceling = threading.Thread(target=manager.cancel, args=(job_id,))
+        canceling.start()
+        time.sleep(0.2)
+        answered: list[dict] = []
+        reader = threading.Thread(target=lambda: answered.extend([manager.get(job_id), manager.health()]))
+        reader.start()
+        reader.join(5)
+        runner.reached.set()
+        canceling.join(10)
+        assert answered, "a status request waited for the runner to reach the job"
+        assert answered[0]["cancel_requested"] is True
+        record = manager.get(job_id)
+        deadline = time.monotonic() + 10
+        while record["status"] not in ("succeeded", "failed", "canceled"):
+            assert time.monotonic() < deadline, record
+            time.sleep(0.02)
+            record = manager.get(job_id)
+        assert record["status"] == "canceled"
+    finally:
+        manager.close()

@@ -36,6 +36,12 @@ from schemathesis.checks import (
 
 # Per operation; raise it for a longer hunt: STRATA_FUZZ_EXAMPLES=2000 pytest tests/test_fuzz_api.py
 MAX_EXAMPLES = int(os.environ.get("STRATA_FUZZ_EXAMPLES", "60"))
+# The same examples on every run (Hypothesis seeds itself from the test's name; schemathesis and Hypothesis are
+# pinned in pyproject's test extra), so a CI run fails only for a change in this repository: random draws now and
+# then stop inside schemathesis itself (4.32.5: "ValueError: Unsupported type: 'Binary'" from jsonschema_rs while it
+# filters a negative multipart body of POST /v1/exports/pptx), a generator bug that failed a run once. A hunt for
+# new failures draws new examples on every run: STRATA_FUZZ_RANDOM=1.
+RANDOM_EXAMPLES = os.environ.get("STRATA_FUZZ_RANDOM") == "1"
 REQUEST_TIMEOUT_S = 10
 # positive_data_acceptance is left out on purpose: the schema can only say "params is a string"; most strings the
 # fuzzer makes are not valid parameter JSON and are (rightly) refused with 400.
@@ -147,7 +153,8 @@ def test_served_schema_is_the_fuzzed_schema(fuzz_server):
 
 
 @schema.parametrize()
-@settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck),
+          derandomize=not RANDOM_EXAMPLES, database=None)
 def test_no_request_breaks_the_server(case, fuzz_server):
     response = case.call_and_validate(base_url=fuzz_server.url, headers=AUTH, checks=CHECKS, timeout=REQUEST_TIMEOUT_S)
     STATUSES.setdefault(f"{case.method.upper()} {case.path}", set()).add(response.status_code)

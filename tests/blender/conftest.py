@@ -98,6 +98,9 @@ def local_server(addon):
 
 def reset_scene():
     """An empty, unsaved file with one camera at an arbitrary pose, so exactness does not rely on a trivial camera."""
+    job_watch = sys.modules.get(f"{ADDON}.job_watch")
+    if job_watch is not None and job_watch.active() is not None:
+        job_watch.unregister()  # a job a failed test left running: the next test must not fail on "wait for it"
     bpy.ops.wm.read_homefile(use_empty=True)  # also forgets a previous test's saved .blend path
     for collection in list(bpy.data.collections):
         bpy.data.collections.remove(collection)

@@ -4,6 +4,7 @@
 import os
 import socket
 import sys
+import time
 
 import bpy
 import numpy as np
@@ -252,14 +253,16 @@ def test_full_queue_is_reported_and_the_scene_is_unchanged(scene, addon_prefs, s
     server.start()
     try:
         client = client_module.ServerClient(server.url, server.token)
-        blockers = []
-        while True:  # one running, one queued: the next submit gets 429
-            try:
-                blockers.append(client.submit(sample_png.read_bytes(), {"layers": 2, "backend": "cpu"}))
-            except client_module.ServerError as e:
-                assert e.status == 429, e
-                break
-            assert len(blockers) <= 3, "the queue never filled up"
+        # One running, one queued: the next submit gets 429. Submitting both at once let the second be refused
+        # while the first was still queued, and the worker then took it and made room (failed under load).
+        blockers = [client.submit(sample_png.read_bytes(), {"layers": 2, "backend": "cpu"})]
+        deadline = time.monotonic() + 60
+        while client.status(blockers[0])["status"] != "running":
+            assert time.monotonic() < deadline, client.status(blockers[0])
+            time.sleep(0.05)
+        blockers.append(client.submit(sample_png.read_bytes(), {"layers": 2, "backend": "cpu"}))
+        with pytest.raises(client_module.ServerError, match="queue is full"):
+            client.submit(sample_png.read_bytes(), {"layers": 2, "backend": "cpu"})
         addon_prefs.connection = 'URL'
         addon_prefs.server_url = server.url
         addon_prefs.server_token = server.token

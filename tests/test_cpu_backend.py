@@ -581,3 +581,101 @@ def test_asking_for_a_layer_per_button_splits_a_row_of_same_coloured_buttons(dec
                 for layer in stack.layers[1:]]
         assert max(ious) > 0.9
     assert _composite_error(stack, image) <= 1.0
+
+
+def test_a_disc_laid_over_a_tiled_pattern_stays_above_it_though_a_cable_crosses_its_edge(decomposer):
+    # A thumbnail: a white disc over a lattice of green tiles, and a joystick's cable in the tiles' colour drawn
+    # from the tiles onto the disc. The cable puts tile-coloured pixels inside the disc's hull, but the disc's
+    # edge cuts the tiles it touches into slivers: the disc lies above the pattern, so its layer is in front
+    # (not the pattern layer over the disc, the order that hid the lattice's continuation from the user).
+    from PIL import ImageDraw
+
+    width_px, height_px = 480, 270
+    image = Image.new("RGBA", (width_px, height_px), (150, 230, 150, 255))
+    draw = ImageDraw.Draw(image)
+    for row in range(-1, height_px // 24 + 2):
+        for col in range(-1, width_px // 24 + 2):
+            cx, cy = col * 24 + (12 if row % 2 else 0), row * 24
+            draw.polygon([(cx, cy - 10), (cx + 10, cy), (cx, cy + 10), (cx - 10, cy)], fill=(60, 170, 75, 255))
+    disc = Image.new("L", (width_px, height_px), 0)
+    ImageDraw.Draw(disc).ellipse([70, -60, 410, 330], fill=255)
+    image.paste((255, 255, 255, 255), mask=disc)
+    ImageDraw.Draw(image).line([(40, 240), (90, 215), (140, 225), (170, 200)], fill=(60, 170, 75, 255), width=3)
+    rgba = np.asarray(image).copy()
+    stack = _decompose(decomposer, rgba, 4)
+    assert _composite_error(stack, rgba) <= 1.0
+    tile, disc_centre = (120, 36), (135, 240)  # (y, x): a whole tile left of the disc, the disc's middle
+    assert rgba[tile][1] == 170 and rgba[disc_centre][0] == 255
+    names = [layer.name for layer in stack.layers]
+    assert 0 < _top_layer_at(stack, *tile) < _top_layer_at(stack, *disc_centre), names
+
+
+def test_a_cut_out_with_nothing_to_split_comes_back_as_exactly_the_input(decomposer):
+    # One feathered blob on transparency, three layers asked: there is one thing in it, and that one layer is
+    # the input itself, soft edge included (not a rebuild whose faint edge pixels drift in alpha or colour).
+    ys, xs = np.mgrid[0:160, 0:200]
+    radius = np.sqrt(((xs - 100) / 70.0) ** 2 + ((ys - 80) / 55.0) ** 2)
+    rgba = np.zeros((160, 200, 4), np.uint8)
+    rgba[..., :3] = (200, 90, 40)
+    rgba[..., 3] = np.clip((1.0 - radius) * 6.0, 0.0, 1.0) * 255
+    stack = _decompose(decomposer, rgba, 3)
+    assert len(stack.layers) == 1 and "fewer than the 3 requested" in " ".join(stack.notes)
+    assert np.array_equal(stack.layers[0].rgba, rgba)
+
+
+def test_thin_strokes_of_a_sketch_come_with_its_bold_ones_not_painted_into_the_background(decomposer):
+    # White line art on black: a dozen bold strokes and thirty hairlines (1 px and less, all anti-aliased edge,
+    # so no region catches them). The hairlines are the same ink: they belong in the line-art layer, not left
+    # behind in the background layer, where moving the line art in depth would leave them stuck on the wall.
+    size_px = 384
+    rng = np.random.default_rng(0)
+
+    def sketch(draw, scale):
+        for stroke in range(42):
+            x, y = rng.uniform(40, size_px - 40, 2)
+            points = [(x * scale, y * scale)]
+            for _ in range(4):
+                x, y = x + rng.uniform(-30, 30), y + rng.uniform(-30, 30)
+                points.append((x * scale, y * scale))
+            width = 4 * scale if stroke < 12 else int(rng.choice([3, 4, 5]))
+            draw.line(points, fill=(255, 255, 255, 255), width=width)
+
+    ground = np.zeros((size_px, size_px, 4), np.uint8)
+    ground[..., 3] = 255
+    lines = _drawn_layer(size_px, sketch)
+    composite = composite_over([ground, lines])
+    stack = _decompose(decomposer, composite, 2)
+    assert len(stack.layers) == 2 and _composite_error(stack, composite) <= 1.0
+    wanted = lines[..., 3] > 127
+    found = stack.layers[1].rgba[..., 3] > 127
+    assert (found & wanted).sum() / wanted.sum() > 0.95
+    found_alpha, wanted_alpha = stack.layers[1].rgba[..., 3] / 255.0, lines[..., 3] / 255.0
+    assert np.minimum(found_alpha, wanted_alpha).sum() / np.maximum(found_alpha, wanted_alpha).sum() > 0.8
+    left_bright = stack.layers[0].rgba[..., :3].max(axis=2) > 100
+    assert (left_bright & wanted).sum() < 0.02 * wanted.sum(), "line pixels left in the background layer"
+
+
+def test_small_marks_drawn_inside_a_shape_move_with_the_shape_not_with_the_background(decomposer):
+    # A logo: a yellow tile on a maroon ground with sixteen small darker marks (its shading) drawn on it, each
+    # smaller than any region, so no element takes them. They lie inside the tile, surrounded by it, in a shade
+    # of its colour: they are part of the tile's layer, not holes in it that leave specks painted into the
+    # background.
+    size_px = 384
+    ground = np.zeros((size_px, size_px, 4), np.uint8)
+    ground[...] = (80, 35, 40, 255)
+    tile = _drawn_layer(size_px, lambda d, s: d.rounded_rectangle([92 * s, 92 * s, 292 * s, 292 * s], 20 * s,
+                                                                  fill=(240, 200, 80, 255)))
+
+    def marks(draw, scale):
+        for row in range(4):
+            for col in range(4):
+                x, y = 120 + 45 * col, 120 + 45 * row
+                draw.ellipse([x * scale, y * scale, (x + 5) * scale, (y + 5) * scale], fill=(225, 165, 60, 255))
+
+    composite = composite_over([ground, tile, _drawn_layer(size_px, marks)])
+    stack = _decompose(decomposer, composite, 2)
+    assert len(stack.layers) == 2 and _composite_error(stack, composite) <= 1.0
+    centres = [(122 + 45 * row, 122 + 45 * col) for row in range(4) for col in range(4)]
+    assert all(stack.layers[1].rgba[y, x, 3] == 255 for y, x in centres), "marks left out of the tile's layer"
+    background = stack.layers[0].rgba[..., :3].astype(int)
+    assert all(abs(background[y, x] - (80, 35, 40)).max() < 24 for y, x in centres), "marks painted into the ground"

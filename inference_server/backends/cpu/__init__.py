@@ -35,12 +35,17 @@ How it works, in the order of ``CpuDecomposer.decompose``:
    with no photo grid and room left in the budget gets a
    "Subject" layer (colour contrast to the border with a centre prior seeds grabCut; the salient blobs' dilated hull,
    reaching up for a head when the subject stands on the bottom edge, is its probable region; a guided filter scales
-   it up). With a layer count the user chose and room left in it, phrases go back to their words and shapes or
-   images made of separate pieces (a row of same-coloured buttons; not pieces a thin line apart, nor letters)
-   split into a layer per piece, so that asking for N layers gives N where the image has that much.
+   it up).
+   On a flat ground, strokes no region caught (hairlines of a sketch, all anti-aliased edge) join the element whose
+   colour over the ground they show, within reach, and marks too small to be regions join the element around them
+   when they are a shade of its colour, instead of staying painted into the background. With a layer count the
+   user chose and room left in it, phrases go back to their words and shapes or images made of separate pieces (a
+   row of same-coloured buttons; not pieces a thin line apart, nor letters) split into a layer per piece, so that
+   asking for N layers gives N where the image has that much.
 5. Order. Element B is above A when B sits inside A's convex hulls more than A sits inside B's: an occluded
    shape has a bite taken out of it. Elements are peeled in levels (unoccluded first), text to the front.
    Glyphs and strokes (rings, outlines: thin and hollow) use their own mask, not their hulls.
+   A solid shape whose outline cuts a tiled pattern's pieces into slivers lies above the pattern.
 6. Layer count. Adjacent elements in depth order are merged (exactly, by compositing) until the requested
    count is met, disjoint pairs of one depth first; an image with fewer elements returns fewer layers and
    says so in ``LayerStack.notes``.
@@ -58,15 +63,16 @@ How it works, in the order of ``CpuDecomposer.decompose``:
    background colour is solved from the input, so the composite matches. Under the layers above, the background
    keeps the input's alpha (a ground that goes on under them), except for an RGBA input's transparent surround.
 9. Residual. Whatever error is left (clipping, overlapping soft edges) goes into the colour of the layer that
-   contributes most at that pixel. The "over" composite of the result equals the input (mean error ≤ 1/255).
+   contributes most at that pixel. The "over" composite of the result equals the input (mean error ≤ 1/255);
+   when nothing came apart, the one layer is the input itself.
 
 Cancellation is checked between stages and, through a per-thread token (``cancel.checkpoint``), between the sub-steps
 of the long ones, so a cancel lands inside the running stage (bench_decompose measures how soon on 12 MP).
 
 The steps live one module each: ``decomposer`` (the call, steps 1 and 6's wiring), ``regions`` (2), ``text`` (3),
-``build``, ``ground``, ``translucent``, ``depths``, ``tiles`` and ``subject`` (4), ``order`` (5 and 6), ``peel`` (7),
-``fill`` (8) and ``compositing`` (8's solve and 9); ``elements`` holds the element record, ``masks`` the mask
-geometry, ``tuning`` the thresholds and ``cancel`` the per-thread cancel checkpoint.
+``build``, ``ground``, ``translucent``, ``depths``, ``tiles``, ``leftovers`` and ``subject`` (4), ``order`` (5 and
+6), ``peel`` (7), ``fill`` (8) and ``compositing`` (8's solve and 9); ``elements`` holds the element record,
+``masks`` the mask geometry, ``tuning`` the thresholds and ``cancel`` the per-thread cancel checkpoint.
 """
 
 from .decomposer import CpuDecomposer

@@ -16,6 +16,7 @@ from .compositing import correct_residual, over_premul, solve_bottom
 from .depths import merge_phrases, split_depths, split_phrases, split_pieces
 from .elements import ElementKind
 from .fill import fill_background
+from .leftovers import join_leftovers
 from .order import fit_count, group_name, order_elements
 from .peel import Claims, peel
 from .regions import find_regions
@@ -109,6 +110,7 @@ class CpuDecomposer:
         tiles, page_rgb = find_photo_tiles(rgb, regions)
         if tiles:
             elements = tile_elements(rgb, background, elements, tiles, page_rgb)
+        join_leftovers(rgb, background, elements)
         if not background.regions and not tiles and len(elements) < requested - 1:
             # A photo with room left in the layer budget: split off its main subject.
             subject = find_subject(rgb, background, elements)
@@ -167,6 +169,10 @@ class CpuDecomposer:
             else:
                 layers[:2] = [Layer(composite_over([layers[0].rgba, layers[1].rgba]), layers[1].name)]
             correct_residual(layers, target)
+        if len(layers) == 1:
+            # Nothing came apart: the one layer is the input itself, not a rebuild of it (which drifts in the
+            # straight colour and alpha of faint pixels the residual correction leaves alone).
+            layers = [Layer(target.copy(), layers[0].name)]
         progress("residual", 1, 1)
         watch.stop()
         if params.auto_layers:

@@ -7,6 +7,8 @@ import numpy as np
 
 from .cancel import checkpoint
 from .elements import Element, ElementKind
+from .masks import bbox_slices
+from .tuning import BAND_PX
 
 
 def order_elements(elements: list[Element]) -> list[Element]:
@@ -26,6 +28,8 @@ def order_elements(elements: list[Element]) -> list[Element]:
     # A few pixels of hull overlap are anti-aliasing noise, not occlusion (more on bigger images).
     tolerance = max(4.0, 1e-5 * elements[0].mask.size)
     above = (inside - inside.T) > tolerance  # above[a, b]: b is above a
+    for pattern, shape in cut_patterns(elements):
+        above[pattern, shape], above[shape, pattern] = True, False
     remaining = list(range(count))
     levels_front_to_back = []
     while remaining:
@@ -86,3 +90,36 @@ def group_name(group: list[Element]) -> str:
         return "Images"
     names = list(dict.fromkeys(e.name for e in group))
     return "Group: " + ", ".join(names[:3]) + (f" +{len(names) - 3} more" if len(names) > 3 else "")
+
+
+def cut_patterns(elements: list[Element]) -> list[tuple[int, int]]:
+    """(pattern, shape) index pairs where a solid shape's outline cuts a pattern's pieces short: the tiles of a
+    lattice that touch a disc laid over it are slivers of the others, so the disc is above the pattern, even
+    where a few pattern-coloured strokes drawn over the disc (a joystick's cable) put pattern pixels inside its
+    hull. Words are not patterns: letters that touch a shape keep their size."""
+    import cv2
+
+    found = []
+    for p, pattern in enumerate(elements):
+        if pattern.kind is not ElementKind.SHAPE or not pattern.glyph_like or pattern.pieces < 8:
+            continue
+        checkpoint()
+        box = bbox_slices(pattern.mask, BAND_PX + 1)
+        crop = pattern.mask[box]
+        count, pieces, stats, _ = cv2.connectedComponentsWithStats(crop.astype(np.uint8), connectivity=8)
+        areas = stats[1:, cv2.CC_STAT_AREA]
+        tiles = areas >= max(4.0, 2e-5 * pattern.mask.size)  # anti-aliasing specks are no tiles
+        for s, shape in enumerate(elements):
+            if s == p or shape.glyph_like or shape.kind is ElementKind.TEXT or shape.area < pattern.area:
+                continue
+            # Element cores leave the anti-aliased edge between them out: touching is across that band.
+            near = cv2.dilate(shape.mask[box].astype(np.uint8), np.ones((2 * BAND_PX + 1,) * 2, np.uint8))
+            touching = np.zeros(count, bool)
+            touching[np.unique(pieces[near.astype(bool) & crop])] = True
+            touching = touching[1:] & tiles
+            others = ~touching & tiles
+            if touching.sum() < 8 or others.sum() < 8:
+                continue
+            if np.median(areas[touching]) < 0.6 * np.median(areas[others]):
+                found.append((p, s))
+    return found

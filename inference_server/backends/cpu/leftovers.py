@@ -9,6 +9,7 @@ import numpy as np
 
 from .cancel import checkpoint
 from .elements import Element, ElementKind, set_hull
+from .masks import nearest_pixel
 from .tuning import BAND_PX, LEFTOVER_REACH, MIN_LEFTOVER_ALPHA, SAME_COLOR
 
 
@@ -103,18 +104,6 @@ def join_leftovers(rgb: np.ndarray, background: Element, elements: list[Element]
         if id(host) in grown:
             host.area = int(host.mask.sum())
             set_hull(host)
-
-
-def nearest_pixel(source: np.ndarray):
-    """(a function from flat pixel indices to the flat index of the nearest ``source`` pixel, each pixel's
-    distance to it in px); ``source`` is not empty. Only the pixels asked about are looked up."""
-    import cv2
-
-    distance, label = cv2.distanceTransformWithLabels((~source).astype(np.uint8), cv2.DIST_L2, 5,
-                                                      labelType=cv2.DIST_LABEL_PIXEL)
-    positions = np.flatnonzero(source.ravel())
-    labels = label.ravel()
-    return (lambda at: positions[np.maximum(labels[at] - 1, 0)]), distance
 
 
 def blend_of_nearest(piece_rgb: np.ndarray, ground_rgb: np.ndarray, nearest: np.ndarray,

@@ -100,3 +100,16 @@ def bbox_slices(mask: np.ndarray, margin_px: int):
     height_px, width_px = mask.shape
     return (slice(max(rows[0] - margin_px, 0), min(rows[-1] + margin_px + 1, height_px)),
             slice(max(cols[0] - margin_px, 0), min(cols[-1] + margin_px + 1, width_px)))
+
+
+def nearest_pixel(source: np.ndarray):
+    """(a function from flat pixel indices, or ``slice(None)`` for all, to the flat indices of the nearest
+    ``source`` pixels; each pixel's distance to it in px); ``source`` is not empty. Only the pixels asked about
+    are looked up."""
+    import cv2
+
+    distance, label = cv2.distanceTransformWithLabels((~source).astype(np.uint8), cv2.DIST_L2, 5,
+                                                      labelType=cv2.DIST_LABEL_PIXEL)
+    positions = np.flatnonzero(source.ravel())
+    labels = label.ravel()
+    return (lambda at: positions[np.maximum(labels[at] - 1, 0)]), distance

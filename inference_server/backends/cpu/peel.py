@@ -9,21 +9,16 @@ import numpy as np
 
 from .cancel import checkpoint
 from .elements import Element, ElementKind
-from .masks import bbox_slices, filled
+from .masks import bbox_slices, filled, nearest_pixel
 from .tuning import BAND_PX, MIN_REGION_FRACTION, SAME_COLOR
 
 
 def nearest_colors(rgb: np.ndarray, source: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For every pixel: the colour of the nearest ``source`` pixel and the distance to it (px)."""
-    import cv2
-
     if not source.any():
         return np.zeros_like(rgb), np.full(source.shape, np.inf, np.float32)
-    distance, label = cv2.distanceTransformWithLabels((~source).astype(np.uint8), cv2.DIST_L2, 5,
-                                                      labelType=cv2.DIST_LABEL_PIXEL)
-    positions = np.flatnonzero(source.ravel())
-    nearest = positions[np.maximum(label.ravel() - 1, 0)]
-    return rgb.reshape(-1, 3)[nearest].reshape(rgb.shape), distance
+    nearest_at, distance = nearest_pixel(source)
+    return rgb.reshape(-1, 3)[nearest_at(slice(None))].reshape(rgb.shape), distance
 
 
 def counters(crop_rgb: np.ndarray, crop_core: np.ndarray, element: Element, loose: np.ndarray) -> np.ndarray:
@@ -65,7 +60,7 @@ class Claims:
 
 
 def peel(rgb: np.ndarray, rgb_u8: np.ndarray, element: Element, covering: np.ndarray,
-          alpha_in: np.ndarray, claims: Claims | None = None, index: int = 0) -> np.ndarray:
+          alpha_in: np.ndarray, claims: Claims, index: int) -> np.ndarray:
     """The element's straight RGBA layer (full size); ``rgb_u8`` is ``rgb`` as it shows (uint8); ``claims``: what
     the other elements own (``index``: this element's number there), which its soft edge does not take."""
     import cv2
@@ -109,25 +104,24 @@ def peel(rgb: np.ndarray, rgb_u8: np.ndarray, element: Element, covering: np.nda
         alpha[band] = np.where(denom > 15.0 ** 2, np.clip(projected, 0.0, 1.0), fallback)
     elif band.any():
         alpha[band] = 1.0
-    if claims is not None:
-        # Two layers should not both hold a pixel (LayerD's scoring, and an editor's eye, see faint alpha of one
-        # layer over another as overlap): between two elements of one colour (the words of a phrase, side by side
-        # or with overlapping boxes) the other's core is the other's, and each takes the edge pixels nearer its own
-        # core. (Other elements' cores stay under a soft edge: a feathered cut-out over a shape keeps its edge.)
-        crop_cores = claims.cores[box]
-        others = (crop_cores > 0) & (crop_cores != index)
-        similar = others & (np.linalg.norm(claims.colors_rgb[crop_cores] - element.color_rgb, axis=2) < SAME_COLOR)
-        alpha[band & similar] = 0.0
-        if similar.any() and not translucent:
-            other_distance_px = cv2.distanceTransform((~similar).astype(np.uint8), cv2.DIST_L2, 5)
-            alpha[band & (other_distance_px < core_distance_px)] = 0.0
+    # Two layers should not both hold a pixel (LayerD's scoring, and an editor's eye, see faint alpha of one
+    # layer over another as overlap): between two elements of one colour (the words of a phrase, side by side
+    # or with overlapping boxes) the other's core is the other's, and each takes the edge pixels nearer its own
+    # core. (Other elements' cores stay under a soft edge: a feathered cut-out over a shape keeps its edge.)
+    crop_cores = claims.cores[box]
+    others = (crop_cores > 0) & (crop_cores != index)
+    similar = others & (np.linalg.norm(claims.colors_rgb[crop_cores] - element.color_rgb, axis=2) < SAME_COLOR)
+    alpha[band & similar] = 0.0
+    if similar.any() and not translucent:
+        other_distance_px = cv2.distanceTransform((~similar).astype(np.uint8), cv2.DIST_L2, 5)
+        alpha[band & (other_distance_px < core_distance_px)] = 0.0
     if translucent:
         # Over B the observed colour is B + a·(F − B): the projection already is the alpha, up to the opacity.
         alpha = np.minimum(alpha, element.opacity)
     # Complete the element under what covers it, inside its own hulls.
     completion = element.hull[box] & covering[box] & ~crop_core
     alpha[completion] = element.opacity
-    if claims is not None and element.kind is ElementKind.SHAPE and not element.glyph_like and not translucent:
+    if element.kind is ElementKind.SHAPE and not element.glyph_like and not translucent:
         alpha[counters(crop_rgb, crop_core, element, claims.loose[box])] = 1.0
     # A layer is never more opaque than the input there (RGBA inputs).
     alpha = np.minimum(alpha, alpha_in[box])

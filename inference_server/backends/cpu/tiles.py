@@ -78,7 +78,7 @@ def find_photo_tiles(rgb: np.ndarray, regions: Regions) -> tuple[list[tuple[slic
                 cut(rows, slice(cols.start + a, cols.start + b), depth + 1)
             return
         if ((rows.stop - rows.start) * (cols.stop - cols.start) >= min_area
-                and is_photo_box(rgb, regions, texture, page_rgb, rows, cols)):
+                and is_photo_box(rgb, regions, texture, page, rows, cols)):
             tiles.append((rows, cols))
 
     cut(*whole, 0)
@@ -91,17 +91,18 @@ def line_spans(rgb_u8: np.ndarray, axis: int) -> np.ndarray:
     return (rgb_u8.max(axis=1 - axis).astype(np.int16) - rgb_u8.min(axis=1 - axis)).max(axis=-1)
 
 
-def is_photo_box(rgb: np.ndarray, regions: Regions, texture: np.ndarray, page_rgb: np.ndarray, rows: slice,
+def is_photo_box(rgb: np.ndarray, regions: Regions, texture: np.ndarray, page: np.ndarray, rows: slice,
                  cols: slice) -> bool:
     """A photograph to the box's edge: along each side, little of the page's colour (a cut-out on a page touches
     its box at a few points only); inside, some texture and many colours (a flat card with a gradient has the
-    colours, not the texture), and no big region flat to the noise level (a panel of text has its ground)."""
+    colours, not the texture), and no big region flat to the noise level (a panel of text has its ground).
+    ``page``: where the canvas shows the page's colour (``find_photo_tiles``' map)."""
     crop = rgb[rows, cols]
     if min(crop.shape[:2]) < 16:
         return False
-    page = (np.abs(crop - page_rgb) <= EDGE_STEP).all(axis=2)
+    on_page = page[rows, cols]
     rim_px = 3
-    sides = (page[:rim_px], page[-rim_px:], page[:, :rim_px], page[:, -rim_px:])
+    sides = (on_page[:rim_px], on_page[-rim_px:], on_page[:, :rim_px], on_page[:, -rim_px:])
     if any(side.mean() > TILE_RIM_PAGE for side in sides):
         return False
     if texture[rows, cols].mean() < TILE_TEXTURE:

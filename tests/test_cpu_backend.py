@@ -679,3 +679,44 @@ def test_small_marks_drawn_inside_a_shape_move_with_the_shape_not_with_the_backg
     assert all(stack.layers[1].rgba[y, x, 3] == 255 for y, x in centres), "marks left out of the tile's layer"
     background = stack.layers[0].rgba[..., :3].astype(int)
     assert all(abs(background[y, x] - (80, 35, 40)).max() < 24 for y, x in centres), "marks painted into the ground"
+
+
+@pytest.mark.parametrize("ground", ["white page", "transparent"])
+def test_an_inked_cartoon_keeps_its_outlines_in_one_layer_above_its_colours(decomposer, ground):
+    # A cartoon figure as a comic artist colours one: flat colours (a green jumper, blue trousers, a skin-coloured
+    # head) under one network of black outlines (around each part, and folds drawn inside them). The outlines are
+    # one layer, above the colours (what an artist moves or recolours as the ink), not texture that makes the
+    # figure a photograph left in the background layer.
+    size_px = 320
+    parts = [((110, 60, 210, 150), (235, 190, 160)), ((80, 140, 240, 240), (90, 170, 70)),
+             ((100, 230, 220, 300), (80, 100, 170))]
+    fills = [_drawn_layer(size_px, lambda d, s, box=box, color=color: d.ellipse(
+        [v * s for v in box], fill=color + (255,))) for box, color in parts]
+
+    def ink(draw, scale):
+        for box, _ in parts:
+            draw.ellipse([v * scale for v in box], outline=(10, 10, 10, 255), width=4 * scale)
+        for fold in ([(120, 170), (150, 200), (160, 230)], [(200, 170), (185, 200)], [(160, 240), (160, 295)],
+                     [(140, 100), (150, 115), (165, 110)]):
+            draw.line([(x * scale, y * scale) for x, y in fold], fill=(10, 10, 10, 255), width=4 * scale)
+
+    lines = _drawn_layer(size_px, ink)
+    page = np.zeros((size_px, size_px, 4), np.uint8)
+    if ground == "white page":
+        page[...] = 255
+    composite = composite_over([page] + fills + [lines])
+    stack = _decompose(decomposer, composite, 5)
+    assert _composite_error(stack, composite) <= 1.0
+    wanted = lines[..., 3] > 200
+    shown = [layer.rgba[..., 3] > 127 for layer in stack.layers]
+    # The topmost layer holding (nearly) all of the outlines: one layer, named for them, holding no colour.
+    holders = [k for k, alpha in enumerate(shown) if (alpha & wanted).sum() >= 0.9 * wanted.sum()]
+    assert holders, f"outlines spread over layers: {[int((a & wanted).sum()) for a in shown]} of {wanted.sum()}"
+    ink_layer = holders[-1]
+    assert stack.layers[ink_layer].name == "Line art"
+    colours = np.logical_or.reduce([fill[..., 3] > 127 for fill in fills]) & (lines[..., 3] == 0)
+    assert (shown[ink_layer] & colours).sum() < 0.02 * colours.sum(), "the line-art layer holds the colours too"
+    # Above the colours: the topmost layer holding each colour lies below it.
+    for fill in fills:
+        part = (fill[..., 3] > 127) & (lines[..., 3] == 0)
+        assert max(k for k, alpha in enumerate(shown) if (alpha & part).sum() >= 0.5 * part.sum()) < ink_layer

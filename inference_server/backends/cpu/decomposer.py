@@ -17,6 +17,7 @@ from .depths import merge_phrases, split_depths, split_phrases, split_pieces
 from .elements import ElementKind
 from .fill import fill_background
 from .leftovers import join_leftovers
+from .lineart import find_line_art
 from .order import fit_count, group_name, order_elements
 from .peel import Claims, peel
 from .regions import find_regions
@@ -110,6 +111,7 @@ class CpuDecomposer:
         tiles, page_rgb = find_photo_tiles(rgb, regions)
         if tiles:
             elements = tile_elements(rgb, background, elements, tiles, page_rgb)
+        elements = find_line_art(rgb, background, elements)
         join_leftovers(rgb, background, elements)
         if not background.regions and not tiles and len(elements) < requested - 1:
             # A photo with room left in the layer budget: split off its main subject.

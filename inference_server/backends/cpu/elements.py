@@ -47,6 +47,7 @@ class Element:
     regions: list[int] = field(default_factory=list)  # background only: its flat regions ([] = a photo's texture)
     host: Element | None = None  # marks drawn on a shape: that shape (they fold back into it first)
     parts: list[Element] = field(default_factory=list)  # a phrase: the two texts it joined (split back on demand)
+    outlines: bool = False  # a drawing's line art: above every element it touches
 
     def __post_init__(self) -> None:
         self.color_rgb = np.asarray(self.color_rgb, np.float64)
@@ -61,6 +62,8 @@ class Element:
             return f"Text '{self.text}'" if self.text else "Text"
         if self.kind is ElementKind.IMAGE:
             return self.text or "Image"
+        if self.text:
+            return self.text  # a shape named for what it is ("Line art")
         if self.opacity < 1.0:
             return f"Translucent {color_name(self.color_rgb).lower()} shape ({self.opacity:.0%})"
         return f"{color_name(self.color_rgb)} shape" + ("s" if self.glyph_like else "")

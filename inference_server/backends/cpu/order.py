@@ -30,6 +30,8 @@ def order_elements(elements: list[Element]) -> list[Element]:
     above = (inside - inside.T) > tolerance  # above[a, b]: b is above a
     for pattern, shape in cut_patterns(elements):
         above[pattern, shape], above[shape, pattern] = True, False
+    for lower, ink in inked_elements(elements):
+        above[lower, ink], above[ink, lower] = True, False
     remaining = list(range(count))
     levels_front_to_back = []
     while remaining:
@@ -90,6 +92,24 @@ def group_name(group: list[Element]) -> str:
         return "Images"
     names = list(dict.fromkeys(e.name for e in group))
     return "Group: " + ", ".join(names[:3]) + (f" +{len(names) - 3} more" if len(names) > 3 else "")
+
+
+def inked_elements(elements: list[Element]) -> list[tuple[int, int]]:
+    """(element, line art) index pairs: a drawing's outlines lie above the colours they outline (the colours
+    they touch across the soft-edge band), wherever those colours' hulls reach. Text stays in front."""
+    import cv2
+
+    found = []
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (4 * BAND_PX + 1,) * 2)
+    for i, ink in enumerate(elements):
+        if not ink.outlines:
+            continue
+        checkpoint()
+        box = bbox_slices(ink.mask, 2 * BAND_PX + 1)
+        near = cv2.dilate(ink.mask[box].astype(np.uint8), kernel).astype(bool)
+        found += [(j, i) for j, other in enumerate(elements)
+                  if j != i and other.kind is not ElementKind.TEXT and (other.mask[box] & near).any()]
+    return found
 
 
 def cut_patterns(elements: list[Element]) -> list[tuple[int, int]]:

@@ -33,3 +33,7 @@ SUBJECT_MAX_SIDE_PX = 256  # grabCut for a photo's subject runs at this size
 INPAINT_MAX_SIDE_PX = 384  # photo holes are filled at this size, then upsampled
 TELEA_BAND_PX = 5  # (at that size) Telea fills this far into a subject's hole, a smooth fill beyond twice that
 FILL_RELAX_STEPS = 20  # smoothing passes per pyramid level of that fill (towards a membrane fill)
+INK_DARK = 80.0  # line art: its strokes are darker than this (luminance, 0–255)
+INK_CONTRAST = 40.0  # ... and darker than what lies around them by this much
+INK_SHARE = 0.005  # ... and their largest connected piece covers this share of the canvas at least
+INK_NETWORK = 0.5  # ... and this share of all the strokes: one network of outlines (words are many pieces)

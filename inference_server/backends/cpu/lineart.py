@@ -1,0 +1,99 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Step 4, line art: the dark outlines of a drawing (a cartoon figure inked over flat colours) are one element,
+above the colours they outline, instead of texture that makes the drawing look like a photograph."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .cancel import checkpoint
+from .elements import Element, ElementKind, set_hull
+from .tuning import BAND_PX, INK_CONTRAST, INK_DARK, INK_NETWORK, INK_SHARE, SAME_COLOR
+
+
+def ink_pixels(rgb: np.ndarray) -> np.ndarray:
+    """Dark strokes: pixels darker than INK_DARK (luminance) and darker than what lies around them (a black-hat
+    of the luminance over about three soft-edge bands) by INK_CONTRAST; a big dark area is no stroke."""
+    import cv2
+
+    gray = (rgb @ np.array([0.299, 0.587, 0.114], np.float32)).astype(np.float32)
+    side_px = 3 * BAND_PX | 1
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side_px, side_px))
+    contrast = cv2.morphologyEx(gray, cv2.MORPH_CLOSE, kernel) - gray
+    return (gray < INK_DARK) & (contrast > INK_CONTRAST)
+
+
+def find_line_art(rgb: np.ndarray, background: Element, elements: list[Element]) -> list[Element]:
+    """The elements with the drawing's ink as one element of its own, when there is a drawing: on a flat ground,
+    dark strokes (``ink_pixels``) whose largest connected piece covers INK_SHARE of the canvas and INK_NETWORK of
+    all the strokes (one network of outlines; words and a photo's dark details are many small pieces), lying
+    between the drawing's colours rather than on the ground (around the strokes, at least two elements and more
+    element than ground). Text keeps its letters; a flat shape of the ink's colour that is mostly ink is the
+    strokes' thick parts and joins them; the images (the drawing read as a photograph: strokes are texture) and
+    shapes give up the ink. The line art's own mask is its hull (outlines, not a shape: its hull would claim all
+    they enclose), and it lies above every element it touches (``order.inked_elements``), so the colours are
+    completed under it inside their own hulls."""
+    import cv2
+
+    if not background.regions or not elements:
+        return elements
+    height_px, width_px = rgb.shape[:2]
+    total = height_px * width_px
+    checkpoint()
+    ink = ink_pixels(rgb) & ~background.mask
+    for element in elements:
+        if element.kind is ElementKind.TEXT:
+            ink &= ~element.mask
+    # One network of strokes: the outlines of a drawing hang together (words and a photo's dark details are
+    # many small pieces). Specks apart from it stay where they are.
+    count, pieces, stats, _ = cv2.connectedComponentsWithStats(ink.astype(np.uint8), connectivity=8)
+    if count < 2:
+        return elements
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    largest = int(areas.max())
+    if largest < INK_SHARE * total or largest < INK_NETWORK * areas.sum():
+        return elements
+    keep = np.zeros(count, bool)
+    keep[1:] = areas >= 0.02 * largest
+    ink = keep[pieces]
+    # Between the drawing's colours, not on the ground: what lies around the strokes.
+    ring_kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * BAND_PX + 1, 2 * BAND_PX + 1))
+    ring = cv2.dilate(ink.astype(np.uint8), ring_kernel).astype(bool) & ~ink
+    owner = np.zeros((height_px, width_px), np.int32)
+    for index, element in enumerate(elements, start=1):
+        owner[element.mask] = index
+    owners = owner[ring]
+    owned_px = int((owners > 0).sum())
+    ground_px = int(background.mask[ring].sum())
+    if owned_px < ground_px:
+        return elements
+    votes = np.bincount(owners, minlength=len(elements) + 1)[1:]
+    if int((votes >= 0.05 * max(owned_px, 1)).sum()) < 2:
+        return elements
+    checkpoint()
+    ink_rgb = np.median(rgb[ink], axis=0)
+    kept = []
+    for element in elements:
+        if element.kind is ElementKind.TEXT:
+            kept.append(element)
+            continue
+        overlap = element.mask & ink
+        if element.kind is ElementKind.SHAPE and np.linalg.norm(element.color_rgb - ink_rgb) < SAME_COLOR and (
+                overlap.sum() >= 0.5 * element.area):
+            ink |= element.mask  # the thick parts of a stroke
+            continue
+        if overlap.any():
+            element.mask = element.mask & ~ink
+            element.area = int(element.mask.sum())
+            if element.area == 0:
+                continue
+            set_hull(element)
+        kept.append(element)
+    background.mask &= ~ink
+    line_art = Element(ElementKind.SHAPE, ink, ink_rgb, "Line art")
+    set_hull(line_art)
+    line_art.hull = line_art.mask  # outlines, not a shape: its hull would claim everything they enclose
+    line_art.glyph_like = True
+    line_art.outlines = True
+    kept.append(line_art)
+    return kept

@@ -63,8 +63,40 @@ def solve_bottom(target: np.ndarray, top_premul: np.ndarray, top_alpha: np.ndarr
     return bottom
 
 
+def correct_alpha(layers: list[Layer], target: np.ndarray, tolerance: float = 1.5 / 255.0) -> None:
+    """Where soft layers overlap on an RGBA input's see-through rim (a fill under the outline of a drawing, both
+    capped by the input's alpha), their "over" composite is more opaque than the input: lower the alpha of the
+    topmost layer there so that the composite's alpha is the input's, α_top = (α_in − α_below) / (1 − α_below)
+    (and the next one down where that is not enough). The colour is left to ``correct_residual``."""
+    alpha_in = target[..., 3].astype(np.float32) / 255.0
+    for _ in range(len(layers)):
+        checkpoint()
+        alphas = [layer.rgba[..., 3].astype(np.float32) / 255.0 for layer in layers]
+        below = np.zeros_like(alpha_in)
+        belows = []
+        for alpha in alphas:
+            belows.append(below)
+            below = alpha + (1.0 - alpha) * below
+        over = below > alpha_in + tolerance
+        if not over.any():
+            return
+        top = np.full(alpha_in.shape, -1)
+        for index, alpha in enumerate(alphas):
+            top[alpha > 0] = index
+        for index, layer in enumerate(layers):
+            pixels = over & (top == index)
+            if not pixels.any():
+                continue
+            under = belows[index][pixels]
+            fixed = np.clip((alpha_in[pixels] - under) / np.maximum(1.0 - under, 1e-6), 0.0, 1.0)
+            # Round down: a level too opaque is what this step removes.
+            layer.rgba[..., 3][pixels] = np.floor(fixed * 255.0 + 1e-3).astype(np.uint8)
+
+
 def correct_residual(layers: list[Layer], target: np.ndarray, tolerance: float = 0.5) -> None:
-    """Put what the composite still misses into the colour of the layer that contributes most at each pixel.
+    """Put what the composite still misses into the colour of the layer that contributes most at each pixel, and
+    what that leaves (its colour clipped at 0 or 255: light hair under a dark stroke's soft edge) into the
+    layer that contributes most after it.
 
     With straight-alpha "over", the composite's premultiplied colour is Σ_k colour_k · q_k where
     q_k = α_k · Π_{j>k} (1 − α_j); changing colour_k by err · out_α / q_k fixes the pixel exactly (until clipping).
@@ -78,15 +110,24 @@ def correct_residual(layers: list[Layer], target: np.ndarray, tolerance: float =
                     - composite_premul)
     checkpoint()
     bad = np.abs(error_premul).max(axis=2) > tolerance
-    if not bad.any():
-        return
     best = np.argmax(shares, axis=0)
-    checkpoint()
-    for index, layer in enumerate(layers):
+    for second in (False, True):
+        if not bad.any():
+            return
+        if second:
+            # The runner-up at the pixels still off (few: argmax over all layers only there).
+            runner_up = shares[:, bad]
+            runner_up[best[bad], np.arange(runner_up.shape[1])] = -1.0
+            best = np.full(bad.shape, -1)
+            best[bad] = np.argmax(runner_up, axis=0)
         checkpoint()
-        pixels = bad & (best == index) & (shares[index] > 0.02)
-        if not pixels.any():
-            continue
-        color = layer.rgba[..., :3][pixels].astype(np.float32)
-        fixed = color + error_premul[pixels] / shares[index][pixels][:, None]
-        layer.rgba[..., :3][pixels] = np.clip(np.rint(fixed), 0, 255).astype(np.uint8)
+        for index, layer in enumerate(layers):
+            checkpoint()
+            pixels = bad & (best == index) & (shares[index] > 0.02)
+            if not pixels.any():
+                continue
+            color = layer.rgba[..., :3][pixels].astype(np.float32)
+            fixed = np.clip(np.rint(color + error_premul[pixels] / shares[index][pixels][:, None]), 0, 255)
+            layer.rgba[..., :3][pixels] = fixed.astype(np.uint8)
+            error_premul[pixels] -= shares[index][pixels][:, None] * (fixed - color)
+        bad = np.abs(error_premul).max(axis=2) > tolerance

@@ -12,7 +12,7 @@ from ...params import MAX_LAYERS, DecomposeParams
 from ..base import CancelToken, ProgressCallback, no_progress
 from .build import build_elements
 from .cancel import cancel_scope
-from .compositing import correct_residual, over_premul, solve_bottom
+from .compositing import correct_alpha, correct_residual, over_premul, solve_bottom
 from .depths import merge_phrases, split_depths, split_phrases, split_pieces
 from .elements import ElementKind
 from .fill import fill_background
@@ -164,6 +164,8 @@ class CpuDecomposer:
 
         # 9. Residual correction
         begin("residual")
+        if not opaque:
+            correct_alpha(layers, target)
         correct_residual(layers, target)
         if surround and len(layers) > 1:
             if layers[0].coverage < 0.001:

@@ -110,24 +110,33 @@ def correct_residual(layers: list[Layer], target: np.ndarray, tolerance: float =
                     - composite_premul)
     checkpoint()
     bad = np.abs(error_premul).max(axis=2) > tolerance
+    if not bad.any():
+        return
     best = np.argmax(shares, axis=0)
-    for second in (False, True):
-        if not bad.any():
-            return
-        if second:
-            # The runner-up at the pixels still off (few: argmax over all layers only there).
-            runner_up = shares[:, bad]
-            runner_up[best[bad], np.arange(runner_up.shape[1])] = -1.0
-            best = np.full(bad.shape, -1)
-            best[bad] = np.argmax(runner_up, axis=0)
+    for index, layer in enumerate(layers):
         checkpoint()
-        for index, layer in enumerate(layers):
-            checkpoint()
-            pixels = bad & (best == index) & (shares[index] > 0.02)
-            if not pixels.any():
-                continue
-            color = layer.rgba[..., :3][pixels].astype(np.float32)
-            fixed = np.clip(np.rint(color + error_premul[pixels] / shares[index][pixels][:, None]), 0, 255)
-            layer.rgba[..., :3][pixels] = fixed.astype(np.uint8)
-            error_premul[pixels] -= shares[index][pixels][:, None] * (fixed - color)
-        bad = np.abs(error_premul).max(axis=2) > tolerance
+        pixels = bad & (best == index) & (shares[index] > 0.02)
+        if not pixels.any():
+            continue
+        color = layer.rgba[..., :3][pixels].astype(np.float32)
+        fixed = np.clip(np.rint(color + error_premul[pixels] / shares[index][pixels][:, None]), 0, 255)
+        layer.rgba[..., :3][pixels] = fixed.astype(np.uint8)
+        error_premul[pixels] -= shares[index][pixels][:, None] * (fixed - color)
+    # What clipping left, at those pixels only: into the runner-up's colour.
+    at = np.flatnonzero(bad.ravel())
+    error_at = error_premul.reshape(-1, 3)[at]
+    off = np.abs(error_at).max(axis=1) > tolerance
+    if not off.any() or len(layers) < 2:
+        return
+    at, error_at = at[off], error_at[off]
+    shares_at = shares.reshape(len(layers), -1)[:, at]
+    shares_at[best.ravel()[at], np.arange(at.size)] = -1.0
+    runner_up = np.argmax(shares_at, axis=0)
+    for index, layer in enumerate(layers):
+        pick = (runner_up == index) & (shares_at[index] > 0.02)
+        if not pick.any():
+            continue
+        ys, xs = np.unravel_index(at[pick], bad.shape)
+        color = layer.rgba[ys, xs, :3].astype(np.float32)
+        fixed = np.clip(np.rint(color + error_at[pick] / shares_at[index][pick][:, None]), 0, 255)
+        layer.rgba[ys, xs, :3] = fixed.astype(np.uint8)

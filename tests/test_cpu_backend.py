@@ -720,3 +720,17 @@ def test_an_inked_cartoon_keeps_its_outlines_in_one_layer_above_its_colours(deco
     for fill in fills:
         part = (fill[..., 3] > 127) & (lines[..., 3] == 0)
         assert max(k for k, alpha in enumerate(shown) if (alpha & part).sum() >= 0.5 * part.sum()) < ink_layer
+
+
+def test_a_cut_out_with_separate_pieces_gives_the_count_asked_for(decomposer):
+    # Three red discs on transparency (a sticker sheet cut out) and three layers asked for: the transparent
+    # surround takes no layer, so each disc is one.
+    size_px = 240
+    discs = _drawn_layer(size_px, lambda d, s: [d.ellipse([(20 + 75 * k) * s, 80 * s, (80 + 75 * k) * s, 140 * s],
+                                                           fill=(200, 40, 40, 255)) for k in range(3)])
+    stack = _decompose(decomposer, discs, 3)
+    assert len(stack.layers) == 3, [layer.name for layer in stack.layers]
+    assert _composite_error(stack, discs) <= 1.0
+    for k, layer in enumerate(stack.layers):
+        shown = layer.rgba[..., 3] > 127
+        assert shown.sum() > 0.8 * np.pi * 30 ** 2, f"layer {k} holds no whole disc"

@@ -113,7 +113,11 @@ class CpuDecomposer:
             elements = tile_elements(rgb, background, elements, tiles, page_rgb)
         elements = find_line_art(rgb, background, elements)
         join_leftovers(rgb, background, elements)
-        if not background.regions and not tiles and len(elements) < requested - 1:
+        # An RGBA input's transparent surround is the "background" here; it ends up empty and is dropped, so it
+        # does not take a place in the layer budget: the elements may have all of it.
+        surround = not opaque and float(np.abs(background.color_rgb - key_rgb).max()) < 24.0
+        budget = requested - (0 if surround else 1)
+        if not background.regions and not tiles and len(elements) < budget:
             # A photo with room left in the layer budget: split off its main subject.
             subject = find_subject(rgb, background, elements)
             if subject is not None:
@@ -122,8 +126,8 @@ class CpuDecomposer:
         if not params.auto_layers:
             # Room left in a layer count the user chose: phrases go back to their words. ("auto" keeps phrases: a
             # designer sets a line as one text.)
-            elements = split_phrases(elements, requested - 1)
-            elements = split_pieces(elements, requested - 1)
+            elements = split_phrases(elements, budget)
+            elements = split_pieces(elements, budget)
         progress("elements", 1, 1)
 
         # 5. Order
@@ -133,10 +137,7 @@ class CpuDecomposer:
 
         # 6. Layer count
         begin("count")
-        # An RGBA input's transparent surround is the "background" here; it ends up empty and is dropped, so it
-        # does not take a place in the layer budget.
-        surround = not opaque and float(np.abs(background.color_rgb - key_rgb).max()) < 24.0
-        groups = fit_count(elements, requested - (0 if surround else 1))
+        groups = fit_count(elements, budget)
         progress("count", 1, 1)
 
         # 7. Peel (front to back, so each element knows what covers it)

@@ -36,6 +36,10 @@ How it works, in the order of ``CpuDecomposer.decompose``:
    "Subject" layer (colour contrast to the border with a centre prior seeds grabCut; the salient blobs' dilated hull,
    reaching up for a head when the subject stands on the bottom edge, is its probable region; a guided filter scales
    it up).
+   A drawing inked over flat colours (a cartoon figure) has its outlines as one "Line art" element: on a flat
+   ground, dark thin strokes (darker than what lies around them) whose largest connected piece is a network of
+   outlines, lying between the drawing's colours rather than on the ground; the strokes were texture that made the
+   figure look like a photograph.
    On a flat ground, strokes no region caught (hairlines of a sketch, all anti-aliased edge) join the element whose
    colour over the ground they show, within reach, and marks too small to be regions join the element around them
    when they are a shade of its colour, instead of staying painted into the background. With a layer count the
@@ -45,7 +49,8 @@ How it works, in the order of ``CpuDecomposer.decompose``:
 5. Order. Element B is above A when B sits inside A's convex hulls more than A sits inside B's: an occluded
    shape has a bite taken out of it. Elements are peeled in levels (unoccluded first), text to the front.
    Glyphs and strokes (rings, outlines: thin and hollow) use their own mask, not their hulls.
-   A solid shape whose outline cuts a tiled pattern's pieces into slivers lies above the pattern.
+   A solid shape whose outline cuts a tiled pattern's pieces into slivers lies above the pattern, and line art
+   above every element it touches.
 6. Layer count. Adjacent elements in depth order are merged (exactly, by compositing) until the requested
    count is met, disjoint pairs of one depth first; an image with fewer elements returns fewer layers and
    says so in ``LayerStack.notes``.
@@ -62,17 +67,20 @@ How it works, in the order of ``CpuDecomposer.decompose``:
    pull-push fill with a little grain (no radial streaks); where the layers above leave it visible, the
    background colour is solved from the input, so the composite matches. Under the layers above, the background
    keeps the input's alpha (a ground that goes on under them), except for an RGBA input's transparent surround.
-9. Residual. Whatever error is left (clipping, overlapping soft edges) goes into the colour of the layer that
-   contributes most at that pixel. The "over" composite of the result equals the input (mean error ≤ 1/255);
-   when nothing came apart, the one layer is the input itself.
+9. Residual. On an RGBA input, where soft layers overlap on its see-through rim (a fill under a drawing's
+   outline) the topmost one's alpha comes down until the composite is no more opaque than the input. Whatever
+   error is left (clipping, overlapping soft edges) goes into the colour of the layer that contributes most at
+   that pixel, and what clipping leaves there into the runner-up's. The "over" composite of the result equals
+   the input (mean error ≤ 1/255); when nothing came apart, the one layer is the input itself.
 
 Cancellation is checked between stages and, through a per-thread token (``cancel.checkpoint``), between the sub-steps
 of the long ones, so a cancel lands inside the running stage (bench_decompose measures how soon on 12 MP).
 
 The steps live one module each: ``decomposer`` (the call, steps 1 and 6's wiring), ``regions`` (2), ``text`` (3),
-``build``, ``ground``, ``translucent``, ``depths``, ``tiles``, ``leftovers`` and ``subject`` (4), ``order`` (5 and
-6), ``peel`` (7), ``fill`` (8) and ``compositing`` (8's solve and 9); ``elements`` holds the element record,
-``masks`` the mask geometry, ``tuning`` the thresholds and ``cancel`` the per-thread cancel checkpoint.
+``build``, ``ground``, ``translucent``, ``depths``, ``tiles``, ``lineart``, ``leftovers`` and ``subject`` (4),
+``order`` (5 and 6), ``peel`` (7), ``fill`` (8) and ``compositing`` (8's solve and 9); ``elements`` holds the
+element record, ``masks`` the mask geometry, ``tuning`` the thresholds and ``cancel`` the per-thread cancel
+checkpoint.
 """
 
 from .decomposer import CpuDecomposer

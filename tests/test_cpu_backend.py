@@ -734,3 +734,21 @@ def test_a_cut_out_with_separate_pieces_gives_the_count_asked_for(decomposer):
     for k, layer in enumerate(stack.layers):
         shown = layer.rgba[..., 3] > 127
         assert shown.sum() > 0.8 * np.pi * 30 ** 2, f"layer {k} holds no whole disc"
+
+
+def test_a_soft_glow_is_not_cut_into_a_hard_edged_disc(decomposer):
+    # A background of soft glows (blurred blobs of colour on white, as in a web page's backdrop) shows no edge
+    # anywhere: cutting a disc out of a glow would leave a hard rim in both layers when one is moved.
+    height_px, width_px = 288, 512
+    ys, xs = np.mgrid[0:height_px, 0:width_px]
+    image = np.full((height_px, width_px, 4), 255, np.float64)
+    for (cy, cx, sigma), colour in (((90, 140, 70), (23, 120, 242)), ((220, 330, 80), (251, 224, 0))):
+        alpha = 0.25 * np.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / (2 * sigma ** 2))
+        image[..., :3] = image[..., :3] * (1 - alpha[..., None]) + np.array(colour) * alpha[..., None]
+    image = np.rint(image).astype(np.uint8)
+    stack = _decompose(decomposer, image, 3)
+    assert _composite_error(stack, image) <= 1.0
+    for layer in stack.layers[1:]:
+        alpha = layer.rgba[..., 3].astype(np.float32)
+        steps = max(np.abs(np.diff(alpha, axis=0)).max(), np.abs(np.diff(alpha, axis=1)).max())
+        assert steps < 128, f"{layer.name}: a hard edge cut through the glow"

@@ -10,10 +10,12 @@ import numpy as np
 from .cancel import checkpoint
 from .elements import Element, ElementKind, set_hull
 from .ground import Ground, enclosed_ground, find_ground
-from .masks import bbox_slices, filled, is_long, open_mask
+from .masks import bbox_slices, filled, is_long, nearest_pixel, open_mask
 from .regions import Regions
 from .text import Word
 from .tuning import (
+    BAND_PX,
+    EDGE_STEP,
     ELEMENT_RESIDUAL,
     LETTER_CONTRAST,
     LONG_ELEMENT,
@@ -311,7 +313,7 @@ def photo_elements(rgb: np.ndarray, regions: Regions, ground: Ground, letters: L
         if solid.sum() < 0.5 * texture.sum():
             continue
         photo = filled(texture) & ~drawn
-        if photo.sum() < MIN_IMAGE_FRACTION * height_px * width_px:
+        if photo.sum() < MIN_IMAGE_FRACTION * height_px * width_px or not shows_edge(rgb, photo):
             continue
         background.mask &= ~photo
         images.append(Element(ElementKind.IMAGE, photo, rgb[photo].mean(axis=0)))
@@ -326,5 +328,27 @@ def photo_elements(rgb: np.ndarray, regions: Regions, ground: Ground, letters: L
     for k in range(1, count):
         if stats[k, cv2.CC_STAT_AREA] >= MIN_IMAGE_FRACTION * total:
             mask = blobs == k
+            # A soft glow shading the ground (a blurred blob of colour) shows no edge anywhere around it: it is the
+            # background's own shading, not a picture placed on it with an outline cut where none is seen.
+            if not shows_edge(rgb, mask):
+                continue
             images.append(Element(ElementKind.IMAGE, mask, rgb[mask].mean(axis=0)))
     return background, images
+
+
+def shows_edge(rgb: np.ndarray, mask: np.ndarray) -> bool:
+    """Whether the blob's outline can be seen somewhere: along it, a tenth of its rim pixels at least differ by
+    EDGE_STEP or more from the nearest pixel a soft-edge band outside it."""
+    import cv2
+
+    box = bbox_slices(mask, 2 * BAND_PX + 2)
+    crop = mask[box].astype(np.uint8)
+    rim = crop.astype(bool) & ~cv2.erode(crop, np.ones((3, 3), np.uint8)).astype(bool)
+    beyond = ~cv2.dilate(crop, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * BAND_PX + 3,) * 2)).astype(bool)
+    if not rim.any() or not beyond.any():
+        return True
+    beyond_at, _ = nearest_pixel(beyond)
+    crop_rgb = rgb[box].reshape(-1, 3)
+    at = np.flatnonzero(rim.ravel())
+    jump = np.abs(crop_rgb[at] - crop_rgb[beyond_at(at)]).max(axis=1)
+    return bool(np.percentile(jump, 90) >= EDGE_STEP)

@@ -104,6 +104,10 @@ class CpuDecomposer:
         # 4. Elements
         begin("elements")
         background, elements = build_elements(rgb, regions, words)
+        # An RGBA input's transparent surround is the "background" here; it ends up empty and is dropped, so it
+        # does not take a place in the layer budget: the elements get every layer asked for.
+        surround = not opaque and float(np.abs(background.color_rgb - key_rgb).max()) < 24.0
+        budget = requested - (0 if surround else 1)  # elements the layer count has room for
         elements = find_translucent(rgb, background, elements)
         elements = split_depths(background, elements)
         elements = merge_phrases(elements)
@@ -111,7 +115,7 @@ class CpuDecomposer:
         if tiles:
             elements = tile_elements(rgb, background, elements, tiles, page_rgb)
         join_leftovers(rgb, background, elements)
-        if not background.regions and not tiles and len(elements) < requested - 1:
+        if not background.regions and not tiles and len(elements) < budget:
             # A photo with room left in the layer budget: split off its main subject.
             subject = find_subject(rgb, background, elements)
             if subject is not None:
@@ -120,8 +124,8 @@ class CpuDecomposer:
         if not params.auto_layers:
             # Room left in a layer count the user chose: phrases go back to their words. ("auto" keeps phrases: a
             # designer sets a line as one text.)
-            elements = split_phrases(elements, requested - 1)
-            elements = split_pieces(elements, requested - 1)
+            elements = split_phrases(elements, budget)
+            elements = split_pieces(elements, budget)
         progress("elements", 1, 1)
 
         # 5. Order
@@ -131,10 +135,7 @@ class CpuDecomposer:
 
         # 6. Layer count
         begin("count")
-        # An RGBA input's transparent surround is the "background" here; it ends up empty and is dropped, so it
-        # does not take a place in the layer budget.
-        surround = not opaque and float(np.abs(background.color_rgb - key_rgb).max()) < 24.0
-        groups = fit_count(elements, requested - (0 if surround else 1))
+        groups = fit_count(elements, budget)
         progress("count", 1, 1)
 
         # 7. Peel (front to back, so each element knows what covers it)

@@ -749,3 +749,37 @@ def test_the_blue_squares_of_a_code_on_a_white_card_lie_on_the_card_not_through_
     assert (card_layer[60:260, 60:260] > 127).mean() > 0.99, names
     # and the blue of the squares is in the layer above it.
     assert stack.layers[2].rgba[46 + 36, 46 + 36, 3] > 127 and stack.layers[2].rgba[46 + 2, 46 + 36, 3] > 127, names
+
+
+def test_flat_parts_of_a_cut_out_photo_on_a_page_stay_in_its_image_layer(decomposer):
+    # A round cut-out photo on a white page whose picture has flat-looking parts of its own (a black screen, a
+    # white reading on it, an orange strap), with the photo's grain: they are the photo's, so its layer is the
+    # whole picture, not a picture with a black and an orange layer over it. (A shape placed on a photo is exact
+    # colour: it stays a layer, as the generated cut-out set checks.)
+    from benchmarks.samples import photo_rgb
+
+    size_w, size_h = 384, 256
+    page = np.full((size_h, size_w, 4), 255, np.uint8)
+    photo = np.zeros_like(page)
+    photo[48:208, 112:272, :3] = photo_rgb("chelsea", 160, 160)
+    parts = np.zeros((size_h, size_w, 3), np.float64)
+    parts[90:170, 150:235] = (20, 20, 24)  # the screen
+    parts[110:125, 165:215] = 235  # a reading on it
+    parts[48:90, 180:205] = (245, 145, 100)  # the strap
+    grain = np.random.default_rng(0).normal(0.0, 3.0, parts.shape)
+    painted = parts.any(axis=2)
+    photo[painted, :3] = np.clip(parts + grain, 0, 255).astype(np.uint8)[painted]
+    photo[48:208, 112:272, 3] = 255
+    rows, cols = np.mgrid[0:size_h, 0:size_w]
+    photo[((rows - 128) / 80.0) ** 2 + ((cols - 192) / 80.0) ** 2 > 1] = 0
+    image = composite_over([page, photo])
+    stack = _decompose(decomposer, image, 4)
+    names = [layer.name for layer in stack.layers]
+    images = [k for k, name in enumerate(names) if name.startswith("Image")]
+    assert len(images) == 1, names
+    wanted = photo[..., 3] > 127
+    found = stack.layers[images[0]].rgba[..., 3] > 127
+    assert (found & wanted).sum() / (found | wanted).sum() > 0.95, names
+    for y, x in [(130, 192), (117, 190), (60, 192)]:  # the screen, the reading, the strap
+        assert _top_layer_at(stack, y, x) == images[0], names
+    assert _composite_error(stack, image) <= 1.0

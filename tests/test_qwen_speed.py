@@ -184,3 +184,29 @@ def test_the_backport_patches_only_a_torch_with_the_bug(monkeypatch):
     monkeypatch.setattr(triton_heuristics.CachingAutotuner, "recheck_autotune_cache", buggy)
     assert qwen_speed.fix_coordesc_rerun_on_warm_cache()
     assert triton_heuristics.CachingAutotuner.recheck_autotune_cache.strata_backport
+
+
+def test_a_kernel_narrowed_by_the_cache_gets_no_halved_rblock_configs(monkeypatch):
+    """Backport of pytorch#181789's rblock part: on torch 2.11 a reduction kernel whose tuned config came from the
+    cache got halved-RBLOCK configs added again, so it was benchmarked and tuned again at every start."""
+    from types import SimpleNamespace
+
+    from torch._inductor.runtime import triton_heuristics
+
+    from inference_server.backends import qwen_speed
+
+    added = []
+
+    def buggy(self):  # torch 2.11's: no look at the cache's answer
+        added.append(self.name)
+
+    monkeypatch.setattr(triton_heuristics.CachingAutotuner, "_dynamic_scale_rblock", buggy)
+    assert qwen_speed.fix_coordesc_rerun_on_warm_cache()
+    patched = triton_heuristics.CachingAutotuner._dynamic_scale_rblock
+    assert patched.strata_backport
+    patched(SimpleNamespace(name="hit", autotune_cache_info={"autotune_cache_state": "hit"}))
+    patched(SimpleNamespace(name="miss", autotune_cache_info={"autotune_cache_state": "miss"}))
+    patched(SimpleNamespace(name="no cache", autotune_cache_info=None))
+    assert added == ["miss", "no cache"]
+    assert qwen_speed.fix_coordesc_rerun_on_warm_cache()  # a second call leaves the patch as it is
+    assert triton_heuristics.CachingAutotuner._dynamic_scale_rblock is patched

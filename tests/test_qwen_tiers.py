@@ -107,8 +107,9 @@ def test_gguf_transformer_keeps_its_own_format_and_the_tier_picks_the_rest():
 
 
 def test_streaming_tiers_keep_as_many_blocks_on_the_gpu_as_fit():
-    # NF4 transformer 9.9 GiB in 60 blocks: an 8 GB card keeps about half, a 12 GB card nearly all.
-    assert 25 <= resident_block_count(7.4, 9.9) <= 40
-    assert 50 <= resident_block_count(11.2, 9.9) < 60
+    # NF4 transformer 9.9 GiB in 60 blocks, with room left for a 1024 px × 4 layers job: an 8 GB card keeps about
+    # a quarter of them, a 12 GB card about two thirds.
+    assert 12 <= resident_block_count(7.4, 9.9) <= 20
+    assert 35 <= resident_block_count(11.2, 9.9) < 45
     assert resident_block_count(40.0, 9.9) == 60
     assert resident_block_count(1.0, 9.9) == 0

@@ -77,42 +77,63 @@ def use_persistent_compile_cache() -> Path | None:
     os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
     os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
     if fix_coordesc_rerun_on_warm_cache():
-        logger.info("inductor: coordinate-descent results are reused from the cache (backport of pytorch#173391)")
+        logger.info("inductor: tuned kernels are reused from the cache as they are "
+                    "(backport of pytorch#173391 and #181789)")
     return folder
 
 
 def fix_coordesc_rerun_on_warm_cache() -> bool:
-    """Backport of pytorch#173391 (issue pytorch#172819) to the torch versions that lack it (2.11 has the bug).
+    """Backport of pytorch#173391 and of the rblock part of pytorch#181789 to the torch versions that lack them
+    (2.11 has both bugs; issue pytorch#172819).
 
-    A kernel that inductor loads from its FX graph cache with a static launcher looks its best config up in the
-    autotune cache, but the lookup is skipped when the kernel has a single config, and a hit does not keep the
-    "found by coordinate descent" mark: coordinate-descent tuning runs again on every start. With the fast preset's
-    fp8 blocks (torchao turns that tuning on) it was 31 of the 36 s of a restart's warm-up on an H200. Returns
-    whether the fix is in place; a torch with the fix already (or other internals) is left alone.
+    1. A kernel that inductor loads from its FX graph cache with a static launcher looks its best config up in the
+       autotune cache, but the lookup is skipped when the kernel has a single config, and a hit does not keep the
+       "found by coordinate descent" mark: coordinate-descent tuning runs again on every start. With the fast
+       preset's fp8 blocks (torchao turns that tuning on) it was 31 of the 36 s of a restart's warm-up on an H200.
+    2. After a hit has narrowed a reduction kernel to its cached config, ``_dynamic_scale_rblock`` still adds configs
+       with halved RBLOCK; the kernel then benchmarks them and tunes the winner by coordinate descent again. With
+       (1) fixed this was what remained: 41 tuning benchmarks, 13.4 of the 19.4 s warm-up on an H200.
+    Returns whether a fix is in place; a torch with the fixes already (or other internals) is left alone.
     """
     try:
         import inspect
 
         from torch._inductor.runtime import triton_heuristics as heuristics
 
-        original = heuristics.CachingAutotuner.recheck_autotune_cache
-        if getattr(original, "strata_backport", False):
-            return True
-        if "len(cached_configs) == 1 and len(configs) > 1" not in inspect.getsource(original):
-            return False
+        autotuner = heuristics.CachingAutotuner
+        recheck = autotuner.recheck_autotune_cache
+        scale_rblock = autotuner._dynamic_scale_rblock
+        recheck_has_bug = (getattr(recheck, "strata_backport", False)
+                           or "len(cached_configs) == 1 and len(configs) > 1" in inspect.getsource(recheck))
+        scale_has_bug = (getattr(scale_rblock, "strata_backport", False)
+                         or "autotune_cache_state" not in inspect.getsource(scale_rblock))
     except (ImportError, AttributeError, OSError, TypeError):
         return False
 
-    def recheck_autotune_cache(self, reload_kernel_from_src):
-        try:
-            _recheck_autotune_cache(self, reload_kernel_from_src, heuristics)
-        except Exception as error:  # noqa: BLE001 - torch's own code is the fallback
-            logger.debug("backported autotune recheck failed (%s); torch's own runs", error)
-            original(self, reload_kernel_from_src)
+    if recheck_has_bug and not getattr(recheck, "strata_backport", False):
+        def recheck_autotune_cache(self, reload_kernel_from_src):
+            try:
+                _recheck_autotune_cache(self, reload_kernel_from_src, heuristics)
+            except Exception as error:  # noqa: BLE001 - torch's own code is the fallback
+                logger.debug("backported autotune recheck failed (%s); torch's own runs", error)
+                recheck(self, reload_kernel_from_src)
 
-    recheck_autotune_cache.strata_backport = True  # type: ignore[attr-defined]
-    heuristics.CachingAutotuner.recheck_autotune_cache = recheck_autotune_cache  # type: ignore[method-assign]
-    return True
+        recheck_autotune_cache.strata_backport = True  # type: ignore[attr-defined]
+        autotuner.recheck_autotune_cache = recheck_autotune_cache  # type: ignore[method-assign]
+    if scale_has_bug and not getattr(scale_rblock, "strata_backport", False):
+        def _dynamic_scale_rblock(self):
+            if not autotune_cache_hit(self):
+                scale_rblock(self)
+
+        _dynamic_scale_rblock.strata_backport = True  # type: ignore[attr-defined]
+        autotuner._dynamic_scale_rblock = _dynamic_scale_rblock  # type: ignore[method-assign]
+    return recheck_has_bug or scale_has_bug
+
+
+def autotune_cache_hit(autotuner) -> bool:
+    """Whether this kernel's config came from the autotune cache (then it is final: nothing to add or tune)."""
+    info = getattr(autotuner, "autotune_cache_info", None)
+    return bool(info) and info.get("autotune_cache_state") == "hit"
 
 
 def _recheck_autotune_cache(autotuner, reload_kernel_from_src, heuristics) -> None:

@@ -12,20 +12,21 @@ tier transformer / text encoder / placement                                  fre
 80   bf16 / bf16, both resident (the ``exact`` preset and friends)             58       6
 24   8-bit (fp8 rowwise on compute capability ≥ 8.9, else int8 weight-only)    21       27
      / 4-bit text encoder; the two take turns on the GPU
-16   4-bit (NF4) / 8-bit text encoder; the two take turns on the GPU            13       22
+16   4-bit (NF4) / 8-bit text encoder; the two take turns on the GPU            14.7     22
 12   4-bit (NF4), blocks that do not fit stream from pinned host RAM /         9.5      18
      4-bit text encoder; turns
-8    as 12, about half the blocks streamed                                     6.5      18
+8    as 12, about three quarters of the blocks streamed                        6.5      18
 ==== ======================================================================= ======== ========
 
 Sizes (real model, GiB): transformer bf16 38.1, fp8/int8 19.1, NF4 9.9; Qwen2.5-VL-7B text encoder bf16 15.4, int8
 8.3, NF4 5.2 (its 1 GiB token embedding stays bf16, its caption head int8). "Free VRAM" is what the largest
-component needs on the card plus working memory (2 GiB: activations at 1024 px × 4 layers, the VAE, dequantization
-buffers). "RAM": taking turns, both models keep a pinned copy in host RAM (the transformer's copy makes leaving
-the card free of copies), held to the byte in registered arenas (``qwen_weights.HostArena``), plus about 2.5 GiB for
-the process (CUDA, libraries, compiled code). Measured on an H200 (``scripts/bench_gpu.py --tiers``, peak VmHWM, which
-includes the pinned pages): 24 GB tier 26.6 GiB with 24.1 GiB of copies, compiled; 12 and 8 GB tiers 16.7 GiB with
-14.9 GiB of copies, eager. The 16 GB tier's 22 keeps room over its 18.1 GiB of copies + 2.5 (not re-measured).
+component needs on the card plus working memory (``WORKING_GIB``, 4.5: activations at 1024 px × 4 layers, the VAE,
+dequantization buffers; the streaming tiers keep that room by streaming more blocks). "RAM": taking turns, both
+models keep a pinned copy in host RAM (the transformer's copy makes leaving the card free of copies), held to the
+byte in registered arenas (``qwen_weights.HostArena``), plus about 2.5 GiB for the process (CUDA, libraries,
+compiled code). Measured on an H200 (``scripts/bench_gpu.py --tiers``, peak VmHWM, which includes the pinned pages):
+24 GB tier 26.6 GiB with 24.1 GiB of copies, compiled; 12 and 8 GB tiers 16.7 GiB with 14.9 GiB of copies, eager.
+The 16 GB tier's 22 keeps room over its 18.1 GiB of copies + 2.5 (measured: 20.6 GiB, compiled).
 """
 
 from __future__ import annotations
@@ -47,8 +48,10 @@ FP8_MIN_COMPUTE_CAPABILITY = (8, 9)
 TRANSFORMER_BLOCKS = 60
 TRANSFORMER_GIB = {"bf16": 38.1, "fp8": 19.1, "int8": 19.1, "nf4": 9.9}
 TEXT_ENCODER_GIB = {"bf16": 15.4, "int8": 8.3, "nf4": 5.2}
-# Activations at 1024 px × 4 layers plus the VAE and its one-layer-at-a-time decode.
-WORKING_GIB = 2.0
+# Working memory of a 1024 px × 4 layers job: activations, dequantization buffers, the VAE's one-layer-at-a-time
+# decode. Measured on an H200 (16 GB tier, NF4): peak 1.7 GiB over the placed models at 640 × 4, 4.2 at 1024 × 4;
+# with 2.0 here the 12 and 8 GB tiers ran out of memory at 1024 × 4.
+WORKING_GIB = 4.5
 
 
 class TierDoesNotFit(ModelUnavailable):
@@ -83,7 +86,7 @@ class TierSpec:
 TIERS: dict[str, TierSpec] = {
     "80": TierSpec("80", 16, 16, 58.0, 6.0, swap_models=False, stream_blocks=False),
     "24": TierSpec("24", 8, 4, 21.0, 27.0, swap_models=True, stream_blocks=False),
-    "16": TierSpec("16", 4, 8, 13.0, 22.0, swap_models=True, stream_blocks=False),
+    "16": TierSpec("16", 4, 8, 14.7, 22.0, swap_models=True, stream_blocks=False),
     "12": TierSpec("12", 4, 4, 9.5, 18.0, swap_models=True, stream_blocks=True),
     "8": TierSpec("8", 4, 4, 6.5, 18.0, swap_models=True, stream_blocks=True),
 }

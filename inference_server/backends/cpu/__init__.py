@@ -21,21 +21,22 @@ How it works, in the order of ``CpuDecomposer.decompose``:
    tells ground from figure: the corners around a round icon, not its disc), plus the regions its colour model
    explains (a gradient cut in two by a shape, the counters of letters), or the texture when there is no such region
    (a photo). Photographs placed on a flat page (solid blobs whose inside is mostly texture) stay one "Image" element
-   with the flat-looking patches and holes inside them; one running along the canvas edge makes the whole picture a
-   photo. Marks of the ground's colour enclosed by a solid shape (white words in a blue box, an icon's glyph) are
-   elements on that shape, not holes through it. Other flat regions are grouped by colour (per word), or by a
-   gradient's colour model (a gradient-filled shape cut by a line); textured blobs on a flat background are "Image"
-   elements. Pieces of one colour with background between them, or on both sides of another element in depth, are
-   split into separate elements; words of one colour next to each other (and glyph-like shapes of their colour: words
-   the detector missed) are one phrase. Two flat elements whose colours differ exactly as what lies under them
-   differs are one translucent sheet (colour and opacity solved). Rectangular photographs laid out on a page (a
-   grid of photos, a picture in a layout) are found by cutting the canvas along gutters of the page's colour (an
-   XY cut): each box that is a photo to its edge (textured, many colours, no flat ground inside, little page
-   colour along its sides) is one "Image" element, with the flat patches of it that reach its edge. A photo
-   with no photo grid and room left in the budget gets a
-   "Subject" layer (colour contrast to the border with a centre prior seeds grabCut; the salient blobs' dilated hull,
-   reaching up for a head when the subject stands on the bottom edge, is its probable region; a guided filter scales
-   it up).
+   with the holes inside them and the flat-looking patches that carry the photo's grain (exact-colour graphics placed
+   on it stay elements); one running along the canvas edge makes the whole picture a photo. Marks of the ground's
+   colour enclosed by a solid shape (white words in a blue box, an icon's glyph) are elements on that shape, not
+   holes through it. Other flat regions are grouped by colour (per word), or by a gradient's colour model (a
+   gradient-filled shape cut by a line); textured blobs on a flat background are "Image" elements, unless
+   their outline shows nowhere (a soft glow: the ground's own shading). Pieces of one
+   colour with background between them (unless they are the thin, hollow pieces of letters), or on both sides of
+   another element in depth, are split into separate elements; words of one colour next to each other (and glyph-like
+   shapes of their colour: words the detector missed) are one phrase. Two flat elements whose colours differ exactly
+   as what lies under them differs are one translucent sheet (colour and opacity solved). Rectangular photographs
+   laid out on a page (a grid of photos, a picture in a layout) are found by cutting the canvas along gutters of the
+   page's colour (an XY cut): each box that is a photo to its edge (textured, many colours, no flat ground inside,
+   little page colour along its sides) is one "Image" element, with the flat patches of it that reach its edge. A
+   photo with no photo grid and room left in the budget gets a "Subject" layer (colour contrast to the border with a
+   centre prior seeds grabCut; the salient blobs' dilated hull, reaching up for a head when the subject stands on the
+   bottom edge, is its probable region; a guided filter scales it up).
    A drawing inked over flat colours (a cartoon figure) has its outlines as one "Line art" element: on a flat
    ground, dark thin strokes (darker than what lies around them) whose largest connected piece is a network of
    outlines, lying between the drawing's colours rather than on the ground; the strokes were texture that made the

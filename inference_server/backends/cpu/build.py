@@ -24,6 +24,7 @@ from .tuning import (
     MIN_ELEMENT_FRACTION_ON_PHOTO,
     MIN_IMAGE_FRACTION,
     PHOTO_ELEMENT_RESIDUAL,
+    PHOTO_GRAIN,
     SAME_COLOR,
 )
 
@@ -315,6 +316,17 @@ def photo_elements(rgb: np.ndarray, regions: Regions, ground: Ground, letters: L
         photo = filled(texture) & ~drawn
         if photo.sum() < MIN_IMAGE_FRACTION * height_px * width_px or not shows_edge(rgb, photo):
             continue
+        # Flat-looking parts of the picture itself (a watch's black screen and coloured strap in a product shot,
+        # the backdrop of a portrait) lie inside its outline and carry its grain; graphics placed on it are exact
+        # colour. The grained ones are the photo's.
+        outline = filled(texture)
+        for element in [e for e in elements if e.kind is ElementKind.SHAPE]:
+            if (element.mask & outline).sum() < 0.9 * element.area:
+                continue
+            core = cv2.erode(element.mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+            if core.any() and float(rgb[core].std(axis=0).max()) >= PHOTO_GRAIN:
+                photo |= element.mask
+                elements.remove(element)
         background.mask &= ~photo
         images.append(Element(ElementKind.IMAGE, photo, rgb[photo].mean(axis=0)))
         assigned |= photo

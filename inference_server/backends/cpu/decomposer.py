@@ -105,6 +105,10 @@ class CpuDecomposer:
         # 4. Elements
         begin("elements")
         background, elements = build_elements(rgb, regions, words)
+        # An RGBA input's transparent surround is the "background" here; it ends up empty and is dropped, so it
+        # does not take a place in the layer budget: the elements get every layer asked for.
+        surround = not opaque and float(np.abs(background.color_rgb - key_rgb).max()) < 24.0
+        budget = requested - (0 if surround else 1)  # elements the layer count has room for
         elements = find_translucent(rgb, background, elements)
         elements = split_depths(background, elements)
         elements = merge_phrases(elements)
@@ -113,10 +117,6 @@ class CpuDecomposer:
             elements = tile_elements(rgb, background, elements, tiles, page_rgb)
         elements = find_line_art(rgb, background, elements)
         join_leftovers(rgb, background, elements)
-        # An RGBA input's transparent surround is the "background" here; it ends up empty and is dropped, so it
-        # does not take a place in the layer budget: the elements may have all of it.
-        surround = not opaque and float(np.abs(background.color_rgb - key_rgb).max()) < 24.0
-        budget = requested - (0 if surround else 1)
         if not background.regions and not tiles and len(elements) < budget:
             # A photo with room left in the layer budget: split off its main subject.
             subject = find_subject(rgb, background, elements)

@@ -7,7 +7,7 @@ import numpy as np
 
 from .cancel import checkpoint
 from .elements import Element, ElementKind, set_hull
-from .masks import bbox_slices, hull_mask, joint_hull
+from .masks import bbox_slices, filled, hull_mask, joint_hull
 from .tuning import BACKGROUND_GAP, MIN_ELEMENT_FRACTION, MIN_IMAGE_FRACTION, PIECE_GAP, SAME_COLOR, SOLID_PIECES
 
 
@@ -38,8 +38,24 @@ def split_depths(background: Element, elements: list[Element]) -> list[Element]:
             result.append(element)
             continue
         others = [e for e in elements if e is not element]
-        pieces = [labels == k for k in big]
-        hulls = [hull_mask(piece) for piece in pieces]
+        pieces, hulls = [], []
+        for k in sorted(big, key=lambda k: -stats[k, cv2.CC_STAT_AREA]):
+            piece = labels == k
+            # A piece inside a bigger one's hull (the white between a bicycle's spokes on a white disc) is
+            # part of it: it is never joined to, or split from, anything on its own.
+            host = next((h for h, hull in enumerate(hulls) if (piece & hull).sum() > 0.5 * piece.sum()), None)
+            if host is None:
+                pieces.append(piece)
+                hulls.append(hull_mask(piece))
+            else:
+                pieces[host] |= piece
+        if len(pieces) < 2:
+            result.append(element)
+            continue
+        # Many pieces read as letters (a word the detector missed) only when they are not solid: a white disc
+        # and white icebergs are shapes, whatever their number.
+        solid_px = sum(float(filled(piece).sum()) for piece in pieces)
+        letters = element.glyph_like and solid_px < SOLID_PIECES * sum(float(hull.sum()) for hull in hulls)
         # relation[i][o]: +1 element o is above piece i, −1 piece i is above o, 0 they do not overlap.
         relation = []
         for piece, hull in zip(pieces, hulls, strict=False):
@@ -68,7 +84,7 @@ def split_depths(background: Element, elements: list[Element]) -> list[Element]:
                 share = float((gap & background.mask).sum()) / gap_px if gap_px > tolerance else 0.0
                 # Background between them: two shapes, not one cut apart. (Glyph-like elements, letters of a
                 # word the detector missed, have background between every letter: only depth splits them.)
-                if share <= BACKGROUND_GAP or element.glyph_like:
+                if share <= BACKGROUND_GAP or letters:
                     joins.append((share, i, j))
         group_relation = {i: np.asarray(relation[i]) for i in range(len(pieces))}
         for _, i, j in sorted(joins):

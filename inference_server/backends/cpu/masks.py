@@ -9,15 +9,19 @@ from .tuning import STROKE_THICKNESS
 
 
 def count_pieces(mask: np.ndarray) -> tuple[int, float]:
-    """(number of connected pieces, largest piece's share of the area)."""
+    """(number of connected pieces, the largest piece's share of the area, with the pieces in its holes: the
+    white modules of a QR code on a white card are the card's)."""
     import cv2
 
     if not mask.any():
         return 0, 0.0
     crop = mask[bbox_slices(mask, 1)]  # the same pieces, at the cost of the mask's box, not the whole image
-    count, _, stats, _ = cv2.connectedComponentsWithStats(crop.astype(np.uint8), connectivity=8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(crop.astype(np.uint8), connectivity=8)
     areas = stats[1:, cv2.CC_STAT_AREA]
-    return int(count - 1), float(areas.max() / max(areas.sum(), 1)) if areas.size else 0.0
+    if not areas.size:
+        return 0, 0.0
+    largest = labels == 1 + int(np.argmax(areas))
+    return int(count - 1), float((filled(largest) & crop).sum() / max(areas.sum(), 1))
 
 
 def hull_mask(mask: np.ndarray) -> np.ndarray:

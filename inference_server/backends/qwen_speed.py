@@ -132,8 +132,8 @@ def fix_coordesc_rerun_on_warm_cache() -> bool:
 
 def autotune_cache_hit(autotuner) -> bool:
     """Whether this kernel's config came from the autotune cache (then it is final: nothing to add or tune)."""
-    info = getattr(autotuner, "autotune_cache_info", None)
-    return bool(info) and info.get("autotune_cache_state") == "hit"
+    info = getattr(autotuner, "autotune_cache_info", None) or {}
+    return info.get("autotune_cache_state") == "hit"
 
 
 def _recheck_autotune_cache(autotuner, reload_kernel_from_src, heuristics) -> None:

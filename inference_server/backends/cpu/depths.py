@@ -38,7 +38,8 @@ def split_depths(background: Element, elements: list[Element]) -> list[Element]:
             result.append(element)
             continue
         others = [e for e in elements if e is not element]
-        pieces, hulls = [], []
+        pieces: list[np.ndarray] = []
+        hulls: list[np.ndarray] = []
         for k in sorted(big, key=lambda k: -stats[k, cv2.CC_STAT_AREA]):
             piece = labels == k
             # A piece inside a bigger one's hull (the white between a bicycle's spokes on a white disc) is

@@ -743,6 +743,34 @@ def test_a_soft_glow_is_not_cut_into_a_hard_edged_disc(decomposer):
         assert steps < 128, f"{layer.name}: a hard edge cut through the glow"
 
 
+def test_soft_glows_on_white_come_back_as_a_layer_each_of_their_colour(decomposer):
+    # A backdrop of two blurred blobs of colour on white: the designer's layers are the white ground and one
+    # glow of one colour each, faded by its alpha, which can be moved or recoloured on its own.
+    height_px, width_px = 288, 512
+    ys, xs = np.mgrid[0:height_px, 0:width_px]
+    image = np.full((height_px, width_px, 4), 255, np.float64)
+    glows = []
+    for (cy, cx, sigma), colour in (((90, 140, 70), (23, 120, 242)), ((220, 330, 80), (251, 224, 0))):
+        alpha = 0.25 * np.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / (2 * sigma ** 2))
+        image[..., :3] = image[..., :3] * (1 - alpha[..., None]) + np.array(colour) * alpha[..., None]
+        glows.append((np.array(colour, np.float64), alpha))
+    image = np.rint(image).astype(np.uint8)
+    stack = _decompose(decomposer, image, 3)
+    assert len(stack.layers) == 3
+    assert _composite_error(stack, image) <= 1.0
+    assert np.abs(stack.layers[0].rgba[..., :3].astype(np.float64) - 255).mean() < 2.0, "the ground is white"
+    for colour, true_alpha in glows:
+        errors = []
+        for layer in stack.layers[1:]:
+            alpha = layer.rgba[..., 3] / 255.0
+            shown = alpha > 0.02
+            colour_error = np.abs(layer.rgba[..., :3][shown].astype(np.float64) - colour).max(axis=1).max()
+            errors.append((colour_error, np.abs(alpha - true_alpha).max()))
+        colour_error, alpha_error = min(errors)
+        assert colour_error < 30, f"no layer of the glow's colour {colour}"
+        assert alpha_error < 0.05, f"the glow of colour {colour} is not one soft layer"
+
+
 def test_white_discs_apart_on_a_page_come_back_as_a_layer_each_in_auto(decomposer):
     # Three white discs of different sizes on a blue page, with a red bar below: three shapes, not the letters of a
     # word the text detector missed. With the count left to the decomposer each disc is a layer of its own (letters

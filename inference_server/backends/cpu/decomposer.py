@@ -14,8 +14,9 @@ from .build import build_elements
 from .cancel import cancel_scope
 from .compositing import correct_alpha, correct_residual, over_premul, solve_bottom
 from .depths import merge_phrases, split_depths, split_phrases, split_pieces
-from .elements import ElementKind
+from .elements import ElementKind, color_name
 from .fill import fill_background
+from .glows import find_glows
 from .leftovers import join_leftovers
 from .lineart import find_line_art
 from .order import fit_count, group_name, order_elements
@@ -174,6 +175,9 @@ class CpuDecomposer:
             else:
                 layers[:2] = [Layer(composite_over([layers[0].rgba, layers[1].rgba]), layers[1].name)]
             correct_residual(layers, target)
+        if len(layers) == 1 and opaque:
+            # Nothing came apart: an image with no edges at all may be soft glows over a flat ground.
+            layers = glow_layers(target, rgb, requested - 1) or layers
         if len(layers) == 1:
             # Nothing came apart: the one layer is the input itself, not a rebuild of it (which drifts in the
             # straight colour and alpha of faint pixels the residual correction leaves alone).
@@ -190,6 +194,31 @@ class CpuDecomposer:
     def _stack(self, layers, params, watch, notes) -> LayerStack:
         return LayerStack(layers, backend=self.name, params=params.to_dict(), seed=params.seed,
                           timings_s=watch.timings_s, notes=notes)
+
+
+def glow_layers(target: np.ndarray, rgb: np.ndarray, max_glows: int) -> list[Layer] | None:
+    """The ground and one layer per soft glow (its colour throughout, its alpha fitted), composite exact; None
+    when the image is not glows over a flat ground."""
+    glows = find_glows(rgb, max_glows)
+    if glows is None:
+        return None
+    height_px, width_px = target.shape[:2]
+    upper: list[Layer] = []
+    in_front = np.ones((height_px, width_px), np.float32)  # how much the glows in front leave of each pixel
+    for color_rgb, weight in zip(reversed(glows.colors_rgb), reversed(glows.alphas), strict=True):
+        # The fit is linear (ground + Σ wₖ·(Fₖ − ground)); in the "over" composite a glow shows through the glows
+        # in front of it, so its alpha is its weight over what they leave.
+        alpha = np.clip(weight / np.maximum(in_front, 1e-3), 0.0, 1.0)
+        in_front *= 1.0 - alpha
+        rgba = np.zeros((height_px, width_px, 4), np.uint8)
+        rgba[..., :3] = np.clip(np.rint(color_rgb), 0, 255).astype(np.uint8)
+        rgba[..., 3] = np.clip(np.rint(alpha * 255.0), 0, 255).astype(np.uint8)
+        upper.insert(0, Layer(rgba, f"{color_name(color_rgb)} glow"))
+    top_premul, top_alpha = over_premul([layer.rgba for layer in upper], (height_px, width_px))
+    fill_rgb = np.broadcast_to(glows.ground_rgb.astype(np.float32), rgb.shape)
+    layers = [Layer(solve_bottom(target, top_premul, top_alpha, fill_rgb, True), "Background")] + upper
+    correct_residual(layers, target)
+    return layers
 
 
 def key_color(visible_rgb: np.ndarray) -> np.ndarray:

@@ -744,13 +744,13 @@ def test_a_soft_glow_is_not_cut_into_a_hard_edged_disc(decomposer):
 
 
 def test_soft_glows_on_white_come_back_as_a_layer_each_of_their_colour(decomposer):
-    # A backdrop of two blurred blobs of colour on white: the designer's layers are the white ground and one
-    # glow of one colour each, faded by its alpha, which can be moved or recoloured on its own.
+    # A backdrop of two blurred blobs of colour on white (much of it plain white): the designer's layers are the
+    # white ground and one glow of one colour each, faded by its alpha, which can be moved or recoloured on its own.
     height_px, width_px = 288, 512
     ys, xs = np.mgrid[0:height_px, 0:width_px]
     image = np.full((height_px, width_px, 4), 255, np.float64)
     glows = []
-    for (cy, cx, sigma), colour in (((90, 140, 70), (23, 120, 242)), ((220, 330, 80), (251, 224, 0))):
+    for (cy, cx, sigma), colour in (((80, 130, 50), (23, 120, 242)), ((220, 330, 55), (251, 224, 0))):
         alpha = 0.25 * np.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / (2 * sigma ** 2))
         image[..., :3] = image[..., :3] * (1 - alpha[..., None]) + np.array(colour) * alpha[..., None]
         glows.append((np.array(colour, np.float64), alpha))

@@ -9,13 +9,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from .cancel import checkpoint
-from .tuning import EDGE_STEP
-
-GLOW_GROUND_SHARE = 0.05  # the ground's own colour shows (within GLOW_GROUND_TOLERANCE) on this share of the canvas
-GLOW_GROUND_TOLERANCE = 3.0  # (0–255, max over channels)
-GLOW_MIN_DEVIATION = 12.0  # a glow's strongest pixel differs from the ground by this much at least (Euclidean)
-GLOW_FIT_RMS = 2.0  # the glows explain the image to this RMS error (0–255) or they are not taken
-GLOW_MAX_SIDE_PX = 256  # the fit runs on a copy at most this big (glows are smooth)
+from .tuning import (
+    EDGE_STEP,
+    GLOW_FIT_RMS,
+    GLOW_GROUND_SHARE,
+    GLOW_GROUND_TOLERANCE,
+    GLOW_MAX_SIDE_PX,
+    GLOW_MIN_DEVIATION,
+)
 
 
 @dataclass

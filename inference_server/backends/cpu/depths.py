@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .cancel import checkpoint
-from .elements import Element, ElementKind, set_hull
+from .elements import Element, ElementKind, set_hull, set_mask
 from .masks import bbox_slices, filled, hull_mask, joint_hull
 from .tuning import BACKGROUND_GAP, MIN_ELEMENT_FRACTION, MIN_IMAGE_FRACTION, PIECE_GAP, SAME_COLOR, SOLID_PIECES
 
@@ -182,9 +182,7 @@ def split_phrases(elements: list[Element], wanted: int) -> list[Element]:
             if element.kind is not ElementKind.TEXT:
                 continue
             if (element.mask & taken).any():
-                element.mask = element.mask & ~taken
-                element.area = int(element.mask.sum())
-                set_hull(element)
+                set_mask(element, element.mask & ~taken)
             taken |= element.mask
         elements = [e for e in elements if e.area > 0]
     return elements

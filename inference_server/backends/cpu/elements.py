@@ -84,3 +84,19 @@ def set_hull(element: Element) -> None:
     else:
         hull = hull_mask(element.mask)
         element.hull = element.mask if is_stroke(element.mask, hull) else hull
+
+
+def set_mask(element: Element, mask: np.ndarray) -> None:
+    """Give the element a new mask (grown or cut back): its area and, unless it is empty, its hull follow."""
+    element.mask = mask
+    element.area = int(mask.sum())
+    if element.area:
+        set_hull(element)
+
+
+def owner_map(elements: list[Element], shape: tuple[int, ...]) -> np.ndarray:
+    """Each pixel's element as its 1-based index in ``elements`` (0: none); element masks are disjoint."""
+    owner = np.zeros(shape[:2], np.int32)
+    for index, element in enumerate(elements, start=1):
+        owner[element.mask] = index
+    return owner

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .cancel import checkpoint
-from .elements import Element, ElementKind, set_hull
+from .elements import Element, ElementKind, owner_map, set_hull, set_mask
 from .masks import bbox_slices
 from .regions import Regions
 from .tuning import (
@@ -103,9 +103,7 @@ def enclosed_ground(rgb: np.ndarray, background: Element, elements: list[Element
     import cv2
 
     height_px, width_px = rgb.shape[:2]
-    owner = np.zeros((height_px, width_px), np.int32)
-    for index, element in enumerate(elements, start=1):
-        owner[element.mask] = index
+    owner = owner_map(elements, rgb.shape)
     found: list[Element] = []
     for shape in elements:
         if shape.kind is not ElementKind.SHAPE or shape.glyph_like or shape.opacity < 1.0 or shape.hull is shape.mask:
@@ -136,9 +134,7 @@ def enclosed_ground(rgb: np.ndarray, background: Element, elements: list[Element
                  and np.linalg.norm(e.color_rgb - color) < np.linalg.norm(shape.color_rgb - color)
                  and (e.mask & near).any()]
         if words:
-            words[0].mask = words[0].mask | mask
-            words[0].area = int(words[0].mask.sum())
-            set_hull(words[0])
+            set_mask(words[0], words[0].mask | mask)
             continue
         element = Element(ElementKind.SHAPE, mask, color)
         element.host = shape

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from .cancel import checkpoint
-from .elements import Element, ElementKind, set_hull
+from .elements import Element, ElementKind, set_mask
 from .masks import nearest_pixel
 from .tuning import BAND_PX, LEFTOVER_REACH, MIN_LEFTOVER_ALPHA, SAME_COLOR
 
@@ -102,8 +102,7 @@ def join_leftovers(rgb: np.ndarray, background: Element, elements: list[Element]
         grown.add(id(host))
     for host in hosts:
         if id(host) in grown:
-            host.area = int(host.mask.sum())
-            set_hull(host)
+            set_mask(host, host.mask)
 
 
 def blend_of_nearest(piece_rgb: np.ndarray, ground_rgb: np.ndarray, nearest: np.ndarray,

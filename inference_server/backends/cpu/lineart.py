@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from .cancel import checkpoint
-from .elements import Element, ElementKind, set_hull
+from .elements import Element, ElementKind, owner_map, set_hull, set_mask
 from .tuning import BAND_PX, INK_CONTRAST, INK_DARK, INK_NETWORK, INK_SHARE, SAME_COLOR
 
 
@@ -59,10 +59,7 @@ def find_line_art(rgb: np.ndarray, background: Element, elements: list[Element])
     # Between the drawing's colours, not on the ground: what lies around the strokes.
     ring_kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * BAND_PX + 1, 2 * BAND_PX + 1))
     ring = cv2.dilate(ink.astype(np.uint8), ring_kernel).astype(bool) & ~ink
-    owner = np.zeros((height_px, width_px), np.int32)
-    for index, element in enumerate(elements, start=1):
-        owner[element.mask] = index
-    owners = owner[ring]
+    owners = owner_map(elements, rgb.shape)[ring]
     owned_px = int((owners > 0).sum())
     ground_px = int(background.mask[ring].sum())
     if owned_px < ground_px:
@@ -83,11 +80,9 @@ def find_line_art(rgb: np.ndarray, background: Element, elements: list[Element])
             ink |= element.mask  # the thick parts of a stroke
             continue
         if overlap.any():
-            element.mask = element.mask & ~ink
-            element.area = int(element.mask.sum())
+            set_mask(element, element.mask & ~ink)
             if element.area == 0:
                 continue
-            set_hull(element)
         kept.append(element)
     background.mask &= ~ink
     line_art = Element(ElementKind.SHAPE, ink, ink_rgb, "Line art")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .cancel import checkpoint
-from .elements import Element, ElementKind
+from .elements import Element, ElementKind, owner_map
 from .masks import bbox_slices
 from .tuning import BAND_PX
 
@@ -17,9 +17,7 @@ def order_elements(elements: list[Element]) -> list[Element]:
     if count <= 1:
         return elements
     # Element masks are disjoint: one label image, then one bincount per hull.
-    owner = np.zeros(elements[0].mask.shape, np.int32)
-    for index, element in enumerate(elements, start=1):
-        owner[element.mask] = index
+    owner = owner_map(elements, elements[0].mask.shape)
     inside = np.zeros((count, count))
     for a, ea in enumerate(elements):
         checkpoint()

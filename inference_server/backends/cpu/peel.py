@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .cancel import checkpoint
-from .elements import Element, ElementKind
+from .elements import Element, ElementKind, owner_map
 from .masks import bbox_slices, filled, nearest_pixel
 from .tuning import BAND_PX, MIN_REGION_FRACTION, SAME_COLOR
 
@@ -50,9 +50,7 @@ class Claims:
 
     @classmethod
     def of(cls, elements: list[Element], background: Element) -> Claims:
-        cores = np.zeros(background.mask.shape, np.int32)
-        for index, element in enumerate(elements, start=1):
-            cores[element.mask] = index
+        cores = owner_map(elements, background.mask.shape)
         colors = np.zeros((len(elements) + 1, 3))
         for index, element in enumerate(elements, start=1):
             colors[index] = element.color_rgb

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from .cancel import checkpoint
-from .elements import Element, ElementKind, set_hull
+from .elements import Element, ElementKind, set_mask
 from .regions import Regions
 from .tuning import (
     EDGE_STEP,
@@ -143,11 +143,9 @@ def tile_elements(rgb: np.ndarray, background: Element, elements: list[Element],
             if patch:
                 continue
             if element.kind is not ElementKind.TEXT and inside > 0:
-                element.mask = element.mask & ~tile
-                element.area = int(element.mask.sum())
+                set_mask(element, element.mask & ~tile)
                 if element.area == 0:
                     continue
-                set_hull(element)
             photo &= ~element.mask
             remaining.append(element)
         kept = remaining

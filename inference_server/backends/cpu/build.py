@@ -313,13 +313,13 @@ def photo_elements(rgb: np.ndarray, regions: Regions, ground: Ground, letters: L
         solid = cv2.erode(texture.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
         if solid.sum() < 0.5 * texture.sum():
             continue
-        photo = filled(texture) & ~drawn
+        outline = filled(texture)
+        photo = outline & ~drawn
         if photo.sum() < MIN_IMAGE_FRACTION * height_px * width_px or not shows_edge(rgb, photo):
             continue
         # Flat-looking parts of the picture itself (a watch's black screen and coloured strap in a product shot,
         # the backdrop of a portrait) lie inside its outline and carry its grain; graphics placed on it are exact
         # colour. The grained ones are the photo's.
-        outline = filled(texture)
         for element in [e for e in elements if e.kind is ElementKind.SHAPE]:
             if (element.mask & outline).sum() < 0.9 * element.area:
                 continue

@@ -279,6 +279,33 @@ def test_a_ring_over_a_shape_stays_a_ring_and_stays_on_top(decomposer):
     assert stack.layers[1].rgba[100, 110, 3] == 255, "the rectangle is whole under the ring"
 
 
+def test_a_layer_carries_the_input_colour_in_its_gaps_and_its_own_around_its_edge(decomposer):
+    import cv2
+
+    from benchmarks.samples import flat_layer
+    from benchmarks.samples_heldout import shape_mask
+
+    teal = np.array([42, 157, 143])
+    composite, _ = _poster(384, 288, [
+        flat_layer((106, 76, 147), shape_mask(384, 288, "rect", (100, 60, 300, 200))),
+        flat_layer(tuple(teal), shape_mask(384, 288, "ellipse", (50, 40, 170, 160), stroke_px=8)),
+    ])
+    ring = _decompose(decomposer, composite, 3).layers[-1].rgba
+    shows = ring[..., 3] > 0
+    distance_px = cv2.distanceTransform((~shows).astype(np.uint8), cv2.DIST_L2, 5)
+    hull = np.zeros(shows.shape, np.uint8)
+    cv2.fillConvexPoly(hull, cv2.convexHull(cv2.findNonZero(shows.astype(np.uint8))), 1)
+    # Inside the ring (on the page, on the rectangle) past a one-pixel rim: what the image shows there, which is
+    # what a layer in the truth most often has there (the card or the page a shape's pieces sit on).
+    gap = hull.astype(bool) & (distance_px > 1.5)
+    assert gap.sum() > 5000
+    assert np.abs(ring[gap, :3].astype(int) - composite[gap, :3].astype(int)).max() <= 1
+    # Around its outer edge: its own colour, so a soft edge resampled in straight alpha does not pick up the page's.
+    rim = ~hull.astype(bool) & (distance_px > 0) & (distance_px <= 3)
+    assert rim.sum() > 500
+    assert np.abs(ring[rim, :3].astype(int) - teal).max(axis=1).mean() < 12
+
+
 def test_a_thin_rule_and_a_gradient_shape_crossed_by_it_come_back_as_their_own_layers(decomposer):
     from benchmarks.samples import flat_layer
     from benchmarks.samples_heldout import gradient_layer, shape_mask

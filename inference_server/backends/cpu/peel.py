@@ -57,6 +57,25 @@ class Claims:
         return cls(cores, colors, (cores == 0) & ~background.mask)
 
 
+def own_color_at(shows: np.ndarray, covering: np.ndarray, near_edge: np.ndarray) -> np.ndarray:
+    """Where a layer carries its element's own (nearest) colour under zero alpha: near its edge (``near_edge``;
+    a soft edge resampled in straight alpha then does not pick up another colour, and a feathered edge fainter
+    than 1/255 goes on there), and under the elements in front of it, where it may go on hidden (a pattern under
+    a disc laid on it, a shape's corner under another). In the gaps between its pieces, inside the convex hull of
+    what shows (the white modules of a QR code, the space between words), only in a one-pixel rim: there it
+    carries the input's colour, which most often is what a designer put there, the card or the page, what a layer
+    of the truth holds there (LayerD's RGB L1 is taken over the truth's mask) and what a viewer that ignores
+    alpha shows."""
+    import cv2
+
+    rim = cv2.dilate(shows.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    points = cv2.findNonZero(shows.astype(np.uint8))
+    hull = np.zeros(shows.shape, np.uint8)
+    if points is not None:
+        cv2.fillConvexPoly(hull, cv2.convexHull(points), 1)
+    return rim | covering | (near_edge & ~hull.astype(bool))
+
+
 def peel(rgb: np.ndarray, rgb_u8: np.ndarray, element: Element, covering: np.ndarray,
           alpha_in: np.ndarray, claims: Claims, index: int) -> np.ndarray:
     """The element's straight RGBA layer (full size); ``rgb_u8`` is ``rgb`` as it shows (uint8); ``claims``: what
@@ -124,12 +143,9 @@ def peel(rgb: np.ndarray, rgb_u8: np.ndarray, element: Element, covering: np.nda
     # A layer is never more opaque than the input there (RGBA inputs).
     alpha = np.minimum(alpha, alpha_in[box])
     out = np.zeros(crop_rgb.shape[:2] + (4,), np.uint8)
-    # Near its edge (the soft band and a little beyond) the element's own colour, so a soft edge resampled in
-    # straight alpha does not pick up the colour of what lies behind it; so too under the elements above it, where
-    # it may go on hidden (a soft rim wider than the band, a part the hull completion misses); elsewhere the
-    # input's colour.
-    near = cv2.dilate(grown.astype(np.uint8), kernel).astype(bool) | (alpha > 0) | covering[box]
-    out[..., :3] = np.where(near[..., None], np.clip(np.rint(near_f), 0, 255), crop_rgb).astype(np.uint8)
+    near_edge = cv2.dilate(grown.astype(np.uint8), kernel).astype(bool)
+    own = own_color_at(alpha > 0, covering[box], near_edge)
+    out[..., :3] = np.where(own[..., None], np.clip(np.rint(near_f), 0, 255), crop_rgb).astype(np.uint8)
     out[..., 3] = np.clip(np.rint(alpha * 255.0), 0, 255).astype(np.uint8)
     rgba[box] = out
     return rgba

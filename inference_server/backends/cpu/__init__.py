@@ -59,7 +59,7 @@ How it works, in the order of ``CpuDecomposer.decompose``:
    between its colour (F, nearest own pixel) and what lies under it (B, nearest pixel outside) in a thin edge
    band, completion under the elements above it (inside its own convex hulls); colour = nearest own colour,
    also under zero alpha near its outer edge (so resampling does not bleed black) and under the elements above
-   it; in the gaps inside the convex hull of what shows (past a one-pixel rim) and elsewhere, the input's
+   it; in the gaps inside the convex hull of what shows (past a two-pixel rim) and elsewhere, the input's
    colour. Between two elements of one colour (the words of a phrase) the band leaves the other's core alone
    and each takes the edge pixels nearer its own core (two layers do not both hold a pixel);
    the counters of small letters on a shape (too small to be regions, owned by nothing) are the

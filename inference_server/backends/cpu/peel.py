@@ -62,13 +62,13 @@ def own_color_at(shows: np.ndarray, covering: np.ndarray, near_edge: np.ndarray)
     a soft edge resampled in straight alpha then does not pick up another colour, and a feathered edge fainter
     than 1/255 goes on there), and under the elements in front of it, where it may go on hidden (a pattern under
     a disc laid on it, a shape's corner under another). In the gaps between its pieces, inside the convex hull of
-    what shows (the white modules of a QR code, the space between words), only in a one-pixel rim: there it
+    what shows (the white modules of a QR code, the space between words), only in a two-pixel rim: there it
     carries the input's colour, which most often is what a designer put there, the card or the page, what a layer
     of the truth holds there (LayerD's RGB L1 is taken over the truth's mask) and what a viewer that ignores
     alpha shows."""
     import cv2
 
-    rim = cv2.dilate(shows.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    rim = cv2.dilate(shows.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))).astype(bool)
     points = cv2.findNonZero(shows.astype(np.uint8))
     hull = np.zeros(shows.shape, np.uint8)
     if points is not None:

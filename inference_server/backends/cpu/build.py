@@ -320,13 +320,19 @@ def photo_elements(rgb: np.ndarray, regions: Regions, ground: Ground, letters: L
         # Flat-looking parts of the picture itself (a watch's black screen and coloured strap in a product shot,
         # the backdrop of a portrait) lie inside its outline and carry its grain; graphics placed on it are exact
         # colour. The grained ones are the photo's.
-        for element in [e for e in elements if e.kind is ElementKind.SHAPE]:
+        for element in [e for e in elements if e.kind in (ElementKind.SHAPE, ElementKind.TEXT)]:
             if (element.mask & outline).sum() < 0.9 * element.area:
                 continue
-            core = cv2.erode(element.mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
-            if core.any() and float(rgb[core].std(axis=0).max()) >= PHOTO_GRAIN:
-                photo |= element.mask
-                elements.remove(element)
+            # Text the reader finds inside a product shot (a watch's dial, a label on a bottle) is printed in the
+            # photo, and so are small flat patches the photo surrounds (a white dial): the photo's own.
+            printed = element.area < 0.05 * photo.sum() and enclosed_by(element.mask, outline)
+            if element.kind is ElementKind.SHAPE and not printed:
+                core = cv2.erode(element.mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+                printed = core.any() and float(rgb[core].std(axis=0).max()) >= PHOTO_GRAIN
+            if not printed:
+                continue
+            photo |= element.mask
+            elements.remove(element)
         background.mask &= ~photo
         images.append(Element(ElementKind.IMAGE, photo, rgb[photo].mean(axis=0)))
         assigned |= photo
@@ -364,3 +370,15 @@ def shows_edge(rgb: np.ndarray, mask: np.ndarray) -> bool:
     at = np.flatnonzero(rim.ravel())
     jump = np.abs(crop_rgb[at] - crop_rgb[beyond_at(at)]).max(axis=1)
     return bool(np.percentile(jump, 90) >= EDGE_STEP)
+
+
+def enclosed_by(mask: np.ndarray, outline: np.ndarray) -> bool:
+    """Whether the outline surrounds the mask: nearly all of a ring around the mask's box (a quarter of the box's
+    height wide) lies inside it."""
+    rows, cols = bbox_slices(mask, 0)
+    pad_px = max(2, round(0.25 * (rows.stop - rows.start)))
+    outer = bbox_slices(mask, pad_px)
+    ring = np.ones(outline[outer].shape, bool)
+    ring[rows.start - outer[0].start:rows.stop - outer[0].start,
+         cols.start - outer[1].start:cols.stop - outer[1].start] = False
+    return bool(ring.any() and outline[outer][ring].mean() >= 0.6)

@@ -869,3 +869,56 @@ def test_flat_parts_of_a_cut_out_photo_on_a_page_stay_in_its_image_layer(decompo
     for y, x in [(130, 192), (117, 190), (60, 192)]:  # the screen, the reading, the strap
         assert _top_layer_at(stack, y, x) == images[0], names
     assert _composite_error(stack, image) <= 1.0
+
+
+def test_labels_fold_into_their_boxes_when_the_layer_budget_keeps_one_layer_per_button(decomposer):
+    # Three buttons with their labels on a page, asked for a layer per button: each label goes into its own
+    # button's layer (a designer's unit), not all three labels into one layer over the three buttons, which
+    # would stack every button under a layer of words.
+    from benchmarks.samples import font
+
+    size_px = 512
+    page = np.full((size_px, size_px, 4), 255, np.uint8)
+    buttons, labels = [], []
+    for y, word, color in ((64, "Home", (30, 110, 200, 255)), (224, "Shop", (40, 150, 70, 255)),
+                           (384, "Help", (200, 60, 50, 255))):
+        buttons.append(_drawn_layer(size_px, lambda d, s, y=y, color=color: d.rounded_rectangle(
+            [160 * s, y * s, 352 * s, (y + 64) * s], radius=10 * s, fill=color)))
+        labels.append(_drawn_layer(size_px, lambda d, s, y=y, word=word: d.text(
+            (212 * s, (y + 16) * s), word, font=font(28 * s), fill=(255, 255, 255, 255))))
+    image = composite_over([page] + buttons + labels)
+    stack = _decompose(decomposer, image, 4)
+    assert len(stack.layers) == 4, [layer.name for layer in stack.layers]
+    for button, label in zip(buttons, labels, strict=True):
+        owner = _top_layer_at(stack, *np.argwhere(button[..., 3] == 255)[0])
+        letters = np.argwhere(label[..., 3] == 255)
+        assert all(_top_layer_at(stack, y, x) == owner for y, x in letters[:: max(1, len(letters) // 20)]), \
+            [layer.name for layer in stack.layers]
+    assert _composite_error(stack, image) <= 1.0
+
+
+def test_text_printed_inside_a_placed_photo_stays_in_the_photo(decomposer):
+    # A product shot on a white page shows a watch's screen with a reading on it, and a title sits on the page:
+    # the reading is part of the photograph (one image layer), the title a text layer of its own.
+    from benchmarks.samples import font, photo_rgb
+
+    width_px, height_px = 512, 384
+    page = np.full((height_px, width_px, 4), 255, np.uint8)
+    photo = np.zeros_like(page)
+    photo[112:352, 136:376, :3] = photo_rgb("chelsea", 240, 240)
+    photo[112:352, 136:376, 3] = 255
+    screen = _drawn_layer(width_px, lambda d, s: d.rectangle([196 * s, 180 * s, 316 * s, 260 * s],
+                                                             fill=(16, 16, 20, 255)))[:height_px]
+    reading = _drawn_layer(width_px, lambda d, s: d.text((212 * s, 204 * s), "12:45", font=font(28 * s),
+                                                         fill=(120, 230, 90, 255)))[:height_px]
+    title = _drawn_layer(width_px, lambda d, s: d.text((120 * s, 32 * s), "Watch Series", font=font(40 * s),
+                                                       fill=(20, 20, 20, 255)))[:height_px]
+    image = composite_over([page, photo, screen, reading, title])
+    stack = _decompose(decomposer, image, 3)
+    names = [layer.name for layer in stack.layers]
+    images = [k for k, name in enumerate(names) if name.startswith("Image")]
+    assert len(images) == 1, names
+    letters = np.argwhere(reading[..., 3] == 255)
+    assert all(_top_layer_at(stack, y, x) == images[0] for y, x in letters[:: max(1, len(letters) // 20)]), names
+    assert any(name.startswith("Text") for name in names), names
+    assert _composite_error(stack, image) <= 1.0

@@ -32,11 +32,12 @@ How a PSD becomes ground-truth layers:
    --max-bad-fraction of pixels off by more than 24 levels) is skipped with the numbers as the reason.
 5. Downscale to at most --max-side px on the long side (area filter on premultiplied colour).
 
-The held-out set (``--held-out``, default out /work/data/real_heldout): the files the check of step 4 skipped
-only narrowly (MAE ≤ 3/255 and ≤ 6 % of pixels off: an effect psd-tools renders a little differently), built
-with those limits. Their layers are still the designer's layers, and the input is their own composite, so they
-score as the main set does; they are kept apart so that the decomposer is never tuned on them: they tell how a
-change does on files it has not seen (``scripts/bench_decompose.py --set real --data /work/data/real_heldout``).
+The held-out set (``--held-out``, default out /work/data/real_heldout): the manifest's files marked
+``"set": "heldout"`` (never part of the main set), and the files the check of step 4 skipped only narrowly (MAE
+≤ 3/255 and ≤ 6 % of pixels off: an effect psd-tools renders a little differently), all built with those looser
+limits. Their layers are still the designer's layers, and the input is their own composite, so they score as the
+main set does; they are kept apart so that the decomposer is never tuned on them: they tell how a change does on
+files it has not seen (``scripts/bench_decompose.py --set real --data /work/data/real_heldout``).
 """
 
 from __future__ import annotations
@@ -459,8 +460,11 @@ def main(argv=None) -> int:
         if not strict_index.exists():
             parser.error(f"--held-out picks its files from the main set's {strict_index}: build that first")
         skipped = json.loads(strict_index.read_text())["skipped"]
-        entries = [e for e in entries if skipped.get(e["case"], "").startswith(NARROW_SKIP)]
+        entries = [e for e in entries
+                   if e.get("set") == "heldout" or skipped.get(e["case"], "").startswith(NARROW_SKIP)]
         args.max_mae, args.max_bad_fraction = HELD_OUT_MAX_MAE, HELD_OUT_MAX_BAD_FRACTION
+    else:
+        entries = [e for e in entries if e.get("set") != "heldout"]
     args.out = args.out or (HELD_OUT if args.held_out else DEFAULT_OUT)
     if args.cases:
         entries = [e for e in entries if e["case"] in set(args.cases)]

@@ -320,19 +320,24 @@ def photo_elements(rgb: np.ndarray, regions: Regions, ground: Ground, letters: L
         # Flat-looking parts of the picture itself (a watch's black screen and coloured strap in a product shot,
         # the backdrop of a portrait) lie inside its outline and carry its grain; graphics placed on it are exact
         # colour. The grained ones are the photo's.
-        for element in [e for e in elements if e.kind in (ElementKind.SHAPE, ElementKind.TEXT)]:
-            if (element.mask & outline).sum() < 0.9 * element.area:
-                continue
-            # Text the reader finds inside a product shot (a watch's dial, a label on a bottle) is printed in the
-            # photo, and so are small flat patches the photo surrounds (a white dial): the photo's own.
-            printed = element.area < 0.05 * photo.sum() and enclosed_by(element.mask, outline)
-            if element.kind is ElementKind.SHAPE and not printed:
-                core = cv2.erode(element.mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
-                printed = core.any() and float(rgb[core].std(axis=0).max()) >= PHOTO_GRAIN
-            if not printed:
-                continue
-            photo |= element.mask
-            elements.remove(element)
+        inside = [e for e in elements if e.kind in (ElementKind.SHAPE, ElementKind.TEXT)
+                  and (e.mask & outline).sum() >= 0.9 * e.area]
+        for element in [e for e in inside if e.kind is ElementKind.SHAPE]:
+            core = cv2.erode(element.mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+            if core.any() and float(rgb[core].std(axis=0).max()) >= PHOTO_GRAIN:
+                photo |= element.mask
+                elements.remove(element)
+                inside.remove(element)
+        # Text the reader finds inside a product shot (a watch's dial, a label on a bottle) is printed in the photo,
+        # and so are small flat patches the photo surrounds (a white dial): the photo's own. Not where they lie on
+        # a flat element of their own (the letters of an app icon placed over a textured backdrop).
+        placed = np.zeros((height_px, width_px), bool)
+        for element in inside:
+            placed |= element.mask
+        for element in inside:
+            if element.area < 0.05 * photo.sum() and enclosed_by(element.mask, outline & ~placed):
+                photo |= element.mask
+                elements.remove(element)
         background.mask &= ~photo
         images.append(Element(ElementKind.IMAGE, photo, rgb[photo].mean(axis=0)))
         assigned |= photo

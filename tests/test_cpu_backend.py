@@ -427,6 +427,23 @@ def test_small_text_on_a_page_comes_back_as_a_text_layer(decomposer):
     assert np.abs(background[wanted] - (246, 242, 232)).max() < 24, "letter-shaped marks left in the page"
 
 
+def test_the_words_of_a_long_thin_banner_come_back_as_a_text_layer(decomposer):
+    # A 1200 × 110 menu bar: the detector's copy of it is capped in length (not scaled up to a 5000 px strip);
+    # its words are still read and come back as a text layer above the bar.
+    from benchmarks.samples import font
+
+    width_px, height_px = 1200, 110
+    bar = np.zeros((height_px, width_px, 4), np.uint8)
+    bar[...] = (34, 40, 52, 255)
+    words = _drawn_layer(width_px, lambda d, s: d.text((40 * s, 40 * s), "Home    Features    Layouts    About me",
+                                                       font=font(22 * s), fill=(236, 236, 236, 255)))[:height_px]
+    stack = _decompose(decomposer, composite_over([bar, words]), 2)
+    texts = [layer for layer in stack.layers if layer.name.startswith("Text")]
+    assert texts, [layer.name for layer in stack.layers]
+    found, wanted = texts[0].rgba[..., 3] > 127, words[..., 3] > 127
+    assert (found & wanted).sum() / (found | wanted).sum() > 0.7
+
+
 def test_a_nearly_opaque_image_keeps_its_background_whole_under_the_layers(decomposer):
     # A product shot on white whose edge pixels are slightly transparent is not a cut-out on nothing: its ground
     # (the white) goes on under the product, as the file's own background layer would.

@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 
 from ...errors import InvalidInput
-from ...layers import Layer, LayerStack, Stopwatch, alpha_bbox_px, composite_over
+from ...layers import Layer, LayerStack, OverCompositor, Stopwatch, alpha_bbox_px, composite_over
 from ...params import MAX_LAYERS, DecomposeParams
 from ..base import CancelToken, ProgressCallback, no_progress
 from .build import build_elements
@@ -256,19 +256,24 @@ def key_color(visible_rgb: np.ndarray) -> np.ndarray:
 
 def merge_group(rgba_list: list[np.ndarray]) -> np.ndarray:
     """One layer of a group's element layers (back to front): their "over" composite where any of them has alpha,
-    the front element's colour under zero alpha. Composited only inside the box their alphas span (a group of
-    many small words on a big image costs that box, not the whole image per word)."""
+    the front element's colour under zero alpha. Composited only inside the box their alphas span."""
     if len(rgba_list) == 1:
         return rgba_list[0]
     merged = rgba_list[-1].copy()
     merged[..., 3] = 0
-    boxes = [box for box in (alpha_bbox_px(rgba[..., 3]) for rgba in rgba_list) if box is not None]
-    if not boxes:
+    placed = [(rgba, box) for rgba, box in ((rgba, alpha_bbox_px(rgba[..., 3])) for rgba in rgba_list)
+              if box is not None]
+    if not placed:
         return merged
-    x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
-    x1, y1 = max(b[0] + b[2] for b in boxes), max(b[1] + b[3] for b in boxes)
-    inside = composite_over([rgba[y0:y1, x0:x1] for rgba in rgba_list])
-    # composite_over leaves colour 0 where all alphas are 0: keep the front element's colour there.
+    x0, y0 = min(b[0] for _, b in placed), min(b[1] for _, b in placed)
+    x1, y1 = max(b[0] + b[2] for _, b in placed), max(b[1] + b[3] for _, b in placed)
+    # Each element is laid over only inside its own box (zero alpha changes nothing): 46 lines of a menu's text
+    # cost their lines, not 46 times the page.
+    compositor = OverCompositor(x1 - x0, y1 - y0)
+    for rgba, (left_px, top_px, width_px, height_px) in placed:
+        compositor.add(rgba[top_px:top_px + height_px, left_px:left_px + width_px], left_px - x0, top_px - y0)
+    inside = compositor.result()
+    # The compositor leaves colour 0 where all alphas are 0: keep the front element's colour there.
     empty = inside[..., 3] == 0
     inside[empty, :3] = merged[y0:y1, x0:x1][empty, :3]
     merged[y0:y1, x0:x1] = inside

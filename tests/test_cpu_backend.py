@@ -663,25 +663,6 @@ def test_a_cut_out_over_its_translucent_shadow_comes_back_as_shadow_and_body(dec
     assert _composite_error(stack, rgba) <= 1.0
 
 
-def test_a_solid_patch_of_its_own_colour_on_a_photo_splits_off_when_there_is_room(decomposer):
-    # A grainy blue-grey "fish" on a white page with a solid orange disc laid on it: asked for two layers, the
-    # photo is one; asked for three, the disc comes off as its own image and the fish keeps its own tones whole.
-    rng = np.random.default_rng(0)
-    ys, xs = np.mgrid[0:240, 0:320]
-    rgb = np.full((240, 320, 3), 255.0)
-    fish = ((xs - 160) / 120.0) ** 2 + ((ys - 120) / 60.0) ** 2 <= 1.0
-    shade = np.clip(60 + 1.2 * (ys - 60) + rng.normal(0, 30, ys.shape), 0, 255)
-    rgb[fish] = np.stack([shade * 0.5, shade * 0.8, 120 + shade * 0.5], -1)[fish]
-    disc = (xs - 190) ** 2 + (ys - 115) ** 2 <= 38 ** 2
-    rgb[disc] = np.array([245, 160, 30]) + rng.normal(0, 6, (int(disc.sum()), 3))
-    rgba = np.dstack([np.clip(rgb, 0, 255), np.full((240, 320), 255.0)]).astype(np.uint8)
-    assert len(_decompose(decomposer, rgba, 2).layers) == 2
-    stack = _decompose(decomposer, rgba, 3)
-    assert len(stack.layers) == 3 and _composite_error(stack, rgba) <= 1.0
-    top = stack.layers[-1].rgba[..., 3] > 127
-    assert (top & disc).sum() / (top | disc).sum() > 0.9
-
-
 def test_room_left_over_a_coloured_fill_puts_white_paper_under_it(decomposer):
     # White words on a navy fill, four layers asked: the fill and the words are all there is, and a designer's
     # file has its white paper hidden under the fill; the composite is unchanged. Asked for just two, no paper.

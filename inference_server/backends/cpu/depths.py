@@ -8,17 +8,7 @@ import numpy as np
 from .cancel import checkpoint
 from .elements import Element, ElementKind, set_hull, set_mask
 from .masks import bbox_slices, filled, hull_mask, joint_hull, union_box
-from .tuning import (
-    BACKGROUND_GAP,
-    COLOR_CLUSTERS,
-    MIN_ELEMENT_FRACTION,
-    MIN_IMAGE_FRACTION,
-    PATCH_SHARE,
-    PATCH_SOLIDITY,
-    PIECE_GAP,
-    SAME_COLOR,
-    SOLID_PIECES,
-)
+from .tuning import BACKGROUND_GAP, MIN_ELEMENT_FRACTION, MIN_IMAGE_FRACTION, PIECE_GAP, SAME_COLOR, SOLID_PIECES
 
 
 def split_depths(background: Element, elements: list[Element]) -> list[Element]:
@@ -252,72 +242,3 @@ def split_pieces(elements: list[Element], wanted: int) -> list[Element]:
             set_hull(part)
             elements.append(part)
     return elements
-
-
-
-def split_colors(rgb: np.ndarray, elements: list[Element], wanted: int) -> list[Element]:
-    """A solid patch of its own colour inside an image (an orange slice laid on a fish) splits off as an image of
-    its own, the biggest image first, while there are fewer than ``wanted`` elements. The image's colours fall into
-    three clusters; a cluster that is one solid blob (it fills its convex hull, and the blob holds nearly all of the
-    cluster's pixels) is such a patch, where a photo's own tones (a fish's back and belly) are ragged or spread."""
-    if len(elements) >= wanted or not elements:
-        return elements
-    elements = list(elements)
-    least_px = MIN_ELEMENT_FRACTION * elements[0].mask.size
-    for element in sorted(elements, key=lambda e: -e.area):
-        if len(elements) >= wanted:
-            break
-        if element.kind is not ElementKind.IMAGE or element.text == "Subject" or element.opacity < 1.0:
-            continue  # (a photo's subject is cut from the photo by colour already)
-        checkpoint()
-        patch = solid_color_patch(rgb, element.mask, least_px)
-        if patch is None:
-            continue
-        index = elements.index(element)
-        rest = Element(element.kind, element.mask & ~patch, element.color_rgb, element.text)
-        part = Element(ElementKind.IMAGE, patch, rgb[patch].mean(axis=0))
-        for new in (rest, part):
-            new.host = element.host
-            set_hull(new)
-        elements[index:index + 1] = [rest, part]
-    return elements
-
-
-def solid_color_patch(rgb: np.ndarray, mask: np.ndarray, least_px: float) -> np.ndarray | None:
-    """The pixels of the image's most solid colour patch (see split_colors), or None."""
-    import cv2
-
-    box = bbox_slices(mask, 1)
-    crop = mask[box]
-    lab = cv2.cvtColor(np.clip(rgb[box], 0, 255).astype(np.uint8), cv2.COLOR_RGB2LAB).astype(np.float32)
-    pixels = lab[crop]
-    if len(pixels) < 3 * least_px:
-        return None
-    sample = pixels[:: max(1, len(pixels) // 20000)]
-    cv2.setRNGSeed(0)  # the same image gives the same patches
-    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 0.5)
-    _, _, centers = cv2.kmeans(sample, COLOR_CLUSTERS, None, criteria, 3,  # type: ignore[call-overload]
-                               cv2.KMEANS_PP_CENTERS)
-    nearest = np.argmin(np.linalg.norm(pixels[:, None, :] - centers[None], axis=2), axis=1)
-    opening = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
-    best, best_solidity = None, PATCH_SOLIDITY
-    for cluster in range(COLOR_CLUSTERS):
-        members = np.zeros(crop.shape, np.uint8)
-        members[crop] = nearest == cluster
-        total = int(members.sum())
-        if not least_px <= total <= 0.6 * len(pixels):
-            continue
-        opened = cv2.morphologyEx(members, cv2.MORPH_OPEN, opening)
-        count, labels, stats, _ = cv2.connectedComponentsWithStats(opened, connectivity=8)
-        if count < 2:
-            continue
-        blob = labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-        blob = filled(blob) & crop
-        solidity = float(blob.sum()) / max(float(hull_mask(blob).sum()), 1.0)
-        if blob.sum() >= max(least_px, PATCH_SHARE * total) and solidity >= best_solidity:
-            best, best_solidity = blob, solidity
-    if best is None:
-        return None
-    patch = np.zeros(mask.shape, bool)
-    patch[box] = best
-    return patch

@@ -663,19 +663,6 @@ def test_a_cut_out_over_its_translucent_shadow_comes_back_as_shadow_and_body(dec
     assert _composite_error(stack, rgba) <= 1.0
 
 
-def test_room_left_over_a_coloured_fill_puts_white_paper_under_it(decomposer):
-    # White words on a navy fill, four layers asked: the fill and the words are all there is, and a designer's
-    # file has its white paper hidden under the fill; the composite is unchanged. Asked for just two, no paper.
-    rgba = np.zeros((120, 240, 4), np.uint8)
-    rgba[...] = (20, 30, 70, 255)
-    rgba[40:80, 30:90, :3] = 250
-    rgba[40:80, 150:210, :3] = (240, 200, 40)
-    stack = _decompose(decomposer, rgba, 4)
-    assert stack.layers[0].name == "Paper" and (stack.layers[0].rgba == 255).all()
-    assert len(stack.layers) == 4 and _composite_error(stack, rgba) <= 1.0
-    assert [layer.name for layer in _decompose(decomposer, rgba, 3).layers][0] == "Background"
-
-
 def test_thin_strokes_of_a_sketch_come_with_its_bold_ones_not_painted_into_the_background(decomposer):
     # White line art on black: a dozen bold strokes and thirty hairlines (1 px and less, all anti-aliased edge,
     # so no region catches them). The hairlines are the same ink: they belong in the line-art layer, not left

@@ -77,9 +77,7 @@ How it works, in the order of ``CpuDecomposer.decompose``:
    colour the saturated end of the line from the ground, its alpha fitted per pixel. When nothing came apart in a
    cut-out (an RGBA input) whose visible pixels are in good part see-through, at one opacity, away from its solid
    body (a shadow, a faded copy), it is that translucent layer (going on under the body at its opacity) and the body
-   above it. Otherwise the one layer is the input itself. With room left in a layer count the user chose, a ground
-   of one colour (not white) over the whole canvas gets white paper under it, hidden, as a designer's file has its
-   white background under a fill layer.
+   above it. Otherwise the one layer is the input itself.
 
 Cancellation is checked between stages and, through a per-thread token (``cancel.checkpoint``), between the sub-steps
 of the long ones, so a cancel lands inside the running stage (bench_decompose measures how soon on 12 MP).

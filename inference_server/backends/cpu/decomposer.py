@@ -14,7 +14,7 @@ from .build import build_elements
 from .cancel import cancel_scope
 from .compositing import correct_alpha, correct_residual, over_premul, solve_bottom
 from .depths import merge_phrases, split_depths, split_phrases, split_pieces
-from .elements import Element, ElementKind, color_name
+from .elements import ElementKind, color_name
 from .fill import fill_background
 from .glows import find_glows
 from .leftovers import join_leftovers
@@ -28,7 +28,6 @@ from .text import TextDetector
 from .threads import thread_budget
 from .tiles import find_photo_tiles, tile_elements
 from .translucent import find_translucent
-from .tuning import PAPER_FILL_SHARE, PAPER_FILL_TOLERANCE, SAME_COLOR
 
 
 class CpuDecomposer:
@@ -187,12 +186,6 @@ class CpuDecomposer:
             # Nothing came apart: the one layer is the input itself, not a rebuild of it (which drifts in the
             # straight colour and alpha of faint pixels the residual correction leaves alone).
             layers = [Layer(target.copy(), layers[0].name)]
-        if not params.auto_layers and len(layers) < requested and paper_under(layers, background, rgb, opaque):
-            # Room left in the count the user chose, and the ground is a coloured fill over the whole canvas: the
-            # document's white paper lies under it (as a Photoshop file's white Background lies under a fill
-            # layer), hidden; the composite does not change.
-            paper = np.full_like(target, 255)
-            layers.insert(0, Layer(paper, "Paper"))
         progress("residual", 1, 1)
         watch.stop()
         if params.auto_layers:
@@ -230,17 +223,6 @@ def glow_layers(target: np.ndarray, rgb: np.ndarray, max_glows: int) -> list[Lay
     layers = [Layer(solve_bottom(target, top_premul, top_alpha, fill_rgb, True), "Background")] + upper
     correct_residual(layers, target)
     return layers
-
-
-def paper_under(layers: list[Layer], background: Element, rgb: np.ndarray, opaque: bool) -> bool:
-    """Whether white paper goes under the bottom layer: something came apart over a ground of one colour (a fill;
-    not a photo, nor a gradient) that covers the whole canvas opaquely and is not itself white."""
-    if not (opaque and len(layers) >= 2 and background.regions and background.mask.any()
-            and float(np.linalg.norm(background.color_rgb - 255.0)) >= SAME_COLOR
-            and bool((layers[0].rgba[..., 3] == 255).all())):
-        return False
-    off = np.abs(rgb[background.mask] - background.color_rgb).max(axis=1)
-    return float((off <= PAPER_FILL_TOLERANCE).mean()) >= PAPER_FILL_SHARE
 
 
 def key_color(visible_rgb: np.ndarray) -> np.ndarray:

@@ -643,6 +643,26 @@ def test_a_cut_out_with_nothing_to_split_comes_back_as_exactly_the_input(decompo
     assert np.array_equal(stack.layers[0].rgba, rgba)
 
 
+def test_a_cut_out_over_its_translucent_shadow_comes_back_as_shadow_and_body(decomposer):
+    # A photographed disc (grain all over) over a faint blurred copy of it that reaches well beyond it (a third
+    # opaque): two layers asked, two come back: the copy, going on under the disc at its own opacity, and the
+    # disc above it.
+    rng = np.random.default_rng(0)
+    ys, xs = np.mgrid[0:160, 0:200]
+    rgba = np.zeros((160, 200, 4), np.uint8)
+    shadow = ((xs - 115) / 70.0) ** 2 + ((ys - 90) / 55.0) ** 2 <= 1.0
+    disc = (xs - 85) ** 2 + (ys - 70) ** 2 <= 40 ** 2
+    rgba[..., :3] = rng.integers(40, 220, (160, 200, 3))
+    rgba[shadow, 3] = 85
+    rgba[disc, 3] = 255
+    stack = _decompose(decomposer, rgba, 2)
+    assert [layer.name for layer in stack.layers] == ["Shadow", "Image"]
+    shadow_alpha, body_alpha = (layer.rgba[..., 3] for layer in stack.layers)
+    assert (np.abs(shadow_alpha[shadow].astype(int) - 85) <= 1).all()  # under the disc too
+    assert (body_alpha[disc] == 255).all() and (body_alpha[shadow & ~disc] == 0).all()
+    assert _composite_error(stack, rgba) <= 1.0
+
+
 def test_thin_strokes_of_a_sketch_come_with_its_bold_ones_not_painted_into_the_background(decomposer):
     # White line art on black: a dozen bold strokes and thirty hairlines (1 px and less, all anti-aliased edge,
     # so no region catches them). The hairlines are the same ink: they belong in the line-art layer, not left

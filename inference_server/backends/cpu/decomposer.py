@@ -22,6 +22,7 @@ from .lineart import find_line_art
 from .order import fit_count, group_name, order_elements
 from .peel import Claims, peel
 from .regions import find_regions
+from .shadows import shadow_layers
 from .subject import find_subject
 from .text import TextDetector
 from .threads import thread_budget
@@ -178,6 +179,9 @@ class CpuDecomposer:
         if len(layers) == 1 and opaque:
             # Nothing came apart: an image with no edges at all may be soft glows over a flat ground.
             layers = glow_layers(target, rgb, requested - 1) or layers
+        if len(layers) == 1 and not opaque:
+            # Nothing came apart: a cut-out may be a solid body over its translucent shadow.
+            layers = shadow_layers(target) or layers
         if len(layers) == 1:
             # Nothing came apart: the one layer is the input itself, not a rebuild of it (which drifts in the
             # straight colour and alpha of faint pixels the residual correction leaves alone).

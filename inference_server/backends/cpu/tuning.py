@@ -46,3 +46,6 @@ GLOW_GROUND_TOLERANCE = 3.0  # (0–255, max over channels)
 GLOW_MIN_DEVIATION = 12.0  # a glow's strongest pixel differs from the ground by this much at least (Euclidean)
 GLOW_FIT_RMS = 2.0  # the glows explain the image to this RMS error (0–255) or they are not taken
 GLOW_MAX_SIDE_PX = 256  # the fit runs on a copy at most this big (glows are smooth)
+SHADOW_AWAY_PX = 4.0  # a translucent shadow: its see-through pixels lie this far from the solid body (a rim does not)
+SHADOW_SHARE = 0.05  # ... on this share of the visible pixels at least (and the solid body on as much)
+SHADOW_PLATEAU = 0.7  # ... and this share of them within 0.1 of their median opacity (a feather ramps down)

@@ -454,6 +454,23 @@ def test_small_text_on_a_page_comes_back_as_a_text_layer(decomposer):
     assert np.abs(background[wanted] - (246, 242, 232)).max() < 24, "letter-shaped marks left in the page"
 
 
+def test_the_words_of_a_long_thin_banner_come_back_as_a_text_layer(decomposer):
+    # A 1200 × 110 menu bar: the detector's copy of it is capped in length (not scaled up to a 5000 px strip);
+    # its words are still read and come back as a text layer above the bar.
+    from benchmarks.samples import font
+
+    width_px, height_px = 1200, 110
+    bar = np.zeros((height_px, width_px, 4), np.uint8)
+    bar[...] = (34, 40, 52, 255)
+    words = _drawn_layer(width_px, lambda d, s: d.text((40 * s, 40 * s), "Home    Features    Layouts    About me",
+                                                       font=font(22 * s), fill=(236, 236, 236, 255)))[:height_px]
+    stack = _decompose(decomposer, composite_over([bar, words]), 2)
+    texts = [layer for layer in stack.layers if layer.name.startswith("Text")]
+    assert texts, [layer.name for layer in stack.layers]
+    found, wanted = texts[0].rgba[..., 3] > 127, words[..., 3] > 127
+    assert (found & wanted).sum() / (found | wanted).sum() > 0.7
+
+
 def test_a_nearly_opaque_image_keeps_its_background_whole_under_the_layers(decomposer):
     # A product shot on white whose edge pixels are slightly transparent is not a cut-out on nothing: its ground
     # (the white) goes on under the product, as the file's own background layer would.
@@ -651,6 +668,26 @@ def test_a_cut_out_with_nothing_to_split_comes_back_as_exactly_the_input(decompo
     stack = _decompose(decomposer, rgba, 3)
     assert len(stack.layers) == 1 and "fewer than the 3 requested" in " ".join(stack.notes)
     assert np.array_equal(stack.layers[0].rgba, rgba)
+
+
+def test_a_cut_out_over_its_translucent_shadow_comes_back_as_shadow_and_body(decomposer):
+    # A photographed disc (grain all over) over a faint blurred copy of it that reaches well beyond it (a third
+    # opaque): two layers asked, two come back: the copy, going on under the disc at its own opacity, and the
+    # disc above it.
+    rng = np.random.default_rng(0)
+    ys, xs = np.mgrid[0:160, 0:200]
+    rgba = np.zeros((160, 200, 4), np.uint8)
+    shadow = ((xs - 115) / 70.0) ** 2 + ((ys - 90) / 55.0) ** 2 <= 1.0
+    disc = (xs - 85) ** 2 + (ys - 70) ** 2 <= 40 ** 2
+    rgba[..., :3] = rng.integers(40, 220, (160, 200, 3))
+    rgba[shadow, 3] = 85
+    rgba[disc, 3] = 255
+    stack = _decompose(decomposer, rgba, 2)
+    assert [layer.name for layer in stack.layers] == ["Shadow", "Image"]
+    shadow_alpha, body_alpha = (layer.rgba[..., 3] for layer in stack.layers)
+    assert (np.abs(shadow_alpha[shadow].astype(int) - 85) <= 1).all()  # under the disc too
+    assert (body_alpha[disc] == 255).all() and (body_alpha[shadow & ~disc] == 0).all()
+    assert _composite_error(stack, rgba) <= 1.0
 
 
 def test_thin_strokes_of_a_sketch_come_with_its_bold_ones_not_painted_into_the_background(decomposer):
@@ -895,4 +932,59 @@ def test_flat_parts_of_a_cut_out_photo_on_a_page_stay_in_its_image_layer(decompo
     assert (found & wanted).sum() / (found | wanted).sum() > 0.95, names
     for y, x in [(130, 192), (117, 190), (60, 192)]:  # the screen, the reading, the strap
         assert _top_layer_at(stack, y, x) == images[0], names
+    assert _composite_error(stack, image) <= 1.0
+
+
+def test_labels_fold_into_their_boxes_when_the_layer_budget_keeps_one_layer_per_button(decomposer):
+    # Three buttons with their labels on a page, asked for a layer per button: each label goes into its own
+    # button's layer (a designer's unit), not all three labels into one layer over the three buttons, which
+    # would stack every button under a layer of words.
+    from benchmarks.samples import font
+
+    size_px = 512
+    page = np.full((size_px, size_px, 4), 255, np.uint8)
+    buttons, labels = [], []
+    for y, word, color in ((64, "Home", (30, 110, 200, 255)), (224, "Shop", (40, 150, 70, 255)),
+                           (384, "Help", (200, 60, 50, 255))):
+        buttons.append(_drawn_layer(size_px, lambda d, s, y=y, color=color: d.rounded_rectangle(
+            [160 * s, y * s, 352 * s, (y + 64) * s], radius=10 * s, fill=color)))
+        labels.append(_drawn_layer(size_px, lambda d, s, y=y, word=word: d.text(
+            (212 * s, (y + 16) * s), word, font=font(28 * s), fill=(255, 255, 255, 255))))
+    image = composite_over([page] + buttons + labels)
+    stack = _decompose(decomposer, image, 4)
+    assert len(stack.layers) == 4, [layer.name for layer in stack.layers]
+    for button, label in zip(buttons, labels, strict=True):
+        owner = _top_layer_at(stack, *np.argwhere(button[..., 3] == 255)[0])
+        letters = np.argwhere(label[..., 3] == 255)
+        assert all(_top_layer_at(stack, y, x) == owner for y, x in letters[:: max(1, len(letters) // 20)]), \
+            [layer.name for layer in stack.layers]
+    assert _composite_error(stack, image) <= 1.0
+
+
+def test_text_printed_inside_a_placed_photo_stays_in_the_photo(decomposer):
+    # A product shot on a white page shows a watch's screen with a reading on it, and a title sits on the page:
+    # the reading is part of the photograph (one image layer), the title a text layer of its own. (Words on a flat
+    # element placed over a photo stay words: the screen here carries the photo's grain.)
+    from benchmarks.samples import font, photo_rgb
+
+    width_px, height_px = 512, 384
+    page = np.full((height_px, width_px, 4), 255, np.uint8)
+    photo = np.zeros_like(page)
+    photo[112:352, 136:376, :3] = photo_rgb("chelsea", 240, 240)
+    # The screen is the photo's own: dark, with the photo's grain.
+    grain = np.random.default_rng(0).normal(0.0, 3.0, (80, 120, 3))
+    photo[180:260, 196:316, :3] = np.clip(18 + grain, 0, 255).astype(np.uint8)
+    photo[112:352, 136:376, 3] = 255
+    reading = _drawn_layer(width_px, lambda d, s: d.text((212 * s, 204 * s), "12:45", font=font(28 * s),
+                                                         fill=(120, 230, 90, 255)))[:height_px]
+    title = _drawn_layer(width_px, lambda d, s: d.text((120 * s, 32 * s), "Watch Series", font=font(40 * s),
+                                                       fill=(20, 20, 20, 255)))[:height_px]
+    image = composite_over([page, photo, reading, title])
+    stack = _decompose(decomposer, image, 3)
+    names = [layer.name for layer in stack.layers]
+    images = [k for k, name in enumerate(names) if name.startswith("Image")]
+    assert len(images) == 1, names
+    letters = np.argwhere(reading[..., 3] == 255)
+    assert all(_top_layer_at(stack, y, x) == images[0] for y, x in letters[:: max(1, len(letters) // 20)]), names
+    assert any(name.startswith("Text") for name in names), names
     assert _composite_error(stack, image) <= 1.0

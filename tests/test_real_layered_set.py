@@ -113,3 +113,21 @@ def test_bench_scores_the_real_set_against_the_one_layer_baseline(snapshot, caps
     assert case["one layer"]["layers"] == 1
     # The badge over plain paper is the easy case: the decomposer finds both layers.
     assert case["cpu"]["layers"] == 2 and case["cpu"]["iou_e0"] > 0.9
+
+
+def test_the_manifest_names_every_file_and_keeps_the_held_out_files_apart():
+    entries = json.loads((SCRIPTS / "real_layered_set.json").read_text())["files"]
+    names = [entry["case"] for entry in entries]
+    assert len(names) == len(set(names)), "case names are folder names: each once"
+    for entry in entries:
+        assert entry["repository"].count("/") == 1 and entry["path"], entry["case"]
+        assert len(entry["commit"]) == 40 and int(entry["commit"], 16) >= 0, entry["case"]
+        assert entry["licence"], entry["case"]
+        # The outside set of issue #12 draws on these projects' test files: none of ours comes from them.
+        assert not any(word in entry["repository"].lower()
+                       for word in ("psd-tools", "ag-psd", "psd.rb", "psd.js", "aspose")), entry["case"]
+    held_out = [entry for entry in entries if entry.get("set") == "heldout"]
+    main_repositories = {entry["repository"] for entry in entries if entry.get("set") != "heldout"}
+    assert len(held_out) >= 40
+    # A held-out file comes from a repository the main (tuned-on) set does not use.
+    assert not {entry["repository"] for entry in held_out} & main_repositories

@@ -75,15 +75,17 @@ How it works, in the order of ``CpuDecomposer.decompose``:
    that pixel, and what clipping leaves there into the runner-up's. The "over" composite of the result equals
    the input (mean error ≤ 1/255). When nothing came apart in an opaque image without a single edge whose
    border colour shows flat on a fifth of the canvas, it is soft glows over that ground: one layer per glow, its
-   colour the saturated end of the line from the ground, its alpha fitted per pixel. Otherwise the one layer is
-   the input itself.
+   colour the saturated end of the line from the ground, its alpha fitted per pixel. When nothing came apart in a
+   cut-out (an RGBA input) whose visible pixels are in good part see-through, at one opacity, away from its solid
+   body (a shadow, a faded copy), it is that translucent layer (going on under the body at its opacity) and the body
+   above it. Otherwise the one layer is the input itself.
 
 Cancellation is checked between stages and, through a per-thread token (``cancel.checkpoint``), between the sub-steps
 of the long ones, so a cancel lands inside the running stage (bench_decompose measures how soon on 12 MP).
 
 The steps live one module each: ``decomposer`` (the call, steps 1 and 6's wiring), ``regions`` (2), ``text`` (3),
 ``build``, ``ground``, ``translucent``, ``depths``, ``tiles``, ``lineart``, ``leftovers`` and ``subject`` (4),
-``order`` (5 and 6), ``peel`` (7), ``fill`` (8), ``compositing`` (8's solve and 9) and ``glows`` (9);
+``order`` (5 and 6), ``peel`` (7), ``fill`` (8), ``compositing`` (8's solve and 9), ``glows`` and ``shadows`` (9);
 ``elements`` holds the element record, ``masks`` the mask geometry, ``tuning`` the thresholds and ``cancel`` the
 per-thread cancel checkpoint.
 """

@@ -320,11 +320,22 @@ def photo_elements(rgb: np.ndarray, regions: Regions, ground: Ground, letters: L
         # Flat-looking parts of the picture itself (a watch's black screen and coloured strap in a product shot,
         # the backdrop of a portrait) lie inside its outline and carry its grain; graphics placed on it are exact
         # colour. The grained ones are the photo's.
-        for element in [e for e in elements if e.kind is ElementKind.SHAPE]:
-            if (element.mask & outline).sum() < 0.9 * element.area:
-                continue
+        inside = [e for e in elements if e.kind in (ElementKind.SHAPE, ElementKind.TEXT)
+                  and (e.mask & outline).sum() >= 0.9 * e.area]
+        for element in [e for e in inside if e.kind is ElementKind.SHAPE]:
             core = cv2.erode(element.mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
             if core.any() and float(rgb[core].std(axis=0).max()) >= PHOTO_GRAIN:
+                photo |= element.mask
+                elements.remove(element)
+                inside.remove(element)
+        # Text the reader finds inside a product shot (a watch's dial, a label on a bottle) is printed in the photo,
+        # and so are small flat patches the photo surrounds (a white dial): the photo's own. Not where they lie on
+        # a flat element of their own (the letters of an app icon placed over a textured backdrop).
+        placed = np.zeros((height_px, width_px), bool)
+        for element in inside:
+            placed |= element.mask
+        for element in inside:
+            if element.area < 0.05 * photo.sum() and enclosed_by(element.mask, outline & ~placed):
                 photo |= element.mask
                 elements.remove(element)
         background.mask &= ~photo
@@ -364,3 +375,15 @@ def shows_edge(rgb: np.ndarray, mask: np.ndarray) -> bool:
     at = np.flatnonzero(rim.ravel())
     jump = np.abs(crop_rgb[at] - crop_rgb[beyond_at(at)]).max(axis=1)
     return bool(np.percentile(jump, 90) >= EDGE_STEP)
+
+
+def enclosed_by(mask: np.ndarray, outline: np.ndarray) -> bool:
+    """Whether the outline surrounds the mask: nearly all of a ring around the mask's box (a quarter of the box's
+    height wide) lies inside it."""
+    rows, cols = bbox_slices(mask, 0)
+    pad_px = max(2, round(0.25 * (rows.stop - rows.start)))
+    outer = bbox_slices(mask, pad_px)
+    ring = np.ones(outline[outer].shape, bool)
+    ring[rows.start - outer[0].start:rows.stop - outer[0].start,
+         cols.start - outer[1].start:cols.stop - outer[1].start] = False
+    return bool(ring.any() and outline[outer][ring].mean() >= 0.6)

@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 
 from ...errors import InvalidInput
-from ...layers import Layer, LayerStack, Stopwatch, alpha_bbox_px, composite_over
+from ...layers import Layer, LayerStack, OverCompositor, Stopwatch, alpha_bbox_px, composite_over
 from ...params import MAX_LAYERS, DecomposeParams
 from ..base import CancelToken, ProgressCallback, no_progress
 from .build import build_elements
@@ -22,6 +22,7 @@ from .lineart import find_line_art
 from .order import fit_count, group_name, order_elements
 from .peel import Claims, peel
 from .regions import find_regions
+from .shadows import shadow_layers
 from .subject import find_subject
 from .text import TextDetector
 from .threads import thread_budget
@@ -178,6 +179,9 @@ class CpuDecomposer:
         if len(layers) == 1 and opaque:
             # Nothing came apart: an image with no edges at all may be soft glows over a flat ground.
             layers = glow_layers(target, rgb, requested - 1) or layers
+        if len(layers) == 1 and not opaque:
+            # Nothing came apart: a cut-out may be a solid body over its translucent shadow.
+            layers = shadow_layers(target) or layers
         if len(layers) == 1:
             # Nothing came apart: the one layer is the input itself, not a rebuild of it (which drifts in the
             # straight colour and alpha of faint pixels the residual correction leaves alone).
@@ -234,19 +238,24 @@ def key_color(visible_rgb: np.ndarray) -> np.ndarray:
 
 def merge_group(rgba_list: list[np.ndarray]) -> np.ndarray:
     """One layer of a group's element layers (back to front): their "over" composite where any of them has alpha,
-    the front element's colour under zero alpha. Composited only inside the box their alphas span (a group of
-    many small words on a big image costs that box, not the whole image per word)."""
+    the front element's colour under zero alpha. Composited only inside the box their alphas span."""
     if len(rgba_list) == 1:
         return rgba_list[0]
     merged = rgba_list[-1].copy()
     merged[..., 3] = 0
-    boxes = [box for box in (alpha_bbox_px(rgba[..., 3]) for rgba in rgba_list) if box is not None]
-    if not boxes:
+    placed = [(rgba, box) for rgba, box in ((rgba, alpha_bbox_px(rgba[..., 3])) for rgba in rgba_list)
+              if box is not None]
+    if not placed:
         return merged
-    x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
-    x1, y1 = max(b[0] + b[2] for b in boxes), max(b[1] + b[3] for b in boxes)
-    inside = composite_over([rgba[y0:y1, x0:x1] for rgba in rgba_list])
-    # composite_over leaves colour 0 where all alphas are 0: keep the front element's colour there.
+    x0, y0 = min(b[0] for _, b in placed), min(b[1] for _, b in placed)
+    x1, y1 = max(b[0] + b[2] for _, b in placed), max(b[1] + b[3] for _, b in placed)
+    # Each element is laid over only inside its own box (zero alpha changes nothing): 46 lines of a menu's text
+    # cost their lines, not 46 times the page.
+    compositor = OverCompositor(x1 - x0, y1 - y0)
+    for rgba, (left_px, top_px, width_px, height_px) in placed:
+        compositor.add(rgba[top_px:top_px + height_px, left_px:left_px + width_px], left_px - x0, top_px - y0)
+    inside = compositor.result()
+    # The compositor leaves colour 0 where all alphas are 0: keep the front element's colour there.
     empty = inside[..., 3] == 0
     inside[empty, :3] = merged[y0:y1, x0:x1][empty, :3]
     merged[y0:y1, x0:x1] = inside

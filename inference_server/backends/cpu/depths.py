@@ -7,7 +7,7 @@ import numpy as np
 
 from .cancel import checkpoint
 from .elements import Element, ElementKind, set_hull, set_mask
-from .masks import bbox_slices, filled, hull_mask, joint_hull
+from .masks import bbox_slices, filled, hull_mask, joint_hull, union_box
 from .tuning import BACKGROUND_GAP, MIN_ELEMENT_FRACTION, MIN_IMAGE_FRACTION, PIECE_GAP, SAME_COLOR, SOLID_PIECES
 
 
@@ -58,12 +58,15 @@ def split_depths(background: Element, elements: list[Element]) -> list[Element]:
         solid_px = sum(float(filled(piece).sum()) for piece in pieces)
         letters = element.glyph_like and solid_px < SOLID_PIECES * sum(float(hull.sum()) for hull in hulls)
         # relation[i][o]: +1 element o is above piece i, −1 piece i is above o, 0 they do not overlap.
+        # The overlaps are counted inside each piece's hull box (a piece lies in its hull): the same sums, at
+        # the cost of the box instead of the canvas (tens of pieces × tens of elements on a busy poster).
+        boxes = [bbox_slices(hull, 0) for hull in hulls]
         relation = []
-        for piece, hull in zip(pieces, hulls, strict=False):
+        for piece, hull, box in zip(pieces, hulls, boxes, strict=False):
             row = []
             for other in others:
-                other_in_piece = float((hull & other.mask).sum())
-                piece_in_other = float((other.hull & piece).sum())
+                other_in_piece = float((hull[box] & other.mask[box]).sum())
+                piece_in_other = float((other.hull[box] & piece[box]).sum())
                 row.append(1 if other_in_piece - piece_in_other > tolerance
                            else -1 if piece_in_other - other_in_piece > tolerance else 0)
             relation.append(row)
@@ -80,9 +83,10 @@ def split_depths(background: Element, elements: list[Element]) -> list[Element]:
         for i in range(len(pieces)):
             for j in range(i + 1, len(pieces)):
                 checkpoint()
-                gap = joint_hull(pieces[i] | pieces[j]) & ~hulls[i] & ~hulls[j]
+                box = union_box(boxes[i], boxes[j])  # where the joint hull lies
+                gap = joint_hull(pieces[i][box] | pieces[j][box]) & ~hulls[i][box] & ~hulls[j][box]
                 gap_px = float(gap.sum())
-                share = float((gap & background.mask).sum()) / gap_px if gap_px > tolerance else 0.0
+                share = float((gap & background.mask[box]).sum()) / gap_px if gap_px > tolerance else 0.0
                 # Background between them: two shapes, not one cut apart. (Glyph-like elements, letters of a
                 # word the detector missed, have background between every letter: only depth splits them.)
                 if share <= BACKGROUND_GAP or letters:

@@ -106,6 +106,12 @@ def bbox_slices(mask: np.ndarray, margin_px: int):
             slice(max(cols[0] - margin_px, 0), min(cols[-1] + margin_px + 1, width_px)))
 
 
+def union_box(a: tuple[slice, slice], b: tuple[slice, slice]) -> tuple[slice, slice]:
+    """The smallest box (row and column slices, as from ``bbox_slices``) holding both boxes."""
+    return (slice(min(a[0].start, b[0].start), max(a[0].stop, b[0].stop)),
+            slice(min(a[1].start, b[1].start), max(a[1].stop, b[1].stop)))
+
+
 def nearest_pixel(source: np.ndarray):
     """(a function from flat pixel indices, or ``slice(None)`` for all, to the flat indices of the nearest
     ``source`` pixels; each pixel's distance to it in px); ``source`` is not empty. Only the pixels asked about

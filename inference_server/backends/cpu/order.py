@@ -8,7 +8,7 @@ import numpy as np
 from .cancel import checkpoint
 from .elements import Element, ElementKind, owner_map
 from .masks import bbox_slices
-from .tuning import BAND_PX
+from .tuning import BAND_PX, LABEL_BOX
 
 
 def order_elements(elements: list[Element]) -> list[Element]:
@@ -30,6 +30,7 @@ def order_elements(elements: list[Element]) -> list[Element]:
         above[pattern, shape], above[shape, pattern] = True, False
     for lower, ink in inked_elements(elements):
         above[lower, ink], above[ink, lower] = True, False
+    find_labels(elements, above, inside)
     remaining = list(range(count))
     levels_front_to_back = []
     while remaining:
@@ -56,25 +57,106 @@ def order_elements(elements: list[Element]) -> list[Element]:
     return ordered
 
 
+def find_labels(elements: list[Element], above: np.ndarray, inside: np.ndarray) -> None:
+    """A word set on one shape and nothing else (a box's caption, a button's label) is marked on that shape: it
+    goes right above it and, when the layer budget is short, into its layer before unrelated neighbours are
+    merged (a designer keeps a label with its box; it also keeps the box and its label one level)."""
+    for t, text in enumerate(elements):
+        if text.kind is not ElementKind.TEXT or text.host is not None:
+            continue
+        below = np.flatnonzero(above[:, t])
+        if len(below) != 1 or above[t].any():
+            continue
+        box = elements[below[0]]
+        # A box, not a panel or a band the page is laid out on (its words are the page's).
+        if (box.kind is not ElementKind.SHAPE or box.glyph_like or box.opacity < 1.0 or box.area < text.area
+                or box.area > LABEL_BOX * box.mask.size or inside[below[0], t] < 0.9 * text.area):
+            continue
+        text.host = box
+
+
 def fit_count(elements: list[Element], wanted: int) -> list[list[Element]]:
-    """Merge neighbours in depth order until there are ``wanted`` groups; disjoint, small pairs go first."""
+    """Merge groups until there are ``wanted``: marks into their shapes first, then disjoint pairs of one level,
+    pairs whose layers would touch before pairs far apart (lines of one paragraph, a label and its box: merged,
+    they leave no sliver of one layer's soft edge over the other's), small pairs first. Two groups merge
+    into one layer only where every group between them in depth order can step aside: it touches neither of
+    them (then its order relative to them does not show)."""
     groups = [[element] for element in elements]
-    while len(groups) > max(wanted, 0):
-        if wanted <= 0:
-            return []
-        best, best_cost = 0, None
-        for index in range(len(groups) - 1):
-            lower, upper = groups[index], groups[index + 1]
-            same_level = lower[-1].level == upper[0].level
-            same_kind = {e.kind for e in lower} == {e.kind for e in upper}
-            area = sum(e.area for e in lower) + sum(e.area for e in upper)
-            cost = (0 if same_level else 1, 0 if same_kind else 1, area)
-            if all(e.host is not None and any(e.host is h for h in lower) for e in upper):
-                cost = (-1, 0, area)  # marks on a shape go back into it before anything else is merged
-            if best_cost is None or cost < best_cost:
-                best, best_cost = index, cost
-        groups[best:best + 2] = [groups[best] + groups[best + 1]]
+    if len(groups) <= max(wanted, 0):
+        return groups
+    if wanted <= 0:
+        return []
+    touching = footprints_touch(elements)  # between groups, kept in step with them as they merge
+    # Labels fold into their boxes only when the budget folds them all: where it is too loose for that, the
+    # design keeps its words apart from their boxes, and folding a few would split a row of alike boxes.
+    labels = [e for e in elements if e.kind is ElementKind.TEXT and e.host is not None]
+    fold_labels = len(groups) - wanted >= len(labels)
+    while len(groups) > wanted:
+        checkpoint()
+        levels = [{e.level for e in group} for group in groups]
+        kinds = [{e.kind for e in group} for group in groups]
+        areas = [sum(e.area for e in group) for group in groups]
+        members = [{id(e) for e in group} for group in groups]
+        # The shapes a group's elements are all marks on (None: some element is no mark).
+        hosts = [{id(e.host) for e in group}
+                 if all(e.host is not None and (fold_labels or e.kind is not ElementKind.TEXT) for e in group)
+                 else None for group in groups]
+        best, best_cost = (0, 1), None
+        for i in range(len(groups) - 1):
+            # Whether each group above i touches it (then i cannot step up past that group).
+            blocks_up = np.cumsum(touching[i, i + 1:]) > 0
+            for j in range(i + 1, len(groups)):
+                # Some group between touches i and some touches j: neither can step past to meet the other.
+                if j > i + 1 and blocks_up[j - i - 2] and touching[j, i + 1:j].any():
+                    continue
+                area = areas[i] + areas[j]
+                hosted = hosts[j]
+                if hosted is not None and hosted <= members[i]:
+                    cost = (-1, 0, 0, area)  # marks on a shape go back into it before anything else is merged
+                else:
+                    cost = (0 if len(levels[i] | levels[j]) == 1 else 1, 0 if touching[i, j] else 1,
+                            0 if kinds[i] == kinds[j] else 1, area)
+                if best_cost is None or cost < best_cost:
+                    best, best_cost = (i, j), cost
+        i, j = best
+        between = list(range(i + 1, j))
+        # The upper one steps down to the lower one, or (when a group between touches it) the lower one steps up.
+        seq = list(range(i)) + (between + [i] if touching[j, i + 1:j].any() else [i] + between)
+        seq += list(range(j + 1, len(groups)))
+        touching[i] |= touching[j]
+        touching[:, i] |= touching[:, j]
+        touching[i, i] = False
+        groups = [groups[k] + (groups[j] if k == i else []) for k in seq]
+        touching = touching[np.ix_(seq, seq)]
     return groups
+
+
+def footprints_touch(elements: list[Element]) -> np.ndarray:
+    """touching[a, b]: the layers of a and b would share pixels: their hulls come within two soft-edge bands."""
+    import cv2
+
+    count = len(elements)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * BAND_PX + 1,) * 2)
+    touching = np.zeros((count, count), bool)
+    grown = []
+    for element in elements:
+        checkpoint()
+        box = bbox_slices(element.hull, BAND_PX + 1)
+        grown.append((box, cv2.dilate(element.hull[box].astype(np.uint8), kernel).astype(bool)))
+    for a in range(count):
+        box_a, grown_a = grown[a]
+        for b in range(a + 1, count):
+            box_b, grown_b = grown[b]
+            rows = slice(max(box_a[0].start, box_b[0].start), min(box_a[0].stop, box_b[0].stop))
+            cols = slice(max(box_a[1].start, box_b[1].start), min(box_a[1].stop, box_b[1].stop))
+            if rows.start >= rows.stop or cols.start >= cols.stop:
+                continue
+            part_a = grown_a[rows.start - box_a[0].start:rows.stop - box_a[0].start,
+                             cols.start - box_a[1].start:cols.stop - box_a[1].start]
+            part_b = grown_b[rows.start - box_b[0].start:rows.stop - box_b[0].start,
+                             cols.start - box_b[1].start:cols.stop - box_b[1].start]
+            touching[a, b] = touching[b, a] = bool((part_a & part_b).any())
+    return touching
 
 
 def group_name(group: list[Element]) -> str:

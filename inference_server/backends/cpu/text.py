@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from .tuning import OCR_MAX_SIDE_PX
+from .tuning import OCR_DET_MAX_SIDE_PX, OCR_DET_SIDE_PX, OCR_MAX_SIDE_PX
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class TextDetector:
         self._engine = None
         self.failure = ""  # why the engine could not load ("" while it could, or was not tried yet)
         self._lock = threading.Lock()
+        self._run_lock = threading.Lock()
 
     @property
     def available(self) -> bool:
@@ -51,7 +52,14 @@ class TextDetector:
                 (max(1, round(width_px * scale)), max(1, round(height_px * scale))), Image.Resampling.BILINEAR))
         import cv2
 
-        result, _ = engine(np.ascontiguousarray(cv2.cvtColor(small, cv2.COLOR_RGB2BGR)), use_cls=False)
+        # rapidocr's detector scales the copy up until its shorter side is 736 px, whatever the longer one becomes:
+        # a 1024 × 163 banner becomes a 4600 px strip, most of a second's work for a few words. Its limit is
+        # lowered for such long thin images only, so that the longer side stays within OCR_DET_MAX_SIDE_PX.
+        det_side_px = min(OCR_DET_SIDE_PX, OCR_DET_MAX_SIDE_PX * min(small.shape[:2]) / max(small.shape[:2]))
+        with self._run_lock:  # the limit, and the thresholds rapidocr's call sets, live on the shared engine
+            if hasattr(engine.text_det, "limit_side_len"):  # rapidocr-onnxruntime 1.4's detector
+                engine.text_det.limit_side_len = det_side_px
+            result, _ = engine(np.ascontiguousarray(cv2.cvtColor(small, cv2.COLOR_RGB2BGR)), use_cls=False)
         words = []
         for box, text, score in result or []:
             if float(score) < 0.5:

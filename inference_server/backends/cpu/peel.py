@@ -9,7 +9,7 @@ import numpy as np
 
 from .cancel import checkpoint
 from .elements import Element, ElementKind, owner_map
-from .masks import bbox_slices, filled, nearest_pixel
+from .masks import bbox_slices, filled, joint_hull, nearest_pixel
 from .tuning import BAND_PX, MIN_REGION_FRACTION, SAME_COLOR
 
 
@@ -69,11 +69,7 @@ def own_color_at(shows: np.ndarray, covering: np.ndarray, near_edge: np.ndarray)
     import cv2
 
     rim = cv2.dilate(shows.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))).astype(bool)
-    points = cv2.findNonZero(shows.astype(np.uint8))
-    hull = np.zeros(shows.shape, np.uint8)
-    if points is not None:
-        cv2.fillConvexPoly(hull, cv2.convexHull(points), 1)
-    return rim | covering | (near_edge & ~hull.astype(bool))
+    return rim | covering | (near_edge & ~joint_hull(shows))
 
 
 def peel(rgb: np.ndarray, rgb_u8: np.ndarray, element: Element, covering: np.ndarray,

@@ -5,6 +5,7 @@
     .venv/bin/python scripts/real_layered_set.py --cases ab_poster    # some cases
     .venv/bin/python scripts/real_layered_set.py --list-mirror /work/.mirror/owner+name/repo   # candidate files
     .venv/bin/python scripts/real_layered_set.py --held-out           # the held-out set (below)
+    .venv/bin/python scripts/real_layered_set.py --fresh              # the fresh set (below)
 
 The manifest (``scripts/real_layered_set.json``) names, per case, the repository, the path and the commit of the
 file and the licence as found in the repository. The files themselves are not committed: this script reads them
@@ -38,6 +39,11 @@ The held-out set (``--held-out``, default out /work/data/real_heldout): the mani
 limits. Their layers are still the designer's layers, and the input is their own composite, so they score as the
 main set does; they are kept apart so that the decomposer is never tuned on them: they tell how a change does on
 files it has not seen (``scripts/bench_decompose.py --set real --data /work/data/real_heldout``).
+
+The fresh set (``--fresh``, default out /work/data/real_fresh): the manifest's files marked ``"set": "fresh"``,
+from repositories that neither the main nor the held-out set uses, built with the main set's strict limits. Once
+the decomposer has been tuned on the held-out set too, this is the set nobody tunes on: changes are judged on it
+at merge time (``scripts/bench_decompose.py --set real --data /work/data/real_fresh``).
 """
 
 from __future__ import annotations
@@ -67,6 +73,7 @@ MANIFEST = Path(__file__).with_name("real_layered_set.json")
 DEFAULT_MIRROR = Path("/work/.mirror")
 DEFAULT_OUT = Path("/work/data/real")
 HELD_OUT = Path("/work/data/real_heldout")
+FRESH = Path("/work/data/real_fresh")
 HELD_OUT_MAX_MAE = 3.0
 HELD_OUT_MAX_BAD_FRACTION = 0.06
 NARROW_SKIP = "layers do not reproduce the file's composite"
@@ -433,9 +440,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--manifest", type=Path, default=MANIFEST)
     parser.add_argument("--mirror", type=Path, default=DEFAULT_MIRROR)
-    parser.add_argument("--out", type=Path, help=f"default {DEFAULT_OUT} ({HELD_OUT} with --held-out)")
-    parser.add_argument("--held-out", action="store_true",
-                        help="build the held-out set: files the main set's composite check skipped only narrowly")
+    parser.add_argument("--out", type=Path,
+                        help=f"default {DEFAULT_OUT} ({HELD_OUT} with --held-out, {FRESH} with --fresh)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--held-out", action="store_true",
+                       help="build the held-out set: files the main set's composite check skipped only narrowly")
+    which.add_argument("--fresh", action="store_true",
+                       help="build the fresh set: the manifest's files marked \"set\": \"fresh\" (strict limits)")
     parser.add_argument("--cases", nargs="*", help="build only these cases")
     parser.add_argument("--max-side", type=int, default=1024)
     parser.add_argument("--max-layers", type=int, default=16)
@@ -455,17 +466,19 @@ def main(argv=None) -> int:
         return 0
 
     entries = json.loads(args.manifest.read_text())["files"]
+    # Which manifest entries a set takes: its own "set" mark (none for the main set), and for the held-out set
+    # also the main set's narrowly skipped files.
+    set_mark = "heldout" if args.held_out else "fresh" if args.fresh else None
+    narrowly_skipped: set[str] = set()
     if args.held_out:
         strict_index = DEFAULT_OUT / "index.json"
         if not strict_index.exists():
             parser.error(f"--held-out picks its files from the main set's {strict_index}: build that first")
         skipped = json.loads(strict_index.read_text())["skipped"]
-        entries = [e for e in entries
-                   if e.get("set") == "heldout" or skipped.get(e["case"], "").startswith(NARROW_SKIP)]
+        narrowly_skipped = {case for case, reason in skipped.items() if reason.startswith(NARROW_SKIP)}
         args.max_mae, args.max_bad_fraction = HELD_OUT_MAX_MAE, HELD_OUT_MAX_BAD_FRACTION
-    else:
-        entries = [e for e in entries if e.get("set") != "heldout"]
-    args.out = args.out or (HELD_OUT if args.held_out else DEFAULT_OUT)
+    entries = [e for e in entries if e.get("set") == set_mark or e["case"] in narrowly_skipped]
+    args.out = args.out or (HELD_OUT if args.held_out else FRESH if args.fresh else DEFAULT_OUT)
     if args.cases:
         entries = [e for e in entries if e["case"] in set(args.cases)]
     args.out.mkdir(parents=True, exist_ok=True)

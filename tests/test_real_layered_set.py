@@ -115,7 +115,7 @@ def test_bench_scores_the_real_set_against_the_one_layer_baseline(snapshot, caps
     assert case["cpu"]["layers"] == 2 and case["cpu"]["iou_e0"] > 0.9
 
 
-def test_the_manifest_names_every_file_and_keeps_the_held_out_files_apart():
+def test_the_manifest_names_every_file_and_keeps_the_held_out_and_fresh_files_apart():
     entries = json.loads((SCRIPTS / "real_layered_set.json").read_text())["files"]
     names = [entry["case"] for entry in entries]
     assert len(names) == len(set(names)), "case names are folder names: each once"
@@ -126,8 +126,30 @@ def test_the_manifest_names_every_file_and_keeps_the_held_out_files_apart():
         # The outside set of issue #12 draws on these projects' test files: none of ours comes from them.
         assert not any(word in entry["repository"].lower()
                        for word in ("psd-tools", "ag-psd", "psd.rb", "psd.js", "aspose")), entry["case"]
-    held_out = [entry for entry in entries if entry.get("set") == "heldout"]
-    main_repositories = {entry["repository"] for entry in entries if entry.get("set") != "heldout"}
-    assert len(held_out) >= 40
-    # A held-out file comes from a repository the main (tuned-on) set does not use.
-    assert not {entry["repository"] for entry in held_out} & main_repositories
+    assert {entry.get("set") for entry in entries} == {None, "heldout", "fresh"}
+    repositories = {mark: {entry["repository"] for entry in entries if entry.get("set") == mark}
+                    for mark in (None, "heldout", "fresh")}
+    assert sum(entry.get("set") == "heldout" for entry in entries) >= 40
+    assert sum(entry.get("set") == "fresh" for entry in entries) >= 40
+    # A held-out file comes from a repository the main (tuned-on) set does not use; a fresh file from one that
+    # neither the main nor the held-out set (tuned on since) uses.
+    assert not repositories["heldout"] & repositories[None]
+    assert not repositories["fresh"] & (repositories[None] | repositories["heldout"])
+
+
+def test_each_set_builds_only_its_own_files(snapshot):
+    root, manifest, _, _ = snapshot
+    value = json.loads(manifest.read_text())
+    value["files"].append(dict(value["files"][0], case="fresh_poster", set="fresh"))
+    value["files"].append(dict(value["files"][0], case="held_out_poster", set="heldout"))
+    manifest.write_text(json.dumps(value))
+    builder = _script("real_layered_set")
+    common = ["--manifest", str(manifest), "--mirror", str(root / "mirror")]
+    assert builder.main([*common, "--out", str(root / "real")]) == 0
+    assert builder.main([*common, "--fresh", "--out", str(root / "fresh")]) == 0
+    main_index = json.loads((root / "real" / "index.json").read_text())
+    fresh_index = json.loads((root / "fresh" / "index.json").read_text())
+    assert sorted(main_index["cases"]) == ["poster"] and sorted(main_index["skipped"]) == ["stale"]
+    assert sorted(fresh_index["cases"]) == ["fresh_poster"] and not fresh_index["skipped"]
+    with pytest.raises(SystemExit):  # one set at a time
+        builder.main([*common, "--fresh", "--held-out"])

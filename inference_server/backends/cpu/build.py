@@ -74,6 +74,9 @@ def build_elements(rgb: np.ndarray, regions: Regions, words: list[Word]) -> tupl
         elements += images
     else:
         # No flat background: it is a photo (or texture); everything that is not a flat element is background.
+        # A flat-looking patch of the photo itself (a sparkle, a shadow) carries its grain; graphics placed on it
+        # are exact colour: the grained ones stay in the photo.
+        elements = [e for e in elements if e.kind is not ElementKind.SHAPE or not grained(rgb, e.mask)]
         mask = np.ones(regions.labels.shape, bool)
         for element in elements:
             mask &= ~element.mask
@@ -323,8 +326,7 @@ def photo_elements(rgb: np.ndarray, regions: Regions, ground: Ground, letters: L
         inside = [e for e in elements if e.kind in (ElementKind.SHAPE, ElementKind.TEXT)
                   and (e.mask & outline).sum() >= 0.9 * e.area]
         for element in [e for e in inside if e.kind is ElementKind.SHAPE]:
-            core = cv2.erode(element.mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
-            if core.any() and float(rgb[core].std(axis=0).max()) >= PHOTO_GRAIN:
+            if grained(rgb, element.mask):
                 photo |= element.mask
                 elements.remove(element)
                 inside.remove(element)
@@ -357,6 +359,15 @@ def photo_elements(rgb: np.ndarray, regions: Regions, ground: Ground, letters: L
                 continue
             images.append(Element(ElementKind.IMAGE, mask, rgb[mask].mean(axis=0)))
     return background, images
+
+
+def grained(rgb: np.ndarray, mask: np.ndarray) -> bool:
+    """Whether the patch's core (5 px in from its outline) varies by PHOTO_GRAIN or more: a photo's grain, not a
+    placed graphic's exact colour."""
+    import cv2
+
+    core = cv2.erode(mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    return bool(core.any() and float(rgb[core].std(axis=0).max()) >= PHOTO_GRAIN)
 
 
 def shows_edge(rgb: np.ndarray, mask: np.ndarray) -> bool:

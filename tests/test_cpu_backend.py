@@ -1014,3 +1014,23 @@ def test_flat_looking_parts_of_a_full_canvas_photo_stay_in_the_photo(decomposer)
         owner = stack.layers[_top_layer_at(stack, y, x)].rgba[..., 3] > 127
         assert owner.sum() >= 0.3 * size_w * size_h, names
     assert _composite_error(stack, image) <= 1.0
+
+
+def test_small_words_printed_over_a_photo_come_back_as_text(decomposer):
+    # A small icon: a photograph filling the canvas with two white words printed over it, too small for their
+    # letters to be flat regions. The words are the white pixels of their boxes: a text layer over the photo.
+    from benchmarks.samples import font, photo_rgb
+
+    size_px = 128
+    photo = np.dstack([photo_rgb("chelsea", size_px, size_px), np.full((size_px, size_px), 255, np.uint8)])
+    words = _drawn_layer(size_px, lambda d, s: d.text((14 * s, 96 * s), "Cat Club", font=font(20 * s),
+                                                      fill=(250, 250, 250, 255)))
+    image = composite_over([photo, words])
+    stack = _decompose(decomposer, image, 3)
+    names = [layer.name for layer in stack.layers]
+    texts = [k for k, name in enumerate(names) if name.startswith("Text")]
+    assert texts, names
+    letters = np.argwhere(words[..., 3] == 255)
+    owners = [_top_layer_at(stack, y, x) for y, x in letters]
+    assert np.isin(owners, texts).mean() >= 0.8, names
+    assert _composite_error(stack, image) <= 1.0

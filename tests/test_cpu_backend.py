@@ -300,10 +300,37 @@ def test_a_layer_carries_the_input_colour_in_its_gaps_and_its_own_around_its_edg
     gap = hull.astype(bool) & (distance_px > 2.5)
     assert gap.sum() > 5000
     assert np.abs(ring[gap, :3].astype(int) - composite[gap, :3].astype(int)).max() <= 1
-    # Around its outer edge: its own colour, so a soft edge resampled in straight alpha does not pick up the page's.
-    rim = ~hull.astype(bool) & (distance_px > 0) & (distance_px <= 3)
+    # Around its outer edge on the page: its own colour, so a soft edge resampled in straight alpha does not pick
+    # up the page's. (Where it touches the rectangle: the rectangle's, past a one-pixel rim.)
+    on_page = np.abs(composite[..., :3].astype(int) - composite[0, 0, :3]).max(axis=2) <= 2
+    rim = ~hull.astype(bool) & on_page & (distance_px > 0) & (distance_px <= 3)
     assert rim.sum() > 500
     assert np.abs(ring[rim, :3].astype(int) - teal).max(axis=1).mean() < 12
+
+
+def test_past_a_one_pixel_rim_a_layer_carries_the_colour_of_the_shape_it_touches(decomposer):
+    """A white disc laid over the edge of a black panel (a badge on a card, a word in an outline): one pixel off
+    its edge the disc's layer carries white; further out, on the panel, black, what shows there and what a
+    truth's layer holding disc and panel has there, not white painted over the panel; on the page, white."""
+    import cv2
+
+    from benchmarks.samples import flat_layer
+    from benchmarks.samples_heldout import shape_mask
+
+    composite, _ = _poster(384, 288, [
+        flat_layer((0, 0, 0), shape_mask(384, 288, "rect", (200, 40, 340, 250))),
+        flat_layer((255, 255, 255), shape_mask(384, 288, "ellipse", (60, 64, 240, 224))),
+    ])
+    stack = _decompose(decomposer, composite, 3)
+    assert [layer.name for layer in stack.layers] == ["Background", "Black shape", "White shape"]
+    disc = stack.layers[-1].rgba
+    distance_px = cv2.distanceTransform((disc[..., 3] == 0).astype(np.uint8), cv2.DIST_L2, 5)
+    on_panel = composite[..., :3].max(axis=2) < 10
+    rim, beyond = (distance_px > 0) & (distance_px <= 1), (distance_px > 1) & (distance_px <= 3)
+    assert (rim & on_panel).sum() > 100 and (beyond & on_panel).sum() > 200
+    assert disc[rim, :3].min(axis=1).mean() > 243
+    assert disc[beyond & on_panel, :3].max(axis=1).mean() < 12
+    assert disc[beyond & ~on_panel, :3].min(axis=1).mean() > 243
 
 
 def test_a_thin_rule_and_a_gradient_shape_crossed_by_it_come_back_as_their_own_layers(decomposer):

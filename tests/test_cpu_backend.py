@@ -1039,3 +1039,49 @@ def test_text_printed_inside_a_placed_photo_stays_in_the_photo(decomposer):
     assert all(_top_layer_at(stack, y, x) == images[0] for y, x in letters[:: max(1, len(letters) // 20)]), names
     assert any(name.startswith("Text") for name in names), names
     assert _composite_error(stack, image) <= 1.0
+
+
+def test_flat_looking_parts_of_a_full_canvas_photo_stay_in_the_photo(decomposer):
+    # A photograph filling the canvas with smooth patches of its own (a dark shadow, a pale highlight, each shaded
+    # across and grained) and a badge placed on it in exact colour: the badge is a layer, the patches are not cut
+    # out of the picture into layers of their own.
+    from benchmarks.samples import photo_rgb
+
+    size_w, size_h = 384, 256
+    photo = photo_rgb("chelsea", size_w, size_h).astype(np.float64)
+    rows, cols = np.mgrid[0:size_h, 0:size_w]
+    rng = np.random.default_rng(1)
+    patches = [((slice(20, 90), slice(20, 130)), (28, 24, 22)), ((slice(170, 236), slice(250, 360)), (215, 210, 195))]
+    for box, color in patches:
+        shading = (cols[box] - cols[box].min()) * 12.0 / 110 + (rows[box] - rows[box].min()) * 6.0 / 70
+        photo[box] = np.asarray(color, np.float64) + shading[..., None] + rng.normal(0.0, 0.6, shading.shape + (3,))
+    image = np.dstack([np.clip(photo, 0, 255).astype(np.uint8), np.full((size_h, size_w), 255, np.uint8)])
+    image[180:230, 40:160, :3] = (20, 90, 200)  # the badge
+    stack = _decompose(decomposer, image, 4)
+    names = [layer.name for layer in stack.layers]
+    badge = _top_layer_at(stack, 205, 100)
+    assert badge > 0 and (stack.layers[badge].rgba[..., 3] > 127).sum() <= 1.2 * 50 * 120, names
+    for y, x in [(55, 75), (203, 305)]:  # the shadow, the highlight
+        owner = stack.layers[_top_layer_at(stack, y, x)].rgba[..., 3] > 127
+        assert owner.sum() >= 0.3 * size_w * size_h, names
+    assert _composite_error(stack, image) <= 1.0
+
+
+def test_small_words_printed_over_a_photo_come_back_as_text(decomposer):
+    # A small icon: a photograph filling the canvas with two white words printed over it, too small for their
+    # letters to be flat regions. The words are the white pixels of their boxes: a text layer over the photo.
+    from benchmarks.samples import font, photo_rgb
+
+    size_px = 128
+    photo = np.dstack([photo_rgb("chelsea", size_px, size_px), np.full((size_px, size_px), 255, np.uint8)])
+    words = _drawn_layer(size_px, lambda d, s: d.text((14 * s, 96 * s), "Cat Club", font=font(20 * s),
+                                                      fill=(250, 250, 250, 255)))
+    image = composite_over([photo, words])
+    stack = _decompose(decomposer, image, 3)
+    names = [layer.name for layer in stack.layers]
+    texts = [k for k, name in enumerate(names) if name.startswith("Text")]
+    assert texts, names
+    letters = np.argwhere(words[..., 3] == 255)
+    owners = [_top_layer_at(stack, y, x) for y, x in letters]
+    assert np.isin(owners, texts).mean() >= 0.8, names
+    assert _composite_error(stack, image) <= 1.0

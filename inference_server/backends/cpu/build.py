@@ -74,6 +74,9 @@ def build_elements(rgb: np.ndarray, regions: Regions, words: list[Word]) -> tupl
         elements += images
     else:
         # No flat background: it is a photo (or texture); everything that is not a flat element is background.
+        # A flat-looking patch of the photo itself (a sparkle, a shadow) carries its grain; graphics placed on it
+        # are exact colour: the grained ones stay in the photo.
+        elements = [e for e in elements if e.kind is not ElementKind.SHAPE or not grained(rgb, e.mask)]
         mask = np.ones(regions.labels.shape, bool)
         for element in elements:
             mask &= ~element.mask
@@ -126,6 +129,8 @@ def find_letters(rgb: np.ndarray, regions: Regions, words: list[Word], candidate
             # Small text is all anti-aliased edge: no region of it is big enough to count. Its letters are
             # the pixels of the box that stand out from the box's own ground.
             found = contrast_letters(rgb, box)
+            if found is None:
+                found = ink_letters(rgb, box)
             if found is not None:
                 letters.pixels[index], letters.loose[index] = found
             continue
@@ -179,20 +184,27 @@ def word_rim_rgb(rgb: np.ndarray, box_px: np.ndarray) -> np.ndarray | None:
     return rim
 
 
-def contrast_letters(rgb: np.ndarray, box_px: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """(letter pixels, letter colour) inside a word box whose ground is one flat colour (the box's median colour;
-    the pixels near it vary little): the pixels nearer the ink's colour than the ground's. None where the box
-    is not ink on a flat ground (a word read on a photo, a box that is mostly ink)."""
+def word_box(rgb: np.ndarray, box_px: np.ndarray) -> tuple[slice, slice, np.ndarray, np.ndarray] | None:
+    """The word box's bounding rows and columns, within them the pixels inside the (maybe slanted) box, and the
+    image there; None where it covers no pixel."""
     import cv2
 
-    height_px, width_px = rgb.shape[:2]
-    box_mask = np.zeros((height_px, width_px), np.uint8)
+    box_mask = np.zeros(rgb.shape[:2], np.uint8)
     cv2.fillPoly(box_mask, [np.rint(box_px).astype(np.int32).reshape(-1, 1, 2)], 1)
     if not box_mask.any():
         return None
     rows, cols = bbox_slices(box_mask.astype(bool), 0)
-    inside = box_mask[rows, cols].astype(bool)
-    crop = rgb[rows, cols]
+    return rows, cols, box_mask[rows, cols].astype(bool), rgb[rows, cols]
+
+
+def contrast_letters(rgb: np.ndarray, box_px: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(letter pixels, letter colour) inside a word box whose ground is one flat colour (the box's median colour;
+    the pixels near it vary little): the pixels nearer the ink's colour than the ground's. None where the box
+    is not ink on a flat ground (a word read on a photo, a box that is mostly ink)."""
+    found = word_box(rgb, box_px)
+    if found is None:
+        return None
+    rows, cols, inside, crop = found
     pixels = crop[inside]
     ground = np.median(pixels, axis=0)
     distance = np.abs(pixels - ground).max(axis=1)
@@ -206,7 +218,7 @@ def contrast_letters(rgb: np.ndarray, box_px: np.ndarray) -> tuple[np.ndarray, n
     core = inside & (np.linalg.norm(crop - ink, axis=2) < np.linalg.norm(crop - ground, axis=2))
     if core.sum() < 12:
         return None
-    mask = np.zeros((height_px, width_px), bool)
+    mask = np.zeros(rgb.shape[:2], bool)
     mask[rows, cols] = core
     return mask, ink
 
@@ -323,8 +335,7 @@ def photo_elements(rgb: np.ndarray, regions: Regions, ground: Ground, letters: L
         inside = [e for e in elements if e.kind in (ElementKind.SHAPE, ElementKind.TEXT)
                   and (e.mask & outline).sum() >= 0.9 * e.area]
         for element in [e for e in inside if e.kind is ElementKind.SHAPE]:
-            core = cv2.erode(element.mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
-            if core.any() and float(rgb[core].std(axis=0).max()) >= PHOTO_GRAIN:
+            if grained(rgb, element.mask):
                 photo |= element.mask
                 elements.remove(element)
                 inside.remove(element)
@@ -357,6 +368,46 @@ def photo_elements(rgb: np.ndarray, regions: Regions, ground: Ground, letters: L
                 continue
             images.append(Element(ElementKind.IMAGE, mask, rgb[mask].mean(axis=0)))
     return background, images
+
+
+def ink_letters(rgb: np.ndarray, box_px: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(letter pixels, letter colour) of a word printed in one colour over a photo (white words over grass): the
+    box's most common colour (to 32 levels a channel) where its pixels are one tight colour, a good part of the
+    box but not most of it, not running around the box's outline, and standing out from the rest of the box. None
+    where no one colour does."""
+    import cv2
+
+    found = word_box(rgb, box_px)
+    if found is None:
+        return None
+    rows, cols, inside, crop = found
+    pixels = crop[inside]
+    bins = (np.clip(pixels, 0, 255) // 32).astype(np.int64)
+    codes = (bins[:, 0] * 8 + bins[:, 1]) * 8 + bins[:, 2]
+    ink = np.median(pixels[codes == np.bincount(codes).argmax()], axis=0)
+    near = np.abs(pixels - ink).max(axis=1) < 24.0
+    if not 0.08 <= near.mean() <= 0.6 or float(pixels[near].std(axis=0).max()) > 10.0:
+        return None
+    if float(np.abs(np.median(pixels[~near], axis=0) - ink).max()) < LETTER_CONTRAST:
+        return None
+    core = inside & (np.abs(crop - ink).max(axis=2) < 24.0)
+    # Letters lie inside their box: a colour running along most of the box's outline is the ground there.
+    outline = inside & ~cv2.erode(inside.astype(np.uint8), np.ones((3, 3), np.uint8),
+                                  borderType=cv2.BORDER_CONSTANT, borderValue=0).astype(bool)
+    if core[outline].mean() > 0.75:
+        return None
+    mask = np.zeros(rgb.shape[:2], bool)
+    mask[rows, cols] = core
+    return mask, ink
+
+
+def grained(rgb: np.ndarray, mask: np.ndarray) -> bool:
+    """Whether the patch's core (5 px in from its outline) varies by PHOTO_GRAIN or more: a photo's grain, not a
+    placed graphic's exact colour."""
+    import cv2
+
+    core = cv2.erode(mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    return bool(core.any() and float(rgb[core].std(axis=0).max()) >= PHOTO_GRAIN)
 
 
 def shows_edge(rgb: np.ndarray, mask: np.ndarray) -> bool:

@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 
 from ...errors import InvalidInput
-from ...layers import Layer, LayerStack, OverCompositor, Stopwatch, alpha_bbox_px, composite_over
+from ...layers import Layer, LayerStack, OverCompositor, Stopwatch, alpha_bbox_px
 from ...params import MAX_LAYERS, DecomposeParams
 from ..base import CancelToken, ProgressCallback, no_progress
 from .build import build_elements
@@ -174,7 +174,7 @@ class CpuDecomposer:
             if layers[0].coverage < 0.001:
                 layers = layers[1:]  # nothing left in the transparent surround
             else:
-                layers[:2] = [Layer(composite_over([layers[0].rgba, layers[1].rgba]), layers[1].name)]
+                layers[:2] = [Layer(merge_group([layers[0].rgba, layers[1].rgba]), layers[1].name)]
             correct_residual(layers, target)
         if len(layers) == 1 and opaque:
             # Nothing came apart: an image with no edges at all may be soft glows over a flat ground.

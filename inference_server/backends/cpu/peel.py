@@ -57,19 +57,22 @@ class Claims:
         return cls(cores, colors, (cores == 0) & ~background.mask)
 
 
-def own_color_at(shows: np.ndarray, covering: np.ndarray, near_edge: np.ndarray) -> np.ndarray:
-    """Where a layer carries its element's own (nearest) colour under zero alpha: near its edge (``near_edge``;
-    a soft edge resampled in straight alpha then does not pick up another colour, and a feathered edge fainter
-    than 1/255 goes on there), and under the elements in front of it, where it may go on hidden (a pattern under
-    a disc laid on it, a shape's corner under another). In the gaps between its pieces, inside the convex hull of
-    what shows (the white modules of a QR code, the space between words), only in a two-pixel rim: there it
-    carries the input's colour, which most often is what a designer put there, the card or the page, what a layer
-    of the truth holds there (LayerD's RGB L1 is taken over the truth's mask) and what a viewer that ignores
-    alpha shows."""
+def own_color_at(shows: np.ndarray, covering: np.ndarray, others: np.ndarray, near_edge: np.ndarray) -> np.ndarray:
+    """Where a layer carries its element's own (nearest) colour under zero alpha: near its edge (a soft edge
+    resampled in straight alpha then does not pick up another colour, and a feathered edge fainter than 1/255
+    goes on there), and under the elements in front of it, where it may go on hidden (a pattern under a disc laid
+    on it, a shape's corner under another). Near its edge means a one-pixel rim around what shows, and further,
+    two pixels and the band beside the edge outside the convex hull of what shows (``near_edge``), except on
+    ``others``: another element's core, whose colour is what shows there (the outline around a word, a shape
+    the element touches), what a layer of the truth holds there and what a viewer that ignores alpha shows. In
+    the gaps between its pieces past the rim (the white modules of a QR code, the space between words) it
+    carries the input's colour too, most often what a designer put there, the card or the page (LayerD's RGB
+    L1 is taken over the truth's mask)."""
     import cv2
 
-    rim = cv2.dilate(shows.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))).astype(bool)
-    return rim | covering | (near_edge & ~joint_hull(shows))
+    rim = cv2.dilate(shows.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))).astype(bool)
+    wide = cv2.dilate(shows.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))).astype(bool)
+    return rim | covering | ((wide | (near_edge & ~joint_hull(shows))) & ~others)
 
 
 def peel(rgb: np.ndarray, rgb_u8: np.ndarray, element: Element, covering: np.ndarray,
@@ -140,7 +143,7 @@ def peel(rgb: np.ndarray, rgb_u8: np.ndarray, element: Element, covering: np.nda
     alpha = np.minimum(alpha, alpha_in[box])
     out = np.zeros(crop_rgb.shape[:2] + (4,), np.uint8)
     near_edge = cv2.dilate(grown.astype(np.uint8), kernel).astype(bool)
-    own = own_color_at(alpha > 0, covering[box], near_edge)
+    own = own_color_at(alpha > 0, covering[box], others, near_edge)
     out[..., :3] = np.where(own[..., None], np.clip(np.rint(near_f), 0, 255), crop_rgb).astype(np.uint8)
     out[..., 3] = np.clip(np.rint(alpha * 255.0), 0, 255).astype(np.uint8)
     rgba[box] = out

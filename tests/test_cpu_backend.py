@@ -1085,3 +1085,54 @@ def test_small_words_printed_over_a_photo_come_back_as_text(decomposer):
     owners = [_top_layer_at(stack, y, x) for y, x in letters]
     assert np.isin(owners, texts).mean() >= 0.8, names
     assert _composite_error(stack, image) <= 1.0
+
+
+def test_a_glyph_in_the_panel_s_ink_on_a_disc_lies_on_the_whole_disc_not_under_its_holes(decomposer):
+    # Two white icon discs on a navy panel, each with a glyph drawn in the panel's navy. Grouped by colour, the
+    # glyphs would be pieces of the panel, under the discs, and each disc a layer with glyph-shaped holes over
+    # them; a designer drew the discs whole and the glyphs on them: the glyphs lie on the discs (an icon: disc
+    # and glyph in one layer), and the disc layer is a whole disc.
+    size_px = 384
+    page = np.zeros((size_px, size_px, 4), np.uint8)
+    page[...] = (241, 236, 226, 255)
+    navy = (30, 40, 90, 255)
+    panel = _drawn_layer(size_px, lambda d, s: d.rounded_rectangle([40 * s, 100 * s, 344 * s, 284 * s], 24 * s,
+                                                                   fill=navy))
+    discs = _drawn_layer(size_px, lambda d, s: [d.ellipse([x * s, 132 * s, (x + 120) * s, 252 * s],
+                                                          fill=(255, 255, 255, 255)) for x in (72, 192)])
+
+    def glyphs(draw, s):
+        for x in (72, 192):
+            draw.rectangle([(x + 36) * s, 164 * s, (x + 52) * s, 220 * s], fill=navy)
+            draw.rectangle([(x + 68) * s, 164 * s, (x + 84) * s, 220 * s], fill=navy)
+
+    marks = _drawn_layer(size_px, glyphs)
+    image = composite_over([page, panel, discs, marks])
+    stack = _decompose(decomposer, image, 3)
+    assert _composite_error(stack, image) <= 1.0
+    names = [layer.name for layer in stack.layers]
+    assert len(names) == 3
+    for x in (72, 192):
+        disc_layer = _top_layer_at(stack, 140, x + 60)  # the disc's rim, above the glyph
+        for y, gx in ((192, x + 44), (192, x + 76)):
+            assert _top_layer_at(stack, y, gx) >= disc_layer, names
+            assert stack.layers[disc_layer].rgba[y, gx, 3] == 255, f"a glyph-shaped hole in the disc: {names}"
+
+
+def test_figures_drawn_with_a_dark_outline_come_back_whole_in_auto(decomposer):
+    # Five white discs each drawn with a black outline (badges, outlined lettering's letters) and a red bar on a
+    # beige page: with the count left to the decomposer each outlined disc is one layer, fill and outline
+    # together, not a layer of fill and a layer of the ring drawn round it.
+    width_px, height_px = 384, 256
+    page = np.zeros((height_px, width_px, 4), np.uint8)
+    page[...] = (236, 222, 190, 255)
+    figures = [_drawn_layer(width_px, lambda d, s, x=x, y=y: d.ellipse(
+        [(x - 24) * s, (y - 24) * s, (x + 24) * s, (y + 24) * s], fill=(255, 255, 255, 255),
+        outline=(10, 10, 10, 255), width=6 * s))[:height_px]
+        for x, y in ((70, 70), (190, 60), (310, 80), (120, 160), (260, 170))]
+    bar = _drawn_layer(width_px, lambda d, s: d.rectangle([20 * s, 215 * s, 364 * s, 240 * s],
+                                                         fill=(220, 50, 50, 255)))[:height_px]
+    image = composite_over([page, bar] + figures)
+    stack = decomposer.decompose(Image.fromarray(image, "RGBA"), DecomposeParams(layers="auto", backend="cpu"))
+    assert _composite_error(stack, image) <= 1.0
+    assert all(_best_upper_iou(stack, figure) > 0.9 for figure in figures), [layer.name for layer in stack.layers]

@@ -40,7 +40,8 @@ How it works, in the order of ``CpuDecomposer.decompose``:
    A drawing inked over flat colours (a cartoon figure) has its outlines as one "Line art" element: on a flat
    ground, dark thin strokes (darker than what lies around them) whose largest connected piece is a network of
    outlines, lying between the drawing's colours rather than on the ground; the strokes were texture that made the
-   figure look like a photograph.
+   figure look like a photograph. A fill drawn inside a thin dark outline of its own (outlined lettering, a badge
+   with a black rim) takes the outline's pieces around it: one figure, not a layer of outlines under its fills.
    On a flat ground, strokes no region caught (hairlines of a sketch, all anti-aliased edge) join the element whose
    colour over the ground they show, within reach, and marks too small to be regions join the element around them
    when they are a shade of its colour, instead of staying painted into the background. With a layer count the
@@ -51,7 +52,9 @@ How it works, in the order of ``CpuDecomposer.decompose``:
    shape has a bite taken out of it. Elements are peeled in levels (unoccluded first), text to the front.
    Glyphs and strokes (rings, outlines: thin and hollow) use their own mask, not their hulls.
    A solid shape whose outline cuts a tiled pattern's pieces into slivers lies above the pattern, and line art
-   above every element it touches.
+   above every element it touches. What fills a solid shape's holes (an icon's glyph in the ink of the panel the
+   icon sits on, so grouped with the panel under it) is the shape's own: the disc comes back whole with its glyph,
+   not with glyph-shaped holes over pieces of the panel; the order is taken again after that.
 6. Layer count. Adjacent elements in depth order are merged (exactly, by compositing) until the requested
    count is met, disjoint pairs of one depth first; an image with fewer elements returns fewer layers and
    says so in ``LayerStack.notes``.
@@ -84,10 +87,10 @@ Cancellation is checked between stages and, through a per-thread token (``cancel
 of the long ones, so a cancel lands inside the running stage (bench_decompose measures how soon on 12 MP).
 
 The steps live one module each: ``decomposer`` (the call, steps 1 and 6's wiring), ``regions`` (2), ``text`` (3),
-``build``, ``ground``, ``translucent``, ``depths``, ``tiles``, ``lineart``, ``leftovers`` and ``subject`` (4),
-``order`` (5 and 6), ``peel`` (7), ``fill`` (8), ``compositing`` (8's solve and 9), ``glows`` and ``shadows`` (9);
-``elements`` holds the element record, ``masks`` the mask geometry, ``tuning`` the thresholds and ``cancel`` the
-per-thread cancel checkpoint.
+``build``, ``ground``, ``translucent``, ``depths``, ``tiles``, ``lineart``, ``leftovers``, ``holes`` (its outlines) and
+``subject`` (4), ``order`` and ``holes`` (5), ``order`` (6), ``peel`` (7), ``fill`` (8), ``compositing`` (8's solve
+and 9), ``glows`` and ``shadows`` (9); ``elements`` holds the element record, ``masks`` the mask geometry, ``tuning``
+the thresholds and ``cancel`` the per-thread cancel checkpoint.
 """
 
 from .decomposer import CpuDecomposer

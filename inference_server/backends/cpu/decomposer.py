@@ -17,6 +17,7 @@ from .depths import merge_phrases, split_depths, split_phrases, split_pieces
 from .elements import ElementKind, color_name
 from .fill import fill_background
 from .glows import find_glows
+from .holes import join_outlines, lift_hole_marks
 from .leftovers import join_leftovers
 from .lineart import find_line_art
 from .order import fit_count, group_name, order_elements
@@ -119,6 +120,7 @@ class CpuDecomposer:
             elements = tile_elements(rgb, background, elements, tiles, page_rgb)
         elements = find_line_art(rgb, background, elements)
         join_leftovers(rgb, background, elements)
+        elements = join_outlines(rgb, elements)
         if not background.regions and not tiles and len(elements) < budget:
             # A photo with room left in the layer budget: split off its main subject.
             subject = find_subject(rgb, background, elements)
@@ -135,6 +137,8 @@ class CpuDecomposer:
         # 5. Order
         begin("order")
         elements = order_elements(elements)
+        if lift_hole_marks(rgb, background, elements):
+            elements = order_elements(elements)  # glyphs that filled a disc's holes moved from the panel to the disc
         progress("order", 1, 1)
 
         # 6. Layer count

@@ -77,14 +77,20 @@ def is_long(mask: np.ndarray, length_px: float) -> bool:
 def is_stroke(mask: np.ndarray, hull: np.ndarray) -> bool:
     """Thin everywhere (thickness under STROKE_THICKNESS of the hull's size) and hollow (half its hull or less).
     ``hull`` is the mask's ``hull_mask``."""
+    if not mask.any():
+        return False
+    hull_area = float(hull.sum())
+    return thickness_px(mask) < STROKE_THICKNESS * np.sqrt(hull_area) and mask.sum() < 0.5 * hull_area
+
+
+def thickness_px(mask: np.ndarray) -> float:
+    """Twice the largest distance from a mask pixel to the mask's outside: the width of its thickest stroke."""
     import cv2
 
     if not mask.any():
-        return False
+        return 0.0
     crop = mask[bbox_slices(mask, 1)].astype(np.uint8)
-    thickness_px = 2.0 * float(cv2.distanceTransform(crop, cv2.DIST_L2, 3).max())
-    hull_area = float(hull.sum())
-    return thickness_px < STROKE_THICKNESS * np.sqrt(hull_area) and crop.sum() < 0.5 * hull_area
+    return 2.0 * float(cv2.distanceTransform(crop, cv2.DIST_L2, 3).max())
 
 
 def joint_hull(mask: np.ndarray) -> np.ndarray:

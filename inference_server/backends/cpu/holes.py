@@ -74,12 +74,16 @@ def lift_hole_marks(rgb: np.ndarray, background: Element, elements: list[Element
                 continue
             pieces_count, pieces = cv2.connectedComponents((loose if o == 0 else owners == o).astype(np.uint8),
                                                            connectivity=8)
-            for piece in range(1, pieces_count):
-                at = pieces == piece
-                hole = np.unique(hole_labels[at])
-                # Wholly in one hole: every pixel of the piece carries that hole's label.
-                if len(hole) == 1 and hole[0] != 0 and at.sum() >= min_mark_px:
-                    found.append((int(o) - 1, int(hole[0]), at))
+            # Wholly in one hole: all of the piece's pixels lie in holes, and its hole labels do not vary.
+            areas = np.bincount(pieces.ravel(), minlength=pieces_count)
+            in_holes = np.bincount(pieces[holes], minlength=pieces_count)
+            labels = hole_labels[holes].astype(np.float64)
+            mean = np.bincount(pieces[holes], labels, minlength=pieces_count) / np.maximum(in_holes, 1)
+            square = np.bincount(pieces[holes], labels * labels, minlength=pieces_count) / np.maximum(in_holes, 1)
+            whole = (in_holes == areas) & (areas >= min_mark_px) & (square - mean * mean < 1e-6)
+            whole[0] = False
+            for piece in np.flatnonzero(whole):
+                found.append((int(o) - 1, round(float(mean[piece])), pieces == piece))
         # The holes the marks fill: a good share of mark, and more mark than ground.
         for hole in {h for _, h, _ in found}:
             in_hole = hole_labels == hole

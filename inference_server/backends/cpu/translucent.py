@@ -80,13 +80,31 @@ def find_translucent(rgb: np.ndarray, background: Element, elements: list[Elemen
             if best is None:
                 continue
             _, opacity, color = best
-            sheet = Element(ElementKind.SHAPE, first.mask | second.mask, color)
+            # A band across a page, a card and a photo's frame is seen over more than two things: with its colour
+            # and opacity known, each further piece next to it is the sheet over one of that piece's neighbours.
+            pieces = [first, second]
+            seen = opacity * color
+            grown = True
+            while grown:
+                grown = False
+                for other in shapes:
+                    if id(other) in merged or any(other is piece for piece in pieces):
+                        continue
+                    sheet_labels = {label_of[id(piece)] for piece in pieces}
+                    if not sheet_labels & set(neighbours[id(other)]):
+                        continue
+                    if any(label not in sheet_labels and np.linalg.norm(other.color_rgb - u) >= 8.0
+                           and np.abs(other.color_rgb - (seen + (1.0 - opacity) * u)).max() < VEIL_MATCH
+                           for label, u in neighbours[id(other)].items()):
+                        pieces.append(other)
+                        grown = True
+            sheet = Element(ElementKind.SHAPE, np.logical_or.reduce([piece.mask for piece in pieces]), color)
             sheet.opacity = cast(float, opacity)  # a numpy float64: its alpha math stays in float64
             sheet.hull = hull_mask(sheet_mask(sheet))
             sheet.pieces = 1
-            result = [e for e in result if e is not first and e is not second] + [sheet]
+            result = [e for e in result if not any(e is piece for piece in pieces)] + [sheet]
             sheets.append(sheet)
-            merged.update({id(first), id(second)})
+            merged.update(id(piece) for piece in pieces)
     for sheet in sheets:
         veil_under(rgb, sheet, [e for e in result if e.kind is ElementKind.SHAPE and e.opacity >= 1.0])
     return result

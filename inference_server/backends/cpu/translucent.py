@@ -131,9 +131,9 @@ def veil_under(rgb: np.ndarray, sheet: Element, shapes: list[Element]) -> None:
             continue
         # The seam between the shape and its veiled part (anti-aliased, neither colour) bridged by a closing.
         joined = cv2.morphologyEx((match | shape.mask[box]).astype(np.uint8), cv2.MORPH_CLOSE, band).astype(bool)
-        veiled = np.zeros(shape.mask.shape, bool)
-        veiled[box] = joined & footprint & ~shape.mask[box]
-        veiled = veiled_part(veiled, shape.mask)
+        candidates = np.zeros(shape.mask.shape, bool)
+        candidates[box] = joined & footprint & ~shape.mask[box]
+        veiled = veiled_part(candidates, shape.mask)
         if veiled is None or veiled.sum() < 0.05 * shape.area:
             continue  # a few pixels of its soft edge that happen to match
         shape.veiled = veiled

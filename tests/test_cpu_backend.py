@@ -1112,3 +1112,29 @@ def test_small_words_printed_over_a_photo_come_back_as_text(decomposer):
     owners = [_top_layer_at(stack, y, x) for y, x in letters]
     assert np.isin(owners, texts).mean() >= 0.8, names
     assert _composite_error(stack, image) <= 1.0
+
+
+def test_a_dark_corner_of_a_dimmed_photo_is_not_taken_for_the_ground(decomposer):
+    # A photograph dimmed under a dark veil, filling the canvas, its top-left corner a dark screen (shaded and
+    # grained like the rest of the photo) running along two edges, and a white label on it. The screen covers
+    # under half the canvas: it is part of the picture, not the flat ground the design sits on, so the picture
+    # is not cut into fragments standing on it.
+    from benchmarks.samples import photo_rgb
+
+    size_w, size_h = 384, 256
+    photo = photo_rgb("astronaut", size_w, size_h).astype(np.float64) * 0.45
+    rows, cols = np.mgrid[0:size_h, 0:size_w]
+    screen = (cols < 200) & (rows < 150)
+    shading = cols * 8.0 / 200 + rows * 6.0 / 150
+    grain = np.random.default_rng(1).normal(0.0, 3.0, (size_h, size_w, 3))
+    photo[screen] = (np.asarray((22, 22, 24), np.float64) + shading[..., None] + grain)[screen]
+    image = np.dstack([np.clip(photo, 0, 255).astype(np.uint8), np.full((size_h, size_w), 255, np.uint8)])
+    image[60:80, 60:150, :3] = 250  # the label
+    stack = _decompose(decomposer, image, 4)
+    names = [layer.name for layer in stack.layers]
+    owners = np.array([[_top_layer_at(stack, y, x) for x in range(4, size_w, 16)] for y in range(4, size_h, 16)])
+    picture = ~screen[4::16, 4::16]
+    assert (owners[picture] == 0).mean() >= 0.8, names
+    label = _top_layer_at(stack, 70, 100)
+    assert label > 0 and (stack.layers[label].rgba[..., 3] > 127).sum() <= 1.2 * 20 * 90, names
+    assert _composite_error(stack, image) <= 1.0

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from .ocr_runtime import FastSession
 from .tuning import OCR_DET_MAX_SIDE_PX, OCR_DET_SIDE_PX, OCR_MAX_SIDE_PX
 
 
@@ -79,47 +80,13 @@ class TextDetector:
 
                     options = {} if self.threads is None else {"intra_op_num_threads": self.threads,
                                                                 "inter_op_num_threads": 1}
-                    self._engine = RapidOCR(**options)
-                    for wrapper in (self._engine.text_det.infer, self._engine.text_rec.session):
-                        wrapper.session = ArenaSession.of(wrapper.session)
+                    engine = RapidOCR(**options)
+                    for wrapper in (engine.text_det.infer, engine.text_rec.session):  # (the classifier is unused)
+                        wrapper.session = FastSession.of(wrapper.session)
+                    self._engine = engine
                 except Exception as error:  # missing wheel or broken onnxruntime: decompose without text cues
                     self.failure = f"{type(error).__name__}: {error}"
             if self.failure:
                 notes.append(f"text detector unavailable ({self.failure}); text is treated as shapes")
             return self._engine
 
-
-class ArenaSession:
-    """An ONNX Runtime session with its memory arena on, handed back to the system after every run.
-
-    rapidocr builds its sessions with the arena off, so every run allocates its activations afresh, and the
-    recognizer's run on six 48 × 2000 px text lines spends three quarters of its time (several seconds) faulting in
-    new pages. With the arena each run reuses its own buffers (the same kernels, so the same numbers); shrinking it
-    after the run keeps an idle server at its size without one (about 300 MB less)."""
-
-    def __init__(self, session, rebuilt) -> None:
-        self._session = rebuilt
-        import onnxruntime
-
-        self._run_options = onnxruntime.RunOptions()
-        self._run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
-
-    @classmethod
-    def of(cls, session):
-        """``session`` rebuilt with the arena on; ``session`` itself where it cannot be (another rapidocr or ONNX
-        Runtime than we know: slower, never wrong)."""
-        try:
-            import onnxruntime
-
-            options = session.get_session_options()
-            options.enable_cpu_mem_arena = True
-            rebuilt = onnxruntime.InferenceSession(session._model_path, options, providers=session.get_providers())
-        except Exception:  # noqa: BLE001 - the speed-up is optional
-            return session
-        return cls(session, rebuilt)
-
-    def run(self, output_names, input_feed):
-        return self._session.run(output_names, input_feed, self._run_options)
-
-    def __getattr__(self, name):
-        return getattr(self._session, name)

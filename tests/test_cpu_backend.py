@@ -218,6 +218,33 @@ def test_a_translucent_shape_comes_back_as_one_layer_with_its_opacity(decomposer
     assert (truth & found).sum() / (truth | found).sum() > 0.9
 
 
+def test_a_translucent_band_across_cards_lies_over_the_whole_cards(decomposer):
+    # A white card on a green page, an orange one at its right edge, and a dark band at 30 % across the whole width
+    # (a veil behind a row of arrows): the band is one translucent layer over page and cards alike, each card one
+    # shape that goes on under it (not two halves with the band's grey between them baked into the page), the band
+    # above them.
+    height_px, width_px = 192, 256
+    page_rgb, band_rgb, opacity = np.array([150.0, 200.0, 190.0]), np.array([10.0, 10.0, 30.0]), 0.3
+    rgb = np.broadcast_to(page_rgb, (height_px, width_px, 3)).copy()
+    rgb[20:172, 60:130] = 255.0
+    rgb[40:150, 170:] = (240.0, 160.0, 60.0)
+    rgb[80:120] = opacity * band_rgb + (1.0 - opacity) * rgb[80:120]
+    image = np.dstack([np.rint(rgb), np.full((height_px, width_px), 255.0)]).astype(np.uint8)
+    stack = _decompose(decomposer, image, 4)
+    assert _composite_error(stack, image) <= 1.0
+    names = [layer.name for layer in stack.layers]
+    band = next(k for k, name in enumerate(names) if name.startswith("Translucent"))
+    band_alpha = stack.layers[band].rgba[..., 3] / 255.0
+    for x_px, over in ((20, "the page"), (95, "the white card"), (200, "the orange card")):
+        assert band_alpha[100, x_px] == pytest.approx(opacity, abs=0.03), over
+    assert band_alpha[40, 95] == 0 and band_alpha[150, 20] == 0
+    for x_px, card_rgb in ((95, (255, 255, 255)), (200, (240, 160, 60))):
+        card = next(k for k, layer in enumerate(stack.layers) if layer.rgba[60, x_px, 3] == 255 and k > 0)
+        assert card < band, names
+        assert stack.layers[card].rgba[100, x_px, 3] == 255, "the card goes on under the band, whole"
+        assert np.abs(stack.layers[card].rgba[100, x_px, :3].astype(int) - card_rgb).max() <= 4, "in its own colour"
+
+
 def test_a_jpeg_compressed_poster_still_splits_into_its_layers(decomposer):
     import io
 
@@ -1084,4 +1111,30 @@ def test_small_words_printed_over_a_photo_come_back_as_text(decomposer):
     letters = np.argwhere(words[..., 3] == 255)
     owners = [_top_layer_at(stack, y, x) for y, x in letters]
     assert np.isin(owners, texts).mean() >= 0.8, names
+    assert _composite_error(stack, image) <= 1.0
+
+
+def test_a_dark_corner_of_a_dimmed_photo_is_not_taken_for_the_ground(decomposer):
+    # A photograph dimmed under a dark veil, filling the canvas, its top-left corner a dark screen (shaded and
+    # grained like the rest of the photo) running along two edges, and a white label on it. The screen covers
+    # under half the canvas: it is part of the picture, not the flat ground the design sits on, so the picture
+    # is not cut into fragments standing on it.
+    from benchmarks.samples import photo_rgb
+
+    size_w, size_h = 384, 256
+    photo = photo_rgb("astronaut", size_w, size_h).astype(np.float64) * 0.45
+    rows, cols = np.mgrid[0:size_h, 0:size_w]
+    screen = (cols < 200) & (rows < 150)
+    shading = cols * 8.0 / 200 + rows * 6.0 / 150
+    grain = np.random.default_rng(1).normal(0.0, 3.0, (size_h, size_w, 3))
+    photo[screen] = (np.asarray((22, 22, 24), np.float64) + shading[..., None] + grain)[screen]
+    image = np.dstack([np.clip(photo, 0, 255).astype(np.uint8), np.full((size_h, size_w), 255, np.uint8)])
+    image[60:80, 60:150, :3] = 250  # the label
+    stack = _decompose(decomposer, image, 4)
+    names = [layer.name for layer in stack.layers]
+    owners = np.array([[_top_layer_at(stack, y, x) for x in range(4, size_w, 16)] for y in range(4, size_h, 16)])
+    picture = ~screen[4::16, 4::16]
+    assert (owners[picture] == 0).mean() >= 0.8, names
+    label = _top_layer_at(stack, 70, 100)
+    assert label > 0 and (stack.layers[label].rgba[..., 3] > 127).sum() <= 1.2 * 20 * 90, names
     assert _composite_error(stack, image) <= 1.0

@@ -30,7 +30,10 @@ How it works, in the order of ``CpuDecomposer.decompose``:
    colour with background between them (unless they are the thin, hollow pieces of letters), or on both sides of
    another element in depth, are split into separate elements; words of one colour next to each other (and glyph-like
    shapes of their colour: words the detector missed) are one phrase. Two flat elements whose colours differ exactly
-   as what lies under them differs are one translucent sheet (colour and opacity solved). Rectangular photographs
+   as what lies under them differs are one translucent sheet (colour and opacity solved); further flat pieces beside
+   it that show that sheet over what lies next to them join it (a band across a page and two cards), and the flat
+   shapes it is seen over go on under it, one shape each (a card with a band across it: not two halves with the
+   band's grey baked into the page; a plane half under water). Rectangular photographs
    laid out on a page (a grid of photos, a picture in a layout) are found by cutting the canvas along gutters of the
    page's colour (an XY cut): each box that is a photo to its edge (textured, many colours, no flat ground inside,
    little page colour along its sides) is one "Image" element, with the flat patches of it that reach its edge. A
@@ -50,8 +53,8 @@ How it works, in the order of ``CpuDecomposer.decompose``:
 5. Order. Element B is above A when B sits inside A's convex hulls more than A sits inside B's: an occluded
    shape has a bite taken out of it. Elements are peeled in levels (unoccluded first), text to the front.
    Glyphs and strokes (rings, outlines: thin and hollow) use their own mask, not their hulls.
-   A solid shape whose outline cuts a tiled pattern's pieces into slivers lies above the pattern, and line art
-   above every element it touches.
+   A solid shape whose outline cuts a tiled pattern's pieces into slivers lies above the pattern, line art
+   above every element it touches, and a translucent sheet above the shapes that go on under it.
 6. Layer count. Adjacent elements in depth order are merged (exactly, by compositing) until the requested
    count is met, disjoint pairs of one depth first; an image with fewer elements returns fewer layers and
    says so in ``LayerStack.notes``.

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .cancel import checkpoint
-from .elements import Element, ElementKind, set_hull, set_mask
+from .elements import Element, ElementKind, set_hull, set_mask, veiled_part
 from .masks import bbox_slices, filled, hull_mask, joint_hull, union_box
 from .tuning import BACKGROUND_GAP, MIN_ELEMENT_FRACTION, MIN_IMAGE_FRACTION, PIECE_GAP, SAME_COLOR, SOLID_PIECES
 
@@ -110,6 +110,7 @@ def split_depths(background: Element, elements: list[Element]) -> list[Element]:
         masks[biggest] |= element.mask & ~np.logical_or.reduce([masks[r] for r in roots])
         for r in roots:
             part = Element(ElementKind.SHAPE, masks[r], element.color_rgb)
+            part.veiled = veiled_part(element.veiled, masks[r])
             set_hull(part)
             result.append(part)
     return result
@@ -211,10 +212,13 @@ def split_pieces(elements: list[Element], wanted: int) -> list[Element]:
         if element.opacity < 1.0 or element.kind not in (ElementKind.SHAPE, ElementKind.IMAGE):
             continue
         checkpoint()
-        box = bbox_slices(element.mask, gap_px)
+        # Pieces closer than the gap are one piece here: the dilated mask's components, cut back to the mask;
+        # so are pieces joined where the shape goes on under a translucent sheet (a card with a band across it).
+        outline = element.mask if element.veiled is None else element.mask | element.veiled
+        box = bbox_slices(outline, gap_px)
         crop = element.mask[box].astype(np.uint8)
-        # Pieces closer than the gap are one piece here: the dilated mask's components, cut back to the mask.
-        count, labels, stats, _ = cv2.connectedComponentsWithStats(cv2.dilate(crop, bridge), connectivity=8)
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(cv2.dilate(outline[box].astype(np.uint8), bridge),
+                                                                   connectivity=8)
         labels = np.where(crop > 0, labels, 0)
         stats[:, cv2.CC_STAT_AREA] = np.bincount(labels.ravel(), minlength=count)
         least = (MIN_IMAGE_FRACTION if element.kind is ElementKind.IMAGE else MIN_ELEMENT_FRACTION) * size
@@ -239,6 +243,7 @@ def split_pieces(elements: list[Element], wanted: int) -> list[Element]:
         for piece in pieces:
             part = Element(element.kind, piece, element.color_rgb, element.text)
             part.host = element.host
+            part.veiled = veiled_part(element.veiled, piece)
             set_hull(part)
             elements.append(part)
     return elements

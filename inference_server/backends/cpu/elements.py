@@ -8,7 +8,7 @@ from enum import Enum
 
 import numpy as np
 
-from .masks import count_pieces, hull_mask, is_stroke
+from .masks import bbox_slices, count_pieces, hull_mask, is_stroke
 
 COLOR_NAMES = {
     "Red": (220, 50, 50), "Orange": (245, 150, 60), "Yellow": (235, 205, 80), "Green": (60, 170, 80),
@@ -48,6 +48,9 @@ class Element:
     host: Element | None = None  # marks drawn on a shape: that shape (they fold back into it first)
     parts: list[Element] = field(default_factory=list)  # a phrase: the two texts it joined (split back on demand)
     outlines: bool = False  # a drawing's line art: above every element it touches
+    # Pixels under a translucent sheet where the element goes on (un-veiled, they show its colour): its hull
+    # and pieces count them, so it is completed under the sheet, one shape, and the sheet lies above it.
+    veiled: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.color_rgb = np.asarray(self.color_rgb, np.float64)
@@ -74,7 +77,8 @@ def set_hull(element: Element) -> None:
     # Glyphs are not convex: their hulls would claim their own counters (and whatever shows through them)
     # as occluded parts. Text and many-piece elements (words the detector missed) keep their own mask.
     # (A shape cut up by letters above it has one dominant piece; a word has many similar ones.)
-    element.pieces, largest_share = count_pieces(element.mask)
+    outline = element.mask if element.veiled is None else element.mask | element.veiled
+    element.pieces, largest_share = count_pieces(outline)
     glyph_like = element.kind is ElementKind.TEXT or (element.pieces >= 3 and largest_share < 0.6)
     element.glyph_like = glyph_like
     # Rings, outlines and arcs are thin all along: their hull would claim the whole inside (and everything
@@ -82,8 +86,23 @@ def set_hull(element: Element) -> None:
     if glyph_like:
         element.hull = element.mask
     else:
-        hull = hull_mask(element.mask)
-        element.hull = element.mask if is_stroke(element.mask, hull) else hull
+        hull = hull_mask(outline)
+        element.hull = element.mask if is_stroke(outline, hull) else hull
+
+
+def veiled_part(veiled: np.ndarray | None, piece: np.ndarray) -> np.ndarray | None:
+    """Of a shape's pixels under a translucent sheet, those that join this piece of it (None: none do)."""
+    import cv2
+
+    if veiled is None:
+        return None
+    joined = veiled | piece
+    box = bbox_slices(joined, 1)
+    _, labels = cv2.connectedComponents(joined[box].astype(np.uint8), connectivity=8)
+    touching = np.unique(labels[piece[box]])
+    part = np.zeros(veiled.shape, bool)
+    part[box] = veiled[box] & np.isin(labels, touching[touching > 0])
+    return part if part.any() else None
 
 
 def set_mask(element: Element, mask: np.ndarray) -> None:

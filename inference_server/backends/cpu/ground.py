@@ -17,6 +17,7 @@ from .tuning import (
     MIN_ELEMENT_FRACTION,
     MIN_IMAGE_FRACTION,
     PHOTO_BLEED_SHARE,
+    PHOTO_GRAIN,
     PHOTO_TEXTURE_SHARE,
     SAME_COLOR,
 )
@@ -73,6 +74,14 @@ def find_ground(regions: Regions, candidates: list[int]) -> Ground:
         if np.linalg.norm(predicted - regions.means[k]) < SAME_COLOR * 0.5:
             bg_regions.add(k)
 
+    family = list(bg_regions)
+    family_area = regions.areas[family]
+    # A ground is what the design sits on: it shows around it, over most of the canvas. A grained one (its
+    # colour model misses by PHOTO_GRAIN or more, as a photo's smooth shadows do) showing on less than half the
+    # canvas is the dark or pale part of a photograph filling the canvas (a desk photo under a dark veil).
+    grain = float((regions.residuals[family] * family_area).sum() / family_area.sum())
+    if grain >= PHOTO_GRAIN and family_area.sum() < 0.5 * total:
+        return Ground()
     bg_lookup = np.zeros(regions.count, bool)
     bg_lookup[list(bg_regions)] = True
     photos = photo_objects(regions, bg_lookup[labels])

@@ -8,6 +8,7 @@ import numpy as np
 from .cancel import checkpoint
 from .elements import Element, ElementKind, owner_map
 from .masks import bbox_slices
+from .translucent import veiled_pairs
 from .tuning import BAND_PX, LABEL_BOX
 
 
@@ -30,6 +31,8 @@ def order_elements(elements: list[Element]) -> list[Element]:
         above[pattern, shape], above[shape, pattern] = True, False
     for lower, ink in inked_elements(elements):
         above[lower, ink], above[ink, lower] = True, False
+    for lower, sheet in veiled_pairs(elements):
+        above[lower, sheet], above[sheet, lower] = True, False
     find_labels(elements, above, inside)
     remaining = list(range(count))
     levels_front_to_back = []

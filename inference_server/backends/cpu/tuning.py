@@ -49,3 +49,4 @@ GLOW_MAX_SIDE_PX = 256  # the fit runs on a copy at most this big (glows are smo
 SHADOW_AWAY_PX = 4.0  # a translucent shadow: its see-through pixels lie this far from the solid body (a rim does not)
 SHADOW_SHARE = 0.05  # ... on this share of the visible pixels at least (and the solid body on as much)
 SHADOW_PLATEAU = 0.7  # ... and this share of them within 0.1 of their median opacity (a feather ramps down)
+VEIL_MATCH = 8.0  # a shape goes on under a translucent sheet where the sheet over its colour shows within this

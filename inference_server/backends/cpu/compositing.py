@@ -5,34 +5,58 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...layers import Layer
+from ...layers import Layer, alpha_bbox_px
 from .cancel import checkpoint
+from .regions import channel_max
 
 
-def over_shares(layers_rgba: list[np.ndarray]) -> np.ndarray:
+def alpha_boxes(layers_rgba: list[np.ndarray]) -> list[tuple[slice, slice] | None]:
+    """Each layer's alpha box as row and column slices (None: fully transparent). The shares and the composite are
+    worked out inside the boxes only, so a line of text costs its line, not the page; the numbers are the same, as
+    outside its box a layer's share is 0 and what shows through it is unchanged."""
+    boxes: list[tuple[slice, slice] | None] = []
+    for rgba in layers_rgba:
+        box = alpha_bbox_px(rgba[..., 3])
+        boxes.append(None if box is None else (slice(box[1], box[1] + box[3]), slice(box[0], box[0] + box[2])))
+    return boxes
+
+
+def over_shares(layers_rgba: list[np.ndarray], boxes: list[tuple[slice, slice] | None]) -> np.ndarray:
     """(L, H, W) float32: how much of each layer shows in the straight-alpha "over" composite,
     q_k = α_k · Π_{j>k} (1 − α_j). The composite's premultiplied colour is Σ q_k · colour_k, its alpha Σ q_k.
     (The pixel-exact composite lives in layers.composite_over; these shares are what the solves need.)"""
-    shares = []
-    transmit = None
-    for rgba in reversed(layers_rgba):
+    height_px, width_px = layers_rgba[0].shape[:2]
+    shares = np.zeros((len(layers_rgba), height_px, width_px), np.float32)
+    transmit = np.ones((height_px, width_px), np.float32)
+    for index in reversed(range(len(layers_rgba))):
         checkpoint()
-        alpha = rgba[..., 3].astype(np.float32) / 255.0
-        shares.append(alpha if transmit is None else alpha * transmit)
-        transmit = (1.0 - alpha) if transmit is None else transmit * (1.0 - alpha)
-    return np.stack(shares[::-1])
+        box = boxes[index]
+        if box is None:
+            continue
+        alpha = layers_rgba[index][box][..., 3].astype(np.float32) / 255.0
+        shares[index][box] = alpha * transmit[box]
+        transmit[box] *= 1.0 - alpha
+    return shares
+
+
+def premul_of(shares: np.ndarray, layers_rgba: list[np.ndarray],
+              boxes: list[tuple[slice, slice] | None]) -> np.ndarray:
+    """The composite's premultiplied colour (0–255, float32), Σ q_k · colour_k."""
+    premul = np.zeros(shares.shape[1:] + (3,), np.float32)
+    for share, rgba, box in zip(shares, layers_rgba, boxes, strict=True):
+        checkpoint()
+        if box is not None:
+            premul[box] += share[box][..., None] * rgba[box][..., :3]
+    return premul
 
 
 def over_premul(layers_rgba: list[np.ndarray], shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Premultiplied colour (0–255) and alpha (0–1) of the layers' composite, float32; zeros for no layers."""
-    premul = np.zeros(shape + (3,), np.float32)
     if not layers_rgba:
-        return premul, np.zeros(shape, np.float32)
-    shares = over_shares(layers_rgba)
-    for share, rgba in zip(shares, layers_rgba, strict=False):
-        checkpoint()
-        premul += share[..., None] * rgba[..., :3]
-    return premul, shares.sum(axis=0)
+        return np.zeros(shape + (3,), np.float32), np.zeros(shape, np.float32)
+    boxes = alpha_boxes(layers_rgba)
+    shares = over_shares(layers_rgba, boxes)
+    return premul_of(shares, layers_rgba, boxes), shares.sum(axis=0)
 
 
 def solve_bottom(target: np.ndarray, top_premul: np.ndarray, top_alpha: np.ndarray, fill_rgb: np.ndarray,
@@ -101,15 +125,14 @@ def correct_residual(layers: list[Layer], target: np.ndarray, tolerance: float =
     With straight-alpha "over", the composite's premultiplied colour is Σ_k colour_k · q_k where
     q_k = α_k · Π_{j>k} (1 − α_j); changing colour_k by err · out_α / q_k fixes the pixel exactly (until clipping).
     """
-    shares = over_shares([layer.rgba for layer in layers])
-    composite_premul = np.zeros(target.shape[:2] + (3,), np.float32)
-    for share, layer in zip(shares, layers, strict=False):
-        checkpoint()
-        composite_premul += share[..., None] * layer.rgba[..., :3]
+    layers_rgba = [layer.rgba for layer in layers]
+    boxes = alpha_boxes(layers_rgba)
+    shares = over_shares(layers_rgba, boxes)
+    composite_premul = premul_of(shares, layers_rgba, boxes)
     error_premul = (target[..., :3].astype(np.float32) * (target[..., 3:4].astype(np.float32) / 255.0)
                     - composite_premul)
     checkpoint()
-    bad = np.abs(error_premul).max(axis=2) > tolerance
+    bad = channel_max(np.abs(error_premul)) > tolerance
     if not bad.any():
         return
     best = np.argmax(shares, axis=0)

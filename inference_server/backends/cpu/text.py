@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from .ocr_runtime import FastSession
 from .tuning import OCR_DET_MAX_SIDE_PX, OCR_DET_SIDE_PX, OCR_MAX_SIDE_PX
 
 
@@ -79,9 +80,13 @@ class TextDetector:
 
                     options = {} if self.threads is None else {"intra_op_num_threads": self.threads,
                                                                 "inter_op_num_threads": 1}
-                    self._engine = RapidOCR(**options)
+                    engine = RapidOCR(**options)
+                    for wrapper in (engine.text_det.infer, engine.text_rec.session):  # (the classifier is unused)
+                        wrapper.session = FastSession.of(wrapper.session)
+                    self._engine = engine
                 except Exception as error:  # missing wheel or broken onnxruntime: decompose without text cues
                     self.failure = f"{type(error).__name__}: {error}"
             if self.failure:
                 notes.append(f"text detector unavailable ({self.failure}); text is treated as shapes")
             return self._engine
+

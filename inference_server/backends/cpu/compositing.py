@@ -21,10 +21,12 @@ def alpha_boxes(layers_rgba: list[np.ndarray]) -> list[tuple[slice, slice] | Non
     return boxes
 
 
-def over_shares(layers_rgba: list[np.ndarray], boxes: list[tuple[slice, slice] | None]) -> np.ndarray:
+def over_shares(layers_rgba: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """(L, H, W) float32: how much of each layer shows in the straight-alpha "over" composite,
-    q_k = α_k · Π_{j>k} (1 − α_j). The composite's premultiplied colour is Σ q_k · colour_k, its alpha Σ q_k.
-    (The pixel-exact composite lives in layers.composite_over; these shares are what the solves need.)"""
+    q_k = α_k · Π_{j>k} (1 − α_j); and (H, W, 3) float32: the composite's premultiplied colour (0–255), Σ q_k ·
+    colour_k (its alpha is Σ q_k). (The pixel-exact composite lives in layers.composite_over; these shares are
+    what the solves need.)"""
+    boxes = alpha_boxes(layers_rgba)
     height_px, width_px = layers_rgba[0].shape[:2]
     shares = np.zeros((len(layers_rgba), height_px, width_px), np.float32)
     transmit = np.ones((height_px, width_px), np.float32)
@@ -36,27 +38,20 @@ def over_shares(layers_rgba: list[np.ndarray], boxes: list[tuple[slice, slice] |
         alpha = layers_rgba[index][box][..., 3].astype(np.float32) / 255.0
         shares[index][box] = alpha * transmit[box]
         transmit[box] *= 1.0 - alpha
-    return shares
-
-
-def premul_of(shares: np.ndarray, layers_rgba: list[np.ndarray],
-              boxes: list[tuple[slice, slice] | None]) -> np.ndarray:
-    """The composite's premultiplied colour (0–255, float32), Σ q_k · colour_k."""
-    premul = np.zeros(shares.shape[1:] + (3,), np.float32)
+    premul = np.zeros((height_px, width_px, 3), np.float32)
     for share, rgba, box in zip(shares, layers_rgba, boxes, strict=True):
         checkpoint()
         if box is not None:
             premul[box] += share[box][..., None] * rgba[box][..., :3]
-    return premul
+    return shares, premul
 
 
 def over_premul(layers_rgba: list[np.ndarray], shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Premultiplied colour (0–255) and alpha (0–1) of the layers' composite, float32; zeros for no layers."""
     if not layers_rgba:
         return np.zeros(shape + (3,), np.float32), np.zeros(shape, np.float32)
-    boxes = alpha_boxes(layers_rgba)
-    shares = over_shares(layers_rgba, boxes)
-    return premul_of(shares, layers_rgba, boxes), shares.sum(axis=0)
+    shares, premul = over_shares(layers_rgba)
+    return premul, shares.sum(axis=0)
 
 
 def solve_bottom(target: np.ndarray, top_premul: np.ndarray, top_alpha: np.ndarray, fill_rgb: np.ndarray,
@@ -125,10 +120,7 @@ def correct_residual(layers: list[Layer], target: np.ndarray, tolerance: float =
     With straight-alpha "over", the composite's premultiplied colour is Σ_k colour_k · q_k where
     q_k = α_k · Π_{j>k} (1 − α_j); changing colour_k by err · out_α / q_k fixes the pixel exactly (until clipping).
     """
-    layers_rgba = [layer.rgba for layer in layers]
-    boxes = alpha_boxes(layers_rgba)
-    shares = over_shares(layers_rgba, boxes)
-    composite_premul = premul_of(shares, layers_rgba, boxes)
+    shares, composite_premul = over_shares([layer.rgba for layer in layers])
     error_premul = (target[..., :3].astype(np.float32) * (target[..., 3:4].astype(np.float32) / 255.0)
                     - composite_premul)
     checkpoint()

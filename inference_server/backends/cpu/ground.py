@@ -83,7 +83,7 @@ def find_ground(regions: Regions, candidates: list[int]) -> Ground:
     if grain >= PHOTO_GRAIN and family_area.sum() < 0.5 * total:
         return Ground()
     bg_lookup = np.zeros(regions.count, bool)
-    bg_lookup[list(bg_regions)] = True
+    bg_lookup[family] = True
     photos = photo_objects(regions, bg_lookup[labels])
     edge = np.zeros((height_px, width_px), bool)
     edge[[0, -1], :] = edge[:, [0, -1]] = True

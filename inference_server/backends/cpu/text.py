@@ -89,4 +89,3 @@ class TextDetector:
             if self.failure:
                 notes.append(f"text detector unavailable ({self.failure}); text is treated as shapes")
             return self._engine
-

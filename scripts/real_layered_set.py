@@ -6,6 +6,7 @@
     .venv/bin/python scripts/real_layered_set.py --list-mirror /work/.mirror/owner+name/repo   # candidate files
     .venv/bin/python scripts/real_layered_set.py --held-out           # the held-out set (below)
     .venv/bin/python scripts/real_layered_set.py --fresh              # the fresh set (below)
+    .venv/bin/python scripts/real_layered_set.py --fourth             # the fourth set (below)
 
 The manifest (``scripts/real_layered_set.json``) names, per case, the repository, the path and the commit of the
 file and the licence as found in the repository. The files themselves are not committed: this script reads them
@@ -44,6 +45,12 @@ The fresh set (``--fresh``, default out /work/data/real_fresh): the manifest's f
 from repositories that neither the main nor the held-out set uses, built with the main set's strict limits. Once
 the decomposer has been tuned on the held-out set too, this is the set nobody tunes on: changes are judged on it
 at merge time (``scripts/bench_decompose.py --set real --data /work/data/real_fresh``).
+
+The fourth set (``--fourth``, default out /work/data/real_fourth): the manifest's files marked ``"set": "fourth"``,
+from repositories that none of the main, held-out and fresh sets uses, built like the fresh set with the main
+set's strict limits. The other three sets have all been looked at (scores read, changes weighed on them), so this
+is now the set nobody tunes on: nobody reads its per-case scores while working on the decomposer; it judges a
+decomposer change once, at merge time (``scripts/bench_decompose.py --set real --data /work/data/real_fourth``).
 """
 
 from __future__ import annotations
@@ -74,6 +81,7 @@ DEFAULT_MIRROR = Path("/work/.mirror")
 DEFAULT_OUT = Path("/work/data/real")
 HELD_OUT = Path("/work/data/real_heldout")
 FRESH = Path("/work/data/real_fresh")
+FOURTH = Path("/work/data/real_fourth")
 HELD_OUT_MAX_MAE = 3.0
 HELD_OUT_MAX_BAD_FRACTION = 0.06
 NARROW_SKIP = "layers do not reproduce the file's composite"
@@ -441,12 +449,15 @@ def main(argv=None) -> int:
     parser.add_argument("--manifest", type=Path, default=MANIFEST)
     parser.add_argument("--mirror", type=Path, default=DEFAULT_MIRROR)
     parser.add_argument("--out", type=Path,
-                        help=f"default {DEFAULT_OUT} ({HELD_OUT} with --held-out, {FRESH} with --fresh)")
+                        help=f"default {DEFAULT_OUT} ({HELD_OUT} with --held-out, {FRESH} with --fresh, "
+                             f"{FOURTH} with --fourth)")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--held-out", action="store_true",
                        help="build the held-out set: files the main set's composite check skipped only narrowly")
     which.add_argument("--fresh", action="store_true",
                        help="build the fresh set: the manifest's files marked \"set\": \"fresh\" (strict limits)")
+    which.add_argument("--fourth", action="store_true",
+                       help="build the fourth set: the manifest's files marked \"set\": \"fourth\" (strict limits)")
     parser.add_argument("--cases", nargs="*", help="build only these cases")
     parser.add_argument("--max-side", type=int, default=1024)
     parser.add_argument("--max-layers", type=int, default=16)
@@ -468,7 +479,7 @@ def main(argv=None) -> int:
     entries = json.loads(args.manifest.read_text())["files"]
     # Which manifest entries a set takes: its own "set" mark (none for the main set), and for the held-out set
     # also the main set's narrowly skipped files.
-    set_mark = "heldout" if args.held_out else "fresh" if args.fresh else None
+    set_mark = "heldout" if args.held_out else "fresh" if args.fresh else "fourth" if args.fourth else None
     narrowly_skipped: set[str] = set()
     if args.held_out:
         strict_index = DEFAULT_OUT / "index.json"
@@ -478,7 +489,8 @@ def main(argv=None) -> int:
         narrowly_skipped = {case for case, reason in skipped.items() if reason.startswith(NARROW_SKIP)}
         args.max_mae, args.max_bad_fraction = HELD_OUT_MAX_MAE, HELD_OUT_MAX_BAD_FRACTION
     entries = [e for e in entries if e.get("set") == set_mark or e["case"] in narrowly_skipped]
-    args.out = args.out or (HELD_OUT if args.held_out else FRESH if args.fresh else DEFAULT_OUT)
+    args.out = args.out or (HELD_OUT if args.held_out else FRESH if args.fresh else FOURTH if args.fourth
+                            else DEFAULT_OUT)
     if args.cases:
         entries = [e for e in entries if e["case"] in set(args.cases)]
     args.out.mkdir(parents=True, exist_ok=True)

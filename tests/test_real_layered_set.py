@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import zipfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -115,7 +116,7 @@ def test_bench_scores_the_real_set_against_the_one_layer_baseline(snapshot, caps
     assert case["cpu"]["layers"] == 2 and case["cpu"]["iou_e0"] > 0.9
 
 
-def test_the_manifest_names_every_file_and_keeps_the_held_out_and_fresh_files_apart():
+def test_the_manifest_names_every_file_and_keeps_the_held_out_fresh_and_fourth_files_apart():
     entries = json.loads((SCRIPTS / "real_layered_set.json").read_text())["files"]
     names = [entry["case"] for entry in entries]
     assert len(names) == len(set(names)), "case names are folder names: each once"
@@ -126,15 +127,24 @@ def test_the_manifest_names_every_file_and_keeps_the_held_out_and_fresh_files_ap
         # The outside set of issue #12 draws on these projects' test files: none of ours comes from them.
         assert not any(word in entry["repository"].lower()
                        for word in ("psd-tools", "ag-psd", "psd.rb", "psd.js", "aspose")), entry["case"]
-    assert {entry.get("set") for entry in entries} == {None, "heldout", "fresh"}
+    assert {entry.get("set") for entry in entries} == {None, "heldout", "fresh", "fourth"}
     repositories = {mark: {entry["repository"] for entry in entries if entry.get("set") == mark}
-                    for mark in (None, "heldout", "fresh")}
+                    for mark in (None, "heldout", "fresh", "fourth")}
     assert sum(entry.get("set") == "heldout" for entry in entries) >= 40
     assert sum(entry.get("set") == "fresh" for entry in entries) >= 40
+    assert sum(entry.get("set") == "fourth" for entry in entries) >= 40
     # A held-out file comes from a repository the main (tuned-on) set does not use; a fresh file from one that
-    # neither the main nor the held-out set (tuned on since) uses.
+    # neither the main nor the held-out set (tuned on since) uses; a fourth-set file from one that none of the
+    # other three sets (all looked at by now) uses.
     assert not repositories["heldout"] & repositories[None]
     assert not repositories["fresh"] & (repositories[None] | repositories["heldout"])
+    assert not repositories["fourth"] & (repositories[None] | repositories["heldout"] | repositories["fresh"])
+    # Repository names differ only in case at most once on GitHub: compare them case-blind too.
+    lowered = {mark: {name.lower() for name in names} for mark, names in repositories.items()}
+    assert not lowered["fourth"] & (lowered[None] | lowered["heldout"] | lowered["fresh"])
+    # At most 3 files from one repository in the fourth set, so that no one project dominates it.
+    per_repository = Counter(entry["repository"] for entry in entries if entry.get("set") == "fourth")
+    assert max(per_repository.values()) <= 3, per_repository.most_common(1)
 
 
 def test_each_set_builds_only_its_own_files(snapshot):
@@ -142,14 +152,20 @@ def test_each_set_builds_only_its_own_files(snapshot):
     value = json.loads(manifest.read_text())
     value["files"].append(dict(value["files"][0], case="fresh_poster", set="fresh"))
     value["files"].append(dict(value["files"][0], case="held_out_poster", set="heldout"))
+    value["files"].append(dict(value["files"][0], case="fourth_poster", set="fourth"))
     manifest.write_text(json.dumps(value))
     builder = _script("real_layered_set")
     common = ["--manifest", str(manifest), "--mirror", str(root / "mirror")]
     assert builder.main([*common, "--out", str(root / "real")]) == 0
     assert builder.main([*common, "--fresh", "--out", str(root / "fresh")]) == 0
+    assert builder.main([*common, "--fourth", "--out", str(root / "fourth")]) == 0
     main_index = json.loads((root / "real" / "index.json").read_text())
     fresh_index = json.loads((root / "fresh" / "index.json").read_text())
+    fourth_index = json.loads((root / "fourth" / "index.json").read_text())
     assert sorted(main_index["cases"]) == ["poster"] and sorted(main_index["skipped"]) == ["stale"]
     assert sorted(fresh_index["cases"]) == ["fresh_poster"] and not fresh_index["skipped"]
+    assert sorted(fourth_index["cases"]) == ["fourth_poster"] and not fourth_index["skipped"]
     with pytest.raises(SystemExit):  # one set at a time
         builder.main([*common, "--fresh", "--held-out"])
+    with pytest.raises(SystemExit):
+        builder.main([*common, "--fourth", "--fresh"])

@@ -206,6 +206,32 @@ def test_a_photo_splits_into_subject_and_background_not_colour_noise(decomposer)
     assert _composite_error(stack, np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])) <= 1.0
 
 
+def test_a_photo_with_a_title_on_it_stays_one_whole_background_under_the_title(decomposer):
+    # A photograph filling the canvas with a title set on it is the design's backdrop: asked for more layers than
+    # there are things on it, the photo stays one background layer (the cat is not cut out of it) and the title is
+    # the layer above it.
+    from PIL import ImageDraw
+
+    from benchmarks.samples import font, photo_rgb
+
+    rgb = photo_rgb("chelsea", 256, 192)
+    title = Image.new("L", (256, 192), 0)
+    ImageDraw.Draw(title).text((20, 150), "KITTEN", font=font(30), fill=255)
+    ink = np.asarray(title, np.float32)[..., None] / 255.0
+    image = np.clip(rgb * (1.0 - ink) + 255.0 * ink, 0, 255).astype(np.uint8)
+    stack = _decompose(decomposer, image, 4)
+    names = [layer.name for layer in stack.layers]
+    assert "Subject" not in names, names
+    assert names[0] == "Background" and len(names) == 2, names
+    background = stack.layers[0].rgba
+    assert (background[..., 3] == 255).all()
+    assert np.abs(background[40:120, 80:200, :3].astype(int) - rgb[40:120, 80:200].astype(int)).mean() < 2.0, \
+        "the cat is in the background layer, as it was"
+    letters = stack.layers[1].rgba[..., 3] > 127
+    assert letters[145:190, 15:160].any() and not letters[:130].any(), "the title is the layer above"
+    assert _composite_error(stack, np.dstack([image, np.full(image.shape[:2], 255, np.uint8)])) <= 1.0
+
+
 def test_a_translucent_shape_comes_back_as_one_layer_with_its_opacity(decomposer):
     sample = make_sample("semi", 512, 384, seed=0)  # "Translucent ellipse (48%)" over a triangle and the paper
     stack = _decompose(decomposer, sample.composite, 4)

@@ -24,7 +24,7 @@ from .order import fit_count, group_name, order_elements
 from .peel import Claims, peel
 from .regions import find_regions
 from .shadows import shadow_layers
-from .subject import find_subject
+from .subject import find_subject, is_backdrop
 from .text import TextDetector
 from .threads import thread_budget
 from .tiles import find_photo_tiles, tile_elements
@@ -121,8 +121,9 @@ class CpuDecomposer:
         elements = find_line_art(rgb, background, elements)
         join_leftovers(rgb, background, elements)
         elements = join_outlines(rgb, elements)
-        if not background.regions and not tiles and len(elements) < budget:
-            # A photo with room left in the layer budget: split off its main subject.
+        if not background.regions and not tiles and len(elements) < budget and not is_backdrop(regions, elements):
+            # A photo with room left in the layer budget: split off its main subject. (Not a picture that is the
+            # backdrop of words or graphics set on it: that stays one background layer under them.)
             subject = find_subject(rgb, background, elements)
             if subject is not None:
                 elements.append(subject)

@@ -8,7 +8,21 @@ import numpy as np
 from .cancel import checkpoint
 from .elements import Element, ElementKind
 from .masks import hull_mask
-from .tuning import SUBJECT_MAX_SIDE_PX
+from .regions import Regions
+from .tuning import PICTURE_EDGE_TEXTURE, SUBJECT_MAX_SIDE_PX
+
+
+def is_backdrop(regions: Regions, elements: list[Element]) -> bool:
+    """Whether the picture filling the canvas is a design's backdrop, to be kept whole: it bleeds off every side
+    (texture along each side's rim, PICTURE_EDGE_TEXTURE of it at least) and words or flat graphics are set on it.
+    A designer who lays a title over a photograph or a painted scene uses the picture as the ground of the design
+    (often over layers it hides), not as a scene to cut up; a bare photo has nothing on it but its subject."""
+    if not any(e.kind in (ElementKind.TEXT, ElementKind.SHAPE) for e in elements):
+        return False
+    texture = (regions.labels == 0) | ~regions.flat[regions.labels]
+    rim_px = 3
+    sides = (texture[:rim_px], texture[-rim_px:], texture[:, :rim_px], texture[:, -rim_px:])
+    return all(float(side.mean()) >= PICTURE_EDGE_TEXTURE for side in sides)
 
 
 def find_subject(rgb: np.ndarray, background: Element, elements: list[Element]) -> Element | None:

@@ -489,8 +489,7 @@ def main(argv=None) -> int:
         narrowly_skipped = {case for case, reason in skipped.items() if reason.startswith(NARROW_SKIP)}
         args.max_mae, args.max_bad_fraction = HELD_OUT_MAX_MAE, HELD_OUT_MAX_BAD_FRACTION
     entries = [e for e in entries if e.get("set") == set_mark or e["case"] in narrowly_skipped]
-    args.out = args.out or (HELD_OUT if args.held_out else FRESH if args.fresh else FOURTH if args.fourth
-                            else DEFAULT_OUT)
+    args.out = args.out or {None: DEFAULT_OUT, "heldout": HELD_OUT, "fresh": FRESH, "fourth": FOURTH}[set_mark]
     if args.cases:
         entries = [e for e in entries if e["case"] in set(args.cases)]
     args.out.mkdir(parents=True, exist_ok=True)

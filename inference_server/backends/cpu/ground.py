@@ -159,7 +159,7 @@ def photo_objects(regions: Regions, background: np.ndarray) -> list[np.ndarray]:
     import cv2
 
     height_px, width_px = background.shape
-    texture = (regions.labels == 0) | ~regions.flat[regions.labels]
+    texture = regions.texture
     count, blobs, stats, _ = cv2.connectedComponentsWithStats((~background).astype(np.uint8), connectivity=8)
     photos = []
     erode = np.ones((5, 5), np.uint8)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -25,6 +26,12 @@ class Regions:
     residuals: np.ndarray  # region → RMS error (0–255) of that model
     features_mean: np.ndarray  # region → mean of the 6 features over its pixels
     flat: np.ndarray  # bool per region: the model explains it (graphics), else texture
+
+    @cached_property
+    def texture(self) -> np.ndarray:
+        """bool H×W: the pixels no flat colour model explains (edge pixels and regions that are not flat). Computed
+        once: the ground, the photo tiles and the backdrop test all read it."""
+        return (self.labels == 0) | ~self.flat[self.labels]
 
 
 def features_at(ys: np.ndarray, xs: np.ndarray, height_px: int, width_px: int) -> np.ndarray:

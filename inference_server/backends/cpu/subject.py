@@ -19,7 +19,7 @@ def is_backdrop(regions: Regions, elements: list[Element]) -> bool:
     (often over layers it hides), not as a scene to cut up; a bare photo has nothing on it but its subject."""
     if not any(e.kind in (ElementKind.TEXT, ElementKind.SHAPE) for e in elements):
         return False
-    texture = (regions.labels == 0) | ~regions.flat[regions.labels]
+    texture = regions.texture
     rim_px = 3
     sides = (texture[:rim_px], texture[-rim_px:], texture[:, :rim_px], texture[:, -rim_px:])
     return all(float(side.mean()) >= PICTURE_EDGE_TEXTURE for side in sides)

@@ -29,7 +29,6 @@ def find_photo_tiles(rgb: np.ndarray, regions: Regions) -> tuple[list[tuple[slic
     recursively (an XY cut); the boxes that are photographs to their edge (``is_photo_box``) are tiles. The whole
     canvas is no tile (a photo is not placed on itself)."""
     height_px, width_px = rgb.shape[:2]
-    texture = (regions.labels == 0) | ~regions.flat[regions.labels]
     min_area = max(MIN_IMAGE_FRACTION * height_px * width_px, 256)
     tiles: list[tuple[slice, slice]] = []
 
@@ -78,7 +77,7 @@ def find_photo_tiles(rgb: np.ndarray, regions: Regions) -> tuple[list[tuple[slic
                 cut(rows, slice(cols.start + a, cols.start + b), depth + 1)
             return
         if ((rows.stop - rows.start) * (cols.stop - cols.start) >= min_area
-                and is_photo_box(rgb, regions, texture, page, rows, cols)):
+                and is_photo_box(rgb, regions, page, rows, cols)):
             tiles.append((rows, cols))
 
     cut(*whole, 0)
@@ -91,8 +90,7 @@ def line_spans(rgb_u8: np.ndarray, axis: int) -> np.ndarray:
     return (rgb_u8.max(axis=1 - axis).astype(np.int16) - rgb_u8.min(axis=1 - axis)).max(axis=-1)
 
 
-def is_photo_box(rgb: np.ndarray, regions: Regions, texture: np.ndarray, page: np.ndarray, rows: slice,
-                 cols: slice) -> bool:
+def is_photo_box(rgb: np.ndarray, regions: Regions, page: np.ndarray, rows: slice, cols: slice) -> bool:
     """A photograph to the box's edge: along each side, little of the page's colour (a cut-out on a page touches
     its box at a few points only); inside, some texture and many colours (a flat card with a gradient has the
     colours, not the texture), and no big region flat to the noise level (a panel of text has its ground).
@@ -105,7 +103,7 @@ def is_photo_box(rgb: np.ndarray, regions: Regions, texture: np.ndarray, page: n
     sides = (on_page[:rim_px], on_page[-rim_px:], on_page[:, :rim_px], on_page[:, -rim_px:])
     if any(side.mean() > TILE_RIM_PAGE for side in sides):
         return False
-    if texture[rows, cols].mean() < TILE_TEXTURE:
+    if regions.texture[rows, cols].mean() < TILE_TEXTURE:
         return False
     # Colours at 5 bits a channel; a bin counts when it holds 0.2 % of the box or more.
     bins = (np.clip(crop, 0, 255).astype(np.int32) >> 3) @ np.array([1024, 32, 1])

@@ -9,7 +9,7 @@ import numpy as np
 
 from .cancel import checkpoint
 from .elements import Element, ElementKind, owner_map, set_mask
-from .masks import bbox_slices, filled, thickness_px
+from .masks import bbox_slices, filled, luminance, thickness_px
 from .tuning import (
     BAND_PX,
     HOLE_MARKS_SHARE,
@@ -151,11 +151,10 @@ def join_outlines(rgb: np.ndarray, elements: list[Element]) -> list[Element]:
     above every colour it touches."""
     import cv2
 
-    luminance = np.array([0.299, 0.587, 0.114])
     result = list(elements)
     for outline in elements:
         if (outline.kind is not ElementKind.SHAPE or outline.outlines or outline.opacity < 1.0
-                or float(outline.color_rgb @ luminance) >= INK_DARK or outline not in result):
+                or float(luminance(outline.color_rgb)) >= INK_DARK or outline not in result):
             continue
         checkpoint()
         box = bbox_slices(outline.mask, BAND_PX + 1)
@@ -172,7 +171,7 @@ def join_outlines(rgb: np.ndarray, elements: list[Element]) -> list[Element]:
         _, pieces = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
         for fill in [e for e in result if e is not outline and e.kind in (ElementKind.SHAPE, ElementKind.TEXT)
                      and e.opacity >= 1.0 and not e.outlines
-                     and float(e.color_rgb @ luminance) >= float(outline.color_rgb @ luminance) + INK_CONTRAST]:
+                     and float(luminance(e.color_rgb)) >= float(luminance(outline.color_rgb)) + INK_CONTRAST]:
             if (fill.mask[box] & within).sum() < OUTLINED_SHARE * fill.area:
                 continue
             inside = fill.mask[box] & holes

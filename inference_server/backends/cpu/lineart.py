@@ -8,6 +8,7 @@ import numpy as np
 
 from .cancel import checkpoint
 from .elements import Element, ElementKind, owner_map, set_hull, set_mask
+from .masks import luminance
 from .tuning import BAND_PX, INK_CONTRAST, INK_DARK, INK_NETWORK, INK_SHARE, SAME_COLOR
 
 
@@ -16,7 +17,7 @@ def ink_pixels(rgb: np.ndarray) -> np.ndarray:
     of the luminance over about three soft-edge bands) by INK_CONTRAST; a big dark area is no stroke."""
     import cv2
 
-    gray = (rgb @ np.array([0.299, 0.587, 0.114], np.float32)).astype(np.float32)
+    gray = luminance(rgb)
     side_px = 3 * BAND_PX | 1
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side_px, side_px))
     contrast = cv2.morphologyEx(gray, cv2.MORPH_CLOSE, kernel) - gray

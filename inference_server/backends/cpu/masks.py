@@ -7,6 +7,14 @@ import numpy as np
 
 from .tuning import STROKE_THICKNESS
 
+# ITU-R BT.601 luma weights, the ones INK_DARK and the other brightness thresholds were tuned with.
+LUMA_BT601 = (0.299, 0.587, 0.114)
+
+
+def luminance(rgb: np.ndarray) -> np.ndarray:
+    """Luma of RGB pixels (or one colour) on the input's 0–255 scale, float32."""
+    return (rgb @ np.array(LUMA_BT601, np.float32)).astype(np.float32)
+
 
 def count_pieces(mask: np.ndarray) -> tuple[int, float]:
     """(number of connected pieces, the largest piece's share of the area, with the pieces in its holes: the

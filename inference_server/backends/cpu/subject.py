@@ -7,7 +7,7 @@ import numpy as np
 
 from .cancel import checkpoint
 from .elements import Element, ElementKind
-from .masks import hull_mask
+from .masks import hull_mask, luminance
 from .regions import Regions
 from .tuning import PICTURE_EDGE_TEXTURE, SUBJECT_MAX_SIDE_PX
 
@@ -119,7 +119,7 @@ def guided_upsample(mask_small: np.ndarray, rgb: np.ndarray, scale: float) -> np
     mask = cv2.resize(mask_small, (width_px, height_px), interpolation=cv2.INTER_LINEAR)
     if scale >= 1.0:
         return mask
-    guide = (rgb @ np.array([0.299, 0.587, 0.114], np.float32)).astype(np.float32) / 255.0
+    guide = luminance(rgb) / 255.0
     radius_px = max(2, round(1.5 / scale))
     ksize = (2 * radius_px + 1, 2 * radius_px + 1)
     mean_i = cv2.blur(guide, ksize)

@@ -155,9 +155,9 @@ class CpuDecomposer:
         blank = blank_layer(rgb_u8)
         for step, element in enumerate(reversed(elements), start=1):
             cancel.raise_if_canceled()
-            element_layers[id(element)] = peel(rgb, blank, element, covering, alpha_in, claims,
-                                               len(elements) - step + 1)
-            covering |= element_layers[id(element)][..., 3] > 0
+            rgba, box = peel(rgb, blank, element, covering, alpha_in, claims, len(elements) - step + 1)
+            element_layers[id(element)] = rgba
+            covering[box] |= rgba[box][..., 3] > 0
             progress("peel", step, len(elements))
         upper = [Layer(merge_group([element_layers[id(e)] for e in group]), group_name(group)) for group in groups]
 

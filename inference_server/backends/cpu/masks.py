@@ -110,7 +110,7 @@ def joint_hull(mask: np.ndarray) -> np.ndarray:
 
 def bbox_slices(mask: np.ndarray, margin_px: int):
     rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
+    cols = np.flatnonzero(mask[rows[0]:rows[-1] + 1].any(axis=0))  # (the columns of the rows that have any)
     height_px, width_px = mask.shape
     return (slice(max(rows[0] - margin_px, 0), min(rows[-1] + margin_px + 1, height_px)),
             slice(max(cols[0] - margin_px, 0), min(cols[-1] + margin_px + 1, width_px)))

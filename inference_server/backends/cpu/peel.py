@@ -87,9 +87,10 @@ def blank_layer(rgb_u8: np.ndarray) -> np.ndarray:
 
 
 def peel(rgb: np.ndarray, blank: np.ndarray, element: Element, covering: np.ndarray,
-          alpha_in: np.ndarray, claims: Claims, index: int) -> np.ndarray:
-    """The element's straight RGBA layer (full size); ``blank`` is ``blank_layer`` of the input; ``claims``: what
-    the other elements own (``index``: this element's number there), which its soft edge does not take."""
+          alpha_in: np.ndarray, claims: Claims, index: int) -> tuple[np.ndarray, tuple[slice, slice]]:
+    """The element's straight RGBA layer (full size) and the box (row and column slices) outside which its alpha is
+    0; ``blank`` is ``blank_layer`` of the input; ``claims``: what the other elements own (``index``: this element's
+    number there), which its soft edge does not take."""
     import cv2
 
     rgba = blank.copy()
@@ -132,7 +133,8 @@ def peel(rgb: np.ndarray, blank: np.ndarray, element: Element, covering: np.ndar
     # core. (Other elements' cores stay under a soft edge: a feathered cut-out over a shape keeps its edge.)
     crop_cores = claims.cores[box]
     others = (crop_cores > 0) & (crop_cores != index)
-    similar = others & (np.linalg.norm(claims.colors_rgb[crop_cores] - element.color_rgb, axis=2) < SAME_COLOR)
+    # (Each core's colour distance once, then looked up per pixel: the same numbers as per pixel.)
+    similar = others & (np.linalg.norm(claims.colors_rgb - element.color_rgb, axis=1) < SAME_COLOR)[crop_cores]
     alpha[band & similar] = 0.0
     if similar.any() and not translucent:
         other_distance_px = cv2.distanceTransform((~similar).astype(np.uint8), cv2.DIST_L2, 5)
@@ -153,4 +155,4 @@ def peel(rgb: np.ndarray, blank: np.ndarray, element: Element, covering: np.ndar
     out[..., :3] = np.where(own[..., None], np.clip(np.rint(near_f), 0, 255), crop_rgb).astype(np.uint8)
     out[..., 3] = np.clip(np.rint(alpha * 255.0), 0, 255).astype(np.uint8)
     rgba[box] = out
-    return rgba
+    return rgba, box

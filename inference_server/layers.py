@@ -64,7 +64,7 @@ def alpha_bbox_px(alpha: np.ndarray) -> tuple[int, int, int, int] | None:
     rows = np.flatnonzero(alpha.any(axis=1))
     if rows.size == 0:
         return None
-    cols = np.flatnonzero(alpha.any(axis=0))
+    cols = np.flatnonzero(alpha[rows[0]:rows[-1] + 1].any(axis=0))  # (the columns of the rows that have any)
     return int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)
 
 

@@ -1215,3 +1215,32 @@ def test_a_dark_corner_of_a_dimmed_photo_is_not_taken_for_the_ground(decomposer)
     label = _top_layer_at(stack, 70, 100)
     assert label > 0 and (stack.layers[label].rgba[..., 3] > 127).sum() <= 1.2 * 20 * 90, names
     assert _composite_error(stack, image) <= 1.0
+
+
+def test_hulls_worked_out_inside_a_box_or_from_outlines_are_the_whole_canvas_hulls():
+    """The speed-ups of the hull helpers change no pixel: the joint hull raster worked inside the mask's box is
+    the one rastered on the whole canvas, and the hull of the outer contours has the area of the hull of every
+    pixel (holes, specks and pieces on the canvas edge included)."""
+    import cv2
+
+    from inference_server.backends.cpu.ground import hull_share
+    from inference_server.backends.cpu.masks import joint_hull
+
+    rng = np.random.default_rng(7)
+    for _ in range(60):
+        mask = np.zeros((90, 130), np.uint8)
+        for _ in range(int(rng.integers(1, 5))):
+            x, y = int(rng.integers(0, 130)), int(rng.integers(0, 90))
+            if rng.random() < 0.5:
+                cv2.circle(mask, (x, y), int(rng.integers(1, 30)), 1, -1)
+            else:
+                cv2.rectangle(mask, (x, y), (x + int(rng.integers(0, 40)), y + int(rng.integers(0, 40))), 1, -1)
+        mask |= (rng.random(mask.shape) < 0.002).astype(np.uint8)
+        mask[30:40, 50:60] = 0  # a hole
+        whole = np.zeros_like(mask)
+        cv2.fillPoly(whole, [cv2.convexHull(cv2.findNonZero(mask))], 1)
+        assert np.array_equal(joint_hull(mask.astype(bool)), whole.astype(bool) | mask.astype(bool))
+        labels = mask.astype(np.int32)
+        area = cv2.contourArea(cv2.convexHull(cv2.findNonZero(mask)))
+        assert hull_share(labels, [1]) == float(area) / labels.size
+    assert not joint_hull(np.zeros((5, 5), bool)).any()

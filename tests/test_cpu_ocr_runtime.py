@@ -62,3 +62,17 @@ def test_folded_recognizer_gives_the_same_probabilities_with_fewer_operators():
     outputs = [session.run(None, {session.get_inputs()[0].name: batch})[0] for session in sessions]
     assert np.abs(outputs[0] - outputs[1]).max() < 1e-4
     assert np.array_equal(outputs[0].argmax(-1), outputs[1].argmax(-1))
+
+
+def test_no_scalar_affine_is_left_between_the_convolutions():
+    """Every scalar scale-and-shift of PP-OCRv4's backbone is folded into a convolution or is one itself (a 1 × 1
+    depthwise Conv): ONNX Runtime then keeps its blocked layout from one convolution to the next."""
+    import onnx
+
+    from inference_server.backends.cpu.ocr_runtime import _Graph
+
+    for name in ("rec", "det"):
+        path = str(rapidocr.__path__[0]) + f"/models/ch_PP-OCRv4_{name}_infer.onnx"
+        graph = onnx.load_from_string(folded_model(path)).graph
+        g = _Graph(graph)
+        assert not [node for node in graph.node for x in node.output if g.scalar_affine(x)], name

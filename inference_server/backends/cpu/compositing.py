@@ -127,25 +127,29 @@ def correct_residual(layers: list[Layer], target: np.ndarray, tolerance: float =
     bad = channel_max(np.abs(error_premul)) > tolerance
     if not bad.any():
         return
-    best = np.argmax(shares, axis=0)
+    # Worked out at the pixels that miss only (row-major order, as a boolean mask picks them).
+    at = np.flatnonzero(bad.ravel())
+    shares_at = shares.reshape(len(layers), -1)[:, at]
+    error_at = error_premul.reshape(-1, 3)[at]
+    best = np.argmax(shares_at, axis=0)
     for index, layer in enumerate(layers):
         checkpoint()
-        pixels = bad & (best == index) & (shares[index] > 0.02)
-        if not pixels.any():
+        pick = (best == index) & (shares_at[index] > 0.02)
+        if not pick.any():
             continue
-        color = layer.rgba[..., :3][pixels].astype(np.float32)
-        fixed = np.clip(np.rint(color + error_premul[pixels] / shares[index][pixels][:, None]), 0, 255)
-        layer.rgba[..., :3][pixels] = fixed.astype(np.uint8)
-        error_premul[pixels] -= shares[index][pixels][:, None] * (fixed - color)
+        ys, xs = np.unravel_index(at[pick], bad.shape)
+        color = layer.rgba[ys, xs, :3].astype(np.float32)
+        share = shares_at[index][pick][:, None]
+        fixed = np.clip(np.rint(color + error_at[pick] / share), 0, 255)
+        layer.rgba[ys, xs, :3] = fixed.astype(np.uint8)
+        error_at[pick] -= share * (fixed - color)
     # What clipping left, at those pixels only: into the runner-up's colour.
-    at = np.flatnonzero(bad.ravel())
-    error_at = error_premul.reshape(-1, 3)[at]
     off = np.abs(error_at).max(axis=1) > tolerance
     if not off.any() or len(layers) < 2:
         return
-    at, error_at = at[off], error_at[off]
-    shares_at = shares.reshape(len(layers), -1)[:, at]
-    shares_at[best.ravel()[at], np.arange(at.size)] = -1.0
+    at, error_at, best = at[off], error_at[off], best[off]
+    shares_at = shares_at[:, off]
+    shares_at[best, np.arange(at.size)] = -1.0
     runner_up = np.argmax(shares_at, axis=0)
     for index, layer in enumerate(layers):
         pick = (runner_up == index) & (shares_at[index] > 0.02)

@@ -21,7 +21,7 @@ from .holes import join_outlines, lift_hole_marks
 from .leftovers import join_leftovers
 from .lineart import find_line_art
 from .order import fit_count, group_name, order_elements
-from .peel import Claims, peel
+from .peel import Claims, blank_layer, peel
 from .regions import find_regions
 from .shadows import shadow_layers
 from .subject import find_subject, is_backdrop
@@ -152,11 +152,12 @@ class CpuDecomposer:
         element_layers: dict[int, np.ndarray] = {}
         covering = np.zeros((height_px, width_px), bool)
         claims = Claims.of(elements, background)
+        blank = blank_layer(rgb_u8)
         for step, element in enumerate(reversed(elements), start=1):
             cancel.raise_if_canceled()
-            element_layers[id(element)] = peel(rgb, rgb_u8, element, covering, alpha_in, claims,
-                                               len(elements) - step + 1)
-            covering |= element_layers[id(element)][..., 3] > 0
+            rgba, box = peel(rgb, blank, element, covering, alpha_in, claims, len(elements) - step + 1)
+            element_layers[id(element)] = rgba
+            covering[box] |= rgba[box][..., 3] > 0
             progress("peel", step, len(elements))
         upper = [Layer(merge_group([element_layers[id(e)] for e in group]), group_name(group)) for group in groups]
 

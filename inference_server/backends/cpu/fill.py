@@ -34,7 +34,7 @@ def fill_background(rgb: np.ndarray, background: Element, hole: np.ndarray,
         design = features_at(picks // width_px, picks % width_px, height_px, width_px)
         coef, *_ = np.linalg.lstsq(design, rgb.reshape(-1, 3)[picks].astype(np.float64), rcond=None)
         checkpoint()
-        out = rgb.astype(np.float64).copy()
+        out = rgb.astype(np.float64)
         ys, xs = np.nonzero(hole)
         out[ys, xs] = features_at(ys, xs, height_px, width_px) @ coef
         return np.clip(out, 0, 255)
@@ -59,7 +59,7 @@ def fill_background(rgb: np.ndarray, background: Element, hole: np.ndarray,
     depth_px = cv2.distanceTransform(hole_u8, cv2.DIST_L2, 3)
     band_px = TELEA_BAND_PX / scale
     smooth_share = np.clip(depth_px / band_px - 1.0, 0.0, 1.0)  # 0 within one band of the edge, 1 past two
-    out = rgb.astype(np.float64).copy()
+    out = rgb.astype(np.float64)
     inside = hole_u8 > 0
     out[inside] = filled[inside]
     if smooth_within is None:

@@ -105,16 +105,20 @@ def joint_hull(mask: np.ndarray) -> np.ndarray:
     """The one convex hull around all of the mask's pixels."""
     import cv2
 
-    points = cv2.findNonZero(mask.astype(np.uint8))
-    hull = np.zeros(mask.shape, np.uint8)
-    if points is not None:
-        cv2.fillPoly(hull, [cv2.convexHull(points)], 1)
-    return hull.astype(bool) | mask
+    out = mask.copy()
+    if not mask.any():
+        return out
+    # Inside the mask's box (the hull lies there; shifting integer points shifts the hull and its raster exactly).
+    box = bbox_slices(mask, 1)
+    hull = np.zeros(out[box].shape, np.uint8)
+    cv2.fillPoly(hull, [cv2.convexHull(cv2.findNonZero(out[box].astype(np.uint8)))], 1)
+    out[box] |= hull.astype(bool)
+    return out
 
 
 def bbox_slices(mask: np.ndarray, margin_px: int):
     rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
+    cols = np.flatnonzero(mask[rows[0]:rows[-1] + 1].any(axis=0))  # (the columns of the rows that have any)
     height_px, width_px = mask.shape
     return (slice(max(rows[0] - margin_px, 0), min(rows[-1] + margin_px + 1, height_px)),
             slice(max(cols[0] - margin_px, 0), min(cols[-1] + margin_px + 1, width_px)))

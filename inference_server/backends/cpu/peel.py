@@ -75,18 +75,25 @@ def own_color_at(shows: np.ndarray, covering: np.ndarray, others: np.ndarray, ne
     return rim | covering | ((wide | (near_edge & ~joint_hull(shows))) & ~others)
 
 
-def peel(rgb: np.ndarray, rgb_u8: np.ndarray, element: Element, covering: np.ndarray,
-          alpha_in: np.ndarray, claims: Claims, index: int) -> np.ndarray:
-    """The element's straight RGBA layer (full size); ``rgb_u8`` is ``rgb`` as it shows (uint8); ``claims``: what
-    the other elements own (``index``: this element's number there), which its soft edge does not take."""
+def blank_layer(rgb_u8: np.ndarray) -> np.ndarray:
+    """The layer every element's starts from: the input's colour (``rgb``, as it shows) under alpha 0. Colour under
+    zero alpha away from the element: it is never seen in the composite, but it is what a viewer or an editor that
+    ignores alpha shows, what a merge with the layer below keeps (Pillow's alpha_composite keeps the lower colour
+    under alpha 0), and it does not bleed black when resampled. (Made once and copied per element: writing three of
+    four channels costs twenty times a copy.)"""
+    blank = np.zeros(rgb_u8.shape[:2] + (4,), np.uint8)
+    blank[..., :3] = rgb_u8
+    return blank
+
+
+def peel(rgb: np.ndarray, blank: np.ndarray, element: Element, covering: np.ndarray,
+          alpha_in: np.ndarray, claims: Claims, index: int) -> tuple[np.ndarray, tuple[slice, slice]]:
+    """The element's straight RGBA layer (full size) and the box (row and column slices) outside which its alpha is
+    0; ``blank`` is ``blank_layer`` of the input; ``claims``: what the other elements own (``index``: this element's
+    number there), which its soft edge does not take."""
     import cv2
 
-    height_px, width_px = rgb.shape[:2]
-    rgba = np.zeros((height_px, width_px, 4), np.uint8)
-    # Colour under zero alpha away from the element: the input's own colour. It is never seen in the composite,
-    # but it is what a viewer or an editor that ignores alpha shows, what a merge with the layer below keeps
-    # (Pillow's alpha_composite keeps the lower colour under alpha 0), and it does not bleed black when resampled.
-    rgba[..., :3] = rgb_u8
+    rgba = blank.copy()
     core = element.mask
     # Work inside the element's bounding box plus a margin; the colour outside it is the nearest colour anyway.
     box = bbox_slices(element.hull, BAND_PX + 2)
@@ -126,7 +133,8 @@ def peel(rgb: np.ndarray, rgb_u8: np.ndarray, element: Element, covering: np.nda
     # core. (Other elements' cores stay under a soft edge: a feathered cut-out over a shape keeps its edge.)
     crop_cores = claims.cores[box]
     others = (crop_cores > 0) & (crop_cores != index)
-    similar = others & (np.linalg.norm(claims.colors_rgb[crop_cores] - element.color_rgb, axis=2) < SAME_COLOR)
+    # (Each core's colour distance once, then looked up per pixel: the same numbers as per pixel.)
+    similar = others & (np.linalg.norm(claims.colors_rgb - element.color_rgb, axis=1) < SAME_COLOR)[crop_cores]
     alpha[band & similar] = 0.0
     if similar.any() and not translucent:
         other_distance_px = cv2.distanceTransform((~similar).astype(np.uint8), cv2.DIST_L2, 5)
@@ -147,4 +155,4 @@ def peel(rgb: np.ndarray, rgb_u8: np.ndarray, element: Element, covering: np.nda
     out[..., :3] = np.where(own[..., None], np.clip(np.rint(near_f), 0, 255), crop_rgb).astype(np.uint8)
     out[..., 3] = np.clip(np.rint(alpha * 255.0), 0, 255).astype(np.uint8)
     rgba[box] = out
-    return rgba
+    return rgba, box

@@ -27,6 +27,7 @@ from .tuning import (
     PHOTO_ELEMENT_RESIDUAL,
     PHOTO_GRAIN,
     SAME_COLOR,
+    WORD_INK_SHARE,
     WORD_RING,
 )
 
@@ -100,9 +101,12 @@ def build_elements(rgb: np.ndarray, regions: Regions, words: list[Word]) -> tupl
 
 def find_letters(rgb: np.ndarray, regions: Regions, words: list[Word], candidates: list[int], ground: Ground,
                  region_boxes: RegionBoxes, element_residual: float) -> Letters:
-    """A word's letters: among the regions lying wholly inside its box, the colour with the most area (parts of
-    a shape showing between the letters lie inside the box too, but cover less of it) that is not as common
-    just outside the box as inside it (the ground's). Letter regions leave ``ground.regions``."""
+    """A word's letters: among the regions lying wholly inside its box, the colour most confined to the box: not
+    as common in a ring just outside the box as inside it (that is the word's ground, which runs on past the box),
+    and of the rest the least common in the ring for its share of the box (a pill or disc snug round the word, or
+    a picture behind it, also shows round the box), colours under WORD_INK_SHARE of the box (an icon by the word)
+    last. Where there is no ring (a box over the whole canvas), the colour with the most area. Letter regions
+    leave ``ground.regions``."""
     import cv2
 
     height_px, width_px = rgb.shape[:2]
@@ -140,18 +144,19 @@ def find_letters(rgb: np.ndarray, regions: Regions, words: list[Word], candidate
         # inside it is the ground (the page between the lines of a paragraph, where the ring is not one colour
         # for word_rim_rgb; a film strip behind a title). Of the others, the letters are the colour most confined
         # to the box (least common in the ring for its share of the box): a shape or picture showing behind the
-        # letters also shows round them.
+        # letters also shows round them. A colour covering less than WORD_INK_SHARE of the box is a mark or an
+        # icon set by the word, tried only after the rest.
         shares = ring_shares(rgb, box, [regions.means[c[0]] for c in clusters])
         if shares is None:
             clusters = sorted(clusters, key=lambda cluster: -regions.areas[cluster].sum())
         else:
-            ranked = sorted((ring_share / in_share, -regions.areas[clusters[i]].sum(), i)
+            ranked = sorted((in_share < WORD_INK_SHARE, ring_share / in_share, -regions.areas[clusters[i]].sum(), i)
                             for i, (in_share, ring_share) in enumerate(shares) if ring_share < in_share)
             if len(ranked) < len(clusters) or (ranked and ranked[0][2] != 0):
                 logger.debug("word %r: %d of %d colours run on round the box; letters' colour: %s", word.text,
                              len(clusters) - len(ranked), len(clusters),
-                             regions.means[clusters[ranked[0][2]][0]].round() if ranked else None)
-            clusters = [clusters[i] for _, _, i in ranked]
+                             regions.means[clusters[ranked[0][-1]][0]].round() if ranked else None)
+            clusters = [clusters[i] for *_, i in ranked]
         if not clusters:
             # Small text is all anti-aliased edge: no region of it is big enough to count. Its letters are
             # the pixels of the box that stand out from the box's own ground.

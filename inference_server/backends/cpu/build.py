@@ -29,6 +29,7 @@ from .tuning import (
     SAME_COLOR,
     WORD_INK_SHARE,
     WORD_RING,
+    WORD_RING_CLEAR,
 )
 
 logger = logging.getLogger(__name__)
@@ -144,13 +145,16 @@ def find_letters(rgb: np.ndarray, regions: Regions, words: list[Word], candidate
         # inside it is the ground (the page between the lines of a paragraph, where the ring is not one colour
         # for word_rim_rgb; a film strip behind a title). Of the others, the letters are the colour most confined
         # to the box (least common in the ring for its share of the box): a shape or picture showing behind the
-        # letters also shows round them. A colour covering less than WORD_INK_SHARE of the box is a mark or an
-        # icon set by the word, tried only after the rest.
+        # letters also shows round them. Colours hardly showing in the ring (WORD_RING_CLEAR) are all the
+        # letters' to be (a translucent word over a gradient shows two), and the one with most area wins. A colour
+        # covering less than WORD_INK_SHARE of the box is a mark or an icon set by the word, tried only after the
+        # rest.
         shares = ring_shares(rgb, box, [regions.means[c[0]] for c in clusters])
         if shares is None:
             clusters = sorted(clusters, key=lambda cluster: -regions.areas[cluster].sum())
         else:
-            ranked = sorted((in_share < WORD_INK_SHARE, ring_share / in_share, -regions.areas[clusters[i]].sum(), i)
+            ranked = sorted((in_share < WORD_INK_SHARE, max(ring_share / in_share, WORD_RING_CLEAR),
+                             -regions.areas[clusters[i]].sum(), i)
                             for i, (in_share, ring_share) in enumerate(shares) if ring_share < in_share)
             if len(ranked) < len(clusters) or (ranked and ranked[0][2] != 0):
                 logger.debug("word %r: %d of %d colours run on round the box; letters' colour: %s", word.text,

@@ -57,3 +57,4 @@ OUTLINE_THICKNESS = 0.5  # ... and its strokes there are thinner than this share
 VEIL_MATCH = 8.0  # a shape goes on under a translucent sheet where the sheet over its colour shows within this
 WORD_RING = 0.2  # a word's ground: a colour as common in a ring this share of its box's height wide around it as inside
 WORD_INK_SHARE = 0.05  # ... and a word's letters cover at least this share of its box (less: a mark or icon by it)
+WORD_RING_CLEAR = 0.1  # ... colours whose ring share is under this share of their box share tie (then most area)

@@ -192,12 +192,10 @@ def ring_shares(rgb: np.ndarray, box_px: np.ndarray, colors_rgb: list[np.ndarray
                 ) -> list[tuple[float, float]] | None:
     """For each colour, the share of a word box's pixels and of the ring just outside it (ring_pixels) within
     SAME_COLOR of it; None where the box or the ring covers no pixel."""
-    found = word_box(rgb, box_px)
-    ring = ring_pixels(rgb, box_px)
-    if found is None or ring is None or not len(ring):
+    found = box_and_ring(rgb, box_px)
+    if found is None or not all(len(part) for part in found):
         return None
-    _, _, inside, crop = found
-    pixels = crop[inside]
+    pixels, ring = found
     return [(float((np.linalg.norm(pixels - color, axis=1) < SAME_COLOR).mean()),
              float((np.linalg.norm(ring - color, axis=1) < SAME_COLOR).mean())) for color in colors_rgb]
 
@@ -462,6 +460,13 @@ def color_codes(pixels: np.ndarray) -> np.ndarray:
 def ring_pixels(rgb: np.ndarray, box_px: np.ndarray) -> np.ndarray | None:
     """The pixels of a ring just outside a word box (WORD_RING of its height wide, two pixels at least), inside
     the canvas; None where the box covers no pixel."""
+    found = box_and_ring(rgb, box_px)
+    return None if found is None else found[1]
+
+
+def box_and_ring(rgb: np.ndarray, box_px: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The pixels inside a word box and those of the ring just outside it (ring_pixels), from one crop round the
+    box; None where the crop is empty."""
     import cv2
 
     height_px, width_px = rgb.shape[:2]
@@ -476,7 +481,7 @@ def ring_pixels(rgb: np.ndarray, box_px: np.ndarray) -> np.ndarray | None:
     box_mask = np.zeros(crop.shape[:2], np.uint8)
     cv2.fillPoly(box_mask, [np.rint(box_px - (left, top)).astype(np.int32).reshape(-1, 1, 2)], 1)
     grown = cv2.dilate(box_mask, np.ones((2 * pad_px + 1, 2 * pad_px + 1), np.uint8))
-    return crop[(grown > 0) & (box_mask == 0)]
+    return crop[box_mask > 0], crop[(grown > 0) & (box_mask == 0)]
 
 
 def grained(rgb: np.ndarray, mask: np.ndarray) -> bool:

@@ -27,6 +27,7 @@ from .tuning import (
     PHOTO_ELEMENT_RESIDUAL,
     PHOTO_GRAIN,
     SAME_COLOR,
+    WORD_GROUND_RING,
     WORD_INK_SHARE,
     WORD_RING,
     WORD_RING_CLEAR,
@@ -153,9 +154,11 @@ def find_letters(rgb: np.ndarray, regions: Regions, words: list[Word], candidate
         if shares is None:
             clusters = sorted(clusters, key=lambda cluster: -regions.areas[cluster].sum())
         else:
+            ring_most = max(ring_share for _, ring_share in shares)
             ranked = sorted((in_share < WORD_INK_SHARE, max(ring_share / in_share, WORD_RING_CLEAR),
                              -regions.areas[clusters[i]].sum(), i)
-                            for i, (in_share, ring_share) in enumerate(shares) if ring_share < in_share)
+                            for i, (in_share, ring_share) in enumerate(shares)
+                            if not is_word_ground(ring_share, ring_most))
             if len(ranked) < len(clusters) or (ranked and ranked[0][2] != 0):
                 logger.debug("word %r: %d of %d colours run on round the box; letters' colour: %s", word.text,
                              len(clusters) - len(ranked), len(clusters),
@@ -186,6 +189,14 @@ def find_letters(rgb: np.ndarray, regions: Regions, words: list[Word], candidate
             np.abs(rgb[rows, cols] - letter_rgb).max(axis=2) < 24.0)
         letters.pixels[index] = pixels
     return letters
+
+
+def is_word_ground(ring_share: float, ring_most: float) -> bool:
+    """Whether a colour is a word's ground: the ring's own colour, the one most common there and on
+    WORD_GROUND_RING of it at least (it runs on round the box), whatever its share of the box. A colour only
+    crossing the ring (rules over and under a title, the next line's letters) is no ground, however common there
+    for its share of the box: of the rest, the letters are the colour most confined to the box."""
+    return ring_share >= max(ring_most, WORD_GROUND_RING)
 
 
 def ring_shares(rgb: np.ndarray, box_px: np.ndarray, colors_rgb: list[np.ndarray]

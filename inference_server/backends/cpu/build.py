@@ -154,7 +154,7 @@ def find_letters(rgb: np.ndarray, regions: Regions, words: list[Word], candidate
         if shares is None:
             clusters = sorted(clusters, key=lambda cluster: -regions.areas[cluster].sum())
         else:
-            ring_most = max(ring_share for _, ring_share in shares)
+            ring_most = max((ring_share for _, ring_share in shares), default=0.0)
             ranked = sorted((in_share < WORD_INK_SHARE, max(ring_share / in_share, WORD_RING_CLEAR),
                              -regions.areas[clusters[i]].sum(), i)
                             for i, (in_share, ring_share) in enumerate(shares)

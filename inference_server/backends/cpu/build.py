@@ -158,7 +158,7 @@ def find_letters(rgb: np.ndarray, regions: Regions, words: list[Word], candidate
             ranked = sorted((in_share < WORD_INK_SHARE, max(ring_share / in_share, WORD_RING_CLEAR),
                              -regions.areas[clusters[i]].sum(), i)
                             for i, (in_share, ring_share) in enumerate(shares)
-                            if not is_word_ground(ring_share, ring_most))
+                            if in_share > 0 and not is_word_ground(ring_share, ring_most))
             if len(ranked) < len(clusters) or (ranked and ranked[0][2] != 0):
                 logger.debug("word %r: %d of %d colours run on round the box; letters' colour: %s", word.text,
                              len(clusters) - len(ranked), len(clusters),

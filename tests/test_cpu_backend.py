@@ -551,6 +551,34 @@ def test_the_words_of_a_long_thin_banner_come_back_as_a_text_layer(decomposer):
     assert (found & wanted).sum() / (found | wanted).sum() > 0.7
 
 
+def test_a_word_on_a_snug_pill_comes_back_as_letters_over_a_whole_pill(decomposer):
+    # A button: white words on a blue pill only a little larger than the words, on a yellow page. The pill lies
+    # within the word box's margin, and inside the box it has more area than the letters; but it runs on round
+    # the box and the white does not. The letters are the text layer, the pill a layer of its own under them,
+    # whole (not a pill-shaped "text" with letter-shaped holes over white shapes).
+    from benchmarks.samples import font
+
+    size_px = 512
+    page = np.zeros((size_px, size_px, 4), np.uint8)
+    page[...] = (250, 214, 90, 255)
+    word = _drawn_layer(size_px, lambda d, s: d.text((100 * s, 200 * s), "Subscribe now", font=font(40 * s),
+                                                     fill=(255, 255, 255, 255)))
+    ys, xs = np.nonzero(word[..., 3] > 127)
+    pad_px = 6
+    box = [xs.min() - pad_px, ys.min() - pad_px, xs.max() + pad_px, ys.max() + pad_px]
+    pill = _drawn_layer(size_px, lambda d, s: d.rounded_rectangle(
+        [v * s for v in box], (box[3] - box[1]) // 2 * s, fill=(40, 110, 200, 255)))
+    stack = _decompose(decomposer, composite_over([page, pill, word]), 3)
+    letters, pill_mask = word[..., 3] > 127, pill[..., 3] > 127
+    texts = [layer for layer in stack.layers if layer.name.startswith("Text")]
+    assert texts, [layer.name for layer in stack.layers]
+    found = texts[0].rgba[..., 3] > 127
+    assert (found & letters).sum() / (found | letters).sum() > 0.8, [layer.name for layer in stack.layers]
+    whole = [layer for layer in stack.layers[1:] if (layer.rgba[..., 3][pill_mask] > 127).mean() > 0.97
+             and (layer.rgba[..., 3][~pill_mask] > 127).mean() < 0.01]
+    assert whole, f"no whole pill layer: {[layer.name for layer in stack.layers]}"
+
+
 def test_a_nearly_opaque_image_keeps_its_background_whole_under_the_layers(decomposer):
     # A product shot on white whose edge pixels are slightly transparent is not a cut-out on nothing: its ground
     # (the white) goes on under the product, as the file's own background layer would.

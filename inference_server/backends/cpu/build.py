@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,8 +27,13 @@ from .tuning import (
     PHOTO_ELEMENT_RESIDUAL,
     PHOTO_GRAIN,
     SAME_COLOR,
+    WORD_GROUND_RING,
+    WORD_INK_SHARE,
+    WORD_RING,
+    WORD_RING_CLEAR,
 )
 
+logger = logging.getLogger(__name__)
 RegionBoxes = list  # scipy.ndimage.find_objects: region k's (rows, cols) slices at k − 1 (None: no pixels)
 
 
@@ -97,9 +103,12 @@ def build_elements(rgb: np.ndarray, regions: Regions, words: list[Word]) -> tupl
 
 def find_letters(rgb: np.ndarray, regions: Regions, words: list[Word], candidates: list[int], ground: Ground,
                  region_boxes: RegionBoxes, element_residual: float) -> Letters:
-    """A word's letters: among the regions lying wholly inside its box, the colour with the most area (parts of
-    a shape showing between the letters lie inside the box too, but cover less of it). Letter regions leave
-    ``ground.regions``."""
+    """A word's letters: among the regions lying wholly inside its box, the colour most confined to the box: not
+    as common in a ring just outside the box as inside it (that is the word's ground, which runs on past the box),
+    and of the rest the least common in the ring for its share of the box (a pill or disc snug round the word, or
+    a picture behind it, also shows round the box), colours under WORD_INK_SHARE of the box (an icon by the word)
+    last. Where there is no ring (a box over the whole canvas), the colour with the most area. Letter regions
+    leave ``ground.regions``."""
     import cv2
 
     height_px, width_px = rgb.shape[:2]
@@ -125,15 +134,6 @@ def find_letters(rgb: np.ndarray, regions: Regions, words: list[Word], candidate
         # inside the box are counters and gaps between thin letters, which can outweigh the letters themselves.
         rim = word_rim_rgb(rgb, box)
         inside = [k for k in inside if rim is None or np.linalg.norm(regions.means[k] - rim) >= SAME_COLOR]
-        if not inside:
-            # Small text is all anti-aliased edge: no region of it is big enough to count. Its letters are
-            # the pixels of the box that stand out from the box's own ground.
-            found = contrast_letters(rgb, box)
-            if found is None:
-                found = ink_letters(rgb, box)
-            if found is not None:
-                letters.pixels[index], letters.loose[index] = found
-            continue
         clusters: list[list[int]] = []
         for k in sorted(inside, key=lambda k: -regions.areas[k]):
             for cluster in clusters:
@@ -142,7 +142,38 @@ def find_letters(rgb: np.ndarray, regions: Regions, words: list[Word], candidate
                     break
             else:
                 clusters.append([k])
-        letter_regions = max(clusters, key=lambda cluster: regions.areas[cluster].sum())
+        # The ground runs on outside the box, the letters do not: a colour as common just outside the box as
+        # inside it is the ground (the page between the lines of a paragraph, where the ring is not one colour
+        # for word_rim_rgb; a film strip behind a title). Of the others, the letters are the colour most confined
+        # to the box (least common in the ring for its share of the box): a shape or picture showing behind the
+        # letters also shows round them. Colours hardly showing in the ring (WORD_RING_CLEAR) are all the
+        # letters' to be (a translucent word over a gradient shows two), and the one with most area wins. A colour
+        # covering less than WORD_INK_SHARE of the box is a mark or an icon set by the word, tried only after the
+        # rest.
+        shares = ring_shares(rgb, box, [regions.means[c[0]] for c in clusters])
+        if shares is None:
+            clusters = sorted(clusters, key=lambda cluster: -regions.areas[cluster].sum())
+        else:
+            ring_most = max((ring_share for _, ring_share in shares), default=0.0)
+            ranked = sorted((in_share < WORD_INK_SHARE, max(ring_share / in_share, WORD_RING_CLEAR),
+                             -regions.areas[clusters[i]].sum(), i)
+                            for i, (in_share, ring_share) in enumerate(shares)
+                            if in_share > 0 and not is_word_ground(ring_share, ring_most))
+            if len(ranked) < len(clusters) or (ranked and ranked[0][2] != 0):
+                logger.debug("word %r: %d of %d colours run on round the box; letters' colour: %s", word.text,
+                             len(clusters) - len(ranked), len(clusters),
+                             regions.means[clusters[ranked[0][-1]][0]].round() if ranked else None)
+            clusters = [clusters[i] for *_, i in ranked]
+        if not clusters:
+            # Small text is all anti-aliased edge: no region of it is big enough to count. Its letters are
+            # the pixels of the box that stand out from the box's own ground.
+            found = contrast_letters(rgb, box)
+            if found is None:
+                found = ink_letters(rgb, box)
+            if found is not None:
+                letters.pixels[index], letters.loose[index] = found
+            continue
+        letter_regions = clusters[0]
         ground.regions -= set(letter_regions)
         for k in letter_regions:
             letters.of_region[k] = index
@@ -158,6 +189,26 @@ def find_letters(rgb: np.ndarray, regions: Regions, words: list[Word], candidate
             np.abs(rgb[rows, cols] - letter_rgb).max(axis=2) < 24.0)
         letters.pixels[index] = pixels
     return letters
+
+
+def is_word_ground(ring_share: float, ring_most: float) -> bool:
+    """Whether a colour is a word's ground: the ring's own colour, the one most common there and on
+    WORD_GROUND_RING of it at least (it runs on round the box), whatever its share of the box. A colour only
+    crossing the ring (rules over and under a title, the next line's letters) is no ground, however common there
+    for its share of the box: of the rest, the letters are the colour most confined to the box."""
+    return ring_share >= max(ring_most, WORD_GROUND_RING)
+
+
+def ring_shares(rgb: np.ndarray, box_px: np.ndarray, colors_rgb: list[np.ndarray]
+                ) -> list[tuple[float, float]] | None:
+    """For each colour, the share of a word box's pixels and of the ring just outside it (ring_pixels) within
+    SAME_COLOR of it; None where the box or the ring covers no pixel."""
+    found = box_and_ring(rgb, box_px)
+    if found is None or not all(len(part) for part in found):
+        return None
+    pixels, ring = found
+    return [(float((np.linalg.norm(pixels - color, axis=1) < SAME_COLOR).mean()),
+             float((np.linalg.norm(ring - color, axis=1) < SAME_COLOR).mean())) for color in colors_rgb]
 
 
 def word_rim_rgb(rgb: np.ndarray, box_px: np.ndarray) -> np.ndarray | None:
@@ -382,9 +433,19 @@ def ink_letters(rgb: np.ndarray, box_px: np.ndarray) -> tuple[np.ndarray, np.nda
         return None
     rows, cols, inside, crop = found
     pixels = crop[inside]
-    bins = (np.clip(pixels, 0, 255) // 32).astype(np.int64)
-    codes = (bins[:, 0] * 8 + bins[:, 1]) * 8 + bins[:, 2]
-    ink = np.median(pixels[codes == np.bincount(codes).argmax()], axis=0)
+    codes = color_codes(pixels)
+    counts = np.bincount(codes, minlength=512)
+    ink_code = int(counts.argmax())
+    ring = ring_pixels(rgb, box_px)
+    if ring is not None and len(ring):
+        # The ground runs on outside the box, the letters do not: a colour as common in the ring just outside the
+        # box as inside it is the ground (grass showing between big letters), and the next colour is the ink.
+        outside = np.bincount(color_codes(ring), minlength=512) / len(ring)
+        order = np.argsort(-counts)[:2]
+        if outside[order[0]] >= counts[order[0]] / len(pixels) and counts[order[1]] > 0:
+            ink_code = int(order[1])
+            logger.debug("ink letters: the most common colour is the ground's, the next is the ink")
+    ink = np.median(pixels[codes == ink_code], axis=0)
     near = np.abs(pixels - ink).max(axis=1) < 24.0
     if not 0.08 <= near.mean() <= 0.6 or float(pixels[near].std(axis=0).max()) > 10.0:
         return None
@@ -399,6 +460,39 @@ def ink_letters(rgb: np.ndarray, box_px: np.ndarray) -> tuple[np.ndarray, np.nda
     mask = np.zeros(rgb.shape[:2], bool)
     mask[rows, cols] = core
     return mask, ink
+
+
+def color_codes(pixels: np.ndarray) -> np.ndarray:
+    """Each pixel's colour to 32 levels a channel, as one code 0–511."""
+    bins = (np.clip(pixels, 0, 255) // 32).astype(np.int64)
+    return (bins[:, 0] * 8 + bins[:, 1]) * 8 + bins[:, 2]
+
+
+def ring_pixels(rgb: np.ndarray, box_px: np.ndarray) -> np.ndarray | None:
+    """The pixels of a ring just outside a word box (WORD_RING of its height wide, two pixels at least), inside
+    the canvas; None where the box covers no pixel."""
+    found = box_and_ring(rgb, box_px)
+    return None if found is None else found[1]
+
+
+def box_and_ring(rgb: np.ndarray, box_px: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The pixels inside a word box and those of the ring just outside it (ring_pixels), from one crop round the
+    box; None where the crop is empty."""
+    import cv2
+
+    height_px, width_px = rgb.shape[:2]
+    x0, y0 = np.floor(box_px.min(axis=0)).astype(int)
+    x1, y1 = np.ceil(box_px.max(axis=0)).astype(int)
+    pad_px = max(2, round(WORD_RING * (y1 - y0)))
+    left, top = max(0, x0 - pad_px), max(0, y0 - pad_px)
+    right, bottom = min(width_px, x1 + pad_px + 1), min(height_px, y1 + pad_px + 1)
+    if right <= left or bottom <= top:
+        return None
+    crop = rgb[top:bottom, left:right]
+    box_mask = np.zeros(crop.shape[:2], np.uint8)
+    cv2.fillPoly(box_mask, [np.rint(box_px - (left, top)).astype(np.int32).reshape(-1, 1, 2)], 1)
+    grown = cv2.dilate(box_mask, np.ones((2 * pad_px + 1, 2 * pad_px + 1), np.uint8))
+    return crop[box_mask > 0], crop[(grown > 0) & (box_mask == 0)]
 
 
 def grained(rgb: np.ndarray, mask: np.ndarray) -> bool:

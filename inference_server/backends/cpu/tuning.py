@@ -55,3 +55,7 @@ SOLID_HOST = 0.6  # ... when the shape's piece around the hole fills this share 
 OUTLINED_SHARE = 0.6  # a fill this much inside a dark outline's filled outline (gaps closed) is outlined by it
 OUTLINE_THICKNESS = 0.5  # ... and its strokes there are thinner than this share of the fill's thickest stroke
 VEIL_MATCH = 8.0  # a shape goes on under a translucent sheet where the sheet over its colour shows within this
+WORD_RING = 0.2  # a word's ground: a colour as common in a ring this share of its box's height wide around it as inside
+WORD_GROUND_RING = 0.5  # ... the ring's own colour (its ground) covers this share of the ring at least
+WORD_INK_SHARE = 0.05  # ... and a word's letters cover at least this share of its box (less: a mark or icon by it)
+WORD_RING_CLEAR = 0.1  # ... colours whose ring share is under this share of their box share tie (then most area)

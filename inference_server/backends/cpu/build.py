@@ -18,6 +18,10 @@ from .tuning import (
     BAND_PX,
     EDGE_STEP,
     ELEMENT_RESIDUAL,
+    INK_LETTERS_NEAR,
+    INK_LETTERS_OUTLINE,
+    INK_LETTERS_SHARE,
+    INK_LETTERS_SPREAD,
     LETTER_CONTRAST,
     LONG_ELEMENT,
     MAX_ELEMENTS,
@@ -446,16 +450,17 @@ def ink_letters(rgb: np.ndarray, box_px: np.ndarray) -> tuple[np.ndarray, np.nda
             ink_code = int(order[1])
             logger.debug("ink letters: the most common colour is the ground's, the next is the ink")
     ink = np.median(pixels[codes == ink_code], axis=0)
-    near = np.abs(pixels - ink).max(axis=1) < 24.0
-    if not 0.08 <= near.mean() <= 0.6 or float(pixels[near].std(axis=0).max()) > 10.0:
+    near = np.abs(pixels - ink).max(axis=1) < INK_LETTERS_NEAR
+    if (not INK_LETTERS_SHARE[0] <= near.mean() <= INK_LETTERS_SHARE[1]
+            or float(pixels[near].std(axis=0).max()) > INK_LETTERS_SPREAD):
         return None
     if float(np.abs(np.median(pixels[~near], axis=0) - ink).max()) < LETTER_CONTRAST:
         return None
-    core = inside & (np.abs(crop - ink).max(axis=2) < 24.0)
+    core = inside & (np.abs(crop - ink).max(axis=2) < INK_LETTERS_NEAR)
     # Letters lie inside their box: a colour running along most of the box's outline is the ground there.
     outline = inside & ~cv2.erode(inside.astype(np.uint8), np.ones((3, 3), np.uint8),
                                   borderType=cv2.BORDER_CONSTANT, borderValue=0).astype(bool)
-    if core[outline].mean() > 0.75:
+    if core[outline].mean() > INK_LETTERS_OUTLINE:
         return None
     mask = np.zeros(rgb.shape[:2], bool)
     mask[rows, cols] = core

@@ -108,11 +108,11 @@ def build_elements(rgb: np.ndarray, regions: Regions, words: list[Word]) -> tupl
 def find_letters(rgb: np.ndarray, regions: Regions, words: list[Word], candidates: list[int], ground: Ground,
                  region_boxes: RegionBoxes, element_residual: float) -> Letters:
     """A word's letters: among the regions lying wholly inside its box, the colour most confined to the box: not
-    as common in a ring just outside the box as inside it (that is the word's ground, which runs on past the box),
-    and of the rest the least common in the ring for its share of the box (a pill or disc snug round the word, or
-    a picture behind it, also shows round the box), colours under WORD_INK_SHARE of the box (an icon by the word)
-    last. Where there is no ring (a box over the whole canvas), the colour with the most area. Letter regions
-    leave ``ground.regions``."""
+    the colour of a ring just outside the box (that is the word's ground, which runs on past the box; see
+    is_word_ground), and of the rest the least common in the ring for its share of the box (a pill or disc snug
+    round the word, or a picture behind it, also shows round the box), colours under WORD_INK_SHARE of the box (an
+    icon by the word) last. Where there is no ring (a box over the whole canvas), the colour with the most area.
+    Letter regions leave ``ground.regions``."""
     import cv2
 
     height_px, width_px = rgb.shape[:2]
@@ -146,14 +146,14 @@ def find_letters(rgb: np.ndarray, regions: Regions, words: list[Word], candidate
                     break
             else:
                 clusters.append([k])
-        # The ground runs on outside the box, the letters do not: a colour as common just outside the box as
-        # inside it is the ground (the page between the lines of a paragraph, where the ring is not one colour
-        # for word_rim_rgb; a film strip behind a title). Of the others, the letters are the colour most confined
-        # to the box (least common in the ring for its share of the box): a shape or picture showing behind the
-        # letters also shows round them. Colours hardly showing in the ring (WORD_RING_CLEAR) are all the
-        # letters' to be (a translucent word over a gradient shows two), and the one with most area wins. A colour
-        # covering less than WORD_INK_SHARE of the box is a mark or an icon set by the word, tried only after the
-        # rest.
+        # The ground runs on outside the box, the letters do not: the ring's own colour is the ground (the page
+        # between the lines of a paragraph, where the ring is not one colour for word_rim_rgb; a film strip behind a
+        # title; not white rules crossing the ring over and under a white title). Of the others, the letters are the
+        # colour most confined to the box (least common in the ring for its share of the box): a shape or picture
+        # showing behind the letters also shows round them. Colours hardly showing in the ring (WORD_RING_CLEAR) are
+        # all the letters' to be (a translucent word over a gradient shows two), and the one with most area wins. A
+        # colour covering less than WORD_INK_SHARE of the box is a mark or an icon set by the word, tried only after
+        # the rest.
         shares = ring_shares(rgb, box, [regions.means[c[0]] for c in clusters])
         if shares is None:
             clusters = sorted(clusters, key=lambda cluster: -regions.areas[cluster].sum())
@@ -163,7 +163,7 @@ def find_letters(rgb: np.ndarray, regions: Regions, words: list[Word], candidate
                              -regions.areas[clusters[i]].sum(), i)
                             for i, (in_share, ring_share) in enumerate(shares)
                             if in_share > 0 and not is_word_ground(ring_share, ring_most))
-            if len(ranked) < len(clusters) or (ranked and ranked[0][2] != 0):
+            if len(ranked) < len(clusters) or (ranked and ranked[0][-1] != 0):
                 logger.debug("word %r: %d of %d colours run on round the box; letters' colour: %s", word.text,
                              len(clusters) - len(ranked), len(clusters),
                              regions.means[clusters[ranked[0][-1]][0]].round() if ranked else None)
@@ -218,21 +218,10 @@ def ring_shares(rgb: np.ndarray, box_px: np.ndarray, colors_rgb: list[np.ndarray
 def word_rim_rgb(rgb: np.ndarray, box_px: np.ndarray) -> np.ndarray | None:
     """The median colour of a thin ring just outside a word box (the word's own ground), None at the canvas's
     edge or where the ring is not one colour (a word on a photo, across a shape's edge)."""
-    import cv2
-
-    height_px, width_px = rgb.shape[:2]
-    x0, y0 = np.floor(box_px.min(axis=0)).astype(int)
-    x1, y1 = np.ceil(box_px.max(axis=0)).astype(int)
-    pad_px = max(2, round(0.1 * (y1 - y0)))
-    if x0 - pad_px < 0 or y0 - pad_px < 0 or x1 + pad_px >= width_px or y1 + pad_px >= height_px:
+    found = box_and_ring(rgb, box_px, ring_share=0.1, whole_ring=True)
+    if found is None or len(found[1]) == 0:
         return None
-    crop = rgb[y0 - pad_px:y1 + pad_px + 1, x0 - pad_px:x1 + pad_px + 1]
-    box_mask = np.zeros(crop.shape[:2], np.uint8)
-    cv2.fillPoly(box_mask, [np.rint(box_px - (x0 - pad_px, y0 - pad_px)).astype(np.int32).reshape(-1, 1, 2)], 1)
-    grown = cv2.dilate(box_mask, np.ones((2 * pad_px + 1, 2 * pad_px + 1), np.uint8))
-    ring = crop[(grown > 0) & (box_mask == 0)]
-    if len(ring) == 0:
-        return None
+    ring = found[1]
     rim = np.median(ring, axis=0)
     if (np.abs(ring - rim).max(axis=1) < 0.5 * LETTER_CONTRAST).mean() < 0.9:
         return None
@@ -480,15 +469,19 @@ def ring_pixels(rgb: np.ndarray, box_px: np.ndarray) -> np.ndarray | None:
     return None if found is None else found[1]
 
 
-def box_and_ring(rgb: np.ndarray, box_px: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """The pixels inside a word box and those of the ring just outside it (ring_pixels), from one crop round the
-    box; None where the crop is empty."""
+def box_and_ring(rgb: np.ndarray, box_px: np.ndarray, ring_share: float = WORD_RING, whole_ring: bool = False
+                 ) -> tuple[np.ndarray, np.ndarray] | None:
+    """The pixels inside a word box and those of the ring just outside it (``ring_share`` of the box's height
+    wide, two pixels at least; cut off at the canvas's edge), from one crop round the box; None where the crop is
+    empty, or, with ``whole_ring``, where the ring would leave the canvas."""
     import cv2
 
     height_px, width_px = rgb.shape[:2]
     x0, y0 = np.floor(box_px.min(axis=0)).astype(int)
     x1, y1 = np.ceil(box_px.max(axis=0)).astype(int)
-    pad_px = max(2, round(WORD_RING * (y1 - y0)))
+    pad_px = max(2, round(ring_share * (y1 - y0)))
+    if whole_ring and (x0 - pad_px < 0 or y0 - pad_px < 0 or x1 + pad_px >= width_px or y1 + pad_px >= height_px):
+        return None
     left, top = max(0, x0 - pad_px), max(0, y0 - pad_px)
     right, bottom = min(width_px, x1 + pad_px + 1), min(height_px, y1 + pad_px + 1)
     if right <= left or bottom <= top:

@@ -10,7 +10,7 @@ import numpy as np
 
 from .cancel import checkpoint
 from .elements import Element, ElementKind, owner_map, set_hull, set_mask
-from .masks import bbox_slices
+from .masks import bbox_slices, hull_area_px
 from .regions import Regions
 from .tuning import (
     GROUND_HULL_SHARE,
@@ -94,14 +94,7 @@ def find_ground(regions: Regions, candidates: list[int]) -> Ground:
 
 def hull_share(labels: np.ndarray, family: list[int]) -> float:
     """The share of the canvas that the convex hull of the given regions covers."""
-    import cv2
-
-    # The hull of the outer contours' points is the hull of all the pixels (each pixel lies inside an outer
-    # contour), at the cost of the outlines, not of the area (most of a canvas for a page's ground).
-    contours, _ = cv2.findContours(np.isin(labels, family).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    if not contours:
-        return 0.0
-    return float(cv2.contourArea(cv2.convexHull(np.concatenate(contours)))) / labels.size
+    return hull_area_px(np.isin(labels, family)) / labels.size
 
 
 def enclosed_ground(rgb: np.ndarray, background: Element, elements: list[Element]) -> list[Element]:

@@ -9,7 +9,7 @@ import numpy as np
 
 from .cancel import checkpoint
 from .elements import Element, ElementKind, owner_map, set_mask
-from .masks import bbox_slices, filled, luminance, thickness_px
+from .masks import bbox_slices, filled, hull_area_px, luminance, thickness_px
 from .tuning import (
     BAND_PX,
     HOLE_MARKS_SHARE,
@@ -132,11 +132,7 @@ def solid_holes(mask: np.ndarray, hole_labels: np.ndarray, count: int) -> np.nda
         if piece == 0:
             continue
         x, y, w, h, area = stats[piece]
-        # The hull of its outline is the hull of the piece (the outline's points are far fewer than its pixels).
-        outline, _ = cv2.findContours((pieces[y:y + h, x:x + w] == piece).astype(np.uint8), cv2.RETR_EXTERNAL,
-                                      cv2.CHAIN_APPROX_NONE)
-        hull_area = float(cv2.contourArea(cv2.convexHull(np.concatenate(outline))))
-        solid[piece] = area >= SOLID_HOST * max(hull_area, 1.0)
+        solid[piece] = area >= SOLID_HOST * max(hull_area_px(pieces[y:y + h, x:x + w] == piece), 1.0)
     keep = solid[enclosing]
     keep[0] = False
     return np.where(keep[hole_labels], hole_labels, 0)

@@ -101,6 +101,23 @@ def thickness_px(mask: np.ndarray) -> float:
     return 2.0 * float(cv2.distanceTransform(crop, cv2.DIST_L2, 3).max())
 
 
+def side_strips(mask: np.ndarray, rim_px: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The strips ``rim_px`` wide along the top, bottom, left and right sides of a mask."""
+    return mask[:rim_px], mask[-rim_px:], mask[:, :rim_px], mask[:, -rim_px:]
+
+
+def hull_area_px(mask: np.ndarray) -> float:
+    """The area of the convex hull of the mask's pixels (0 for none). Taken from the outer contours' points: each
+    pixel lies inside an outer contour, so theirs is the pixels' hull, at the cost of the outlines, not of the area
+    (most of a canvas for a page's ground)."""
+    import cv2
+
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    if not contours:
+        return 0.0
+    return float(cv2.contourArea(cv2.convexHull(np.concatenate(contours))))
+
+
 def joint_hull(mask: np.ndarray) -> np.ndarray:
     """The one convex hull around all of the mask's pixels."""
     import cv2

@@ -7,7 +7,7 @@ import numpy as np
 
 from .cancel import checkpoint
 from .elements import Element, ElementKind
-from .masks import hull_mask, luminance
+from .masks import hull_mask, luminance, side_strips
 from .regions import Regions
 from .tuning import PICTURE_EDGE_TEXTURE, SUBJECT_MAX_SIDE_PX
 
@@ -21,8 +21,7 @@ def is_backdrop(regions: Regions, elements: list[Element]) -> bool:
         return False
     texture = regions.texture
     rim_px = 3
-    sides = (texture[:rim_px], texture[-rim_px:], texture[:, :rim_px], texture[:, -rim_px:])
-    return all(float(side.mean()) >= PICTURE_EDGE_TEXTURE for side in sides)
+    return all(float(side.mean()) >= PICTURE_EDGE_TEXTURE for side in side_strips(texture, rim_px))
 
 
 def find_subject(rgb: np.ndarray, background: Element, elements: list[Element]) -> Element | None:

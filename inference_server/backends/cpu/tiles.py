@@ -8,6 +8,7 @@ import numpy as np
 
 from .cancel import checkpoint
 from .elements import Element, ElementKind, set_mask
+from .masks import side_strips
 from .regions import Regions
 from .tuning import (
     EDGE_STEP,
@@ -100,8 +101,7 @@ def is_photo_box(rgb: np.ndarray, regions: Regions, page: np.ndarray, rows: slic
         return False
     on_page = page[rows, cols]
     rim_px = 3
-    sides = (on_page[:rim_px], on_page[-rim_px:], on_page[:, :rim_px], on_page[:, -rim_px:])
-    if any(side.mean() > TILE_RIM_PAGE for side in sides):
+    if any(side.mean() > TILE_RIM_PAGE for side in side_strips(on_page, rim_px)):
         return False
     if regions.texture[rows, cols].mean() < TILE_TEXTURE:
         return False

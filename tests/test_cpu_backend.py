@@ -457,6 +457,45 @@ def _drawn_layer(size_px: int, draw) -> np.ndarray:
     return np.asarray(big.resize((size_px, size_px), Image.Resampling.LANCZOS))
 
 
+def test_a_patterned_ground_under_a_one_pixel_seam_round_the_canvas_stays_the_background(decomposer):
+    # A navy banner cut up by white circuit lines, with an orange chip on it, resampled so that a one-pixel seam
+    # of another shade runs round the canvas: the seam hides nothing, the navy is still the ground (the bottom
+    # layer, with its lines), not a layer over the orange chip that the seam left as the only border colour.
+    height, width = 110, 512
+    navy, seam = (35, 22, 87), (60, 52, 110)
+    ground = np.zeros((height, width, 4), np.uint8)
+    ground[...] = navy + (255,)
+    ground[0, :, :3] = ground[-1, :, :3] = ground[:, 0, :3] = ground[:, -1, :3] = seam
+
+    def circuit(draw, s):
+        for y in (20, 45, 70, 95):
+            draw.line([(0, y * s), (width * s, y * s)], fill=(255, 255, 255, 255), width=2 * s)
+        for x in range(40, width, 60):  # stubs: the navy runs on between the traces
+            draw.line([(x * s, 20 * s), (x * s, 36 * s)], fill=(255, 255, 255, 255), width=2 * s)
+            draw.ellipse([(x - 3) * s, (36 - 3) * s, (x + 3) * s, (36 + 3) * s], fill=(255, 255, 255, 255))
+
+    lines = _drawn_layer_wh(width, height, circuit)
+    chip = np.zeros((height, width, 4), np.uint8)
+    chip[50:62, 300:318] = (250, 170, 20, 255)
+    image = composite_over([ground, lines, chip])
+    stack = _decompose(decomposer, image, 2)
+    background, chip_layer = (layer.rgba for layer in stack.layers)
+    navy_now = np.abs(background[..., :3].astype(int) - np.array(navy)).max(axis=2) < 12
+    assert navy_now.mean() > 0.7, "the bottom layer is the navy ground"
+    on_top = chip_layer[..., 3] > 127
+    assert on_top[56, 309] and on_top.mean() < 0.01, "the layer on top is the chip, not the navy"
+    assert _composite_error(stack, image) <= 1.0
+
+
+def _drawn_layer_wh(width_px: int, height_px: int, draw) -> np.ndarray:
+    """``_drawn_layer`` for a canvas that is not square."""
+    from PIL import ImageDraw
+
+    big = Image.new("RGBA", (width_px * 4, height_px * 4), (0, 0, 0, 0))
+    draw(ImageDraw.Draw(big), 4)
+    return np.asarray(big.resize((width_px, height_px), Image.Resampling.LANCZOS))
+
+
 def test_a_round_icon_keeps_its_disc_as_figure_on_the_white_ground(decomposer):
     # The disc is most of the picture, but the white corners run along the edge: they are the ground, the disc
     # a layer over it and the white glyph a layer over the disc (not a hole through it).

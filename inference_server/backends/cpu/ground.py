@@ -13,6 +13,8 @@ from .elements import Element, ElementKind, owner_map, set_hull, set_mask
 from .masks import bbox_slices, hull_area_px
 from .regions import Regions
 from .tuning import (
+    FRINGE_EDGE_SHARE,
+    FRINGE_MAX_PX,
     GROUND_HULL_SHARE,
     MIN_ELEMENT_FRACTION,
     MIN_IMAGE_FRACTION,
@@ -43,11 +45,11 @@ def find_ground(regions: Regions, candidates: list[int]) -> Ground:
     labels = regions.labels
     height_px, width_px = labels.shape
     total = height_px * width_px
-    border_flat = [k for k in candidates if regions.touches_border[k] and regions.areas[k] >= 0.01 * total]
+    perimeter = border_ring(labels)
+    contact = np.bincount(perimeter, minlength=regions.count)
+    border_flat = [k for k in candidates if contact[k] > 0 and regions.areas[k] >= 0.01 * total]
     if not border_flat:
         return Ground()
-    perimeter = np.concatenate([labels[0], labels[-1], labels[1:-1, 0], labels[1:-1, -1]])
-    contact = np.bincount(perimeter, minlength=regions.count)
 
     def ground_family(k: int) -> list[int]:
         predicted = np.einsum("ki,ic->kc", regions.features_mean[border_flat], regions.coefs[k])
@@ -90,6 +92,22 @@ def find_ground(regions: Regions, candidates: list[int]) -> Ground:
     if photos and (np.logical_or.reduce(photos) & edge).sum() > PHOTO_BLEED_SHARE * edge.sum():
         return Ground()
     return Ground(bg_region, bg_regions, photos)
+
+
+def border_ring(labels: np.ndarray) -> np.ndarray:
+    """The region labels along the canvas's edge, where figure and ground are told apart. A hairline fringe
+    round the canvas (a resampling seam, a thin keyline: a ring that is mostly edge pixels) hides what runs off
+    the edge; then the first ring further in that is no fringe (a navy ground under a one-pixel lighter seam is
+    still the ground)."""
+    height_px, width_px = labels.shape
+    rings = []
+    for inset in range(min(FRINGE_MAX_PX, (min(height_px, width_px) - 1) // 2) + 1):
+        inner = labels[inset:height_px - inset, inset:width_px - inset]
+        ring = np.concatenate([inner[0], inner[-1], inner[1:-1, 0], inner[1:-1, -1]])
+        if (ring == 0).mean() <= FRINGE_EDGE_SHARE:
+            return ring
+        rings.append(ring)
+    return rings[0]
 
 
 def hull_share(labels: np.ndarray, family: list[int]) -> float:

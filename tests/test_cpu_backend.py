@@ -1272,3 +1272,39 @@ def test_hulls_worked_out_inside_a_box_or_from_outlines_are_the_whole_canvas_hul
         area = cv2.contourArea(cv2.convexHull(cv2.findNonZero(mask)))
         assert hull_share(labels, [1]) == float(area) / labels.size
     assert not joint_hull(np.zeros((5, 5), bool)).any()
+
+
+def test_piece_hulls_and_word_boxes_worked_out_inside_their_boxes_are_the_whole_canvas_ones():
+    """Speed-ups that work inside a box change no pixel: the per-piece hulls of a mask (pieces on the canvas edge
+    included) and a (slanted, partly off-canvas) word box's pixels are those rastered on the whole canvas."""
+    import cv2
+
+    from inference_server.backends.cpu.build import word_box
+    from inference_server.backends.cpu.masks import hull_mask
+
+    rng = np.random.default_rng(11)
+    rgb = rng.random((90, 130, 3)).astype(np.float32)
+    for _ in range(60):
+        mask = np.zeros((90, 130), np.uint8)
+        for _ in range(int(rng.integers(1, 5))):
+            x, y = int(rng.integers(-10, 140)), int(rng.integers(-10, 100))
+            cv2.line(mask, (x, y), (int(rng.integers(0, 130)), int(rng.integers(0, 90))), 1, int(rng.integers(1, 5)))
+        contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        whole = np.zeros_like(mask)
+        for contour in contours:
+            cv2.fillPoly(whole, [cv2.convexHull(contour)], 1)
+        assert np.array_equal(hull_mask(mask.astype(bool)), whole.astype(bool) | mask.astype(bool))
+
+        corners = rng.uniform(-30, 160, (4, 2)) if rng.random() < 0.5 else (
+            np.array([[0, 0], [60, 8], [58, 30], [-2, 22]], float) + rng.uniform(-20, 110, 2))
+        canvas = np.zeros((90, 130), np.uint8)
+        cv2.fillPoly(canvas, [np.rint(corners).astype(np.int32).reshape(-1, 1, 2)], 1)
+        found = word_box(rgb, corners)
+        if not canvas.any():
+            assert found is None
+            continue
+        assert found is not None
+        rows, cols, inside, crop = found
+        ys, xs = np.nonzero(canvas)
+        assert (rows, cols) == (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
+        assert np.array_equal(inside, canvas[rows, cols].astype(bool)) and np.array_equal(crop, rgb[rows, cols])

@@ -1308,3 +1308,23 @@ def test_piece_hulls_and_word_boxes_worked_out_inside_their_boxes_are_the_whole_
         ys, xs = np.nonzero(canvas)
         assert (rows, cols) == (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
         assert np.array_equal(inside, canvas[rows, cols].astype(bool)) and np.array_equal(crop, rgb[rows, cols])
+
+
+def test_words_read_beside_the_regions_give_the_layers_read_after_them():
+    # The text detector reads the words on a thread while the regions are found (not with a one-thread budget):
+    # the words, and so the layers, are the same either way.
+    from benchmarks.samples import font
+
+    size_px = 384
+    page = np.full((size_px, size_px, 4), (246, 242, 232, 255), np.uint8)
+    badge = _drawn_layer(size_px, lambda d, s: d.ellipse([220 * s, 40 * s, 340 * s, 160 * s], fill=(200, 60, 50, 255)))
+    words = _drawn_layer(size_px, lambda d, s: d.text((30 * s, 250 * s), "Open daily from nine",
+                                                      font=font(22 * s), fill=(40, 40, 40, 255)))
+    composite = composite_over([page, badge, words])
+    beside, after = CpuDecomposer(), CpuDecomposer()
+    beside.threads, after.threads = None, 1  # (after: the one-thread budget's order, regions then words)
+    stacks = [_decompose(decomposer, composite, 3) for decomposer in (beside, after)]
+    assert [layer.name for layer in stacks[0].layers] == [layer.name for layer in stacks[1].layers]
+    assert any(layer.name.startswith("Text") for layer in stacks[0].layers)
+    for one, other in zip(stacks[0].layers, stacks[1].layers, strict=True):
+        assert np.array_equal(one.rgba, other.rgba)

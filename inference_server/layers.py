@@ -61,10 +61,13 @@ class Layer:
 
 
 def alpha_bbox_px(alpha: np.ndarray) -> tuple[int, int, int, int] | None:
-    rows = np.flatnonzero(alpha.any(axis=1))
+    if alpha.size == 0:
+        return None
+    # (max, not any: on a layer's strided alpha channel numpy's any is twice as slow, the rows found the same)
+    rows = np.flatnonzero(alpha.max(axis=1))
     if rows.size == 0:
         return None
-    cols = np.flatnonzero(alpha[rows[0]:rows[-1] + 1].any(axis=0))  # (the columns of the rows that have any)
+    cols = np.flatnonzero(alpha[rows[0]:rows[-1] + 1].max(axis=0))  # (the columns of the rows that have any)
     return int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)
 
 

@@ -1311,3 +1311,59 @@ def test_hulls_worked_out_inside_a_box_or_from_outlines_are_the_whole_canvas_hul
         area = cv2.contourArea(cv2.convexHull(cv2.findNonZero(mask)))
         assert hull_share(labels, [1]) == float(area) / labels.size
     assert not joint_hull(np.zeros((5, 5), bool)).any()
+
+
+def test_piece_hulls_and_word_boxes_worked_out_inside_their_boxes_are_the_whole_canvas_ones():
+    """Speed-ups that work inside a box change no pixel: the per-piece hulls of a mask (pieces on the canvas edge
+    included) and a (slanted, partly off-canvas) word box's pixels are those rastered on the whole canvas."""
+    import cv2
+
+    from inference_server.backends.cpu.build import word_box
+    from inference_server.backends.cpu.masks import hull_mask
+
+    rng = np.random.default_rng(11)
+    rgb = rng.random((90, 130, 3)).astype(np.float32)
+    for _ in range(60):
+        mask = np.zeros((90, 130), np.uint8)
+        for _ in range(int(rng.integers(1, 5))):
+            x, y = int(rng.integers(-10, 140)), int(rng.integers(-10, 100))
+            cv2.line(mask, (x, y), (int(rng.integers(0, 130)), int(rng.integers(0, 90))), 1, int(rng.integers(1, 5)))
+        contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        whole = np.zeros_like(mask)
+        for contour in contours:
+            cv2.fillPoly(whole, [cv2.convexHull(contour)], 1)
+        assert np.array_equal(hull_mask(mask.astype(bool)), whole.astype(bool) | mask.astype(bool))
+
+        corners = rng.uniform(-30, 160, (4, 2)) if rng.random() < 0.5 else (
+            np.array([[0, 0], [60, 8], [58, 30], [-2, 22]], float) + rng.uniform(-20, 110, 2))
+        canvas = np.zeros((90, 130), np.uint8)
+        cv2.fillPoly(canvas, [np.rint(corners).astype(np.int32).reshape(-1, 1, 2)], 1)
+        found = word_box(rgb, corners)
+        if not canvas.any():
+            assert found is None
+            continue
+        assert found is not None
+        rows, cols, inside, crop = found
+        ys, xs = np.nonzero(canvas)
+        assert (rows, cols) == (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
+        assert np.array_equal(inside, canvas[rows, cols].astype(bool)) and np.array_equal(crop, rgb[rows, cols])
+
+
+def test_words_read_beside_the_regions_give_the_layers_read_after_them():
+    # The text detector reads the words on a thread while the regions are found (not with a one-thread budget):
+    # the words, and so the layers, are the same either way.
+    from benchmarks.samples import font
+
+    size_px = 384
+    page = np.full((size_px, size_px, 4), (246, 242, 232, 255), np.uint8)
+    badge = _drawn_layer(size_px, lambda d, s: d.ellipse([220 * s, 40 * s, 340 * s, 160 * s], fill=(200, 60, 50, 255)))
+    words = _drawn_layer(size_px, lambda d, s: d.text((30 * s, 250 * s), "Open daily from nine",
+                                                      font=font(22 * s), fill=(40, 40, 40, 255)))
+    composite = composite_over([page, badge, words])
+    beside, after = CpuDecomposer(), CpuDecomposer()
+    beside.threads, after.threads = None, 1  # (after: the one-thread budget's order, regions then words)
+    stacks = [_decompose(decomposer, composite, 3) for decomposer in (beside, after)]
+    assert [layer.name for layer in stacks[0].layers] == [layer.name for layer in stacks[1].layers]
+    assert any(layer.name.startswith("Text") for layer in stacks[0].layers)
+    for one, other in zip(stacks[0].layers, stacks[1].layers, strict=True):
+        assert np.array_equal(one.rgba, other.rgba)

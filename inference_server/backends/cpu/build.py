@@ -11,8 +11,8 @@ import numpy as np
 from .cancel import checkpoint
 from .elements import Element, ElementKind, set_hull
 from .ground import Ground, enclosed_ground, find_ground
-from .masks import bbox_slices, filled, is_long, nearest_pixel, open_mask
-from .regions import Regions
+from .masks import bbox_slices, filled, is_long, nearest_pixel, open_mask, union_box
+from .regions import Regions, channel_max
 from .text import Word
 from .tuning import (
     BAND_PX,
@@ -49,11 +49,14 @@ class Letters:
     pixels: dict[int, np.ndarray] = field(default_factory=dict)  # word index → bool H×W, its letters' pixels
     # word index → letter colour, for words whose letters are no regions (small text: all edge pixels)
     loose: dict[int, np.ndarray] = field(default_factory=dict)
+    # word index → the (rows, cols) box its letter pixels lie in (the word box's): masks are ORed there only
+    boxes: dict[int, tuple[slice, slice]] = field(default_factory=dict)
 
     def all_pixels(self, shape: tuple[int, int]) -> np.ndarray:
         union = np.zeros(shape, bool)
-        for pixels in self.pixels.values():
-            union |= pixels
+        for index, pixels in self.pixels.items():
+            box = self.boxes.get(index, (slice(None), slice(None)))
+            union[box] |= pixels[box]
         return union
 
 
@@ -78,7 +81,7 @@ def build_elements(rgb: np.ndarray, regions: Regions, words: list[Word]) -> tupl
     region_boxes = ndimage.find_objects(regions.labels)
     letters = find_letters(rgb, regions, words, candidates, ground, region_boxes, element_residual)
     groups = group_regions(regions, candidates, ground, letters, region_boxes, element_residual)
-    elements, assigned = group_elements(regions, groups, ground, letters, words)
+    elements, assigned = group_elements(regions, groups, ground, letters, words, region_boxes)
     if ground.region is not None:
         background, images = photo_elements(rgb, regions, ground, letters, elements, assigned)
         elements += images
@@ -113,27 +116,25 @@ def find_letters(rgb: np.ndarray, regions: Regions, words: list[Word], candidate
     round the word, or a picture behind it, also shows round the box), colours under WORD_INK_SHARE of the box (an
     icon by the word) last. Where there is no ring (a box over the whole canvas), the colour with the most area.
     Letter regions leave ``ground.regions``."""
-    import cv2
-
     height_px, width_px = rgb.shape[:2]
     letters = Letters()
+    # The candidates' boxes as arrays, tested against each word box at once (words × regions on a busy page).
+    # Letters of the background's colour (white words in a blue box on a white page) are candidates too; the
+    # background's own main region never lies inside a word box.
+    pool = np.asarray([k for k in candidates if k != ground.region and region_boxes[k - 1] is not None
+                       and not regions.residuals[k] > element_residual], np.int64)
+    spans = np.asarray([(region_boxes[k - 1][1].start, region_boxes[k - 1][1].stop, region_boxes[k - 1][0].start,
+                         region_boxes[k - 1][0].stop) for k in pool.tolist()], np.int64).reshape(-1, 4)
+    free = np.ones(len(pool), bool)  # not yet some word's letters
     for index, word in enumerate(words):
         checkpoint()
         box = word.box_px
         x0, y0 = box.min(axis=0)
         x1, y1 = box.max(axis=0)
         margin = 0.15 * (y1 - y0)
-        inside = []
-        for k in candidates:
-            # Letters of the background's colour (white words in a blue box on a white page) are candidates
-            # too; the background's own main region never lies inside a word box.
-            if (k == ground.region or k in letters.of_region or region_boxes[k - 1] is None
-                    or regions.residuals[k] > element_residual):
-                continue
-            rows, cols = region_boxes[k - 1]
-            if (cols.start >= x0 - margin and cols.stop <= x1 + margin
-                    and rows.start >= y0 - margin and rows.stop <= y1 + margin):
-                inside.append(k)
+        within = (free & (spans[:, 0] >= x0 - margin) & (spans[:, 1] <= x1 + margin)
+                  & (spans[:, 2] >= y0 - margin) & (spans[:, 3] <= y1 + margin))
+        inside = pool[within].tolist()
         # Letters never have the colour of the word's own ground (the box's rim): regions of that colour
         # inside the box are counters and gaps between thin letters, which can outweigh the letters themselves.
         rim = word_rim_rgb(rgb, box)
@@ -176,22 +177,24 @@ def find_letters(rgb: np.ndarray, regions: Regions, words: list[Word], candidate
                 found = ink_letters(rgb, box)
             if found is not None:
                 letters.pixels[index], letters.loose[index] = found
+                letters.boxes[index] = word_box(rgb, box)[:2]  # type: ignore[index]  # (found: it covers pixels)
             continue
         letter_regions = clusters[0]
         ground.regions -= set(letter_regions)
         for k in letter_regions:
             letters.of_region[k] = index
+        free[np.isin(pool, letter_regions)] = False
         # Letters touching something of their own colour (a white suit in a photo) were joined to it:
         # inside the box, every pixel of the letters' colour is the word's.
         letter_rgb = (regions.means[letter_regions] * regions.areas[letter_regions][:, None]).sum(axis=0)
         letter_rgb /= regions.areas[letter_regions].sum()
-        box_mask = np.zeros((height_px, width_px), np.uint8)
-        cv2.fillPoly(box_mask, [np.rint(box).astype(np.int32).reshape(-1, 1, 2)], 1)
-        rows, cols = bbox_slices(box_mask.astype(bool), 0)
+        placed = word_box(rgb, box)
+        assert placed is not None  # (regions lie inside the box: it covers pixels)
+        rows, cols, inside_box, crop = placed
         pixels = np.zeros((height_px, width_px), bool)
-        pixels[rows, cols] = box_mask[rows, cols].astype(bool) & (
-            np.abs(rgb[rows, cols] - letter_rgb).max(axis=2) < 24.0)
+        pixels[rows, cols] = inside_box & (channel_max(np.abs(crop - letter_rgb)) < 24.0)
         letters.pixels[index] = pixels
+        letters.boxes[index] = (rows, cols)
     return letters
 
 
@@ -233,12 +236,21 @@ def word_box(rgb: np.ndarray, box_px: np.ndarray) -> tuple[slice, slice, np.ndar
     image there; None where it covers no pixel."""
     import cv2
 
-    box_mask = np.zeros(rgb.shape[:2], np.uint8)
-    cv2.fillPoly(box_mask, [np.rint(box_px).astype(np.int32).reshape(-1, 1, 2)], 1)
+    height_px, width_px = rgb.shape[:2]
+    corners = np.rint(box_px).astype(np.int32).reshape(-1, 1, 2)
+    # Filled inside the corners' box only (clipped to the canvas): shifting integer corners shifts the raster.
+    x0, y0 = np.maximum(corners.reshape(-1, 2).min(axis=0), 0)
+    x1, y1 = np.minimum(corners.reshape(-1, 2).max(axis=0) + 1, (width_px, height_px))
+    if x1 <= x0 or y1 <= y0:
+        return None
+    box_mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    cv2.fillPoly(box_mask, [corners - (x0, y0)], 1)
     if not box_mask.any():
         return None
     rows, cols = bbox_slices(box_mask.astype(bool), 0)
-    return rows, cols, box_mask[rows, cols].astype(bool), rgb[rows, cols]
+    inside = box_mask[rows, cols].astype(bool)
+    rows, cols = slice(rows.start + y0, rows.stop + y0), slice(cols.start + x0, cols.stop + x0)
+    return rows, cols, inside, rgb[rows, cols]
 
 
 def contrast_letters(rgb: np.ndarray, box_px: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -299,7 +311,7 @@ def group_regions(regions: Regions, candidates: list[int], ground: Ground, lette
 
 
 def group_elements(regions: Regions, groups: list[RegionGroup], ground: Ground, letters: Letters,
-                   words: list[Word]) -> tuple[list[Element], np.ndarray]:
+                   words: list[Word], region_boxes: RegionBoxes) -> tuple[list[Element], np.ndarray]:
     """One text or shape element per region group big enough to be one (or long: a rule on a flat page), and
     the pixels the ground and these elements take (bool H×W)."""
     labels = regions.labels
@@ -317,11 +329,19 @@ def group_elements(regions: Regions, groups: list[RegionGroup], ground: Ground, 
         checkpoint()
         lookup = np.zeros(regions.count, bool)
         lookup[group.regions] = True
+        # Made inside the box its regions (and its word's letters) span: nothing of it lies outside, and a page
+        # of many words has many groups.
+        box = region_boxes[group.regions[0] - 1]
+        for k in group.regions[1:]:
+            box = union_box(box, region_boxes[k - 1])
+        if group.word is not None:
+            box = union_box(box, letters.boxes[group.word])
+        mask = np.zeros((height_px, width_px), bool)
         if group.word is None:
-            mask = lookup[labels] & ~all_letters
+            mask[box] = lookup[labels[box]] & ~all_letters[box]
         else:
-            mask = lookup[labels] | letters.pixels[group.word]
-        if mask.sum() < min_fraction * total and group.word is None and not (
+            mask[box] = lookup[labels[box]] | letters.pixels[group.word][box]
+        if np.count_nonzero(mask) < min_fraction * total and group.word is None and not (
                 ground.region is not None and is_long(mask, LONG_ELEMENT * max(height_px, width_px))):
             continue
         areas = regions.areas[group.regions]
@@ -367,17 +387,17 @@ def photo_elements(rgb: np.ndarray, regions: Regions, ground: Ground, letters: L
         # What is left of it besides the flat elements must still be solid: JPEG ringing around a shape is
         # texture too, but thin.
         solid = cv2.erode(texture.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
-        if solid.sum() < 0.5 * texture.sum():
+        if np.count_nonzero(solid) < 0.5 * np.count_nonzero(texture):
             continue
         outline = filled(texture)
         photo = outline & ~drawn
-        if photo.sum() < MIN_IMAGE_FRACTION * height_px * width_px or not shows_edge(rgb, photo):
+        if np.count_nonzero(photo) < MIN_IMAGE_FRACTION * height_px * width_px or not shows_edge(rgb, photo):
             continue
         # Flat-looking parts of the picture itself (a watch's black screen and coloured strap in a product shot,
         # the backdrop of a portrait) lie inside its outline and carry its grain; graphics placed on it are exact
         # colour. The grained ones are the photo's.
         inside = [e for e in elements if e.kind in (ElementKind.SHAPE, ElementKind.TEXT)
-                  and (e.mask & outline).sum() >= 0.9 * e.area]
+                  and np.count_nonzero(e.mask & outline) >= 0.9 * e.area]
         for element in [e for e in inside if e.kind is ElementKind.SHAPE]:
             if grained(rgb, element.mask):
                 photo |= element.mask
@@ -390,7 +410,7 @@ def photo_elements(rgb: np.ndarray, regions: Regions, ground: Ground, letters: L
         for element in inside:
             placed |= element.mask
         for element in inside:
-            if element.area < 0.05 * photo.sum() and enclosed_by(element.mask, outline & ~placed):
+            if element.area < 0.05 * np.count_nonzero(photo) and enclosed_by(element.mask, outline & ~placed):
                 photo |= element.mask
                 elements.remove(element)
         background.mask &= ~photo
@@ -445,7 +465,7 @@ def ink_letters(rgb: np.ndarray, box_px: np.ndarray) -> tuple[np.ndarray, np.nda
         return None
     if float(np.abs(np.median(pixels[~near], axis=0) - ink).max()) < LETTER_CONTRAST:
         return None
-    core = inside & (np.abs(crop - ink).max(axis=2) < INK_LETTERS_NEAR)
+    core = inside & (channel_max(np.abs(crop - ink)) < INK_LETTERS_NEAR)
     # Letters lie inside their box: a colour running along most of the box's outline is the ground there.
     outline = inside & ~cv2.erode(inside.astype(np.uint8), np.ones((3, 3), np.uint8),
                                   borderType=cv2.BORDER_CONSTANT, borderValue=0).astype(bool)

@@ -41,10 +41,14 @@ def split_depths(background: Element, elements: list[Element]) -> list[Element]:
         pieces: list[np.ndarray] = []
         hulls: list[np.ndarray] = []
         for k in sorted(big, key=lambda k: -stats[k, cv2.CC_STAT_AREA]):
-            piece = labels == k
+            left, top, width, height = stats[k, :4]
+            at = (slice(top, top + height), slice(left, left + width))  # the piece's box: overlaps are counted there
+            piece = np.zeros(labels.shape, bool)
+            piece[at] = labels[at] == k
             # A piece inside a bigger one's hull (the white between a bicycle's spokes on a white disc) is
             # part of it: it is never joined to, or split from, anything on its own.
-            host = next((h for h, hull in enumerate(hulls) if (piece & hull).sum() > 0.5 * piece.sum()), None)
+            host = next((h for h, hull in enumerate(hulls)
+                         if np.count_nonzero(piece[at] & hull[at]) > 0.5 * stats[k, cv2.CC_STAT_AREA]), None)
             if host is None:
                 pieces.append(piece)
                 hulls.append(hull_mask(piece))
@@ -55,8 +59,8 @@ def split_depths(background: Element, elements: list[Element]) -> list[Element]:
             continue
         # Many pieces read as letters (a word the detector missed) only when they are not solid: a white disc
         # and white icebergs are shapes, whatever their number.
-        solid_px = sum(float(filled(piece).sum()) for piece in pieces)
-        letters = element.glyph_like and solid_px < SOLID_PIECES * sum(float(hull.sum()) for hull in hulls)
+        solid_px = sum(float(np.count_nonzero(filled(piece))) for piece in pieces)
+        letters = element.glyph_like and solid_px < SOLID_PIECES * sum(float(np.count_nonzero(hull)) for hull in hulls)
         # relation[i][o]: +1 element o is above piece i, −1 piece i is above o, 0 they do not overlap.
         # The overlaps are counted inside each piece's hull box (a piece lies in its hull): the same sums, at
         # the cost of the box instead of the canvas (tens of pieces × tens of elements on a busy poster).
@@ -65,8 +69,8 @@ def split_depths(background: Element, elements: list[Element]) -> list[Element]:
         for piece, hull, box in zip(pieces, hulls, boxes, strict=False):
             row = []
             for other in others:
-                other_in_piece = float((hull[box] & other.mask[box]).sum())
-                piece_in_other = float((other.hull[box] & piece[box]).sum())
+                other_in_piece = float(np.count_nonzero(hull[box] & other.mask[box]))
+                piece_in_other = float(np.count_nonzero(other.hull[box] & piece[box]))
                 row.append(1 if other_in_piece - piece_in_other > tolerance
                            else -1 if piece_in_other - other_in_piece > tolerance else 0)
             relation.append(row)
@@ -85,8 +89,8 @@ def split_depths(background: Element, elements: list[Element]) -> list[Element]:
                 checkpoint()
                 box = union_box(boxes[i], boxes[j])  # where the joint hull lies
                 gap = joint_hull(pieces[i][box] | pieces[j][box]) & ~hulls[i][box] & ~hulls[j][box]
-                gap_px = float(gap.sum())
-                share = float((gap & background.mask[box]).sum()) / gap_px if gap_px > tolerance else 0.0
+                gap_px = float(np.count_nonzero(gap))
+                share = float(np.count_nonzero(gap & background.mask[box])) / gap_px if gap_px > tolerance else 0.0
                 # Background between them: two shapes, not one cut apart. (Glyph-like elements, letters of a
                 # word the detector missed, have background between every letter: only depth splits them.)
                 if share <= BACKGROUND_GAP or letters:
@@ -106,7 +110,7 @@ def split_depths(background: Element, elements: list[Element]) -> list[Element]:
         masks = {r: np.zeros(element.mask.shape, bool) for r in roots}
         for i, piece in enumerate(pieces):
             masks[root(i)] |= piece
-        biggest = max(roots, key=lambda r: masks[r].sum())
+        biggest = max(roots, key=lambda r: np.count_nonzero(masks[r]))
         masks[biggest] |= element.mask & ~np.logical_or.reduce([masks[r] for r in roots])
         for r in roots:
             part = Element(ElementKind.SHAPE, masks[r], element.color_rgb)

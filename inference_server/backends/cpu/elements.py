@@ -55,7 +55,7 @@ class Element:
     def __post_init__(self) -> None:
         self.color_rgb = np.asarray(self.color_rgb, np.float64)
         self.hull = self.mask
-        self.area = int(self.mask.sum())
+        self.area = int(np.count_nonzero(self.mask))  # (a bool sum costs 40 times more)
 
     @property
     def name(self) -> str:
@@ -108,7 +108,7 @@ def veiled_part(veiled: np.ndarray | None, piece: np.ndarray) -> np.ndarray | No
 def set_mask(element: Element, mask: np.ndarray) -> None:
     """Give the element a new mask (grown or cut back): its area and, unless it is empty, its hull follow."""
     element.mask = mask
-    element.area = int(mask.sum())
+    element.area = int(np.count_nonzero(mask))
     if element.area:
         set_hull(element)
 
@@ -117,5 +117,13 @@ def owner_map(elements: list[Element], shape: tuple[int, ...]) -> np.ndarray:
     """Each pixel's element as its 1-based index in ``elements`` (0: none); element masks are disjoint."""
     owner = np.zeros(shape[:2], np.int32)
     for index, element in enumerate(elements, start=1):
-        owner[element.mask] = index
+        rows = row_span(element.mask)
+        owner[rows][element.mask[rows]] = index
     return owner
+
+
+def row_span(mask: np.ndarray) -> slice:
+    """The rows from the mask's first pixel to its last (empty for none): a word's masked writes and counts cost
+    its line, not the page."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    return slice(rows[0], rows[-1] + 1) if rows.size else slice(0, 0)

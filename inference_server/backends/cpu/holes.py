@@ -36,6 +36,7 @@ def lift_hole_marks(rgb: np.ndarray, background: Element, elements: list[Element
     hole is the soft edge no element owns. A window showing the ground behind, or a pattern cut by the window's
     edge, does not qualify. Words go to the front anyway, and a drawing's outlines stay one element."""
     import cv2
+    from scipy import ndimage
 
     height_px, width_px = background.mask.shape
     min_mark_px = max(4, round(MIN_REGION_FRACTION * height_px * width_px))
@@ -62,45 +63,53 @@ def lift_hole_marks(rgb: np.ndarray, background: Element, elements: list[Element
         # farthest colour in the hole (the rest is the soft edge between them).
         distance = np.linalg.norm(rgb[box] - shape.color_rgb.astype(np.float32), axis=2)
         loose = holes & (owners == 0) & ~ground & (distance > SAME_COLOR)
-        for hole in np.unique(hole_labels[loose]):
-            in_hole = hole_labels == hole
-            loose[in_hole] &= distance[in_hole] > 0.5 * float(distance[in_hole].max())
-        found = []  # (element index or −1, hole, piece pixels in the box)
+        if loose.any():
+            # Each hole's farthest colour in one pass over the box (not a pass per hole: a panel has a hole per
+            # word on it). Halving a float32 is exact, so the comparison is the one made hole by hole.
+            farthest = np.asarray(ndimage.maximum(distance, hole_labels, np.arange(count)), np.float64)
+            loose &= distance > (0.5 * farthest).astype(np.float32)[hole_labels]
+        owner_boxes = ndimage.find_objects(owners)  # each element's pixels in the box lie in its box here
+        found = []  # (element index or −1, hole, (rows, cols) within the box, the piece's pixels there)
         for o in np.unique(owners[holes]):
             # Only ink that lies under the shape (earlier in the back-to-front order: the panel under a disc)
             # leaves holes in it; what lies over it shows through nothing.
             if o and (o - 1 >= s or elements[o - 1].kind is not ElementKind.SHAPE or elements[o - 1].outlines
                       or elements[o - 1].opacity < 1.0):
                 continue
-            pieces_count, pieces = cv2.connectedComponents((loose if o == 0 else owners == o).astype(np.uint8),
-                                                           connectivity=8)
+            # The pieces of o, found inside the box its pixels span (the same pieces, at the cost of that box).
+            sub = (slice(None), slice(None)) if o == 0 else owner_boxes[o - 1]
+            ink_sub = loose[sub] if o == 0 else owners[sub] == o
+            holes_sub, labels_sub = holes[sub], hole_labels[sub]
+            pieces_count, pieces = cv2.connectedComponents(ink_sub.astype(np.uint8), connectivity=8)
             # Wholly in one hole: all of the piece's pixels lie in holes, and its hole labels do not vary.
             areas = np.bincount(pieces.ravel(), minlength=pieces_count)
-            in_holes = np.bincount(pieces[holes], minlength=pieces_count)
-            labels = hole_labels[holes].astype(np.float64)
-            mean = np.bincount(pieces[holes], labels, minlength=pieces_count) / np.maximum(in_holes, 1)
-            square = np.bincount(pieces[holes], labels * labels, minlength=pieces_count) / np.maximum(in_holes, 1)
+            in_holes = np.bincount(pieces[holes_sub], minlength=pieces_count)
+            labels = labels_sub[holes_sub].astype(np.float64)
+            mean = np.bincount(pieces[holes_sub], labels, minlength=pieces_count) / np.maximum(in_holes, 1)
+            square = np.bincount(pieces[holes_sub], labels * labels, minlength=pieces_count) / np.maximum(in_holes, 1)
             whole = (in_holes == areas) & (areas >= min_mark_px) & (square - mean * mean < 1e-6)
             whole[0] = False
             for piece in np.flatnonzero(whole):
-                found.append((int(o) - 1, round(float(mean[piece])), pieces == piece))
+                found.append((int(o) - 1, round(float(mean[piece])), sub, pieces == piece))
         # The holes the marks fill: a good share of mark, and more mark than ground.
-        for hole in {h for _, h, _ in found}:
-            in_hole = hole_labels == hole
-            marks_px = sum(int(at.sum()) for _, h, at in found if h == hole)
-            if marks_px < HOLE_MARKS_SHARE * float(in_hole.sum()) or marks_px <= int((ground & in_hole).sum()):
+        if found:
+            hole_px = np.bincount(hole_labels.ravel(), minlength=count)
+            ground_px = np.bincount(hole_labels[ground], minlength=count)
+        for hole in {h for _, h, _, _ in found}:
+            marks_px = sum(int(at.sum()) for _, h, _, at in found if h == hole)
+            if marks_px < HOLE_MARKS_SHARE * float(hole_px[hole]) or marks_px <= int(ground_px[hole]):
                 continue
-            for o, h, at in found:
+            for o, h, sub, at in found:
                 if h == hole:
                     pixels = marks.setdefault((s, o), np.zeros((height_px, width_px), bool))
-                    pixels[box] |= at
+                    pixels[box][sub] |= at
     moved = False
     # The marks join the shape itself (one layer: an icon with its glyph, a gamepad with its buttons), so the
     # shape's layer is whole under them and no budget separates them.
     for (s, o), pixels in marks.items():
         if o >= 0:
             other = elements[o]
-            if (other.mask & ~pixels).sum() < pixels.sum():
+            if np.count_nonzero(other.mask & ~pixels) < np.count_nonzero(pixels):
                 # Mostly in the shape's holes (a chip and a number on a card): things placed on the shape, which
                 # the order puts above it already; only ink that lies mostly elsewhere (the panel) gives up marks.
                 continue

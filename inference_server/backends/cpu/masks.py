@@ -36,11 +36,19 @@ def hull_mask(mask: np.ndarray) -> np.ndarray:
     """Union of the convex hulls of the mask's connected parts."""
     import cv2
 
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    hull = np.zeros(mask.shape, np.uint8)
+    if not mask.any():
+        return mask.copy()
+    # Inside the mask's box with a blank pixel round it (the same contours, shifted; each hull lies in its
+    # contour's box): the cost of the box, not of the canvas, for each of many small shapes.
+    box = bbox_slices(mask, 1)
+    contours, _ = cv2.findContours(mask[box].astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE,
+                                   offset=(box[1].start, box[0].start))
+    hull = np.zeros(mask.shape, bool)
+    crop = np.zeros(mask[box].shape, np.uint8)
     for contour in contours:
-        cv2.fillPoly(hull, [cv2.convexHull(contour)], 1)
-    return hull.astype(bool) | mask
+        cv2.fillPoly(crop, [cv2.convexHull(contour) - (box[1].start, box[0].start)], 1)
+    hull[box] = crop.astype(bool)
+    return hull | mask
 
 
 def open_mask(mask: np.ndarray, kernel_px: int) -> np.ndarray:
@@ -87,8 +95,9 @@ def is_stroke(mask: np.ndarray, hull: np.ndarray) -> bool:
     ``hull`` is the mask's ``hull_mask``."""
     if not mask.any():
         return False
-    hull_area = float(hull.sum())
-    return thickness_px(mask) < STROKE_THICKNESS * np.sqrt(hull_area) and mask.sum() < 0.5 * hull_area
+    hull_area = float(np.count_nonzero(hull))
+    return bool(thickness_px(mask) < STROKE_THICKNESS * np.sqrt(hull_area)
+                and np.count_nonzero(mask) < 0.5 * hull_area)
 
 
 def thickness_px(mask: np.ndarray) -> float:
@@ -127,8 +136,20 @@ def joint_hull(mask: np.ndarray) -> np.ndarray:
         return out
     # Inside the mask's box (the hull lies there; shifting integer points shifts the hull and its raster exactly).
     box = bbox_slices(mask, 1)
-    hull = np.zeros(out[box].shape, np.uint8)
-    cv2.fillPoly(hull, [cv2.convexHull(cv2.findNonZero(out[box].astype(np.uint8)))], 1)
+    crop = out[box]
+    # The hull's corners are each row's first or last pixel: those points alone, in the order findNonZero lists
+    # the pixels (row by row, left to right), give cv2.convexHull the same hull, point for point, without
+    # sorting every pixel of a big shape.
+    rows = np.flatnonzero(crop.any(axis=1))
+    ink = crop[rows]
+    first = ink.argmax(axis=1)
+    last = ink.shape[1] - 1 - ink[:, ::-1].argmax(axis=1)
+    points = np.stack([np.stack([first, rows], 1), np.stack([last, rows], 1)], 1).reshape(-1, 2)
+    single = np.ones((len(rows), 2), bool)
+    single[:, 1] = last != first  # (a row of one pixel lists it once)
+    points = points[single.ravel()]
+    hull = np.zeros(crop.shape, np.uint8)
+    cv2.fillPoly(hull, [cv2.convexHull(points.astype(np.int32).reshape(-1, 1, 2))], 1)
     out[box] |= hull.astype(bool)
     return out
 

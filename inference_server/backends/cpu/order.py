@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .cancel import checkpoint
-from .elements import Element, ElementKind, owner_map
+from .elements import Element, ElementKind, owner_map, row_span
 from .masks import bbox_slices
 from .translucent import veiled_pairs
 from .tuning import BAND_PX, LABEL_BOX
@@ -22,7 +22,8 @@ def order_elements(elements: list[Element]) -> list[Element]:
     inside = np.zeros((count, count))
     for a, ea in enumerate(elements):
         checkpoint()
-        inside[a] = np.bincount(owner[ea.hull], minlength=count + 1)[1:]
+        rows = row_span(ea.hull)
+        inside[a] = np.bincount(owner[rows][ea.hull[rows]], minlength=count + 1)[1:]
         inside[a, a] = 0.0
     # A few pixels of hull overlap are anti-aliasing noise, not occlusion (more on bigger images).
     tolerance = max(4.0, 1e-5 * elements[0].mask.size)

@@ -10,6 +10,7 @@ import numpy as np
 from .cancel import checkpoint
 from .elements import Element, ElementKind, owner_map
 from .masks import bbox_slices, filled, joint_hull, nearest_pixel
+from .regions import channel_max
 from .tuning import BAND_PX, MIN_REGION_FRACTION, SAME_COLOR
 
 
@@ -31,7 +32,7 @@ def counters(crop_rgb: np.ndarray, crop_core: np.ndarray, element: Element, loos
     holes = filled(crop_core) & ~crop_core & loose
     if not holes.any():
         return holes
-    holes &= np.abs(crop_rgb - element.color_rgb.astype(np.float32)).max(axis=2) < 0.5 * SAME_COLOR
+    holes &= channel_max(np.abs(crop_rgb - element.color_rgb.astype(np.float32))) < 0.5 * SAME_COLOR
     max_piece_px = 4 * max(6, int(MIN_REGION_FRACTION * element.mask.size))  # a region's least size, and its rim
     count, pieces = cv2.connectedComponents(holes.astype(np.uint8), connectivity=8)
     sizes = np.bincount(pieces.ravel(), minlength=count)

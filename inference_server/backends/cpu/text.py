@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,6 +71,33 @@ class TextDetector:
             if sum(ch.isalnum() for ch in str(text)) < 2:
                 continue
             words.append(Word(np.asarray(box, np.float64) / scale, str(text).strip()))
+        return words
+
+    def detect_async(self, rgb_u8: np.ndarray) -> Callable[[list[str]], list[Word]]:
+        """``detect`` started on a thread of its own; the call it returns waits for the words (adding detect's notes
+        to its list, raising what detect raised). ONNX Runtime leaves the GIL while it runs, and part of the cores
+        between and inside its passes: the caller's other work (the regions, which need no words) fills them."""
+        outcome: dict = {}
+
+        def read() -> None:
+            own_notes: list[str] = []
+            try:
+                outcome["words"] = self.detect(rgb_u8, own_notes)
+            except BaseException as error:  # noqa: BLE001 - handed to the caller, raised there
+                outcome["error"] = error
+            outcome["notes"] = own_notes
+
+        # A daemon: a canceled job does not wait for the reading it no longer needs (it ends with its current pass).
+        thread = threading.Thread(target=read, name="cpu-text-detector", daemon=True)
+        thread.start()
+
+        def words(notes: list[str]) -> list[Word]:
+            thread.join()
+            notes.extend(outcome["notes"])
+            if "error" in outcome:
+                raise outcome["error"]
+            return outcome["words"]
+
         return words
 
     def _load(self, notes: list[str]):

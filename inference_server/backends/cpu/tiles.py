@@ -88,6 +88,14 @@ def find_photo_tiles(rgb: np.ndarray, regions: Regions) -> tuple[list[tuple[slic
 
 def line_spans(rgb_u8: np.ndarray, axis: int) -> np.ndarray:
     """Per row (axis 0) or column (axis 1): its colour span (max over channels of max − min along it)."""
+    import cv2
+
+    if axis == 0:
+        # numpy reduces a row's pixels with an inner loop over the three channels (a tenth of a second at 1024²);
+        # OpenCV's per-row reduction gives the same maxima and minima.
+        high = cv2.reduce(np.ascontiguousarray(rgb_u8), 1, cv2.REDUCE_MAX).reshape(-1, 3)
+        low = cv2.reduce(np.ascontiguousarray(rgb_u8), 1, cv2.REDUCE_MIN).reshape(-1, 3)
+        return (high.astype(np.int16) - low).max(axis=-1)
     return (rgb_u8.max(axis=1 - axis).astype(np.int16) - rgb_u8.min(axis=1 - axis)).max(axis=-1)
 
 

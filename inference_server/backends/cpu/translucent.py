@@ -10,6 +10,7 @@ import numpy as np
 from .cancel import checkpoint
 from .elements import Element, ElementKind, set_hull, veiled_part
 from .masks import bbox_slices, hull_mask
+from .regions import channel_max
 from .tuning import BAND_PX, VEIL_MATCH
 
 
@@ -126,7 +127,7 @@ def veil_under(rgb: np.ndarray, sheet: Element, shapes: list[Element]) -> None:
         if not (near & footprint).any():
             continue
         seen = sheet.opacity * sheet.color_rgb + (1.0 - sheet.opacity) * shape.color_rgb
-        match = footprint & (np.abs(crop_rgb - seen).max(axis=2) < VEIL_MATCH)
+        match = footprint & (channel_max(np.abs(crop_rgb - seen)) < VEIL_MATCH)
         if match.sum() < 0.05 * shape.area:
             continue
         # The seam between the shape and its veiled part (anti-aliased, neither colour) bridged by a closing.

@@ -1367,3 +1367,28 @@ def test_words_read_beside_the_regions_give_the_layers_read_after_them():
     assert any(layer.name.startswith("Text") for layer in stacks[0].layers)
     for one, other in zip(stacks[0].layers, stacks[1].layers, strict=True):
         assert np.array_equal(one.rgba, other.rgba)
+
+
+def test_a_photo_band_bleeding_off_the_top_of_a_flat_card_lies_on_the_card(decomposer):
+    # A card's back: a flat grey ground with a photograph across its top, running off the top and both sides,
+    # its lower edge curved. The photo touches a good part of the canvas's edge, but the grey frames more of it:
+    # the grey is the ground (whole under the photo), and the photo is one image layer on it, not the whole card
+    # taken for a photo with the grey as a shape over it.
+    from benchmarks.samples import photo_rgb
+
+    width_px, height_px = 256, 512
+    card = np.full((height_px, width_px, 4), (186, 181, 176, 255), np.uint8)
+    y_px, x_px = np.mgrid[:height_px, :width_px]
+    band = y_px < 90 + 60 * np.cos(np.pi * (x_px - width_px / 2) / width_px)
+    photo = np.zeros_like(card)
+    photo[..., :3] = np.where(band[..., None], photo_rgb("coffee", width_px, height_px), 0)
+    photo[..., 3] = band * 255
+    rgba = composite_over([card, photo])
+    stack = _decompose(decomposer, rgba, 3)
+    assert _composite_error(stack, rgba) <= 1.0
+    background = stack.layers[0].rgba.astype(np.int16)
+    assert np.abs(background[..., :3] - np.array([186, 181, 176])).max() <= 8, "the ground is not the card's grey"
+    wanted = photo[..., 3] > 127
+    images = [layer for layer in stack.layers[1:] if (layer.rgba[..., 3] > 127)[wanted].mean() > 0.95]
+    assert images, [layer.name for layer in stack.layers]
+    assert (images[0].rgba[..., 3] > 127)[~wanted].mean() < 0.02, "the photo's layer takes in the card"

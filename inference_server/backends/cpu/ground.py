@@ -15,6 +15,7 @@ from .regions import Regions
 from .tuning import (
     FRINGE_EDGE_SHARE,
     FRINGE_MAX_PX,
+    GROUND_FRAME_RATIO,
     GROUND_HULL_SHARE,
     MIN_ELEMENT_FRACTION,
     MIN_IMAGE_FRACTION,
@@ -41,7 +42,8 @@ def find_ground(regions: Regions, candidates: list[int]) -> Ground:
     regions its model explains. Border contact, not area, decides figure against ground: a disc filling an icon
     is the figure, and so is a shape whose hull leaves part of the canvas out where another border colour's hull
     spans it (a white disc bleeding off a thumbnail's top and bottom). A photograph running off the canvas along a
-    good part of its edge makes the whole image a photo (a sky whose smooth part looked like a flat background)."""
+    good part of its edge makes the whole image a photo (a sky whose smooth part looked like a flat background),
+    unless the ground runs along well more of the edge than the photographs (it frames them)."""
     labels = regions.labels
     height_px, width_px = labels.shape
     total = height_px * width_px
@@ -89,8 +91,14 @@ def find_ground(regions: Regions, candidates: list[int]) -> Ground:
     photos = photo_objects(regions, bg_lookup[labels])
     edge = np.zeros((height_px, width_px), bool)
     edge[[0, -1], :] = edge[:, [0, -1]] = True
-    if photos and (np.logical_or.reduce(photos) & edge).sum() > PHOTO_BLEED_SHARE * edge.sum():
-        return Ground()
+    # Photographs bleeding off the edge make the image a photo unless the flat ground runs along well more of the
+    # edge than they do: then it frames them (a trading card's grey back, its photo band bleeding off the top). A
+    # photo's sky runs along about as much of the edge as the grass and house under it.
+    if photos:
+        photo_edge = (np.logical_or.reduce(photos) & edge).sum()
+        ground_edge = (bg_lookup[labels] & edge).sum()
+        if photo_edge > PHOTO_BLEED_SHARE * edge.sum() and GROUND_FRAME_RATIO * photo_edge >= ground_edge:
+            return Ground()
     return Ground(bg_region, bg_regions, photos)
 
 

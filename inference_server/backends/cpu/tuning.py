@@ -19,6 +19,7 @@ PHOTO_ELEMENT_RESIDUAL = 1.0  # the same on a photo background, whose smooth pat
 PHOTO_TEXTURE_SHARE = 0.45  # a blob whose inside is this much texture (or more) is a photograph, kept whole
 PHOTO_GRAIN = 2.0  # a flat patch inside a photo whose core varies this much (std, 0–255) is part of the photo
 PHOTO_BLEED_SHARE = 0.2  # photographs touching this share of the canvas's edge is the picture, not placed on it
+GROUND_FRAME_RATIO = 2.0  # ... unless the flat ground runs along this many times as much of the edge: it frames them
 PICTURE_EDGE_TEXTURE = 0.25  # a picture filling the canvas: this share of each side's rim is texture at least
 FRINGE_EDGE_SHARE = 0.5  # a ring round the canvas that is more than this share edge pixels is a fringe, not the ground
 FRINGE_MAX_PX = 2  # ... the ground is looked for at most this many pixels in from such a fringe

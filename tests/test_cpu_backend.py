@@ -1272,3 +1272,24 @@ def test_hulls_worked_out_inside_a_box_or_from_outlines_are_the_whole_canvas_hul
         area = cv2.contourArea(cv2.convexHull(cv2.findNonZero(mask)))
         assert hull_share(labels, [1]) == float(area) / labels.size
     assert not joint_hull(np.zeros((5, 5), bool)).any()
+
+
+def test_an_outline_and_a_solid_bar_of_its_colour_become_two_layers_when_asked_for(decomposer):
+    # A logo's thin ring with a thick bar of the ring's grey across it: with room in the layer
+    # count (3: the page, the ring, the bar) the outline and the solid shape drawn on it come back one a layer.
+    from benchmarks.samples import flat_layer
+    from benchmarks.samples_heldout import shape_mask
+
+    grey = (136, 136, 136)
+    ring = shape_mask(384, 288, "ellipse", (92, 44, 292, 244), stroke_px=3)
+    bar = shape_mask(384, 288, "rect", (86, 128, 298, 160))  # across the ring, cutting it in two arcs
+    composite, _ = _poster(384, 288, [flat_layer(grey, np.maximum(ring, bar))])
+    stack = _decompose(decomposer, composite, 3)
+    assert _composite_error(stack, composite) <= 1.0
+    assert len(stack.layers) == 3, [layer.name for layer in stack.layers]
+    ring_layer, bar_layer = _top_layer_at(stack, 46, 192), _top_layer_at(stack, 144, 192)
+    assert {ring_layer, bar_layer} == {1, 2}, [layer.name for layer in stack.layers]
+    assert stack.layers[ring_layer].rgba[144, 192, 3] == 0, "the bar is not in the ring's layer"
+    assert stack.layers[bar_layer].rgba[46, 192, 3] == 0, "the ring is not in the bar's layer"
+    # Asked for 2, the ring and its bar stay one shape over the page.
+    assert len(_decompose(decomposer, composite, 2).layers) == 2

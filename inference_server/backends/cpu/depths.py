@@ -9,9 +9,10 @@ import numpy as np
 
 from .cancel import checkpoint
 from .elements import Element, ElementKind, set_hull, set_mask, veiled_part
-from .masks import bbox_slices, filled, hull_mask, is_stroke, joint_hull, union_box
+from .masks import bbox_slices, filled, hull_mask, is_long, is_stroke, joint_hull, thickness_px, union_box
 from .tuning import (
     BACKGROUND_GAP,
+    LONG_ELEMENT,
     MIN_ELEMENT_FRACTION,
     MIN_IMAGE_FRACTION,
     PIECE_GAP,
@@ -245,6 +246,15 @@ def split_pieces(elements: list[Element], wanted: int) -> list[Element]:
             solidity = np.mean([piece.sum() / max(hull_mask(piece).sum(), 1) for piece in pieces])
             if not element.glyph_like or solidity >= SOLID_PIECES:
                 pieces_of[id(element)] = pieces
+            else:
+                # Letters stay together, but a rule running across the page or a frame round it (long: LONG_ELEMENT
+                # of the canvas, and no thicker than a thin line) is no letter of a missed word: it leaves the marks
+                # of its colour as a layer of its own.
+                rules = [piece for piece in pieces
+                         if is_long(piece, LONG_ELEMENT * max(piece.shape)) and thickness_px(piece) <= gap_px]
+                if rules and len(rules) < len(pieces):
+                    rest = element.mask & ~np.logical_or.reduce(rules)
+                    pieces_of[id(element)] = [rest] + rules
     while len(elements) < wanted and pieces_of:
         checkpoint()
         element = max((e for e in elements if id(e) in pieces_of), key=lambda e: int(pieces_of[id(e)][1].sum()))

@@ -1392,3 +1392,43 @@ def test_a_photo_band_bleeding_off_the_top_of_a_flat_card_lies_on_the_card(decom
     images = [layer for layer in stack.layers[1:] if (layer.rgba[..., 3] > 127)[wanted].mean() > 0.95]
     assert images, [layer.name for layer in stack.layers]
     assert (images[0].rgba[..., 3] > 127)[~wanted].mean() < 0.02, "the photo's layer takes in the card"
+
+
+def test_an_outline_and_a_solid_bar_of_its_colour_become_two_layers_when_asked_for(decomposer):
+    # A logo's thin ring with a thick bar of the ring's grey across it: with room in the layer
+    # count (3: the page, the ring, the bar) the outline and the solid shape drawn on it come back one a layer.
+    from benchmarks.samples import flat_layer
+    from benchmarks.samples_heldout import shape_mask
+
+    grey = (136, 136, 136)
+    ring = shape_mask(384, 288, "ellipse", (92, 44, 292, 244), stroke_px=3)
+    bar = shape_mask(384, 288, "rect", (86, 128, 298, 160))  # across the ring, cutting it in two arcs
+    composite, _ = _poster(384, 288, [flat_layer(grey, np.maximum(ring, bar))])
+    stack = _decompose(decomposer, composite, 3)
+    assert _composite_error(stack, composite) <= 1.0
+    assert len(stack.layers) == 3, [layer.name for layer in stack.layers]
+    ring_layer, bar_layer = _top_layer_at(stack, 46, 192), _top_layer_at(stack, 144, 192)
+    assert {ring_layer, bar_layer} == {1, 2}, [layer.name for layer in stack.layers]
+    assert stack.layers[ring_layer].rgba[144, 192, 3] == 0, "the bar is not in the ring's layer"
+    assert stack.layers[bar_layer].rgba[46, 192, 3] == 0, "the ring is not in the bar's layer"
+    # Asked for 2, the ring and its bar stay one shape over the page.
+    assert len(_decompose(decomposer, composite, 2).layers) == 2
+
+
+def test_a_rule_among_marks_of_its_colour_becomes_its_own_layer_when_asked_for(decomposer):
+    # Three small black rings (hollow, so together they read as the letters of a word) and a black rule across the
+    # page: the marks stay one layer, but with room in the layer count (3: the page, the marks, the rule) the rule is
+    # no letter and comes back as a layer of its own.
+    from benchmarks.samples import flat_layer
+    from benchmarks.samples_heldout import shape_mask
+
+    ink = shape_mask(384, 288, "line", (20, 200, 364, 200), stroke_px=4)
+    for x_px in (60, 170, 280):
+        ink = np.maximum(ink, shape_mask(384, 288, "ellipse", (x_px, 60, x_px + 50, 110), stroke_px=6))
+    composite, _ = _poster(384, 288, [flat_layer((20, 20, 20), ink)])
+    stack = _decompose(decomposer, composite, 3)
+    assert _composite_error(stack, composite) <= 1.0
+    assert len(stack.layers) == 3, [layer.name for layer in stack.layers]
+    rule, ring = _top_layer_at(stack, 200, 192), _top_layer_at(stack, 63, 85)
+    assert {rule, ring} == {1, 2}, [layer.name for layer in stack.layers]
+    assert stack.layers[rule].rgba[63, 85, 3] == 0 and stack.layers[rule].rgba[63, 195, 3] == 0, "no ring with the rule"

@@ -13,7 +13,7 @@ from ..base import CancelToken, ProgressCallback, no_progress
 from .build import build_elements
 from .cancel import cancel_scope
 from .compositing import correct_alpha, correct_residual, over_premul, solve_bottom
-from .depths import merge_phrases, split_depths, split_phrases, split_pieces
+from .depths import merge_phrases, split_depths, split_phrases, split_pieces, split_strokes
 from .elements import ElementKind, color_name
 from .fill import fill_background
 from .glows import find_glows
@@ -136,6 +136,7 @@ class CpuDecomposer:
             # designer sets a line as one text.)
             elements = split_phrases(elements, budget)
             elements = split_pieces(elements, budget)
+            elements = split_strokes(elements, budget)
         progress("elements", 1, 1)
 
         # 5. Order

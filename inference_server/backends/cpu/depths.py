@@ -3,12 +3,25 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from .cancel import checkpoint
 from .elements import Element, ElementKind, set_hull, set_mask, veiled_part
-from .masks import bbox_slices, filled, hull_mask, joint_hull, union_box
-from .tuning import BACKGROUND_GAP, MIN_ELEMENT_FRACTION, MIN_IMAGE_FRACTION, PIECE_GAP, SAME_COLOR, SOLID_PIECES
+from .masks import bbox_slices, filled, hull_mask, is_long, is_stroke, joint_hull, thickness_px, union_box
+from .tuning import (
+    BACKGROUND_GAP,
+    LONG_ELEMENT,
+    MIN_ELEMENT_FRACTION,
+    MIN_IMAGE_FRACTION,
+    PIECE_GAP,
+    SAME_COLOR,
+    SOLID_PIECES,
+    STROKE_SOLID,
+)
+
+logger = logging.getLogger(__name__)
 
 
 def split_depths(background: Element, elements: list[Element]) -> list[Element]:
@@ -237,6 +250,15 @@ def split_pieces(elements: list[Element], wanted: int) -> list[Element]:
             solidity = np.mean([piece.sum() / max(hull_mask(piece).sum(), 1) for piece in pieces])
             if not element.glyph_like or solidity >= SOLID_PIECES:
                 pieces_of[id(element)] = pieces
+            else:
+                # Letters stay together, but a rule running across the page or a frame round it (long: LONG_ELEMENT
+                # of the canvas, and no thicker than a thin line) is no letter of a missed word: it leaves the marks
+                # of its colour as a layer of its own.
+                rules = [piece for piece in pieces
+                         if is_long(piece, LONG_ELEMENT * max(piece.shape)) and thickness_px(piece) <= gap_px]
+                if rules and len(rules) < len(pieces):
+                    rest = element.mask & ~np.logical_or.reduce(rules)
+                    pieces_of[id(element)] = [rest] + rules
     while len(elements) < wanted and pieces_of:
         checkpoint()
         element = max((e for e in elements if id(e) in pieces_of), key=lambda e: int(pieces_of[id(e)][1].sum()))
@@ -250,4 +272,61 @@ def split_pieces(elements: list[Element], wanted: int) -> list[Element]:
             part.veiled = veiled_part(element.veiled, piece)
             set_hull(part)
             elements.append(part)
+    return elements
+
+
+def split_strokes(elements: list[Element], wanted: int) -> list[Element]:
+    """A shape that is an outline (a frame, a ring, an arc) with a solid shape of its colour drawn on or inside it (a
+    bulb on a frame's edge, a bar across a ring) split into the two, biggest shape first, while there are fewer than
+    ``wanted`` elements: a designer draws the outline and the figure as two things. The solid part is what is
+    STROKE_SOLID times thicker than the outline's stroke (a morphological opening); what it leaves must be thin and
+    hollow (``is_stroke``), so a shape with a thin tail or a tapering point stays whole."""
+    import cv2
+
+    if len(elements) >= wanted or not elements:
+        return elements
+    elements = list(elements)
+    size = elements[0].mask.size
+    least = MIN_ELEMENT_FRACTION * size
+    for element in sorted(elements, key=lambda e: -e.area):
+        if len(elements) >= wanted:
+            break
+        if (element.kind is not ElementKind.SHAPE or element.glyph_like or element.opacity < 1.0 or element.outlines
+                or element.veiled is not None or element.area < 2 * least):
+            continue
+        checkpoint()
+        box = bbox_slices(element.mask, 2)
+        crop = element.mask[box].astype(np.uint8)
+        dist = cv2.distanceTransform(crop, cv2.DIST_L2, 3)
+        # The stroke's half width: the distance to the outside along the mask's ridge, where most of it runs (a
+        # quarter of the ridge at least is outline: the thin part is the longer one).
+        ridge = (crop > 0) & (dist >= cv2.dilate(dist, np.ones((3, 3), np.uint8)))
+        if not ridge.any():
+            continue
+        radius_px = int(np.ceil(STROKE_SOLID * float(np.percentile(dist[ridge], 25)) + 1))
+        disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius_px + 1,) * 2)
+        solid = cv2.dilate((dist > radius_px).astype(np.uint8), disk).astype(bool) & (crop > 0)
+        thin = (crop > 0) & ~solid
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(thin.astype(np.uint8), connectivity=8)
+        if count < 2:
+            continue
+        areas = stats[1:, cv2.CC_STAT_AREA]
+        # The outline may be cut where the solid shape crosses it (two arcs); crumbs (a bulb's rays) go with the solid.
+        stroke = np.isin(labels, 1 + np.flatnonzero(areas >= 0.1 * areas.max()))
+        solid = (crop > 0) & ~stroke
+        if stroke.sum() < least or solid.sum() < least or not is_stroke(stroke, hull_mask(stroke)):
+            continue
+        logger.debug("split strokes: a %d px outline and a %d px solid shape of one colour", stroke.sum(), solid.sum())
+        elements.remove(element)
+        parts = []
+        for part_mask in (stroke, solid):
+            mask = np.zeros(element.mask.shape, bool)
+            mask[box] = part_mask
+            part = Element(ElementKind.SHAPE, mask, element.color_rgb, element.text)
+            part.host = element.host
+            set_hull(part)
+            parts.append(part)
+        # The solid shape is drawn on the outline: right above it (the ring under the bar across it).
+        parts[1].host = parts[0]
+        elements += parts
     return elements

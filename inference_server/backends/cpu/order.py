@@ -7,7 +7,7 @@ import numpy as np
 
 from .cancel import checkpoint
 from .elements import Element, ElementKind, owner_map, row_span
-from .masks import bbox_slices
+from .masks import bbox_slices, filled
 from .translucent import veiled_pairs
 from .tuning import BAND_PX, LABEL_BOX
 
@@ -48,17 +48,26 @@ def order_elements(elements: list[Element]) -> list[Element]:
     for level_index, level in enumerate(reversed(levels_front_to_back)):
         # Within a level (disjoint elements): images to the back, text to the front, bigger ones further back.
         rank = {ElementKind.IMAGE: 0, ElementKind.SHAPE: 1, ElementKind.TEXT: 2}
-        for a in sorted(level, key=lambda a: (rank[elements[a].kind], -elements[a].area)):
+        for a in sorted(level, key=lambda a: (rank[elements[a].kind], -footprint(elements[a]))):
             elements[a].level = level_index
             ordered.append(elements[a])
     # Marks drawn on a shape lie inside it only: right above their shape, so that a tight layer budget can fold
     # them back into it.
     for mark in [e for e in ordered if e.host is not None]:
-        host = next((i for i, e in enumerate(ordered) if e is mark.host), None)
-        if host is not None:
-            ordered.remove(mark)
-            ordered.insert(host + 1, mark)
+        if not any(e is mark.host for e in ordered):
+            continue
+        ordered.remove(mark)  # first: a mark sorted before its host would shift the host's index
+        host = next(i for i, e in enumerate(ordered) if e is mark.host)
+        ordered.insert(host + 1, mark)
     return ordered
+
+
+def footprint(element: Element) -> int:
+    """The area an element takes in the layout: a ring or frame (a stroke, its hull its own mask) counts the area
+    it encloses, so that within a level it lies behind what it frames, as a designer draws it."""
+    if element.hull is element.mask and not element.glyph_like and not element.outlines:
+        return int(filled(element.mask).sum())
+    return element.area
 
 
 def find_labels(elements: list[Element], above: np.ndarray, inside: np.ndarray) -> None:

@@ -167,6 +167,54 @@ def test_cancel_lands_inside_a_long_stage(decomposer, big_poster, stage):
     assert events[-1] == previous, f"the {stage} stage ran to its end after the cancel"
 
 
+@pytest.fixture(scope="module")
+def page_of_text():
+    """A page of 24 lines of words: the text detector reads it for a second or more on two cores."""
+    from PIL import ImageDraw, ImageFont
+
+    image = Image.new("RGB", (1000, 900), (250, 246, 236))
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.truetype("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", 22)
+    for row in range(24):
+        draw.text((40, 20 + 36 * row), f"Line {row} of the menu: pizza, pasta and salads from {row + 9}:00",
+                  font=font, fill=(30, 30, 30))
+    return np.asarray(image.convert("RGBA"))
+
+
+@pytest.mark.parametrize("stage", ["regions", "text"])
+def test_a_cancel_leaves_no_text_reading_running(decomposer, page_of_text, stage):
+    # The words are read on threads of their own beside the regions: a cancel while the regions run, or while
+    # the decomposition waits for the words, must stop those threads too before decompose returns (a server
+    # that canceled a job should not go on spending its cores on it).
+    import threading
+
+    if decomposer.threads is not None and decomposer.threads < 2:
+        pytest.skip("with one thread the words are read in the decomposition's own thread")
+    previous = {"regions": "check", "text": "regions"}[stage]
+    events = []
+    checks = []
+
+    class CountingToken(CancelToken):
+        def raise_if_canceled(self):
+            if events and events[-1] == previous:
+                checks.append(1)
+                if len(checks) == 2:  # the check after the stage's start: inside the stage (or its wait)
+                    self.cancel()
+            super().raise_if_canceled()
+
+    token = CountingToken()
+
+    def progress(stage_name, step, total):
+        if step == total:
+            events.append(stage_name)
+
+    with pytest.raises(JobCanceled):
+        _decompose(decomposer, page_of_text, 4, progress=progress, cancel=token)
+    assert events[-1] == previous, "the cancel did not land in the stage"
+    running = [thread.name for thread in threading.enumerate() if thread.name.startswith("cpu-text")]
+    assert running == [], "the text reading went on after the cancel"
+
+
 def test_a_palette_image_gets_a_teaching_error(decomposer):
     image = Image.new("P", (16, 16))
     with pytest.raises(InvalidInput, match="got mode 'P'"):

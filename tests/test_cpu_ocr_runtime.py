@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from inference_server.backends.cpu.ocr_runtime import FastSession, folded_model
+from inference_server.backends.cpu.ocr_runtime import FastSession, ParallelRecognizer, folded_model
 from inference_server.backends.cpu.text import TextDetector
 
 rapidocr = pytest.importorskip("rapidocr_onnxruntime")
@@ -33,7 +33,8 @@ def test_reads_what_rapidocrs_own_engine_reads():
     rgb = poster()
     words = detector.detect(rgb, [])
     engine = detector._engine
-    assert isinstance(engine.text_rec.session.session, FastSession)
+    assert isinstance(engine.text_rec, ParallelRecognizer)
+    assert isinstance(engine.text_rec.recognizer.session.session, FastSession)
     assert isinstance(engine.text_det.infer.session, FastSession)
     # rapidocr's own engine, graphs and sessions as it builds them, on the same input
     plain = TextDetector()
@@ -76,3 +77,23 @@ def test_no_scalar_affine_is_left_between_the_convolutions():
         graph = onnx.load_from_string(folded_model(path)).graph
         g = _Graph(graph)
         assert not [node for node in graph.node for x in node.output if g.scalar_affine(x)], name
+
+
+def test_batches_side_by_side_read_exactly_what_one_after_the_other_reads():
+    """The recognizer's batches run on two threads (one ONNX Runtime thread each): every line must come back with
+    the same text and the same score, to the bit, as rapidocr's own loop over the same batches gives; lines of one
+    width (ties in its order by aspect ratio) included."""
+    detector = TextDetector()
+    detector.detect(poster(), [])
+    parallel = detector._engine.text_rec
+    font = ImageFont.truetype(FONT, 20)
+    lines = []
+    for index in range(15):
+        text = LINES[index % 3][: 8 + 2 * (index % 7)]
+        line = Image.new("RGB", (12 * len(text) + 10, 30), (250, 244, 230))
+        ImageDraw.Draw(line).text((5, 3), text, font=font, fill=(30, 30, 30))
+        lines.append(np.asarray(line)[..., ::-1].copy())
+    side_by_side, _ = ParallelRecognizer(parallel.recognizer, 2)(lines)
+    one_after_the_other, _ = parallel.recognizer(lines)  # rapidocr's own loop (the same one-thread session)
+    assert side_by_side == one_after_the_other
+    assert any("pizza" in text for text, _ in side_by_side)

@@ -26,6 +26,11 @@ def cancel_scope(token: CancelToken) -> Iterator[None]:
         _running.cancel = outer
 
 
+def running_token() -> CancelToken | None:
+    """This thread's running token (None outside a decomposition): for work handed to other threads."""
+    return getattr(_running, "cancel", None)
+
+
 def checkpoint() -> None:
     """Stop here (JobCanceled) if this thread's decomposition was canceled."""
     token = getattr(_running, "cancel", None)

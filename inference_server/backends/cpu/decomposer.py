@@ -99,13 +99,17 @@ class CpuDecomposer:
         # and the detector leaves part of the cores idle (its Python pre- and post-processing, its serial passes).
         # Not when the thread budget is one thread (a 1-CPU replica): then the two run one after the other.
         begin("regions")
-        words_read = self.text_detector.detect_async(rgb_u8) if self.threads is None or self.threads > 1 else None
-        regions = find_regions(rgb)
-        progress("regions", 1, 1)
+        reading = self.text_detector.detect_async(rgb_u8) if self.threads is None or self.threads > 1 else None
+        try:
+            regions = find_regions(rgb)
+            progress("regions", 1, 1)
 
-        # 3. Text
-        begin("text")
-        words = words_read(notes) if words_read is not None else self.text_detector.detect(rgb_u8, notes)
+            # 3. Text
+            begin("text")
+            words = reading.words(notes, cancel) if reading is not None else self.text_detector.detect(rgb_u8, notes)
+        finally:
+            if reading is not None:
+                reading.abandon()  # a cancel (or an error) in the regions or while waiting: no reading goes on
         progress("text", 1, 1)
 
         # 4. Elements
@@ -266,7 +270,6 @@ def merge_group(rgba_list: list[np.ndarray]) -> np.ndarray:
         compositor.add(rgba[top_px:top_px + height_px, left_px:left_px + width_px], left_px - x0, top_px - y0)
     inside = compositor.result()
     # The compositor leaves colour 0 where all alphas are 0: keep the front element's colour there.
-    empty = inside[..., 3] == 0
-    inside[empty, :3] = merged[y0:y1, x0:x1][empty, :3]
+    np.copyto(inside[..., :3], merged[y0:y1, x0:x1, :3], where=(inside[..., 3] == 0)[..., None])
     merged[y0:y1, x0:x1] = inside
     return merged

@@ -15,11 +15,18 @@ from .tuning import BAND_PX, MIN_REGION_FRACTION, SAME_COLOR
 
 
 def nearest_colors(rgb: np.ndarray, source: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For every pixel: the colour of the nearest ``source`` pixel and the distance to it (px)."""
+    """For every pixel: the colour of the nearest ``source`` pixel and the distance to it (px). ``rgb``: H×W×3,
+    contiguous."""
     if not source.any():
         return np.zeros_like(rgb), np.full(source.shape, np.inf, np.float32)
     nearest_at, distance = nearest_pixel(source)
-    return rgb.reshape(-1, 3)[nearest_at(slice(None))].reshape(rgb.shape), distance
+    return pixels_at(rgb, nearest_at(slice(None))).reshape(rgb.shape), distance
+
+
+def pixels_at(rgb: np.ndarray, flat_indices: np.ndarray) -> np.ndarray:
+    """The colours (N×3) of a contiguous H×W×3 image at flat pixel indices. (np.take: the same rows as indexing
+    with the array, twice as fast.)"""
+    return np.take(rgb.reshape(-1, 3), flat_indices, axis=0)
 
 
 def counters(crop_rgb: np.ndarray, crop_core: np.ndarray, element: Element, loose: np.ndarray) -> np.ndarray:
@@ -98,7 +105,7 @@ def peel(rgb: np.ndarray, blank: np.ndarray, element: Element, covering: np.ndar
     core = element.mask
     # Work inside the element's bounding box plus a margin; the colour outside it is the nearest colour anyway.
     box = bbox_slices(element.hull, BAND_PX + 2)
-    crop_rgb, crop_core = rgb[box], core[box]
+    crop_rgb, crop_core = np.ascontiguousarray(rgb[box]), core[box]  # (its colours are looked up by flat index)
     translucent = element.opacity < 1.0
     if translucent:
         # Its pieces (over different things) are one sheet: close the seams between them, one colour throughout.
@@ -115,10 +122,10 @@ def peel(rgb: np.ndarray, blank: np.ndarray, element: Element, covering: np.ndar
     outside = ~grown
     alpha = crop_core.astype(np.float32)
     if band.any() and outside.any():
-        near_b, _ = nearest_colors(crop_rgb, outside)
+        nearest_outside, _ = nearest_pixel(outside)
         checkpoint()
         f = near_f[band].astype(np.float32)
-        b = near_b[band].astype(np.float32)
+        b = pixels_at(crop_rgb, nearest_outside(np.flatnonzero(band.ravel()))).astype(np.float32)  # (band only)
         i = crop_rgb[band].astype(np.float32)
         fb = f - b
         denom = (fb * fb).sum(axis=1)

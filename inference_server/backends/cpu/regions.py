@@ -143,9 +143,7 @@ def region_stats(rgb: np.ndarray, count: int, labels: np.ndarray) -> Regions:
     min_area = max(6, int(MIN_REGION_FRACTION * height_px * width_px))
     small = areas < min_area
     small[0] = True  # label 0 = edge pixels
-    remap = np.where(small, 0, np.arange(count))
-    labels = remap[labels]
-    # Renumber to 1..k
+    # Renumber to 1..k (the small regions to 0): one look-up over the image
     keep = np.flatnonzero(~small)
     renumber = np.zeros(count, np.int64)
     renumber[keep] = np.arange(1, keep.size + 1)
@@ -160,23 +158,36 @@ def region_stats(rgb: np.ndarray, count: int, labels: np.ndarray) -> Regions:
     step_px = 2 if height_px * width_px > 300_000 else 1
     grid_ys, grid_xs = np.mgrid[0:height_px:step_px, 0:width_px:step_px]
     design = features_at(grid_ys.ravel(), grid_xs.ravel(), height_px, width_px)
-    features = [design[:, i] for i in range(6)]
-    colors = rgb[::step_px, ::step_px].reshape(-1, 3).astype(np.float64)
-    flat_labels = labels[::step_px, ::step_px].ravel()
+    # The 42 sums below are np.bincount's, which copies labels that are not intp and weights that are not
+    # contiguous on every call: both are made so once (the sums are the same, term by term in the same order).
+    features = [np.ascontiguousarray(design[:, i]) for i in range(6)]
+    colors = list(rgb[::step_px, ::step_px].reshape(-1, 3).astype(np.float64).T.copy())
+    flat_labels = labels[::step_px, ::step_px].ravel().astype(np.intp)
     sampled = np.bincount(flat_labels, minlength=count).astype(np.float64)
     safe_areas = np.maximum(sampled, 1.0)
-    # Per-region normal equations from bincount sums: Σ f_i f_j and Σ f_i c.
+    # Per-region normal equations from bincount sums: Σ f_i f_j and Σ f_i c. Feature 0 is 1 (1·f is f, and Σ 1 is
+    # the count) and x·x, x·y, y·y are features 3, 4, 5 themselves: those products' sums are in row 0 already.
+    squares = {(1, 1): 3, (1, 2): 4, (2, 2): 5}
     gram = np.zeros((count, 6, 6))
+    gram[:, 0, 0] = sampled
     for i in range(6):
         checkpoint()
-        for j in range(i, 6):
-            gram[:, i, j] = gram[:, j, i] = np.bincount(flat_labels, features[i] * features[j], minlength=count)
+        for j in range(max(i, 1), 6):
+            sums: np.ndarray
+            if i == 0:
+                sums = np.bincount(flat_labels, features[j], minlength=count)
+            elif (i, j) in squares:
+                sums = gram[:, 0, squares[i, j]]
+            else:
+                sums = np.bincount(flat_labels, features[i] * features[j], minlength=count)
+            gram[:, i, j] = gram[:, j, i] = sums
     rhs = np.zeros((count, 6, 3))
     for i in range(6):
         checkpoint()
         for c in range(3):
-            rhs[:, i, c] = np.bincount(flat_labels, features[i] * colors[:, c], minlength=count)
-    sq = np.stack([np.bincount(flat_labels, colors[:, c] ** 2, minlength=count) for c in range(3)], axis=1)
+            weights = colors[c] if i == 0 else features[i] * colors[c]
+            rhs[:, i, c] = np.bincount(flat_labels, weights, minlength=count)
+    sq = np.stack([np.bincount(flat_labels, colors[c] ** 2, minlength=count) for c in range(3)], axis=1)
     coefs = np.linalg.solve(gram + np.eye(6) * 1e-6, rhs)
     sse = sq - np.einsum("kic,kic->kc", coefs, rhs)
     residuals = np.sqrt(np.maximum(sse.sum(axis=1), 0.0) / (3 * safe_areas))

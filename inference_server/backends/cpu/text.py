@@ -3,14 +3,16 @@
 
 from __future__ import annotations
 
+import os
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
-from .ocr_runtime import FastSession
+from ..base import CancelToken
+from .cancel import cancel_scope, checkpoint
+from .ocr_runtime import FastSession, ParallelRecognizer
 from .tuning import OCR_DET_MAX_SIDE_PX, OCR_DET_SIDE_PX, OCR_MAX_SIDE_PX
 
 
@@ -59,6 +61,7 @@ class TextDetector:
         # lowered for such long thin images only, so that the longer side stays within OCR_DET_MAX_SIDE_PX.
         det_side_px = min(OCR_DET_SIDE_PX, OCR_DET_MAX_SIDE_PX * min(small.shape[:2]) / max(small.shape[:2]))
         with self._run_lock:  # the limit, and the thresholds rapidocr's call sets, live on the shared engine
+            checkpoint()  # (a reading abandoned while it waited for the engine does not start)
             if hasattr(engine.text_det, "limit_side_len"):  # rapidocr-onnxruntime 1.4's detector
                 engine.text_det.limit_side_len = det_side_px
             result, _ = engine(np.ascontiguousarray(cv2.cvtColor(small, cv2.COLOR_RGB2BGR)), use_cls=False)
@@ -73,32 +76,10 @@ class TextDetector:
             words.append(Word(np.asarray(box, np.float64) / scale, str(text).strip()))
         return words
 
-    def detect_async(self, rgb_u8: np.ndarray) -> Callable[[list[str]], list[Word]]:
-        """``detect`` started on a thread of its own; the call it returns waits for the words (adding detect's notes
-        to its list, raising what detect raised). ONNX Runtime leaves the GIL while it runs, and part of the cores
+    def detect_async(self, rgb_u8: np.ndarray) -> Reading:
+        """``detect`` started on a thread of its own. ONNX Runtime leaves the GIL while it runs, and part of the cores
         between and inside its passes: the caller's other work (the regions, which need no words) fills them."""
-        outcome: dict = {}
-
-        def read() -> None:
-            own_notes: list[str] = []
-            try:
-                outcome["words"] = self.detect(rgb_u8, own_notes)
-            except BaseException as error:  # noqa: BLE001 - handed to the caller, raised there
-                outcome["error"] = error
-            outcome["notes"] = own_notes
-
-        # A daemon: a canceled job does not wait for the reading it no longer needs (it ends with its current pass).
-        thread = threading.Thread(target=read, name="cpu-text-detector", daemon=True)
-        thread.start()
-
-        def words(notes: list[str]) -> list[Word]:
-            thread.join()
-            notes.extend(outcome["notes"])
-            if "error" in outcome:
-                raise outcome["error"]
-            return outcome["words"]
-
-        return words
+        return Reading(self, rgb_u8)
 
     def _load(self, notes: list[str]):
         with self._lock:
@@ -109,11 +90,51 @@ class TextDetector:
                     options = {} if self.threads is None else {"intra_op_num_threads": self.threads,
                                                                 "inter_op_num_threads": 1}
                     engine = RapidOCR(**options)
-                    for wrapper in (engine.text_det.infer, engine.text_rec.session):  # (the classifier is unused)
-                        wrapper.session = FastSession.of(wrapper.session)
+                    # (the classifier is unused)
+                    engine.text_det.infer.session = FastSession.of(engine.text_det.infer.session)
+                    engine.text_rec.session.session = FastSession.of(engine.text_rec.session.session, threads=1)
+                    engine.text_rec = ParallelRecognizer(engine.text_rec, self.threads or os.cpu_count() or 1)
                     self._engine = engine
                 except Exception as error:  # missing wheel or broken onnxruntime: decompose without text cues
                     self.failure = f"{type(error).__name__}: {error}"
             if self.failure:
                 notes.append(f"text detector unavailable ({self.failure}); text is treated as shapes")
             return self._engine
+
+
+class Reading:
+    """One image's words, read by ``TextDetector.detect`` on a thread of its own."""
+
+    def __init__(self, detector: TextDetector, rgb_u8: np.ndarray) -> None:
+        self._stop = CancelToken()  # the reading's own: set when its words are no longer wanted
+        self._outcome: dict = {}
+        self._thread = threading.Thread(target=self._read, args=(detector, rgb_u8), name="cpu-text-detector",
+                                        daemon=True)
+        self._thread.start()
+
+    def _read(self, detector: TextDetector, rgb_u8: np.ndarray) -> None:
+        own_notes: list[str] = []
+        try:
+            with cancel_scope(self._stop):
+                self._outcome["words"] = detector.detect(rgb_u8, own_notes)
+        except BaseException as error:  # noqa: BLE001 - handed to the caller, raised there
+            self._outcome["error"] = error
+        self._outcome["notes"] = own_notes
+
+    def words(self, notes: list[str], cancel: CancelToken) -> list[Word]:
+        """Wait for the words (adding detect's notes to ``notes``, raising what detect raised); JobCanceled as soon
+        as ``cancel`` is set (call ``abandon`` then)."""
+        while self._thread.is_alive():
+            self._thread.join(0.02)
+            cancel.raise_if_canceled()
+        notes.extend(self._outcome["notes"])
+        if "error" in self._outcome:
+            raise self._outcome["error"]
+        return self._outcome["words"]
+
+    def abandon(self) -> None:
+        """Stop the reading at the end of its running ONNX Runtime pass (the detector's, or a batch of the
+        recognizer's: tenths of a second) and wait for that, so that nothing of a canceled job goes on running
+        after it; nothing to do once the reading ended."""
+        self._stop.cancel()
+        self._thread.join()

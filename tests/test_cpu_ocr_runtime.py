@@ -97,3 +97,12 @@ def test_batches_side_by_side_read_exactly_what_one_after_the_other_reads():
     one_after_the_other, _ = parallel.recognizer(lines)  # rapidocr's own loop (the same one-thread session)
     assert side_by_side == one_after_the_other
     assert any("pizza" in text for text, _ in side_by_side)
+
+
+def test_a_recognizer_of_another_rapidocr_keeps_its_own_batching():
+    class OtherRecognizer:  # a rapidocr whose recognizer lacks the names the side-by-side batching reads
+        def __call__(self, img_list, return_word_box=False):
+            return [("", 0.0)] * len(img_list), 0.0
+
+    other = OtherRecognizer()
+    assert ParallelRecognizer.of(other, workers=2) is other

@@ -75,9 +75,22 @@ class ParallelRecognizer:
     each padded to its widest line), so each line reads the same, to the bit: the recognizer's kernels give the
     same numbers on one thread as on several. The widest batches start first (they take longest)."""
 
+    # What __call__ reads of rapidocr's TextRecognizer (rapidocr-onnxruntime 1.4's names)
+    USES = ("rec_batch_num", "rec_image_shape", "resize_norm_img", "postprocess_op", "session")
+
     def __init__(self, recognizer, workers: int) -> None:
         self.recognizer = recognizer  # rapidocr's TextRecognizer, its session running one thread per call
         self.workers = workers
+
+    @classmethod
+    def of(cls, recognizer, workers: int):
+        """``recognizer`` with its batches side by side; ``recognizer`` itself when it is another rapidocr's than we
+        know (one batch after the other: slower, never wrong)."""
+        missing = [name for name in cls.USES if not hasattr(recognizer, name)]
+        if missing:
+            logger.info("text recognizer: kept rapidocr's own batching (no %s)", ", ".join(missing))
+            return recognizer
+        return cls(recognizer, workers)
 
     def __call__(self, img_list, return_word_box: bool = False):
         from concurrent.futures import ThreadPoolExecutor

@@ -92,8 +92,12 @@ class TextDetector:
                     engine = RapidOCR(**options)
                     # (the classifier is unused)
                     engine.text_det.infer.session = FastSession.of(engine.text_det.infer.session)
-                    engine.text_rec.session.session = FastSession.of(engine.text_rec.session.session, threads=1)
-                    engine.text_rec = ParallelRecognizer(engine.text_rec, self.threads or os.cpu_count() or 1)
+                    recognizer = ParallelRecognizer.of(engine.text_rec, self.threads or os.cpu_count() or 1)
+                    # side by side, each batch runs on one thread; rapidocr's own batching keeps its threads
+                    engine.text_rec.session.session = FastSession.of(
+                        engine.text_rec.session.session,
+                        threads=1 if isinstance(recognizer, ParallelRecognizer) else None)
+                    engine.text_rec = recognizer
                     self._engine = engine
                 except Exception as error:  # missing wheel or broken onnxruntime: decompose without text cues
                     self.failure = f"{type(error).__name__}: {error}"

@@ -621,6 +621,26 @@ def test_small_text_on_a_page_comes_back_as_a_text_layer(decomposer):
     assert np.abs(background[wanted] - (246, 242, 232)).max() < 24, "letter-shaped marks left in the page"
 
 
+def test_small_light_text_on_a_dark_page_comes_back_in_its_ink_colour_with_soft_edges(decomposer):
+    # Body text 13 px high, white on navy (a menu): every letter pixel is anti-aliased, a mix of ink and page.
+    # The text layer holds the ink's colour with the mix in its alpha (as a designer's text layer does), not
+    # the mixed greys at full opacity.
+    from benchmarks.samples import font
+
+    size_px = 512
+    page = np.zeros((size_px, size_px, 4), np.uint8)
+    page[...] = (20, 23, 35, 255)
+    words = _drawn_layer(size_px, lambda d, s: d.text((40 * s, 300 * s), "Fresh bread and soup every morning",
+                                                      font=font(13 * s), fill=(250, 250, 250, 255)))
+    image = composite_over([page, words])
+    stack = _decompose(decomposer, image, 2)
+    assert _composite_error(stack, image) <= 1.0
+    text = stack.layers[-1].rgba.astype(float)
+    letters = words[..., 3] > 0
+    assert np.abs(text[letters][:, :3] - 250.0).mean() < 12.0, "the letters' colour is the ink's"
+    assert np.abs(text[..., 3] - words[..., 3])[letters].mean() < 6.0, "the letters' edges are soft"
+
+
 def test_the_words_of_a_long_thin_banner_come_back_as_a_text_layer(decomposer):
     # A 1200 × 110 menu bar: the detector's copy of it is capped in length (not scaled up to a 5000 px strip);
     # its words are still read and come back as a text layer above the bar.

@@ -11,7 +11,7 @@ from .cancel import checkpoint
 from .elements import Element, ElementKind, owner_map
 from .masks import bbox_slices, filled, joint_hull, nearest_pixel
 from .regions import channel_max
-from .tuning import BAND_PX, MIN_REGION_FRACTION, SAME_COLOR
+from .tuning import BAND_PX, MIN_REGION_FRACTION, RIM_OFF_LINE, SAME_COLOR
 
 
 def nearest_colors(rgb: np.ndarray, source: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -55,6 +55,7 @@ class Claims:
     cores: np.ndarray  # int32 H×W
     colors_rgb: np.ndarray  # (elements + 1)×3, row 0 unused
     loose: np.ndarray  # bool H×W
+    photo: np.ndarray  # bool H×W: photographs' pixels (image elements, a photo background)
 
     @classmethod
     def of(cls, elements: list[Element], background: Element) -> Claims:
@@ -62,7 +63,11 @@ class Claims:
         colors = np.zeros((len(elements) + 1, 3))
         for index, element in enumerate(elements, start=1):
             colors[index] = element.color_rgb
-        return cls(cores, colors, (cores == 0) & ~background.mask)
+        photo = background.mask.copy() if not getattr(background, "regions", []) else np.zeros_like(background.mask)
+        for element in elements:
+            if element.kind is ElementKind.IMAGE:
+                photo |= element.mask
+        return cls(cores, colors, (cores == 0) & ~background.mask, photo)
 
 
 def own_color_at(shows: np.ndarray, covering: np.ndarray, others: np.ndarray, near_edge: np.ndarray) -> np.ndarray:
@@ -115,6 +120,20 @@ def peel(rgb: np.ndarray, blank: np.ndarray, element: Element, covering: np.ndar
         core_distance_px = np.zeros(crop_core.shape, np.float32)  # (unused: no edge split for translucent sheets)
     else:
         near_f, core_distance_px = nearest_colors(crop_rgb, crop_core)
+    # The core's outermost pixels are often the anti-aliased edge itself (all of small text is): their colour
+    # is the ink mixed with what lies under it. Where the core has an inside (past its rim), the soft edge and
+    # the rim take the nearest inside colour, the ink's, with the alpha of the colour line below.
+    rim = np.zeros(crop_core.shape, bool)
+    thin = False
+    inked = not translucent and element.kind in (ElementKind.SHAPE, ElementKind.TEXT)
+    if inked:
+        inside = cv2.erode(crop_core.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+        rim = crop_core & ~inside
+        thin = inside.sum() < rim.sum()
+        if thin:
+            rim = crop_core.copy()  # (small text, hairlines): all of it is edge, its inside no purer than its rim
+        else:
+            near_f = nearest_colors(crop_rgb, inside)[0]
     checkpoint()
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * BAND_PX + 1, 2 * BAND_PX + 1))
     grown = cv2.dilate(crop_core.astype(np.uint8), kernel).astype(bool)
@@ -124,6 +143,10 @@ def peel(rgb: np.ndarray, blank: np.ndarray, element: Element, covering: np.ndar
     if band.any() and outside.any():
         nearest_outside, _ = nearest_pixel(outside)
         checkpoint()
+        if rim.any() and thin:
+            # A thin element's ink: the mean of its pixels that stand out most from the ground (their tenth).
+            away = np.linalg.norm(crop_rgb[rim] - near_b[rim], axis=1)
+            near_f = np.broadcast_to(crop_rgb[rim][away >= np.percentile(away, 90)].mean(axis=0), crop_rgb.shape)
         f = near_f[band].astype(np.float32)
         b = pixels_at(crop_rgb, nearest_outside(np.flatnonzero(band.ravel()))).astype(np.float32)  # (band only)
         i = crop_rgb[band].astype(np.float32)
@@ -133,6 +156,23 @@ def peel(rgb: np.ndarray, blank: np.ndarray, element: Element, covering: np.ndar
         # Where F and B are nearly the same colour the projection is noise: decide by distance instead.
         fallback = (np.linalg.norm(i - f, axis=1) < np.linalg.norm(i - b, axis=1)).astype(np.float32)
         alpha[band] = np.where(denom > 15.0 ** 2, np.clip(projected, 0.0, 1.0), fallback)
+        if rim.any():
+            near_photo = cv2.dilate(claims.photo[box].astype(np.uint8), kernel).astype(bool)
+            # (Nor on the canvas's edge: a shape running off the canvas is cut there, not anti-aliased.)
+            rows, cols = np.ogrid[box[0], box[1]]
+            near_photo |= (rows == 0) | (rows == rgb.shape[0] - 1) | (cols == 0) | (cols == rgb.shape[1] - 1)
+            # The rim: fractional only where it lies on the colour line (a mix of F and B, not a third colour).
+            b = near_b[rim].astype(np.float32)
+            i = crop_rgb[rim].astype(np.float32)
+            f = near_f[rim].astype(np.float32)
+            fb = f - b
+            denom = (fb * fb).sum(axis=1)
+            projected = np.clip(((i - b) * fb).sum(axis=1) / np.maximum(denom, 1e-6), 0.0, 1.0)
+            off_line = np.linalg.norm(i - (b + projected[:, None] * fb), axis=1)
+            # (Not next to a photograph: the mix would be with texture, which then shows in the layer below.)
+            mixed = (denom > 15.0 ** 2) & (off_line < RIM_OFF_LINE) & ~near_photo[rim]
+            alpha[rim] = np.where(mixed, projected, 1.0)
+            rim[rim] = mixed  # (the rest keeps its own colour)
     elif band.any():
         alpha[band] = 1.0
     # Two layers should not both hold a pixel (LayerD's scoring, and an editor's eye, see faint alpha of one
@@ -160,6 +200,8 @@ def peel(rgb: np.ndarray, blank: np.ndarray, element: Element, covering: np.ndar
     out = np.zeros(crop_rgb.shape[:2] + (4,), np.uint8)
     near_edge = cv2.dilate(grown.astype(np.uint8), kernel).astype(bool)
     own = own_color_at(alpha > 0, covering[box], others, near_edge)
+    if inked:
+        own &= ~crop_core | rim  # (a core pixel's own colour is itself; only the mixed rim's is the ink's)
     out[..., :3] = np.where(own[..., None], np.clip(np.rint(near_f), 0, 255), crop_rgb).astype(np.uint8)
     out[..., 3] = np.clip(np.rint(alpha * 255.0), 0, 255).astype(np.uint8)
     rgba[box] = out

@@ -8,6 +8,7 @@ SAME_COLOR = 28.0  # Euclidean RGB distance under which two flat regions are one
 STROKE_THICKNESS = 0.1  # rings and outlines: thinner than this share of their hull's size (sqrt of its area)
 BACKGROUND_GAP = 0.35  # same-colour pieces with more background than this between them are separate shapes
 BAND_PX = 3  # width of the soft-edge band around an element's regions
+RIM_OFF_LINE = 12.0  # a core's outermost pixel within this (Euclidean) of the line between its ink and ground is a mix
 LEFTOVER_REACH = 0.25  # a stroke no region caught joins an element at most this share of the diagonal away
 MIN_LEFTOVER_ALPHA = 0.5  # ... with its pixels that show at least this much of the element's colour
 MIN_REGION_FRACTION = 0.0002  # regions smaller than this part of the image are edge/noise pixels

@@ -143,9 +143,11 @@ def peel(rgb: np.ndarray, blank: np.ndarray, element: Element, covering: np.ndar
     if band.any() and outside.any():
         nearest_outside, _ = nearest_pixel(outside)
         checkpoint()
+        if rim.any():
+            rim_b = pixels_at(crop_rgb, nearest_outside(np.flatnonzero(rim.ravel())))  # the ground next to the rim
         if rim.any() and thin:
             # A thin element's ink: the mean of its pixels that stand out most from the ground (their tenth).
-            away = np.linalg.norm(crop_rgb[rim] - near_b[rim], axis=1)
+            away = np.linalg.norm(crop_rgb[rim] - rim_b, axis=1)
             near_f = np.broadcast_to(crop_rgb[rim][away >= np.percentile(away, 90)].mean(axis=0), crop_rgb.shape)
         f = near_f[band].astype(np.float32)
         b = pixels_at(crop_rgb, nearest_outside(np.flatnonzero(band.ravel()))).astype(np.float32)  # (band only)
@@ -162,7 +164,7 @@ def peel(rgb: np.ndarray, blank: np.ndarray, element: Element, covering: np.ndar
             rows, cols = np.ogrid[box[0], box[1]]
             near_photo |= (rows == 0) | (rows == rgb.shape[0] - 1) | (cols == 0) | (cols == rgb.shape[1] - 1)
             # The rim: fractional only where it lies on the colour line (a mix of F and B, not a third colour).
-            b = near_b[rim].astype(np.float32)
+            b = rim_b.astype(np.float32)
             i = crop_rgb[rim].astype(np.float32)
             f = near_f[rim].astype(np.float32)
             fb = f - b

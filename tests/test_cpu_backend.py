@@ -137,30 +137,36 @@ def big_poster():
     return make_sample("flat", 3000, 2000, seed=1).composite
 
 
-@pytest.mark.parametrize("stage", ["regions", "elements", "fill", "residual"])
-def test_cancel_lands_inside_a_long_stage(decomposer, big_poster, stage):
-    # The cancel arrives while the stage runs (at its second checkpoint): the decomposition must stop there, not
-    # run the stage to its end (on 12 MP a stage took up to 7.6 s). How soon, in seconds, bench_decompose measures.
-    previous = {"regions": "check", "elements": "text", "fill": "peel", "residual": "fill"}[stage]
-    events = []
-    checkpoints_in_stage = []
+def cancel_after_stage(previous: str, at_check: int):
+    """A cancel token that cancels itself at its ``at_check``-th check after stage ``previous`` has ended, the
+    progress callback that records each ended stage, the ended stages and the checks counted after ``previous``."""
+    events: list[str] = []
+    checks: list[int] = []
 
     class CountingToken(CancelToken):
-        """Every check of the token: the stage's start and then each checkpoint inside the stage."""
+        """Every check of the token: the next stage's start and then each checkpoint inside that stage."""
 
         def raise_if_canceled(self):
             if events and events[-1] == previous:
-                checkpoints_in_stage.append(1)
-                if len(checkpoints_in_stage) == 3:  # the third check after the previous stage: inside this one
+                checks.append(1)
+                if len(checks) == at_check:
                     self.cancel()
             super().raise_if_canceled()
-
-    token = CountingToken()
 
     def progress(stage_name, step, total):
         if step == total:
             events.append(stage_name)
 
+    return CountingToken(), progress, events, checks
+
+
+@pytest.mark.parametrize("stage", ["regions", "elements", "fill", "residual"])
+def test_cancel_lands_inside_a_long_stage(decomposer, big_poster, stage):
+    # The cancel arrives while the stage runs (at its second checkpoint): the decomposition must stop there, not
+    # run the stage to its end (on 12 MP a stage took up to 7.6 s). How soon, in seconds, bench_decompose measures.
+    previous = {"regions": "check", "elements": "text", "fill": "peel", "residual": "fill"}[stage]
+    # the third check after the previous stage: inside this one
+    token, progress, events, checkpoints_in_stage = cancel_after_stage(previous, at_check=3)
     with pytest.raises(JobCanceled):
         _decompose(decomposer, big_poster, 4, progress=progress, cancel=token)
     assert len(checkpoints_in_stage) == 3, "the stage has no checkpoints, or went on after the cancel"
@@ -191,23 +197,8 @@ def test_a_cancel_leaves_no_text_reading_running(decomposer, page_of_text, stage
     if decomposer.threads is not None and decomposer.threads < 2:
         pytest.skip("with one thread the words are read in the decomposition's own thread")
     previous = {"regions": "check", "text": "regions"}[stage]
-    events = []
-    checks = []
-
-    class CountingToken(CancelToken):
-        def raise_if_canceled(self):
-            if events and events[-1] == previous:
-                checks.append(1)
-                if len(checks) == 2:  # the check after the stage's start: inside the stage (or its wait)
-                    self.cancel()
-            super().raise_if_canceled()
-
-    token = CountingToken()
-
-    def progress(stage_name, step, total):
-        if step == total:
-            events.append(stage_name)
-
+    # the check after the stage's start: inside the stage (or its wait)
+    token, progress, events, _ = cancel_after_stage(previous, at_check=2)
     with pytest.raises(JobCanceled):
         _decompose(decomposer, page_of_text, 4, progress=progress, cancel=token)
     assert events[-1] == previous, "the cancel did not land in the stage"

@@ -23,8 +23,7 @@ def fill_background(rgb: np.ndarray, background: Element, hole: np.ndarray,
     known = ~hole
     if not known.any():
         return np.broadcast_to(background.color_rgb, rgb.shape).astype(np.float64).copy()
-    regions = getattr(background, "regions", [])
-    if regions:
+    if background.regions:
         # Flat or gradient: fit one quadratic model over the background's own pixels, evaluate everywhere.
         sample = background.mask & known
         if sample.sum() < 12:

@@ -29,6 +29,18 @@ def pixels_at(rgb: np.ndarray, flat_indices: np.ndarray) -> np.ndarray:
     return np.take(rgb.reshape(-1, 3), flat_indices, axis=0)
 
 
+# Where F and B are nearly the same colour (squared distance under this) a pixel's place between them is noise.
+DISTINCT_SQ = 15.0 ** 2
+
+
+def on_line(i: np.ndarray, f: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Colours ``i`` (N×3) seen as mixes of ``f`` (share 1) and ``b`` (share 0): each one's share of ``f`` along the
+    line (unclipped), the steps f − b and their squared lengths."""
+    fb = f - b
+    denom = (fb * fb).sum(axis=1)
+    return ((i - b) * fb).sum(axis=1) / np.maximum(denom, 1e-6), fb, denom
+
+
 def counters(crop_rgb: np.ndarray, crop_core: np.ndarray, element: Element, loose: np.ndarray) -> np.ndarray:
     """The counters of small letters on a shape (the green inside an 'a' or an 'o' on a green button): too small
     to be regions, they belong to nothing and would show as letter-shaped holes in the shape. Small pieces of the
@@ -63,7 +75,7 @@ class Claims:
         colors = np.zeros((len(elements) + 1, 3))
         for index, element in enumerate(elements, start=1):
             colors[index] = element.color_rgb
-        photo = background.mask.copy() if not getattr(background, "regions", []) else np.zeros_like(background.mask)
+        photo = np.zeros_like(background.mask) if background.regions else background.mask.copy()
         for element in elements:
             if element.kind is ElementKind.IMAGE:
                 photo |= element.mask
@@ -129,7 +141,7 @@ def peel(rgb: np.ndarray, blank: np.ndarray, element: Element, covering: np.ndar
     if inked:
         inside = cv2.erode(crop_core.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
         rim = crop_core & ~inside
-        thin = inside.sum() < rim.sum()
+        thin = bool(np.count_nonzero(inside) < np.count_nonzero(rim))
         if thin:
             rim = crop_core.copy()  # (small text, hairlines): all of it is edge, its inside no purer than its rim
         else:
@@ -145,34 +157,32 @@ def peel(rgb: np.ndarray, blank: np.ndarray, element: Element, covering: np.ndar
         checkpoint()
         if rim.any():
             rim_b = pixels_at(crop_rgb, nearest_outside(np.flatnonzero(rim.ravel())))  # the ground next to the rim
-        if rim.any() and thin:
-            # A thin element's ink: the mean of its pixels that stand out most from the ground (their tenth).
-            away = np.linalg.norm(crop_rgb[rim] - rim_b, axis=1)
-            near_f = np.broadcast_to(crop_rgb[rim][away >= np.percentile(away, 90)].mean(axis=0), crop_rgb.shape)
+            if thin:
+                # A thin element's ink: the mean of its pixels that stand out most from the ground (their tenth).
+                away = np.linalg.norm(crop_rgb[rim] - rim_b, axis=1)
+                near_f = np.broadcast_to(crop_rgb[rim][away >= np.percentile(away, 90)].mean(axis=0),
+                                         crop_rgb.shape)
         f = near_f[band].astype(np.float32)
         b = pixels_at(crop_rgb, nearest_outside(np.flatnonzero(band.ravel()))).astype(np.float32)  # (band only)
         i = crop_rgb[band].astype(np.float32)
-        fb = f - b
-        denom = (fb * fb).sum(axis=1)
-        projected = ((i - b) * fb).sum(axis=1) / np.maximum(denom, 1e-6)
-        # Where F and B are nearly the same colour the projection is noise: decide by distance instead.
+        projected, _, denom = on_line(i, f, b)
+        # Where F and B are nearly the same colour: decide by distance instead.
         fallback = (np.linalg.norm(i - f, axis=1) < np.linalg.norm(i - b, axis=1)).astype(np.float32)
-        alpha[band] = np.where(denom > 15.0 ** 2, np.clip(projected, 0.0, 1.0), fallback)
+        alpha[band] = np.where(denom > DISTINCT_SQ, np.clip(projected, 0.0, 1.0), fallback)
         if rim.any():
-            near_photo = cv2.dilate(claims.photo[box].astype(np.uint8), kernel).astype(bool)
-            # (Nor on the canvas's edge: a shape running off the canvas is cut there, not anti-aliased.)
+            # No soft rim next to a photograph (the mix would be with texture, which then shows in the layer below)
+            # nor on the canvas's edge (a shape running off the canvas is cut there, not anti-aliased).
+            hard = cv2.dilate(claims.photo[box].astype(np.uint8), kernel).astype(bool)
             rows, cols = np.ogrid[box[0], box[1]]
-            near_photo |= (rows == 0) | (rows == rgb.shape[0] - 1) | (cols == 0) | (cols == rgb.shape[1] - 1)
+            hard |= (rows == 0) | (rows == rgb.shape[0] - 1) | (cols == 0) | (cols == rgb.shape[1] - 1)
             # The rim: fractional only where it lies on the colour line (a mix of F and B, not a third colour).
             b = rim_b.astype(np.float32)
             i = crop_rgb[rim].astype(np.float32)
             f = near_f[rim].astype(np.float32)
-            fb = f - b
-            denom = (fb * fb).sum(axis=1)
-            projected = np.clip(((i - b) * fb).sum(axis=1) / np.maximum(denom, 1e-6), 0.0, 1.0)
+            share, fb, denom = on_line(i, f, b)
+            projected = np.clip(share, 0.0, 1.0)
             off_line = np.linalg.norm(i - (b + projected[:, None] * fb), axis=1)
-            # (Not next to a photograph: the mix would be with texture, which then shows in the layer below.)
-            mixed = (denom > 15.0 ** 2) & (off_line < RIM_OFF_LINE) & ~near_photo[rim]
+            mixed = (denom > DISTINCT_SQ) & (off_line < RIM_OFF_LINE) & ~hard[rim]
             alpha[rim] = np.where(mixed, projected, 1.0)
             rim[rim] = mixed  # (the rest keeps its own colour)
     elif band.any():

@@ -20,7 +20,8 @@ With --save, each CPU result also gets a montage PNG: input, predicted layers, g
 The "real" set (``--set real [--data /work/data/real]``) is our own set of layered files that people made
 (PSD posters, store graphics, UI mockups, logos, illustrations, ...), built by scripts/real_layered_set.py; it
 prints one row per case and the mean, CPU decomposer and one-layer baseline side by side, each decomposed with
-the ground truth's layer count. ``--json FILE`` also writes the per-case scores.
+the ground truth's layer count, or with ``--auto`` the count the decomposer picks (``layers: "auto"``, the add-on's
+default). ``--json FILE`` also writes the per-case scores.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from benchmarks.samples import SAMPLE_KINDS, make_sample  # noqa: E402
 from benchmarks.samples_heldout import HELDOUT_KINDS, make_heldout_sample  # noqa: E402
 from inference_server.backends.cpu import CpuDecomposer  # noqa: E402
 from inference_server.layers import Layer, LayerStack  # noqa: E402
-from inference_server.params import DecomposeParams  # noqa: E402
+from inference_server.params import AUTO_LAYERS, DecomposeParams  # noqa: E402
 
 FLAT_GRAPHICS = ("flat", "gradient", "text")
 # "jpeg": the flat posters saved as JPEG (quality --jpeg-quality) before decomposing, scored against the clean
@@ -92,7 +93,7 @@ def make_set_sample(kind: str, width_px: int, height_px: int, heldout_px: int, s
     return make_sample("flat" if kind == "jpeg" else kind, width_px, height_px, seed)
 
 
-def run_method(method: str, decomposer: CpuDecomposer, composite: np.ndarray, layers_wanted: int):
+def run_method(method: str, decomposer: CpuDecomposer, composite: np.ndarray, layers_wanted: int | str):
     start = time.perf_counter()
     if method == "one layer":
         predicted = [composite]
@@ -162,7 +163,8 @@ def run_real_set(args, decomposer: CpuDecomposer) -> None:
         row = {"case": name, "kind": info.get("kind", ""), "gt_layers": len(truth), "gt_groups": None,
                "size_px": info["size_px"], "licence": info["source"]["licence"]}
         for method in methods:
-            predicted, seconds = run_method(method, decomposer, composite, len(truth))
+            wanted = AUTO_LAYERS if args.auto and method == "cpu" else len(truth)
+            predicted, seconds = run_method(method, decomposer, composite, wanted)
             levels = score_layers(predicted, truth)
             row["gt_groups"] = levels[0].gt_layers
             row[method] = {"l1_e0": levels[0].rgb_l1, "iou_e0": levels[0].alpha_iou,
@@ -182,8 +184,9 @@ def run_real_set(args, decomposer: CpuDecomposer) -> None:
 
     header = (f"{'case':<24} {'GT':>5} | {'cpu: L1 e0':>10} {'IoU e0':>6} {'L1 e5':>6} {'IoU e5':>6} {'MAE':>5} "
               f"{'n':>3} {'s/img':>5} | {'1 layer: L1 e0':>14} {'IoU e0':>6} {'L1 e5':>6} {'IoU e5':>6}")
+    count = "layers auto (the add-on's default)" if args.auto else "the ground truth's layer count"
     print(f"\nReal layered set ({args.data}): {len(rows)} cases, our own (independent of the outside set), "
-          f"decomposed with the ground truth's layer count (GT: layers / LayerD groups); LayerD protocol "
+          f"decomposed with {count} (GT: layers / LayerD groups); LayerD protocol "
           f"(L1 ↓, IoU ↑, e0/e5: after 0/5 merge edits; MAE: composite vs input, 0–255)")
     print(header)
     print("-" * len(header))
@@ -208,7 +211,12 @@ def run_real_set(args, decomposer: CpuDecomposer) -> None:
         fewer = [row["case"] for row in rows if row["cpu"]["layers"] < row["gt_layers"]]
         print(f"cases below the one-layer baseline on IoU e5: {len(below)} of {len(rows)}"
               f"{' (' + ', '.join(below) + ')' if below else ''}")
-        print(f"cases with fewer layers than asked: {len(fewer)} of {len(rows)}")
+        if args.auto:
+            more = sum(row["cpu"]["layers"] > row["gt_layers"] for row in rows)
+            print(f"layers returned against the truth's count: fewer in {len(fewer)}, as many in "
+                  f"{len(rows) - len(fewer) - more}, more in {more} of {len(rows)}")
+        else:
+            print(f"cases with fewer layers than asked: {len(fewer)} of {len(rows)}")
     if args.json:
         args.json.write_text(json.dumps({"data": str(args.data), "cases": records}, indent=1))
 
@@ -222,6 +230,9 @@ def main(argv=None) -> int:
                         help="folder of the real set (scripts/real_layered_set.py)")
     parser.add_argument("--cases", nargs="*", help="real set: only these cases")
     parser.add_argument("--json", type=Path, help="real set: also write the per-case scores to this file")
+    parser.add_argument("--auto", action="store_true",
+                        help="real set: decompose with layers auto (the decomposer picks the count) instead of the "
+                             "ground truth's count")
     parser.add_argument("--jpeg-quality", type=int, default=80)
     parser.add_argument("--seeds", type=int, default=6, help="images per set")
     parser.add_argument("--first-seed", type=int, default=0,

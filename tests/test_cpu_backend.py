@@ -1491,3 +1491,23 @@ def test_a_rule_among_marks_of_its_colour_becomes_its_own_layer_when_asked_for(d
     rule, ring = _top_layer_at(stack, 200, 192), _top_layer_at(stack, 63, 85)
     assert {rule, ring} == {1, 2}, [layer.name for layer in stack.layers]
     assert stack.layers[rule].rgba[63, 85, 3] == 0 and stack.layers[rule].rgba[63, 195, 3] == 0, "no ring with the rule"
+
+
+def test_a_pagers_dots_stay_with_their_card_in_auto(decomposer):
+    # A red card with a row of six small white dots on it (a pager) and a blue disc beside it, on a beige page. With
+    # the count left to the decomposer, the card and the disc are a layer each and the dots, each a speck, go with
+    # the card they sit on: three layers, not nine with a layer per dot.
+    width_px, height_px = 384, 256
+    page = np.zeros((height_px, width_px, 4), np.uint8)
+    page[...] = (236, 222, 190, 255)
+    card = _drawn_layer_wh(width_px, height_px, lambda d, s: d.rounded_rectangle(
+        [40 * s, 40 * s, 220 * s, 200 * s], radius=10 * s, fill=(200, 40, 50, 255)))
+    dots = _drawn_layer_wh(width_px, height_px, lambda d, s: [d.ellipse(
+        [(x - 4) * s, 176 * s, (x + 4) * s, 184 * s], fill=(255, 255, 255, 255)) for x in range(80, 190, 20)])
+    disc = _drawn_layer_wh(width_px, height_px, lambda d, s: d.ellipse(
+        [260 * s, 60 * s, 340 * s, 140 * s], fill=(40, 70, 160, 255)))
+    image = composite_over([page, card, dots, disc])
+    stack = decomposer.decompose(Image.fromarray(image, "RGBA"), DecomposeParams(layers="auto", backend="cpu"))
+    assert len(stack.layers) == 3, [layer.name for layer in stack.layers]
+    assert _best_upper_iou(stack, disc) > 0.9 and _best_upper_iou(stack, composite_over([card, dots])) > 0.9
+    assert _composite_error(stack, image) <= 1.0

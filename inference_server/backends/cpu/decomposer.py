@@ -14,7 +14,7 @@ from .build import build_elements
 from .cancel import cancel_scope
 from .compositing import correct_alpha, correct_residual, over_premul, solve_bottom
 from .depths import merge_phrases, split_depths, split_phrases, split_pieces, split_strokes
-from .elements import ElementKind, color_name
+from .elements import Element, ElementKind, color_name
 from .fill import fill_background
 from .glows import find_glows
 from .holes import join_outlines, lift_hole_marks
@@ -29,13 +29,14 @@ from .text import TextDetector
 from .threads import thread_budget
 from .tiles import find_photo_tiles, tile_elements
 from .translucent import find_translucent
+from .tuning import AUTO_LAYER_AREA
 
 
 class CpuDecomposer:
     """Embedded classical decomposer (backend ``cpu``). Thread-safe; the OCR engine loads on first use."""
 
     name = "cpu"
-    chooses_layer_count = True  # layers: "auto" reaches decompose(): every distinct element, up to MAX_LAYERS
+    chooses_layer_count = True  # layers: "auto" reaches decompose(): a layer per element big enough, up to MAX_LAYERS
 
     def __init__(self, use_ocr: bool = True) -> None:
         self.use_ocr = use_ocr
@@ -74,7 +75,7 @@ class CpuDecomposer:
             raise InvalidInput(f"expected an RGB or RGBA image, got mode {image.mode!r}; convert it first")
         if image.width < 1 or image.height < 1:
             raise InvalidInput(f"the image is empty ({image.width}×{image.height})")
-        # "auto": as many layers as the image has distinct elements, up to the most the API allows.
+        # "auto": up to the most the API allows; step 6 gives a layer to each element big enough (auto_budget).
         requested = params.layer_count(MAX_LAYERS)
         target = np.asarray(image.convert("RGBA"), dtype=np.uint8)
         height_px, width_px = target.shape[:2]
@@ -152,6 +153,8 @@ class CpuDecomposer:
 
         # 6. Layer count
         begin("count")
+        if params.auto_layers:
+            budget = min(budget, auto_budget(elements))
         groups = fit_count(elements, budget)
         progress("count", 1, 1)
 
@@ -212,6 +215,16 @@ class CpuDecomposer:
     def _stack(self, layers, params, watch, notes) -> LayerStack:
         return LayerStack(layers, backend=self.name, params=params.to_dict(), seed=params.seed,
                           timings_s=watch.timings_s, notes=notes)
+
+
+def auto_budget(elements: list[Element]) -> int:
+    """The layer count "auto" gives the elements: one per element whose outline takes AUTO_LAYER_AREA of the canvas
+    or more (a designer's layer is a thing seen at a glance: a photo, a panel, a heading, a badge); the smaller
+    ones (a menu's words, a caption, the dots of a pager) join their neighbours as a short count merges them."""
+    if not elements:
+        return 0
+    least_px = AUTO_LAYER_AREA * elements[0].mask.size
+    return max(1, sum(1 for element in elements if np.count_nonzero(element.hull) >= least_px))
 
 
 def glow_layers(target: np.ndarray, rgb: np.ndarray, max_glows: int) -> list[Layer] | None:

@@ -68,3 +68,5 @@ WORD_RING = 0.2  # a word's ground and letters are told apart in a ring this sha
 WORD_GROUND_RING = 0.5  # ... the ring's own colour (its ground) covers this share of the ring at least
 WORD_INK_SHARE = 0.05  # ... and a word's letters cover at least this share of its box (less: a mark or icon by it)
 WORD_RING_CLEAR = 0.1  # ... colours whose ring share is under this share of their box share tie (then most area)
+AUTO_LAYER_AREA = 0.005  # layers "auto": an element whose outline (convex hull) covers this share of the canvas gets
+# a layer of its own; smaller ones (a menu's words, a pager's dots) join their neighbours

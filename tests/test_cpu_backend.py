@@ -371,7 +371,7 @@ def test_a_ring_over_a_shape_stays_a_ring_and_stays_on_top(decomposer):
     assert stack.layers[1].rgba[100, 110, 3] == 255, "the rectangle is whole under the ring"
 
 
-def test_a_layer_carries_the_input_colour_in_its_gaps_and_its_own_around_its_edge(decomposer):
+def test_a_layer_carries_its_own_colour_in_a_one_pixel_rim_and_the_input_colour_past_it(decomposer):
     import cv2
 
     from benchmarks.samples import flat_layer
@@ -387,23 +387,25 @@ def test_a_layer_carries_the_input_colour_in_its_gaps_and_its_own_around_its_edg
     distance_px = cv2.distanceTransform((~shows).astype(np.uint8), cv2.DIST_L2, 5)
     hull = np.zeros(shows.shape, np.uint8)
     cv2.fillConvexPoly(hull, cv2.convexHull(cv2.findNonZero(shows.astype(np.uint8))), 1)
-    # Inside the ring (on the page, on the rectangle) past a two-pixel rim: what the image shows there, which is
-    # what a layer in the truth most often has there (the card or the page a shape's pieces sit on).
-    gap = hull.astype(bool) & (distance_px > 2.5)
-    assert gap.sum() > 5000
-    assert np.abs(ring[gap, :3].astype(int) - composite[gap, :3].astype(int)).max() <= 1
-    # Around its outer edge on the page: its own colour, so a soft edge resampled in straight alpha does not pick
-    # up the page's. (Where it touches the rectangle: the rectangle's, past a one-pixel rim.)
+    # Inside the ring (on the page, on the rectangle) and around its outer edge past a one-pixel rim: what the
+    # image shows there, which is what a layer in the truth most often has there (the card or the page a shape's
+    # pieces sit on, an outline round it) and what a viewer that ignores alpha shows.
+    past = distance_px > 1.5
+    gap = hull.astype(bool) & past
+    assert gap.sum() > 5000 and (~hull.astype(bool) & past & (distance_px <= 6)).sum() > 1000
+    assert np.abs(ring[past, :3].astype(int) - composite[past, :3].astype(int)).max() <= 1
+    # In a one-pixel rim round what shows: its own colour, so a soft edge resampled in straight alpha does not
+    # pick up the page's.
     on_page = np.abs(composite[..., :3].astype(int) - composite[0, 0, :3]).max(axis=2) <= 2
-    rim = ~hull.astype(bool) & on_page & (distance_px > 0) & (distance_px <= 3)
-    assert rim.sum() > 500
+    rim = ~hull.astype(bool) & on_page & (distance_px > 0) & (distance_px <= 1)
+    assert rim.sum() > 100
     assert np.abs(ring[rim, :3].astype(int) - teal).max(axis=1).mean() < 12
 
 
 def test_past_a_one_pixel_rim_a_layer_carries_the_colour_of_the_shape_it_touches(decomposer):
     """A white disc laid over the edge of a black panel (a badge on a card, a word in an outline): one pixel off
     its edge the disc's layer carries white; further out, on the panel, black, what shows there and what a
-    truth's layer holding disc and panel has there, not white painted over the panel; on the page, white."""
+    truth's layer holding disc and panel has there, not white painted over the panel; on the page, the page's."""
     import cv2
 
     from benchmarks.samples import flat_layer
@@ -422,7 +424,8 @@ def test_past_a_one_pixel_rim_a_layer_carries_the_colour_of_the_shape_it_touches
     assert (rim & on_panel).sum() > 100 and (beyond & on_panel).sum() > 200
     assert disc[rim, :3].min(axis=1).mean() > 243
     assert disc[beyond & on_panel, :3].max(axis=1).mean() < 12
-    assert disc[beyond & ~on_panel, :3].min(axis=1).mean() > 243
+    page = composite[0, 0, :3].astype(int)
+    assert np.abs(disc[beyond & ~on_panel, :3].astype(int) - page).max(axis=1).mean() < 3
 
 
 def test_a_thin_rule_and_a_gradient_shape_crossed_by_it_come_back_as_their_own_layers(decomposer):

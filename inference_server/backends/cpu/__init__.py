@@ -65,9 +65,9 @@ How it works, in the order of ``CpuDecomposer.decompose``:
 7. Peel. Per element, front to back: alpha 1 (or its opacity) on its regions, alpha from the colour line
    between its colour (F, nearest own pixel) and what lies under it (B, nearest pixel outside) in a thin edge
    band, completion under the elements above it (inside its own convex hulls); colour = nearest own colour,
-   also under zero alpha near its outer edge (so resampling does not bleed black) and under the elements above
-   it; in the gaps inside the convex hull of what shows (past a two-pixel rim) and elsewhere, the input's
-   colour. Between two elements of one colour (the words of a phrase) the band leaves the other's core alone
+   also under zero alpha in a one-pixel rim round what shows (so resampling does not bleed black) and under the
+   elements above it; past that rim (the gaps between its pieces, around its outer edge), the input's colour.
+   Between two elements of one colour (the words of a phrase) the band leaves the other's core alone
    and each takes the edge pixels nearer its own core (two layers do not both hold a pixel);
    the counters of small letters on a shape (too small to be regions, owned by nothing) are the
    shape's, so a button has no letter-shaped holes under its words.

@@ -7,9 +7,9 @@ import numpy as np
 
 from .cancel import checkpoint
 from .elements import Element, ElementKind, owner_map, row_span
-from .masks import bbox_slices, filled
+from .masks import bbox_slices, filled, joint_hull
 from .translucent import veiled_pairs
-from .tuning import BAND_PX, LABEL_BOX
+from .tuning import BAND_PX, FLANKED_SHARE, LABEL_BOX, MIN_ELEMENT_FRACTION
 
 
 def order_elements(elements: list[Element]) -> list[Element]:
@@ -19,6 +19,7 @@ def order_elements(elements: list[Element]) -> list[Element]:
         return elements
     # Element masks are disjoint: one label image, then one bincount per hull.
     owner = owner_map(elements, elements[0].mask.shape)
+    go_under(elements, owner)
     inside = np.zeros((count, count))
     for a, ea in enumerate(elements):
         checkpoint()
@@ -203,6 +204,49 @@ def inked_elements(elements: list[Element]) -> list[tuple[int, int]]:
         found += [(j, i) for j, other in enumerate(elements)
                   if j != i and other.kind is not ElementKind.TEXT and (other.mask[box] & near).any()]
     return found
+
+
+def go_under(elements: list[Element], owner: np.ndarray) -> None:
+    """A solid shape whose pieces lie on both sides of an element goes on under it: a band seen left and right of
+    a box set on it. Its hull (the union of its pieces' hulls, which leaves the box between them out) takes in the
+    hulls of the elements that touch two of its pieces and fill the gap between them (or lie in it), so that the box
+    lies above it and the band is completed under the box.
+    (Its pieces stayed one shape because little background lies between them.) Letters and strokes are many
+    pieces of their own and are left alone."""
+    import cv2
+
+    kernel = np.ones((4 * BAND_PX + 1,) * 2, np.uint8)  # cores are a soft-edge band apart on each side
+    for a, shape in enumerate(elements):
+        if (shape.kind is not ElementKind.SHAPE or shape.glyph_like or shape.pieces < 2 or shape.hull is shape.mask
+                or shape.opacity < 1.0):
+            continue
+        checkpoint()
+        box = bbox_slices(shape.mask, 1)
+        crop = shape.mask[box]
+        pieces, labels, stats, _ = cv2.connectedComponentsWithStats(crop.astype(np.uint8), connectivity=8)
+        big = np.flatnonzero(stats[1:, cv2.CC_STAT_AREA] >= MIN_ELEMENT_FRACTION * shape.mask.size) + 1
+        if len(big) < 2:
+            continue
+        between = joint_hull(np.isin(labels, big)) & ~shape.hull[box]
+        # What lies between the pieces (its hull: a box with a disc on it fills the gap): most of it is in the
+        # gap, or it fills most of the gap (a box taller than the band it sits on).
+        gap_px = np.count_nonzero(between)
+        flanked = []
+        for b in np.unique(owner[box][between]):
+            if b == 0 or b == a + 1:
+                continue
+            other = elements[b - 1]
+            hull_px = np.count_nonzero(other.hull)
+            if np.count_nonzero(other.hull[box] & between) < FLANKED_SHARE * min(hull_px, gap_px):
+                continue
+            # Seen on both sides: it touches two of the pieces (across the soft-edge band between cores).
+            near = cv2.dilate(other.hull[box].astype(np.uint8), kernel).astype(bool)
+            if np.count_nonzero(np.isin(big, labels[near])) >= 2:
+                flanked.append(other)
+        if flanked:
+            hull = shape.hull.copy()
+            hull[box] |= between & np.logical_or.reduce([e.hull[box] for e in flanked])
+            shape.hull = hull
 
 
 def cut_patterns(elements: list[Element]) -> list[tuple[int, int]]:

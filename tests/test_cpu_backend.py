@@ -1514,3 +1514,25 @@ def test_a_pagers_dots_stay_with_their_card_in_auto(decomposer):
     assert len(stack.layers) == 3, [layer.name for layer in stack.layers]
     assert _best_upper_iou(stack, disc) > 0.9 and _best_upper_iou(stack, composite_over([card, dots])) > 0.9
     assert _composite_error(stack, image) <= 1.0
+
+
+def test_a_band_seen_on_both_sides_of_a_box_goes_on_under_the_box_whole(decomposer):
+    # A red band across the page with a black box set on it, taller than the band and with a white disc on it:
+    # the band's two visible pieces are one band that goes on under the box (completed there), the box above it.
+    from benchmarks.samples import flat_layer
+    from benchmarks.samples_heldout import shape_mask
+
+    composite, _ = _poster(384, 288, [
+        flat_layer((220, 60, 60), shape_mask(384, 288, "rect", (0, 110, 384, 170))),
+        flat_layer((20, 20, 20), shape_mask(384, 288, "rect", (110, 50, 290, 230))),
+        flat_layer((250, 250, 250), shape_mask(384, 288, "ellipse", (150, 90, 250, 190))),
+    ])
+    stack = _decompose(decomposer, composite, 4)
+    assert _composite_error(stack, composite) <= 1.0
+    names = [layer.name for layer in stack.layers]
+    band = _top_layer_at(stack, 140, 40)
+    box = _top_layer_at(stack, 70, 200)
+    assert band == _top_layer_at(stack, 140, 340), names
+    assert band < box, names
+    assert stack.layers[band].rgba[140, 130, 3] == 255 and stack.layers[band].rgba[140, 200, 3] == 255, \
+        "the band goes on under the box, whole"

@@ -55,7 +55,9 @@ How it works, in the order of ``CpuDecomposer.decompose``:
    shape has a bite taken out of it. Elements are peeled in levels (unoccluded first), text to the front.
    Glyphs and strokes (rings, outlines: thin and hollow) use their own mask, not their hulls.
    A solid shape whose outline cuts a tiled pattern's pieces into slivers lies above the pattern, line art
-   above every element it touches, and a translucent sheet above the shapes that go on under it. What fills a
+   above every element it touches, a translucent sheet above the shapes that go on under it, and a solid shape
+   seen on both sides of an element (a band left and right of a box set on it) under that element, completed
+   there (its hull is its pieces' hulls, which leave the box out). What fills a
    solid shape's holes (an icon's glyph in the ink of the panel the icon sits on, so grouped with the panel under
    it) is the shape's own: the disc comes back whole with its glyph, not with glyph-shaped holes over pieces of the
    panel; the order is taken again after that.

@@ -7,9 +7,9 @@ import numpy as np
 
 from .cancel import checkpoint
 from .elements import Element, ElementKind, owner_map, row_span
-from .masks import bbox_slices, filled
+from .masks import bbox_slices, filled, joint_hull
 from .translucent import veiled_pairs
-from .tuning import BAND_PX, LABEL_BOX
+from .tuning import BAND_PX, FLANKED_SHARE, LABEL_BOX, MIN_ELEMENT_FRACTION
 
 
 def order_elements(elements: list[Element]) -> list[Element]:
@@ -34,6 +34,14 @@ def order_elements(elements: list[Element]) -> list[Element]:
         above[lower, ink], above[ink, lower] = True, False
     for lower, sheet in veiled_pairs(elements):
         above[lower, sheet], above[sheet, lower] = True, False
+    for band, box, at, part in go_under(elements, owner):
+        if above[band, box] or above[box, band]:
+            continue  # their order is known already
+        above[band, box] = True
+        # Completed under the box (peel completes inside the hull); the occlusion counts above stay as they were.
+        hull = elements[band].hull.copy()
+        hull[at] |= part
+        elements[band].hull = hull
     find_labels(elements, above, inside)
     remaining = list(range(count))
     levels_front_to_back = []
@@ -202,6 +210,49 @@ def inked_elements(elements: list[Element]) -> list[tuple[int, int]]:
         near = cv2.dilate(ink.mask[box].astype(np.uint8), kernel).astype(bool)
         found += [(j, i) for j, other in enumerate(elements)
                   if j != i and other.kind is not ElementKind.TEXT and (other.mask[box] & near).any()]
+    return found
+
+
+def go_under(elements: list[Element], owner: np.ndarray) -> list[tuple[int, int, tuple[slice, slice], np.ndarray]]:
+    """(shape, element, box, part of the box) where a solid shape's pieces lie on both sides of the element: a band
+    seen left and right of a box set on it goes on under the box. The shape's hull (the union of its pieces'
+    hulls) leaves the gap between them out, so nothing else says the box occludes it; the part is the element's
+    hull in that gap, where the shape is completed under it. The element touches two of the pieces and fills the
+    gap between them (or lies in it). (The pieces stayed one shape because little background lies between them.)
+    Letters and strokes are many pieces of their own and are left alone."""
+    import cv2
+
+    found = []
+    kernel = np.ones((4 * BAND_PX + 1,) * 2, np.uint8)  # cores are a soft-edge band apart on each side
+    tolerance = max(4.0, 1e-5 * owner.size)  # as in order_elements: a few pixels of overlap are anti-aliasing
+    for a, shape in enumerate(elements):
+        if (shape.kind is not ElementKind.SHAPE or shape.glyph_like or shape.pieces < 2 or shape.hull is shape.mask
+                or shape.opacity < 1.0):
+            continue
+        checkpoint()
+        box = bbox_slices(shape.mask, 1)
+        crop = shape.mask[box]
+        _, labels, stats, _ = cv2.connectedComponentsWithStats(crop.astype(np.uint8), connectivity=8)
+        big = np.flatnonzero(stats[1:, cv2.CC_STAT_AREA] >= MIN_ELEMENT_FRACTION * shape.mask.size) + 1
+        if len(big) < 2:
+            continue
+        between = joint_hull(np.isin(labels, big)) & ~shape.hull[box]
+        gap_px = np.count_nonzero(between)
+        for b in np.unique(owner[box][between]):
+            if b == 0 or b == a + 1:
+                continue
+            other = elements[b - 1]
+            # Its hull (a box with a disc on it fills the gap) is mostly in the gap, or fills most of it (a box
+            # taller than the band it sits on).
+            part = other.hull[box] & between
+            if np.count_nonzero(part) < FLANKED_SHARE * min(np.count_nonzero(other.hull), gap_px):
+                continue
+            if np.count_nonzero(other.hull[box] & crop) > tolerance:
+                continue  # the shape lies on it (a letter's legs on the box around them): it is not set on the shape
+            # Seen on both sides: it touches two of the pieces (across the soft-edge band between cores).
+            near = cv2.dilate(other.hull[box].astype(np.uint8), kernel).astype(bool)
+            if np.count_nonzero(np.isin(big, labels[near])) >= 2:
+                found.append((a, int(b) - 1, box, part))
     return found
 
 

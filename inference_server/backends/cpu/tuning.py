@@ -27,6 +27,8 @@ FRINGE_MAX_PX = 2  # ... the ground is looked for at most this many pixels in fr
 GROUND_HULL_SHARE = 0.8  # the ground's convex hull covers at least this share of the canvas (if one does)
 MIN_IMAGE_FRACTION = 0.005  # textured blobs on a flat background at least this big become "Image" elements
 MAX_ELEMENTS = 48
+FLANKED_SHARE = 0.6  # an element this much inside the gap between a solid shape's pieces (or filling this much of
+# it) is set on that shape: the shape goes on under it
 LABEL_BOX = 0.1  # a word set on a shape no bigger than this share of the canvas is that box's label
 TILE_RIM_PAGE = 0.3  # along each side of a photo tile (a photo in a grid), at most this share is the page's colour
 TILE_TEXTURE = 0.2  # a photo tile is at least this much texture (edge pixels, regions no colour model explains)

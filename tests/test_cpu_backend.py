@@ -1499,7 +1499,7 @@ def test_a_rule_among_marks_of_its_colour_becomes_its_own_layer_when_asked_for(d
 def test_a_pagers_dots_stay_with_their_card_in_auto(decomposer):
     # A red card with a row of six small white dots on it (a pager) and a blue disc beside it, on a beige page. With
     # the count left to the decomposer, the card and the disc are a layer each and the dots, each a speck, go with
-    # the card they sit on: three layers, not nine with a layer per dot.
+    # the card they sit on: three layers, not a fourth for the dots apart from their card.
     width_px, height_px = 384, 256
     page = np.zeros((height_px, width_px, 4), np.uint8)
     page[...] = (236, 222, 190, 255)

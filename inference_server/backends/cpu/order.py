@@ -34,7 +34,7 @@ def order_elements(elements: list[Element]) -> list[Element]:
         above[lower, ink], above[ink, lower] = True, False
     for lower, sheet in veiled_pairs(elements):
         above[lower, sheet], above[sheet, lower] = True, False
-    for band, box, at, part in go_under(elements, owner):
+    for band, box, at, part in go_under(elements, owner, tolerance):
         if above[band, box] or above[box, band]:
             continue  # their order is known already
         above[band, box] = True
@@ -213,18 +213,19 @@ def inked_elements(elements: list[Element]) -> list[tuple[int, int]]:
     return found
 
 
-def go_under(elements: list[Element], owner: np.ndarray) -> list[tuple[int, int, tuple[slice, slice], np.ndarray]]:
+def go_under(elements: list[Element], owner: np.ndarray,
+             tolerance: float) -> list[tuple[int, int, tuple[slice, slice], np.ndarray]]:
     """(shape, element, box, part of the box) where a solid shape's pieces lie on both sides of the element: a band
     seen left and right of a box set on it goes on under the box. The shape's hull (the union of its pieces'
     hulls) leaves the gap between them out, so nothing else says the box occludes it; the part is the element's
     hull in that gap, where the shape is completed under it. The element touches two of the pieces and fills the
     gap between them (or lies in it). (The pieces stayed one shape because little background lies between them.)
-    Letters and strokes are many pieces of their own and are left alone."""
+    Letters and strokes are many pieces of their own and are left alone. ``tolerance``: order_elements' pixels of
+    overlap that are anti-aliasing, not occlusion."""
     import cv2
 
     found = []
     kernel = np.ones((4 * BAND_PX + 1,) * 2, np.uint8)  # cores are a soft-edge band apart on each side
-    tolerance = max(4.0, 1e-5 * owner.size)  # as in order_elements: a few pixels of overlap are anti-aliasing
     for a, shape in enumerate(elements):
         if (shape.kind is not ElementKind.SHAPE or shape.glyph_like or shape.pieces < 2 or shape.hull is shape.mask
                 or shape.opacity < 1.0):

@@ -97,12 +97,32 @@ def find_labels(elements: list[Element], above: np.ndarray, inside: np.ndarray) 
 
 
 def fit_count(elements: list[Element], wanted: int, max_depth: int | None = None) -> list[list[Element]]:
+    """``wanted`` layers of the elements (merge_to_count). ``max_depth`` (layers "auto"): besides, no more than that
+    many layers stacked on one another (fit_depth); the layers those merges take are given back to the count
+    (a looser count before them, up to three tries, never more than ``wanted`` in the end), so a deep stack
+    folding does not also fold the small elements that the count alone kept apart."""
+    groups = merge_to_count(elements, wanted, max_depth)
+    if max_depth is None:
+        return groups
+    looser = wanted
+    for _ in range(3):
+        if len(groups) >= wanted or looser >= len(elements):
+            break
+        looser += wanted - len(groups)
+        trial = merge_to_count(elements, looser, max_depth)
+        if len(trial) > wanted:
+            break
+        groups = trial
+    return groups
+
+
+def merge_to_count(elements: list[Element], wanted: int, max_depth: int | None = None) -> list[list[Element]]:
     """Merge groups until there are ``wanted``: marks into their shapes first, then disjoint pairs of one level,
     pairs whose layers would touch before pairs far apart (lines of one paragraph, a label and its box: merged,
     they leave no sliver of one layer's soft edge over the other's), small pairs first. Two groups merge
     into one layer only where every group between them in depth order can step aside: it touches neither of
     them (then its order relative to them does not show). ``max_depth``: then go on merging while more than that
-    many layers lie stacked on one another (see fit_depth)."""
+    many layers lie stacked on one another (fit_depth)."""
     groups = [[element] for element in elements]
     if len(groups) <= max(wanted, 0) and (max_depth is None or len(groups) <= max_depth):
         return groups

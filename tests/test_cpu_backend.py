@@ -1536,3 +1536,36 @@ def test_a_band_seen_on_both_sides_of_a_box_goes_on_under_the_box_whole(decompos
     assert band < box, names
     assert stack.layers[band].rgba[140, 130, 3] == 255 and stack.layers[band].rgba[140, 200, 3] == 255, \
         "the band goes on under the box, whole"
+
+
+def test_a_deep_stack_of_shapes_merges_to_three_in_auto_and_a_disc_apart_keeps_its_layer(decomposer):
+    # A target: five shapes of different colours, each set on the one below (a panel, a box, a disc, a square, a dot),
+    # and a green disc apart on the page. With the count left to the decomposer the stack comes back at most three
+    # layers deep above the background (a designer keeps a thing and what is set on it together rather than stack
+    # five layers), while the disc apart, which sits on nothing, keeps a layer of its own.
+    from inference_server.backends.cpu.order import stack_depth
+
+    width_px, height_px = 384, 256
+    page = np.zeros((height_px, width_px, 4), np.uint8)
+    page[...] = (236, 222, 190, 255)
+    stacked = [
+        _drawn_layer_wh(width_px, height_px, lambda d, s: d.rectangle([20 * s, 20 * s, 236 * s, 236 * s],
+                                                                     fill=(200, 40, 50, 255))),
+        _drawn_layer_wh(width_px, height_px, lambda d, s: d.rectangle([48 * s, 48 * s, 208 * s, 208 * s],
+                                                                     fill=(40, 70, 160, 255))),
+        _drawn_layer_wh(width_px, height_px, lambda d, s: d.ellipse([64 * s, 64 * s, 192 * s, 192 * s],
+                                                                   fill=(245, 200, 60, 255))),
+        _drawn_layer_wh(width_px, height_px, lambda d, s: d.rectangle([94 * s, 94 * s, 162 * s, 162 * s],
+                                                                     fill=(30, 30, 30, 255))),
+        _drawn_layer_wh(width_px, height_px, lambda d, s: d.ellipse([112 * s, 112 * s, 144 * s, 144 * s],
+                                                                   fill=(250, 250, 250, 255))),
+    ]
+    apart = _drawn_layer_wh(width_px, height_px, lambda d, s: d.ellipse([270 * s, 90 * s, 350 * s, 170 * s],
+                                                                       fill=(60, 170, 80, 255)))
+    image = composite_over([page] + stacked + [apart])
+    stack = decomposer.decompose(Image.fromarray(image, "RGBA"), DecomposeParams(layers="auto", backend="cpu"))
+    upper = [layer.rgba[..., 3] > 0 for layer in stack.layers[1:]]
+    overlapping = np.array([[a is not b and bool((a & b).any()) for b in upper] for a in upper])
+    assert 3 <= len(stack.layers) <= 5 and stack_depth(overlapping) <= 3, [layer.name for layer in stack.layers]
+    assert _best_upper_iou(stack, apart) > 0.9
+    assert _composite_error(stack, image) <= 1.0

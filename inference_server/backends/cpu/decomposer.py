@@ -29,7 +29,7 @@ from .text import TextDetector
 from .threads import thread_budget
 from .tiles import find_photo_tiles, tile_elements
 from .translucent import find_translucent
-from .tuning import AUTO_LAYER_AREA
+from .tuning import AUTO_LAYER_AREA, AUTO_MAX_DEPTH
 
 
 class CpuDecomposer:
@@ -155,7 +155,7 @@ class CpuDecomposer:
         begin("count")
         if params.auto_layers:
             budget = min(budget, auto_budget(elements))
-        groups = fit_count(elements, budget)
+        groups = fit_count(elements, budget, AUTO_MAX_DEPTH if params.auto_layers else None)
         progress("count", 1, 1)
 
         # 7. Peel (front to back, so each element knows what covers it)

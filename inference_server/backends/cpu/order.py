@@ -96,14 +96,35 @@ def find_labels(elements: list[Element], above: np.ndarray, inside: np.ndarray) 
         text.host = box
 
 
-def fit_count(elements: list[Element], wanted: int) -> list[list[Element]]:
+def fit_count(elements: list[Element], wanted: int, max_depth: int | None = None) -> list[list[Element]]:
+    """``wanted`` layers of the elements (merge_to_count). ``max_depth`` (layers "auto"): besides, no more than that
+    many layers stacked on one another (fit_depth); the layers those merges take are given back to the count
+    (a looser count before them, up to three tries, never more than ``wanted`` in the end), so a deep stack
+    folding does not also fold the small elements that the count alone kept apart."""
+    groups = merge_to_count(elements, wanted, max_depth)
+    if max_depth is None:
+        return groups
+    looser = wanted
+    for _ in range(3):
+        if len(groups) >= wanted or looser >= len(elements):
+            break
+        looser += wanted - len(groups)
+        trial = merge_to_count(elements, looser, max_depth)
+        if len(trial) > wanted:
+            break
+        groups = trial
+    return groups
+
+
+def merge_to_count(elements: list[Element], wanted: int, max_depth: int | None = None) -> list[list[Element]]:
     """Merge groups until there are ``wanted``: marks into their shapes first, then disjoint pairs of one level,
     pairs whose layers would touch before pairs far apart (lines of one paragraph, a label and its box: merged,
     they leave no sliver of one layer's soft edge over the other's), small pairs first. Two groups merge
     into one layer only where every group between them in depth order can step aside: it touches neither of
-    them (then its order relative to them does not show)."""
+    them (then its order relative to them does not show). ``max_depth``: then go on merging while more than that
+    many layers lie stacked on one another (fit_depth)."""
     groups = [[element] for element in elements]
-    if len(groups) <= max(wanted, 0):
+    if len(groups) <= max(wanted, 0) and (max_depth is None or len(groups) <= max_depth):
         return groups
     if wanted <= 0:
         return []
@@ -128,7 +149,7 @@ def fit_count(elements: list[Element], wanted: int) -> list[list[Element]]:
             blocks_up = np.cumsum(touching[i, i + 1:]) > 0
             for j in range(i + 1, len(groups)):
                 # Some group between touches i and some touches j: neither can step past to meet the other.
-                if j > i + 1 and blocks_up[j - i - 2] and touching[j, i + 1:j].any():
+                if not can_merge(touching, i, j, blocks_up):
                     continue
                 area = areas[i] + areas[j]
                 hosted = hosts[j]
@@ -139,16 +160,65 @@ def fit_count(elements: list[Element], wanted: int) -> list[list[Element]]:
                             0 if kinds[i] == kinds[j] else 1, area)
                 if best_cost is None or cost < best_cost:
                     best, best_cost = (i, j), cost
-        i, j = best
-        between = list(range(i + 1, j))
-        # The upper one steps down to the lower one, or (when a group between touches it) the lower one steps up.
-        seq = list(range(i)) + (between + [i] if touching[j, i + 1:j].any() else [i] + between)
-        seq += list(range(j + 1, len(groups)))
-        touching[i] |= touching[j]
-        touching[:, i] |= touching[:, j]
-        touching[i, i] = False
-        groups = [groups[k] + (groups[j] if k == i else []) for k in seq]
-        touching = touching[np.ix_(seq, seq)]
+        groups, touching = merge_pair(groups, touching, *best)
+    if max_depth is not None:
+        groups = fit_depth(groups, touching, max_depth)
+    return groups
+
+
+def can_merge(touching: np.ndarray, i: int, j: int, blocks_up: np.ndarray) -> bool:
+    """Groups i < j can meet unless some group between touches i and some touches j (neither can step past).
+    ``blocks_up``: whether each group above i touches it, cumulated (np.cumsum(touching[i, i + 1:]) > 0)."""
+    return not (j > i + 1 and blocks_up[j - i - 2] and touching[j, i + 1:j].any())
+
+
+def merge_pair(groups: list[list[Element]], touching: np.ndarray, i: int,
+               j: int) -> tuple[list[list[Element]], np.ndarray]:
+    """Groups i < j as one (fit_count's step-aside order), and the touching matrix in step with them."""
+    between = list(range(i + 1, j))
+    # The upper one steps down to the lower one, or (when a group between touches it) the lower one steps up.
+    seq = list(range(i)) + (between + [i] if touching[j, i + 1:j].any() else [i] + between)
+    seq += list(range(j + 1, len(groups)))
+    touching = touching.copy()
+    touching[i] |= touching[j]
+    touching[:, i] |= touching[:, j]
+    touching[i, i] = False
+    return [groups[k] + (groups[j] if k == i else []) for k in seq], touching[np.ix_(seq, seq)]
+
+
+def stack_depth(touching: np.ndarray) -> int:
+    """How many layers lie on one another at most: the longest back-to-front chain of groups, each touching the
+    next (LayerD's grouping puts the layers of one chain in as many groups)."""
+    depth = np.ones(len(touching), int)
+    for j in range(1, len(touching)):
+        below = depth[:j][touching[:j, j]]
+        if below.size:
+            depth[j] = 1 + int(below.max())
+    return int(depth.max()) if len(depth) else 0
+
+
+def fit_depth(groups: list[list[Element]], touching: np.ndarray, max_depth: int) -> list[list[Element]]:
+    """Merge groups until at most ``max_depth`` lie stacked on one another (layers "auto"): each step the merge
+    that leaves the shallowest stack, the smaller pair of those. A designer keeps a thing and what is set on it
+    (a card and its words, a badge and its label, the pieces of one drawing) as one layer rather than stack
+    many on one another; stacked this deep, the upper ones are mostly parts of such a thing."""
+    depth = stack_depth(touching)
+    while depth > max(max_depth, 1) and len(groups) > 1:
+        checkpoint()
+        areas = [sum(e.area for e in group) for group in groups]
+        best = None
+        for i in range(len(groups) - 1):
+            blocks_up = np.cumsum(touching[i, i + 1:]) > 0
+            for j in range(i + 1, len(groups)):
+                if not touching[i, j] or not can_merge(touching, i, j, blocks_up):
+                    continue
+                merged = merge_pair(groups, touching, i, j)
+                cost = (stack_depth(merged[1]), areas[i] + areas[j])
+                if best is None or cost < best[0]:
+                    best = (cost, merged)
+        if best is None:
+            break
+        (depth, _), (groups, touching) = best
     return groups
 
 

@@ -72,3 +72,6 @@ WORD_INK_SHARE = 0.05  # ... and a word's letters cover at least this share of i
 WORD_RING_CLEAR = 0.1  # ... colours whose ring share is under this share of their box share tie (then most area)
 AUTO_LAYER_AREA = 0.005  # layers "auto": an element whose outline (convex hull) covers this share of the canvas gets
 # a layer of its own; smaller ones (a menu's words, a pager's dots) join their neighbours
+AUTO_MAX_DEPTH = 3  # layers "auto": at most this many layers lie stacked on one another above the background (a
+# card, a picture on it, a caption on that); deeper stacks are mostly a thing and what is set on it, or pieces of one
+# drawing, and merge (fit_depth)

@@ -96,12 +96,15 @@ def find_labels(elements: list[Element], above: np.ndarray, inside: np.ndarray) 
         text.host = box
 
 
-def fit_count(elements: list[Element], wanted: int) -> list[list[Element]]:
+def fit_count(elements: list[Element], wanted: int, drawing: bool = False) -> list[list[Element]]:
     """Merge groups until there are ``wanted``: marks into their shapes first, then disjoint pairs of one level,
     pairs whose layers would touch before pairs far apart (lines of one paragraph, a label and its box: merged,
     they leave no sliver of one layer's soft edge over the other's), small pairs first. Two groups merge
     into one layer only where every group between them in depth order can step aside: it touches neither of
-    them (then its order relative to them does not show)."""
+    them (then its order relative to them does not show). The pieces of an inked drawing (``drawing``, see
+    ``lineart.inked_drawing``) merge the other way round, touching pairs first and the biggest first: the figure
+    grows piece by piece and what stays apart are its small parts, not two interleaved halves of it (its base
+    colour and everything drawn on that, which the one-level rule would give)."""
     groups = [[element] for element in elements]
     if len(groups) <= max(wanted, 0):
         return groups
@@ -134,6 +137,8 @@ def fit_count(elements: list[Element], wanted: int) -> list[list[Element]]:
                 hosted = hosts[j]
                 if hosted is not None and hosted <= members[i]:
                     cost = (-1, 0, 0, area)  # marks on a shape go back into it before anything else is merged
+                elif drawing:
+                    cost = (0, 0 if touching[i, j] else 1, 0, -area)
                 else:
                     cost = (0 if len(levels[i] | levels[j]) == 1 else 1, 0 if touching[i, j] else 1,
                             0 if kinds[i] == kinds[j] else 1, area)

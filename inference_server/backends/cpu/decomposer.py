@@ -155,9 +155,10 @@ class CpuDecomposer:
         begin("count")
         if params.auto_layers:
             budget = min(budget, auto_budget(elements))
-        # An inked drawing made to fit a short count keeps its figure whole (see fit_count); only then is the ink
-        # measured (one morphology pass over the canvas).
-        drawing = len(elements) > budget and inked_drawing(rgb, background, elements)
+        # An inked drawing made to fit a short count the user chose keeps its figure whole (see fit_count); only
+        # then is the ink measured (one morphology pass over the canvas). Not with "auto": its count gives a
+        # layer to each piece big enough, which merging the biggest pieces first would undo.
+        drawing = not params.auto_layers and len(elements) > budget and inked_drawing(rgb, background, elements)
         groups = fit_count(elements, budget, drawing)
         progress("count", 1, 1)
 

@@ -1569,3 +1569,42 @@ def test_a_deep_stack_of_shapes_merges_to_three_in_auto_and_a_disc_apart_keeps_i
     assert 3 <= len(stack.layers) <= 5 and stack_depth(overlapping) <= 3, [layer.name for layer in stack.layers]
     assert _best_upper_iou(stack, apart) > 0.9
     assert _composite_error(stack, image) <= 1.0
+
+
+def test_an_inked_cartoon_cut_out_asked_for_two_layers_stays_one_figure(decomposer):
+    # A cartoon cat on a transparent canvas, drawn and coloured as one: a grey body, a white head and belly, pink
+    # ears, and dark ink stripes drawn across body and head. Asked for two layers, the cat comes back whole in one
+    # of them (with a small part apart at most), not cut into its grey base and everything drawn on it, two
+    # halves each spread over the whole figure.
+    size_px = 320
+    ink = (45, 50, 58, 255)
+    parts = [("ellipse", (60, 130, 260, 305), (160, 165, 175)),    # body
+             ("ellipse", (90, 35, 230, 165), (245, 245, 247)),     # head
+             ("ellipse", (125, 200, 195, 290), (245, 245, 247)),   # belly
+             ("polygon", [(100, 80), (110, 15), (150, 50)], (240, 190, 185)),    # ears
+             ("polygon", [(220, 80), (210, 15), (170, 50)], (240, 190, 185))]
+    stripes = [[(65, y), (120, y + 12)] for y in range(160, 290, 18)]
+    stripes += [[(255, y), (200, y + 12)] for y in range(160, 290, 18)]
+    stripes += [[(x, 40), (x, 75)] for x in (135, 160, 185)] + [[(95, y), (130, y + 8)] for y in (95, 115, 135)]
+    stripes += [[(225, y), (190, y + 8)] for y in (95, 115, 135)]
+
+    def drawing(draw, scale):
+        for kind, geometry, color in parts:
+            if kind == "polygon":
+                draw.polygon([(x * scale, y * scale) for x, y in geometry], fill=color + (255,))
+            else:
+                getattr(draw, kind)([v * scale for v in geometry], fill=color + (255,))
+        for stripe in stripes:
+            draw.line([(x * scale, y * scale) for x, y in stripe], fill=ink, width=7 * scale)
+
+    cat = _drawn_layer(size_px, drawing)
+    stack = _decompose(decomposer, cat, 2)
+    assert len(stack.layers) == 2
+    assert _composite_error(stack, cat) <= 1.0
+    # The layer that shows each pixel of the cat (the topmost one visible there): one layer shows nearly all of it.
+    shown = np.zeros(cat.shape[:2], int)
+    for k, layer in enumerate(stack.layers):
+        shown[layer.rgba[..., 3] > 127] = k
+    figure = cat[..., 3] > 127
+    held = [int((figure & (shown == k)).sum()) for k in range(len(stack.layers))]
+    assert max(held) >= 0.85 * figure.sum(), f"the cat cut in halves: {held} of {int(figure.sum())} pixels"

@@ -19,7 +19,7 @@ from .fill import fill_background
 from .glows import find_glows
 from .holes import join_outlines, lift_hole_marks
 from .leftovers import join_leftovers
-from .lineart import find_line_art
+from .lineart import find_line_art, inked_drawing
 from .order import fit_count, group_name, order_elements
 from .peel import Claims, blank_layer, peel
 from .regions import find_regions
@@ -155,7 +155,11 @@ class CpuDecomposer:
         begin("count")
         if params.auto_layers:
             budget = min(budget, auto_budget(elements))
-        groups = fit_count(elements, budget, AUTO_MAX_DEPTH if params.auto_layers else None)
+        # An inked drawing made to fit a short count the user chose keeps its figure whole (see fit_count); only
+        # then is the ink measured (one morphology pass over the canvas). Not with "auto": its count gives a
+        # layer to each piece big enough, which merging the biggest pieces first would undo.
+        drawing = not params.auto_layers and len(elements) > budget and inked_drawing(rgb, background, elements)
+        groups = fit_count(elements, budget, AUTO_MAX_DEPTH if params.auto_layers else None, drawing)
         progress("count", 1, 1)
 
         # 7. Peel (front to back, so each element knows what covers it)

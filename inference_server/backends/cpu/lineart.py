@@ -9,7 +9,7 @@ import numpy as np
 from .cancel import checkpoint
 from .elements import Element, ElementKind, owner_map, set_hull, set_mask
 from .masks import luminance
-from .tuning import BAND_PX, INK_CONTRAST, INK_DARK, INK_NETWORK, INK_SHARE, SAME_COLOR
+from .tuning import BAND_PX, DRAWING_INK, INK_CONTRAST, INK_DARK, INK_NETWORK, INK_SHARE, SAME_COLOR
 
 
 def ink_pixels(rgb: np.ndarray) -> np.ndarray:
@@ -93,3 +93,24 @@ def find_line_art(rgb: np.ndarray, background: Element, elements: list[Element])
     line_art.outlines = True
     kept.append(line_art)
     return kept
+
+
+def inked_drawing(rgb: np.ndarray, background: Element, elements: list[Element]) -> bool:
+    """Whether the elements are the pieces of an inked drawing (a cartoon figure): flat shapes only (no words, no
+    photographs) and dark strokes (``ink_pixels``, on them or in the soft-edge band round them: outlines are drawn
+    along their edges) covering DRAWING_INK of their area or more. A
+    designer keeps such a figure one layer, with perhaps a few small parts apart; a layout's flat shapes (panels,
+    badges, icons) come with words, and a flat drawing with little ink (pixel art, a flat logo) has its colour
+    pieces as parts. Not a drawing whose ink is line art already (``find_line_art``): a colourist's ink layer
+    over flats, which stays a layer of its own."""
+    if not elements or any(element.kind is not ElementKind.SHAPE or element.outlines for element in elements):
+        return False
+    import cv2
+
+    checkpoint()
+    figure = np.logical_or.reduce([element.mask for element in elements])
+    area = int(np.count_nonzero(figure))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * BAND_PX + 1, 2 * BAND_PX + 1))
+    # A photograph's dark details round a few shapes on it are not their ink.
+    near = cv2.dilate(figure.astype(np.uint8), kernel).astype(bool) & ~background.mask
+    return bool(np.count_nonzero(ink_pixels(rgb) & near) >= DRAWING_INK * area)

@@ -96,12 +96,13 @@ def find_labels(elements: list[Element], above: np.ndarray, inside: np.ndarray) 
         text.host = box
 
 
-def fit_count(elements: list[Element], wanted: int, max_depth: int | None = None) -> list[list[Element]]:
+def fit_count(elements: list[Element], wanted: int, max_depth: int | None = None,
+              drawing: bool = False) -> list[list[Element]]:
     """``wanted`` layers of the elements (merge_to_count). ``max_depth`` (layers "auto"): besides, no more than that
     many layers stacked on one another (fit_depth); the layers those merges take are given back to the count
     (a looser count before them, up to three tries, never more than ``wanted`` in the end), so a deep stack
     folding does not also fold the small elements that the count alone kept apart."""
-    groups = merge_to_count(elements, wanted, max_depth)
+    groups = merge_to_count(elements, wanted, max_depth, drawing)
     if max_depth is None:
         return groups
     looser = wanted
@@ -109,20 +110,24 @@ def fit_count(elements: list[Element], wanted: int, max_depth: int | None = None
         if len(groups) >= wanted or looser >= len(elements):
             break
         looser += wanted - len(groups)
-        trial = merge_to_count(elements, looser, max_depth)
+        trial = merge_to_count(elements, looser, max_depth, drawing)
         if len(trial) > wanted:
             break
         groups = trial
     return groups
 
 
-def merge_to_count(elements: list[Element], wanted: int, max_depth: int | None = None) -> list[list[Element]]:
+def merge_to_count(elements: list[Element], wanted: int, max_depth: int | None = None,
+                   drawing: bool = False) -> list[list[Element]]:
     """Merge groups until there are ``wanted``: marks into their shapes first, then disjoint pairs of one level,
     pairs whose layers would touch before pairs far apart (lines of one paragraph, a label and its box: merged,
     they leave no sliver of one layer's soft edge over the other's), small pairs first. Two groups merge
     into one layer only where every group between them in depth order can step aside: it touches neither of
-    them (then its order relative to them does not show). ``max_depth``: then go on merging while more than that
-    many layers lie stacked on one another (fit_depth)."""
+    them (then its order relative to them does not show). The pieces of an inked drawing (``drawing``, see
+    ``lineart.inked_drawing``) merge the other way round, touching pairs first and the biggest first: the figure
+    grows piece by piece and what stays apart are its small parts, not two interleaved halves of it (its base
+    colour and everything drawn on that, which the one-level rule would give). ``max_depth``: then go on merging while
+    more than that many layers lie stacked on one another (fit_depth)."""
     groups = [[element] for element in elements]
     if len(groups) <= max(wanted, 0) and (max_depth is None or len(groups) <= max_depth):
         return groups
@@ -155,6 +160,8 @@ def merge_to_count(elements: list[Element], wanted: int, max_depth: int | None =
                 hosted = hosts[j]
                 if hosted is not None and hosted <= members[i]:
                     cost = (-1, 0, 0, area)  # marks on a shape go back into it before anything else is merged
+                elif drawing:
+                    cost = (0, 0 if touching[i, j] else 1, 0, -area)
                 else:
                     cost = (0 if len(levels[i] | levels[j]) == 1 else 1, 0 if touching[i, j] else 1,
                             0 if kinds[i] == kinds[j] else 1, area)

@@ -53,6 +53,8 @@ INK_DARK = 80.0  # line art: its strokes are darker than this (luminance, 0–25
 INK_CONTRAST = 40.0  # ... and darker than what lies around them by this much
 INK_SHARE = 0.005  # ... and their largest connected piece covers this share of the canvas at least
 INK_NETWORK = 0.5  # ... and this share of all the strokes: one network of outlines (words are many pieces)
+DRAWING_INK = 0.08  # a picture of flat shapes only (no words, no photos) whose dark strokes cover this share of its
+# shapes' area is an inked drawing (a cartoon figure): a short layer count keeps the figure whole, not cut in halves
 GLOW_GROUND_SHARE = 0.2  # soft glows: the ground's own colour shows (within the tolerance) on this share of the canvas
 GLOW_GROUND_TOLERANCE = 3.0  # (0–255, max over channels)
 GLOW_MIN_DEVIATION = 12.0  # a glow's strongest pixel differs from the ground by this much at least (Euclidean)

@@ -98,11 +98,10 @@ def find_line_art(rgb: np.ndarray, background: Element, elements: list[Element])
 def inked_drawing(rgb: np.ndarray, background: Element, elements: list[Element]) -> bool:
     """Whether the elements are the pieces of an inked drawing (a cartoon figure): flat shapes only (no words, no
     photographs) and dark strokes (``ink_pixels``, on them or in the soft-edge band round them: outlines are drawn
-    along their edges) covering DRAWING_INK of their area or more. A
-    designer keeps such a figure one layer, with perhaps a few small parts apart; a layout's flat shapes (panels,
-    badges, icons) come with words, and a flat drawing with little ink (pixel art, a flat logo) has its colour
-    pieces as parts. Not a drawing whose ink is line art already (``find_line_art``): a colourist's ink layer
-    over flats, which stays a layer of its own."""
+    along their edges) covering DRAWING_INK of their area or more. A designer keeps such a figure one layer, with
+    perhaps a few small parts apart; a layout's flat shapes (panels, badges, icons) come with words, and a flat
+    drawing with little ink (pixel art, a flat logo) has its colour pieces as parts. Not a drawing whose ink is
+    line art already (``find_line_art``): a colourist's ink layer over flats, which stays a layer of its own."""
     if not elements or any(element.kind is not ElementKind.SHAPE or element.outlines for element in elements):
         return False
     import cv2

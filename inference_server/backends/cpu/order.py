@@ -195,7 +195,7 @@ def merge_pair(groups: list[list[Element]], touching: np.ndarray, i: int,
 
 def stack_depth(touching: np.ndarray) -> int:
     """How many layers lie on one another at most: the longest back-to-front chain of groups, each touching the
-    next (LayerD's grouping puts the layers of one chain in as many groups)."""
+    next (layers that touch nothing between them could be one layer; a chain cannot)."""
     depth = np.ones(len(touching), int)
     for j in range(1, len(touching)):
         below = depth[:j][touching[:j, j]]

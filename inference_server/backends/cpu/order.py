@@ -102,7 +102,12 @@ def fit_count(elements: list[Element], wanted: int, max_depth: int | None = None
     many layers stacked on one another (fit_depth); the layers those merges take are given back to the count
     (a looser count before them, up to three tries, never more than ``wanted`` in the end), so a deep stack
     folding does not also fold the small elements that the count alone kept apart."""
-    groups = merge_to_count(elements, wanted, max_depth, drawing)
+    if len(elements) <= max(wanted, 0) and (max_depth is None or len(elements) <= max_depth):
+        return [[element] for element in elements]
+    if wanted <= 0:
+        return []
+    touching = footprints_touch(elements)  # once for every try: the elements' footprints do not change
+    groups = merge_to_count(elements, touching, wanted, max_depth, drawing)
     if max_depth is None:
         return groups
     looser = wanted
@@ -110,14 +115,14 @@ def fit_count(elements: list[Element], wanted: int, max_depth: int | None = None
         if len(groups) >= wanted or looser >= len(elements):
             break
         looser += wanted - len(groups)
-        trial = merge_to_count(elements, looser, max_depth, drawing)
+        trial = merge_to_count(elements, touching, looser, max_depth, drawing)
         if len(trial) > wanted:
             break
         groups = trial
     return groups
 
 
-def merge_to_count(elements: list[Element], wanted: int, max_depth: int | None = None,
+def merge_to_count(elements: list[Element], touching: np.ndarray, wanted: int, max_depth: int | None = None,
                    drawing: bool = False) -> list[list[Element]]:
     """Merge groups until there are ``wanted``: marks into their shapes first, then disjoint pairs of one level,
     pairs whose layers would touch before pairs far apart (lines of one paragraph, a label and its box: merged,
@@ -127,13 +132,9 @@ def merge_to_count(elements: list[Element], wanted: int, max_depth: int | None =
     ``lineart.inked_drawing``) merge the other way round, touching pairs first and the biggest first: the figure
     grows piece by piece and what stays apart are its small parts, not two interleaved halves of it (its base
     colour and everything drawn on that, which the one-level rule would give). ``max_depth``: then go on merging while
-    more than that many layers lie stacked on one another (fit_depth)."""
+    more than that many layers lie stacked on one another (fit_depth). ``touching``: footprints_touch of the
+    elements (merge_pair keeps a copy in step with the groups as they merge)."""
     groups = [[element] for element in elements]
-    if len(groups) <= max(wanted, 0) and (max_depth is None or len(groups) <= max_depth):
-        return groups
-    if wanted <= 0:
-        return []
-    touching = footprints_touch(elements)  # between groups, kept in step with them as they merge
     # Labels fold into their boxes only when the budget folds them all: where it is too loose for that, the
     # design keeps its words apart from their boxes, and folding a few would split a row of alike boxes.
     labels = [e for e in elements if e.kind is ElementKind.TEXT and e.host is not None]

@@ -187,21 +187,27 @@ def _best_merge(layers: list[np.ndarray], others: list[np.ndarray], path: list[t
     return best
 
 
-def score_layers(pred_layers: list[np.ndarray], gt_layers: list[np.ndarray],
-                 max_edits: int = DEFAULT_MAX_EDITS) -> list[LevelScore] | None:
-    """LayerD scores at edit levels 0..max_edits, or None when the ground truth has fewer than 2 layers."""
-    if not pred_layers or not gt_layers:
-        raise ValueError("both the prediction and the ground truth need at least one layer")
-    shapes = {layer.shape for layer in list(pred_layers) + list(gt_layers)}
-    if len(shapes) != 1:
-        raise ValueError(f"all layers must have one shape, got {sorted(shapes)}")
-    if len(gt_layers) < 2:
-        return None
+@dataclass(frozen=True)
+class EditState:
+    """Both sides after ``edits`` merge edits: grouped layers back→front, the DTW path (index in ``pred``, index
+    in ``gt``) and the path's mean scores."""
+
+    edits: int
+    pred: list[np.ndarray]
+    gt: list[np.ndarray]
+    path: list[tuple[int, int]]
+    rgb_l1: float
+    alpha_iou: float
+
+
+def edit_states(pred_layers: list[np.ndarray], gt_layers: list[np.ndarray],
+                max_edits: int = DEFAULT_MAX_EDITS) -> list[EditState]:
+    """The state at edit levels 0..max_edits (a sample that stopped early repeats its last state)."""
     pred = group_layers(list(pred_layers))
     gt = group_layers(list(gt_layers))
     cache = _PairCache()
     path, l1, iou = _align(pred, gt, cache)
-    levels = [LevelScore(0, l1, iou, len(pred), len(gt))]
+    states = [EditState(0, pred, gt, path, l1, iou)]
     stopped = False
     for edit in range(1, max_edits + 1):
         if not stopped:
@@ -215,8 +221,22 @@ def score_layers(pred_layers: list[np.ndarray], gt_layers: list[np.ndarray],
                 gt = gt_merge.apply(gt)
             if not stopped:
                 path, l1, iou = _align(pred, gt, cache)
-        levels.append(LevelScore(edit, l1, iou, len(pred), len(gt)))
-    return levels
+        states.append(EditState(edit, pred, gt, path, l1, iou))
+    return states
+
+
+def score_layers(pred_layers: list[np.ndarray], gt_layers: list[np.ndarray],
+                 max_edits: int = DEFAULT_MAX_EDITS) -> list[LevelScore] | None:
+    """LayerD scores at edit levels 0..max_edits, or None when the ground truth has fewer than 2 layers."""
+    if not pred_layers or not gt_layers:
+        raise ValueError("both the prediction and the ground truth need at least one layer")
+    shapes = {layer.shape for layer in list(pred_layers) + list(gt_layers)}
+    if len(shapes) != 1:
+        raise ValueError(f"all layers must have one shape, got {sorted(shapes)}")
+    if len(gt_layers) < 2:
+        return None
+    return [LevelScore(state.edits, state.rgb_l1, state.alpha_iou, len(state.pred), len(state.gt))
+            for state in edit_states(pred_layers, gt_layers, max_edits)]
 
 
 def mean_levels(samples: list[list[LevelScore] | None]) -> list[tuple[float, float]]:

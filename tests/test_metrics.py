@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 from layerd_reference import CASE_SEEDS, REFERENCE_SCORES, make_case
 
+from benchmarks.loss_split import IOU_CLASSES, L1_CLASSES, ground_kind, split_loss
 from benchmarks.metrics import (
     alpha_composite,
     alpha_iou,
     dtw_path,
+    edit_states,
     group_layers,
     mean_levels,
     reconstruction_mae,
@@ -148,3 +150,38 @@ def test_reconstruction_error_ignores_colour_under_zero_alpha():
     transparent_b = transparent_a.copy()
     transparent_b[..., :3] = 200
     assert reconstruction_mae([transparent_a], transparent_b) == 0.0
+
+
+def _page_and_card(card_rgb, under_card_rgb):
+    """A white page (under the card: ``under_card_rgb``) and an opaque card at rows/cols 16–47 of 64²."""
+    page = np.full((64, 64, 4), 255, np.uint8)
+    page[16:48, 16:48, :3] = under_card_rgb
+    card = np.zeros((64, 64, 4), np.uint8)
+    card[16:48, 16:48] = (*card_rgb, 255)
+    return [page, card]
+
+
+@pytest.mark.parametrize("seed", CASE_SEEDS)
+def test_the_loss_split_adds_up_to_the_scores_at_every_edit_level(seed):
+    pred, gt = make_case(seed)
+    for state in edit_states(pred, gt):
+        split = split_loss(state)
+        assert sum(split[name] for name in L1_CLASSES) == pytest.approx(state.rgb_l1, abs=1e-9)
+        assert sum(split[name] for name in IOU_CLASSES) == pytest.approx(1 - state.alpha_iou, abs=1e-9)
+
+
+def test_the_loss_split_blames_a_badly_filled_ground_and_a_card_cut_short_where_they_are():
+    truth = _page_and_card((200, 30, 30), (255, 255, 255))
+    # Ours: the card right, the page under it filled black instead of the truth's white.
+    filled_black = _page_and_card((200, 30, 30), (0, 0, 0))
+    (level0,) = edit_states(filled_black, truth, 0)
+    split = split_loss(level0)
+    assert split["hidden ground"] == pytest.approx(level0.rgb_l1) and level0.rgb_l1 > 0.1
+    # Ours: the right half of the card missing (what shows there is left in the page).
+    cut_short = _page_and_card((200, 30, 30), (255, 255, 255))
+    cut_short[1][16:48, 32:48] = 0
+    cut_short[0][16:48, 32:48] = (200, 30, 30, 255)
+    (level0,) = edit_states(cut_short, truth, 0)
+    split = split_loss(level0)
+    assert split["missing, visible"] == pytest.approx(1 - level0.alpha_iou) and split["missing, visible"] > 0.2
+    assert ground_kind(truth[0], truth[1][..., 3] > 0) == "flat"

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from benchmarks.loss_split import L1_CLASSES
 from inference_server.layers import composite_over
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
@@ -100,11 +101,17 @@ def test_a_layered_file_becomes_a_case_and_a_disagreeing_one_is_skipped_with_the
     assert record["check_vs_file_composite"]["mae_255"] == 0.0
 
 
-def test_bench_scores_the_real_set_against_the_one_layer_baseline(snapshot, capsys):
+def _built_set(snapshot) -> tuple[Path, Path]:
+    """(the snapshot's root, the real set built from it)."""
     root, manifest, _, _ = snapshot
     out = root / "real"
     _script("real_layered_set").main(["--manifest", str(manifest), "--mirror", str(root / "mirror"),
                                       "--out", str(out)])
+    return root, out
+
+
+def test_bench_scores_the_real_set_against_the_one_layer_baseline(snapshot, capsys):
+    root, out = _built_set(snapshot)
     scores = root / "scores.json"
     assert _script("bench_decompose").main(["--set", "real", "--data", str(out), "--json", str(scores)]) == 0
     printed = capsys.readouterr().out
@@ -114,6 +121,18 @@ def test_bench_scores_the_real_set_against_the_one_layer_baseline(snapshot, caps
     assert case["one layer"]["layers"] == 1
     # The badge over plain paper is the easy case: the decomposer finds both layers.
     assert case["cpu"]["layers"] == 2 and case["cpu"]["iou_e0"] > 0.9
+
+
+def test_explain_splits_the_real_set_s_loss_into_classes_that_add_up(snapshot, capsys):
+    root, out = _built_set(snapshot)
+    classes = root / "classes.json"
+    assert _script("explain_decompose").main(["--data", str(out), "--json", str(classes)]) == 0
+    printed = capsys.readouterr().out
+    assert "edit level 0" in printed and "edit level 5" in printed and "hidden ground" in printed
+    (case,) = json.loads(classes.read_text())["cases"]
+    assert case["ground"] == "flat", "the paper is one colour"
+    level = case["levels"]["0"]
+    assert sum(level[name] for name in L1_CLASSES) == pytest.approx(level["l1"], abs=1e-9)
 
 
 def test_the_manifest_names_every_file_and_keeps_the_held_out_fresh_and_fourth_files_apart():

@@ -1,0 +1,102 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Where a sample's LayerD loss goes: RGB L1 and 1 − IoU at one edit level, split by pixel class.
+
+The classes come from the state the metric scores at that level (``benchmarks.metrics.edit_states``: both sides
+grouped and merged, the DTW path): for every matched pair (ours i, truth j), each pixel of the pair falls in one
+class, and the classes' contributions, averaged over the path as the metric averages pairs, add up to the level's
+RGB L1 and to 1 − IoU exactly. A pixel of truth layer j is *hidden* where a truth layer above j has α > 0 (its
+content there is what the designer drew under something: nothing in the flat image shows it).
+
+RGB L1 (over the truth's α > 0, where the metric takes it):
+- ``soft``: the truth's α < 255 (anti-aliased edges, translucent layers, glows);
+- ``hidden ground``: hidden, ours drawn (α > 0), j the bottom layer: how we filled the background under what we
+  lifted off it;
+- ``hidden lower``: hidden, ours drawn, j above the bottom: a card or shape completed under what lies on it;
+- ``hidden, ours empty``: hidden, our α = 0 (the colour we keep under zero alpha counts);
+- ``visible, ours empty`` / ``visible, ours soft`` / ``visible, both opaque``: what shows, by our α (0, between,
+  255): a missed part, a part we made see-through, a wrong colour.
+1 − IoU: our α missing where the truth has it, or extra where it has not, on visible or hidden pixels; ``both
+empty`` when neither layer has any alpha (IoU 0 in LayerD).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from benchmarks.metrics import EditState
+
+L1_CLASSES = ("soft", "hidden ground", "hidden lower", "hidden, ours empty", "visible, ours empty",
+              "visible, ours soft", "visible, both opaque")
+IOU_CLASSES = ("missing, visible", "missing, hidden", "extra, visible", "extra, hidden", "both empty")
+GROUND_KINDS = ("flat", "gradient", "photo", "covered")
+# The truth's ground is "flat" when its visible colour varies by less than this (0–255, mean channel std), a
+# "gradient" when a quadratic colour model over the canvas leaves less than GRADIENT_RESIDUAL_255 mean error.
+FLAT_STD_255 = 3.0
+GRADIENT_RESIDUAL_255 = 4.0
+# A ground with fewer visible pixels than this is "covered": the truth hid it (almost) entirely.
+COVERED_PIXELS = 50
+
+
+def _covered_above(gt: list[np.ndarray]) -> list[np.ndarray]:
+    """Per truth layer, the pixels some truth layer above it has α > 0 at."""
+    covered = np.zeros(gt[0].shape[:2], bool)
+    above = []
+    for layer in reversed(gt):
+        above.append(covered.copy())
+        covered |= layer[..., 3] > 0
+    return above[::-1]
+
+
+def ground_kind(ground: np.ndarray, covered: np.ndarray) -> str:
+    """How the truth's bottom layer looks where it shows: flat, gradient, photo, or covered."""
+    visible = (ground[..., 3] == 255) & ~covered
+    if visible.sum() < COVERED_PIXELS:
+        return "covered"
+    ys, xs = np.nonzero(visible)
+    colour = ground[ys, xs, :3].astype(float)
+    if colour.std(0).mean() < FLAT_STD_255:
+        return "flat"
+    # A subsample keeps the least-squares fit cheap on large grounds; the seed keeps the kind reproducible.
+    keep = np.random.default_rng(0).choice(len(xs), min(len(xs), 20000), replace=False)
+    x, y = xs[keep] / ground.shape[1], ys[keep] / ground.shape[0]
+    terms = np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], 1)
+    coefficients, *_ = np.linalg.lstsq(terms, colour[keep], rcond=None)
+    residual = np.abs(terms @ coefficients - colour[keep]).mean()
+    return "gradient" if residual < GRADIENT_RESIDUAL_255 else "photo"
+
+
+def split_loss(state: EditState) -> dict[str, float]:
+    """The L1 and 1 − IoU classes of one edit level's state (keys of L1_CLASSES and IOU_CLASSES)."""
+    split = dict.fromkeys(L1_CLASSES + IOU_CLASSES, 0.0)
+    covered_above = _covered_above(state.gt)
+    pairs = len(state.path)
+    for i, j in state.path:
+        ours, truth = state.pred[i], state.gt[j]
+        our_alpha, truth_alpha = ours[..., 3], truth[..., 3]
+        hidden = covered_above[j]
+        mask = truth_alpha > 0
+        difference = np.abs(ours[..., :3].astype(float) - truth[..., :3].astype(float)).mean(-1) / 255.0
+        difference = difference * mask / (mask.sum() + 1e-8)  # the metric's _L1_EPS
+        opaque = truth_alpha == 255
+        drawn = our_alpha > 0
+        classes = {
+            "soft": mask & ~opaque,
+            "hidden ground" if j == 0 else "hidden lower": opaque & hidden & drawn,
+            "hidden, ours empty": opaque & hidden & ~drawn,
+            "visible, ours empty": opaque & ~hidden & ~drawn,
+            "visible, ours soft": opaque & ~hidden & drawn & (our_alpha < 255),
+            "visible, both opaque": opaque & ~hidden & (our_alpha == 255),
+        }
+        for name, pixels in classes.items():
+            split[name] += float(difference[pixels].sum()) / pairs
+        a, b = our_alpha.astype(float) / 255.0, truth_alpha.astype(float) / 255.0
+        union = np.maximum(a, b).sum()
+        if union == 0:
+            split["both empty"] += 1.0 / pairs
+            continue
+        missing, extra = np.clip(b - a, 0, None) / union, np.clip(a - b, 0, None) / union
+        split["missing, visible"] += float(missing[~hidden].sum()) / pairs
+        split["missing, hidden"] += float(missing[hidden].sum()) / pairs
+        split["extra, visible"] += float(extra[~hidden].sum()) / pairs
+        split["extra, hidden"] += float(extra[hidden].sum()) / pairs
+    return split

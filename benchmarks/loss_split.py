@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.metrics import EditState
+from benchmarks.metrics import L1_EPS, EditState
 
 L1_CLASSES = ("soft", "hidden ground", "hidden lower", "hidden, ours empty", "visible, ours empty",
               "visible, ours soft", "visible, both opaque")
@@ -37,7 +37,7 @@ GRADIENT_RESIDUAL_255 = 4.0
 COVERED_PIXELS = 50
 
 
-def _covered_above(gt: list[np.ndarray]) -> list[np.ndarray]:
+def covered_above(gt: list[np.ndarray]) -> list[np.ndarray]:
     """Per truth layer, the pixels some truth layer above it has α > 0 at."""
     covered = np.zeros(gt[0].shape[:2], bool)
     above = []
@@ -68,15 +68,15 @@ def ground_kind(ground: np.ndarray, covered: np.ndarray) -> str:
 def split_loss(state: EditState) -> dict[str, float]:
     """The L1 and 1 − IoU classes of one edit level's state (keys of L1_CLASSES and IOU_CLASSES)."""
     split = dict.fromkeys(L1_CLASSES + IOU_CLASSES, 0.0)
-    covered_above = _covered_above(state.gt)
+    covered_above_j = covered_above(state.gt)
     pairs = len(state.path)
     for i, j in state.path:
         ours, truth = state.pred[i], state.gt[j]
         our_alpha, truth_alpha = ours[..., 3], truth[..., 3]
-        hidden = covered_above[j]
+        hidden = covered_above_j[j]
         mask = truth_alpha > 0
         difference = np.abs(ours[..., :3].astype(float) - truth[..., :3].astype(float)).mean(-1) / 255.0
-        difference = difference * mask / (mask.sum() + 1e-8)  # the metric's _L1_EPS
+        difference = difference * mask / (mask.sum() + L1_EPS)
         opaque = truth_alpha == 255
         drawn = our_alpha > 0
         classes = {

@@ -38,7 +38,7 @@ from PIL import Image
 from inference_server.layers import composite_over
 
 DEFAULT_MAX_EDITS = 5
-_L1_EPS = 1e-8  # LayerD's RGBL1 divides by (mask pixels + eps)
+L1_EPS = 1e-8  # LayerD's RGBL1 divides by (mask pixels + eps)
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ def rgb_l1(pred: np.ndarray, gt: np.ndarray) -> float:
     a = pred.astype(float) / 255.0
     b = gt.astype(float) / 255.0
     mask = b[..., 3] > 0
-    return float((np.abs(a[..., :3] - b[..., :3]).mean(-1) * mask).sum() / (mask.sum() + _L1_EPS))
+    return float((np.abs(a[..., :3] - b[..., :3]).mean(-1) * mask).sum() / (mask.sum() + L1_EPS))
 
 
 def alpha_iou(pred: np.ndarray, gt: np.ndarray) -> float:

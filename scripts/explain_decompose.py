@@ -25,7 +25,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_decompose import DEFAULT_REAL_DATA, load_real_case, run_method  # noqa: E402
 
-from benchmarks.loss_split import GROUND_KINDS, IOU_CLASSES, L1_CLASSES, ground_kind, split_loss  # noqa: E402
+from benchmarks.loss_split import (  # noqa: E402
+    GROUND_KINDS,
+    IOU_CLASSES,
+    L1_CLASSES,
+    covered_above,
+    ground_kind,
+    split_loss,
+)
 from benchmarks.metrics import edit_states  # noqa: E402
 from inference_server.backends.cpu import CpuDecomposer  # noqa: E402
 from inference_server.params import AUTO_LAYERS  # noqa: E402
@@ -38,11 +45,8 @@ def explain_case(decomposer: CpuDecomposer, folder: Path, auto: bool, levels: li
     composite, truth, _ = load_real_case(folder)
     predicted, _ = run_method("cpu", decomposer, composite, AUTO_LAYERS if auto else len(truth))
     states = edit_states(predicted, truth, max(levels))
-    hidden_ground = np.zeros(truth[0].shape[:2], bool)
-    for layer in states[0].gt[1:]:
-        hidden_ground |= layer[..., 3] > 0
     record = {"case": folder.name, "layers": len(predicted), "gt_layers": len(truth),
-              "ground": ground_kind(states[0].gt[0], hidden_ground), "levels": {}}
+              "ground": ground_kind(states[0].gt[0], covered_above(states[0].gt)[0]), "levels": {}}
     for level in levels:
         state = states[level]
         record["levels"][str(level)] = {"l1": state.rgb_l1, "iou": state.alpha_iou} | split_loss(state)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.metrics import L1_EPS, EditState
+from benchmarks.metrics import L1_EPS, EditState, rgb_l1_pixels
 
 L1_CLASSES = ("soft", "hidden ground", "hidden lower", "hidden, ours empty", "visible, ours empty",
               "visible, ours soft", "visible, both opaque")
@@ -74,9 +74,8 @@ def split_loss(state: EditState) -> dict[str, float]:
         ours, truth = state.pred[i], state.gt[j]
         our_alpha, truth_alpha = ours[..., 3], truth[..., 3]
         hidden = covered_above_j[j]
-        mask = truth_alpha > 0
-        difference = np.abs(ours[..., :3].astype(float) - truth[..., :3].astype(float)).mean(-1) / 255.0
-        difference = difference * mask / (mask.sum() + L1_EPS)
+        difference, mask = rgb_l1_pixels(ours, truth)
+        difference = difference / (mask.sum() + L1_EPS)
         opaque = truth_alpha == 255
         drawn = our_alpha > 0
         classes = {

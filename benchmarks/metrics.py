@@ -77,12 +77,19 @@ def group_layers(layers: list[np.ndarray]) -> list[np.ndarray]:
     return [reduce(alpha_composite, [layers[i] for i in group]) for group in group_indices(layers)]
 
 
-def rgb_l1(pred: np.ndarray, gt: np.ndarray) -> float:
-    """Mean absolute straight-RGB difference in [0, 1] over ``gt``'s visible pixels (0 if it has none)."""
+def rgb_l1_pixels(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(per pixel the absolute straight-RGB difference in [0, 1] where ``gt`` is visible and 0 elsewhere, that
+    mask): what ``rgb_l1`` averages."""
     a = pred.astype(float) / 255.0
     b = gt.astype(float) / 255.0
     mask = b[..., 3] > 0
-    return float((np.abs(a[..., :3] - b[..., :3]).mean(-1) * mask).sum() / (mask.sum() + L1_EPS))
+    return np.abs(a[..., :3] - b[..., :3]).mean(-1) * mask, mask
+
+
+def rgb_l1(pred: np.ndarray, gt: np.ndarray) -> float:
+    """Mean absolute straight-RGB difference in [0, 1] over ``gt``'s visible pixels (0 if it has none)."""
+    difference, mask = rgb_l1_pixels(pred, gt)
+    return float(difference.sum() / (mask.sum() + L1_EPS))
 
 
 def alpha_iou(pred: np.ndarray, gt: np.ndarray) -> float:

@@ -149,13 +149,17 @@ def load_real_case(folder: Path) -> tuple[np.ndarray, list[np.ndarray], dict]:
     return composite, layers, info
 
 
-def run_real_set(args, decomposer: CpuDecomposer) -> None:
-    index_path = args.data / "index.json"
+def real_case_names(data: Path, cases: list[str] | None) -> list[str]:
+    """The real set's case names in ``data`` (only ``cases`` when given), sorted."""
+    index_path = data / "index.json"
     if not index_path.exists():
-        raise SystemExit(f"no real set at {args.data}: build it with scripts/real_layered_set.py")
+        raise SystemExit(f"no real set at {data}: build it with scripts/real_layered_set.py")
     names = sorted(json.loads(index_path.read_text())["cases"])
-    if args.cases:
-        names = [name for name in names if name in set(args.cases)]
+    return [name for name in names if name in set(cases)] if cases else names
+
+
+def run_real_set(args, decomposer: CpuDecomposer) -> None:
+    names = real_case_names(args.data, args.cases)
     methods = ("cpu", "one layer")
     rows, records = [], []
     for name in names:

@@ -23,7 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_decompose import DEFAULT_REAL_DATA, load_real_case, run_method  # noqa: E402
+from bench_decompose import DEFAULT_REAL_DATA, load_real_case, real_case_names, run_method  # noqa: E402
 
 from benchmarks.loss_split import (  # noqa: E402
     GROUND_KINDS,
@@ -82,14 +82,9 @@ def main(argv=None) -> int:
     parser.add_argument("--levels", type=int, nargs="+", default=[0, 5], help="edit levels to split (0–5)")
     parser.add_argument("--json", type=Path, help="also write the per-case classes to this file")
     args = parser.parse_args(argv)
-    index_path = args.data / "index.json"
-    if not index_path.exists():
-        raise SystemExit(f"no real set at {args.data}: build it with scripts/real_layered_set.py")
     if not all(0 <= level <= 5 for level in args.levels):
         raise SystemExit(f"--levels must lie in 0–5, got {args.levels}")
-    names = sorted(json.loads(index_path.read_text())["cases"])
-    if args.cases:
-        names = [name for name in names if name in set(args.cases)]
+    names = real_case_names(args.data, args.cases)
     decomposer = CpuDecomposer()
     records = []
     for name in names:

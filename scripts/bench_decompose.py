@@ -155,7 +155,12 @@ def real_case_names(data: Path, cases: list[str] | None) -> list[str]:
     if not index_path.exists():
         raise SystemExit(f"no real set at {data}: build it with scripts/real_layered_set.py")
     names = sorted(json.loads(index_path.read_text())["cases"])
-    return [name for name in names if name in set(cases)] if cases else names
+    if not cases:
+        return names
+    unknown = sorted(set(cases) - set(names))
+    if unknown:
+        raise SystemExit(f"no case {', '.join(unknown)} in {index_path}")
+    return [name for name in names if name in set(cases)]
 
 
 def run_real_set(args, decomposer: CpuDecomposer) -> None:

@@ -64,15 +64,21 @@ def run_version(checkout: Path, data: Path, cases: list[str]) -> dict[str, dict]
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--other", type=Path, help="the other checkout (the baseline)")
-    parser.add_argument("--data", type=Path, default=Path("/work/data/real"), help="a real set's folder")
+    parser.add_argument("--data", type=Path, help="a real set's folder (default: bench_decompose's)")
     parser.add_argument("--cases", nargs="*", help="only these cases (default: all of the set)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    cases = args.cases or sorted(json.loads((args.data / "index.json").read_text())["cases"])
     if args.worker:
-        worker(args.data, cases)
+        worker(args.data, args.cases)
         return 0
+    # Imported here, not at the top: bench_decompose puts this checkout first on sys.path, and the worker must
+    # import the decomposer of the checkout it runs in.
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_decompose import DEFAULT_REAL_DATA, real_case_names
+
+    args.data = args.data or DEFAULT_REAL_DATA
+    cases = real_case_names(args.data, args.cases)
     if args.other is None:
         parser.error("--other is required")
     versions = {"other": args.other.resolve(), "this": THIS_CHECKOUT}

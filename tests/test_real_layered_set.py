@@ -123,6 +123,14 @@ def test_bench_scores_the_real_set_against_the_one_layer_baseline(snapshot, caps
     assert case["cpu"]["layers"] == 2 and case["cpu"]["iou_e0"] > 0.9
 
 
+def test_a_misspelt_case_name_stops_the_bench_instead_of_scoring_nothing(snapshot):
+    root, out = _built_set(snapshot)
+    with pytest.raises(SystemExit, match="no case postre in"):
+        _script("bench_decompose").main(["--set", "real", "--data", str(out), "--cases", "postre",
+                                         "--json", str(root / "scores.json")])
+    assert not (root / "scores.json").exists()
+
+
 def test_explain_splits_the_real_set_s_loss_into_classes_that_add_up(snapshot, capsys):
     root, out = _built_set(snapshot)
     classes = root / "classes.json"

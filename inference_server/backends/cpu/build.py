@@ -11,7 +11,7 @@ import numpy as np
 from .cancel import checkpoint
 from .elements import Element, ElementKind, set_hull
 from .ground import Ground, enclosed_ground, find_ground
-from .masks import bbox_slices, filled, is_long, nearest_pixel, open_mask, union_box
+from .masks import bbox_slices, disc, filled, is_long, nearest_pixel, open_mask, union_box
 from .regions import Regions, channel_max
 from .text import Word
 from .tuning import (
@@ -530,7 +530,7 @@ def shows_edge(rgb: np.ndarray, mask: np.ndarray) -> bool:
     box = bbox_slices(mask, 2 * BAND_PX + 2)
     crop = mask[box].astype(np.uint8)
     rim = crop.astype(bool) & ~cv2.erode(crop, np.ones((3, 3), np.uint8)).astype(bool)
-    beyond = ~cv2.dilate(crop, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * BAND_PX + 3,) * 2)).astype(bool)
+    beyond = ~cv2.dilate(crop, disc(BAND_PX + 1)).astype(bool)
     if not rim.any() or not beyond.any():
         return True
     beyond_at, _ = nearest_pixel(beyond)

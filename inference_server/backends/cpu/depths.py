@@ -9,7 +9,7 @@ import numpy as np
 
 from .cancel import checkpoint
 from .elements import Element, ElementKind, set_hull, set_mask, veiled_part
-from .masks import bbox_slices, filled, hull_mask, is_long, is_stroke, joint_hull, thickness_px, union_box
+from .masks import bbox_slices, disc, filled, hull_mask, is_long, is_stroke, joint_hull, thickness_px, union_box
 from .tuning import (
     BACKGROUND_GAP,
     LONG_ELEMENT,
@@ -304,7 +304,7 @@ def split_strokes(elements: list[Element], wanted: int) -> list[Element]:
         if not ridge.any():
             continue
         radius_px = int(np.ceil(STROKE_SOLID * float(np.percentile(dist[ridge], 25)) + 1))
-        disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius_px + 1,) * 2)
+        disk = disc(radius_px)
         solid = cv2.dilate((dist > radius_px).astype(np.uint8), disk).astype(bool) & (crop > 0)
         thin = (crop > 0) & ~solid
         count, labels, stats, _ = cv2.connectedComponentsWithStats(thin.astype(np.uint8), connectivity=8)

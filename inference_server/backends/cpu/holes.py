@@ -9,7 +9,7 @@ import numpy as np
 
 from .cancel import checkpoint
 from .elements import Element, ElementKind, owner_map, set_mask
-from .masks import bbox_slices, filled, hull_area_px, luminance, thickness_px
+from .masks import bbox_slices, disc, filled, hull_area_px, luminance, thickness_px
 from .tuning import (
     BAND_PX,
     HOLE_MARKS_SHARE,
@@ -168,8 +168,7 @@ def join_outlines(rgb: np.ndarray, elements: list[Element]) -> list[Element]:
         box = bbox_slices(outline.mask, BAND_PX + 1)
         mask = outline.mask[box]
         # Thin outlines' cores break where the stroke is all soft edge: closed by the soft-edge band first.
-        closed = cv2.dilate(mask.astype(np.uint8), cv2.getStructuringElement(
-            cv2.MORPH_ELLIPSE, (2 * BAND_PX + 1,) * 2)).astype(bool)
+        closed = cv2.dilate(mask.astype(np.uint8), disc(BAND_PX)).astype(bool)
         within = filled(closed)
         holes = within & ~closed
         if not holes.any():
@@ -188,8 +187,7 @@ def join_outlines(rgb: np.ndarray, elements: list[Element]) -> list[Element]:
             if fill_px[used].sum() < HOLE_MARKS_SHARE * hole_px[used].sum():
                 continue
             # The outline's pieces around the fill: those it touches across the soft-edge band.
-            near = cv2.dilate(fill.mask[box].astype(np.uint8), cv2.getStructuringElement(
-                cv2.MORPH_ELLIPSE, (2 * BAND_PX + 3,) * 2)).astype(bool) & mask
+            near = cv2.dilate(fill.mask[box].astype(np.uint8), disc(BAND_PX + 1)).astype(bool) & mask
             joined = np.isin(pieces, np.unique(pieces[near])) & (pieces > 0)
             # An outline is thin beside what it outlines, and smaller (a panel around white discs is no outline).
             if (joined.sum() >= fill.area

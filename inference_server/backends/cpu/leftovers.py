@@ -9,7 +9,7 @@ import numpy as np
 
 from .cancel import checkpoint
 from .elements import Element, ElementKind, set_mask
-from .masks import nearest_pixel
+from .masks import disc, nearest_pixel
 from .tuning import BAND_PX, LEFTOVER_REACH, MIN_LEFTOVER_ALPHA, SAME_COLOR
 
 
@@ -32,7 +32,7 @@ def join_leftovers(rgb: np.ndarray, background: Element, elements: list[Element]
     taken = np.zeros((height_px, width_px), bool)
     for element in elements:
         taken |= element.mask
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * BAND_PX + 1, 2 * BAND_PX + 1))
+    kernel = disc(BAND_PX)
     banded = cv2.dilate(taken.astype(np.uint8), kernel).astype(bool)
     checkpoint()
     # Colours are compared only where no element or the ground already is (few pixels on a big image).
@@ -60,7 +60,7 @@ def join_leftovers(rgb: np.ndarray, background: Element, elements: list[Element]
     reach_px = LEFTOVER_REACH * float(np.hypot(height_px, width_px))
     count, pieces, stats, _ = cv2.connectedComponentsWithStats(leftover.astype(np.uint8), connectivity=8)
     ring_px = 2 * BAND_PX + 2
-    ring_kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * ring_px + 1, 2 * ring_px + 1))
+    ring_kernel = disc(ring_px)
     grown = set()
     for piece in range(1, count):
         if piece % 64 == 0:

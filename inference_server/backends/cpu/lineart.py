@@ -8,7 +8,7 @@ import numpy as np
 
 from .cancel import checkpoint
 from .elements import Element, ElementKind, owner_map, set_hull, set_mask
-from .masks import luminance
+from .masks import disc, luminance
 from .tuning import BAND_PX, DRAWING_INK, INK_CONTRAST, INK_DARK, INK_NETWORK, INK_SHARE, SAME_COLOR
 
 
@@ -18,8 +18,7 @@ def ink_pixels(rgb: np.ndarray) -> np.ndarray:
     import cv2
 
     gray = luminance(rgb)
-    side_px = 3 * BAND_PX | 1
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side_px, side_px))
+    kernel = disc(3 * BAND_PX // 2)
     contrast = cv2.morphologyEx(gray, cv2.MORPH_CLOSE, kernel) - gray
     return (gray < INK_DARK) & (contrast > INK_CONTRAST)
 
@@ -58,7 +57,7 @@ def find_line_art(rgb: np.ndarray, background: Element, elements: list[Element])
     keep[1:] = areas >= 0.02 * largest
     ink = keep[pieces]
     # Between the drawing's colours, not on the ground: what lies around the strokes.
-    ring_kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * BAND_PX + 1, 2 * BAND_PX + 1))
+    ring_kernel = disc(BAND_PX)
     ring = cv2.dilate(ink.astype(np.uint8), ring_kernel).astype(bool) & ~ink
     owners = owner_map(elements, rgb.shape)[ring]
     owned_px = int((owners > 0).sum())
@@ -109,7 +108,7 @@ def inked_drawing(rgb: np.ndarray, background: Element, elements: list[Element])
     checkpoint()
     figure = np.logical_or.reduce([element.mask for element in elements])
     area = int(np.count_nonzero(figure))
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * BAND_PX + 1, 2 * BAND_PX + 1))
+    kernel = disc(BAND_PX)
     # A photograph's dark details round a few shapes on it are not their ink.
     near = cv2.dilate(figure.astype(np.uint8), kernel).astype(bool) & ~background.mask
     return bool(np.count_nonzero(ink_pixels(rgb) & near) >= DRAWING_INK * area)

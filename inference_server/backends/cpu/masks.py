@@ -51,6 +51,14 @@ def hull_mask(mask: np.ndarray) -> np.ndarray:
     return hull | mask
 
 
+def disc(radius_px: int) -> np.ndarray:
+    """A round structuring element reaching ``radius_px`` from its centre (side 2 · radius + 1), for cv2's
+    dilate, erode and morphologyEx."""
+    import cv2
+
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius_px + 1,) * 2)
+
+
 def open_mask(mask: np.ndarray, kernel_px: int) -> np.ndarray:
     """Morphological opening with a disc of ``kernel_px``, as uint8. A big disc on a big image is slow (seconds
     at 12 MP), so big openings run at reduced size; the result never reaches outside ``mask``."""

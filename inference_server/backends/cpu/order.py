@@ -7,7 +7,7 @@ import numpy as np
 
 from .cancel import checkpoint
 from .elements import Element, ElementKind, owner_map, row_span
-from .masks import bbox_slices, filled, joint_hull
+from .masks import bbox_slices, disc, filled, joint_hull
 from .translucent import veiled_pairs
 from .tuning import BAND_PX, FLANKED_SHARE, LABEL_BOX, MIN_ELEMENT_FRACTION
 
@@ -235,7 +235,7 @@ def footprints_touch(elements: list[Element]) -> np.ndarray:
     import cv2
 
     count = len(elements)
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * BAND_PX + 1,) * 2)
+    kernel = disc(BAND_PX)
     touching = np.zeros((count, count), bool)
     grown = []
     for element in elements:
@@ -279,7 +279,7 @@ def inked_elements(elements: list[Element]) -> list[tuple[int, int]]:
     import cv2
 
     found = []
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (4 * BAND_PX + 1,) * 2)
+    kernel = disc(2 * BAND_PX)
     for i, ink in enumerate(elements):
         if not ink.outlines:
             continue

@@ -9,7 +9,7 @@ import numpy as np
 
 from .cancel import checkpoint
 from .elements import Element, ElementKind, owner_map
-from .masks import bbox_slices, filled, nearest_pixel
+from .masks import bbox_slices, disc, filled, nearest_pixel
 from .regions import channel_max
 from .tuning import BAND_PX, MIN_REGION_FRACTION, RIM_OFF_LINE, SAME_COLOR
 
@@ -94,7 +94,7 @@ def own_color_at(shows: np.ndarray, covering: np.ndarray) -> np.ndarray:
     and on the real sets it weighs less (main, held-out and fresh: L1 lower at both edit levels)."""
     import cv2
 
-    rim = cv2.dilate(shows.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))).astype(bool)
+    rim = cv2.dilate(shows.astype(np.uint8), disc(1)).astype(bool)
     return rim | covering
 
 
@@ -124,7 +124,7 @@ def peel(rgb: np.ndarray, blank: np.ndarray, element: Element, covering: np.ndar
     translucent = element.opacity < 1.0
     if translucent:
         # Its pieces (over different things) are one sheet: close the seams between them, one colour throughout.
-        closing = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
+        closing = disc(3)
         crop_core = cv2.morphologyEx(crop_core.astype(np.uint8), cv2.MORPH_CLOSE, closing).astype(bool)
         near_f = np.broadcast_to(element.color_rgb.astype(np.float32), crop_rgb.shape)
         core_distance_px = np.zeros(crop_core.shape, np.float32)  # (unused: no edge split for translucent sheets)
@@ -145,7 +145,7 @@ def peel(rgb: np.ndarray, blank: np.ndarray, element: Element, covering: np.ndar
         else:
             near_f = nearest_colors(crop_rgb, inside)[0]
     checkpoint()
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * BAND_PX + 1, 2 * BAND_PX + 1))
+    kernel = disc(BAND_PX)
     grown = cv2.dilate(crop_core.astype(np.uint8), kernel).astype(bool)
     band = grown & ~crop_core
     outside = ~grown

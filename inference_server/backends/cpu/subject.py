@@ -7,7 +7,7 @@ import numpy as np
 
 from .cancel import checkpoint
 from .elements import Element, ElementKind
-from .masks import hull_mask, luminance, side_strips
+from .masks import disc, hull_mask, luminance, side_strips
 from .regions import Regions
 from .tuning import PICTURE_EDGE_TEXTURE, SUBJECT_MAX_SIDE_PX
 
@@ -63,7 +63,7 @@ def find_subject(rgb: np.ndarray, background: Element, elements: list[Element]) 
     keep = 1 + np.flatnonzero(areas >= max(0.15 * areas.max(), 0.005 * salient.size))
     salient = np.isin(pieces, keep)
     side_px = min(size)
-    grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * round(0.08 * side_px) + 1,) * 2)
+    grow = disc(round(0.08 * side_px))
     probable = cv2.dilate(hull_mask(salient).astype(np.uint8), grow)
     if probable[-max(3, size[1] // 10):].any():
         # A subject standing on (or near) the bottom edge, a person, may have its head above the salient part

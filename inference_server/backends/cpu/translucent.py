@@ -9,7 +9,7 @@ import numpy as np
 
 from .cancel import checkpoint
 from .elements import Element, ElementKind, set_hull, veiled_part
-from .masks import bbox_slices, hull_mask
+from .masks import bbox_slices, disc, hull_mask
 from .regions import channel_max
 from .tuning import BAND_PX, VEIL_MATCH
 
@@ -30,7 +30,7 @@ def find_translucent(rgb: np.ndarray, background: Element, elements: list[Elemen
     owner[background.mask] = 1
     for index, element in enumerate(elements, start=2):
         owner[element.mask] = index
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9))
+    kernel = disc(4)
     neighbours: dict[int, dict[int, np.ndarray]] = {}  # element id → {owner label: mean colour next to it}
     for element in shapes:
         checkpoint()
@@ -117,7 +117,7 @@ def veil_under(rgb: np.ndarray, sheet: Element, shapes: list[Element]) -> None:
     them (a card with a band across it is one card; a plane half under water is one plane)."""
     import cv2
 
-    band = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * BAND_PX + 1,) * 2)
+    band = disc(BAND_PX)
     box = bbox_slices(sheet.hull, 2 * BAND_PX + 2)
     footprint = cv2.dilate(sheet_mask(sheet)[box].astype(np.uint8), band).astype(bool)
     crop_rgb = rgb[box]
@@ -145,7 +145,7 @@ def sheet_mask(sheet: Element) -> np.ndarray:
     """The sheet's pixels with the seams between its pieces closed (as peel closes them)."""
     import cv2
 
-    closing = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
+    closing = disc(3)
     return cv2.morphologyEx(sheet.mask.astype(np.uint8), cv2.MORPH_CLOSE, closing).astype(bool)
 
 

@@ -17,6 +17,16 @@ RGB L1 (over the truth's α > 0, where the metric takes it):
   255): a missed part, a part we made see-through, a wrong colour.
 1 − IoU: our α missing where the truth has it, or extra where it has not, on visible or hidden pixels; ``both
 empty`` when neither layer has any alpha (IoU 0 in LayerD).
+
+``missing, visible`` by where the pixel went (split_missing_visible, MISSING_CLASSES; they add up to it):
+- ``same as under``: truth layer j's colour there is that of the truth's layers under it (opaque), within
+  SAME_AS_UNDER_255: a box or panel of the colour it lies on (a logo saved with its ground, a white card on a white
+  page); nothing in the flat image shows where it is;
+- ``page over hidden ground``: truth layer j is opaque there and the truth's bottom layer shows nowhere: a page or
+  card laid over a ground the composite never shows;
+- ``in our ground`` / ``in another of ours``: the pixel shows in our composite in our bottom layer (an element we
+  left in the background) or in another of our layers (an element's parts split across our layers, or grouped with
+  other things than the truth groups them with); ``nowhere``: none of our layers is more than half opaque there.
 """
 
 from __future__ import annotations
@@ -35,6 +45,10 @@ FLAT_STD_255 = 3.0
 GRADIENT_RESIDUAL_255 = 4.0
 # A ground with fewer visible pixels than this is "covered": the truth hid it (almost) entirely.
 COVERED_PIXELS = 50
+MISSING_CLASSES = ("same as under", "page over hidden ground", "in our ground", "in another of ours", "nowhere")
+# A truth layer's pixel is "the same as under" it when its colour is within this (0–255, max channel) of the truth's
+# layers below it composited there, and they are opaque there.
+SAME_AS_UNDER_255 = 10.0
 
 
 def covered_above(gt: list[np.ndarray]) -> list[np.ndarray]:
@@ -98,4 +112,45 @@ def split_loss(state: EditState) -> dict[str, float]:
         split["missing, hidden"] += float(missing[hidden].sum()) / pairs
         split["extra, visible"] += float(extra[~hidden].sum()) / pairs
         split["extra, hidden"] += float(extra[hidden].sum()) / pairs
+    return split
+
+
+def split_missing_visible(state: EditState) -> dict[str, float]:
+    """The ``missing, visible`` class of split_loss by where the missing pixel went (keys of MISSING_CLASSES)."""
+    split = dict.fromkeys(MISSING_CLASSES, 0.0)
+    covered_above_j = covered_above(state.gt)
+    pairs = len(state.path)
+    shape = state.gt[0].shape[:2]
+    # Which of our layers shows at each pixel (the topmost more than half opaque; -1: none).
+    shown = np.full(shape, -1)
+    for index, layer in enumerate(state.pred):
+        shown[layer[..., 3] > 127] = index
+    ground_hidden = bool(covered_above_j[0][state.gt[0][..., 3] > 0].all())
+    for i, j in state.path:
+        ours, truth = state.pred[i], state.gt[j]
+        a, b = ours[..., 3].astype(float) / 255.0, truth[..., 3].astype(float) / 255.0
+        union = np.maximum(a, b).sum()
+        if union == 0:
+            continue
+        missing = np.clip(b - a, 0, None) / union
+        missing[covered_above_j[j]] = 0.0
+        if not missing.any():
+            continue
+        same = np.zeros(shape, bool)
+        page = np.zeros(shape, bool)
+        if j > 0:
+            under = np.zeros(shape + (3,))
+            under_alpha = np.zeros(shape)
+            for layer in state.gt[:j]:
+                alpha = layer[..., 3].astype(float) / 255.0
+                under = under * (1.0 - alpha[..., None]) + layer[..., :3] * alpha[..., None]
+                under_alpha = under_alpha + alpha * (1.0 - under_alpha)
+            same = (np.abs(truth[..., :3] - under).max(-1) < SAME_AS_UNDER_255) & (under_alpha > 0.99)
+            page = (b > 0.99) & ground_hidden & ~same
+        rest = ~same & ~page
+        split["same as under"] += float(missing[same].sum()) / pairs
+        split["page over hidden ground"] += float(missing[page].sum()) / pairs
+        split["in our ground"] += float(missing[rest & (shown == 0)].sum()) / pairs
+        split["in another of ours"] += float(missing[rest & (shown > 0)].sum()) / pairs
+        split["nowhere"] += float(missing[rest & (shown < 0)].sum()) / pairs
     return split

@@ -8,7 +8,9 @@ and scored at edit levels 0 and 5 (``--levels``); benchmarks.loss_split sorts ev
 classes (hidden ground under what we lifted off, a lower layer's completion, anti-aliased or translucent pixels,
 missed or extra alpha, ...). Printed per level: each class's mean contribution (the classes add up to the mean L1
 and to 1 − the mean IoU), its share, and the cases it costs most; the hidden ground by the kind of ground the truth
-has there (flat, gradient, photo, covered). It tells which kind of fix has room before one is tried.
+has there (flat, gradient, photo, covered); and the missed visible alpha by where it went (a box of the colour it
+lies on, a page over a hidden ground, our background, another of our layers). It tells which kind of fix has room
+before one is tried.
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ from benchmarks.loss_split import (  # noqa: E402
     GROUND_KINDS,
     IOU_CLASSES,
     L1_CLASSES,
+    MISSING_CLASSES,
     covered_above,
     ground_kind,
     split_loss,
+    split_missing_visible,
 )
 from benchmarks.metrics import edit_states  # noqa: E402
 from inference_server.backends.cpu import CpuDecomposer  # noqa: E402
@@ -49,7 +53,8 @@ def explain_case(decomposer: CpuDecomposer, folder: Path, auto: bool, levels: li
               "ground": ground_kind(states[0].gt[0], covered_above(states[0].gt)[0]), "levels": {}}
     for level in levels:
         state = states[level]
-        record["levels"][str(level)] = {"l1": state.rgb_l1, "iou": state.alpha_iou} | split_loss(state)
+        went = {f"missing, visible: {name}": value for name, value in split_missing_visible(state).items()}
+        record["levels"][str(level)] = {"l1": state.rgb_l1, "iou": state.alpha_iou} | split_loss(state) | went
     return record
 
 
@@ -66,6 +71,13 @@ def print_level(records: list[dict], level: str) -> None:
             top = ", ".join(f"{case} {value:.3f}" for value, case in values[:TOP_CASES] if value > 0)
             share = mean / total if total > 0 else 0.0
             print(f"  {name:<28} {mean:7.4f} {share:6.1%}  {top}")
+    total = float(np.mean([r["levels"][level]["missing, visible"] for r in records]))
+    print(f"  {'missing, visible: went':<28} {'mean':>7} {'share':>6}  costs most")
+    for name in MISSING_CLASSES:
+        values = sorted(((r["levels"][level][f"missing, visible: {name}"], r["case"]) for r in records), reverse=True)
+        mean = sum(value for value, _ in values) / count
+        top = ", ".join(f"{case} {value:.3f}" for value, case in values[:TOP_CASES] if value > 0)
+        print(f"    {name:<26} {mean:7.4f} {mean / total if total > 0 else 0.0:6.1%}  {top}")
     print(f"  {'hidden ground by its kind':<28} {'mean':>7} {'cases':>6}")
     for kind in GROUND_KINDS:
         of_kind = [r for r in records if r["ground"] == kind]

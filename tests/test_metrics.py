@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 from layerd_reference import CASE_SEEDS, REFERENCE_SCORES, make_case
 
-from benchmarks.loss_split import IOU_CLASSES, L1_CLASSES, ground_kind, split_loss
+from benchmarks.loss_split import (
+    IOU_CLASSES,
+    L1_CLASSES,
+    MISSING_CLASSES,
+    ground_kind,
+    split_loss,
+    split_missing_visible,
+)
 from benchmarks.metrics import (
     alpha_composite,
     alpha_iou,
@@ -168,6 +175,8 @@ def test_the_loss_split_adds_up_to_the_scores_at_every_edit_level(seed):
         split = split_loss(state)
         assert sum(split[name] for name in L1_CLASSES) == pytest.approx(state.rgb_l1, abs=1e-9)
         assert sum(split[name] for name in IOU_CLASSES) == pytest.approx(1 - state.alpha_iou, abs=1e-9)
+        went = split_missing_visible(state)
+        assert sum(went[name] for name in MISSING_CLASSES) == pytest.approx(split["missing, visible"], abs=1e-9)
 
 
 def test_the_loss_split_blames_a_badly_filled_ground_and_a_card_cut_short_where_they_are():
@@ -185,3 +194,25 @@ def test_the_loss_split_blames_a_badly_filled_ground_and_a_card_cut_short_where_
     split = split_loss(level0)
     assert split["missing, visible"] == pytest.approx(1 - level0.alpha_iou) and split["missing, visible"] > 0.2
     assert ground_kind(truth[0], truth[1][..., 3] > 0) == "flat"
+
+
+def test_missed_visible_alpha_is_told_apart_by_where_it_went():
+    # The right half of a red card left in our page: it went to our ground.
+    truth = _page_and_card((200, 30, 30), (255, 255, 255))
+    cut_short = _page_and_card((200, 30, 30), (255, 255, 255))
+    cut_short[1][16:48, 32:48] = 0
+    cut_short[0][16:48, 32:48] = (200, 30, 30, 255)
+    (level0,) = edit_states(cut_short, truth, 0)
+    went = split_missing_visible(level0)
+    assert went["in our ground"] == pytest.approx(split_loss(level0)["missing, visible"])
+    assert went["in our ground"] > 0.2
+    # A white card on the white page (with a red mark on it): the card's white shows nothing of where it is.
+    white_card = _page_and_card((255, 255, 255), (255, 255, 255))
+    white_card[1][20:24, 20:24, :3] = (200, 30, 30)
+    ours = _page_and_card((255, 255, 255), (255, 255, 255))
+    ours[1][...] = 0
+    ours[1][20:24, 20:24] = (200, 30, 30, 255)
+    (level0,) = edit_states(ours, white_card, 0)
+    went = split_missing_visible(level0)
+    assert went["same as under"] == pytest.approx(split_loss(level0)["missing, visible"])
+    assert went["same as under"] > 0.4

@@ -58,6 +58,18 @@ def explain_case(decomposer: CpuDecomposer, folder: Path, auto: bool, levels: li
     return record
 
 
+def print_classes(records: list[dict], level: str, names: tuple[str, ...], total: float, prefix: str = "",
+                  indent: str = "  ") -> None:
+    """One line per class (its record key: ``prefix + name``): its mean over the cases, its share of ``total``
+    and the cases it costs most."""
+    for name in names:
+        values = sorted(((r["levels"][level][prefix + name], r["case"]) for r in records), reverse=True)
+        mean = sum(value for value, _ in values) / len(records)
+        top = ", ".join(f"{case} {value:.3f}" for value, case in values[:TOP_CASES] if value > 0)
+        share = mean / total if total > 0 else 0.0
+        print(f"{indent}{name:<{30 - len(indent)}} {mean:7.4f} {share:6.1%}  {top}")
+
+
 def print_level(records: list[dict], level: str) -> None:
     count = len(records)
     l1 = float(np.mean([r["levels"][level]["l1"] for r in records]))
@@ -65,19 +77,10 @@ def print_level(records: list[dict], level: str) -> None:
     print(f"\nedit level {level}: RGB L1 {l1:.4f}, IoU {iou:.4f} (1 − IoU {1 - iou:.4f}), {count} cases")
     for title, classes, total in (("RGB L1", L1_CLASSES, l1), ("1 − IoU", IOU_CLASSES, 1 - iou)):
         print(f"  {title + ' by class':<28} {'mean':>7} {'share':>6}  costs most")
-        for name in classes:
-            values = sorted(((r["levels"][level][name], r["case"]) for r in records), reverse=True)
-            mean = sum(value for value, _ in values) / count
-            top = ", ".join(f"{case} {value:.3f}" for value, case in values[:TOP_CASES] if value > 0)
-            share = mean / total if total > 0 else 0.0
-            print(f"  {name:<28} {mean:7.4f} {share:6.1%}  {top}")
-    total = float(np.mean([r["levels"][level]["missing, visible"] for r in records]))
+        print_classes(records, level, classes, total)
+    missing = float(np.mean([r["levels"][level]["missing, visible"] for r in records]))
     print(f"  {'missing, visible: went':<28} {'mean':>7} {'share':>6}  costs most")
-    for name in MISSING_CLASSES:
-        values = sorted(((r["levels"][level][f"missing, visible: {name}"], r["case"]) for r in records), reverse=True)
-        mean = sum(value for value, _ in values) / count
-        top = ", ".join(f"{case} {value:.3f}" for value, case in values[:TOP_CASES] if value > 0)
-        print(f"    {name:<26} {mean:7.4f} {mean / total if total > 0 else 0.0:6.1%}  {top}")
+    print_classes(records, level, MISSING_CLASSES, missing, prefix="missing, visible: ", indent="    ")
     print(f"  {'hidden ground by its kind':<28} {'mean':>7} {'cases':>6}")
     for kind in GROUND_KINDS:
         of_kind = [r for r in records if r["ground"] == kind]

@@ -899,6 +899,28 @@ def test_a_cut_out_over_its_translucent_shadow_comes_back_as_shadow_and_body(dec
     assert _composite_error(stack, rgba) <= 1.0
 
 
+def test_a_designed_cut_out_over_its_drop_shadow_keeps_the_shadow_a_layer_of_its_own(decomposer):
+    # A flat card with a disc on it (an RGBA cut-out: things do come apart) over a black drop shadow at 40 %,
+    # offset down and right: three layers asked, the shadow is the bottom one, black at its opacity under the card
+    # too (not the card's colour baked into a translucent rim), then the card, then the disc.
+    ys, xs = np.mgrid[0:180, 0:240]
+    rgba = np.zeros((180, 240, 4), np.uint8)
+    card = (xs >= 30) & (xs < 190) & (ys >= 20) & (ys < 140)
+    shadow = (xs >= 50) & (xs < 210) & (ys >= 40) & (ys < 160)
+    disc = (xs - 100) ** 2 + (ys - 75) ** 2 <= 30 ** 2
+    rgba[shadow] = (0, 0, 0, 102)
+    rgba[card] = (40, 110, 200, 255)
+    rgba[disc] = (230, 60, 40, 255)
+    stack = _decompose(decomposer, rgba, 3)
+    assert [layer.name for layer in stack.layers][0] == "Shadow" and len(stack.layers) == 3
+    bottom = stack.layers[0].rgba
+    assert (np.abs(bottom[shadow][..., 3].astype(int) - 102) <= 1).all()  # under the card too
+    assert (bottom[shadow][..., :3] <= 8).all()  # black all over
+    card_layer, disc_layer = stack.layers[1].rgba, stack.layers[2].rgba
+    assert (card_layer[shadow & ~card][..., 3] == 0).all() and (disc_layer[disc][..., 3] == 255).all()
+    assert _composite_error(stack, rgba) <= 1.0
+
+
 def test_thin_strokes_of_a_sketch_come_with_its_bold_ones_not_painted_into_the_background(decomposer):
     # White line art on black: a dozen bold strokes and thirty hairlines (1 px and less, all anti-aliased edge,
     # so no region catches them). The hairlines are the same ink: they belong in the line-art layer, not left

@@ -8,7 +8,9 @@ How it works, in the order of ``CpuDecomposer.decompose``:
    the input's, and the transparent surround takes no place in the layer budget. A cut-out whose visible pixels
    are in good part see-through, at one opacity, away from its solid body (a drop shadow, a tinted backdrop, a
    faded copy) has that translucent part as its bottom layer (going on under the body at its opacity, in its own
-   colour there when it shows one flat colour) and its body, decomposed with the rest of the count, above it.
+   colour there when it shows one flat colour) and its body, decomposed with the rest of the count, above it; so
+   does a blurred drop shadow of one flat colour, not the body's, fading out from the body's edge (under the body
+   as strong as it shows at that edge).
 2. Regions. Pixels whose colour steps to a neighbour are small form connected regions, so a flat fill *and*
    a smooth gradient each stay one region; the anti-aliased seams between them are "edge" pixels. Each region
    gets a quadratic colour model; regions it explains well are "flat" (graphics), the rest texture (photos).

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .tuning import FLAT_RESIDUAL, SHADOW_AWAY_PX, SHADOW_PLATEAU, SHADOW_SHARE
+from .tuning import FLAT_RESIDUAL, SAME_COLOR, SHADOW_AWAY_PX, SHADOW_PLATEAU, SHADOW_RAMP_PX, SHADOW_SHARE
 
 
 def split_shadow(target: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -21,13 +21,14 @@ def split_shadow(target: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     if not solid.any() or not visible.any():
         return None
     # See-through pixels away from the solid body: a rim of soft edge lies next to it.
-    away = cv2.distanceTransform((~solid).astype(np.uint8), cv2.DIST_L2, 5) > SHADOW_AWAY_PX
+    distance = cv2.distanceTransform((~solid).astype(np.uint8), cv2.DIST_L2, 5)
+    away = distance > SHADOW_AWAY_PX
     spread = visible & ~solid & away
     if spread.sum() < SHADOW_SHARE * visible.sum() or solid.sum() < SHADOW_SHARE * visible.sum():
-        return None
+        return feathered_shadow(target, alpha, solid, distance)
     opacity = float(np.median(alpha[spread]))
     if (np.abs(alpha[spread] - opacity) < 0.1).mean() < SHADOW_PLATEAU:
-        return None  # a feathered edge ramps down to nothing: it is the body's own soft rim
+        return feathered_shadow(target, alpha, solid, distance)  # or the body's own feathered rim
     # The shadow takes up to its opacity everywhere the input shows (under the body too); the body takes the
     # rest: body + shadow·(1 − body) = input.
     shadow_alpha = np.minimum(alpha, opacity)
@@ -42,4 +43,42 @@ def split_shadow(target: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         shadow_rgb = np.broadcast_to(np.rint(seen.mean(axis=0)).astype(np.uint8), rgb.shape)
     shadow = np.dstack([shadow_rgb, np.rint(shadow_alpha * 255.0)]).astype(np.uint8)
     body = np.dstack([rgb, np.rint(body_alpha * 255.0)]).astype(np.uint8)
+    return shadow, body
+
+
+def feathered_shadow(target: np.ndarray, alpha: np.ndarray, solid: np.ndarray,
+                     distance: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(shadow, body) of a cut-out over a feathered shadow of one flat colour (a blurred drop shadow: its alpha
+    ramps down to nothing, mostly too faint to count as see-through), or None.
+
+    A feathered body keeps its own colours out to its faint edge; a shadow is one colour, not the body's: the
+    soft margin past the anti-aliased rim is flat and differs from the solid pixels it borders."""
+    import cv2
+
+    if solid.sum() < SHADOW_SHARE * (alpha > 0).sum():
+        return None
+    margin = (alpha > 0.02) & ~solid & (distance > SHADOW_AWAY_PX)
+    rim = solid & (cv2.distanceTransform(solid.astype(np.uint8), cv2.DIST_L2, 5) <= 2.0)
+    # The margin's mean width beyond the rim, in pixels: its area over the body's outline.
+    if margin.sum() < SHADOW_RAMP_PX * max(int(rim.sum()), 1):
+        return None
+    rgb = target[..., :3].astype(np.float32)
+    seen = rgb[margin]
+    color = seen.mean(axis=0)
+    if float(np.sqrt(seen.var(axis=0).mean())) >= FLAT_RESIDUAL:
+        return None
+    if float(np.linalg.norm(rgb[rim].mean(axis=0) - color)) < SAME_COLOR:
+        return None  # the body's own colour fading out
+    # It goes on under the body as strong as it shows right at the body's edge.
+    edge = (alpha > 0) & ~solid & (distance <= 2.0)
+    if not edge.any():
+        return None
+    opacity = float(np.median(alpha[edge]))
+    if float(np.median(alpha[margin])) >= 0.5 * opacity:
+        return None  # not a blur fading out from the body: a hard-edged shadow, drawn with the body it is cast by
+    shadow_alpha = np.where(solid, opacity, np.minimum(alpha, opacity))
+    body_alpha = np.where(alpha > shadow_alpha, (alpha - shadow_alpha) / np.maximum(1.0 - shadow_alpha, 1e-6), 0.0)
+    shadow_rgb = np.broadcast_to(np.rint(color).astype(np.uint8), target[..., :3].shape)
+    shadow = np.dstack([shadow_rgb, np.rint(shadow_alpha * 255.0)]).astype(np.uint8)
+    body = np.dstack([target[..., :3], np.rint(body_alpha * 255.0)]).astype(np.uint8)
     return shadow, body

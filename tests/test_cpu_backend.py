@@ -899,6 +899,51 @@ def test_a_cut_out_over_its_translucent_shadow_comes_back_as_shadow_and_body(dec
     assert _composite_error(stack, rgba) <= 1.0
 
 
+def test_a_designed_cut_out_over_its_drop_shadow_keeps_the_shadow_a_layer_of_its_own(decomposer):
+    # A flat card with a disc on it (an RGBA cut-out: things do come apart) over a black drop shadow at 40 %,
+    # offset down and right: three layers asked, the shadow is the bottom one, black at its opacity under the card
+    # too (not the card's colour baked into a translucent rim), then the card, then the disc.
+    ys, xs = np.mgrid[0:180, 0:240]
+    rgba = np.zeros((180, 240, 4), np.uint8)
+    card = (xs >= 30) & (xs < 190) & (ys >= 20) & (ys < 140)
+    shadow = (xs >= 50) & (xs < 210) & (ys >= 40) & (ys < 160)
+    disc = (xs - 100) ** 2 + (ys - 75) ** 2 <= 30 ** 2
+    rgba[shadow] = (0, 0, 0, 102)
+    rgba[card] = (40, 110, 200, 255)
+    rgba[disc] = (230, 60, 40, 255)
+    stack = _decompose(decomposer, rgba, 3)
+    assert [layer.name for layer in stack.layers][0] == "Shadow" and len(stack.layers) == 3
+    bottom = stack.layers[0].rgba
+    assert (np.abs(bottom[shadow][..., 3].astype(int) - 102) <= 1).all()  # under the card too
+    assert (bottom[shadow][..., :3] <= 8).all()  # black all over
+    card_layer, disc_layer = stack.layers[1].rgba, stack.layers[2].rgba
+    assert (card_layer[shadow & ~card][..., 3] == 0).all() and (disc_layer[disc][..., 3] == 255).all()
+    assert _composite_error(stack, rgba) <= 1.0
+
+
+def test_a_cut_out_over_a_blurred_drop_shadow_gets_the_shadow_as_its_own_layer(decomposer):
+    # A white card (an RGBA cut-out) over a grey drop shadow blurred so that it fades out from the card's edge,
+    # mostly too faint to count as see-through: two layers asked, the shadow comes back grey all over (under the
+    # card too, not the card's white), the card above it whole, and the composite is the input.
+    import cv2
+
+    ys, xs = np.mgrid[0:200, 0:240]
+    card = (xs >= 40) & (xs < 200) & (ys >= 30) & (ys < 170)
+    shadow_alpha = cv2.GaussianBlur(card.astype(np.float32) * 0.4, (0, 0), 5.0)
+    rgba = np.zeros((200, 240, 4), np.uint8)
+    rgba[..., :3] = (80, 86, 86)
+    rgba[..., 3] = np.rint(shadow_alpha * 255)
+    rgba[card] = (255, 255, 255, 255)
+    stack = _decompose(decomposer, rgba, 2)
+    assert [layer.name for layer in stack.layers] == ["Shadow", "Image"]
+    shadow, body = stack.layers[0].rgba, stack.layers[1].rgba
+    assert (np.abs(shadow[card][..., :3].astype(int) - (80, 86, 86)) <= 2).all()
+    assert (shadow[card][..., 3] > 0).all() and (body[card][..., 3] == 255).all()
+    near = cv2.dilate(card.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+    assert (body[~near][..., 3] == 0).all() and (body[~card][..., 3] <= 26).all()  # the shadow's, not the card's
+    assert _composite_error(stack, rgba) <= 1.0
+
+
 def test_thin_strokes_of_a_sketch_come_with_its_bold_ones_not_painted_into_the_background(decomposer):
     # White line art on black: a dozen bold strokes and thirty hairlines (1 px and less, all anti-aliased edge,
     # so no region catches them). The hairlines are the same ink: they belong in the line-art layer, not left

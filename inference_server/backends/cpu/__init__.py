@@ -5,7 +5,12 @@ How it works, in the order of ``CpuDecomposer.decompose``:
 
 1. Check inputs. An RGBA input is analysed in straight colour where it is visible and as one flat "key" colour
    (far from all visible colours) where it is nearly transparent; at the end every layer's alpha is capped by
-   the input's, and the transparent surround takes no place in the layer budget.
+   the input's, and the transparent surround takes no place in the layer budget. A cut-out whose visible pixels
+   are in good part see-through, at one opacity, away from its solid body (a drop shadow, a tinted backdrop, a
+   faded copy) has that translucent part as its bottom layer (going on under the body at its opacity, in its own
+   colour there when it shows one flat colour) and its body, decomposed with the rest of the count, above it; so
+   does a blurred drop shadow of one flat colour, not the body's, fading out from the body's edge (under the body
+   as strong as it shows at that edge).
 2. Regions. Pixels whose colour steps to a neighbour are small form connected regions, so a flat fill *and*
    a smooth gradient each stay one region; the anti-aliased seams between them are "edge" pixels. Each region
    gets a quadratic colour model; regions it explains well are "flat" (graphics), the rest texture (photos).
@@ -88,10 +93,8 @@ How it works, in the order of ``CpuDecomposer.decompose``:
    that pixel, and what clipping leaves there into the runner-up's. The "over" composite of the result equals
    the input (mean error ≤ 1/255). When nothing came apart in an opaque image without a single edge whose
    border colour shows flat on a fifth of the canvas, it is soft glows over that ground: one layer per glow, its
-   colour the saturated end of the line from the ground, its alpha fitted per pixel. When nothing came apart in a
-   cut-out (an RGBA input) whose visible pixels are in good part see-through, at one opacity, away from its solid
-   body (a shadow, a faded copy), it is that translucent layer (going on under the body at its opacity) and the body
-   above it. Otherwise the one layer is the input itself.
+   colour the saturated end of the line from the ground, its alpha fitted per pixel.
+   Otherwise the one layer is the input itself.
 
 Cancellation is checked between stages and, through a per-thread token (``cancel.checkpoint``), between the sub-steps
 of the long ones, so a cancel lands inside the running stage (bench_decompose measures how soon on 12 MP).
@@ -99,7 +102,7 @@ of the long ones, so a cancel lands inside the running stage (bench_decompose me
 The steps live one module each: ``decomposer`` (the call, steps 1 and 6's wiring), ``regions`` (2), ``text`` (3),
 ``build``, ``ground``, ``translucent``, ``depths``, ``tiles``, ``lineart``, ``leftovers``, ``holes`` (its outlines) and
 ``subject`` (4), ``order`` and ``holes`` (5), ``order`` (6), ``peel`` (7), ``fill`` (8), ``compositing`` (8's solve
-and 9), ``glows`` and ``shadows`` (9); ``elements`` holds the element record, ``masks`` the mask geometry, ``tuning``
+and 9), ``shadows`` (1), ``glows`` (9); ``elements`` holds the element record, ``masks`` the mask geometry, ``tuning``
 the thresholds and ``cancel`` the per-thread cancel checkpoint.
 """
 

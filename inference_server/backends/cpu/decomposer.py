@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from PIL import Image
 
@@ -23,7 +25,7 @@ from .lineart import find_line_art, inked_drawing
 from .order import fit_count, group_name, order_elements
 from .peel import Claims, blank_layer, peel
 from .regions import find_regions
-from .shadows import shadow_layers
+from .shadows import split_shadow
 from .subject import find_subject, is_backdrop
 from .text import TextDetector
 from .threads import thread_budget
@@ -58,7 +60,7 @@ class CpuDecomposer:
             return self._decompose(image, params, progress, cancel)
 
     def _decompose(self, image: Image.Image, params: DecomposeParams, progress: ProgressCallback,
-                   cancel: CancelToken) -> LayerStack:
+                   cancel: CancelToken, under_shadow: bool = False) -> LayerStack:
         watch = Stopwatch()
         notes: list[str] = []
 
@@ -95,6 +97,27 @@ class CpuDecomposer:
         if requested == 1:
             watch.stop()
             return self._stack([Layer(target.copy(), "Background")], params, watch, notes)
+        if not opaque and not under_shadow:
+            # A cut-out over its translucent shadow (see-through at one opacity away from its solid body: a drop
+            # shadow, a tinted backdrop) has the shadow as its bottom layer, going on under the body, and the body
+            # decomposed above it with the rest of the count.
+            split = split_shadow(target)
+            if split is not None:
+                body_params = params if params.auto_layers else replace(params, layers=requested - 1)
+                body = self._decompose(Image.fromarray(split[1], "RGBA"), body_params, progress, cancel, True)
+                # The body's bottom layer is the cut-out's solid part, not the picture's background.
+                body_layers = list(body.layers)
+                if body_layers[0].name == "Background":
+                    body_layers[0] = Layer(body_layers[0].rgba, "Image")
+                layers = [Layer(split[0], "Shadow")] + body_layers
+                correct_residual(layers, target)
+                watch.stop()
+                # The body's own count notes speak of its count; this one is said again for the whole stack.
+                notes = [note for note in body.notes if not note.startswith(("found ", "layers: auto"))]
+                stack = self._counted(layers, requested, params, watch, notes)
+                for stage, seconds in body.timings_s.items():
+                    stack.timings_s[stage] = stack.timings_s.get(stage, 0.0) + seconds
+                return stack
 
         # 2. Regions, while step 3's detector reads the words on a thread of its own: the regions need no words,
         # and the detector leaves part of the cores idle (its Python pre- and post-processing, its serial passes).
@@ -200,15 +223,16 @@ class CpuDecomposer:
         if len(layers) == 1 and opaque:
             # Nothing came apart: an image with no edges at all may be soft glows over a flat ground.
             layers = glow_layers(target, rgb, requested - 1) or layers
-        if len(layers) == 1 and not opaque:
-            # Nothing came apart: a cut-out may be a solid body over its translucent shadow.
-            layers = shadow_layers(target) or layers
         if len(layers) == 1:
             # Nothing came apart: the one layer is the input itself, not a rebuild of it (which drifts in the
             # straight colour and alpha of faint pixels the residual correction leaves alone).
             layers = [Layer(target.copy(), layers[0].name)]
         progress("residual", 1, 1)
         watch.stop()
+        return self._counted(layers, requested, params, watch, notes)
+
+    def _counted(self, layers, requested, params, watch, notes) -> LayerStack:
+        """The stack, with a note saying how many layers came out when that is not the count asked for."""
         if params.auto_layers:
             notes.append(f"layers: auto; found {len(layers)} distinct layer(s) in the image")
         elif len(layers) < requested:

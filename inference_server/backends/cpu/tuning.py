@@ -63,6 +63,8 @@ GLOW_MAX_SIDE_PX = 256  # the fit runs on a copy at most this big (glows are smo
 SHADOW_AWAY_PX = 4.0  # a translucent shadow: its see-through pixels lie this far from the solid body (a rim does not)
 SHADOW_SHARE = 0.05  # ... on this share of the visible pixels at least (and the solid body on as much)
 SHADOW_PLATEAU = 0.7  # ... and this share of them within 0.1 of their median opacity (a feather ramps down)
+SHADOW_RAMP_PX = 1.0  # a feathered shadow (one flat colour, not the body's): its soft margin past SHADOW_AWAY_PX is
+# this many pixels wide at least on average along the body's outline (its area over the outline's length)
 HOLE_MARKS_SHARE = 0.3  # pieces filling this share of a solid shape's hole (the rest: soft edge) are marks on it
 SOLID_HOST = 0.6  # ... when the shape's piece around the hole fills this share of its convex hull (letters' rings less)
 OUTLINED_SHARE = 0.6  # a fill this much inside a dark outline's filled outline (gaps closed) is outlined by it

@@ -27,6 +27,11 @@ empty`` when neither layer has any alpha (IoU 0 in LayerD).
 - ``in our ground`` / ``in another of ours``: the pixel shows in our composite in our bottom layer (an element we
   left in the background) or in another of our layers (an element's parts split across our layers, or grouped with
   other things than the truth groups them with); ``nowhere``: none of our layers is more than half opaque there.
+
+``split_extra`` splits ``extra, visible`` further by whose pixels ours holds there (EXTRA_CLASSES): a pair that
+hardly overlaps (a whole element of ours matched to a truth layer it misses: lifting the unions of both sides
+apart), the truth layer's own soft pixels, the ground's pixels at the truth layer's edge or away from it (what the
+designer left in the ground: ours lifted it), another truth layer's, or nobody's (the truth is transparent there).
 """
 
 from __future__ import annotations
@@ -39,6 +44,11 @@ L1_CLASSES = ("soft", "hidden ground", "hidden lower", "hidden, ours empty", "vi
               "visible, ours soft", "visible, both opaque")
 IOU_CLASSES = ("missing, visible", "missing, hidden", "extra, visible", "extra, hidden", "both empty")
 GROUND_KINDS = ("flat", "gradient", "photo", "covered")
+EXTRA_CLASSES = ("pair apart", "truth soft", "ground, edge", "ground, lifted", "another layer", "nobody's")
+# A pair whose IoU is under this does not match one thing: its extra pixels are a whole element matched wrongly.
+APART_IOU = 0.1
+# Extra pixels on the ground within this many pixels of the truth layer are its edge (a fringe), not ground lifted.
+EDGE_PX = 3.0
 # The truth's ground is "flat" when its visible colour varies by less than this (0–255, mean channel std), a
 # "gradient" when a quadratic colour model over the canvas leaves less than GRADIENT_RESIDUAL_255 mean error.
 FLAT_STD_255 = 3.0
@@ -153,4 +163,33 @@ def split_missing_visible(state: EditState) -> dict[str, float]:
         split["in our ground"] += float(missing[rest & (shown == 0)].sum()) / pairs
         split["in another of ours"] += float(missing[rest & (shown > 0)].sum()) / pairs
         split["nowhere"] += float(missing[rest & (shown < 0)].sum()) / pairs
+    return split
+
+
+def split_extra(state: EditState) -> dict[str, float]:
+    """``extra, visible`` of one edit level's state split by EXTRA_CLASSES (they add up to it)."""
+    import cv2
+
+    split = dict.fromkeys(EXTRA_CLASSES, 0.0)
+    covered_above_j = covered_above(state.gt)
+    owner = np.full(state.gt[0].shape[:2], -1)  # the top truth layer drawn at each pixel (-1: none)
+    for k, layer in enumerate(state.gt):
+        owner[layer[..., 3] > 0] = k
+    pairs = len(state.path)
+    for i, j in state.path:
+        a, b = state.pred[i][..., 3].astype(float) / 255.0, state.gt[j][..., 3].astype(float) / 255.0
+        union = np.maximum(a, b).sum()
+        if union == 0:
+            continue
+        extra = np.clip(a - b, 0, None) * ~covered_above_j[j] / union / pairs
+        if np.minimum(a, b).sum() / union < APART_IOU:
+            split["pair apart"] += float(extra.sum())
+            continue
+        away = cv2.distanceTransform((b == 0).astype(np.uint8), cv2.DIST_L2, 3)
+        on_ground = (owner == 0) & (j != 0)
+        split["truth soft"] += float(extra[b > 0].sum())
+        split["ground, edge"] += float(extra[on_ground & (b == 0) & (away <= EDGE_PX)].sum())
+        split["ground, lifted"] += float(extra[on_ground & (away > EDGE_PX)].sum())
+        split["another layer"] += float(extra[(owner > 0) & (owner != j) & (b == 0)].sum())
+        split["nobody's"] += float(extra[owner < 0].sum())
     return split

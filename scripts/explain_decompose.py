@@ -8,9 +8,10 @@ and scored at edit levels 0 and 5 (``--levels``); benchmarks.loss_split sorts ev
 classes (hidden ground under what we lifted off, a lower layer's completion, anti-aliased or translucent pixels,
 missed or extra alpha, ...). Printed per level: each class's mean contribution (the classes add up to the mean L1
 and to 1 − the mean IoU), its share, and the cases it costs most; the hidden ground by the kind of ground the truth
-has there (flat, gradient, photo, covered); and the missed visible alpha by where it went (a box of the colour it
-lies on, a page over a hidden ground, our background, another of our layers). It tells which kind of fix has room
-before one is tried.
+has there (flat, gradient, photo, covered); the missed visible alpha by where it went (a box of the colour it
+lies on, a page over a hidden ground, our background, another of our layers); and the extra visible alpha by whose
+pixels ours holds there (ground the designer never lifted, an edge, another layer, a pair apart). It tells which
+kind of fix has room before one is tried.
 """
 
 from __future__ import annotations
@@ -28,12 +29,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_decompose import DEFAULT_REAL_DATA, load_real_case, real_case_names, run_method  # noqa: E402
 
 from benchmarks.loss_split import (  # noqa: E402
+    EXTRA_CLASSES,
     GROUND_KINDS,
     IOU_CLASSES,
     L1_CLASSES,
     MISSING_CLASSES,
     covered_above,
     ground_kind,
+    split_extra,
     split_loss,
     split_missing_visible,
 )
@@ -54,7 +57,8 @@ def explain_case(decomposer: CpuDecomposer, folder: Path, auto: bool, levels: li
     for level in levels:
         state = states[level]
         went = {f"missing, visible: {name}": value for name, value in split_missing_visible(state).items()}
-        record["levels"][str(level)] = {"l1": state.rgb_l1, "iou": state.alpha_iou} | split_loss(state) | went
+        held = {f"extra, visible: {name}": value for name, value in split_extra(state).items()}
+        record["levels"][str(level)] = {"l1": state.rgb_l1, "iou": state.alpha_iou} | split_loss(state) | went | held
     return record
 
 
@@ -78,9 +82,11 @@ def print_level(records: list[dict], level: str) -> None:
     for title, classes, total in (("RGB L1", L1_CLASSES, l1), ("1 − IoU", IOU_CLASSES, 1 - iou)):
         print(f"  {title + ' by class':<28} {'mean':>7} {'share':>6}  costs most")
         print_classes(records, level, classes, total)
-    missing = float(np.mean([r["levels"][level]["missing, visible"] for r in records]))
-    print(f"  {'missing, visible: went':<28} {'mean':>7} {'share':>6}  costs most")
-    print_classes(records, level, MISSING_CLASSES, missing, prefix="missing, visible: ", indent="    ")
+    for name, parts, title in (("missing, visible", MISSING_CLASSES, "went"),
+                               ("extra, visible", EXTRA_CLASSES, "whose")):
+        total = float(np.mean([r["levels"][level][name] for r in records]))
+        print(f"  {name + ': ' + title:<28} {'mean':>7} {'share':>6}  costs most")
+        print_classes(records, level, parts, total, prefix=f"{name}: ", indent="    ")
     print(f"  {'hidden ground by its kind':<28} {'mean':>7} {'cases':>6}")
     for kind in GROUND_KINDS:
         of_kind = [r for r in records if r["ground"] == kind]

@@ -12,10 +12,12 @@ import pytest
 from layerd_reference import CASE_SEEDS, REFERENCE_SCORES, make_case
 
 from benchmarks.loss_split import (
+    EXTRA_CLASSES,
     IOU_CLASSES,
     L1_CLASSES,
     MISSING_CLASSES,
     ground_kind,
+    split_extra,
     split_loss,
     split_missing_visible,
 )
@@ -177,6 +179,29 @@ def test_the_loss_split_adds_up_to_the_scores_at_every_edit_level(seed):
         assert sum(split[name] for name in IOU_CLASSES) == pytest.approx(1 - state.alpha_iou, abs=1e-9)
         went = split_missing_visible(state)
         assert sum(went[name] for name in MISSING_CLASSES) == pytest.approx(split["missing, visible"], abs=1e-9)
+
+
+@pytest.mark.parametrize("seed", CASE_SEEDS)
+def test_the_extra_split_adds_up_to_the_extra_visible_class(seed):
+    pred, gt = make_case(seed)
+    for state in edit_states(pred, gt):
+        extra = split_extra(state)
+        assert set(extra) == set(EXTRA_CLASSES)
+        assert sum(extra.values()) == pytest.approx(split_loss(state)["extra, visible"], abs=1e-9)
+
+
+def test_the_extra_split_tells_ground_lifted_with_a_layer_from_its_edge():
+    truth = _page_and_card((200, 30, 30), (255, 255, 255))
+    # Ours: the card with a one-pixel fringe of page round it, and a patch of the page far off it in its layer.
+    ours = _page_and_card((200, 30, 30), (255, 255, 255))
+    ours[1][15:49, 15:49] = (200, 30, 30, 255)
+    ours[1][2:10, 50:62] = (255, 255, 255, 255)
+    (level0,) = edit_states(ours, truth, 0)
+    extra = split_extra(level0)
+    fringe_px, patch_px, union_px = 34 * 34 - 32 * 32, 8 * 12, 34 * 34 + 8 * 12
+    assert extra["ground, edge"] == pytest.approx(fringe_px / union_px / 2)
+    assert extra["ground, lifted"] == pytest.approx(patch_px / union_px / 2)
+    assert extra["pair apart"] == extra["another layer"] == extra["nobody's"] == extra["truth soft"] == 0.0
 
 
 def test_the_loss_split_blames_a_badly_filled_ground_and_a_card_cut_short_where_they_are():

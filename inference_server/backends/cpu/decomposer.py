@@ -231,7 +231,8 @@ class CpuDecomposer:
         watch.stop()
         return self._counted(layers, requested, params, watch, notes)
 
-    def _counted(self, layers, requested, params, watch, notes) -> LayerStack:
+    def _counted(self, layers: list[Layer], requested: int, params: DecomposeParams, watch: Stopwatch,
+                 notes: list[str]) -> LayerStack:
         """The stack, with a note saying how many layers came out when that is not the count asked for."""
         if params.auto_layers:
             notes.append(f"layers: auto; found {len(layers)} distinct layer(s) in the image")

@@ -29,10 +29,8 @@ def split_shadow(target: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     opacity = float(np.median(alpha[spread]))
     if (np.abs(alpha[spread] - opacity) < 0.1).mean() < SHADOW_PLATEAU:
         return feathered_shadow(target, alpha, solid, distance)  # or the body's own feathered rim
-    # The shadow takes up to its opacity everywhere the input shows (under the body too); the body takes the
-    # rest: body + shadow·(1 − body) = input.
+    # The shadow takes up to its opacity everywhere the input shows (under the body too).
     shadow_alpha = np.minimum(alpha, opacity)
-    body_alpha = np.where(alpha > shadow_alpha, (alpha - shadow_alpha) / np.maximum(1.0 - shadow_alpha, 1e-6), 0.0)
     # Its colour is the input's, under the body too: a faded copy of the body (a motion blur, a glow) shows it
     # where it reaches out.
     rgb = target[..., :3]
@@ -41,9 +39,7 @@ def split_shadow(target: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     if float(np.sqrt(seen.var(axis=0).mean())) < FLAT_RESIDUAL:
         # A flat shadow (one colour where it shows): that colour under the body too, not the body's own.
         shadow_rgb = np.broadcast_to(np.rint(seen.mean(axis=0)).astype(np.uint8), rgb.shape)
-    shadow = np.dstack([shadow_rgb, np.rint(shadow_alpha * 255.0)]).astype(np.uint8)
-    body = np.dstack([rgb, np.rint(body_alpha * 255.0)]).astype(np.uint8)
-    return shadow, body
+    return shadow_and_body(target, shadow_rgb, shadow_alpha)
 
 
 def feathered_shadow(target: np.ndarray, alpha: np.ndarray, solid: np.ndarray,
@@ -77,8 +73,16 @@ def feathered_shadow(target: np.ndarray, alpha: np.ndarray, solid: np.ndarray,
     if float(np.median(alpha[margin])) >= 0.5 * opacity:
         return None  # not a blur fading out from the body: a hard-edged shadow, drawn with the body it is cast by
     shadow_alpha = np.where(solid, opacity, np.minimum(alpha, opacity))
-    body_alpha = np.where(alpha > shadow_alpha, (alpha - shadow_alpha) / np.maximum(1.0 - shadow_alpha, 1e-6), 0.0)
     shadow_rgb = np.broadcast_to(np.rint(color).astype(np.uint8), target[..., :3].shape)
+    return shadow_and_body(target, shadow_rgb, shadow_alpha)
+
+
+def shadow_and_body(target: np.ndarray, shadow_rgb: np.ndarray,
+                    shadow_alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(shadow, body) RGBA: the shadow in its colour at ``shadow_alpha`` (0–1), the body in the input's colour
+    taking the rest of the input's alpha: body + shadow · (1 − body) = input."""
+    alpha = target[..., 3].astype(np.float32) / 255.0
+    body_alpha = np.where(alpha > shadow_alpha, (alpha - shadow_alpha) / np.maximum(1.0 - shadow_alpha, 1e-6), 0.0)
     shadow = np.dstack([shadow_rgb, np.rint(shadow_alpha * 255.0)]).astype(np.uint8)
     body = np.dstack([target[..., :3], np.rint(body_alpha * 255.0)]).astype(np.uint8)
     return shadow, body

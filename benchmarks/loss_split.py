@@ -36,9 +36,11 @@ designer left in the ground: ours lifted it), another truth layer's, or nobody's
 
 from __future__ import annotations
 
+from functools import reduce
+
 import numpy as np
 
-from benchmarks.metrics import L1_EPS, EditState, rgb_l1_pixels
+from benchmarks.metrics import L1_EPS, EditState, alpha_composite, rgb_l1_pixels
 
 L1_CLASSES = ("soft", "hidden ground", "hidden lower", "hidden, ours empty", "visible, ours empty",
               "visible, ours soft", "visible, both opaque")
@@ -149,13 +151,8 @@ def split_missing_visible(state: EditState) -> dict[str, float]:
         same = np.zeros(shape, bool)
         page = np.zeros(shape, bool)
         if j > 0:
-            under = np.zeros(shape + (3,))
-            under_alpha = np.zeros(shape)
-            for layer in state.gt[:j]:
-                alpha = layer[..., 3].astype(float) / 255.0
-                under = under * (1.0 - alpha[..., None]) + layer[..., :3] * alpha[..., None]
-                under_alpha = under_alpha + alpha * (1.0 - under_alpha)
-            same = (np.abs(truth[..., :3] - under).max(-1) < SAME_AS_UNDER_255) & (under_alpha > 0.99)
+            under = reduce(alpha_composite, state.gt[:j]).astype(float)
+            same = (np.abs(truth[..., :3] - under[..., :3]).max(-1) < SAME_AS_UNDER_255) & (under[..., 3] > 252)
             page = (b > 0.99) & ground_hidden & ~same
         rest = ~same & ~page
         split["same as under"] += float(missing[same].sum()) / pairs

@@ -91,6 +91,16 @@ def ground_kind(ground: np.ndarray, covered: np.ndarray) -> str:
     return "gradient" if residual < GRADIENT_RESIDUAL_255 else "photo"
 
 
+def alpha_gaps(ours: np.ndarray, truth: np.ndarray):
+    """(our α, the truth's α, missing, extra) of a matched pair, as 0–1 floats; missing and extra per pixel over the
+    sum of the pair's alpha union, so that they add up to 1 − IoU. None when both layers are empty."""
+    a, b = ours[..., 3].astype(float) / 255.0, truth[..., 3].astype(float) / 255.0
+    union = np.maximum(a, b).sum()
+    if union == 0:
+        return None
+    return a, b, np.clip(b - a, 0, None) / union, np.clip(a - b, 0, None) / union
+
+
 def split_loss(state: EditState) -> dict[str, float]:
     """The L1 and 1 − IoU classes of one edit level's state (keys of L1_CLASSES and IOU_CLASSES)."""
     split = dict.fromkeys(L1_CLASSES + IOU_CLASSES, 0.0)
@@ -114,12 +124,11 @@ def split_loss(state: EditState) -> dict[str, float]:
         }
         for name, pixels in classes.items():
             split[name] += float(difference[pixels].sum()) / pairs
-        a, b = our_alpha.astype(float) / 255.0, truth_alpha.astype(float) / 255.0
-        union = np.maximum(a, b).sum()
-        if union == 0:
+        gaps = alpha_gaps(ours, truth)
+        if gaps is None:
             split["both empty"] += 1.0 / pairs
             continue
-        missing, extra = np.clip(b - a, 0, None) / union, np.clip(a - b, 0, None) / union
+        _, _, missing, extra = gaps
         split["missing, visible"] += float(missing[~hidden].sum()) / pairs
         split["missing, hidden"] += float(missing[hidden].sum()) / pairs
         split["extra, visible"] += float(extra[~hidden].sum()) / pairs
@@ -139,12 +148,11 @@ def split_missing_visible(state: EditState) -> dict[str, float]:
         shown[layer[..., 3] > 127] = index
     ground_hidden = bool(covered_above_j[0][state.gt[0][..., 3] > 0].all())
     for i, j in state.path:
-        ours, truth = state.pred[i], state.gt[j]
-        a, b = ours[..., 3].astype(float) / 255.0, truth[..., 3].astype(float) / 255.0
-        union = np.maximum(a, b).sum()
-        if union == 0:
+        truth = state.gt[j]
+        gaps = alpha_gaps(state.pred[i], truth)
+        if gaps is None:
             continue
-        missing = np.clip(b - a, 0, None) / union
+        _, b, missing, _ = gaps
         missing[covered_above_j[j]] = 0.0
         if not missing.any():
             continue
@@ -174,12 +182,12 @@ def split_extra(state: EditState) -> dict[str, float]:
         owner[layer[..., 3] > 0] = k
     pairs = len(state.path)
     for i, j in state.path:
-        a, b = state.pred[i][..., 3].astype(float) / 255.0, state.gt[j][..., 3].astype(float) / 255.0
-        union = np.maximum(a, b).sum()
-        if union == 0:
+        gaps = alpha_gaps(state.pred[i], state.gt[j])
+        if gaps is None:
             continue
-        extra = np.clip(a - b, 0, None) * ~covered_above_j[j] / union / pairs
-        if np.minimum(a, b).sum() / union < APART_IOU:
+        a, b, _, extra = gaps
+        extra = extra * ~covered_above_j[j] / pairs
+        if np.minimum(a, b).sum() / np.maximum(a, b).sum() < APART_IOU:
             split["pair apart"] += float(extra.sum())
             continue
         away = cv2.distanceTransform((b == 0).astype(np.uint8), cv2.DIST_L2, 3)

@@ -1653,3 +1653,27 @@ def test_an_inked_cartoon_cut_out_asked_for_two_layers_stays_one_figure(decompos
     figure = cat[..., 3] > 127
     held = [int((figure & (shown == k)).sum()) for k in range(len(stack.layers))]
     assert max(held) >= 0.85 * figure.sum(), f"the cat cut in halves: {held} of {int(figure.sum())} pixels"
+
+
+
+def test_a_short_count_gives_no_layer_to_a_transparent_margin_that_is_not_the_background(decomposer):
+    """A card with a see-through margin across its top (the card's colour runs along most of the canvas's edge, so it
+    is the background) and two things on it, in two layers above the background: the margin is no thing of the
+    design and takes no layer (it stays see-through in the background), and the disc and the square get a layer
+    each instead of sharing one."""
+    height_px, width_px = 192, 256
+    rgba = np.full((height_px, width_px, 4), 255, np.uint8)
+    rgba[..., :3] = (235, 230, 220)
+    rgba[:28, :, 3] = 0  # the margin: transparent across the top
+    ys, xs = np.mgrid[0:height_px, 0:width_px]
+    rgba[(xs - 70) ** 2 + (ys - 120) ** 2 <= 32 ** 2, :3] = (220, 40, 40)
+    rgba[90:150, 160:220, :3] = (40, 160, 60)
+    stack = _decompose(decomposer, rgba, 3)
+    assert len(stack.layers) == 3
+    assert _composite_error(stack, rgba) <= 1.0
+    _, *upper = stack.layers
+    assert all(layer.rgba[:28, :, 3].max() == 0 for layer in upper), "no layer above holds the margin"
+    assert stack.composite()[:28, :, 3].max() == 0, "the margin stays see-through"
+    # The disc's centre and the square's centre: each opaque in a layer of its own.
+    holders = [[k for k, layer in enumerate(upper) if layer.rgba[y, x, 3] == 255] for y, x in ((120, 70), (120, 190))]
+    assert sorted(holders) == [[0], [1]], f"the disc and the square share a layer: {holders}"

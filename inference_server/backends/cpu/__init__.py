@@ -66,13 +66,17 @@ How it works, in the order of ``CpuDecomposer.decompose``:
    solid shape's holes (an icon's glyph in the ink of the panel the icon sits on, so grouped with the panel under
    it) is the shape's own: the disc comes back whole with its glyph, not with glyph-shaped holes over pieces of the
    panel; the order is taken again after that.
-6. Layer count. Adjacent elements in depth order are merged (exactly, by compositing) until the requested
-   count is met, disjoint pairs of one depth first; an image with fewer elements returns fewer layers and
-   says so in ``LayerStack.notes``. The pieces of an inked drawing of flat shapes (a cartoon figure: no words,
-   dark strokes on DRAWING_INK of it) merge touching pairs first, the biggest first, so a short count keeps the
-   figure whole. With layers "auto", an element gets a layer when its hull covers AUTO_LAYER_AREA of the canvas,
-   and at most AUTO_MAX_DEPTH layers lie stacked on one another (a card, a picture on it, a caption on that):
-   deeper, the touching pair that leaves the shallowest stack merges, and the count gets those layers back.
+6. Layer count. With a count the user chose that is short of the elements, an RGBA input's see-through margin
+   that is not its background (a card whose colour runs along more of the edge: the margin, in the key colour, is
+   an element framing the canvas) goes into the background first, so that, as step 1 promises, the transparent
+   surround takes no place in the layer budget. Then adjacent elements in depth order are merged (exactly, by
+   compositing) until the requested count is met, disjoint pairs of one depth first; an image with fewer elements
+   returns fewer layers and says so in ``LayerStack.notes``. The pieces of an inked drawing of flat shapes (a
+   cartoon figure: no words, dark strokes on DRAWING_INK of it) merge touching pairs first, the biggest first, so
+   a short count keeps the figure whole. With layers "auto", an element gets a layer when its hull covers
+   AUTO_LAYER_AREA of the canvas, and at most AUTO_MAX_DEPTH layers lie stacked on one another (a card, a picture
+   on it, a caption on that): deeper, the touching pair that leaves the shallowest stack merges, and the count
+   gets those layers back.
 7. Peel. Per element, front to back: alpha 1 (or its opacity) on its regions, alpha from the colour line
    between its colour (F, nearest own pixel) and what lies under it (B, nearest pixel outside) in a thin edge
    band, completion under the elements above it (inside its own convex hulls); colour = nearest own colour,

@@ -182,7 +182,11 @@ class CpuDecomposer:
         # then is the ink measured (one morphology pass over the canvas). Not with "auto": its count gives a
         # layer to each piece big enough, which merging the biggest pieces first would undo.
         drawing = not params.auto_layers and len(elements) > budget and inked_drawing(rgb, background, elements)
-        groups = fit_count(elements, budget, AUTO_MAX_DEPTH if params.auto_layers else None, drawing)
+        # A short count the user chose leaves the pieces of an RGBA input's transparent surround in the background
+        # (order.surround_pieces; no layer holds them, so the bottom layer is solved from the input there); where
+        # the surround is the background, it has none.
+        see_through = None if opaque or surround or params.auto_layers else alpha_in < 0.1
+        groups = fit_count(elements, budget, AUTO_MAX_DEPTH if params.auto_layers else None, drawing, see_through)
         progress("count", 1, 1)
 
         # 7. Peel (front to back, so each element knows what covers it)

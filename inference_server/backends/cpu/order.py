@@ -9,7 +9,7 @@ from .cancel import checkpoint
 from .elements import Element, ElementKind, owner_map, row_span
 from .masks import bbox_slices, disc, filled, joint_hull
 from .translucent import veiled_pairs
-from .tuning import BAND_PX, FLANKED_SHARE, LABEL_BOX, MIN_ELEMENT_FRACTION
+from .tuning import BAND_PX, FLANKED_SHARE, LABEL_BOX, MIN_ELEMENT_FRACTION, SURROUND_SHARE
 
 
 def order_elements(elements: list[Element]) -> list[Element]:
@@ -96,17 +96,26 @@ def find_labels(elements: list[Element], above: np.ndarray, inside: np.ndarray) 
         text.host = box
 
 
-def fit_count(elements: list[Element], wanted: int, max_depth: int | None = None,
-              drawing: bool = False) -> list[list[Element]]:
+def fit_count(elements: list[Element], wanted: int, max_depth: int | None = None, drawing: bool = False,
+              see_through: np.ndarray | None = None) -> list[list[Element]]:
     """``wanted`` layers of the elements (merge_to_count). ``max_depth`` (layers "auto"): besides, no more than that
     many layers stacked on one another (fit_depth); the layers those merges take are given back to the count
     (a looser count before them, up to three tries, never more than ``wanted`` in the end), so a deep stack
-    folding does not also fold the small elements that the count alone kept apart."""
+    folding does not also fold the small elements that the count alone kept apart. ``see_through``: an RGBA input's
+    (nearly) transparent pixels; with a short count, the elements that lie there go into the background first
+    (surround_pieces): no group holds them."""
     if len(elements) <= max(wanted, 0) and (max_depth is None or len(elements) <= max_depth):
         return [[element] for element in elements]
     if wanted <= 0:
         return []
     touching = footprints_touch(elements)  # once for every try: the elements' footprints do not change
+    if see_through is not None:
+        grounded = surround_pieces(elements, touching, see_through, len(elements) - wanted)
+        if grounded:
+            kept = [a for a, e in enumerate(elements) if not any(e is g for g in grounded)]
+            elements, touching = [elements[a] for a in kept], touching[np.ix_(kept, kept)]
+            if len(elements) <= wanted:
+                return [[element] for element in elements]
     groups = merge_to_count(elements, touching, wanted, max_depth, drawing)
     if max_depth is None:
         return groups
@@ -120,6 +129,31 @@ def fit_count(elements: list[Element], wanted: int, max_depth: int | None = None
             break
         groups = trial
     return groups
+
+
+def surround_pieces(elements: list[Element], touching: np.ndarray, see_through: np.ndarray,
+                    excess: int) -> list[Element]:
+    """Up to ``excess`` elements (the merges a short count needs) that go into the background instead of taking a
+    layer: the transparent surround of an RGBA input (its core SURROUND_SHARE see-through) where the background
+    is the picture's own ground (a card whose colour runs along more of the edge than its transparent margin). Seen
+    in the key colour, the margin is a shape framing the whole canvas; but the surround is no thing of the design
+    and takes no place in the layer budget (step 1), so the layers go to what the picture holds. The biggest
+    first; nothing kept below one may touch it, so that what lies on it stays above it."""
+    candidates = sorted((a for a, element in enumerate(elements)
+                         if element.host is None and not element.outlines
+                         and np.count_nonzero(see_through[element.mask]) >= SURROUND_SHARE * element.area),
+                        key=lambda a: -elements[a].area)
+    grounded: list[int] = []
+    changed = True
+    while changed and len(grounded) < excess:
+        changed = False
+        for a in candidates:
+            if a in grounded or any(touching[a, b] for b in range(a) if b not in grounded):
+                continue
+            grounded.append(a)
+            changed = True
+            break
+    return [elements[a] for a in sorted(grounded)]
 
 
 def merge_to_count(elements: list[Element], touching: np.ndarray, wanted: int, max_depth: int | None = None,

@@ -79,3 +79,5 @@ AUTO_LAYER_AREA = 0.005  # layers "auto": an element whose outline (convex hull)
 AUTO_MAX_DEPTH = 3  # layers "auto": at most this many layers lie stacked on one another above the background (a
 # card, a picture on it, a caption on that); deeper stacks are mostly a thing and what is set on it, or pieces of one
 # drawing, and merge (fit_depth)
+SURROUND_SHARE = 0.9  # a short layer count puts an element this much in an RGBA input's see-through surround into the
+# background (order.surround_pieces)

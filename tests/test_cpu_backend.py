@@ -1655,7 +1655,6 @@ def test_an_inked_cartoon_cut_out_asked_for_two_layers_stays_one_figure(decompos
     assert max(held) >= 0.85 * figure.sum(), f"the cat cut in halves: {held} of {int(figure.sum())} pixels"
 
 
-
 def test_a_short_count_gives_no_layer_to_a_transparent_margin_that_is_not_the_background(decomposer):
     """A card with a see-through margin across its top (the card's colour runs along most of the canvas's edge, so it
     is the background) and two things on it, in two layers above the background: the margin is no thing of the
@@ -1677,3 +1676,32 @@ def test_a_short_count_gives_no_layer_to_a_transparent_margin_that_is_not_the_ba
     # The disc's centre and the square's centre: each opaque in a layer of its own.
     holders = [[k for k, layer in enumerate(upper) if layer.rgba[y, x, 3] == 255] for y, x in ((120, 70), (120, 190))]
     assert sorted(holders) == [[0], [1]], f"the disc and the square share a layer: {holders}"
+
+
+def test_room_in_the_count_goes_to_a_shape_s_separate_pieces_before_a_phrase_s_words(decomposer):
+    # A title of two words on two lines (one phrase) and two blue tags far apart on a grey panel (one shape of
+    # one colour on it); asked for five layers (the page and four), the tags get a layer each and the title
+    # stays one text, as a designer lays it out, rather than the title split into its words and the two tags
+    # left in one layer.
+    from benchmarks.samples import font
+
+    width_px, height_px = 384, 256
+    page = np.full((height_px, width_px, 4), 255, np.uint8)
+    first = _drawn_layer(width_px, lambda d, s: d.text((60 * s, 20 * s), "Summer", font=font(40 * s),
+                                                       fill=(200, 40, 40, 255)))[:height_px]
+    second = _drawn_layer(width_px, lambda d, s: d.text((80 * s, 56 * s), "Festival", font=font(40 * s),
+                                                        fill=(200, 40, 40, 255)))[:height_px]
+    panel = _drawn_layer(width_px, lambda d, s: d.rectangle([20 * s, 140 * s, 364 * s, 240 * s],
+                                                           fill=(225, 225, 225, 255)))[:height_px]
+    tags = _drawn_layer(width_px, lambda d, s: [d.rounded_rectangle(
+        [x * s, 160 * s, (x + 90) * s, 220 * s], radius=10 * s, fill=(40, 90, 200, 255)) for x in (40, 250)])
+    tags = tags[:height_px]
+    image = composite_over([page, first, second, panel, tags])
+    stack = _decompose(decomposer, image, 5)
+    names = [layer.name for layer in stack.layers]
+    assert len(names) == 5 and sum(name.startswith("Text") for name in names) == 1, names
+    # Each tag on top of a layer of its own, over the panel's.
+    panel_layer = _top_layer_at(stack, 230, 190)
+    left_tag, right_tag = _top_layer_at(stack, 190, 85), _top_layer_at(stack, 190, 295)
+    assert len({panel_layer, left_tag, right_tag}) == 3 and min(left_tag, right_tag) > panel_layer, names
+    assert _composite_error(stack, image) <= 1.0

@@ -53,9 +53,10 @@ How it works, in the order of ``CpuDecomposer.decompose``:
    On a flat ground, strokes no region caught (hairlines of a sketch, all anti-aliased edge) join the element whose
    colour over the ground they show, within reach, and marks too small to be regions join the element around them
    when they are a shade of its colour, instead of staying painted into the background. With a layer count the
-   user chose and room left in it, phrases go back to their words and shapes or images made of separate pieces (a
-   row of same-coloured buttons; not pieces a thin line apart, nor letters) split into a layer per piece, so that
-   asking for N layers gives N where the image has that much.
+   user chose and room left in it, shapes or images made of separate pieces (a row of same-coloured buttons; not
+   pieces a thin line apart, nor letters) split into a layer per piece, and then phrases go back to their words
+   (a title stays one text before two buttons share a layer), so that asking for N layers gives N where the image
+   has that much.
 5. Order. Element B is above A when B sits inside A's convex hulls more than A sits inside B's: an occluded
    shape has a bite taken out of it. Elements are peeled in levels (unoccluded first), text to the front.
    Glyphs and strokes (rings, outlines: thin and hollow) use their own mask, not their hulls.

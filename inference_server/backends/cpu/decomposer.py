@@ -160,10 +160,12 @@ class CpuDecomposer:
                 elements.append(subject)
                 background.mask &= ~subject.mask
         if not params.auto_layers:
-            # Room left in a layer count the user chose: phrases go back to their words. ("auto" keeps phrases: a
-            # designer sets a line as one text.)
-            elements = split_phrases(elements, budget)
+            # Room left in a layer count the user chose: shapes made of separate pieces get a layer per piece, then
+            # phrases go back to their words. (In that order: a designer sets a title of two lines as one text and
+            # each of two buttons on a panel as a shape of its own; the other order spends the room on the title's
+            # lines and leaves the buttons in one layer. "auto" keeps phrases: a designer sets a line as one text.)
             elements = split_pieces(elements, budget)
+            elements = split_phrases(elements, budget)
             elements = split_strokes(elements, budget)
         progress("elements", 1, 1)
 

@@ -15,6 +15,7 @@ from .tuning import (
     LONG_ELEMENT,
     MIN_ELEMENT_FRACTION,
     MIN_IMAGE_FRACTION,
+    OCCLUDER_INSIDE,
     PIECE_GAP,
     SAME_COLOR,
     SOLID_PIECES,
@@ -232,6 +233,14 @@ def split_pieces(elements: list[Element], wanted: int) -> list[Element]:
         # Pieces closer than the gap are one piece here: the dilated mask's components, cut back to the mask;
         # so are pieces joined where the shape goes on under a translucent sheet (a card with a band across it).
         outline = element.mask if element.veiled is None else element.mask | element.veiled
+        if count_pieces_apart(outline, gap_px, bridge) >= 2:
+            # Pieces cut apart by something lying over the shape (a square set on a banner, a photo on a frame) are
+            # one shape going on under it: what lies inside the shape's convex hull joins them. (Not a panel that
+            # buttons sit on: it reaches out past their hull.)
+            hull = joint_hull(element.mask)
+            for other in elements:
+                if other is not element and np.count_nonzero(other.mask & hull) >= OCCLUDER_INSIDE * other.area > 0:
+                    outline = outline | other.mask
         box = bbox_slices(outline, gap_px)
         crop = element.mask[box].astype(np.uint8)
         count, labels, stats, _ = cv2.connectedComponentsWithStats(cv2.dilate(outline[box].astype(np.uint8), bridge),
@@ -273,6 +282,14 @@ def split_pieces(elements: list[Element], wanted: int) -> list[Element]:
             set_hull(part)
             elements.append(part)
     return elements
+
+
+def count_pieces_apart(mask: np.ndarray, gap_px: int, bridge: np.ndarray) -> int:
+    """How many pieces a mask has when pieces closer than ``gap_px`` (``bridge``: the disc that far) are one."""
+    import cv2
+
+    box = bbox_slices(mask, gap_px)
+    return cv2.connectedComponents(cv2.dilate(mask[box].astype(np.uint8), bridge), connectivity=8)[0] - 1
 
 
 def split_strokes(elements: list[Element], wanted: int) -> list[Element]:

@@ -36,6 +36,7 @@ TILE_DOMINANT = 0.3  # and no region flat to the noise level covers this share o
 TILE_COLORS = 16  # and it has at least this many colours (5 bits a channel, each 0.2 % of the tile or more)
 SOLID_PIECES = 0.8  # buttons and dots fill this much of their convex hulls (on average); letters less
 STROKE_SOLID = 2.0  # a part of a shape this many times thicker than its outline's stroke is a solid shape drawn on it
+OCCLUDER_INSIDE = 0.9  # an element this much inside a shape's convex hull lies over it (joins the pieces it cuts)
 PIECE_GAP = 0.01  # pieces closer than this share of the image's long side are one shape (cut by a thin line)
 LETTER_CONTRAST = 40.0  # small text: its letter pixels differ from the word box's ground by more than this
 INK_LETTERS_NEAR = 24.0  # one-colour words over a photo: pixels this close (max channel) to the ink are its letters

@@ -46,8 +46,10 @@ def find_subject(rgb: np.ndarray, background: Element, elements: list[Element]) 
     criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 10, 1.0)
     clusters = min(6, len(border))
     cv2.setRNGSeed(0)  # k-means++ seeding: the same photo gives the same subject
-    _, _, centers = cv2.kmeans(border, clusters, None, criteria, 2,  # type: ignore[call-overload]
-                                  cv2.KMEANS_PP_CENTERS)
+    # A labels array rather than None, which some releases of OpenCV's type stubs reject and others accept (no one
+    # ignore comment fits both); without KMEANS_USE_INITIAL_LABELS k-means only writes it.
+    labels = np.zeros((len(border), 1), np.int32)
+    _, _, centers = cv2.kmeans(border, clusters, labels, criteria, 2, cv2.KMEANS_PP_CENTERS)
     distance = np.min(np.linalg.norm(lab[:, :, None, :] - centers[None, None], axis=3), axis=2)
     ys, xs = np.mgrid[0:size[1], 0:size[0]].astype(np.float32)
     centre = np.exp(-(((xs / size[0] - 0.5) ** 2) + ((ys / size[1] - 0.5) ** 2)) / (2 * 0.3 ** 2))

@@ -112,7 +112,7 @@ def fit_count(elements: list[Element], wanted: int, max_depth: int | None = None
     if see_through is not None:
         grounded = surround_pieces(elements, touching, see_through, len(elements) - wanted)
         if grounded:
-            kept = [a for a, e in enumerate(elements) if not any(e is g for g in grounded)]
+            kept = [a for a in range(len(elements)) if a not in grounded]
             elements, touching = [elements[a] for a in kept], touching[np.ix_(kept, kept)]
             if len(elements) <= wanted:
                 return [[element] for element in elements]
@@ -132,13 +132,13 @@ def fit_count(elements: list[Element], wanted: int, max_depth: int | None = None
 
 
 def surround_pieces(elements: list[Element], touching: np.ndarray, see_through: np.ndarray,
-                    excess: int) -> list[Element]:
-    """Up to ``excess`` elements (the merges a short count needs) that go into the background instead of taking a
-    layer: the transparent surround of an RGBA input (its core SURROUND_SHARE see-through) where the background
-    is the picture's own ground (a card whose colour runs along more of the edge than its transparent margin). Seen
-    in the key colour, the margin is a shape framing the whole canvas; but the surround is no thing of the design
-    and takes no place in the layer budget (step 1), so the layers go to what the picture holds. The biggest
-    first; nothing kept below one may touch it, so that what lies on it stays above it."""
+                    excess: int) -> list[int]:
+    """The indices of up to ``excess`` elements (the merges a short count needs) that go into the background instead of
+    taking a layer: the transparent surround of an RGBA input (its core SURROUND_SHARE see-through) where the background
+    is the picture's own ground (a card whose colour runs along more of the edge than its transparent margin). Seen in
+    the key colour, the margin is a shape framing the whole canvas; but the surround is no thing of the design and takes
+    no place in the layer budget (step 1), so the layers go to what the picture holds. The biggest first; nothing kept
+    below one may touch it, so that what lies on it stays above it."""
     candidates = sorted((a for a, element in enumerate(elements)
                          if element.host is None and not element.outlines
                          and np.count_nonzero(see_through[element.mask]) >= SURROUND_SHARE * element.area),
@@ -153,7 +153,7 @@ def surround_pieces(elements: list[Element], touching: np.ndarray, see_through: 
             grounded.append(a)
             changed = True
             break
-    return [elements[a] for a in sorted(grounded)]
+    return grounded
 
 
 def merge_to_count(elements: list[Element], touching: np.ndarray, wanted: int, max_depth: int | None = None,

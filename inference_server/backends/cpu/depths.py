@@ -233,18 +233,17 @@ def split_pieces(elements: list[Element], wanted: int) -> list[Element]:
         # Pieces closer than the gap are one piece here: the dilated mask's components, cut back to the mask;
         # so are pieces joined where the shape goes on under a translucent sheet (a card with a band across it).
         outline = element.mask if element.veiled is None else element.mask | element.veiled
-        if count_pieces_apart(outline, gap_px, bridge) >= 2:
+        box, count, labels, stats = pieces_apart(outline, gap_px, bridge)
+        if count > 2:
             # Pieces cut apart by something lying over the shape (a square set on a banner, a photo on a frame) are
             # one shape going on under it: what lies inside the shape's convex hull joins them. (Not a panel that
             # buttons sit on: it reaches out past their hull.)
             hull = joint_hull(element.mask)
-            for other in elements:
-                if other is not element and np.count_nonzero(other.mask & hull) >= OCCLUDER_INSIDE * other.area > 0:
-                    outline = outline | other.mask
-        box = bbox_slices(outline, gap_px)
+            over = [other.mask for other in elements
+                    if other is not element and np.count_nonzero(other.mask & hull) >= OCCLUDER_INSIDE * other.area > 0]
+            if over:
+                box, count, labels, stats = pieces_apart(np.logical_or.reduce([outline, *over]), gap_px, bridge)
         crop = element.mask[box].astype(np.uint8)
-        count, labels, stats, _ = cv2.connectedComponentsWithStats(cv2.dilate(outline[box].astype(np.uint8), bridge),
-                                                                   connectivity=8)
         labels = np.where(crop > 0, labels, 0)
         stats[:, cv2.CC_STAT_AREA] = np.bincount(labels.ravel(), minlength=count)
         least = (MIN_IMAGE_FRACTION if element.kind is ElementKind.IMAGE else MIN_ELEMENT_FRACTION) * size
@@ -284,12 +283,17 @@ def split_pieces(elements: list[Element], wanted: int) -> list[Element]:
     return elements
 
 
-def count_pieces_apart(mask: np.ndarray, gap_px: int, bridge: np.ndarray) -> int:
-    """How many pieces a mask has when pieces closer than ``gap_px`` (``bridge``: the disc that far) are one."""
+def pieces_apart(mask: np.ndarray, gap_px: int,
+                 bridge: np.ndarray) -> tuple[tuple[slice, slice], int, np.ndarray, np.ndarray]:
+    """The pieces of a mask when pieces closer than ``gap_px`` (``bridge``: the disc that far) are one: the box they
+    were counted in and OpenCV's connected components of the dilated mask there (count with the 0 label, labels,
+    stats)."""
     import cv2
 
     box = bbox_slices(mask, gap_px)
-    return cv2.connectedComponents(cv2.dilate(mask[box].astype(np.uint8), bridge), connectivity=8)[0] - 1
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(cv2.dilate(mask[box].astype(np.uint8), bridge),
+                                                               connectivity=8)
+    return box, count, labels, stats
 
 
 def split_strokes(elements: list[Element], wanted: int) -> list[Element]:

@@ -772,17 +772,23 @@ def test_a_grid_of_photos_comes_back_as_one_layer_per_photo_over_the_page(decomp
     assert np.abs(stack.layers[0].rgba[..., :3][under].astype(float) - 255).max() < 12, "the page is not white"
 
 
+def _two_line_title(width_px: int, height_px: int, top_px: int) -> list[np.ndarray]:
+    """"Summer" over "Festival" in red, the second line 36 px below the first: one phrase of two words."""
+    from benchmarks.samples import font
+
+    def line(word: str, x_px: int, y_px: int) -> np.ndarray:
+        return _drawn_layer(width_px, lambda d, s: d.text((x_px * s, y_px * s), word, font=font(40 * s),
+                                                          fill=(200, 40, 40, 255)))[:height_px]
+
+    return [line("Summer", 60, top_px), line("Festival", 80, top_px + 36)]
+
+
 def test_asking_for_a_layer_per_word_splits_a_phrase_back_into_its_words(decomposer):
     # Two words set close together read as one phrase (one layer when the budget is tight); asked for one layer
     # per word, the user gets them, not fewer layers than asked.
-    from benchmarks.samples import font
-
     width_px, height_px = 384, 256
     page = np.full((height_px, width_px, 4), 255, np.uint8)
-    first = _drawn_layer(width_px, lambda d, s: d.text((60 * s, 70 * s), "Summer", font=font(40 * s),
-                                                       fill=(200, 40, 40, 255)))[:height_px]
-    second = _drawn_layer(width_px, lambda d, s: d.text((80 * s, 106 * s), "Festival", font=font(40 * s),
-                                                        fill=(200, 40, 40, 255)))[:height_px]
+    first, second = _two_line_title(width_px, height_px, 70)
     image = composite_over([page, first, second])
     tight = _decompose(decomposer, image, 2)
     assert [layer.name for layer in tight.layers] == ["Background", "Text 'Summer Festival'"]
@@ -1683,14 +1689,9 @@ def test_room_in_the_count_goes_to_a_shape_s_separate_pieces_before_a_phrase_s_w
     # one colour on it); asked for five layers (the page and four), the tags get a layer each and the title
     # stays one text, as a designer lays it out, rather than the title split into its words and the two tags
     # left in one layer.
-    from benchmarks.samples import font
-
     width_px, height_px = 384, 256
     page = np.full((height_px, width_px, 4), 255, np.uint8)
-    first = _drawn_layer(width_px, lambda d, s: d.text((60 * s, 20 * s), "Summer", font=font(40 * s),
-                                                       fill=(200, 40, 40, 255)))[:height_px]
-    second = _drawn_layer(width_px, lambda d, s: d.text((80 * s, 56 * s), "Festival", font=font(40 * s),
-                                                        fill=(200, 40, 40, 255)))[:height_px]
+    first, second = _two_line_title(width_px, height_px, 20)
     panel = _drawn_layer(width_px, lambda d, s: d.rectangle([20 * s, 140 * s, 364 * s, 240 * s],
                                                            fill=(225, 225, 225, 255)))[:height_px]
     tags = _drawn_layer(width_px, lambda d, s: [d.rounded_rectangle(

@@ -1706,3 +1706,32 @@ def test_room_in_the_count_goes_to_a_shape_s_separate_pieces_before_a_phrase_s_w
     left_tag, right_tag = _top_layer_at(stack, 190, 85), _top_layer_at(stack, 190, 295)
     assert len({panel_layer, left_tag, right_tag}) == 3 and min(left_tag, right_tag) > panel_layer, names
     assert _composite_error(stack, image) <= 1.0
+
+
+def test_a_round_portrait_on_a_photo_ground_with_a_title_gets_a_layer_of_its_own(decomposer):
+    # A portrait in a circle placed on a photographic ground (a banner: pebbles, a name under it): with room left
+    # in the count, the portrait comes back as a layer of its own instead of being painted into the background.
+    # Its closed, sharp outline is what tells it from the ground, whose own texture goes on around it.
+    import skimage.data
+    from PIL import ImageDraw
+
+    from benchmarks.samples import font, photo_rgb
+
+    gravel = np.asarray(Image.fromarray(skimage.data.gravel()).resize((320, 240)), np.float32) / 255.0
+    image = np.dstack([90 + 110 * gravel, 70 + 80 * gravel, 40 + 50 * gravel])
+    portrait = photo_rgb("chelsea", 120, 120).astype(np.float32).mean(axis=2, keepdims=True) * 0.6 + 100
+    rows, cols = np.mgrid[0:240, 0:320]
+    disc = (cols - 200) ** 2 + (rows - 110) ** 2 <= 55 ** 2
+    image[50:170, 140:260][disc[50:170, 140:260]] = portrait[disc[50:170, 140:260]]
+    title = Image.new("L", (320, 240), 0)
+    ImageDraw.Draw(title).text((12, 190), "NAME", font=font(34), fill=255)
+    ink = np.asarray(title, np.float32)[..., None] / 255.0
+    image = np.clip(image * (1.0 - ink) + 255.0 * ink, 0, 255).astype(np.uint8)
+    stack = _decompose(decomposer, image, 4)
+    names = [layer.name for layer in stack.layers]
+    assert names[0] == "Background" and "Picture" in names, names
+    picture = stack.layers[names.index("Picture")].rgba[..., 3] > 127
+    assert picture[disc].mean() > 0.9, "the portrait is in its layer"
+    assert picture[~disc].mean() < 0.01, "the pebbles around it are not"
+    assert any(name.startswith("Text") for name in names), names
+    assert _composite_error(stack, np.dstack([image, np.full(image.shape[:2], 255, np.uint8)])) <= 1.0

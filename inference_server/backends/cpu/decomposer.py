@@ -26,7 +26,7 @@ from .order import fit_count, group_name, order_elements
 from .peel import Claims, blank_layer, peel
 from .regions import find_regions
 from .shadows import split_shadow
-from .subject import find_subject, is_backdrop
+from .subject import find_pictures, find_subject, is_backdrop
 from .text import TextDetector
 from .threads import thread_budget
 from .tiles import find_photo_tiles, tile_elements
@@ -152,6 +152,12 @@ class CpuDecomposer:
         elements = find_line_art(rgb, background, elements)
         join_leftovers(rgb, background, elements)
         elements = join_outlines(rgb, elements)
+        if not background.regions and not tiles and len(elements) < budget:
+            # A photo with room left in the layer budget: pictures and sprites placed on it (closed, sharp outlines
+            # the photo's texture does not make) get layers, on a backdrop of words too (a portrait on a banner).
+            for picture in find_pictures(rgb, elements, budget - len(elements)):
+                elements.append(picture)
+                background.mask &= ~picture.mask
         if not background.regions and not tiles and len(elements) < budget and not is_backdrop(regions, elements):
             # A photo with room left in the layer budget: split off its main subject. (Not a picture that is the
             # backdrop of words or graphics set on it: that stays one background layer under them.)

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Step 4, a photo's subject: colour contrast to the border with a centre prior seeds grabCut."""
+"""Step 4, what lies on a photo: pictures placed on it (closed sharp outlines the ground goes on around), then its
+subject (colour contrast to the border with a centre prior seeds grabCut)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,20 @@ from .cancel import checkpoint
 from .elements import Element, ElementKind
 from .masks import disc, hull_mask, luminance, side_strips
 from .regions import Regions
-from .tuning import PICTURE_EDGE_TEXTURE, SUBJECT_MAX_SIDE_PX
+from .tuning import (
+    PICTURE_EDGE_TEXTURE,
+    PICTURE_FILL_RATIO,
+    PICTURE_FREE,
+    PICTURE_GROUND_GRAIN,
+    PICTURE_GROUND_INSIDE,
+    PICTURE_GROUND_LAB,
+    PICTURE_GROUND_RING,
+    PICTURE_MAX_SHARE,
+    PICTURE_MAX_SIDE_PX,
+    PICTURE_MIN_SHARE,
+    PICTURE_SOLIDITY,
+    SUBJECT_MAX_SIDE_PX,
+)
 
 
 def is_backdrop(regions: Regions, elements: list[Element]) -> bool:
@@ -131,3 +145,105 @@ def guided_upsample(mask_small: np.ndarray, rgb: np.ndarray, scale: float) -> np
     a = cov_ip / (var_i + 1e-3)
     b = mean_p - a * mean_i
     return cv2.blur(a, ksize) * guide + cv2.blur(b, ksize)
+
+
+def find_pictures(rgb: np.ndarray, elements: list[Element], room: int) -> list[Element]:
+    """Pictures and sprites placed on a photo (a round portrait, a cut-out figure): at most ``room`` of them, the
+    biggest first.
+
+    A picture laid on a photograph has a closed, sharp outline: a step in colour all the way round, where the
+    ground's own texture only makes short, broken edges. With the texture flattened (mean-shift filtering at
+    PICTURE_MAX_SIDE_PX), the strong steps that join up into one structure enclosing much more than its own edge
+    pixels (PICTURE_FILL_RATIO), of a solid shape (PICTURE_SOLIDITY), are pictures. A structure cut by the canvas
+    edge is closed along that edge (a figure standing on the bottom edge).
+    """
+    import cv2
+
+    height_px, width_px = rgb.shape[:2]
+    if room < 1 or min(height_px, width_px) < 32:
+        return []
+    scale = min(1.0, PICTURE_MAX_SIDE_PX / max(height_px, width_px))
+    small_h, small_w = max(8, round(height_px * scale)), max(8, round(width_px * scale))
+    small = cv2.resize(np.clip(rgb, 0, 255).astype(np.uint8), (small_w, small_h), interpolation=cv2.INTER_AREA)
+    flat = cv2.pyrMeanShiftFiltering(small, 8, 24)
+    checkpoint()
+    edges = cv2.dilate(cv2.Canny(cv2.cvtColor(flat, cv2.COLOR_RGB2GRAY), 80, 160), np.ones((3, 3), np.uint8))
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(edges, connectivity=8)
+    taken = np.zeros((height_px, width_px), bool)
+    for element in elements:
+        taken |= element.mask
+    canvas_px = small_h * small_w
+    # The ground's colours: those along the canvas's edge (k-means in Lab), and the pixels near one of them.
+    lab = cv2.cvtColor(np.clip(rgb, 0, 255).astype(np.uint8), cv2.COLOR_RGB2LAB).astype(np.float32)
+    rim_border_px = 4
+    border = np.concatenate([lab[:rim_border_px].reshape(-1, 3), lab[-rim_border_px:].reshape(-1, 3),
+                             lab[:, :rim_border_px].reshape(-1, 3), lab[:, -rim_border_px:].reshape(-1, 3)])
+    cv2.setRNGSeed(0)
+    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 10, 1.0)
+    _, _, centers = cv2.kmeans(border, min(8, len(border)), np.zeros((len(border), 1), np.int32), criteria, 2,
+                               cv2.KMEANS_PP_CENTERS)
+    ground = np.full((height_px, width_px), False)
+    for center in centers:
+        ground |= np.linalg.norm(lab - center, axis=2) < PICTURE_GROUND_LAB
+    # The photo's grain: luminance's standard deviation over 5×5 pixels.
+    gray = luminance(rgb).astype(np.float32)
+    local_mean = cv2.blur(gray, (5, 5))
+    grain = np.sqrt(np.maximum(cv2.blur(gray * gray, (5, 5)) - local_mean * local_mean, 0.0))
+    reach_px = max(3, round(0.01 * max(height_px, width_px)))
+    gap = np.ones((5, 5), np.uint8)
+    ring_kernel = np.ones((2 * reach_px + 5, 2 * reach_px + 5), np.uint8)
+    checkpoint()
+    found: list[tuple[float, np.ndarray]] = []
+    for label in range(1, count):
+        x, y, box_w, box_h, edge_px = (int(v) for v in stats[label])
+        if box_w * box_h < PICTURE_MIN_SHARE * canvas_px:
+            continue
+        framed = np.pad((labels[y:y + box_h, x:x + box_w] == label).astype(np.uint8), 1)
+        # Close the structure along the canvas sides it reaches.
+        if x == 0:
+            framed[:, 0] = 1
+        if y == 0:
+            framed[0] = 1
+        if x + box_w >= small_w:
+            framed[:, -1] = 1
+        if y + box_h >= small_h:
+            framed[-1] = 1
+        contours, _ = cv2.findContours(framed, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        fill = np.zeros_like(framed)
+        cv2.drawContours(fill, contours, -1, 1, thickness=cv2.FILLED)
+        fill = fill[1:-1, 1:-1]
+        fill_px = int(fill.sum())
+        if not PICTURE_MIN_SHARE * canvas_px <= fill_px <= PICTURE_MAX_SHARE * canvas_px:
+            continue
+        if fill_px < PICTURE_FILL_RATIO * edge_px:
+            continue
+        hull = cv2.convexHull(np.argwhere(fill)[:, ::-1].astype(np.int32))
+        if fill_px < PICTURE_SOLIDITY * max(float(cv2.contourArea(hull)), 1.0):
+            continue
+        small_mask = np.zeros((small_h, small_w), np.float32)
+        small_mask[y:y + box_h, x:x + box_w] = fill
+        full = cv2.resize(small_mask, (width_px, height_px), interpolation=cv2.INTER_LINEAR) > 0.5
+        # The fill reaches over the dilated outline: leave that rim to the peel's soft-edge band.
+        rim_px = max(1, round(1.5 / scale))
+        full = cv2.erode(full.astype(np.uint8), np.ones((2 * rim_px + 1, 2 * rim_px + 1), np.uint8)).astype(bool)
+        free = full & ~taken
+        if free.sum() < PICTURE_FREE * max(int(full.sum()), 1):
+            continue  # mostly words or shapes already found (a text bar)
+        # The ground goes on around a picture placed on it (the colours along the canvas's edge ring it) and does
+        # not fill it; an object's own part (the coffee inside a cup's rim) is ringed by the object instead.
+        full_u8 = full.astype(np.uint8)
+        ring = cv2.dilate(full_u8, ring_kernel).astype(bool) & ~cv2.dilate(full_u8, gap).astype(bool)
+        ring[:rim_border_px] = ring[-rim_border_px:] = False
+        ring[:, :rim_border_px] = ring[:, -rim_border_px:] = False
+        if not ring.any() or ground[ring].mean() < PICTURE_GROUND_RING or ground[full].mean() > PICTURE_GROUND_INSIDE:
+            continue
+        if float(np.median(grain[ring])) < PICTURE_GROUND_GRAIN:
+            continue  # a flat ground around it (a black splash on a photo): not a photo's ground going on
+        found.append((float(free.sum()), free))
+    pictures = []
+    for _, mask in sorted(found, key=lambda item: -item[0])[:room]:
+        picture = Element(ElementKind.IMAGE, mask, rgb[mask].mean(axis=0), "Picture")
+        picture.hull = hull_mask(mask)
+        pictures.append(picture)
+        taken |= mask
+    return pictures

@@ -23,6 +23,7 @@ from .tuning import (
     PICTURE_MIN_SHARE,
     PICTURE_SOLIDITY,
     SUBJECT_MAX_SIDE_PX,
+    SUBJECT_WORDS_INSIDE,
 )
 
 
@@ -110,6 +111,8 @@ def find_subject(rgb: np.ndarray, background: Element, elements: list[Element]) 
     cv2.drawContours(foreground, contours, -1, 1, thickness=cv2.FILLED)
     checkpoint()
     full = guided_upsample(foreground.astype(np.float32), rgb, scale) > 0.5
+    if sets_words(full, elements):
+        return None
     for element in elements:
         full &= ~element.mask
     share = full.mean()
@@ -123,6 +126,20 @@ def find_subject(rgb: np.ndarray, background: Element, elements: list[Element]) 
     subject = Element(ElementKind.IMAGE, core, rgb[core].mean(axis=0), "Subject")
     subject.hull = hull_mask(core)
     return subject
+
+
+def sets_words(subject: np.ndarray, elements: list[Element]) -> bool:
+    """Whether the salient block grabCut found is where the design sets its words (SUBJECT_WORDS_INSIDE of the
+    words' letters inside its outline, most of them): a title and buttons set in the middle of a backdrop draw the
+    centre prior and the contrast there, and the block cut round them is a piece of the backdrop (a patch of
+    landscape behind a menu's signs), not a subject standing in the photo; words a designer adds to a photo of a
+    subject go beside it."""
+    letters_px = inside_px = 0
+    for element in elements:
+        if element.kind is ElementKind.TEXT:
+            letters_px += element.area
+            inside_px += int(np.count_nonzero(element.mask & subject))
+    return letters_px > 0 and inside_px >= SUBJECT_WORDS_INSIDE * letters_px
 
 
 def guided_upsample(mask_small: np.ndarray, rgb: np.ndarray, scale: float) -> np.ndarray:

@@ -47,6 +47,7 @@ OCR_MAX_SIDE_PX = 640  # the text detector runs on a copy at most this big (time
 OCR_DET_SIDE_PX = 736  # rapidocr's detector scales that copy up so that its shorter side is this long (its default)
 OCR_DET_MAX_SIDE_PX = 2048  # ... but never longer than this (a 1024 × 163 banner would be a 4600 px strip)
 SUBJECT_MAX_SIDE_PX = 256  # grabCut for a photo's subject runs at this size
+SUBJECT_WORDS_INSIDE = 0.5  # a "subject" with this share of the words' letters inside it is where they are set
 PICTURE_MAX_SIDE_PX = 400  # pictures on a photo (closed sharp outlines) are looked for at this size
 PICTURE_FILL_RATIO = 1.5  # a picture's outline encloses this many times its own (dilated) edge pixels at least
 PICTURE_SOLIDITY = 0.8  # a picture fills this share of its convex hull at least

@@ -42,13 +42,15 @@ How it works, in the order of ``CpuDecomposer.decompose``:
    laid out on a page (a grid of photos, a picture in a layout) are found by cutting the canvas along gutters of the
    page's colour (an XY cut): each box that is a photo to its edge (textured, many colours, no flat ground inside,
    little page colour along its sides) is one "Image" element, with the flat patches of it that reach its edge. A
-   photo with no photo grid and room left in the budget first gets a "Picture" element for each picture or sprite
-   placed on it (a round portrait, a cut-out figure): with the photo's texture flattened (mean-shift), strong colour
-   steps that join up into a closed, solid outline enclosing much more than its own edge, ringed by the colours along
-   the canvas's edge (the ground goes on around it) and not filled by them. Then, with room still left and not a
-   design's backdrop, it gets a "Subject" layer (colour contrast to the border with a
+   photo with no photo grid first gets a "Picture" element for each picture or sprite placed on it (a round
+   portrait, a cut-out figure), as many as the budget has room for and the biggest one even with no room left
+   (unless one layer is all the budget has above the background): with the photo's texture flattened (mean-shift),
+   strong colour steps that join up into a closed, solid outline enclosing much more than its own edge, ringed by the
+   colours along the canvas's edge (the ground goes on around it) and not filled by them. Then, with room still left
+   and not a design's backdrop, it gets a "Subject" layer (colour contrast to the border with a
    centre prior seeds grabCut; the salient blobs' dilated hull, reaching up for a head when the subject stands on the
-   bottom edge, is its probable region; a guided filter scales it up).
+   bottom edge, is its probable region; a guided filter scales it up), unless that holds most of the words' letters
+   (the middle of a backdrop, where a title and buttons are set).
    A drawing inked over flat colours (a cartoon figure) has its outlines as one "Line art" element: on a flat
    ground, dark thin strokes (darker than what lies around them) whose largest connected piece is a network of
    outlines, lying between the drawing's colours rather than on the ground; the strokes were texture that made the

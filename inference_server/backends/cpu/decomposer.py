@@ -152,10 +152,13 @@ class CpuDecomposer:
         elements = find_line_art(rgb, background, elements)
         join_leftovers(rgb, background, elements)
         elements = join_outlines(rgb, elements)
-        if not background.regions and not tiles and len(elements) < budget:
-            # A photo with room left in the layer budget: pictures and sprites placed on it (closed, sharp outlines
-            # the photo's texture does not make) get layers, on a backdrop of words too (a portrait on a banner).
-            for picture in find_pictures(rgb, elements, budget - len(elements)):
+        if not background.regions and not tiles and (len(elements) < budget or budget >= 2):
+            # A photo: pictures and sprites placed on it (closed, sharp outlines the photo's texture does not make)
+            # get layers, on a backdrop of words too (a portrait on a banner). With no room left in the layer budget,
+            # still the biggest one: a designer places a portrait as a layer of its own, where the count's other
+            # layers are small marks and words (step 6 merges those); not with one layer above the background,
+            # which would fold the picture in with the words.
+            for picture in find_pictures(rgb, elements, max(1, budget - len(elements))):
                 elements.append(picture)
                 background.mask &= ~picture.mask
         if not background.regions and not tiles and len(elements) < budget and not is_backdrop(regions, elements):

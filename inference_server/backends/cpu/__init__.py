@@ -20,7 +20,9 @@ How it works, in the order of ``CpuDecomposer.decompose``:
 3. Text. rapidocr's PP-OCR detector (weights ship inside the wheel) finds words; the dominant colour among the
    regions inside a word box is its letters, which form a text element named after what it reads. Small text is
    all anti-aliased edge (no region of it is big enough): its letters are the pixels of the box nearer the ink's
-   colour than the box's flat ground. Single "characters" are ignored: they are mostly shapes read as glyphs (a
+   colour than the box's flat ground; on a photo, the pixels of one tight colour of the box, the colour the box
+   holds most more than the ring just outside it does (dark words over stripes of the photo's own colours) tried
+   first, then its most common colour. Single "characters" are ignored: they are mostly shapes read as glyphs (a
    star as '★').
 4. Elements. The background is the flat colour that runs along most of the canvas's edge (border contact, not area,
    tells ground from figure: the corners around a round icon, not its disc), plus the regions its colour model

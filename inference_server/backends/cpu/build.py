@@ -435,10 +435,12 @@ def photo_elements(rgb: np.ndarray, regions: Regions, ground: Ground, letters: L
 
 
 def ink_letters(rgb: np.ndarray, box_px: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """(letter pixels, letter colour) of a word printed in one colour over a photo (white words over grass): the
-    box's most common colour (to 32 levels a channel) where its pixels are one tight colour, a good part of the
-    box but not most of it, not running around the box's outline, and standing out from the rest of the box. None
-    where no one colour does."""
+    """(letter pixels, letter colour) of a word printed in one colour over a photo (white words over grass): a colour
+    of the box (to 32 levels a channel) whose pixels are one tight colour, a good part of the box but not most of
+    it, not running around the box's outline, and standing out from the rest of the box. None where no one colour
+    does. Tried first: the colour most confined to the box (its share of the box less its share of the ring just
+    outside: dark words over stripes of the photo's colours, which run on past the box); then the box's most common
+    colour, or the next where that is as common in the ring (grass showing between big letters)."""
     import cv2
 
     found = word_box(rgb, box_px)
@@ -448,7 +450,8 @@ def ink_letters(rgb: np.ndarray, box_px: np.ndarray) -> tuple[np.ndarray, np.nda
     pixels = crop[inside]
     codes = color_codes(pixels)
     counts = np.bincount(codes, minlength=512)
-    ink_code = int(counts.argmax())
+    common_code = int(counts.argmax())
+    tries = []
     ring = ring_pixels(rgb, box_px)
     if ring is not None and len(ring):
         # The ground runs on outside the box, the letters do not: a colour as common in the ring just outside the
@@ -456,24 +459,31 @@ def ink_letters(rgb: np.ndarray, box_px: np.ndarray) -> tuple[np.ndarray, np.nda
         outside = np.bincount(color_codes(ring), minlength=512) / len(ring)
         order = np.argsort(-counts)[:2]
         if outside[order[0]] >= counts[order[0]] / len(pixels) and counts[order[1]] > 0:
-            ink_code = int(order[1])
+            common_code = int(order[1])
             logger.debug("ink letters: the most common colour is the ground's, the next is the ink")
-    ink = np.median(pixels[codes == ink_code], axis=0)
-    near = np.abs(pixels - ink).max(axis=1) < INK_LETTERS_NEAR
-    if (not INK_LETTERS_SHARE[0] <= near.mean() <= INK_LETTERS_SHARE[1]
-            or float(pixels[near].std(axis=0).max()) > INK_LETTERS_SPREAD):
-        return None
-    if float(np.abs(np.median(pixels[~near], axis=0) - ink).max()) < LETTER_CONTRAST:
-        return None
-    core = inside & (channel_max(np.abs(crop - ink)) < INK_LETTERS_NEAR)
+        tries.append(int(np.argmax(counts / len(pixels) - outside)))
+    if common_code not in tries:
+        tries.append(common_code)
     # Letters lie inside their box: a colour running along most of the box's outline is the ground there.
     outline = inside & ~cv2.erode(inside.astype(np.uint8), np.ones((3, 3), np.uint8),
                                   borderType=cv2.BORDER_CONSTANT, borderValue=0).astype(bool)
-    if core[outline].mean() > INK_LETTERS_OUTLINE:
-        return None
-    mask = np.zeros(rgb.shape[:2], bool)
-    mask[rows, cols] = core
-    return mask, ink
+    for ink_code in tries:
+        if counts[ink_code] == 0:
+            continue
+        ink = np.median(pixels[codes == ink_code], axis=0)
+        near = np.abs(pixels - ink).max(axis=1) < INK_LETTERS_NEAR
+        if (not INK_LETTERS_SHARE[0] <= near.mean() <= INK_LETTERS_SHARE[1]
+                or float(pixels[near].std(axis=0).max()) > INK_LETTERS_SPREAD):
+            continue
+        if float(np.abs(np.median(pixels[~near], axis=0) - ink).max()) < LETTER_CONTRAST:
+            continue
+        core = inside & (channel_max(np.abs(crop - ink)) < INK_LETTERS_NEAR)
+        if core[outline].mean() > INK_LETTERS_OUTLINE:
+            continue
+        mask = np.zeros(rgb.shape[:2], bool)
+        mask[rows, cols] = core
+        return mask, ink
+    return None
 
 
 def color_codes(pixels: np.ndarray) -> np.ndarray:

@@ -1735,3 +1735,35 @@ def test_a_round_portrait_on_a_photo_ground_with_a_title_gets_a_layer_of_its_own
     assert picture[~disc].mean() < 0.01, "the pebbles around it are not"
     assert any(name.startswith("Text") for name in names), names
     assert _composite_error(stack, np.dstack([image, np.full(image.shape[:2], 255, np.uint8)])) <= 1.0
+
+
+def test_a_button_on_a_photo_comes_back_with_its_label_not_painted_into_the_photo(decomposer):
+    # A web page's hero picture with a "Play now" button on it: the button's glossy fill (a gradient the strict
+    # photo flatness test leaves in the photo) is the box its word is set in, a shape of its own under the word.
+    from PIL import ImageDraw
+
+    from benchmarks.samples import font, photo_rgb
+
+    image = photo_rgb("chelsea", 320, 240).astype(np.float32)
+    top_px, bottom_px, left_px, right_px = 170, 212, 100, 280
+    rows = np.arange(top_px, bottom_px, dtype=np.float32)[:, None]
+    fill = np.dstack([np.broadcast_to(235 - 1.2 * (rows - top_px), (bottom_px - top_px, right_px - left_px)),
+                      np.broadcast_to(110 - 1.0 * (rows - top_px), (bottom_px - top_px, right_px - left_px)),
+                      np.broadcast_to(110 - 1.0 * (rows - top_px), (bottom_px - top_px, right_px - left_px))])
+    shape = Image.new("L", (320, 240), 0)
+    ImageDraw.Draw(shape).rounded_rectangle((left_px, top_px, right_px - 1, bottom_px - 1), radius=8, fill=255)
+    box = np.asarray(shape) > 127
+    image[top_px:bottom_px, left_px:right_px][box[top_px:bottom_px, left_px:right_px]] = \
+        fill[box[top_px:bottom_px, left_px:right_px]]
+    label = Image.new("L", (320, 240), 0)
+    ImageDraw.Draw(label).text((118, 176), "PLAY NOW", font=font(24), fill=255)
+    ink = np.asarray(label, np.float32)[..., None] / 255.0
+    image = np.clip(image * (1.0 - ink) + 255.0 * ink, 0, 255).astype(np.uint8)
+    stack = _decompose(decomposer, image, 3)
+    names = [layer.name for layer in stack.layers]
+    assert names[0] == "Background" and len(names) >= 2, names
+    button = box & (ink[..., 0] < 0.05)
+    held = [layer for layer in stack.layers[1:] if (layer.rgba[..., 3][button] > 127).mean() > 0.9]
+    assert held, "the button's fill is in a layer above the photo"
+    assert (held[0].rgba[..., 3][~box] > 127).mean() < 0.01, "the photo around the button is not"
+    assert _composite_error(stack, np.dstack([image, np.full(image.shape[:2], 255, np.uint8)])) <= 1.0

@@ -43,7 +43,9 @@ How it works, in the order of ``CpuDecomposer.decompose``:
    band's grey baked into the page; a plane half under water). Rectangular photographs
    laid out on a page (a grid of photos, a picture in a layout) are found by cutting the canvas along gutters of the
    page's colour (an XY cut): each box that is a photo to its edge (textured, many colours, no flat ground inside,
-   little page colour along its sides) is one "Image" element, with the flat patches of it that reach its edge. A
+   little page colour along its sides) is one "Image" element, with the flat patches of it that reach its edge. On
+   a photo, the box a word is set in (a button on a hero picture: a smooth fill, glossy gradients too, snug round
+   the word, solid, clear of the canvas's edges, with its rim) is a shape under the word. A
    photo with no photo grid first gets a "Picture" element for each picture or sprite placed on it (a round
    portrait, a cut-out figure), as many as the budget has room for and the biggest one even with no room left
    (unless one layer is all the budget has above the background): with the photo's texture flattened (mean-shift),

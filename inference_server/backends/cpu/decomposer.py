@@ -26,7 +26,7 @@ from .order import fit_count, group_name, order_elements
 from .peel import Claims, blank_layer, peel
 from .regions import find_regions
 from .shadows import split_shadow
-from .subject import find_pictures, find_subject, is_backdrop
+from .subject import find_label_boxes, find_pictures, find_subject, is_backdrop
 from .text import TextDetector
 from .threads import thread_budget
 from .tiles import find_photo_tiles, tile_elements
@@ -152,6 +152,11 @@ class CpuDecomposer:
         elements = find_line_art(rgb, background, elements)
         join_leftovers(rgb, background, elements)
         elements = join_outlines(rgb, elements)
+        if not background.regions and not tiles:
+            # The boxes words are set in on a photo (buttons) are shapes under their words.
+            for button in find_label_boxes(regions, elements):
+                elements.append(button)
+                background.mask &= ~button.mask
         if not background.regions and not tiles and (len(elements) < budget or budget >= 2):
             # A photo: pictures and sprites placed on it (closed, sharp outlines the photo's texture does not make)
             # get layers, on a backdrop of words too (a portrait on a banner). With no room left in the layer budget,

@@ -1,16 +1,21 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Step 4, what lies on a photo: pictures placed on it (closed sharp outlines the ground goes on around), then its
-subject (colour contrast to the border with a centre prior seeds grabCut)."""
+"""Step 4, what lies on a photo: the boxes its words are set in (buttons), pictures placed on it (closed sharp outlines
+the ground goes on around), then its subject (colour contrast to the border with a centre prior seeds grabCut)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from .cancel import checkpoint
-from .elements import Element, ElementKind
-from .masks import disc, hull_mask, luminance, side_strips
+from .elements import Element, ElementKind, set_hull
+from .masks import bbox_slices, disc, filled, hull_mask, luminance, side_strips
 from .regions import Regions
 from .tuning import (
+    ELEMENT_RESIDUAL,
+    LABEL_BOX_RIM_PX,
+    LABEL_BOX_SNUG,
+    LABEL_BOX_SOLID,
+    LABEL_BOX_WIDTH,
     PICTURE_EDGE_TEXTURE,
     PICTURE_FILL_RATIO,
     PICTURE_FREE,
@@ -25,6 +30,75 @@ from .tuning import (
     SUBJECT_MAX_SIDE_PX,
     SUBJECT_WORDS_INSIDE,
 )
+
+
+def find_label_boxes(regions: Regions, elements: list[Element]) -> list[Element]:
+    """The boxes words are set in on a photo (a "Play now!" button on a hero picture): a designer draws the button
+    as a shape of its own under its label. A smooth region (its colour model explains it to ELEMENT_RESIDUAL: a
+    flat or glossy gradient fill, which on a photo the stricter PHOTO_ELEMENT_RESIDUAL leaves in the photo) whose
+    filled outline holds a word's letters, snug round the word (at most LABEL_BOX_SNUG times the word's box: a
+    sky holding a title is far bigger), solid (filling LABEL_BOX_SOLID of its bounding box at least: a rectangle
+    or pill, not a patch of the photo), clear of the canvas's edges and narrower than LABEL_BOX_WIDTH of it (a
+    band across the picture under a heading is the backdrop's). The word becomes a mark on it."""
+    import cv2
+
+    labels = regions.labels
+    height_px, width_px = labels.shape
+    taken = np.zeros((height_px, width_px), bool)
+    for element in elements:
+        taken |= element.mask
+    boxes: list[Element] = []
+    margin_px = max(4, round(0.02 * max(height_px, width_px)))
+    for word in elements:
+        if word.kind is not ElementKind.TEXT or word.host is not None or not word.area:
+            continue
+        checkpoint()
+        rows, cols = bbox_slices(word.mask, 0)
+        word_box_px = (rows.stop - rows.start) * (cols.stop - cols.start)
+        pad_px = max(2, (rows.stop - rows.start) // 2)
+        around = labels[max(rows.start - pad_px, 0):rows.stop + pad_px, max(cols.start - pad_px, 0):cols.stop + pad_px]
+        ids, counts = np.unique(around[around > 0], return_counts=True)
+        for k in ids[np.argsort(-counts)][:3].tolist():
+            if regions.touches_border[k] or regions.residuals[k] > ELEMENT_RESIDUAL:
+                continue
+            if regions.areas[k] > LABEL_BOX_SNUG * word_box_px:
+                continue
+            region = labels == k
+            if (region & taken).any():
+                continue  # some element's already
+            # The band the letters run through is often all edge pixels (the letters' shadow, a gloss's step):
+            # the box is the region and the word's box, filled.
+            spanned = region.copy()
+            spanned[rows, cols] = True
+            box = bbox_slices(spanned, 0)
+            solid = filled(spanned[box])
+            solid_px = int(np.count_nonzero(solid))
+            if solid_px > LABEL_BOX_SNUG * word_box_px or solid_px < LABEL_BOX_SOLID * solid.size:
+                continue
+            # A button sits on the picture, clear of its edges; a band running (nearly) across the canvas is a
+            # part of the backdrop.
+            if (min(box[0].start, box[1].start, height_px - box[0].stop, width_px - box[1].stop) < margin_px
+                    or box[1].stop - box[1].start > LABEL_BOX_WIDTH * width_px):
+                continue
+            if np.count_nonzero(region[box]) < 0.5 * (solid_px - word_box_px):
+                continue  # mostly edge pixels round the word: no fill of one colour model
+            # A box round the word: the region shows above and below it and on both sides.
+            if not (region[:rows.start, cols].any() and region[rows.stop:, cols].any()
+                    and region[rows, :cols.start].any() and region[rows, cols.stop:].any()):
+                continue
+            mask = np.zeros((height_px, width_px), bool)
+            mask[box] = solid
+            # The button's own rim (a light keyline, a bevel): the edge pixels just round its fill.
+            rim = cv2.dilate(mask.astype(np.uint8), np.ones((2 * LABEL_BOX_RIM_PX + 1,) * 2, np.uint8)).astype(bool)
+            mask |= rim & (labels == 0)
+            mask &= ~taken
+            shape = Element(ElementKind.SHAPE, mask, regions.means[k])
+            set_hull(shape)
+            word.host = shape
+            taken |= mask
+            boxes.append(shape)
+            break
+    return boxes
 
 
 def is_backdrop(regions: Regions, elements: list[Element]) -> bool:

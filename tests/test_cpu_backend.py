@@ -245,19 +245,28 @@ def test_a_photo_splits_into_subject_and_background_not_colour_noise(decomposer)
     assert _composite_error(stack, np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])) <= 1.0
 
 
+def _with_white_words(rgb: np.ndarray, text: str, xy_px: tuple[int, int],
+                      size_px: int) -> tuple[np.ndarray, np.ndarray]:
+    """``rgb`` with ``text`` painted over it in white, anti-aliased, and the words' coverage (0–1, height × width)."""
+    from PIL import ImageDraw
+
+    from benchmarks.samples import font
+
+    words = Image.new("L", (rgb.shape[1], rgb.shape[0]), 0)
+    ImageDraw.Draw(words).text(xy_px, text, font=font(size_px), fill=255)
+    ink = np.asarray(words, np.float32) / 255.0
+    image = np.clip(rgb * (1.0 - ink[..., None]) + 255.0 * ink[..., None], 0, 255).astype(np.uint8)
+    return image, ink
+
+
 def test_a_photo_with_a_title_on_it_stays_one_whole_background_under_the_title(decomposer):
     # A photograph filling the canvas with a title set on it is the design's backdrop: asked for more layers than
     # there are things on it, the photo stays one background layer (the cat is not cut out of it) and the title is
     # the layer above it.
-    from PIL import ImageDraw
-
-    from benchmarks.samples import font, photo_rgb
+    from benchmarks.samples import photo_rgb
 
     rgb = photo_rgb("chelsea", 256, 192)
-    title = Image.new("L", (256, 192), 0)
-    ImageDraw.Draw(title).text((20, 150), "KITTEN", font=font(30), fill=255)
-    ink = np.asarray(title, np.float32)[..., None] / 255.0
-    image = np.clip(rgb * (1.0 - ink) + 255.0 * ink, 0, 255).astype(np.uint8)
+    image, _ = _with_white_words(rgb.astype(np.float32), "KITTEN", (20, 150), 30)
     stack = _decompose(decomposer, image, 4)
     names = [layer.name for layer in stack.layers]
     assert "Subject" not in names, names
@@ -1713,9 +1722,8 @@ def test_a_round_portrait_on_a_photo_ground_with_a_title_gets_a_layer_of_its_own
     # in the count, the portrait comes back as a layer of its own instead of being painted into the background.
     # Its closed, sharp outline is what tells it from the ground, whose own texture goes on around it.
     import skimage.data
-    from PIL import ImageDraw
 
-    from benchmarks.samples import font, photo_rgb
+    from benchmarks.samples import photo_rgb
 
     gravel = np.asarray(Image.fromarray(skimage.data.gravel()).resize((320, 240)), np.float32) / 255.0
     image = np.dstack([90 + 110 * gravel, 70 + 80 * gravel, 40 + 50 * gravel])
@@ -1723,10 +1731,7 @@ def test_a_round_portrait_on_a_photo_ground_with_a_title_gets_a_layer_of_its_own
     rows, cols = np.mgrid[0:240, 0:320]
     disc = (cols - 200) ** 2 + (rows - 110) ** 2 <= 55 ** 2
     image[50:170, 140:260][disc[50:170, 140:260]] = portrait[disc[50:170, 140:260]]
-    title = Image.new("L", (320, 240), 0)
-    ImageDraw.Draw(title).text((12, 190), "NAME", font=font(34), fill=255)
-    ink = np.asarray(title, np.float32)[..., None] / 255.0
-    image = np.clip(image * (1.0 - ink) + 255.0 * ink, 0, 255).astype(np.uint8)
+    image, _ = _with_white_words(image, "NAME", (12, 190), 34)
     stack = _decompose(decomposer, image, 4)
     names = [layer.name for layer in stack.layers]
     assert names[0] == "Background" and "Picture" in names, names
@@ -1742,7 +1747,7 @@ def test_a_button_on_a_photo_comes_back_with_its_label_not_painted_into_the_phot
     # photo flatness test leaves in the photo) is the box its word is set in, a shape of its own under the word.
     from PIL import ImageDraw
 
-    from benchmarks.samples import font, photo_rgb
+    from benchmarks.samples import photo_rgb
 
     image = photo_rgb("chelsea", 320, 240).astype(np.float32)
     top_px, bottom_px, left_px, right_px = 170, 212, 100, 280
@@ -1755,14 +1760,11 @@ def test_a_button_on_a_photo_comes_back_with_its_label_not_painted_into_the_phot
     box = np.asarray(shape) > 127
     image[top_px:bottom_px, left_px:right_px][box[top_px:bottom_px, left_px:right_px]] = \
         fill[box[top_px:bottom_px, left_px:right_px]]
-    label = Image.new("L", (320, 240), 0)
-    ImageDraw.Draw(label).text((118, 176), "PLAY NOW", font=font(24), fill=255)
-    ink = np.asarray(label, np.float32)[..., None] / 255.0
-    image = np.clip(image * (1.0 - ink) + 255.0 * ink, 0, 255).astype(np.uint8)
+    image, ink = _with_white_words(image, "PLAY NOW", (118, 176), 24)
     stack = _decompose(decomposer, image, 3)
     names = [layer.name for layer in stack.layers]
     assert names[0] == "Background" and len(names) >= 2, names
-    button = box & (ink[..., 0] < 0.05)
+    button = box & (ink < 0.05)
     held = [layer for layer in stack.layers[1:] if (layer.rgba[..., 3][button] > 127).mean() > 0.9]
     assert held, "the button's fill is in a layer above the photo"
     assert (held[0].rgba[..., 3][~box] > 127).mean() < 0.01, "the photo around the button is not"

@@ -273,9 +273,11 @@ def find_pictures(rgb: np.ndarray, elements: list[Element], room: int) -> list[E
     criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 10, 1.0)
     _, _, centers = cv2.kmeans(border, min(8, len(border)), np.zeros((len(border), 1), np.int32), criteria, 2,
                                cv2.KMEANS_PP_CENTERS)
-    ground = np.full((height_px, width_px), False)
-    for center in centers:
-        ground |= np.linalg.norm(lab - center, axis=2) < PICTURE_GROUND_LAB
+
+    def near_ground(pixels_lab: np.ndarray) -> np.ndarray:
+        # Only the pixels a candidate asks about: the whole canvas against eight centres cost 0.2 s at 1024².
+        return (np.linalg.norm(pixels_lab[:, None, :] - centers[None], axis=2) < PICTURE_GROUND_LAB).any(axis=1)
+
     # The photo's grain: luminance's standard deviation over 5×5 pixels.
     gray = luminance(rgb).astype(np.float32)
     local_mean = cv2.blur(gray, (5, 5))
@@ -326,7 +328,8 @@ def find_pictures(rgb: np.ndarray, elements: list[Element], room: int) -> list[E
         ring = cv2.dilate(full_u8, ring_kernel).astype(bool) & ~cv2.dilate(full_u8, gap).astype(bool)
         ring[:rim_border_px] = ring[-rim_border_px:] = False
         ring[:, :rim_border_px] = ring[:, -rim_border_px:] = False
-        if not ring.any() or ground[ring].mean() < PICTURE_GROUND_RING or ground[full].mean() > PICTURE_GROUND_INSIDE:
+        if (not ring.any() or near_ground(lab[ring]).mean() < PICTURE_GROUND_RING
+                or near_ground(lab[full]).mean() > PICTURE_GROUND_INSIDE):
             continue
         if float(np.median(grain[ring])) < PICTURE_GROUND_GRAIN:
             continue  # a flat ground around it (a black splash on a photo): not a photo's ground going on

@@ -152,12 +152,14 @@ class CpuDecomposer:
         elements = find_line_art(rgb, background, elements)
         join_leftovers(rgb, background, elements)
         elements = join_outlines(rgb, elements)
-        if not background.regions and not tiles:
+        # A photo ground (no flat ground, no photo grid): what lies on it comes next.
+        on_photo = not background.regions and not tiles
+        if on_photo:
             # The boxes words are set in on a photo (buttons) are shapes under their words.
             for button in find_label_boxes(regions, elements):
                 elements.append(button)
                 background.mask &= ~button.mask
-        if not background.regions and not tiles and (len(elements) < budget or budget >= 2):
+        if on_photo and (len(elements) < budget or budget >= 2):
             # A photo: pictures and sprites placed on it (closed, sharp outlines the photo's texture does not make)
             # get layers, on a backdrop of words too (a portrait on a banner). With no room left in the layer budget,
             # still the biggest one: a designer places a portrait as a layer of its own, where the count's other
@@ -166,7 +168,7 @@ class CpuDecomposer:
             for picture in find_pictures(rgb, elements, max(1, budget - len(elements))):
                 elements.append(picture)
                 background.mask &= ~picture.mask
-        if not background.regions and not tiles and len(elements) < budget and not is_backdrop(regions, elements):
+        if on_photo and len(elements) < budget and not is_backdrop(regions, elements):
             # A photo with room left in the layer budget: split off its main subject. (Not a picture that is the
             # backdrop of words or graphics set on it: that stays one background layer under them.)
             subject = find_subject(rgb, background, elements)

@@ -122,6 +122,14 @@ def owner_map(elements: list[Element], shape: tuple[int, ...]) -> np.ndarray:
     return owner
 
 
+def covered(elements: list[Element], shape: tuple[int, ...]) -> np.ndarray:
+    """The pixels some element holds."""
+    taken = np.zeros(shape[:2], bool)
+    for element in elements:
+        taken |= element.mask
+    return taken
+
+
 def row_span(mask: np.ndarray) -> slice:
     """The rows from the mask's first pixel to its last (empty for none): a word's masked writes and counts cost
     its line, not the page."""

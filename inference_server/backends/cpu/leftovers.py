@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from .cancel import checkpoint
-from .elements import Element, ElementKind, set_mask
+from .elements import Element, ElementKind, covered, set_mask
 from .masks import disc, nearest_pixel
 from .tuning import BAND_PX, LEFTOVER_REACH, MIN_LEFTOVER_ALPHA, SAME_COLOR
 
@@ -29,9 +29,7 @@ def join_leftovers(rgb: np.ndarray, background: Element, elements: list[Element]
     hosts = [e for e in elements if e.kind in (ElementKind.SHAPE, ElementKind.TEXT) and e.opacity >= 1.0]
     if not hosts:
         return
-    taken = np.zeros((height_px, width_px), bool)
-    for element in elements:
-        taken |= element.mask
+    taken = covered(elements, rgb.shape)
     kernel = disc(BAND_PX)
     banded = cv2.dilate(taken.astype(np.uint8), kernel).astype(bool)
     checkpoint()

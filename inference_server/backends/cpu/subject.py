@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from .cancel import checkpoint
-from .elements import Element, ElementKind, set_hull
+from .elements import Element, ElementKind, covered, set_hull
 from .masks import bbox_slices, disc, filled, hull_mask, luminance, side_strips
 from .regions import Regions
 from .tuning import (
@@ -44,9 +44,7 @@ def find_label_boxes(regions: Regions, elements: list[Element]) -> list[Element]
 
     labels = regions.labels
     height_px, width_px = labels.shape
-    taken = np.zeros((height_px, width_px), bool)
-    for element in elements:
-        taken |= element.mask
+    taken = covered(elements, labels.shape)
     boxes: list[Element] = []
     margin_px = max(4, round(0.02 * max(height_px, width_px)))
     for word in elements:
@@ -255,20 +253,18 @@ def find_pictures(rgb: np.ndarray, elements: list[Element], room: int) -> list[E
         return []
     scale = min(1.0, PICTURE_MAX_SIDE_PX / max(height_px, width_px))
     small_h, small_w = max(8, round(height_px * scale)), max(8, round(width_px * scale))
-    small = cv2.resize(np.clip(rgb, 0, 255).astype(np.uint8), (small_w, small_h), interpolation=cv2.INTER_AREA)
+    rgb_u8 = np.clip(rgb, 0, 255).astype(np.uint8)
+    small = cv2.resize(rgb_u8, (small_w, small_h), interpolation=cv2.INTER_AREA)
     flat = cv2.pyrMeanShiftFiltering(small, 8, 24)
     checkpoint()
     edges = cv2.dilate(cv2.Canny(cv2.cvtColor(flat, cv2.COLOR_RGB2GRAY), 80, 160), np.ones((3, 3), np.uint8))
     count, labels, stats, _ = cv2.connectedComponentsWithStats(edges, connectivity=8)
-    taken = np.zeros((height_px, width_px), bool)
-    for element in elements:
-        taken |= element.mask
+    taken = covered(elements, rgb.shape)
     canvas_px = small_h * small_w
     # The ground's colours: those along the canvas's edge (k-means in Lab), and the pixels near one of them.
-    lab = cv2.cvtColor(np.clip(rgb, 0, 255).astype(np.uint8), cv2.COLOR_RGB2LAB).astype(np.float32)
+    lab = cv2.cvtColor(rgb_u8, cv2.COLOR_RGB2LAB).astype(np.float32)
     rim_border_px = 4
-    border = np.concatenate([lab[:rim_border_px].reshape(-1, 3), lab[-rim_border_px:].reshape(-1, 3),
-                             lab[:, :rim_border_px].reshape(-1, 3), lab[:, -rim_border_px:].reshape(-1, 3)])
+    border = np.concatenate([side.reshape(-1, 3) for side in side_strips(lab, rim_border_px)])
     cv2.setRNGSeed(0)
     criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 10, 1.0)
     _, _, centers = cv2.kmeans(border, min(8, len(border)), np.zeros((len(border), 1), np.int32), criteria, 2,
@@ -339,5 +335,4 @@ def find_pictures(rgb: np.ndarray, elements: list[Element], room: int) -> list[E
         picture = Element(ElementKind.IMAGE, mask, rgb[mask].mean(axis=0), "Picture")
         picture.hull = hull_mask(mask)
         pictures.append(picture)
-        taken |= mask
     return pictures

@@ -121,6 +121,9 @@ class StrataObjectSettings(PropertyGroup):
     value: FloatProperty(name="Value", default=1.0, min=0.0, max=2.0, update=_apply_look)
     source_path: StringProperty(name="Source", subtype='FILE_PATH', options=compat.blend_relative_path_options(),
                                 description="The layer PNG on disk")
+    opaque: BoolProperty(name="Opaque", default=False,
+                         description="The layer's image has no transparent pixel: at full opacity and scale its "
+                                     "plane hides every plane behind it (set when the plane is made)")
 
 
 def register():

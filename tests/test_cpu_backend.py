@@ -91,6 +91,34 @@ def test_asking_for_more_layers_than_the_image_has_returns_fewer_and_says_so(dec
     assert _composite_error(stack, composite) <= 1.0
 
 
+def test_a_plain_coloured_poster_with_room_left_in_the_count_lies_on_a_white_paper_layer(decomposer):
+    # Photoshop documents start on a white "Background" layer that the designer covers with a coloured fill:
+    # asked for more layers than the poster has things, the bottom one is that sheet, hidden under the ground.
+    rgba = np.zeros((120, 160, 4), np.uint8)
+    rgba[...] = (30, 70, 140, 255)
+    rgba[30:90, 40:120, :3] = (240, 200, 40)
+    stack = _decompose(decomposer, rgba, 3)
+    assert [layer.name for layer in stack.layers][:2] == ["Paper", "Background"], stack.layers
+    assert (stack.layers[0].rgba == 255).all(), "a plain, opaque white sheet"
+    assert len(stack.layers) == 3 and not any("fewer than" in note for note in stack.notes)
+    assert any("white paper" in note for note in stack.notes), stack.notes
+    assert _composite_error(stack, rgba) == 0.0, "hidden: the composite is the input"
+
+    # Not under a white page (that is the sheet), a photo (its own ground as often as not), nor with "auto",
+    # which picks its own count.
+    white = rgba.copy()
+    white[..., :3] = 255
+    white[30:90, 40:120, :3] = (240, 200, 40)
+    from benchmarks.samples import photo_rgb
+
+    photo = np.dstack([photo_rgb("chelsea", 160, 120), np.full((120, 160), 255, np.uint8)])
+    photo[30:60, 40:120, :3] = (240, 200, 40)
+    for image in (white, photo):
+        assert "Paper" not in [layer.name for layer in _decompose(decomposer, image, 6).layers]
+    auto = decomposer.decompose(Image.fromarray(rgba), DecomposeParams(layers="auto"))
+    assert "Paper" not in [layer.name for layer in auto.layers]
+
+
 def test_layers_have_meaningful_names(decomposer):
     composite, _ = make_flat_poster(512, 384, seed=0)  # background, triangle, rectangle, the word "NEW"
     names = [layer.name for layer in _decompose(decomposer, composite, 4).layers]

@@ -55,7 +55,9 @@ def stack_geometry(root: bpy.types.Object, camera: bpy.types.Object, focal_lengt
     layers = stack.stack_layers(root)
     if not layers:
         raise AnimationError(f"stack '{root.name}' has no layer planes")
-    depths_m = [plane.strata.depth_m for plane in layers]
+    # Planes behind the background plane never show (see stack.background_plane): the move is measured against it.
+    far_m = stack.background_plane(root).strata.depth_m
+    depths_m = [plane.strata.depth_m for plane in layers if plane.strata.depth_m <= far_m]
     data = camera.data
     frame_w, frame_h = camera_frame.frame_size_at_distance_m(1.0, data.sensor_width, focal_length_mm,
                                                        root.strata.image_width_px, root.strata.image_height_px,

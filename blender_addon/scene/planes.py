@@ -26,7 +26,7 @@ from mathutils import Matrix
 
 from ..core import camera_frame, motion
 from . import relief as scene_relief
-from .materials import create_layer_material, load_layer_image, plane_image_node
+from .materials import create_layer_material, image_is_opaque, load_layer_image, plane_image_node
 from .render_settings import configure_render
 from .stack import background_plane, find_root, rest_lens_mm, stack_camera, stack_layers
 
@@ -217,6 +217,7 @@ def create_layer_plane(root, image_path, name, layer_index, depth_m, blend_like_
     settings.layer_index = layer_index
     settings.job_id = root.strata.job_id
     settings.source_path = image.filepath
+    settings.opaque = image_is_opaque(image)
     settings.depth_m = depth_m  # its update callback places the plane
     return obj
 

@@ -43,9 +43,17 @@ def rest_lens_mm(camera, scene):
 
 
 def background_plane(root):
-    """The plane that fills the frame behind everything: the farthest (the lowest layer index among equals)."""
-    layers = stack_layers(root)
-    return max(layers, key=lambda obj: (obj.strata.depth_m, -obj.strata.layer_index)) if layers else None
+    """The plane that fills the frame behind everything: the nearest one that hides every plane behind it (an
+    opaque image at full opacity and scale, rendered), else the farthest (the lowest layer index among equals).
+
+    The planes behind an opaque one never show from the rest camera (a Photoshop document's white sheet under
+    a coloured ground), so a move is covered, and its amplitude measured, against the opaque one."""
+    layers = sorted(stack_layers(root), key=lambda obj: (obj.strata.depth_m, -obj.strata.layer_index))
+    if not layers:
+        return None
+    hiding = [obj for obj in layers if obj.strata.opaque and obj.strata.opacity >= 1.0 and obj.strata.scale >= 1.0
+              and not obj.hide_render]
+    return hiding[0] if hiding else layers[-1]
 
 
 def scene_roots(scene):

@@ -154,9 +154,12 @@ def gather_web_scene(context, root):
         raise StackExportError("the web page needs a perspective camera (this stack's camera is "
                                f"{camera.data.type.lower()})")
     layers = []
+    # Planes behind the background plane never show and the page keeps the frame covered by the farthest layer
+    # it has: they are left out.
+    background = stack.background_plane(root)
     for obj in _layers(root):
         node = materials.plane_image_node(obj)
-        if node is None:
+        if node is None or obj.strata.depth_m > background.strata.depth_m:
             continue
         positions, triangles = _mesh_in_rest_space(root, obj)
         projection = relief.projection_constants(-obj.location.z, abs(obj.scale.x), abs(obj.scale.y),

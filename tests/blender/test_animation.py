@@ -327,3 +327,38 @@ def test_overscan_every_layer_extends_nearer_planes_more(stack, tmp_path):
         assert obj.active_material.node_tree.nodes[IMAGE_NODE].extension == 'EXTEND'
     assert lefts == sorted(lefts) and lefts[0] > 0
     assert np.abs(render_frame(scene, tmp_path / "first.png", 1) - rest).max() <= SAME_RENDER
+
+
+def test_a_white_paper_under_an_opaque_ground_never_shows_in_a_move_or_on_the_web_page(scene, tmp_path):
+    """A stack on a Photoshop-style white sheet (the CPU decomposer's "Paper" under a coloured ground): the
+    ground, not the sheet behind it, is the background that a move keeps covering, so the paper's white never
+    shows at the extreme frame, and the web page leaves the hidden sheet out."""
+    from blender_addon.scene import planes, stack_export
+    from blender_addon.scene.stack import background_plane, stack_layers
+
+    code = (
+        "import sys\n"
+        "import numpy as np\n"
+        "from inference_server.layers import write_png_atomic\n"
+        f"w, h = {WIDTH_PX}, {HEIGHT_PX}\n"
+        "paper = np.full((h, w, 4), 255, np.uint8)\n"
+        "ground = np.zeros((h, w, 4), np.uint8); ground[...] = (30, 70, 140, 255)\n"
+        "mark = np.zeros((h, w, 4), np.uint8); mark[12:36, 20:44] = (240, 200, 40, 255)\n"
+        "for i, layer in enumerate((paper, ground, mark)):\n"
+        "    write_png_atomic(sys.argv[1] + f'/layer_{i:02d}.png', layer)\n")
+    subprocess.run([SERVER_PYTHON, "-c", code, str(tmp_path)], cwd=REPO, check=True, timeout=120)
+    paths = [str(tmp_path / f"layer_{i:02d}.png") for i in range(3)]
+    root = planes.build_stack(bpy.context, paths, ["Paper", "Background", "Mark"], "job", "http://127.0.0.1:1",
+                              "paper", depth_spacing_m=1.0)
+    paper, ground, mark = stack_layers(root)
+    assert (paper.strata.opaque, ground.strata.opaque, mark.strata.opaque) == (True, True, False)
+    assert background_plane(root) == ground
+
+    assert bpy.ops.strata.animate_camera(preset="TRUCK_RIGHT", amplitude=0.4, duration_frames=8) == {'FINISHED'}
+    assert max(ground.data.vertices[i].co.x for i in range(4)) > 0.5, "the ground is overscanned"
+    last = render_frame(scene, tmp_path / "last.png", 9)
+    white = (last[..., :3] > 0.9).all(axis=2)
+    assert last[..., 3].min() > 0.99 and not white.any(), "the paper shows at the extreme frame"
+
+    web = stack_export.gather_web_scene(bpy.context, root)
+    assert [layer.name for layer in web.layers] == [ground.name, mark.name]

@@ -31,7 +31,7 @@ from .text import TextDetector
 from .threads import thread_budget
 from .tiles import find_photo_tiles, tile_elements
 from .translucent import find_translucent
-from .tuning import AUTO_LAYER_AREA, AUTO_MAX_DEPTH
+from .tuning import AUTO_LAYER_AREA, AUTO_MAX_DEPTH, PAPER_PLAIN_SHARE, PAPER_WHITE_TOLERANCE
 
 
 class CpuDecomposer:
@@ -249,6 +249,8 @@ class CpuDecomposer:
             # Nothing came apart: the one layer is the input itself, not a rebuild of it (which drifts in the
             # straight colour and alpha of faint pixels the residual correction leaves alone).
             layers = [Layer(target.copy(), layers[0].name)]
+        if not params.auto_layers and opaque:
+            layers = paper_under(layers, requested, notes)
         progress("residual", 1, 1)
         watch.stop()
         return self._counted(layers, requested, params, watch, notes)
@@ -276,6 +278,32 @@ def auto_budget(elements: list[Element]) -> int:
         return 0
     least_px = AUTO_LAYER_AREA * elements[0].mask.size
     return max(1, sum(1 for element in elements if np.count_nonzero(element.hull) >= least_px))
+
+
+def paper_under(layers: list[Layer], requested: int, notes: list[str]) -> list[Layer]:
+    """The layers, with a plain white "Paper" layer under them when the user chose more layers than the picture
+    came apart into (two at least) and its bottom layer is an opaque ground of one plain colour other than white.
+
+    That is how a design made in Photoshop is built: the document starts on a white "Background" layer, and a
+    coloured ground is a fill layer laid over all of it (of the real sets' files, 7 of 44, 5 of 83 and 10 of 56
+    have that hidden white sheet at the bottom; among the short counts, 10 of 31). The paper is hidden under the
+    ground, so the composite is unchanged; the note says so. Not under a photo, a gradient or a texture (a
+    picture's own ground as often as not, and a layer count short of it most often misses elements, not the
+    sheet), nor under a ground that is white itself (the sheet), nor when nothing came apart."""
+    if len(layers) >= requested or len(layers) < 2:
+        return layers
+    ground = layers[0].rgba
+    if not (ground[..., 3] == 255).all():
+        return layers
+    median_rgb = np.median(ground[..., :3].reshape(-1, 3), axis=0)
+    if float((255.0 - median_rgb).max()) <= PAPER_WHITE_TOLERANCE:
+        return layers
+    plain = np.abs(ground[..., :3].astype(np.float32) - median_rgb).max(axis=2) <= PAPER_WHITE_TOLERANCE
+    if float(plain.mean()) < PAPER_PLAIN_SHARE:
+        return layers
+    notes.append("the bottom layer is a plain white paper under the picture's ground (hidden by it), as a "
+                 "Photoshop document starts: the picture has fewer elements than the layers asked for")
+    return [Layer(np.full(ground.shape, 255, np.uint8), "Paper")] + layers
 
 
 def glow_layers(target: np.ndarray, rgb: np.ndarray, max_glows: int) -> list[Layer] | None:

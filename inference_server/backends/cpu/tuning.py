@@ -30,6 +30,8 @@ MAX_ELEMENTS = 48
 FLANKED_SHARE = 0.6  # an element this much inside the gap between a solid shape's pieces (or filling this much of
 # it) is set on that shape: the shape goes on under it
 LABEL_BOX = 0.1  # a word set on a shape no bigger than this share of the canvas is that box's label
+PAPER_WHITE_TOLERANCE = 24.0  # colours this close (max over channels) are one plain colour; to white: white
+PAPER_PLAIN_SHARE = 0.9  # a ground this much of one plain colour (its median's) is a fill: it may lie on paper
 TILE_RIM_PAGE = 0.3  # along each side of a photo tile (a photo in a grid), at most this share is the page's colour
 TILE_TEXTURE = 0.2  # a photo tile is at least this much texture (edge pixels, regions no colour model explains)
 TILE_DOMINANT = 0.3  # and no region flat to the noise level covers this share of it: a panel's ground does

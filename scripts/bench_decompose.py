@@ -154,7 +154,12 @@ def real_case_names(data: Path, cases: list[str] | None) -> list[str]:
     index_path = data / "index.json"
     if not index_path.exists():
         raise SystemExit(f"no real set at {data}: build it with scripts/real_layered_set.py")
-    names = sorted(json.loads(index_path.read_text())["cases"])
+    index = json.loads(index_path.read_text())
+    if index.get("complete") is False:  # indexes written before the flag existed are whole sets
+        raise SystemExit(f"the real set at {data} is still being built ({index_path} says incomplete, "
+                         f"{len(index['cases'])} cases so far): wait for scripts/real_layered_set.py to finish, "
+                         f"or resume a stopped build with --only-new")
+    names = sorted(index["cases"])
     if not cases:
         return names
     unknown = sorted(set(cases) - set(names))

@@ -16,7 +16,7 @@ from local snapshots of those repositories (``--mirror``, one bare git directory
     <case>/composite.png     the flattened image (RGBA), exactly the "over" composite of the layers below
     <case>/layer_00.png …    ground-truth layers, back to front, straight-alpha RGBA at the composite's size
     <case>/case.json         source, licence, sizes, layer names, the check against the file's own composite
-    index.json               the cases built and the files skipped, with the reason
+    index.json               the cases built and the files skipped, with the reason; "complete": false while building
 
 How a PSD becomes ground-truth layers:
 1. Units: the visible top-level layers and groups (a single top-level group is opened up; clipping layers stay
@@ -496,6 +496,9 @@ def main(argv=None) -> int:
     index_path = args.out / "index.json"
     incremental = args.cases or args.only_new
     index = json.loads(index_path.read_text()) if index_path.exists() and incremental else {"cases": {}, "skipped": {}}
+    # The index is rewritten after each case so that a stopped build resumes (--only-new); until the last case it
+    # says the set is still being built, and the benchmarks refuse to score a part of it.
+    index["complete"] = False
     if args.only_new:
         # Cases that failed for a missing package (psd-tools' optional renderers) are tried again.
         entries = [e for e in entries if e["case"] not in index["cases"]
@@ -519,6 +522,7 @@ def main(argv=None) -> int:
         logger.info("built %-28s %2d layers %s (check MAE %.2f)", entry["case"], record["layers"],
                     "×".join(map(str, record["size_px"])), record["check_vs_file_composite"]["mae_255"])
         write_json_atomic(index_path, index)
+    index["complete"] = True
     write_json_atomic(index_path, index)
     logger.info("%d cases, %d skipped", len(index["cases"]), len(index["skipped"]))
     return 0

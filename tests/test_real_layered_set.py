@@ -131,6 +131,19 @@ def test_a_misspelt_case_name_stops_the_bench_instead_of_scoring_nothing(snapsho
     assert not (root / "scores.json").exists()
 
 
+def test_a_set_still_being_built_is_not_scored_as_if_it_were_whole(snapshot):
+    # The builder rewrites index.json after each case (a stopped build resumes): a bench started meanwhile would
+    # score a part of the set and print it as the set's mean.
+    root, out = _built_set(snapshot)
+    index_path = out / "index.json"
+    index = json.loads(index_path.read_text())
+    assert index["complete"] is True
+    index_path.write_text(json.dumps(index | {"complete": False}))
+    with pytest.raises(SystemExit, match="still being built"):
+        _script("bench_decompose").main(["--set", "real", "--data", str(out), "--json", str(root / "scores.json")])
+    assert not (root / "scores.json").exists()
+
+
 def test_explain_splits_the_real_set_s_loss_into_classes_that_add_up(snapshot, capsys):
     root, out = _built_set(snapshot)
     classes = root / "classes.json"

@@ -84,10 +84,7 @@ def load_layer_image(abs_path, name, blend_like_editors=True, pack=False, dilate
 
 def image_is_opaque(image):
     """True when every pixel of ``image`` is fully opaque (alpha 1 within half a level of 8 bits)."""
-    width_px, height_px = image.size
-    pixels = np.empty(width_px * height_px * image.channels, np.float32)
-    image.pixels.foreach_get(pixels)
-    return image.channels < 4 or bool(pixels[3::4].min() >= 1.0 - 0.5 / 255.0)
+    return bool(image_pixels(image)[..., 3].min() >= 1.0 - 0.5 / 255.0)
 
 
 def create_layer_material(name, image, interpolation='Closest'):

@@ -41,6 +41,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.metrics import mean_levels, reconstruction_mae, score_layers  # noqa: E402
+from benchmarks.real_set import DEFAULT_REAL_DATA, load_real_case, real_case_names  # noqa: E402
 from benchmarks.samples import SAMPLE_KINDS, make_sample  # noqa: E402
 from benchmarks.samples_heldout import HELDOUT_KINDS, make_heldout_sample  # noqa: E402
 from inference_server.backends.cpu import CpuDecomposer  # noqa: E402
@@ -53,7 +54,6 @@ FLAT_GRAPHICS = ("flat", "gradient", "text")
 HELDOUT_SETS = tuple(f"ho-{kind}" for kind in HELDOUT_KINDS)
 SETS = SAMPLE_KINDS + ("jpeg",) + HELDOUT_SETS
 TARGET_L1, TARGET_IOU = 0.06, 0.75
-DEFAULT_REAL_DATA = Path("/work/data/real")
 
 
 def jpeg_round_trip(rgba: np.ndarray, quality: int) -> np.ndarray:
@@ -133,39 +133,6 @@ def cancel_latency(decomposer: CpuDecomposer, delays_s=(0.5, 1.5, 3.0, 5.0, 8.0)
     parts = ", ".join(f"at {d:.1f} s ({where}) {latency:.2f} s" for d, where, latency in results)
     worst = max((latency for _, _, latency in results), default=float("nan"))
     print(f"cancel latency, 4000×3000 poster: worst {worst:.2f} s ({parts})")
-
-
-def load_real_case(folder: Path) -> tuple[np.ndarray, list[np.ndarray], dict]:
-    """(composite, ground-truth layers back→front, case.json) of one case folder of the real set."""
-    with Image.open(folder / "composite.png") as image:
-        composite = np.asarray(image.convert("RGBA"), dtype=np.uint8).copy()
-    layers = []
-    for path in sorted(folder.glob("layer_*.png")):
-        with Image.open(path) as image:
-            layers.append(np.asarray(image.convert("RGBA"), dtype=np.uint8).copy())
-    info = json.loads((folder / "case.json").read_text())
-    if len(layers) != info["layers"]:
-        raise ValueError(f"{folder}: case.json says {info['layers']} layers, found {len(layers)} layer files")
-    return composite, layers, info
-
-
-def real_case_names(data: Path, cases: list[str] | None) -> list[str]:
-    """The real set's case names in ``data`` (only ``cases`` when given), sorted."""
-    index_path = data / "index.json"
-    if not index_path.exists():
-        raise SystemExit(f"no real set at {data}: build it with scripts/real_layered_set.py")
-    index = json.loads(index_path.read_text())
-    if index.get("complete") is False:  # indexes written before the flag existed are whole sets
-        raise SystemExit(f"the real set at {data} is still being built ({index_path} says incomplete, "
-                         f"{len(index['cases'])} cases so far): wait for scripts/real_layered_set.py to finish, "
-                         f"or resume a stopped build with --only-new")
-    names = sorted(index["cases"])
-    if not cases:
-        return names
-    unknown = sorted(set(cases) - set(names))
-    if unknown:
-        raise SystemExit(f"no case {', '.join(unknown)} in {index_path}")
-    return [name for name in names if name in set(cases)]
 
 
 def run_real_set(args, decomposer: CpuDecomposer) -> None:

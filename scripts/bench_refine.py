@@ -46,6 +46,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.metrics import score_layers  # noqa: E402
+from benchmarks.real_set import DEFAULT_REAL_DATA, load_real_case, real_case_names  # noqa: E402
 from benchmarks.samples import SAMPLE_KINDS, make_sample  # noqa: E402
 from benchmarks.samples_heldout import HELDOUT_KINDS, make_heldout_sample  # noqa: E402
 from inference_server.layers import composite_over  # noqa: E402
@@ -55,7 +56,6 @@ MODEL_SIDE_PX = 640
 BLUR_SIGMA_PX = 0.6
 JITTER_LEVELS = 3
 ALPHA_NOISE = 0.02
-REAL_DIR = Path("/work/data/real")
 
 
 def model_like(layers: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
@@ -127,16 +127,11 @@ def ground_truth_sets(names: list[str], seeds: int, size_wh: tuple[int, int], re
             for seed in range(seeds):
                 layers = make_sample("flat", size_wh[0], size_wh[1], seed).layers[1:]
                 yield kind, composite_over(layers), layers
+        elif kind == "real" and not (real_dir / "index.json").is_file():
+            print(f"real: no real set at {real_dir} (scripts/real_layered_set.py builds it): left out")
         elif kind == "real":
-            index_path = real_dir / "index.json"
-            cases = json.loads(index_path.read_text())["cases"] if index_path.is_file() else {}
-            for case in sorted(cases):
-                folder = real_dir / case
-                files = sorted(folder.glob("layer_*.png"))
-                if not files or not (folder / "composite.png").is_file():
-                    continue
-                layers = [np.asarray(Image.open(f).convert("RGBA")) for f in files]
-                target = np.asarray(Image.open(folder / "composite.png").convert("RGBA"))
+            for case in real_case_names(real_dir, None):  # refuses a set still being built
+                target, layers, _ = load_real_case(real_dir / case)
                 yield kind, target, layers
 
 
@@ -269,7 +264,7 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--width", type=int, default=1536)
     parser.add_argument("--height", type=int, default=1024)
-    parser.add_argument("--real", default=str(REAL_DIR))
+    parser.add_argument("--real", default=str(DEFAULT_REAL_DATA))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-timing", action="store_true")
     parser.add_argument("--timing-only", action="store_true")

@@ -72,10 +72,9 @@ def main(argv=None) -> int:
     if args.worker:
         worker(args.data, args.cases)
         return 0
-    # Imported here, not at the top: bench_decompose puts this checkout first on sys.path, and the worker must
-    # import the decomposer of the checkout it runs in.
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_decompose import DEFAULT_REAL_DATA, real_case_names
+    # Imported here, not at the top: the worker must import the decomposer of the checkout it runs in, not this one.
+    sys.path.insert(0, str(THIS_CHECKOUT))
+    from benchmarks.real_set import DEFAULT_REAL_DATA, real_case_names
 
     args.data = args.data or DEFAULT_REAL_DATA
     cases = real_case_names(args.data, args.cases)

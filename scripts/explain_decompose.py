@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_decompose import DEFAULT_REAL_DATA, load_real_case, real_case_names, run_method  # noqa: E402
+from bench_decompose import run_method  # noqa: E402
 
 from benchmarks.loss_split import (  # noqa: E402
     EXTRA_CLASSES,
@@ -41,6 +41,7 @@ from benchmarks.loss_split import (  # noqa: E402
     split_missing_visible,
 )
 from benchmarks.metrics import edit_states  # noqa: E402
+from benchmarks.real_set import DEFAULT_REAL_DATA, load_real_case, real_case_names  # noqa: E402
 from inference_server.backends.cpu import CpuDecomposer  # noqa: E402
 from inference_server.params import AUTO_LAYERS  # noqa: E402
 

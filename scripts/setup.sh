@@ -54,12 +54,16 @@ fi
 # torch==2.13.0 is the local CPU build; any other spec would pull GBs of CUDA wheels.
 .venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0
 # tiers: gguf + torchao, so the GGUF and quantize-on-load tests run on the CPU (torch stays pinned in the same call).
-.venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0 -e ".[qwen,tiers,test,bench,ray]"
+# The constraints pin every other package to the versions the README's numbers were measured with: a fresh machine
+# with newer opencv / onnxruntime / numpy scored a generated benchmark row differently with the same code.
+.venv/bin/python -m pip install -q --disable-pip-version-check -c scripts/constraints/server.txt torch==2.13.0 \
+    -e ".[qwen,tiers,test,bench,ray]"
 
 if [ ! -x .venv-blender/bin/python ]; then
     "$PYTHON" -m venv .venv-blender
 fi
 # setuptools >= 70.1 builds wheels by itself: scripts/build_extension.py then builds the server wheel offline.
-.venv-blender/bin/python -m pip install -q --disable-pip-version-check bpy==5.0.1 "pytest>=8" pytest-timeout pillow "setuptools>=70.1"
+.venv-blender/bin/python -m pip install -q --disable-pip-version-check -c scripts/constraints/blender.txt bpy==5.0.1 \
+    "pytest>=8" pytest-timeout pillow "setuptools>=70.1"
 
 echo "setup: ready (.venv = server, .venv-blender = Blender)"

@@ -1797,3 +1797,32 @@ def test_a_button_on_a_photo_comes_back_with_its_label_not_painted_into_the_phot
     assert held, "the button's fill is in a layer above the photo"
     assert (held[0].rgba[..., 3][~box] > 127).mean() < 0.01, "the photo around the button is not"
     assert _composite_error(stack, np.dstack([image, np.full(image.shape[:2], 255, np.uint8)])) <= 1.0
+
+
+def test_a_photo_placed_edge_to_edge_with_the_page_stays_one_layer(decomposer):
+    # A cover: a black page with a white label across its top and a white title, and a photo filling its right
+    # part to the canvas's top, right and bottom edges, with a black splash printed in it at its left edge, which
+    # joins the page's black. No gutter of page colour runs across the canvas (the photo and the label span it),
+    # so only the seam, a straight sharp step from top to bottom, says where the photo was placed: it is one
+    # whole layer (under the label), not left in the page's layer round a few pieces.
+    from benchmarks.samples import font, photo_rgb
+
+    height_px, width_px, seam_px = 320, 432, 208
+    page = np.zeros((height_px, width_px, 4), np.uint8)
+    page[..., 3] = 255
+    page[:, seam_px:, :3] = photo_rgb("astronaut", width_px - seam_px, height_px)
+    ys, xs = np.mgrid[0:height_px, 0:width_px]
+    page[((ys - 160) / 40.0) ** 2 + ((xs - seam_px - 10) / 70.0) ** 2 <= 1.0, :3] = 0
+    photo = np.zeros((height_px, width_px), bool)
+    photo[:, seam_px:] = True
+    label = np.zeros_like(page)
+    label[12:52, :seam_px + 40] = 255
+    photo[12:52, :seam_px + 40] = False
+    title = _drawn_layer_wh(width_px, height_px, lambda d, s: d.text((16 * s, 140 * s), "SPILL",
+                                                                      font=font(40 * s), fill=(255, 255, 255, 255)))
+    composite = composite_over([page, label, title])
+    stack = _decompose(decomposer, composite, 4)
+    assert _composite_error(stack, composite) <= 1.0
+    ious = [((layer.rgba[..., 3] > 127) & photo).sum() / ((layer.rgba[..., 3] > 127) | photo).sum()
+            for layer in stack.layers[1:]]
+    assert max(ious) > 0.95, [layer.name for layer in stack.layers]

@@ -146,7 +146,7 @@ class CpuDecomposer:
         elements = find_translucent(rgb, background, elements)
         elements = split_depths(background, elements)
         elements = merge_phrases(elements)
-        tiles, page_rgb = find_photo_tiles(rgb, regions)
+        tiles, page_rgb = find_photo_tiles(rgb, regions, cut_seams=opaque)
         if tiles:
             elements = tile_elements(rgb, background, elements, tiles, page_rgb)
         elements = find_line_art(rgb, background, elements)

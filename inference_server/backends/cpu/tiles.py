@@ -15,6 +15,12 @@ from .tuning import (
     MIN_IMAGE_FRACTION,
     PHOTO_ELEMENT_RESIDUAL,
     SAME_COLOR,
+    SEAM_MIN_PIECE_PX,
+    SEAM_PAGE_PLAIN,
+    SEAM_PAGE_TEXTURE,
+    SEAM_REACH_PX,
+    SEAM_SHARE,
+    SEAM_TILE_TEXTURE,
     TILE_COLORS,
     TILE_DOMINANT,
     TILE_RIM_PAGE,
@@ -24,11 +30,15 @@ from .tuning import (
 MAX_CUT_DEPTH = 6  # a grid of grids is deep enough
 
 
-def find_photo_tiles(rgb: np.ndarray, regions: Regions) -> tuple[list[tuple[slice, slice]], np.ndarray]:
+def find_photo_tiles(rgb: np.ndarray, regions: Regions,
+                     cut_seams: bool = True) -> tuple[list[tuple[slice, slice]], np.ndarray]:
     """(boxes (rows, cols) of the rectangular photographs on the canvas, the page's colour). The canvas is cut
     along gutters (rows or columns of the page's colour all along: the page between the photos) into boxes,
     recursively (an XY cut); the boxes that are photographs to their edge (``is_photo_box``) are tiles. The whole
-    canvas is no tile (a photo is not placed on itself)."""
+    canvas is no tile (a photo is not placed on itself). With ``cut_seams``, a box no gutter cuts that is not one
+    photo is cut at its seams (``seams``): a photo placed edge to edge with a flat page (a cover's picture half
+    beside its lettered half). Not on an RGBA input: against its see-through surround a cut-out's straight edge
+    looks like one."""
     height_px, width_px = rgb.shape[:2]
     min_area = max(MIN_IMAGE_FRACTION * height_px * width_px, 256)
     tiles: list[tuple[slice, slice]] = []
@@ -39,11 +49,15 @@ def find_photo_tiles(rgb: np.ndarray, regions: Regions) -> tuple[list[tuple[slic
     rgb_u8 = np.clip(rgb, 0, 255).astype(np.uint8)
     row_lines = np.flatnonzero(line_spans(rgb_u8, 0) <= EDGE_STEP)
     col_lines = np.flatnonzero(line_spans(rgb_u8, 1) <= EDGE_STEP)
-    if not row_lines.size and not col_lines.size:
-        return [], np.zeros(3)
-    means = [rgb[row_lines].mean(axis=1), rgb[:, col_lines].mean(axis=0)]
-    page_rgb = np.median(np.concatenate([m.reshape(-1, 3) for m in means]), axis=0)
-    page = (np.abs(rgb - page_rgb) <= EDGE_STEP).all(axis=2)
+    if row_lines.size or col_lines.size:
+        means = [rgb[row_lines].mean(axis=1), rgb[:, col_lines].mean(axis=0)]
+        page_rgb = np.median(np.concatenate([m.reshape(-1, 3) for m in means]), axis=0)
+        page = (np.abs(rgb - page_rgb) <= EDGE_STEP).all(axis=2)
+    else:
+        # No gutter runs across the canvas: photos meet the page (or one another) at seams only. No page colour
+        # then: its nearest stand-in is the canvas's rim.
+        page_rgb = np.median(np.concatenate([side.reshape(-1, 3) for side in side_strips(rgb, 1)]), axis=0)
+        page = np.zeros((height_px, width_px), bool)
 
     def uniform(rows: slice, cols: slice, axis: int) -> np.ndarray:
         """Per row (axis 0) or column (axis 1) of the box: whether it is page colour all along (a gutter)."""
@@ -54,7 +68,28 @@ def find_photo_tiles(rgb: np.ndarray, regions: Regions) -> tuple[list[tuple[slic
         edges = np.flatnonzero(np.diff(np.concatenate([[True], flags, [True]]).astype(np.int8)))
         return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=False)]
 
-    def cut(rows: slice, cols: slice, depth: int) -> None:
+    canvas_px = height_px * width_px
+    rim = np.zeros((height_px, width_px), bool)
+    rim[:3] = rim[-3:] = rim[:, :3] = rim[:, -3:] = True
+
+    def on_page(tile: tuple[slice, slice]) -> bool:
+        """Whether a tile met at a seam is a photo placed on a page: the canvas's rim outside it is (nearly) free
+        of texture (a photo backdrop cut by a band across it goes on along the rim beside what is set on it) and
+        of one colour, SEAM_PAGE_PLAIN of it within EDGE_STEP of its median (a photo's smooth sky is no page), and
+        the tile is a photo throughout, SEAM_TILE_TEXTURE of it texture at least (a table's column of logos and
+        portraits on white cells has the colours, with its cells' ground between them)."""
+        outside = rim.copy()
+        outside[tile] = False
+        if outside.any():
+            if float(regions.texture[outside].mean()) >= SEAM_PAGE_TEXTURE:
+                return False
+            rim_rgb = rgb[outside]
+            off = np.abs(rim_rgb - np.median(rim_rgb, axis=0)).max(axis=1)
+            if float((off <= EDGE_STEP).mean()) < SEAM_PAGE_PLAIN:
+                return False
+        return float(regions.texture[tile].mean()) >= SEAM_TILE_TEXTURE
+
+    def cut(rows: slice, cols: slice, depth: int, seamed: bool = False) -> None:
         checkpoint()
         if (rows.stop - rows.start) * (cols.stop - cols.start) < min_area:
             return
@@ -70,20 +105,80 @@ def find_photo_tiles(rgb: np.ndarray, regions: Regions) -> tuple[list[tuple[slic
         row_runs = runs(uniform(rows, cols, 0))
         if depth < MAX_CUT_DEPTH and len(row_runs) > 1:
             for a, b in row_runs:
-                cut(slice(rows.start + a, rows.start + b), cols, depth + 1)
+                cut(slice(rows.start + a, rows.start + b), cols, depth + 1, seamed)
             return
         col_runs = runs(uniform(rows, cols, 1))
         if depth < MAX_CUT_DEPTH and len(col_runs) > 1:
             for a, b in col_runs:
-                cut(rows, slice(cols.start + a, cols.start + b), depth + 1)
+                cut(rows, slice(cols.start + a, cols.start + b), depth + 1, seamed)
             return
-        if ((rows.stop - rows.start) * (cols.stop - cols.start) >= min_area
-                and is_photo_box(rgb, regions, page, rows, cols)):
+        box_px = (rows.stop - rows.start) * (cols.stop - cols.start)
+        photo = box_px >= min_area and is_photo_box(rgb, regions, page, rows, cols)
+        if photo and box_px < 0.9 * canvas_px:
             tiles.append((rows, cols))
+            return
+        if seamed or not cut_seams or depth >= MAX_CUT_DEPTH:
+            return
+        # No gutter, and not one photo (or the whole canvas): a photo placed edge to edge with the page, bleeding
+        # off the canvas on its other sides, meets the page at a seam, a straight sharp step running across the
+        # box. Cut there, once (a photo's own straight edges are not cut again), along the axis of the clearest seams
+        # that give a photo on the page.
+        found = [(axis, seams(rgb[rows, cols], axis)) for axis in (0, 1)]
+        for axis, cuts in sorted(found, key=lambda item: -max((share for share, _ in item[1]), default=0.0)):
+            if not cuts:
+                break
+            span = rows if axis == 0 else cols
+            bounds = [span.start] + [span.start + c for _, c in cuts] + [span.stop]
+            before = len(tiles)
+            for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+                if axis == 0:
+                    cut(slice(a, b), cols, depth + 1, True)
+                else:
+                    cut(rows, slice(a, b), depth + 1, True)
+            # One photo, placed on a page: the only piece that is a photo, and the canvas's rim outside it flat.
+            # Photos on both sides of a seam are one photo backdrop cut by a band across it, or photos edge to
+            # edge (a row of them, measured, came apart worse than whole: a straight edge inside a photo looks the
+            # same), though the backdrop's part is too big to be a tile; a smooth sky on the rim is no page either.
+            pieces = tiles[before:]
+            boxes = [(slice(a, b), cols) if axis == 0 else (rows, slice(a, b))
+                     for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+            alone = len(pieces) == 1 and sum(is_photo_box(rgb, regions, page, *box) for box in boxes) == 1
+            tiles[before:] = pieces if alone and on_page(pieces[0]) else []
+            if len(tiles) > before:
+                break  # else the other axis's seams (a label's edge across the page and the photo cuts both)
 
     cut(*whole, 0)
-    canvas_px = height_px * width_px
     return [t for t in tiles if (t[0].stop - t[0].start) * (t[1].stop - t[1].start) < 0.9 * canvas_px], page_rgb
+
+
+def seams(crop: np.ndarray, axis: int) -> list[tuple[float, int]]:
+    """Where a box is cut by a seam across it: rows (axis 0) or columns (axis 1) at which, on SEAM_SHARE of the
+    lines across them at least, a colour step over EDGE_STEP is the strongest step within SEAM_REACH_PX (a photo's
+    own edges wander, or have stronger texture beside them). (share, position) per run of such lines, at its
+    strongest, in order; none within SEAM_MIN_PIECE_PX of the box's ends (a frame's rim is no photo) or of another
+    (a rule drawn across)."""
+    import cv2
+
+    if axis == 0:
+        crop = crop.transpose(1, 0, 2)
+    length = crop.shape[1]
+    if length < 2 * SEAM_MIN_PIECE_PX or crop.shape[0] < SEAM_MIN_PIECE_PX:
+        return []
+    step = np.zeros(crop.shape[:2], np.float32)
+    # Across two pixels: an anti-aliased edge spreads its step over a blend pixel.
+    step[:, 1:-1] = np.abs(crop[:, 2:] - crop[:, :-2]).max(axis=2)
+    near = cv2.dilate(step, np.ones((1, 3), np.uint8))
+    wide = cv2.dilate(step, np.ones((1, 2 * SEAM_REACH_PX + 1), np.uint8))
+    share = ((near > EDGE_STEP) & (near >= wide)).mean(axis=0)
+    share[:SEAM_MIN_PIECE_PX] = share[length - SEAM_MIN_PIECE_PX:] = 0.0
+    flags = share >= SEAM_SHARE
+    edges = np.flatnonzero(np.diff(np.concatenate([[False], flags, [False]]).astype(np.int8)))
+    found = [(float(share[a:b].max()), int(a + np.argmax(share[a:b]))) for a, b in zip(edges[::2], edges[1::2],
+                                                                                         strict=True)]
+    # Two steps closer than a tile's width are the sides of a rule or a band drawn across, not a seam.
+    positions = [position for _, position in found]
+    return [(share_, position) for share_, position in found
+            if all(other == position or abs(other - position) >= SEAM_MIN_PIECE_PX for other in positions)]
 
 
 def line_spans(rgb_u8: np.ndarray, axis: int) -> np.ndarray:

@@ -63,11 +63,6 @@ def find_photo_tiles(rgb: np.ndarray, regions: Regions,
         """Per row (axis 0) or column (axis 1) of the box: whether it is page colour all along (a gutter)."""
         return page[rows, cols].all(axis=1 - axis)
 
-    def runs(flags: np.ndarray) -> list[tuple[int, int]]:
-        """Maximal runs of False (content between gutters) as [start, stop)."""
-        edges = np.flatnonzero(np.diff(np.concatenate([[True], flags, [True]]).astype(np.int8)))
-        return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=False)]
-
     canvas_px = height_px * width_px
     rim = np.zeros((height_px, width_px), bool)
     rim[:3] = rim[-3:] = rim[:, :3] = rim[:, -3:] = True
@@ -94,20 +89,20 @@ def find_photo_tiles(rgb: np.ndarray, regions: Regions,
         if (rows.stop - rows.start) * (cols.stop - cols.start) < min_area:
             return
         # Trim the margins (gutters at the box's ends) first.
-        row_runs = runs(uniform(rows, cols, 0))
+        row_runs = false_runs(uniform(rows, cols, 0))
         if not row_runs:
             return
         rows = slice(rows.start + row_runs[0][0], rows.start + row_runs[-1][1])
-        col_runs = runs(uniform(rows, cols, 1))
+        col_runs = false_runs(uniform(rows, cols, 1))
         if not col_runs:
             return
         cols = slice(cols.start + col_runs[0][0], cols.start + col_runs[-1][1])
-        row_runs = runs(uniform(rows, cols, 0))
+        row_runs = false_runs(uniform(rows, cols, 0))
         if depth < MAX_CUT_DEPTH and len(row_runs) > 1:
             for a, b in row_runs:
                 cut(slice(rows.start + a, rows.start + b), cols, depth + 1, seamed)
             return
-        col_runs = runs(uniform(rows, cols, 1))
+        col_runs = false_runs(uniform(rows, cols, 1))
         if depth < MAX_CUT_DEPTH and len(col_runs) > 1:
             for a, b in col_runs:
                 cut(rows, slice(cols.start + a, cols.start + b), depth + 1, seamed)
@@ -148,7 +143,14 @@ def find_photo_tiles(rgb: np.ndarray, regions: Regions,
                 break  # else the other axis's seams (a label's edge across the page and the photo cuts both)
 
     cut(*whole, 0)
-    return [t for t in tiles if (t[0].stop - t[0].start) * (t[1].stop - t[1].start) < 0.9 * canvas_px], page_rgb
+    return tiles, page_rgb
+
+
+def false_runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """Maximal runs of False in ``flags`` as [start, stop): the content between gutters, or (of the negated flags)
+    the lines a seam runs along."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[True], flags, [True]]).astype(np.int8)))
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
 
 
 def seams(crop: np.ndarray, axis: int) -> list[tuple[float, int]]:
@@ -171,10 +173,7 @@ def seams(crop: np.ndarray, axis: int) -> list[tuple[float, int]]:
     wide = cv2.dilate(step, np.ones((1, 2 * SEAM_REACH_PX + 1), np.uint8))
     share = ((near > EDGE_STEP) & (near >= wide)).mean(axis=0)
     share[:SEAM_MIN_PIECE_PX] = share[length - SEAM_MIN_PIECE_PX:] = 0.0
-    flags = share >= SEAM_SHARE
-    edges = np.flatnonzero(np.diff(np.concatenate([[False], flags, [False]]).astype(np.int8)))
-    found = [(float(share[a:b].max()), int(a + np.argmax(share[a:b]))) for a, b in zip(edges[::2], edges[1::2],
-                                                                                         strict=True)]
+    found = [(float(share[a:b].max()), int(a + np.argmax(share[a:b]))) for a, b in false_runs(share < SEAM_SHARE)]
     # Two steps closer than a tile's width are the sides of a rule or a band drawn across, not a seam.
     positions = [position for _, position in found]
     return [(share_, position) for share_, position in found

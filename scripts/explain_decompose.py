@@ -10,8 +10,9 @@ missed or extra alpha, ...). Printed per level: each class's mean contribution (
 and to 1 − the mean IoU), its share, and the cases it costs most; the hidden ground by the kind of ground the truth
 has there (flat, gradient, photo, covered); the missed visible alpha by where it went (a box of the colour it
 lies on, a page over a hidden ground, our background, another of our layers); and the extra visible alpha by whose
-pixels ours holds there (ground the designer never lifted, an edge, another layer, a pair apart). It tells which
-kind of fix has room before one is tried.
+pixels ours holds there (ground the designer never lifted, an edge, another layer, a pair apart); and the cases by
+whether our stack of layers is deeper than the truth's, as deep or shallower. It tells which kind of fix has room
+before one is tried.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ def explain_case(decomposer: CpuDecomposer, folder: Path, auto: bool, levels: li
     predicted, _ = run_method("cpu", decomposer, composite, AUTO_LAYERS if auto else len(truth))
     states = edit_states(predicted, truth, max(levels))
     record = {"case": folder.name, "layers": len(predicted), "gt_layers": len(truth),
+              "groups": len(states[0].pred), "gt_groups": len(states[0].gt),
               "ground": ground_kind(states[0].gt[0], covered_above(states[0].gt)[0]), "levels": {}}
     for level in levels:
         state = states[level]
@@ -95,6 +97,19 @@ def print_level(records: list[dict], level: str) -> None:
         print(f"  {kind:<28} {mean:7.4f} {len(of_kind):6d}")
 
 
+def print_depths(records: list[dict], levels: list[str]) -> None:
+    """The cases by how deep our stack is against the truth's (LayerD's groups at edit level 0: layers whose
+    alpha overlaps no later layer's count as one, so the groups are how many layers lie on one another) and
+    their mean IoU at each level: a stack deeper than the design's cuts a thing from what is set on it."""
+    print(f"\nstack depth (LayerD's groups, ours against the truth's)  {'cases':>5}  "
+          + "  ".join(f"IoU e{level}" for level in levels))
+    for name, sign in (("deeper", 1), ("as deep", 0), ("shallower", -1)):
+        of_kind = [r for r in records if np.sign(r["groups"] - r["gt_groups"]) == sign]
+        ious = "  ".join(f"{np.mean([r['levels'][level]['iou'] for r in of_kind]) if of_kind else 0.0:7.3f}"
+                         for level in levels)
+        print(f"  {name:<53} {len(of_kind):5d}  {ious}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_REAL_DATA,
@@ -118,6 +133,8 @@ def main(argv=None) -> int:
     for level in args.levels:
         if records:
             print_level(records, str(level))
+    if records:
+        print_depths(records, [str(level) for level in args.levels])
     if args.json:
         args.json.write_text(json.dumps({"data": str(args.data), "cases": records}, indent=1))
     return 0

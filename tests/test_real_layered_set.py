@@ -150,7 +150,9 @@ def test_explain_splits_the_real_set_s_loss_into_classes_that_add_up(snapshot, c
     assert _script("explain_decompose").main(["--data", str(out), "--json", str(classes)]) == 0
     printed = capsys.readouterr().out
     assert "edit level 0" in printed and "edit level 5" in printed and "hidden ground" in printed
+    assert "stack depth" in printed
     (case,) = json.loads(classes.read_text())["cases"]
+    assert case["gt_groups"] <= case["gt_layers"] and case["groups"] <= case["layers"]
     assert case["ground"] == "flat", "the paper is one colour"
     level = case["levels"]["0"]
     assert sum(level[name] for name in L1_CLASSES) == pytest.approx(level["l1"], abs=1e-9)

@@ -64,8 +64,6 @@ def find_photo_tiles(rgb: np.ndarray, regions: Regions,
         return page[rows, cols].all(axis=1 - axis)
 
     canvas_px = height_px * width_px
-    rim = np.zeros((height_px, width_px), bool)
-    rim[:3] = rim[-3:] = rim[:, :3] = rim[:, -3:] = True
 
     def on_page(tile: tuple[slice, slice]) -> bool:
         """Whether a tile met at a seam is a photo placed on a page: the canvas's rim outside it is (nearly) free
@@ -73,7 +71,9 @@ def find_photo_tiles(rgb: np.ndarray, regions: Regions,
         of one colour, SEAM_PAGE_PLAIN of it within EDGE_STEP of its median (a photo's smooth sky is no page), and
         the tile is a photo throughout, SEAM_TILE_TEXTURE of it texture at least (a table's column of logos and
         portraits on white cells has the colours, with its cells' ground between them)."""
-        outside = rim.copy()
+        # The rim is built here, not per image: only a box cut at a seam is ever asked.
+        outside = np.zeros((height_px, width_px), bool)
+        outside[:3] = outside[-3:] = outside[:, :3] = outside[:, -3:] = True
         outside[tile] = False
         if outside.any():
             if float(regions.texture[outside].mean()) >= SEAM_PAGE_TEXTURE:

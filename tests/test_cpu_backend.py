@@ -1826,3 +1826,33 @@ def test_a_photo_placed_edge_to_edge_with_the_page_stays_one_layer(decomposer):
     ious = [((layer.rgba[..., 3] > 127) & photo).sum() / ((layer.rgba[..., 3] > 127) | photo).sum()
             for layer in stack.layers[1:]]
     assert max(ious) > 0.95, [layer.name for layer in stack.layers]
+
+
+def test_a_short_count_merges_two_shapes_before_it_merges_two_words(decomposer):
+    # Two words far apart and two badges of different colours on a white page, asked for four layers (the page and
+    # three): one merge is needed. The words are smaller than the badges, but a designer sets each text as a layer
+    # of its own: the two badges share a layer and each word keeps one (not the two words folded into one layer).
+    from benchmarks.samples import font
+
+    width_px, height_px = 384, 256
+    page = np.full((height_px, width_px, 4), 255, np.uint8)
+
+    def word(text: str, x_px: int, y_px: int) -> np.ndarray:
+        return _drawn_layer(width_px, lambda d, s: d.text((x_px * s, y_px * s), text, font=font(28 * s),
+                                                          fill=(30, 30, 30, 255)))[:height_px]
+
+    badges = _drawn_layer(width_px, lambda d, s: (
+        d.rectangle([250 * s, 30 * s, 330 * s, 110 * s], fill=(220, 60, 60, 255)),
+        d.ellipse([40 * s, 150 * s, 120 * s, 230 * s], fill=(40, 150, 80, 255))))[:height_px]
+    image = composite_over([page, word("SUMMER", 30, 30), word("GARDEN", 200, 190), badges])
+    stack = _decompose(decomposer, image, 4)
+    assert len(stack.layers) == 4, [layer.name for layer in stack.layers]
+    square, disc = _top_layer_at(stack, 70, 290), _top_layer_at(stack, 190, 80)
+    first_word = {_top_layer_at(stack, y, x) for y, x in zip(*np.nonzero(
+        word("SUMMER", 30, 30)[..., 3] == 255))}
+    second_word = {_top_layer_at(stack, y, x) for y, x in zip(*np.nonzero(
+        word("GARDEN", 200, 190)[..., 3] == 255))}
+    assert square == disc > 0
+    assert len(first_word) == len(second_word) == 1 and first_word != second_word
+    assert not {square} & (first_word | second_word)
+    assert _composite_error(stack, image) <= 1.0

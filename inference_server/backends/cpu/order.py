@@ -158,16 +158,17 @@ def surround_pieces(elements: list[Element], touching: np.ndarray, see_through: 
 
 def merge_to_count(elements: list[Element], touching: np.ndarray, wanted: int, max_depth: int | None = None,
                    drawing: bool = False) -> list[list[Element]]:
-    """Merge groups until there are ``wanted``: marks into their shapes first, then disjoint pairs of one level,
-    pairs whose layers would touch before pairs far apart (lines of one paragraph, a label and its box: merged,
-    they leave no sliver of one layer's soft edge over the other's), small pairs first. Two groups merge
-    into one layer only where every group between them in depth order can step aside: it touches neither of
+    """Merge groups until there are ``wanted``: marks into their shapes first, then disjoint pairs of one level, pairs
+    whose layers would touch before pairs far apart (lines of one paragraph, a label and its box: merged, they leave no
+    sliver of one layer's soft edge over the other's), pairs of one kind before mixed ones (not two texts: a designer
+    sets each text as a layer of its own, so two texts merge no sooner than a text and a shape), small pairs first. Two
+    groups merge into one layer only where every group between them in depth order can step aside: it touches neither of
     them (then its order relative to them does not show). The pieces of an inked drawing (``drawing``, see
-    ``lineart.inked_drawing``) merge the other way round, touching pairs first and the biggest first: the figure
-    grows piece by piece and what stays apart are its small parts, not two interleaved halves of it (its base
-    colour and everything drawn on that, which the one-level rule would give). ``max_depth``: then go on merging while
-    more than that many layers lie stacked on one another (fit_depth). ``touching``: footprints_touch of the
-    elements (merge_pair keeps a copy in step with the groups as they merge)."""
+    ``lineart.inked_drawing``) merge the other way round, touching pairs first and the biggest first: the figure grows
+    piece by piece and what stays apart are its small parts, not two interleaved halves of it (its base colour and
+    everything drawn on that, which the one-level rule would give). ``max_depth``: then go on merging while more than
+    that many layers lie stacked on one another (fit_depth). ``touching``: footprints_touch of the elements (merge_pair
+    keeps a copy in step with the groups as they merge)."""
     groups = [[element] for element in elements]
     # Labels fold into their boxes only when the budget folds them all: where it is too loose for that, the
     # design keeps its words apart from their boxes, and folding a few would split a row of alike boxes.
@@ -199,7 +200,7 @@ def merge_to_count(elements: list[Element], touching: np.ndarray, wanted: int, m
                     cost = (0, 0 if touching[i, j] else 1, 0, -area)
                 else:
                     cost = (0 if len(levels[i] | levels[j]) == 1 else 1, 0 if touching[i, j] else 1,
-                            0 if kinds[i] == kinds[j] else 1, area)
+                            0 if kinds[i] == kinds[j] != {ElementKind.TEXT} else 1, area)
                 if best_cost is None or cost < best_cost:
                     best, best_cost = (i, j), cost
         groups, touching = merge_pair(groups, touching, *best)

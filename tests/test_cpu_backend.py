@@ -1848,10 +1848,12 @@ def test_a_short_count_merges_two_shapes_before_it_merges_two_words(decomposer):
     stack = _decompose(decomposer, image, 4)
     assert len(stack.layers) == 4, [layer.name for layer in stack.layers]
     square, disc = _top_layer_at(stack, 70, 290), _top_layer_at(stack, 190, 80)
-    first_word = {_top_layer_at(stack, y, x) for y, x in zip(*np.nonzero(
-        word("SUMMER", 30, 30)[..., 3] == 255))}
-    second_word = {_top_layer_at(stack, y, x) for y, x in zip(*np.nonzero(
-        word("GARDEN", 200, 190)[..., 3] == 255))}
+
+    def top_layers_under(ink: np.ndarray) -> set[int]:
+        return {_top_layer_at(stack, y, x) for y, x in zip(*np.nonzero(ink[..., 3] == 255), strict=True)}
+
+    first_word = top_layers_under(word("SUMMER", 30, 30))
+    second_word = top_layers_under(word("GARDEN", 200, 190))
     assert square == disc > 0
     assert len(first_word) == len(second_word) == 1 and first_word != second_word
     assert not {square} & (first_word | second_word)

@@ -1844,7 +1844,8 @@ def test_a_short_count_merges_two_shapes_before_it_merges_two_words(decomposer):
     badges = _drawn_layer(width_px, lambda d, s: (
         d.rectangle([250 * s, 30 * s, 330 * s, 110 * s], fill=(220, 60, 60, 255)),
         d.ellipse([40 * s, 150 * s, 120 * s, 230 * s], fill=(40, 150, 80, 255))))[:height_px]
-    image = composite_over([page, word("SUMMER", 30, 30), word("GARDEN", 200, 190), badges])
+    summer, garden = word("SUMMER", 30, 30), word("GARDEN", 200, 190)
+    image = composite_over([page, summer, garden, badges])
     stack = _decompose(decomposer, image, 4)
     assert len(stack.layers) == 4, [layer.name for layer in stack.layers]
     square, disc = _top_layer_at(stack, 70, 290), _top_layer_at(stack, 190, 80)
@@ -1852,8 +1853,7 @@ def test_a_short_count_merges_two_shapes_before_it_merges_two_words(decomposer):
     def top_layers_under(ink: np.ndarray) -> set[int]:
         return {_top_layer_at(stack, y, x) for y, x in zip(*np.nonzero(ink[..., 3] == 255), strict=True)}
 
-    first_word = top_layers_under(word("SUMMER", 30, 30))
-    second_word = top_layers_under(word("GARDEN", 200, 190))
+    first_word, second_word = top_layers_under(summer), top_layers_under(garden)
     assert square == disc > 0
     assert len(first_word) == len(second_word) == 1 and first_word != second_word
     assert not {square} & (first_word | second_word)

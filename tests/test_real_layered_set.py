@@ -211,3 +211,36 @@ def test_each_set_builds_only_its_own_files(snapshot):
         builder.main([*common, "--fresh", "--held-out"])
     with pytest.raises(SystemExit):
         builder.main([*common, "--fourth", "--fresh"])
+
+
+def test_ceiling_bench_sets_us_beside_what_the_image_allows_and_reuses_a_bench_run(snapshot, capsys):
+    root, out = _built_set(snapshot)
+    scores, ceilings = root / "scores.json", root / "ceilings.json"
+    _script("bench_decompose").main(["--set", "real", "--data", str(out), "--json", str(scores)])
+    capsys.readouterr()
+    assert _script("bench_ceiling").main(["--data", str(out), "--cpu-json", str(scores),
+                                          "--json", str(ceilings)]) == 0
+    printed = capsys.readouterr().out
+    for method in ("cpu", "one layer", "visible pixels", "visible + ground", "visible + boxes", "shown layers whole"):
+        assert f"\n{method} " in printed, method
+    (case,) = json.loads(ceilings.read_text())["cases"]
+    assert case["cpu"] == {key: value for key, value in json.loads(scores.read_text())["cases"][0]["cpu"].items()
+                           if key in case["cpu"]}, "the CPU row is the earlier run's, not a new decomposition"
+    # The badge lies on paper that shows around it: what shows is the whole truth, every ceiling scores 1.
+    assert all(case[method]["iou_e0"] == 1.0 for method in ("visible + ground", "shown layers whole"))
+    assert "even with every layer's visible pixels known and completed within its box: 0 of 1" in printed
+
+
+def test_ceiling_bench_refuses_a_bench_run_of_another_set(snapshot, tmp_path):
+    root, out = _built_set(snapshot)
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"cases": [{"case": "menu", "cpu": {}}]}))
+    with pytest.raises(SystemExit, match="has no scores for poster"):
+        _script("bench_ceiling").main(["--data", str(out), "--cpu-json", str(other)])
+
+
+def test_ceiling_bench_decomposes_the_set_itself_without_an_earlier_run(snapshot, capsys):
+    root, out = _built_set(snapshot)
+    assert _script("bench_ceiling").main(["--data", str(out), "--json", str(root / "ceilings.json")]) == 0
+    (case,) = json.loads((root / "ceilings.json").read_text())["cases"]
+    assert case["cpu"]["layers"] == 2 and case["cpu"]["iou_e0"] > 0.9

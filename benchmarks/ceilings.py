@@ -18,11 +18,18 @@ them on RGB L1:
   everywhere are missing.
 
     ceilings = ceiling_stacks(truth, composite)   # {name: layers back→front}, in CEILINGS order
+
+``regrouped_by_truth`` is a diagnostic beside them, not a ceiling: a decomposer's own layers grouped and ordered as
+the designer's, which tells how much of its loss is the grouping of its pieces rather than the pieces.
 """
 
 from __future__ import annotations
 
+from functools import reduce
+
 import numpy as np
+
+from benchmarks.metrics import alpha_composite
 
 CEILINGS = ("visible pixels", "visible + ground", "visible + boxes", "shown layers whole")
 
@@ -93,3 +100,24 @@ def ceiling_stacks(truth: list[np.ndarray], composite: np.ndarray) -> dict[str, 
         raise ValueError("no layer of the ground truth shows anywhere: the image is fully transparent")
     builders = (visible_layers, ground_completed, box_completed, shown_layers)
     return {name: build(truth, composite) for name, build in zip(CEILINGS, builders, strict=True)}
+
+
+def _top_index(layers: list[np.ndarray]) -> np.ndarray:
+    """Per pixel, the index of the topmost layer with any alpha there (−1 where none has)."""
+    top = np.full(layers[0].shape[:2], -1)
+    for index, layer in enumerate(layers):
+        top[layer[..., 3] > 0] = index
+    return top
+
+
+def regrouped_by_truth(predicted: list[np.ndarray], truth: list[np.ndarray]) -> list[np.ndarray]:
+    """``predicted`` (back→front) regrouped: each of its layers goes to the truth layer that owns most of the pixels
+    where it is the topmost (the owner of a pixel: the topmost truth layer with alpha there); the layers going to
+    one truth layer are merged in their order (Pillow's alpha_composite, as LayerD merges), the groups stacked in
+    the truth's order. Layers that are topmost nowhere over the truth's pixels stay where they are, below all."""
+    owner, ours = _top_index(truth), _top_index(predicted)
+    groups: dict[int, list[int]] = {}
+    for index in range(len(predicted)):
+        owned = owner[(ours == index) & (owner >= 0)]
+        groups.setdefault(int(np.bincount(owned).argmax()) if owned.size else -1, []).append(index)
+    return [reduce(alpha_composite, [predicted[index] for index in groups[key]]) for key in sorted(groups)]

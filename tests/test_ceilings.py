@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.ceilings import CEILINGS, ceiling_stacks, hidden_masks
+from benchmarks.ceilings import CEILINGS, ceiling_stacks, hidden_masks, regrouped_by_truth
 from benchmarks.metrics import score_layers
 from inference_server.layers import composite_over
 
@@ -71,3 +71,19 @@ def test_a_fully_transparent_truth_is_refused_with_the_reason():
     empty = np.zeros((8, 8, 4), np.uint8)
     with pytest.raises(ValueError, match="fully transparent"):
         ceiling_stacks([empty, empty.copy()], empty)
+
+
+def test_regrouping_merges_the_pieces_of_one_designer_layer_and_stacks_them_in_its_order(card):
+    truth, composite = card
+    paper, photo, panel, word, veil = truth
+    left, right = word.copy(), word.copy()
+    left[:, 40:, 3] = 0
+    right[:, :40, 3] = 0
+    # A decomposition that cut the word in two and put the veil under the panel.
+    ours = [photo, veil, panel, left, right]
+    regrouped = regrouped_by_truth(ours, truth)
+    assert len(regrouped) == 4
+    assert np.array_equal(regrouped[2][..., 3], word[..., 3]), "the word's halves are one layer again"
+    assert np.array_equal(regrouped[3], veil), "the veil back on top, where the designer put it"
+    before = score_layers(ours, truth)[0].alpha_iou
+    assert score_layers(regrouped, truth)[0].alpha_iou > before

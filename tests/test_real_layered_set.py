@@ -223,6 +223,7 @@ def test_ceiling_bench_sets_us_beside_what_the_image_allows_and_reuses_a_bench_r
     printed = capsys.readouterr().out
     for method in ("cpu", "one layer", "visible pixels", "visible + ground", "visible + boxes", "shown layers whole"):
         assert f"\n{method} " in printed, method
+    assert "cpu regrouped" not in printed, "regrouping needs the layers, which an earlier run did not keep"
     (case,) = json.loads(ceilings.read_text())["cases"]
     assert case["cpu"] == {key: value for key, value in json.loads(scores.read_text())["cases"][0]["cpu"].items()
                            if key in case["cpu"]}, "the CPU row is the earlier run's, not a new decomposition"
@@ -244,3 +245,5 @@ def test_ceiling_bench_decomposes_the_set_itself_without_an_earlier_run(snapshot
     assert _script("bench_ceiling").main(["--data", str(out), "--json", str(root / "ceilings.json")]) == 0
     (case,) = json.loads((root / "ceilings.json").read_text())["cases"]
     assert case["cpu"]["layers"] == 2 and case["cpu"]["iou_e0"] > 0.9
+    assert case["cpu regrouped"]["layers"] == 2, "its two layers are the truth's two: nothing to regroup"
+    assert "\ncpu regrouped " in capsys.readouterr().out

@@ -25,6 +25,7 @@ the designer's, which tells how much of its loss is the grouping of its pieces r
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import reduce
 
 import numpy as np
@@ -110,14 +111,44 @@ def _top_index(layers: list[np.ndarray]) -> np.ndarray:
     return top
 
 
-def regrouped_by_truth(predicted: list[np.ndarray], truth: list[np.ndarray]) -> list[np.ndarray]:
-    """``predicted`` (back→front) regrouped: each of its layers goes to the truth layer that owns most of the pixels
-    where it is the topmost (the owner of a pixel: the topmost truth layer with alpha there); the layers going to
-    one truth layer are merged in their order (Pillow's alpha_composite, as LayerD merges), the groups stacked in
-    the truth's order. Layers that are topmost nowhere over the truth's pixels stay where they are, below all."""
+def _owners(predicted: list[np.ndarray], truth: list[np.ndarray]) -> dict[int, list[int]]:
+    """Each truth layer (−1: none) → the indices of ``predicted``'s layers it owns: a layer of ours belongs to the truth
+    layer that owns most of the pixels where ours is the topmost (a pixel's owner: the topmost truth layer with alpha
+    there)."""
     owner, ours = _top_index(truth), _top_index(predicted)
     groups: dict[int, list[int]] = {}
     for index in range(len(predicted)):
         owned = owner[(ours == index) & (owner >= 0)]
         groups.setdefault(int(np.bincount(owned).argmax()) if owned.size else -1, []).append(index)
+    return groups
+
+
+def regrouped_by_truth(predicted: list[np.ndarray], truth: list[np.ndarray], merge: bool = True) -> list[np.ndarray]:
+    """``predicted`` (back→front) grouped and ordered as the designer's: its layers that belong to one truth layer
+    merged in their order (Pillow's alpha_composite, as LayerD merges), the groups stacked in the truth's order; with
+    ``merge`` False only reordered (stably), none merged. Layers topmost nowhere over the truth's pixels go below."""
+    groups = _owners(predicted, truth)
+    if not merge:
+        return [predicted[index] for key in sorted(groups) for index in groups[key]]
     return [reduce(alpha_composite, [predicted[index] for index in groups[key]]) for key in sorted(groups)]
+
+
+@dataclass(frozen=True)
+class Pieces:
+    """How a decomposition's layers line up with the truth's visible ones."""
+
+    truth_shown: int  # truth layers that own some pixel
+    truth_unowned: int  # of them, those no layer of ours belongs to (they went into another's layer)
+    unowned_in_our_bottom: int  # of those, the ones whose pixels mostly lie in our bottom layer
+    extra_pieces: int  # layers of ours beyond the first that belong to one truth layer
+
+
+def pieces(predicted: list[np.ndarray], truth: list[np.ndarray]) -> Pieces:
+    """The counts of ``Pieces`` for one decomposition (both stacks back→front)."""
+    groups = _owners(predicted, truth)
+    owner, ours = _top_index(truth), _top_index(predicted)
+    shown = [index for index in range(len(truth)) if (owner == index).any()]
+    unowned = [index for index in shown if index not in groups]
+    in_bottom = sum(float((ours[owner == index] == 0).mean()) > 0.5 for index in unowned)
+    extra = sum(len(members) - 1 for key, members in groups.items() if key >= 0)
+    return Pieces(len(shown), len(unowned), in_bottom, extra)

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.ceilings import CEILINGS, ceiling_stacks, hidden_masks, regrouped_by_truth
-from benchmarks.metrics import score_layers
+from benchmarks.ceilings import CEILINGS, Pieces, ceiling_stacks, hidden_masks, pieces, regrouped_by_truth
+from benchmarks.metrics import alpha_composite, score_layers
 from inference_server.layers import composite_over
 
 
@@ -87,3 +87,13 @@ def test_regrouping_merges_the_pieces_of_one_designer_layer_and_stacks_them_in_i
     assert np.array_equal(regrouped[3], veil), "the veil back on top, where the designer put it"
     before = score_layers(ours, truth)[0].alpha_iou
     assert score_layers(regrouped, truth)[0].alpha_iou > before
+    reordered = regrouped_by_truth(ours, truth, merge=False)
+    assert [id(layer) for layer in reordered] == [id(layer) for layer in (photo, panel, left, right, veil)]
+    assert pieces(ours, truth) == Pieces(truth_shown=4, truth_unowned=0, unowned_in_our_bottom=0, extra_pieces=1)
+
+
+def test_a_designer_layer_painted_into_our_ground_is_counted_as_unowned(card):
+    truth, composite = card
+    paper, photo, panel, word, veil = truth
+    ours = [alpha_composite(photo, panel), word, veil]
+    assert pieces(ours, truth) == Pieces(truth_shown=4, truth_unowned=1, unowned_in_our_bottom=1, extra_pieces=0)

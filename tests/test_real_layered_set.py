@@ -246,4 +246,7 @@ def test_ceiling_bench_decomposes_the_set_itself_without_an_earlier_run(snapshot
     (case,) = json.loads((root / "ceilings.json").read_text())["cases"]
     assert case["cpu"]["layers"] == 2 and case["cpu"]["iou_e0"] > 0.9
     assert case["cpu regrouped"]["layers"] == 2, "its two layers are the truth's two: nothing to regroup"
-    assert "\ncpu regrouped " in capsys.readouterr().out
+    assert case["pieces"] == {"truth_shown": 2, "truth_unowned": 0, "unowned_in_our_bottom": 0, "extra_pieces": 0}
+    printed = capsys.readouterr().out
+    assert "\ncpu regrouped " in printed and "\ncpu reordered " in printed
+    assert "the main part of no layer of ours: 0 (0%" in printed
